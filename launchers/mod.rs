@@ -1,0 +1,1 @@
+//! How workers are started and jobs submitted (launch profiles, Slurm and PBS submitters).

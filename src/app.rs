@@ -1,0 +1,51 @@
+//! The app interface: a benchmark workload that submits tasks to an [`Engine`].
+
+use std::path::Path;
+
+use crate::engine::Engine;
+use crate::plugins::PluginInfo;
+use crate::task::Registry;
+
+/// A benchmark application.
+pub trait App: Send {
+    /// Runs the workload; outputs go into `run_dir`.
+    fn run(&mut self, engine: &Engine, run_dir: &Path) -> anyhow::Result<()>;
+    /// Cleans up after the engine has shut down (e.g. removes generated inputs).
+    fn close(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// An app plugin: its name, options, tasks and constructor.
+pub struct AppPlugin {
+    /// Name and options.
+    pub info: PluginInfo,
+    /// Adds the app's tasks to the registry (so every worker can run them).
+    pub register_tasks: fn(&mut Registry),
+    /// Checks inputs and external programs before the run directory is created.
+    pub preflight: fn(&toml::Table) -> Result<(), String>,
+    /// Builds the app from its normalised options, inside the run directory.
+    pub build: fn(&toml::Table, &Path) -> anyhow::Result<Box<dyn App>>,
+}
+
+/// A preflight that checks nothing.
+pub fn no_preflight(_: &toml::Table) -> Result<(), String> {
+    Ok(())
+}
+
+/// Checks that `program` is on PATH; the error names it and how to get it.
+pub fn require_program(program: &str, package_hint: &str) -> Result<(), String> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| is_executable(&d.join(program))))
+        .unwrap_or(false);
+    if found {
+        Ok(())
+    } else {
+        Err(format!("{} not found on PATH: {}", program, package_hint))
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}

@@ -1,0 +1,135 @@
+//! The `taps` command line.
+
+use std::io::Write;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::config::{self, ConfigError};
+
+/// taps: benchmark task-execution frameworks with real scientific workloads.
+#[derive(Parser, Debug)]
+#[command(name = "taps", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a benchmark app on an executor (taps run --help for the options).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// --app NAME, --app.OPTION VALUE, --engine.executor NAME, -c FILE, ... (see taps run --help)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List apps, executors, filters and transformers.
+    List,
+    /// Measure dispatch overhead and throughput of executors (writes a report).
+    Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// Shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Prints one error line and returns exit code 2 (bad input).
+pub fn usage_error(e: impl std::fmt::Display) -> i32 {
+    eprintln!("taps: error: {}", e);
+    2
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main(argv: Vec<String>) -> i32 {
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match cli.command {
+        Command::Run { args } => cmd_run(&args, &argv),
+        Command::List => {
+            print!("{}", list());
+            0
+        }
+        Command::Bench(b) => crate::bench::main(b),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "taps", &mut std::io::stdout());
+            0
+        }
+    }
+}
+
+/// `taps list`.
+pub fn list() -> String {
+    let mut out = String::new();
+    let mut section = |title: &str, items: Vec<(&str, &str)>| {
+        out.push_str(&format!("{}:\n", title));
+        for (n, a) in items {
+            out.push_str(&format!("  {:<14} {}\n", n, a));
+        }
+    };
+    section("apps", crate::apps::ALL.iter().map(|a| (a.info.name, a.info.about)).collect());
+    let mut ex: Vec<(&str, &str)> = crate::executor::EXECUTORS.iter().map(|e| (e.info.name, e.info.about)).collect();
+    ex.extend(crate::executor::NOT_COMPILED.iter().copied());
+    section("executors", ex);
+    let mut f: Vec<(&str, &str)> = crate::data::FILTERS.iter().map(|p| (p.name, p.about)).collect();
+    f.push(("none", "no filter: every value goes to the transformer (default)"));
+    section("filters", f);
+    let mut t: Vec<(&str, &str)> = crate::data::TRANSFORMERS.iter().map(|p| (p.name, p.about)).collect();
+    t.push(("none", "no transformer: every value inline (default)"));
+    section("transformers", t);
+    out
+}
+
+/// Loads and checks a configuration from `taps run` arguments; `Err` carries the exit code
+/// (0 after printing help, 2 after printing an error).
+pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
+    let raw = config::parse_args(args).map_err(usage_error)?;
+    if raw.help || args.is_empty() {
+        // Help for whatever could be selected, even if some option is wrong.
+        let sel = config::RawArgs {
+            config_files: raw.config_files.clone(),
+            sets: raw.sets.iter().filter(|(k, _)| k.ends_with("name") || !k.contains('.') || k.matches('.').count() == 1 && k.starts_with("engine.")).cloned().collect(),
+            help: true,
+        };
+        let t = config::layered_table(&sel).unwrap_or_default();
+        let _ = std::io::stdout().write_all(config::help(&t).as_bytes());
+        return Err(0);
+    }
+    let cfg = config::load(&raw).map_err(usage_error)?;
+    crate::run::preflight(&cfg).map_err(|e| usage_error(ConfigError(e)))?;
+    Ok(cfg)
+}
+
+fn cmd_run(args: &[String], argv: &[String]) -> i32 {
+    let cfg = match load_config(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let run_dir = match crate::run::create_run_dir(&cfg, &cwd) {
+        Ok(d) => d,
+        Err(e) => return usage_error(format!("cannot create the run directory from {:?}: {}", cfg.run.dir_format, e)),
+    };
+    if let Err(e) = crate::run::init_logging(&cfg, &run_dir) {
+        return usage_error(format!("cannot open the log file in {}: {}", run_dir.display(), e));
+    }
+    crate::run::install_signal_handler();
+    match crate::run::run_in(&cfg, &run_dir, argv) {
+        Ok(o) => {
+            crate::logging::close();
+            o.exit_code()
+        }
+        Err(e) => {
+            tracing::error!(target: "taps.run", "Caught unhandled exception: {:#}", e);
+            crate::logging::close();
+            1
+        }
+    }
+}

@@ -1,0 +1,593 @@
+//! The benchmark configuration: defaults < each `--config` TOML file in order < CLI flags.
+//!
+//! Sections and keys are the Python suite's: `[app]`, `[engine]`, `[engine.executor]`,
+//! `[engine.filter]`, `[engine.transformer]`, `[logging]`, `[run]` (+ `[run.env_vars]`) and a
+//! top-level `version`; plugins are chosen with `name` keys or `--app`, `--engine.executor`
+//! (`--executor`), `--engine.filter` (`--filter`), `--engine.transformer` (`--transformer`).
+//! Unknown keys are rejected with the valid ones and a did-you-mean.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::options::{Options, Validate, did_you_mean};
+use crate::plugins::PluginInfo;
+
+/// A configuration error: one line for the user, exit code 2, nothing created.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
+crate::options! {
+    /// `[engine]` options.
+    pub struct EngineOptions {
+        /// Task record file in the run directory (none = no records).
+        task_record_file_name: Option<String> = Some("tasks.jsonl".into()),
+    }
+}
+
+crate::options! {
+    /// `[logging]` options.
+    pub struct LoggingOptions {
+        /// Level of log lines on stdout (TRACE, DEBUG, INFO, APP, RUN, WARNING, ERROR or a number).
+        level: String = "INFO".into(),
+        /// Level of log lines in the log file (none = same as level).
+        file_level: Option<String> = None,
+        /// Log file in the run directory (none = no log file).
+        file_name: Option<String> = Some("log.txt".into()),
+    }
+}
+
+crate::options! {
+    /// `[run]` options.
+    pub struct RunOptions {
+        /// Run directory template; placeholders {name}, {executor}, {timestamp}.
+        dir_format: String = "runs/{name}_{executor}_{timestamp}".into(),
+        /// Environment variables set for the duration of the run (JSON object on the CLI).
+        env_vars: BTreeMap<String, String> = BTreeMap::new(),
+    }
+}
+
+impl Validate for EngineOptions {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(f) = &self.task_record_file_name {
+            check_file_name("engine.task_record_file_name", f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for LoggingOptions {
+    fn validate(&self) -> Result<(), String> {
+        crate::logging::parse_level(&self.level).map_err(|e| format!("logging.level: {}", e))?;
+        if let Some(l) = &self.file_level {
+            crate::logging::parse_level(l).map_err(|e| format!("logging.file_level: {}", e))?;
+        }
+        if let Some(f) = &self.file_name {
+            check_file_name("logging.file_name", f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for RunOptions {
+    fn validate(&self) -> Result<(), String> {
+        crate::rundir::check_format(&self.dir_format).map_err(|e| format!("run.dir_format: {}", e))
+    }
+}
+
+fn check_file_name(key: &str, f: &str) -> Result<(), String> {
+    if f.is_empty() || f.contains('/') || f == "." || f == ".." {
+        return Err(format!("{}: expected a file name inside the run directory (or none), got {:?}", key, f));
+    }
+    Ok(())
+}
+
+/// A chosen plugin and its complete, validated options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selected {
+    /// Plugin name.
+    pub name: String,
+    /// Options (every field, defaults filled in).
+    pub options: toml::Table,
+}
+
+/// A complete, validated benchmark configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// taps version the config was written for.
+    pub version: String,
+    /// The app.
+    pub app: Selected,
+    /// The executor.
+    pub executor: Selected,
+    /// The filter (None = everything passes to the transformer).
+    pub filter: Option<Selected>,
+    /// The transformer (None = everything inline).
+    pub transformer: Option<Selected>,
+    /// `[engine]`.
+    pub engine: EngineOptions,
+    /// `[logging]`.
+    pub logging: LoggingOptions,
+    /// `[run]`.
+    pub run: RunOptions,
+    /// `[submit]`, kept for `taps submit` (not validated by `taps run`).
+    pub submit: Option<toml::Table>,
+}
+
+/// `taps run` arguments before validation.
+#[derive(Clone, Debug, Default)]
+pub struct RawArgs {
+    /// `-c/--config` files, in order.
+    pub config_files: Vec<PathBuf>,
+    /// `--key value` pairs in order (keys dotted, underscores).
+    pub sets: Vec<(String, String)>,
+    /// `-h/--help` was given.
+    pub help: bool,
+}
+
+const SELECTORS: &[(&str, &str)] = &[
+    ("app", "app.name"),
+    ("app.name", "app.name"),
+    ("engine.executor", "engine.executor.name"),
+    ("executor", "engine.executor.name"),
+    ("engine.filter", "engine.filter.name"),
+    ("filter", "engine.filter.name"),
+    ("engine.transformer", "engine.transformer.name"),
+    ("transformer", "engine.transformer.name"),
+];
+
+/// Splits `taps run` arguments into config files, `--key value` pairs and help.
+pub fn parse_args(args: &[String]) -> Result<RawArgs, ConfigError> {
+    let mut out = RawArgs::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "-h" || a == "--help" {
+            out.help = true;
+            continue;
+        }
+        if a == "-c" || a == "--config" {
+            let start = i;
+            while i < args.len() && !args[i].starts_with('-') {
+                out.config_files.push(PathBuf::from(&args[i]));
+                i += 1;
+            }
+            if i == start {
+                return Err(ConfigError(format!("{} needs at least one TOML file", a)));
+            }
+            continue;
+        }
+        if let Some(f) = a.strip_prefix("--config=") {
+            out.config_files.push(PathBuf::from(f));
+            continue;
+        }
+        let Some(flag) = a.strip_prefix("--") else {
+            return Err(ConfigError(format!(
+                "unexpected argument {:?}: options are given as --section.key VALUE (see taps run --help)",
+                a
+            )));
+        };
+        let (key, value) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => {
+                if i >= args.len() {
+                    return Err(ConfigError(format!("--{} needs a value", flag)));
+                }
+                i += 1;
+                (flag.to_string(), args[i - 1].clone())
+            }
+        };
+        out.sets.push((normalize_key(&key), value));
+    }
+    Ok(out)
+}
+
+/// Flag names accept dashes or underscores: `app.matrix-size` → `app.matrix_size`.
+fn normalize_key(k: &str) -> String {
+    k.replace('-', "_")
+}
+
+fn selector(key: &str) -> Option<&'static str> {
+    let k = key.replace('_', "-");
+    SELECTORS.iter().find(|(s, _)| *s == k).map(|(_, t)| *t)
+}
+
+/// The plugin tables: (path, kind, plugin list).
+fn plugin_sections() -> Vec<(&'static str, &'static str, Vec<PluginInfo>)> {
+    vec![
+        ("app", "app", crate::apps::infos()),
+        ("engine.executor", "executor", crate::executor::infos()),
+        ("engine.filter", "filter", crate::data::FILTERS.to_vec()),
+        ("engine.transformer", "transformer", crate::data::TRANSFORMERS.to_vec()),
+    ]
+}
+
+fn get_path<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
+    let mut parts = path.split('.');
+    let mut v = t.get(parts.next()?)?;
+    for p in parts {
+        v = v.as_table()?.get(p)?;
+    }
+    Some(v)
+}
+
+fn table_at<'a>(t: &'a mut toml::Table, path: &str) -> Result<&'a mut toml::Table, ConfigError> {
+    let mut cur = t;
+    for p in path.split('.') {
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| ConfigError(format!("{} must be a table", path)))?;
+    }
+    Ok(cur)
+}
+
+/// Sets the plugin at `section` to `name`; a different plugin than before drops the old
+/// plugin's options (they belong to it, not to the new one).
+fn select(t: &mut toml::Table, section: &str, name: &str) -> Result<(), ConfigError> {
+    let cur = get_path(t, &format!("{}.name", section)).and_then(|v| v.as_str()).map(str::to_string);
+    let tab = table_at(t, section)?;
+    if cur.as_deref() != Some(name) {
+        tab.clear();
+    }
+    tab.insert("name".into(), toml::Value::String(name.into()));
+    Ok(())
+}
+
+/// Deep-merges `over` into `base`; a plugin table naming a different plugin replaces the old one.
+fn merge(base: &mut toml::Table, over: toml::Table, path: &str) {
+    for (k, v) in over {
+        let p = if path.is_empty() { k.clone() } else { format!("{}.{}", path, k) };
+        let is_plugin = matches!(p.as_str(), "app" | "engine.executor" | "engine.filter" | "engine.transformer");
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                let switched = is_plugin && o.get("name").is_some() && o.get("name") != b.get("name");
+                if switched {
+                    *b = o;
+                } else {
+                    merge(b, o, &p);
+                }
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Reads a TOML config file; errors name the file.
+pub fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {}", path.display(), e)))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        match line {
+            Some(l) => ConfigError(format!("config file {}, line {}: {}", path.display(), l, msg)),
+            None => ConfigError(format!("config file {}: {}", path.display(), msg)),
+        }
+    })
+}
+
+/// Merges the config files and CLI flags into one table (not yet validated).
+pub fn layered_table(raw: &RawArgs) -> Result<toml::Table, ConfigError> {
+    let mut t = toml::Table::new();
+    for f in &raw.config_files {
+        merge(&mut t, read_file(f)?, "");
+    }
+    // Selectors first, so option flags are checked against the final plugins.
+    for (k, v) in &raw.sets {
+        if let Some(target) = selector(k) {
+            let section = target.trim_end_matches(".name");
+            select(&mut t, section, v)?;
+        }
+    }
+    for (k, v) in &raw.sets {
+        if selector(k).is_none() {
+            set_cli_value(&mut t, k, v)?;
+        }
+    }
+    Ok(t)
+}
+
+/// Field specs of the section owning `key`, and the key within it.
+fn field_for(t: &toml::Table, key: &str) -> Result<(String, crate::options::FieldSpec), ConfigError> {
+    let mut sections: Vec<(String, Vec<crate::options::FieldSpec>)> = vec![
+        ("engine".into(), EngineOptions::fields()),
+        ("logging".into(), LoggingOptions::fields()),
+        ("run".into(), RunOptions::fields()),
+    ];
+    for (path, _, list) in plugin_sections() {
+        if let Some(name) = get_path(t, &format!("{}.name", path)).and_then(|v| v.as_str())
+            && let Some(p) = list.iter().find(|p| p.name == name)
+        {
+            sections.push((path.to_string(), (p.fields)()));
+        }
+    }
+    if key == "version" {
+        let spec = crate::options::FieldSpec {
+            name: "version",
+            ty: "string".into(),
+            default: None,
+            doc: "",
+            parse_cli: crate::options::parse_cli_value::<String>,
+        };
+        return Ok((String::new(), spec));
+    }
+    sections.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    for (path, fields) in &sections {
+        if let Some(rest) = key.strip_prefix(path.as_str()).and_then(|r| r.strip_prefix('.'))
+            && let Some(f) = fields.iter().find(|f| f.name == rest)
+        {
+            return Ok((path.clone(), f.clone()));
+        }
+    }
+    // Unknown: suggest the nearest valid flag.
+    let mut all: Vec<String> = vec![
+        "app".into(),
+        "engine.executor".into(),
+        "engine.filter".into(),
+        "engine.transformer".into(),
+        "config".into(),
+    ];
+    for (path, fields) in &sections {
+        all.extend(fields.iter().map(|f| format!("{}.{}", path, f.name)));
+    }
+    let flag = |k: &str| format!("--{}", k.replace('_', "-"));
+    let mut msg = format!("unknown option {}", flag(key));
+    if let Some(s) = did_you_mean(key, all.iter().map(String::as_str)) {
+        msg.push_str(&format!(" (did you mean {}?)", flag(s)));
+    }
+    let section = key.rsplit_once('.').map(|(s, _)| s).unwrap_or("");
+    if let Some((path, fields)) = sections.iter().find(|(p, _)| p == section) {
+        let names: Vec<String> = fields.iter().map(|f| flag(&format!("{}.{}", path, f.name))).collect();
+        if names.is_empty() {
+            msg.push_str(&format!("; {} takes no options", path));
+        } else {
+            msg.push_str(&format!("; valid options of {}: {}", path, names.join(", ")));
+        }
+    } else {
+        msg.push_str("; see taps run --app NAME [--engine.executor NAME] --help for every option");
+    }
+    Err(ConfigError(msg))
+}
+
+fn set_cli_value(t: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
+    let (section, spec) = field_for(t, key)?;
+    let flag = format!("--{}", key.replace('_', "-"));
+    let v = (spec.parse_cli)(value).map_err(|e| ConfigError(format!("{}: {}", flag, e)))?;
+    let tab = if section.is_empty() { t } else { table_at(t, &section)? };
+    tab.insert(spec.name.to_string(), v);
+    Ok(())
+}
+
+/// Loads, merges and validates a configuration from `taps run` arguments.
+pub fn load(raw: &RawArgs) -> Result<Config, ConfigError> {
+    from_table(layered_table(raw)?)
+}
+
+/// Validates a merged table into a [`Config`].
+pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
+    let version = match t.remove("version") {
+        None => env!("CARGO_PKG_VERSION").to_string(),
+        Some(toml::Value::String(s)) => s,
+        Some(v) => return Err(ConfigError(format!("version: expected string, got {}", crate::options::describe(&v)))),
+    };
+    let submit = match t.remove("submit") {
+        None => None,
+        Some(toml::Value::Table(s)) => Some(s),
+        Some(_) => return Err(ConfigError("submit must be a table".into())),
+    };
+    let mut app = take_table(&mut t, "app")?;
+    let mut engine = take_table(&mut t, "engine")?;
+    let logging = take_table(&mut t, "logging")?;
+    let run = take_table(&mut t, "run")?;
+    if let Some(k) = t.keys().next() {
+        let known = ["version", "app", "engine", "logging", "run", "submit"];
+        return Err(ConfigError(crate::options::unknown_key("config", k, &known).replacen("config.", "", 1)));
+    }
+    let app_name = match app.get("name") {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(v) => return Err(ConfigError(format!("app.name: expected string, got {}", crate::options::describe(v)))),
+        None => {
+            let names: Vec<&str> = crate::apps::ALL.iter().map(|a| a.info.name).collect();
+            return Err(ConfigError(format!(
+                "no app selected: pass --app NAME or set name in the [app] table of a --config file; apps: {}",
+                names.join(", ")
+            )));
+        }
+    };
+    app.remove("name");
+    let app_plugin = crate::apps::find(&app_name)?;
+    let app_opts = (app_plugin.info.normalize)(&app, "app")?;
+
+    let mut executor = take_table(&mut engine, "executor")?;
+    let exec_name = match executor.remove("name") {
+        None => crate::executor::DEFAULT_EXECUTOR.to_string(),
+        Some(toml::Value::String(s)) => s,
+        Some(v) => {
+            return Err(ConfigError(format!("engine.executor.name: expected string, got {}", crate::options::describe(&v))));
+        }
+    };
+    let exec_plugin = crate::executor::find(&exec_name)?;
+    let exec_opts = (exec_plugin.info.normalize)(&executor, "engine.executor")?;
+
+    let filter = optional_plugin(&mut engine, "filter", crate::data::FILTERS)?;
+    let transformer = optional_plugin(&mut engine, "transformer", crate::data::TRANSFORMERS)?;
+    let engine_opts = EngineOptions::from_table(&engine, "engine")?;
+    let logging = LoggingOptions::from_table(&logging, "logging")?;
+    let run = RunOptions::from_table(&run, "run")?;
+    Ok(Config {
+        version,
+        app: Selected { name: app_name, options: app_opts },
+        executor: Selected { name: exec_name, options: exec_opts },
+        filter,
+        transformer,
+        engine: engine_opts,
+        logging,
+        run,
+        submit,
+    })
+}
+
+fn take_table(t: &mut toml::Table, key: &str) -> Result<toml::Table, ConfigError> {
+    match t.remove(key) {
+        None => Ok(toml::Table::new()),
+        Some(toml::Value::Table(t)) => Ok(t),
+        Some(v) => Err(ConfigError(format!("{} must be a table, got {}", key, crate::options::describe(&v)))),
+    }
+}
+
+fn optional_plugin(engine: &mut toml::Table, kind: &str, list: &[PluginInfo]) -> Result<Option<Selected>, ConfigError> {
+    let mut t = take_table(engine, kind)?;
+    let name = match t.remove("name") {
+        None => None,
+        Some(toml::Value::String(s)) if s.eq_ignore_ascii_case("none") => None,
+        Some(toml::Value::String(s)) => Some(s),
+        Some(v) => {
+            return Err(ConfigError(format!("engine.{}.name: expected string, got {}", kind, crate::options::describe(&v))));
+        }
+    };
+    let section = format!("engine.{}", kind);
+    match name {
+        None => {
+            if let Some(k) = t.keys().next() {
+                return Err(ConfigError(format!(
+                    "{}.{} is set but no {} is selected: add --{} NAME or name = \"...\" in [{}]",
+                    section, k, kind, section, section
+                )));
+            }
+            Ok(None)
+        }
+        Some(name) => {
+            let p = crate::plugins::find(kind, list, &name).map_err(|e| ConfigError(format!("{}, none", e)))?;
+            let options = (p.normalize)(&t, &section)?;
+            Ok(Some(Selected { name, options }))
+        }
+    }
+}
+
+fn plugin_table(s: &Selected) -> toml::Table {
+    let mut t = toml::Table::new();
+    t.insert("name".into(), toml::Value::String(s.name.clone()));
+    t.extend(s.options.clone());
+    t
+}
+
+impl Config {
+    /// The complete configuration as a TOML table (feed it back with `--config`).
+    pub fn to_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("version".into(), toml::Value::String(self.version.clone()));
+        t.insert("app".into(), toml::Value::Table(plugin_table(&self.app)));
+        let mut engine = self.engine.to_table();
+        engine.insert("executor".into(), toml::Value::Table(plugin_table(&self.executor)));
+        if let Some(f) = &self.filter {
+            engine.insert("filter".into(), toml::Value::Table(plugin_table(f)));
+        }
+        if let Some(tr) = &self.transformer {
+            engine.insert("transformer".into(), toml::Value::Table(plugin_table(tr)));
+        }
+        t.insert("engine".into(), toml::Value::Table(engine));
+        t.insert("logging".into(), toml::Value::Table(self.logging.to_table()));
+        t.insert("run".into(), toml::Value::Table(self.run.to_table()));
+        if let Some(s) = &self.submit {
+            t.insert("submit".into(), toml::Value::Table(s.clone()));
+        }
+        t
+    }
+
+    /// The TOML text of [`to_table`](Self::to_table).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.to_table()).expect("config tables serialise")
+    }
+
+    /// Pretty form for the log: keys sorted with `name` first, 2-space indent.
+    pub fn pretty(&self) -> String {
+        fn walk(t: &toml::Table, indent: usize, out: &mut String) {
+            let mut keys: Vec<&String> = t.keys().collect();
+            keys.sort_by_key(|k| (k.as_str() != "name", k.as_str()));
+            for k in keys {
+                match &t[k] {
+                    toml::Value::Table(sub) => {
+                        let _ = writeln!(out, "{:indent$}{}:", "", k, indent = indent);
+                        walk(sub, indent + 2, out);
+                    }
+                    v => {
+                        let _ = writeln!(out, "{:indent$}{}: {}", "", k, crate::options::render(v), indent = indent);
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        walk(&self.to_table(), 0, &mut out);
+        out.trim_end().to_string()
+    }
+}
+
+fn section_help(out: &mut String, title: &str, prefix: &str, fields: &[crate::options::FieldSpec]) {
+    let _ = writeln!(out, "\n{}:", title);
+    if fields.is_empty() {
+        let _ = writeln!(out, "  (no options)");
+    }
+    for f in fields {
+        let flag = format!("--{}.{} {}", prefix, f.name.replace('_', "-"), f.ty);
+        let default = match &f.default {
+            None => "required".to_string(),
+            Some(d) => format!("default: {}", d),
+        };
+        let _ = writeln!(out, "  {}\n      {} [{}]", flag, f.doc, default);
+    }
+}
+
+/// `taps run --help`: the plugins, or (with selections) their options.
+pub fn help(t: &toml::Table) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "Run a benchmark app on an executor.\n\n\
+         Usage: taps run --app NAME [--app.OPTION VALUE]... [--engine.executor NAME [--engine.executor.OPTION VALUE]...]\n\
+         \x20               [--engine.filter NAME ...] [--engine.transformer NAME ...] [-c/--config FILE...] [--help]\n\n\
+         Options are --section.key VALUE (dashes or underscores); booleans are true/false, `none` unsets an\n\
+         optional value, maps and lists take JSON. Precedence: defaults < each --config file in order < flags.\n",
+    );
+    let sel = |path: &str| get_path(t, &format!("{}.name", path)).and_then(|v| v.as_str()).map(str::to_string);
+    let app = sel("app");
+    for (path, kind, list) in plugin_sections() {
+        let chosen = sel(path).or_else(|| (path == "engine.executor").then(|| crate::executor::DEFAULT_EXECUTOR.to_string()));
+        match chosen.as_deref().and_then(|n| list.iter().find(|p| p.name == n)) {
+            Some(p) if app.is_some() => {
+                let title = format!("{} options (selected: {} — {})", path, p.name, p.about);
+                section_help(&mut out, &title, path, &(p.fields)());
+            }
+            _ => {
+                let flag = if path == "app" { "--app".to_string() } else { format!("--{}", path) };
+                let _ = writeln!(out, "\n{}s ({} NAME):", kind, flag);
+                for p in &list {
+                    let _ = writeln!(out, "  {:<14} {}", p.name, p.about);
+                }
+                if path == "engine.filter" || path == "engine.transformer" {
+                    let _ = writeln!(out, "  {:<14} {}", "none", "no " .to_string() + kind + " (default)");
+                }
+                if path == "engine.executor" {
+                    for (n, why) in crate::executor::NOT_COMPILED {
+                        let _ = writeln!(out, "  {:<14} (not in this build: {})", n, why);
+                    }
+                }
+            }
+        }
+    }
+    if app.is_some() {
+        section_help(&mut out, "engine options", "engine", &EngineOptions::fields());
+        section_help(&mut out, "logging options", "logging", &LoggingOptions::fields());
+        section_help(&mut out, "run options", "run", &RunOptions::fields());
+    } else {
+        out.push_str("\nPass --app NAME --help (and --engine.executor NAME) to list that selection's options.\n");
+    }
+    out
+}

@@ -1,0 +1,339 @@
+//! The data layer: filters decide which values leave the inline path, transformers move them
+//! another way and pass a small [`DataRef`] instead.
+//!
+//! Applied to top-level task arguments (driver side, at dispatch) and results (worker side),
+//! and resolved where a value is used (worker side for arguments, driver side in `result()`),
+//! exactly as the Python suite's `TaskTransformer` does.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use regex::RegexSet;
+
+use crate::options::{Options, Validate};
+use crate::plugins::PluginInfo;
+use crate::task::{DataRef, Payload, TaskError};
+
+/// What a filter sees of a value.
+pub struct Candidate<'a> {
+    /// Rust type name of the value (empty if unknown, e.g. already serialised).
+    pub type_name: &'a str,
+    size: &'a dyn Fn() -> usize,
+}
+
+impl Candidate<'_> {
+    /// Serialised size in bytes (computed on first use).
+    pub fn size(&self) -> usize {
+        (self.size)()
+    }
+}
+
+/// Decides whether a value is moved by the transformer.
+pub trait Filter: Send + Sync {
+    /// True if the value should be transformed.
+    fn passes(&self, c: &Candidate) -> bool;
+}
+
+/// Moves serialised values out of band.
+pub trait Transformer: Send + Sync {
+    /// Stores bytes and returns a reference.
+    fn put(&self, bytes: &[u8]) -> Result<DataRef, TaskError>;
+    /// Loads the bytes behind a reference.
+    fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError>;
+    /// Removes what the run stored (driver only).
+    fn close(&self) -> Result<(), TaskError>;
+}
+
+crate::options! {
+    /// `never`: nothing is transformed.
+    pub struct NeverOptions {}
+}
+
+crate::options! {
+    /// `object-size`: transform values whose serialised size is in [min_size, max_size].
+    pub struct ObjectSizeOptions {
+        /// Smallest serialised size in bytes that is transformed (inclusive).
+        min_size: u64 = 0,
+        /// Largest serialised size in bytes that is transformed (inclusive; inf = no limit).
+        max_size: f64 = f64::INFINITY,
+    }
+}
+
+impl Validate for ObjectSizeOptions {}
+
+crate::options! {
+    /// `object-type`: transform values whose Rust type name matches a pattern.
+    pub struct ObjectTypeOptions {
+        /// Regular expressions searched in the value's Rust type name (e.g. "Data$", "Vec<u8>").
+        patterns: Vec<String> = Vec::new(),
+    }
+}
+
+crate::options! {
+    /// `file`: values go through files in a directory on a (shared) filesystem.
+    pub struct FileOptions {
+        /// Directory for the files (default: `data/` inside the run directory); must be on a filesystem every worker sees.
+        file_dir: Option<PathBuf> = None,
+    }
+}
+
+struct Never;
+impl Filter for Never {
+    fn passes(&self, _: &Candidate) -> bool {
+        false
+    }
+}
+
+struct ObjectSize {
+    min: u64,
+    max: f64,
+}
+impl Filter for ObjectSize {
+    fn passes(&self, c: &Candidate) -> bool {
+        let s = c.size() as u64;
+        s >= self.min && (s as f64) <= self.max
+    }
+}
+
+struct ObjectType(RegexSet);
+impl Filter for ObjectType {
+    fn passes(&self, c: &Candidate) -> bool {
+        self.0.is_match(c.type_name)
+    }
+}
+
+/// Filter plugins.
+pub static FILTERS: &[PluginInfo] = &[
+    PluginInfo::new::<NeverOptions>("never", "never transform anything (everything inline)"),
+    PluginInfo::new::<ObjectSizeOptions>("object-size", "transform values whose serialised size is in [min-size, max-size] bytes"),
+    PluginInfo::new::<ObjectTypeOptions>("object-type", "transform values whose Rust type name matches one of the regex patterns"),
+];
+
+/// Transformer plugins.
+pub static TRANSFORMERS: &[PluginInfo] =
+    &[PluginInfo::new::<FileOptions>("file", "pass large values through files on a shared filesystem")];
+
+impl Validate for NeverOptions {}
+
+impl ObjectTypeOptions {
+    fn set(&self) -> Result<RegexSet, String> {
+        RegexSet::new(&self.patterns).map_err(|e| format!("engine.filter.patterns: invalid regular expression: {}", e))
+    }
+}
+
+impl Validate for ObjectTypeOptions {
+    fn validate(&self) -> Result<(), String> {
+        self.set().map(|_| ())
+    }
+}
+
+impl Validate for FileOptions {}
+
+/// Files named by UUID in one directory of this run.
+pub struct FileTransformer {
+    dir: PathBuf,
+    /// Directories this run created (removed at close, innermost first).
+    created: Vec<PathBuf>,
+}
+
+impl FileTransformer {
+    /// Uses `dir`, creating it (and recording what it created).
+    pub fn new(dir: &Path) -> Result<Self, TaskError> {
+        let mut created = Vec::new();
+        let mut p = dir.to_path_buf();
+        let mut missing = Vec::new();
+        while !p.exists() {
+            missing.push(p.clone());
+            if !p.pop() {
+                break;
+            }
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TaskError::new("IoError", format!("cannot create {}: {}", dir.display(), e)))?;
+        created.extend(missing);
+        Ok(FileTransformer { dir: dir.to_path_buf(), created })
+    }
+
+    /// The directory values are written to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Transformer for FileTransformer {
+    fn put(&self, bytes: &[u8]) -> Result<DataRef, TaskError> {
+        let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::write(&path, bytes)
+            .map_err(|e| TaskError::new("IoError", format!("cannot write {}: {}", path.display(), e)))?;
+        Ok(DataRef { key: path.display().to_string(), size: bytes.len() as u64 })
+    }
+
+    fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError> {
+        std::fs::read(&r.key)
+            .map(bytes::Bytes::from)
+            .map_err(|e| TaskError::new("IoError", format!("cannot read {}: {}", r.key, e)))
+    }
+
+    fn close(&self) -> Result<(), TaskError> {
+        // Files of this run only: the directory holds nothing else we did not write.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        for d in &self.created {
+            let _ = std::fs::remove_dir(d);
+        }
+        Ok(())
+    }
+}
+
+/// The filter and transformer of one run, as sent to remote workers.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DataSpec {
+    /// Filter name and options (TOML text).
+    pub filter: Option<(String, String)>,
+    /// Transformer name and options (TOML text; `file_dir` resolved by the driver).
+    pub transformer: Option<(String, String)>,
+}
+
+/// Filter + transformer, applied as the Python suite's `TaskTransformer`.
+#[derive(Default)]
+pub struct DataLayer {
+    filter: Option<Box<dyn Filter>>,
+    transformer: Option<Box<dyn Transformer>>,
+    spec: DataSpec,
+}
+
+/// Bytes a value moved: inline and by reference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Serialised bytes sent in messages.
+    pub inline: u64,
+    /// Bytes stored by the transformer.
+    pub by_reference: u64,
+}
+
+impl std::ops::AddAssign for Moved {
+    fn add_assign(&mut self, o: Moved) {
+        self.inline += o.inline;
+        self.by_reference += o.by_reference;
+    }
+}
+
+impl Moved {
+    /// What shipping `p` moves.
+    pub fn of(p: &Payload) -> Moved {
+        match p {
+            Payload::Local(_) => Moved::default(),
+            Payload::Bytes(b) => Moved { inline: b.len() as u64, by_reference: 0 },
+            Payload::Ref(r) => Moved { inline: 0, by_reference: r.size },
+        }
+    }
+}
+
+impl DataLayer {
+    /// No filter, no transformer: everything inline.
+    pub fn none() -> Self {
+        DataLayer::default()
+    }
+
+    /// Builds the layer from its spec; `run_dir` places the default `file` directory.
+    pub fn from_spec(spec: DataSpec) -> Result<Self, String> {
+        let filter: Option<Box<dyn Filter>> = match &spec.filter {
+            None => None,
+            Some((name, text)) => {
+                let t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+                Some(match name.as_str() {
+                    "never" => Box::new(Never),
+                    "object-size" => {
+                        let o = ObjectSizeOptions::from_table(&t, "engine.filter")?;
+                        Box::new(ObjectSize { min: o.min_size, max: o.max_size })
+                    }
+                    "object-type" => Box::new(ObjectType(ObjectTypeOptions::from_table(&t, "engine.filter")?.set()?)),
+                    other => return Err(format!("unknown filter {:?}", other)),
+                })
+            }
+        };
+        let transformer: Option<Box<dyn Transformer>> = match &spec.transformer {
+            None => None,
+            Some((name, text)) => {
+                let t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+                match name.as_str() {
+                    "file" => {
+                        let o = FileOptions::from_table(&t, "engine.transformer")?;
+                        let dir = o.file_dir.ok_or("engine.transformer.file_dir was not resolved")?;
+                        Some(Box::new(FileTransformer::new(&dir).map_err(|e| e.message)?))
+                    }
+                    other => return Err(format!("unknown transformer {:?}", other)),
+                }
+            }
+        };
+        Ok(DataLayer { filter, transformer, spec })
+    }
+
+    /// The spec to rebuild this layer in a worker.
+    pub fn spec(&self) -> &DataSpec {
+        &self.spec
+    }
+
+    /// Whether a transformer is configured (otherwise values always stay inline).
+    pub fn active(&self) -> bool {
+        self.transformer.is_some()
+    }
+
+    /// Filter, then transformer. With `wire`, an untransformed value comes back serialised.
+    pub fn transform(&self, p: Payload, wire: bool) -> Result<Payload, TaskError> {
+        let Some(tr) = &self.transformer else {
+            return if wire { p.into_wire() } else { Ok(p) };
+        };
+        match p {
+            Payload::Local(l) => {
+                let encoded: OnceLock<Result<Vec<u8>, TaskError>> = OnceLock::new();
+                let bytes = || encoded.get_or_init(|| (l.encode)(&*l.value));
+                let size = || bytes().as_ref().map(|b| b.len()).unwrap_or(0);
+                let passes = match &self.filter {
+                    None => true,
+                    Some(f) => f.passes(&Candidate { type_name: l.type_name, size: &size }),
+                };
+                if passes {
+                    let b = bytes().as_ref().map_err(Clone::clone)?;
+                    return Ok(Payload::Ref(tr.put(b)?));
+                }
+                match (wire, encoded.into_inner()) {
+                    (true, Some(b)) => Ok(Payload::Bytes(b?.into())),
+                    (true, None) => Payload::Local(l).into_wire(),
+                    (false, _) => Ok(Payload::Local(l)),
+                }
+            }
+            Payload::Bytes(b) => {
+                let len = b.len();
+                let passes = match &self.filter {
+                    None => true,
+                    Some(f) => f.passes(&Candidate { type_name: "", size: &|| len }),
+                };
+                if passes { Ok(Payload::Ref(tr.put(&b)?)) } else { Ok(Payload::Bytes(b)) }
+            }
+            r @ Payload::Ref(_) => Ok(r),
+        }
+    }
+
+    /// Turns a reference back into bytes; other payloads pass through.
+    pub fn resolve(&self, p: Payload) -> Result<Payload, TaskError> {
+        match p {
+            Payload::Ref(r) => match &self.transformer {
+                Some(tr) => tr.get(&r).map(Payload::Bytes),
+                None => FileTransformer { dir: PathBuf::new(), created: vec![] }.get(&r).map(Payload::Bytes),
+            },
+            other => Ok(other),
+        }
+    }
+
+    /// Removes what the transformer stored (driver, at engine shutdown).
+    pub fn close(&self) -> Result<(), TaskError> {
+        match &self.transformer {
+            Some(t) => t.close(),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,1086 @@
+//! The engine: submits tasks, resolves dependencies, dispatches ready tasks to an executor,
+//! records every task, and hands results back through [`TaskFuture`]s.
+//!
+//! All bookkeeping happens on one dispatcher thread fed by a channel, so `submit` never blocks on
+//! execution and a million submissions do not stall the caller.
+//!
+//! ```
+//! use taps::engine::{Engine, builtin::Sleep};
+//! use taps::executor::thread_pool::ThreadPool;
+//!
+//! let engine = Engine::builder(Box::new(ThreadPool::new(2))).build();
+//! let a = engine.submit::<Sleep>((0.0.into(),));
+//! let b = engine.submit::<Sleep>((0.0.into(),));
+//! assert!(a.result().is_ok() && b.result().is_ok());
+//! let summary = engine.shutdown();
+//! assert_eq!(summary.records, 2);
+//! ```
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use uuid::Uuid;
+
+use crate::data::{DataLayer, Moved};
+use crate::record::{ExecutionInfo, RecordWriter, TaskRecord, now};
+use crate::task::{Data, Payload, Registry, Slot, Task, TaskArgs, TaskDef, TaskError};
+
+/// A task ready to run: its definition and resolved argument payloads.
+pub struct Job {
+    /// Engine-internal sequence number; echo it in the [`Completion`].
+    pub seq: u64,
+    /// The task.
+    pub def: &'static TaskDef,
+    /// Top-level arguments (in-process, serialised, or references).
+    pub args: Vec<Payload>,
+}
+
+/// What an executor reports when a job ends.
+pub struct Completion {
+    /// The job's sequence number.
+    pub seq: u64,
+    /// Result payload or error.
+    pub outcome: Result<Payload, TaskError>,
+    /// Worker-side timings, if the wrapper ran.
+    pub execution: Option<ExecutionInfo>,
+    /// Which worker ran it.
+    pub worker: Option<String>,
+}
+
+/// Runs jobs somewhere and reports completions.
+pub trait Executor: Send {
+    /// Called once, on the dispatcher thread, before any job: where to report completions.
+    fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()>;
+    /// Whether jobs must carry serialised payloads (true for anything out of process).
+    fn needs_wire(&self) -> bool;
+    /// Queues a job (never blocks on execution).
+    fn submit(&mut self, job: Job);
+    /// Stops the workers. With `cancel`, abandons running jobs instead of waiting for them.
+    fn shutdown(&mut self, cancel: bool);
+    /// Short description for the log.
+    fn describe(&self) -> String;
+}
+
+/// Where executors report completions.
+#[derive(Clone)]
+pub struct Completer(Sender<Msg>);
+
+impl Completer {
+    /// Reports one finished job.
+    pub fn complete(&self, c: Completion) {
+        let _ = self.0.send(Msg::Done(c));
+    }
+}
+
+/// Shared state of one task, held by its futures and by the dispatcher.
+pub struct TaskCell {
+    seq: u64,
+    id: Uuid,
+    name: &'static str,
+    state: Mutex<CellState>,
+    cv: Condvar,
+    data: Arc<DataLayer>,
+}
+
+#[derive(Default)]
+struct CellState {
+    outcome: Option<Result<Payload, TaskError>>,
+    listeners: Vec<(Sender<usize>, usize)>,
+}
+
+impl TaskCell {
+    fn finish(&self, outcome: Result<Payload, TaskError>) {
+        let listeners = {
+            let mut st = self.state.lock().unwrap();
+            st.outcome = Some(outcome);
+            std::mem::take(&mut st.listeners)
+        };
+        self.cv.notify_all();
+        for (tx, i) in listeners {
+            let _ = tx.send(i);
+        }
+    }
+
+    fn outcome(&self) -> Option<Result<Payload, TaskError>> {
+        self.state.lock().unwrap().outcome.clone()
+    }
+
+    fn subscribe(&self, tx: &Sender<usize>, i: usize) {
+        let mut st = self.state.lock().unwrap();
+        if st.outcome.is_some() {
+            let _ = tx.send(i);
+        } else {
+            st.listeners.push((tx.clone(), i));
+        }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Option<Result<Payload, TaskError>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if let Some(o) = &st.outcome {
+                return Some(o.clone());
+            }
+            match deadline {
+                None => st = self.cv.wait(st).unwrap(),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    st = self.cv.wait_timeout(st, left).unwrap().0;
+                }
+            }
+        }
+    }
+}
+
+/// The future result of a submitted task. Pass `&future` as an argument to make a dependency.
+pub struct TaskFuture<T> {
+    cell: Arc<TaskCell>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TaskFuture<T> {
+    fn clone(&self) -> Self {
+        TaskFuture { cell: self.cell.clone(), _t: PhantomData }
+    }
+}
+
+impl<T> std::fmt::Debug for TaskFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskFuture({} {})", self.cell.name, self.cell.id)
+    }
+}
+
+/// `result_timeout` ran out before the task finished.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out waiting for task results")]
+pub struct Timeout;
+
+impl<T> TaskFuture<T> {
+    /// The task's UUID (its `task_id` in `tasks.jsonl`).
+    pub fn task_id(&self) -> Uuid {
+        self.cell.id
+    }
+
+    /// The task's name.
+    pub fn name(&self) -> &'static str {
+        self.cell.name
+    }
+
+    /// Whether the task has finished (successfully or not).
+    pub fn done(&self) -> bool {
+        self.cell.state.lock().unwrap().outcome.is_some()
+    }
+
+    /// Blocks until done; the error if it failed.
+    pub fn exception(&self) -> Option<TaskError> {
+        self.cell.wait(None).and_then(|o| o.err())
+    }
+
+    /// The shared cell (used to pass the future as an argument).
+    pub fn cell(&self) -> &Arc<TaskCell> {
+        &self.cell
+    }
+}
+
+impl<T: Data> TaskFuture<T> {
+    /// Blocks until the task finishes and returns its result (resolved and decoded here).
+    pub fn result(&self) -> Result<T, TaskError> {
+        let outcome = self.cell.wait(None).expect("wait without timeout returns");
+        self.decode(outcome)
+    }
+
+    /// Like [`result`](Self::result), giving up after `timeout`.
+    pub fn result_timeout(&self, timeout: Duration) -> Result<Result<T, TaskError>, Timeout> {
+        match self.cell.wait(Some(timeout)) {
+            Some(o) => Ok(self.decode(o)),
+            None => Err(Timeout),
+        }
+    }
+
+    fn decode(&self, outcome: Result<Payload, TaskError>) -> Result<T, TaskError> {
+        let p = self.cell.data.resolve(outcome?)?;
+        p.decode()
+    }
+}
+
+/// When [`wait`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnWhen {
+    /// As soon as one future is done.
+    FirstCompleted,
+    /// As soon as one future fails, or all are done.
+    FirstException,
+    /// When all are done.
+    AllCompleted,
+}
+
+/// The futures split into done and not done, each in input order.
+#[derive(Debug)]
+pub struct Waited<T> {
+    /// Finished futures.
+    pub done: Vec<TaskFuture<T>>,
+    /// Unfinished futures.
+    pub not_done: Vec<TaskFuture<T>>,
+}
+
+/// Waits for futures, as Python's `concurrent.futures.wait`.
+pub fn wait<T>(futures: &[TaskFuture<T>], timeout: Option<Duration>, when: ReturnWhen) -> Waited<T> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let (tx, rx) = unbounded();
+    for (i, f) in futures.iter().enumerate() {
+        f.cell.subscribe(&tx, i);
+    }
+    let mut finished = vec![false; futures.len()];
+    let mut n = 0;
+    while n < futures.len() {
+        let got = match deadline {
+            None => rx.recv().ok(),
+            Some(d) => rx.recv_deadline(d).ok(),
+        };
+        let Some(i) = got else { break };
+        if !finished[i] {
+            finished[i] = true;
+            n += 1;
+        }
+        let failed = || matches!(futures[i].cell.outcome(), Some(Err(_)));
+        match when {
+            ReturnWhen::FirstCompleted => break,
+            ReturnWhen::FirstException if failed() => break,
+            _ => {}
+        }
+    }
+    // Anything finished meanwhile counts as done too.
+    let mut out = Waited { done: Vec::new(), not_done: Vec::new() };
+    for f in futures {
+        if f.done() { out.done.push(f.clone()) } else { out.not_done.push(f.clone()) }
+    }
+    out
+}
+
+/// Yields futures as they finish (successfully or not); stops with `Err(Timeout)` at the deadline.
+pub fn as_completed<T>(futures: Vec<TaskFuture<T>>, timeout: Option<Duration>) -> AsCompleted<T> {
+    let (tx, rx) = unbounded();
+    for (i, f) in futures.iter().enumerate() {
+        f.cell.subscribe(&tx, i);
+    }
+    AsCompleted { left: futures.len(), futures, rx, deadline: timeout.map(|t| Instant::now() + t) }
+}
+
+/// Iterator returned by [`as_completed`].
+pub struct AsCompleted<T> {
+    futures: Vec<TaskFuture<T>>,
+    rx: Receiver<usize>,
+    left: usize,
+    deadline: Option<Instant>,
+}
+
+impl<T> Iterator for AsCompleted<T> {
+    type Item = Result<TaskFuture<T>, Timeout>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let got = match self.deadline {
+            None => self.rx.recv().ok(),
+            Some(d) => self.rx.recv_deadline(d).ok(),
+        };
+        match got {
+            Some(i) => {
+                self.left -= 1;
+                Some(Ok(self.futures[i].clone()))
+            }
+            None => {
+                self.left = 0;
+                Some(Err(Timeout))
+            }
+        }
+    }
+}
+
+/// Futures that come back in completion order: push as you submit, take as they finish.
+/// Cheaper than repeated [`wait`] calls for long-running loops (each future is watched once).
+pub struct Completions<T> {
+    tx: Sender<usize>,
+    rx: Receiver<usize>,
+    slots: Vec<Option<TaskFuture<T>>>,
+    free: Vec<usize>,
+    pending: usize,
+}
+
+impl<T> Default for Completions<T> {
+    fn default() -> Self {
+        let (tx, rx) = unbounded();
+        Completions { tx, rx, slots: Vec::new(), free: Vec::new(), pending: 0 }
+    }
+}
+
+impl<T> Completions<T> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Watches `f`.
+    pub fn push(&mut self, f: TaskFuture<T>) {
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        f.cell.subscribe(&self.tx, i);
+        self.slots[i] = Some(f);
+        self.pending += 1;
+    }
+
+    /// Number of watched futures not yet returned.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// The next finished future; None when nothing is pending.
+    pub fn next(&mut self) -> Option<TaskFuture<T>> {
+        if self.pending == 0 {
+            return None;
+        }
+        let i = self.rx.recv().ok()?;
+        self.take(i)
+    }
+
+    /// Like [`next`](Self::next), giving up after `timeout`.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<TaskFuture<T>>, Timeout> {
+        if self.pending == 0 {
+            return Ok(None);
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(i) => Ok(self.take(i)),
+            Err(_) => Err(Timeout),
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Option<TaskFuture<T>> {
+        let f = self.slots[i].take();
+        self.free.push(i);
+        self.pending -= 1;
+        f
+    }
+}
+
+/// Messages to the dispatcher thread.
+pub enum Msg {
+    /// A new task.
+    Submit(Box<Submission>),
+    /// An executor finished a job.
+    Done(Completion),
+    /// Cancel a task that has not started.
+    Cancel(u64),
+    /// Ctrl-C: fail everything not finished, stop the executor.
+    Interrupt,
+    /// Drain and stop; the summary goes back on the channel.
+    Shutdown(Sender<EngineSummary>),
+}
+
+/// A task as submitted (internal).
+pub struct Submission {
+    cell: Arc<TaskCell>,
+    def: &'static TaskDef,
+    slots: Vec<Slot>,
+    submit_time: f64,
+}
+
+/// Counters shared with the progress display.
+#[derive(Default)]
+pub struct Counters {
+    /// Tasks submitted.
+    pub submitted: AtomicU64,
+    /// Tasks finished (any outcome).
+    pub finished: AtomicU64,
+    /// Tasks failed.
+    pub failed: AtomicU64,
+}
+
+/// What the engine did, returned by [`Engine::shutdown`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineSummary {
+    /// Tasks submitted.
+    pub submitted: u64,
+    /// Records written.
+    pub records: u64,
+    /// Tasks that failed (including parent failures and cancellations).
+    pub failed: u64,
+    /// Whether the run was interrupted.
+    pub interrupted: bool,
+    /// Error closing the data layer or writing records, if any.
+    pub error: Option<String>,
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    executor: Box<dyn Executor>,
+    data: Arc<DataLayer>,
+    records: RecordWriter,
+}
+
+impl EngineBuilder {
+    /// Sets the data layer (default: everything inline).
+    pub fn data(mut self, data: DataLayer) -> Self {
+        self.data = Arc::new(data);
+        self
+    }
+
+    /// Sets the record writer (default: records are counted, not written).
+    pub fn records(mut self, records: RecordWriter) -> Self {
+        self.records = records;
+        self
+    }
+
+    /// Starts the executor and the dispatcher thread.
+    pub fn try_build(self) -> anyhow::Result<Engine> {
+        Engine::start(self.executor, self.data, self.records)
+    }
+
+    /// Like [`try_build`](Self::try_build), panicking if the executor cannot start.
+    pub fn build(self) -> Engine {
+        self.try_build().expect("executor failed to start")
+    }
+}
+
+/// Submits tasks and tracks them until shutdown.
+pub struct Engine {
+    tx: Sender<Msg>,
+    data: Arc<DataLayer>,
+    counters: Arc<Counters>,
+    next_seq: AtomicU64,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    summary: Mutex<Option<EngineSummary>>,
+    executor_name: String,
+}
+
+impl Engine {
+    /// An engine on `executor`, with no data layer and no record file.
+    pub fn builder(executor: Box<dyn Executor>) -> EngineBuilder {
+        EngineBuilder { executor, data: Arc::new(DataLayer::none()), records: RecordWriter::null() }
+    }
+
+    fn start(mut executor: Box<dyn Executor>, data: Arc<DataLayer>, records: RecordWriter) -> anyhow::Result<Engine> {
+        let (tx, rx) = unbounded();
+        executor.start(Completer(tx.clone()), data.clone())?;
+        let executor_name = executor.describe();
+        let counters = Arc::new(Counters::default());
+        let d = Dispatcher {
+            rx,
+            wire: executor.needs_wire(),
+            executor,
+            data: data.clone(),
+            records,
+            counters: counters.clone(),
+            waiting: HashMap::new(),
+            running: HashMap::new(),
+            dependents: HashMap::new(),
+            interrupted: false,
+            write_error: None,
+        };
+        let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
+        Ok(Engine {
+            tx,
+            data,
+            counters,
+            next_seq: AtomicU64::new(0),
+            dispatcher: Mutex::new(Some(handle)),
+            summary: Mutex::new(None),
+            executor_name,
+        })
+    }
+
+    /// Submits task `T`; arguments are values or `&TaskFuture`s of earlier tasks (`.into()`).
+    pub fn submit<T: Task>(&self, args: <T::Args as TaskArgs>::Submit) -> TaskFuture<T::Output> {
+        let def: &'static TaskDef = task_def::<T>();
+        self.submit_def(def, T::Args::into_slots(args))
+    }
+
+    /// Submits an erased task with prepared slots (used by wrappers such as the failures app).
+    pub fn submit_def<O>(&self, def: &'static TaskDef, slots: Vec<Slot>) -> TaskFuture<O> {
+        let submit_time = now();
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let cell = Arc::new(TaskCell {
+            seq,
+            id: Uuid::new_v4(),
+            name: def.name,
+            state: Mutex::new(CellState::default()),
+            cv: Condvar::new(),
+            data: self.data.clone(),
+        });
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let sub = Submission { cell: cell.clone(), def, slots, submit_time };
+        if self.tx.send(Msg::Submit(Box::new(sub))).is_err() {
+            cell.finish(Err(TaskError::new("EngineShutdown", "the engine was shut down before this task was submitted")));
+        }
+        TaskFuture { cell, _t: PhantomData }
+    }
+
+    /// Submits one task per argument tuple, eagerly; futures in input order.
+    pub fn map<T: Task>(
+        &self,
+        args: impl IntoIterator<Item = <T::Args as TaskArgs>::Submit>,
+    ) -> Vec<TaskFuture<T::Output>> {
+        args.into_iter().map(|a| self.submit::<T>(a)).collect()
+    }
+
+    /// Asks the dispatcher to cancel a task that has not started (it is recorded as `Cancelled`).
+    pub fn cancel<T>(&self, f: &TaskFuture<T>) {
+        let _ = self.tx.send(Msg::Cancel(f.cell.seq));
+    }
+
+    /// Number of tasks submitted so far (including map items, warmups and injected tasks).
+    pub fn tasks_executed(&self) -> u64 {
+        self.counters.submitted.load(Ordering::Relaxed)
+    }
+
+    /// Live counters (for progress display).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// The executor's description.
+    pub fn executor_name(&self) -> &str {
+        &self.executor_name
+    }
+
+    /// Fails every unfinished task as `Interrupted` and stops the executor without waiting.
+    pub fn interrupt(&self) {
+        let _ = self.tx.send(Msg::Interrupt);
+    }
+
+    /// A handle that can interrupt this engine from another thread (signal handler).
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter(self.tx.clone())
+    }
+
+    /// Waits for every task, stops the executor, closes the data layer and flushes records.
+    /// Idempotent: later calls return the same summary.
+    pub fn shutdown(&self) -> EngineSummary {
+        let mut guard = self.summary.lock().unwrap();
+        if let Some(s) = &*guard {
+            return s.clone();
+        }
+        let (tx, rx) = unbounded();
+        let summary = if self.tx.send(Msg::Shutdown(tx)).is_ok() {
+            rx.recv().unwrap_or_else(|_| EngineSummary {
+                error: Some("the dispatcher thread died".into()),
+                ..Default::default()
+            })
+        } else {
+            EngineSummary { error: Some("the dispatcher thread died".into()), ..Default::default() }
+        };
+        if let Some(h) = self.dispatcher.lock().unwrap().take() {
+            let _ = h.join();
+        }
+        *guard = Some(summary.clone());
+        summary
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Interrupts an engine from another thread.
+#[derive(Clone)]
+pub struct Interrupter(Sender<Msg>);
+
+impl Interrupter {
+    /// Same as [`Engine::interrupt`].
+    pub fn interrupt(&self) {
+        let _ = self.0.send(Msg::Interrupt);
+    }
+}
+
+/// The static definition of `T` (one per task type, created on first use).
+pub fn task_def<T: Task>() -> &'static TaskDef {
+    // Registered tasks are found by name; unregistered ones (tests, examples) get a leaked
+    // definition once per type, which works on in-process executors only.
+    if let Some(d) = crate::task::registry().get(T::NAME) {
+        return d;
+    }
+    static EXTRA: Mutex<Option<HashMap<std::any::TypeId, &'static TaskDef>>> = Mutex::new(None);
+    let mut m = EXTRA.lock().unwrap();
+    m.get_or_insert_with(HashMap::new)
+        .entry(std::any::TypeId::of::<T>())
+        .or_insert_with(|| Box::leak(Box::new(crate::task::def::<T>())))
+}
+
+struct Waiting {
+    sub: Submission,
+    args: Vec<Option<Payload>>,
+    missing: usize,
+    parents: Vec<Uuid>,
+}
+
+struct Running {
+    cell: Arc<TaskCell>,
+    parents: Vec<Uuid>,
+    submit_time: f64,
+    moved: Moved,
+}
+
+struct Dispatcher {
+    rx: Receiver<Msg>,
+    executor: Box<dyn Executor>,
+    wire: bool,
+    data: Arc<DataLayer>,
+    records: RecordWriter,
+    counters: Arc<Counters>,
+    waiting: HashMap<u64, Waiting>,
+    running: HashMap<u64, Running>,
+    /// parent seq → (child seq, argument index)
+    dependents: HashMap<u64, Vec<(u64, usize)>>,
+    interrupted: bool,
+    write_error: Option<String>,
+}
+
+/// How long an interrupted run waits for running tasks before recording them as interrupted.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+
+impl Dispatcher {
+    fn run(mut self) {
+        let mut shutdown: Option<Sender<EngineSummary>> = None;
+        let mut interrupt_deadline: Option<Instant> = None;
+        loop {
+            if let Some(reply) = &shutdown
+                && self.waiting.is_empty()
+                && self.running.is_empty()
+            {
+                self.executor.shutdown(self.interrupted);
+                let reply = reply.clone();
+                return self.finish(reply);
+            }
+            let msg = match interrupt_deadline {
+                Some(d) if !self.running.is_empty() => match self.rx.recv_deadline(d) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        self.abandon_running();
+                        None
+                    }
+                },
+                _ => self.rx.recv().ok(),
+            };
+            let Some(msg) = msg else {
+                if shutdown.is_some() || interrupt_deadline.is_some() {
+                    continue;
+                }
+                // Every sender is gone: the engine was dropped without shutdown.
+                self.executor.shutdown(true);
+                let _ = self.records.flush();
+                return;
+            };
+            let mut next = Some(msg);
+            while let Some(m) = next {
+                match m {
+                    Msg::Shutdown(reply) => shutdown = Some(reply),
+                    Msg::Interrupt => {
+                        if !self.interrupted {
+                            self.interrupt();
+                            interrupt_deadline = Some(Instant::now() + INTERRUPT_GRACE);
+                        }
+                    }
+                    other => self.handle(other),
+                }
+                next = self.rx.try_recv().ok();
+            }
+            if let Err(e) = self.records.flush() {
+                self.write_error.get_or_insert(format!("cannot write task records: {}", e));
+            }
+        }
+    }
+
+    fn finish(mut self, reply: Sender<EngineSummary>) {
+        let mut error = self.write_error.take();
+        if let Err(e) = self.data.close() {
+            error.get_or_insert(format!("cannot clean up the data layer: {}", e));
+        }
+        if let Err(e) = self.records.flush() {
+            error.get_or_insert(format!("cannot write task records: {}", e));
+        }
+        let _ = reply.send(EngineSummary {
+            submitted: self.counters.submitted.load(Ordering::Relaxed),
+            records: self.records.count(),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            interrupted: self.interrupted,
+            error,
+        });
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Submit(sub) => self.submit(*sub),
+            Msg::Done(c) => self.done(c),
+            Msg::Cancel(seq) => {
+                if let Some(w) = self.waiting.remove(&seq) {
+                    let err = TaskError::new("Cancelled", "the task was cancelled before it started");
+                    self.fail_unstarted(w.sub, w.parents, err);
+                }
+            }
+            Msg::Shutdown(_) | Msg::Interrupt => unreachable!("handled in run"),
+        }
+    }
+
+    fn submit(&mut self, sub: Submission) {
+        if self.interrupted {
+            let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
+            return self.fail_unstarted(sub, Vec::new(), err);
+        }
+        let seq = sub.cell.seq;
+        let mut parents = Vec::new();
+        let mut args = Vec::with_capacity(sub.slots.len());
+        let mut missing = 0;
+        let mut parent_error = None;
+        let slots = std::mem::take(&mut { sub.slots });
+        let sub = Submission { slots: Vec::new(), ..sub };
+        for (i, slot) in slots.into_iter().enumerate() {
+            match slot {
+                Slot::Value(p) => args.push(Some(p)),
+                Slot::Future(parent) => {
+                    parents.push(parent.id);
+                    match parent.outcome() {
+                        Some(Ok(p)) => args.push(Some(p)),
+                        Some(Err(e)) => {
+                            parent_error.get_or_insert(e);
+                            args.push(None);
+                        }
+                        None => {
+                            missing += 1;
+                            self.dependents.entry(parent.seq).or_default().push((seq, i));
+                            args.push(None);
+                        }
+                    }
+                }
+            }
+        }
+        let w = Waiting { sub, args, missing, parents };
+        if let Some(e) = parent_error {
+            // The child fails with the parent's error, without running.
+            return self.fail_unstarted(w.sub, w.parents, e);
+        }
+        if missing == 0 {
+            self.dispatch(w);
+        } else {
+            self.waiting.insert(seq, w);
+        }
+    }
+
+    fn dispatch(&mut self, w: Waiting) {
+        let seq = w.sub.cell.seq;
+        let mut moved = Moved::default();
+        let mut args = Vec::with_capacity(w.args.len());
+        for a in w.args {
+            let p = a.expect("all arguments resolved");
+            // Values from the caller go through the data layer; parents' results already did.
+            let p = match self.data.transform(p, self.wire) {
+                Ok(p) => p,
+                Err(e) => return self.fail_unstarted(w.sub, w.parents, e),
+            };
+            moved += Moved::of(&p);
+            args.push(p);
+        }
+        self.running
+            .insert(seq, Running { cell: w.sub.cell, parents: w.parents, submit_time: w.sub.submit_time, moved });
+        self.executor.submit(Job { seq, def: w.sub.def, args });
+    }
+
+    fn done(&mut self, c: Completion) {
+        let Some(r) = self.running.remove(&c.seq) else {
+            return; // abandoned after an interrupt
+        };
+        let mut moved = r.moved;
+        if let Ok(p) = &c.outcome {
+            moved += Moved::of(p);
+        }
+        let record = TaskRecord {
+            task_id: r.cell.id.to_string(),
+            name: r.cell.name.to_string(),
+            parent_task_ids: r.parents.iter().map(Uuid::to_string).collect(),
+            submit_time: r.submit_time,
+            received_time: Some(now()),
+            success: Some(c.outcome.is_ok()),
+            exception: c.outcome.as_ref().err().cloned(),
+            execution: c.execution,
+            worker: c.worker,
+            bytes_inline: moved.inline,
+            bytes_by_reference: moved.by_reference,
+        };
+        self.write(&record);
+        self.settle(&r.cell, c.outcome);
+    }
+
+    /// Records and finishes a task that never ran.
+    fn fail_unstarted(&mut self, sub: Submission, parents: Vec<Uuid>, err: TaskError) {
+        let record = TaskRecord {
+            task_id: sub.cell.id.to_string(),
+            name: sub.cell.name.to_string(),
+            parent_task_ids: parents.iter().map(Uuid::to_string).collect(),
+            submit_time: sub.submit_time,
+            received_time: Some(now()),
+            success: Some(false),
+            exception: Some(err.clone()),
+            execution: None,
+            worker: None,
+            bytes_inline: 0,
+            bytes_by_reference: 0,
+        };
+        self.write(&record);
+        self.settle(&sub.cell, Err(err));
+    }
+
+    /// Finishes the cell and feeds its outcome to waiting children.
+    fn settle(&mut self, cell: &Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
+        self.counters.finished.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_err() {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let children = self.dependents.remove(&cell.seq).unwrap_or_default();
+        cell.finish(outcome.clone());
+        for (child, i) in children {
+            let Some(w) = self.waiting.get_mut(&child) else { continue };
+            match &outcome {
+                Ok(p) => {
+                    w.args[i] = Some(p.clone());
+                    w.missing -= 1;
+                    if w.missing == 0 {
+                        let w = self.waiting.remove(&child).unwrap();
+                        self.dispatch(w);
+                    }
+                }
+                Err(e) => {
+                    let w = self.waiting.remove(&child).unwrap();
+                    self.fail_unstarted(w.sub, w.parents, e.clone());
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, r: &TaskRecord) {
+        if let Err(e) = self.records.write(r) {
+            self.write_error.get_or_insert(format!("cannot write task records: {}", e));
+        }
+    }
+
+    fn interrupt(&mut self) {
+        self.interrupted = true;
+        let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
+        let mut seqs: Vec<u64> = self.waiting.keys().copied().collect();
+        seqs.sort_unstable();
+        for seq in seqs {
+            if let Some(w) = self.waiting.remove(&seq) {
+                self.fail_unstarted(w.sub, w.parents, err.clone());
+            }
+        }
+    }
+
+    /// After the grace period: running tasks are recorded as interrupted.
+    fn abandon_running(&mut self) {
+        let mut seqs: Vec<u64> = self.running.keys().copied().collect();
+        seqs.sort_unstable();
+        for seq in seqs {
+            self.done(Completion {
+                seq,
+                outcome: Err(TaskError::new("Interrupted", "the run was interrupted while this task was running")),
+                execution: None,
+                worker: None,
+            });
+        }
+        self.executor.shutdown(true);
+    }
+}
+
+/// Whether the current thread is running a task body (panics there are recorded, not printed).
+pub fn in_task() -> bool {
+    IN_TASK.with(|c| c.get())
+}
+
+thread_local! {
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Installs a panic hook that records the location of panics inside tasks instead of printing.
+pub fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if in_task() {
+                let loc = info.location().map(|l| format!("panicked at {}:{}:{}", l.file(), l.line(), l.column()));
+                PANIC_AT.with(|p| *p.borrow_mut() = loc);
+            } else {
+                prev(info);
+            }
+        }));
+    });
+}
+
+/// This host's name.
+pub fn hostname() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+        if rc != 0 {
+            return "unknown".into();
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    })
+}
+
+/// The worker-side wrapper: resolves arguments, runs the task (catching panics), transforms the
+/// result, and takes the timestamps of the record's `execution` object.
+///
+/// With `wire`, the result comes back serialised (or as a reference).
+pub fn execute(def: &TaskDef, args: Vec<Payload>, data: &DataLayer, wire: bool) -> (Result<Payload, TaskError>, ExecutionInfo) {
+    install_panic_hook();
+    let mut info = ExecutionInfo { hostname: hostname().to_string(), ..Default::default() };
+    info.execution_start_time = now();
+    info.input_transform_start_time = now();
+    let resolved: Result<Vec<Payload>, TaskError> = args.into_iter().map(|p| data.resolve(p)).collect();
+    info.input_transform_end_time = now();
+    let outcome = resolved.and_then(|args| {
+        info.task_start_time = now();
+        IN_TASK.with(|c| c.set(true));
+        let r = catch_unwind(AssertUnwindSafe(|| (def.call)(args)));
+        IN_TASK.with(|c| c.set(false));
+        info.task_end_time = now();
+        match r {
+            Ok(r) => r,
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into());
+                let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
+                Err(TaskError { kind: "TaskPanic".into(), message: msg, traceback: at })
+            }
+        }
+    });
+    info.result_transform_start_time = now();
+    let outcome = outcome.and_then(|p| data.transform(p, wire));
+    info.result_transform_end_time = now();
+    info.execution_end_time = now();
+    if info.task_start_time == 0.0 {
+        info.task_start_time = info.input_transform_end_time;
+        info.task_end_time = info.input_transform_end_time;
+    }
+    (outcome, info)
+}
+
+/// The engine's own tasks (available in every worker).
+pub mod builtin {
+    use crate::task::{Task, TaskError};
+
+    /// `warmup`: does nothing.
+    pub struct Warmup;
+    impl Task for Warmup {
+        const NAME: &'static str = "warmup";
+        type Args = ();
+        type Output = ();
+        fn run(_: ()) -> Result<(), TaskError> {
+            Ok(())
+        }
+    }
+
+    /// `hostname`: the worker's host name.
+    pub struct Hostname;
+    impl Task for Hostname {
+        const NAME: &'static str = "hostname";
+        type Args = ();
+        type Output = String;
+        fn run(_: ()) -> Result<String, TaskError> {
+            Ok(super::hostname().to_string())
+        }
+    }
+
+    /// `sleep`: sleeps the given seconds, returns them.
+    pub struct Sleep;
+    impl Task for Sleep {
+        const NAME: &'static str = "sleep";
+        type Args = (f64,);
+        type Output = f64;
+        fn run((s,): (f64,)) -> Result<f64, TaskError> {
+            if s > 0.0 {
+                std::thread::sleep(std::time::Duration::from_secs_f64(s));
+            }
+            Ok(s)
+        }
+    }
+
+    /// `echo`: returns its bytes (a data round trip).
+    pub struct Echo;
+    impl Task for Echo {
+        const NAME: &'static str = "echo";
+        type Args = (bytes::Bytes,);
+        type Output = bytes::Bytes;
+        fn run((b,): (bytes::Bytes,)) -> Result<bytes::Bytes, TaskError> {
+            Ok(b)
+        }
+    }
+
+    /// `fail`: returns an error with the given message.
+    pub struct Fail;
+    impl Task for Fail {
+        const NAME: &'static str = "fail";
+        type Args = (String,);
+        type Output = ();
+        fn run((m,): (String,)) -> Result<(), TaskError> {
+            Err(TaskError::new("TaskError", m))
+        }
+    }
+
+    /// `panic`: panics with the given message.
+    pub struct Panic;
+    impl Task for Panic {
+        const NAME: &'static str = "panic";
+        type Args = (String,);
+        type Output = ();
+        fn run((m,): (String,)) -> Result<(), TaskError> {
+            panic!("{}", m)
+        }
+    }
+
+    /// `abort`: ends the worker process abruptly (tests of lost workers; never on thread-pool).
+    pub struct Abort;
+    impl Task for Abort {
+        const NAME: &'static str = "abort";
+        type Args = ();
+        type Output = ();
+        fn run(_: ()) -> Result<(), TaskError> {
+            std::process::abort()
+        }
+    }
+}
+
+crate::task_arg!(bytes::Bytes);
+
+/// Registers the engine's own tasks.
+pub fn register_builtin_tasks(r: &mut Registry) {
+    r.add::<builtin::Warmup>()
+        .add::<builtin::Hostname>()
+        .add::<builtin::Sleep>()
+        .add::<builtin::Echo>()
+        .add::<builtin::Fail>()
+        .add::<builtin::Panic>()
+        .add::<builtin::Abort>();
+}
+
+/// Whether any engine of this process was interrupted (set by the signal handler).
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);

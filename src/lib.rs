@@ -1,0 +1,28 @@
+//! taps: benchmark task-execution frameworks on HPC systems with real scientific workloads.
+//!
+//! An app ([`apps`]) submits tasks ([`task`]) to an [`engine::Engine`], which resolves their
+//! dependencies, moves their data through the data layer ([`data`]), runs them on an executor
+//! ([`executor`]) and writes one record per task ([`record`]). [`run`] strings it together the
+//! way `taps run` does; [`config`] reads the configuration.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod engine;
+pub mod environment;
+pub mod executor;
+pub mod logging;
+pub mod options;
+pub mod plugins;
+pub mod progress;
+pub mod record;
+pub mod run;
+pub mod rundir;
+pub mod task;
+
+#[path = "../apps/mod.rs"]
+pub mod apps;
+#[path = "../launchers/mod.rs"]
+pub mod launchers;

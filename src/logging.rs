@@ -1,0 +1,192 @@
+//! Logging: `tracing` events with the Python suite's levels (TRACE 5, DEBUG 10, INFO 20, APP 21,
+//! RUN 22, WARNING 30, ERROR 40) and line format
+//! `[YYYY-mm-dd HH:MM:SS.mmm] LEVEL (logger) > message`, to stdout and to `log.txt`.
+//!
+//! RUN and APP are INFO events carrying a `taps_level` field; use [`run_info!`](crate::run_info)
+//! in the harness and [`app_info!`](crate::app_info) in apps.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{LineWriter, Write};
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+
+/// Logs at the RUN level (benchmark harness).
+#[macro_export]
+macro_rules! run_info {
+    ($($arg:tt)+) => { ::tracing::info!(target: "taps.run", taps_level = "RUN", $($arg)+) };
+}
+
+/// Logs at the APP level (inside applications); the logger is the app's module.
+#[macro_export]
+macro_rules! app_info {
+    ($($arg:tt)+) => { ::tracing::info!(taps_level = "APP", $($arg)+) };
+}
+
+/// Level names and numbers accepted by `logging.level` / `logging.file_level`.
+pub const LEVELS: &[(&str, u32)] =
+    &[("TRACE", 5), ("DEBUG", 10), ("INFO", 20), ("APP", 21), ("RUN", 22), ("WARNING", 30), ("ERROR", 40)];
+
+/// Parses a level name (any case; WARN and CRITICAL accepted) or number.
+pub fn parse_level(s: &str) -> Result<u32, String> {
+    let u = s.trim().to_ascii_uppercase();
+    if let Ok(n) = u.parse::<u32>() {
+        return Ok(n);
+    }
+    let u = match u.as_str() {
+        "WARN" => "WARNING",
+        "CRITICAL" | "FATAL" => "ERROR",
+        other => other,
+    };
+    LEVELS.iter().find(|(n, _)| *n == u).map(|(_, v)| *v).ok_or_else(|| {
+        format!(
+            "unknown log level {:?}; valid levels: {} (or a number)",
+            s,
+            LEVELS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+fn level_name(n: u32) -> &'static str {
+    match n {
+        0..=5 => "TRACE",
+        6..=10 => "DEBUG",
+        11..=20 => "INFO",
+        21 => "APP",
+        22 => "RUN",
+        23..=30 => "WARNING",
+        _ => "ERROR",
+    }
+}
+
+struct Sink {
+    level: u32,
+    out: Box<dyn Write + Send>,
+}
+
+struct TapsLayer {
+    sinks: Mutex<Vec<Sink>>,
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    taps_level: Option<String>,
+    extra: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.message.push_str(value),
+            "taps_level" => self.taps_level = Some(value.to_string()),
+            name => {
+                let _ = write!(self.extra, " {}={}", name, value);
+            }
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => {
+                let _ = write!(self.message, "{:?}", value);
+            }
+            "taps_level" => self.taps_level = Some(format!("{:?}", value).trim_matches('"').to_string()),
+            name => {
+                let _ = write!(self.extra, " {}={:?}", name, value);
+            }
+        }
+    }
+}
+
+fn event_level(level: &Level, marker: Option<&str>) -> u32 {
+    match marker {
+        Some("RUN") => 22,
+        Some("APP") => 21,
+        _ => match *level {
+            Level::TRACE => 5,
+            Level::DEBUG => 10,
+            Level::INFO => 20,
+            Level::WARN => 30,
+            Level::ERROR => 40,
+        },
+    }
+}
+
+impl<S: Subscriber> Layer<S> for TapsLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let lvl = event_level(meta.level(), f.taps_level.as_deref());
+        let mut sinks = self.sinks.lock().unwrap();
+        if !sinks.iter().any(|s| lvl >= s.level) {
+            return;
+        }
+        let logger = meta.target().replace("::", ".");
+        let line = format!(
+            "[{}] {:<5} ({}) > {}{}\n",
+            chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f"),
+            level_name(lvl),
+            logger,
+            f.message,
+            f.extra
+        );
+        for s in sinks.iter_mut() {
+            if lvl >= s.level {
+                let _ = s.out.write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+static LAYER: OnceLock<&'static TapsLayer> = OnceLock::new();
+
+fn layer() -> &'static TapsLayer {
+    LAYER.get_or_init(|| {
+        let l: &'static TapsLayer = Box::leak(Box::new(TapsLayer { sinks: Mutex::new(Vec::new()) }));
+        let _ = tracing_subscriber::registry().with(Forward(l)).try_init();
+        l
+    })
+}
+
+struct Forward(&'static TapsLayer);
+
+impl<S: Subscriber> Layer<S> for Forward {
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        self.0.on_event(event, ctx)
+    }
+}
+
+/// Sends log lines at or above `level` to stdout, and at or above `file_level` to `file`.
+/// Replaces any earlier setup (so tests and repeated runs in one process work).
+pub fn init(level: u32, file: Option<(&Path, u32)>) -> std::io::Result<()> {
+    let mut sinks = vec![Sink { level, out: Box::new(std::io::stdout()) }];
+    if let Some((path, file_level)) = file {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = File::options().create(true).append(true).open(path)?;
+        sinks.push(Sink { level: file_level, out: Box::new(LineWriter::new(f)) });
+    }
+    *layer().sinks.lock().unwrap() = sinks;
+    Ok(())
+}
+
+/// Logging for commands other than `run`: warnings and errors to stderr only.
+pub fn init_stderr(level: u32) {
+    *layer().sinks.lock().unwrap() = vec![Sink { level, out: Box::new(std::io::stderr()) }];
+}
+
+/// Flushes and closes the log file (stdout stays).
+pub fn close() {
+    let mut sinks = layer().sinks.lock().unwrap();
+    for s in sinks.iter_mut() {
+        let _ = s.out.flush();
+    }
+    sinks.truncate(1);
+}

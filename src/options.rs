@@ -1,0 +1,509 @@
+//! Typed option sets for apps, executors, filters, transformers and the harness sections.
+//!
+//! [`options!`](crate::options) declares a struct whose fields are read from a TOML table, from
+//! `--section.field VALUE` flags, and written back to `config.toml`, with help text from the doc
+//! comments. Every field type implements [`OptValue`], which knows how to read it from TOML and
+//! from a CLI string and how to name its type in an error.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A field as shown by `taps run --app X --help` and checked by the config loader.
+#[derive(Clone, Debug)]
+pub struct FieldSpec {
+    /// Key (underscores).
+    pub name: &'static str,
+    /// Type as shown to users.
+    pub ty: String,
+    /// Default value rendered as TOML, or None if the field is required.
+    pub default: Option<String>,
+    /// One-line description.
+    pub doc: &'static str,
+    /// Parses a CLI string into the TOML value for this field.
+    pub parse_cli: fn(&str) -> Result<toml::Value, String>,
+}
+
+/// A set of options read from one TOML table.
+pub trait Options: Sized + Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The fields, in declaration order.
+    fn fields() -> Vec<FieldSpec>;
+    /// Reads the options; `section` prefixes keys in error messages.
+    fn from_table(t: &toml::Table, section: &str) -> Result<Self, String>;
+    /// The complete table (defaults included), in field order.
+    fn to_table(&self) -> toml::Table;
+}
+
+/// Cross-field checks of an option set, run after every field is read (e.g. the block size
+/// divides the matrix size). Every [`options!`](crate::options) struct implements it, most with
+/// the default (no check).
+pub trait Validate {
+    /// An error message naming the keys and what is allowed.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A type usable as an option value.
+pub trait OptValue: Sized {
+    /// Type name for help and errors, e.g. `integer`, `float`, `path`.
+    fn type_name() -> String;
+    /// Reads from a TOML value; the error says what was expected.
+    fn from_toml(v: &toml::Value) -> Result<Self, String>;
+    /// Writes as a TOML value.
+    fn to_toml(&self) -> toml::Value;
+    /// Reads from a CLI string.
+    fn from_cli(s: &str) -> Result<Self, String>;
+}
+
+/// Parses a CLI string into a TOML value for `T` (used in [`FieldSpec::parse_cli`]).
+pub fn parse_cli_value<T: OptValue>(s: &str) -> Result<toml::Value, String> {
+    T::from_cli(s).map(|v| v.to_toml())
+}
+
+/// Describes a TOML value for an error message: its type and value.
+pub fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("string {:?}", s),
+        toml::Value::Integer(i) => format!("integer {}", i),
+        toml::Value::Float(f) => format!("float {}", f),
+        toml::Value::Boolean(b) => format!("boolean {}", b),
+        toml::Value::Datetime(d) => format!("datetime {}", d),
+        toml::Value::Array(_) => "an array".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+fn expected<T>(what: &str, v: &toml::Value) -> Result<T, String> {
+    Err(format!("expected {}, got {}", what, describe(v)))
+}
+
+macro_rules! int_opt {
+    ($($t:ty => $name:literal),*) => {$(
+        impl OptValue for $t {
+            fn type_name() -> String { $name.into() }
+            fn from_toml(v: &toml::Value) -> Result<Self, String> {
+                match v {
+                    toml::Value::Integer(i) => <$t>::try_from(*i).map_err(|_| format!("expected {}, got {} (out of range)", $name, i)),
+                    toml::Value::String(s) => Self::from_cli(s),
+                    _ => expected($name, v),
+                }
+            }
+            fn to_toml(&self) -> toml::Value { toml::Value::Integer(*self as i64) }
+            fn from_cli(s: &str) -> Result<Self, String> {
+                let t = s.trim().replace('_', "");
+                t.parse::<$t>().map_err(|_| format!("expected {}, got {:?}", $name, s))
+            }
+        }
+    )*};
+}
+int_opt!(u64 => "non-negative integer", usize => "non-negative integer", u32 => "non-negative integer", i64 => "integer");
+
+impl OptValue for f64 {
+    fn type_name() -> String {
+        "float".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Float(f) => Ok(*f),
+            toml::Value::Integer(i) => Ok(*i as f64),
+            toml::Value::String(s) => Self::from_cli(s),
+            _ => expected("float", v),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Float(*self)
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "inf" | "+inf" | "infinity" => Ok(f64::INFINITY),
+            _ => t
+                .parse::<f64>()
+                .ok()
+                .filter(|f| !f.is_nan())
+                .ok_or_else(|| format!("expected float, got {:?}", s)),
+        }
+    }
+}
+
+impl OptValue for bool {
+    fn type_name() -> String {
+        "true|false".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Boolean(b) => Ok(*b),
+            toml::Value::String(s) => Self::from_cli(s),
+            _ => expected("true or false", v),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Boolean(*self)
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true),
+            "false" | "no" | "0" | "off" => Ok(false),
+            _ => Err(format!("expected true or false, got {:?}", s)),
+        }
+    }
+}
+
+impl OptValue for String {
+    fn type_name() -> String {
+        "string".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            _ => expected("string", v),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(self.clone())
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        Ok(s.to_string())
+    }
+}
+
+impl OptValue for PathBuf {
+    fn type_name() -> String {
+        "path".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) => Self::from_cli(s),
+            _ => expected("path (string)", v),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::String(self.display().to_string())
+    }
+    /// Relative paths are made absolute against the launch directory, as in the Python suite.
+    fn from_cli(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("expected a path, got an empty string".into());
+        }
+        std::path::absolute(s).map_err(|e| format!("cannot resolve path {:?}: {}", s, e))
+    }
+}
+
+/// `none` (on the CLI or as a TOML string) is None; anything else is read as `T`.
+impl<T: OptValue> OptValue for Option<T> {
+    fn type_name() -> String {
+        format!("{}|none", T::type_name())
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) if s.eq_ignore_ascii_case("none") => Ok(None),
+            _ => T::from_toml(v).map(Some),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        match self {
+            None => toml::Value::String("none".into()),
+            Some(v) => v.to_toml(),
+        }
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("none") { Ok(None) } else { T::from_cli(s).map(Some) }
+    }
+}
+
+/// A list: a TOML array, or on the CLI a JSON list or comma-separated values.
+impl OptValue for Vec<String> {
+    fn type_name() -> String {
+        "list of strings".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Array(a) => a.iter().map(String::from_toml).collect(),
+            toml::Value::String(s) => Self::from_cli(s),
+            _ => expected("an array of strings", v),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Array(self.iter().map(|s| toml::Value::String(s.clone())).collect())
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.starts_with('[') {
+            serde_json::from_str(t).map_err(|e| format!("expected a JSON list of strings, got {:?} ({})", s, e))
+        } else if t.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Ok(t.split(',').map(|p| p.trim().to_string()).collect())
+        }
+    }
+}
+
+/// A string map: a TOML table, or JSON on the CLI (`'{"A": "x"}'`).
+impl OptValue for BTreeMap<String, String> {
+    fn type_name() -> String {
+        "JSON object of strings".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Table(t) => t
+                .iter()
+                .map(|(k, v)| match v {
+                    toml::Value::String(s) => Ok((k.clone(), s.clone())),
+                    toml::Value::Integer(i) => Ok((k.clone(), i.to_string())),
+                    toml::Value::Float(f) => Ok((k.clone(), f.to_string())),
+                    toml::Value::Boolean(b) => Ok((k.clone(), b.to_string())),
+                    other => Err(format!("key {:?}: expected a string, got {}", k, describe(other))),
+                })
+                .collect(),
+            toml::Value::String(s) => Self::from_cli(s),
+            _ => expected("a table of strings", v),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Table(self.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        let t = json_to_toml_table(s)?;
+        Self::from_toml(&toml::Value::Table(t))
+    }
+}
+
+/// A free-form table (e.g. the failures app's base config): TOML table or JSON object.
+impl OptValue for toml::Table {
+    fn type_name() -> String {
+        "table (JSON object on the CLI)".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Table(t) => Ok(t.clone()),
+            toml::Value::String(s) => Self::from_cli(s),
+            _ => expected("a table", v),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        toml::Value::Table(self.clone())
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        json_to_toml_table(s)
+    }
+}
+
+/// Parses a JSON object into a TOML table (null values are dropped).
+pub fn json_to_toml_table(s: &str) -> Result<toml::Table, String> {
+    let j: serde_json::Value =
+        serde_json::from_str(s.trim()).map_err(|e| format!("expected a JSON object, got {:?} ({})", s, e))?;
+    match json_to_toml(&j) {
+        Some(toml::Value::Table(t)) => Ok(t),
+        _ => Err(format!("expected a JSON object, got {:?}", s)),
+    }
+}
+
+fn json_to_toml(j: &serde_json::Value) -> Option<toml::Value> {
+    Some(match j {
+        serde_json::Value::Null => return None,
+        serde_json::Value::Bool(b) => toml::Value::Boolean(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64()?),
+        },
+        serde_json::Value::String(s) => toml::Value::String(s.clone()),
+        serde_json::Value::Array(a) => toml::Value::Array(a.iter().filter_map(json_to_toml).collect()),
+        serde_json::Value::Object(o) => {
+            toml::Value::Table(o.iter().filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?))).collect())
+        }
+    })
+}
+
+/// Declares an enum option: `opt_enum!(pub enum Structure { Bag = "bag", Diamond = "diamond" })`.
+/// Values are matched case-insensitively; help lists them.
+#[macro_export]
+macro_rules! opt_enum {
+    ($(#[$m:meta])* $vis:vis enum $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        $vis enum $name { $($(#[$vm])* #[serde(rename = $s)] $variant),+ }
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The value's name as written in configs.
+            pub fn as_str(&self) -> &'static str { match self { $($name::$variant => $s),+ } }
+        }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl $crate::options::OptValue for $name {
+            fn type_name() -> String { [$($s),+].join("|") }
+            fn from_toml(v: &toml::Value) -> Result<Self, String> {
+                match v {
+                    toml::Value::String(s) => Self::from_cli(s),
+                    _ => Err(format!("expected one of {}, got {}", Self::type_name(), $crate::options::describe(v))),
+                }
+            }
+            fn to_toml(&self) -> toml::Value { toml::Value::String(self.as_str().into()) }
+            fn from_cli(s: &str) -> Result<Self, String> {
+                let t = s.trim().to_ascii_lowercase().replace('_', "-");
+                $(if t == $s { return Ok($name::$variant); })+
+                Err(format!("expected one of {}, got {:?}", Self::type_name(), s))
+            }
+        }
+    };
+}
+
+/// Declares an option struct. Each field has a doc comment (its help line), a type implementing
+/// [`OptValue`] and a default; `#[required]` fields have no default for users (the expression is a
+/// placeholder never observed).
+///
+/// ```
+/// taps::options! {
+///     /// Options of a doc example.
+///     pub struct ExampleOptions {
+///         /// Number of things.
+///         #[required] count: u64 = 0,
+///         /// Seconds to wait.
+///         sleep: f64 = 0.5,
+///     }
+/// }
+/// impl taps::options::Validate for ExampleOptions {}
+/// use taps::options::Options;
+/// let t: toml::Table = toml::from_str("count = 3").unwrap();
+/// let o = ExampleOptions::from_table(&t, "app").unwrap();
+/// assert_eq!((o.count, o.sleep), (3, 0.5));
+/// assert!(ExampleOptions::from_table(&toml::Table::new(), "app").unwrap_err().contains("app.count"));
+/// ```
+#[macro_export]
+macro_rules! options {
+    (
+        $(#[$m:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[doc = $doc:literal])+
+                $(#[$req:ident])?
+                $field:ident : $ty:ty = $default:expr
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq)]
+        $vis struct $name {
+            $( $(#[doc = $doc])+ pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $( $field: $default, )* }
+            }
+        }
+
+        impl $crate::options::Options for $name {
+            fn fields() -> Vec<$crate::options::FieldSpec> {
+                #[allow(unused_variables)]
+                let d = <$name as Default>::default();
+                vec![$(
+                    $crate::options::FieldSpec {
+                        name: stringify!($field),
+                        ty: <$ty as $crate::options::OptValue>::type_name(),
+                        default: if $crate::__is_required!($($req)?) { None } else {
+                            Some($crate::options::render(&$crate::options::OptValue::to_toml(&d.$field)))
+                        },
+                        doc: $crate::__first_doc!($($doc)+),
+                        parse_cli: $crate::options::parse_cli_value::<$ty>,
+                    },
+                )*]
+            }
+
+            #[allow(unused_mut, unused_variables)]
+            fn from_table(t: &toml::Table, section: &str) -> Result<Self, String> {
+                let known: &[&str] = &[$(stringify!($field)),*];
+                for k in t.keys() {
+                    if k != "name" && !known.contains(&k.as_str()) {
+                        return Err($crate::options::unknown_key(section, k, known));
+                    }
+                }
+                let mut out = <$name as Default>::default();
+                $(
+                    match t.get(stringify!($field)) {
+                        Some(v) => {
+                            out.$field = <$ty as $crate::options::OptValue>::from_toml(v).map_err(|e| {
+                                format!("{}.{}: {}", section, stringify!($field), e)
+                            })?;
+                        }
+                        None if $crate::__is_required!($($req)?) => {
+                            return Err(format!(
+                                "{}.{} is required ({}): set it with --{}.{} VALUE or in the [{}] table",
+                                section, stringify!($field), <$ty as $crate::options::OptValue>::type_name(),
+                                section, stringify!($field).replace('_', "-"), section,
+                            ));
+                        }
+                        None => {}
+                    }
+                )*
+                $crate::options::Validate::validate(&out)?;
+                Ok(out)
+            }
+
+            #[allow(unused_mut)]
+            fn to_table(&self) -> toml::Table {
+                let mut t = toml::Table::new();
+                $( t.insert(stringify!($field).into(), $crate::options::OptValue::to_toml(&self.$field)); )*
+                t
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __is_required {
+    () => {
+        false
+    };
+    (required) => {
+        true
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __first_doc {
+    ($first:literal $($rest:literal)*) => {
+        $first.trim_start()
+    };
+}
+
+/// Renders a TOML value on one line (for help and messages).
+pub fn render(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Float(f) if f.is_infinite() => "inf".into(),
+        toml::Value::Table(t) if t.is_empty() => "{}".into(),
+        other => {
+            let s = other.to_string();
+            s.trim().to_string()
+        }
+    }
+}
+
+/// The error for an unknown key: names the section, the valid keys and the nearest one.
+pub fn unknown_key(section: &str, key: &str, known: &[&str]) -> String {
+    let mut msg = format!("unknown option {}.{}", section, key);
+    if let Some(s) = did_you_mean(key, known.iter().copied()) {
+        msg.push_str(&format!(" (did you mean {}.{}?)", section, s));
+    }
+    if known.is_empty() {
+        msg.push_str(&format!("; [{}] takes no options", section));
+    } else {
+        msg.push_str(&format!("; valid options: {}", known.join(", ")));
+    }
+    msg
+}
+
+/// The candidate closest to `s`, if it is close enough to be a typo.
+pub fn did_you_mean<'a>(s: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let norm = |x: &str| x.to_ascii_lowercase().replace('-', "_");
+    let s = norm(s);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&s, &norm(c)), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}

@@ -1,0 +1,223 @@
+//! One benchmark run: the sequence of the Python suite's `taps.run`, with its RUN log lines.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::data::{DataLayer, DataSpec};
+use crate::engine::{Engine, EngineSummary, Interrupter};
+use crate::executor::ExecutorEnv;
+use crate::record::RecordWriter;
+use crate::run_info;
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// What the engine did.
+    pub summary: EngineSummary,
+    /// The app's error, if it failed.
+    pub error: Option<anyhow::Error>,
+}
+
+impl RunOutcome {
+    /// Process exit code: 0 ok, 1 failed, 130 interrupted.
+    pub fn exit_code(&self) -> i32 {
+        if self.summary.interrupted {
+            130
+        } else if self.error.is_some() || self.summary.error.is_some() {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Checks what must exist before any work starts (inputs, executables).
+pub fn preflight(cfg: &Config) -> Result<(), String> {
+    let app = crate::apps::find(&cfg.app.name)?;
+    (app.preflight)(&cfg.app.options)?;
+    let exec = crate::executor::find(&cfg.executor.name)?;
+    (exec.preflight)(&cfg.executor.options)
+}
+
+/// Creates the run directory for `cfg` below `base` (the launch directory).
+pub fn create_run_dir(cfg: &Config, base: &Path) -> std::io::Result<PathBuf> {
+    crate::rundir::create(&cfg.run.dir_format, &cfg.app.name, &cfg.executor.name, base)
+}
+
+/// The data layer spec with the file transformer's directory resolved against the run directory.
+pub fn data_spec(cfg: &Config, run_dir: &Path) -> DataSpec {
+    let filter = cfg.filter.as_ref().map(|f| (f.name.clone(), toml::to_string(&f.options).unwrap()));
+    let transformer = cfg.transformer.as_ref().map(|t| {
+        let mut o = t.options.clone();
+        if t.name == "file" {
+            let dir = match o.get("file_dir").and_then(|v| v.as_str()) {
+                Some(d) if d != "none" => PathBuf::from(d),
+                _ => run_dir.join("data"),
+            };
+            o.insert("file_dir".into(), toml::Value::String(dir.display().to_string()));
+        }
+        (t.name.clone(), toml::to_string(&o).unwrap())
+    });
+    DataSpec { filter, transformer }
+}
+
+static CURRENT: Mutex<Option<Interrupter>> = Mutex::new(None);
+
+/// Installs SIGINT/SIGTERM handling once: the first signal interrupts the running engine (every
+/// unfinished task is recorded as failed), a second one exits at once.
+pub fn install_signal_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+        std::thread::Builder::new()
+            .name("taps-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if crate::engine::INTERRUPTED.swap(true, Ordering::SeqCst) {
+                        std::process::exit(128 + sig);
+                    }
+                    tracing::error!(target: "taps.run", "Interrupted by signal {}: recording unfinished tasks and stopping", sig);
+                    if let Some(i) = CURRENT.lock().unwrap().as_ref() {
+                        i.interrupt();
+                    }
+                }
+            })
+            .ok();
+    });
+}
+
+struct EnvGuard(Vec<(String, Option<std::ffi::OsString>)>);
+
+impl EnvGuard {
+    fn set(vars: &std::collections::BTreeMap<String, String>) -> EnvGuard {
+        let saved = vars.keys().map(|k| (k.clone(), std::env::var_os(k))).collect();
+        for (k, v) in vars {
+            // SAFETY: set before the engine's threads start; no other thread reads the environment.
+            unsafe { std::env::set_var(k, v) };
+        }
+        if !vars.is_empty() {
+            tracing::debug!(target: "taps.run", "Updated {} environment variable(s): {}", vars.len(), vars.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+        EnvGuard(saved)
+    }
+}
+
+impl Drop for EnvGuard {
+    fn drop(&mut self) {
+        for (k, v) in self.0.drain(..) {
+            // SAFETY: restored after the engine has shut down.
+            unsafe {
+                match v {
+                    Some(v) => std::env::set_var(&k, v),
+                    None => std::env::remove_var(&k),
+                }
+            }
+        }
+    }
+}
+
+fn secs(t: Instant) -> String {
+    format!("{:.3}", t.elapsed().as_secs_f64())
+}
+
+/// Runs the benchmark in `run_dir` (already created). Logging must be set up by the caller
+/// ([`init_logging`]). Never panics on user errors: they end up in [`RunOutcome::error`].
+pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<RunOutcome> {
+    let start = Instant::now();
+    run_info!("CLI Arguments: {}", argv.join(" "));
+    run_info!("Runtime directory: {}", run_dir.display());
+    let env = crate::environment::collect();
+    run_info!("Environment:\n{}", crate::environment::pretty(&env));
+    std::fs::write(run_dir.join("environment.json"), serde_json::to_string_pretty(&env)? + "\n")?;
+    tracing::debug!(target: "taps.run", "Wrote environment to environment.json");
+    run_info!("Configuration:\n{}", cfg.pretty());
+    if cfg.version != env!("CARGO_PKG_VERSION") {
+        tracing::warn!(target: "taps.run",
+            "The configuration specifies taps version {}, but the current version of taps is {}. Application behavior can differ across versions",
+            cfg.version, env!("CARGO_PKG_VERSION"));
+    }
+    write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+    tracing::debug!(target: "taps.run", "Wrote config to config.toml");
+    run_info!("Starting benchmark...");
+
+    let env_guard = EnvGuard::set(&cfg.run.env_vars);
+    let t = Instant::now();
+    let app_plugin = crate::apps::find(&cfg.app.name).map_err(anyhow::Error::msg)?;
+    let mut app = (app_plugin.build)(&cfg.app.options, run_dir)?;
+    run_info!("Initialized app (name={}, elapsed={}s)", cfg.app.name, secs(t));
+
+    let t = Instant::now();
+    let exec_plugin = crate::executor::find(&cfg.executor.name).map_err(anyhow::Error::msg)?;
+    let exec_env = ExecutorEnv { run_dir: run_dir.to_path_buf(), config_file: Some(run_dir.join("config.toml")) };
+    let executor = (exec_plugin.build)(&cfg.executor.options, &exec_env)?;
+    let data = DataLayer::from_spec(data_spec(cfg, run_dir)).map_err(anyhow::Error::msg)?;
+    let records = match &cfg.engine.task_record_file_name {
+        Some(f) => RecordWriter::create(&run_dir.join(f))?,
+        None => RecordWriter::null(),
+    };
+    let engine = Engine::builder(executor).data(data).records(records).try_build()?;
+    run_info!("Initialized engine (elapsed={}s)", secs(t));
+    tracing::debug!(target: "taps.run", "Engine(executor={})", engine.executor_name());
+    *CURRENT.lock().unwrap() = Some(engine.interrupter());
+    if crate::engine::INTERRUPTED.load(Ordering::SeqCst) {
+        engine.interrupt();
+    }
+    let progress = crate::progress::Progress::start(engine.counters());
+
+    run_info!("Running app...");
+    let t = Instant::now();
+    let result = app.run(&engine, run_dir);
+    if result.is_ok() {
+        run_info!("Finished app (elapsed={}s)", secs(t));
+    }
+    let summary = engine.shutdown();
+    *CURRENT.lock().unwrap() = None;
+    progress.finish();
+    tracing::debug!(target: "taps.run", "Engine shutdown");
+    let close = app.close();
+    drop(env_guard);
+    let tasks = engine.tasks_executed();
+    drop(engine);
+
+    let error = match (result, close) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Err(e)) => Some(e),
+        _ => None,
+    };
+    if let Some(e) = &summary.error {
+        tracing::error!(target: "taps.run", "{}", e);
+    }
+    if summary.interrupted {
+        tracing::error!(target: "taps.run", "Run interrupted: {} task(s) recorded, {} failed or cancelled", summary.records, summary.failed);
+    } else if let Some(e) = &error {
+        tracing::error!(target: "taps.run", "Caught unhandled exception: {:#}", e);
+    } else {
+        run_info!("Results saved to {}", run_dir.display());
+        run_info!("Finished benchmark (app={}, elapsed={}s, tasks={})", cfg.app.name, secs(start), tasks);
+    }
+    Ok(RunOutcome { run_dir: run_dir.to_path_buf(), summary, error })
+}
+
+/// Sets up logging for a run in `run_dir`.
+pub fn init_logging(cfg: &Config, run_dir: &Path) -> std::io::Result<()> {
+    let level = crate::logging::parse_level(&cfg.logging.level).unwrap_or(20);
+    let file_level = cfg.logging.file_level.as_deref().and_then(|l| crate::logging::parse_level(l).ok()).unwrap_or(level);
+    let file = cfg.logging.file_name.as_ref().map(|f| run_dir.join(f));
+    crate::logging::init(level, file.as_deref().map(|f| (f, file_level)))
+}
+
+/// Writes a file via a temporary name, so it is never seen half-written.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Shared handle type for tests that need the interrupter.
+pub type SharedInterrupter = Arc<Mutex<Option<Interrupter>>>;

@@ -1,0 +1,53 @@
+//! Run directories: `runs/{name}_{executor}_{timestamp}`, never shared by two runs.
+
+use std::path::{Path, PathBuf};
+
+/// Checks that a directory template uses only `{name}`, `{executor}` and `{timestamp}`.
+pub fn check_format(fmt: &str) -> Result<(), String> {
+    let mut rest = fmt;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('}') else {
+            return Err(format!("unclosed '{{' in {:?}", fmt));
+        };
+        let key = &after[..j];
+        if !matches!(key, "name" | "executor" | "timestamp") {
+            return Err(format!("unknown placeholder {{{}}} in {:?}; allowed: {{name}}, {{executor}}, {{timestamp}}", key, fmt));
+        }
+        rest = &after[j + 1..];
+    }
+    if fmt.trim().is_empty() {
+        return Err("the run directory format is empty".into());
+    }
+    Ok(())
+}
+
+/// Fills in the template.
+pub fn render(fmt: &str, name: &str, executor: &str, timestamp: &str) -> String {
+    fmt.replace("{name}", name).replace("{executor}", executor).replace("{timestamp}", timestamp)
+}
+
+/// Creates a fresh run directory from the template (relative to `base`); if the path is taken,
+/// adds `-1`, `-2`, … so two runs never share a directory. Returns the absolute path.
+pub fn create(fmt: &str, name: &str, executor: &str, base: &Path) -> std::io::Result<PathBuf> {
+    let ts = chrono::Local::now().format("%Y-%m-%d-%H-%M-%S").to_string();
+    let path = base.join(render(fmt, name, executor, &ts));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    for i in 0u32.. {
+        let candidate = if i == 0 {
+            path.clone()
+        } else {
+            let mut s = path.as_os_str().to_owned();
+            s.push(format!("-{}", i));
+            PathBuf::from(s)
+        };
+        match std::fs::create_dir(&candidate) {
+            Ok(()) => return std::path::absolute(&candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!()
+}

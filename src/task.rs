@@ -1,0 +1,453 @@
+//! Tasks: plain Rust functions registered under a stable name.
+//!
+//! A task is a type implementing [`Task`]: a name, a tuple of argument types, an output type and
+//! a function. The name is what crosses process and node boundaries; every worker is the same
+//! binary, so it finds the function in the [`registry`].
+//!
+//! ```
+//! use taps::task::{Task, TaskError};
+//!
+//! pub struct Add;
+//! impl Task for Add {
+//!     const NAME: &'static str = "doc-add";
+//!     type Args = (u64, u64);
+//!     type Output = u64;
+//!     fn run((a, b): (u64, u64)) -> Result<u64, TaskError> {
+//!         Ok(a + b)
+//!     }
+//! }
+//! assert_eq!(Add::run((2, 3)).unwrap(), 5);
+//! ```
+//!
+//! Arguments are submitted as [`Arg`]s: a plain value, or a [`crate::engine::TaskFuture`] of an
+//! earlier task (a dependency). [`Many`] marks a variable number of top-level arguments of one type
+//! (the Python suite's `*args`), each of which may be a future.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::engine::TaskFuture;
+
+/// A value that can be a task argument or result: serialisable, sendable, cloneable.
+pub trait Data: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Data for T {}
+
+/// Why a task failed: the record's `exception` object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// Error class, e.g. `TaskPanic`, `ParentFailed`, `WorkerLost`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Where it happened (error chain or panic location); may be empty.
+    pub traceback: String,
+}
+
+impl TaskError {
+    /// An error of class `kind` with `message`.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        TaskError { kind: kind.into(), message: message.into(), traceback: String::new() }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+impl From<anyhow::Error> for TaskError {
+    fn from(e: anyhow::Error) -> Self {
+        let chain: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+        TaskError { kind: "TaskError".into(), message: e.to_string(), traceback: chain.join("\ncaused by: ") }
+    }
+}
+
+impl From<std::io::Error> for TaskError {
+    fn from(e: std::io::Error) -> Self {
+        TaskError::new("IoError", e.to_string())
+    }
+}
+
+/// A task: a named function from `Args` to `Output`.
+pub trait Task: Send + Sync + 'static {
+    /// Stable name: recorded in `tasks.jsonl` and used to find the function on workers.
+    const NAME: &'static str;
+    /// Argument tuple; each element is one top-level argument ([`Many`] for several).
+    type Args: TaskArgs;
+    /// Result type.
+    type Output: Data;
+    /// The task body.
+    fn run(args: Self::Args) -> Result<Self::Output, TaskError>;
+}
+
+/// A value in flight between driver and workers.
+#[derive(Clone)]
+pub enum Payload {
+    /// An in-process value, moved by reference (thread-pool).
+    Local(LocalValue),
+    /// A serialised value (postcard).
+    Bytes(bytes::Bytes),
+    /// A reference to a value stored by a transformer.
+    Ref(DataRef),
+}
+
+/// An in-process value with the function that serialises it if it must leave the process.
+#[derive(Clone)]
+pub struct LocalValue {
+    /// The value.
+    pub value: Arc<dyn Any + Send + Sync>,
+    /// Serialises `value` (which must be the type this function was made for).
+    pub encode: fn(&(dyn Any + Send + Sync)) -> Result<Vec<u8>, TaskError>,
+    /// Rust type name of `value` (for the `object-type` filter).
+    pub type_name: &'static str,
+}
+
+/// A transformer's reference to a stored value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataRef {
+    /// Where the value is (for `file`: the file path).
+    pub key: String,
+    /// Size of the stored serialised value in bytes.
+    pub size: u64,
+}
+
+impl Payload {
+    /// Wraps an in-process value.
+    pub fn local<T: Data>(value: T) -> Payload {
+        Payload::Local(LocalValue { value: Arc::new(value), encode: encode_any::<T>, type_name: std::any::type_name::<T>() })
+    }
+
+    /// Serialises the value if it is in-process; references stay references.
+    pub fn into_wire(self) -> Result<Payload, TaskError> {
+        match self {
+            Payload::Local(l) => Ok(Payload::Bytes((l.encode)(&*l.value)?.into())),
+            other => Ok(other),
+        }
+    }
+
+    /// Serialised size, if known without serialising.
+    pub fn wire_len(&self) -> Option<usize> {
+        match self {
+            Payload::Bytes(b) => Some(b.len()),
+            _ => None,
+        }
+    }
+
+    /// Decodes into `T` (clones a shared in-process value).
+    pub fn decode<T: Data>(&self) -> Result<T, TaskError> {
+        match self {
+            Payload::Local(l) => l.value.downcast_ref::<T>().cloned().ok_or_else(|| {
+                TaskError::new("TypeMismatch", format!("expected a value of type {}", std::any::type_name::<T>()))
+            }),
+            Payload::Bytes(b) => decode_bytes(b),
+            Payload::Ref(r) => Err(TaskError::new("UnresolvedReference", format!("reference {} was not resolved", r.key))),
+        }
+    }
+
+    /// Decodes into `T`, taking the value without a copy when this is its only holder.
+    pub fn into_value<T: Data>(self) -> Result<T, TaskError> {
+        match self {
+            Payload::Local(l) => match Arc::downcast::<T>(l.value) {
+                Ok(arc) => Ok(Arc::try_unwrap(arc).unwrap_or_else(|a| (*a).clone())),
+                Err(_) => Err(TaskError::new(
+                    "TypeMismatch",
+                    format!("expected a value of type {}", std::any::type_name::<T>()),
+                )),
+            },
+            other => other.decode(),
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Payload::Local(_) => f.write_str("Local(..)"),
+            Payload::Bytes(b) => write!(f, "Bytes({} B)", b.len()),
+            Payload::Ref(r) => write!(f, "Ref({:?})", r),
+        }
+    }
+}
+
+fn encode_any<T: Data>(v: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, TaskError> {
+    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new("TypeMismatch", "encode: wrong type"))?;
+    encode(v)
+}
+
+/// Serialises a value in the wire format (postcard).
+pub fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, TaskError> {
+    postcard::to_stdvec(v).map_err(|e| TaskError::new("SerializationError", e.to_string()))
+}
+
+/// Deserialises a value from the wire format.
+pub fn decode_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, TaskError> {
+    postcard::from_bytes(b).map_err(|e| {
+        TaskError::new("DeserializationError", format!("{} (as {})", e, std::any::type_name::<T>()))
+    })
+}
+
+/// One top-level argument at submission: a value, or the future of an earlier task.
+pub enum Arg<T> {
+    /// A plain value.
+    Value(T),
+    /// The result of an earlier task (a dependency).
+    Future(TaskFuture<T>),
+}
+
+impl<T> From<T> for Arg<T> {
+    fn from(v: T) -> Self {
+        Arg::Value(v)
+    }
+}
+
+impl<T> From<&TaskFuture<T>> for Arg<T> {
+    fn from(f: &TaskFuture<T>) -> Self {
+        Arg::Future(f.clone())
+    }
+}
+
+/// A variable number of top-level arguments of one type (Python's `*args`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Many<T>(pub Vec<T>);
+
+/// A top-level argument slot after submission: a payload or a dependency.
+pub enum Slot {
+    /// A value ready to ship.
+    Value(Payload),
+    /// The output of an earlier task.
+    Future(Arc<crate::engine::TaskCell>),
+}
+
+/// One element of a task's argument tuple.
+pub trait ArgSlots: Sized {
+    /// What the caller passes at submission.
+    type Submit;
+    /// Turns the submission into slots.
+    fn push_slots(s: Self::Submit, out: &mut Vec<Slot>);
+    /// Rebuilds the element from slots on the worker; `count` is the slot count of `Many`.
+    fn take(it: &mut std::vec::IntoIter<Payload>, count: Option<usize>) -> Result<Self, TaskError>;
+    /// Whether this element takes a variable number of slots.
+    const VARIADIC: bool = false;
+}
+
+fn arg_slot<T: Data>(a: Arg<T>) -> Slot {
+    match a {
+        Arg::Value(v) => Slot::Value(Payload::local(v)),
+        Arg::Future(f) => Slot::Future(f.cell().clone()),
+    }
+}
+
+fn next_payload<T: Data>(it: &mut std::vec::IntoIter<Payload>) -> Result<T, TaskError> {
+    it.next().ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))?.into_value()
+}
+
+macro_rules! scalar_args {
+    ($($t:ty),*) => {$(
+        impl ArgSlots for $t {
+            type Submit = Arg<$t>;
+            fn push_slots(s: Arg<$t>, out: &mut Vec<Slot>) { out.push(arg_slot(s)); }
+            fn take(it: &mut std::vec::IntoIter<Payload>, _: Option<usize>) -> Result<Self, TaskError> { next_payload(it) }
+        }
+    )*};
+}
+scalar_args!(u8, u16, u32, u64, usize, i8, i16, i32, i64, f32, f64, bool, String, ());
+
+/// Implements [`ArgSlots`] for a [`Data`] type so it can be a task argument.
+#[macro_export]
+macro_rules! task_arg {
+    ($($t:ty),* $(,)?) => {$(
+        impl $crate::task::ArgSlots for $t {
+            type Submit = $crate::task::Arg<$t>;
+            fn push_slots(s: Self::Submit, out: &mut Vec<$crate::task::Slot>) {
+                $crate::task::push_arg(s, out)
+            }
+            fn take(
+                it: &mut std::vec::IntoIter<$crate::task::Payload>,
+                _: Option<usize>,
+            ) -> Result<Self, $crate::task::TaskError> {
+                $crate::task::take_arg(it)
+            }
+        }
+    )*};
+}
+
+/// Used by [`task_arg!`].
+pub fn push_arg<T: Data>(a: Arg<T>, out: &mut Vec<Slot>) {
+    out.push(arg_slot(a))
+}
+
+/// Used by [`task_arg!`].
+pub fn take_arg<T: Data>(it: &mut std::vec::IntoIter<Payload>) -> Result<T, TaskError> {
+    next_payload(it)
+}
+
+impl<T: Data> ArgSlots for Vec<T> {
+    type Submit = Arg<Vec<T>>;
+    fn push_slots(s: Self::Submit, out: &mut Vec<Slot>) {
+        out.push(arg_slot(s))
+    }
+    fn take(it: &mut std::vec::IntoIter<Payload>, _: Option<usize>) -> Result<Self, TaskError> {
+        next_payload(it)
+    }
+}
+
+impl<T: Data> ArgSlots for Option<T> {
+    type Submit = Arg<Option<T>>;
+    fn push_slots(s: Self::Submit, out: &mut Vec<Slot>) {
+        out.push(arg_slot(s))
+    }
+    fn take(it: &mut std::vec::IntoIter<Payload>, _: Option<usize>) -> Result<Self, TaskError> {
+        next_payload(it)
+    }
+}
+
+impl<T: Data> ArgSlots for Many<T> {
+    type Submit = Vec<Arg<T>>;
+    const VARIADIC: bool = true;
+    fn push_slots(s: Self::Submit, out: &mut Vec<Slot>) {
+        out.extend(s.into_iter().map(arg_slot))
+    }
+    fn take(it: &mut std::vec::IntoIter<Payload>, count: Option<usize>) -> Result<Self, TaskError> {
+        let n = count.unwrap_or(0);
+        (0..n).map(|_| next_payload(it)).collect::<Result<Vec<T>, _>>().map(Many)
+    }
+}
+
+/// A task's whole argument tuple.
+pub trait TaskArgs: Sized + Send + 'static {
+    /// What the caller passes at submission (a tuple of [`Arg`]s).
+    type Submit;
+    /// Turns the submission into slots.
+    fn into_slots(s: Self::Submit) -> Vec<Slot>;
+    /// Rebuilds the tuple from `n` payloads on the worker.
+    fn from_payloads(p: Vec<Payload>) -> Result<Self, TaskError>;
+}
+
+macro_rules! tuple_args {
+    ($($name:ident),*) => {
+        impl<$($name: ArgSlots + Send + 'static),*> TaskArgs for ($($name,)*) {
+            type Submit = ($($name::Submit,)*);
+            #[allow(non_snake_case, unused_mut)]
+            fn into_slots(s: Self::Submit) -> Vec<Slot> {
+                let ($($name,)*) = s;
+                let mut out = Vec::new();
+                $($name::push_slots($name, &mut out);)*
+                out
+            }
+            #[allow(non_snake_case, unused_mut, unused_variables)]
+            fn from_payloads(p: Vec<Payload>) -> Result<Self, TaskError> {
+                let fixed = 0 $(+ if $name::VARIADIC { 0 } else { 1 })*;
+                let variadic = p.len().checked_sub(fixed)
+                    .ok_or_else(|| TaskError::new("ArgumentError", format!("expected at least {} arguments, got {}", fixed, p.len())))?;
+                let mut it = p.into_iter();
+                $(let $name = $name::take(&mut it, if $name::VARIADIC { Some(variadic) } else { None })?;)*
+                if it.next().is_some() {
+                    return Err(TaskError::new("ArgumentError", "too many arguments"));
+                }
+                Ok(($($name,)*))
+            }
+        }
+    };
+}
+tuple_args!();
+tuple_args!(A);
+tuple_args!(A, B);
+tuple_args!(A, B, C);
+tuple_args!(A, B, C, D);
+tuple_args!(A, B, C, D, E);
+tuple_args!(A, B, C, D, E, F);
+tuple_args!(A, B, C, D, E, F, G);
+tuple_args!(A, B, C, D, E, F, G, H);
+
+/// The type-erased form of a task, as kept in the registry.
+pub struct TaskDef {
+    /// The task's stable name.
+    pub name: &'static str,
+    /// Runs the task on payloads; returns an in-process payload.
+    pub call: fn(Vec<Payload>) -> Result<Payload, TaskError>,
+}
+
+fn call_erased<T: Task>(p: Vec<Payload>) -> Result<Payload, TaskError> {
+    let args = T::Args::from_payloads(p)?;
+    T::run(args).map(Payload::local)
+}
+
+/// The erased definition of `T`.
+pub fn def<T: Task>() -> TaskDef {
+    TaskDef { name: T::NAME, call: call_erased::<T> }
+}
+
+/// Marker so generic code can name a task type without a value.
+pub struct TaskType<T>(PhantomData<T>);
+
+/// All tasks of this binary, by name.
+pub struct Registry {
+    by_name: HashMap<&'static str, TaskDef>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry { by_name: HashMap::new() }
+    }
+
+    /// Adds task `T`; a second task with the same name is a programming error.
+    pub fn add<T: Task>(&mut self) -> &mut Self {
+        let d = def::<T>();
+        if let Some(prev) = self.by_name.insert(d.name, d) {
+            panic!("two tasks are registered under the name {:?}", prev.name);
+        }
+        self
+    }
+
+    /// Looks a task up by name.
+    pub fn get(&self, name: &str) -> Option<&TaskDef> {
+        self.by_name.get(name)
+    }
+
+    /// Number of registered tasks.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether no task is registered.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The registry of every task in this binary: the engine's own and every app's.
+pub fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
+    REG.get_or_init(|| {
+        let mut r = Registry::new();
+        crate::engine::register_builtin_tasks(&mut r);
+        for app in crate::apps::ALL {
+            (app.register_tasks)(&mut r);
+        }
+        r
+    })
+}
+
+/// Looks up the erased definition of `T`, registering nothing: `T` must be in the registry
+/// for executors that ship tasks by name.
+pub fn lookup(name: &str) -> Result<&'static TaskDef, TaskError> {
+    registry()
+        .get(name)
+        .ok_or_else(|| TaskError::new("UnknownTask", format!("no task named {:?} in this binary", name)))
+}
