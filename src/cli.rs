@@ -38,7 +38,9 @@ pub enum Command {
 
 /// Prints one error line and returns exit code 2 (bad input).
 pub fn usage_error(e: impl std::fmt::Display) -> i32 {
-    eprintln!("taps: error: {}", e);
+    let msg = e.to_string();
+    let one_line: Vec<&str> = msg.split_whitespace().collect();
+    eprintln!("taps: error: {}", one_line.join(" "));
     2
 }
 

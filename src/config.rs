@@ -304,7 +304,9 @@ fn field_for(t: &toml::Table, key: &str) -> Result<(String, crate::options::Fiel
         ("run".into(), RunOptions::fields()),
     ];
     for (path, _, list) in plugin_sections() {
-        if let Some(name) = get_path(t, &format!("{}.name", path)).and_then(|v| v.as_str())
+        let name = get_path(t, &format!("{}.name", path)).and_then(|v| v.as_str());
+        let name = name.or((path == "engine.executor").then_some(crate::executor::DEFAULT_EXECUTOR));
+        if let Some(name) = name
             && let Some(p) = list.iter().find(|p| p.name == name)
         {
             sections.push((path.to_string(), (p.fields)()));
@@ -359,6 +361,21 @@ fn field_for(t: &toml::Table, key: &str) -> Result<(String, crate::options::Fiel
 }
 
 fn set_cli_value(t: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
+    for (path, kind, list) in plugin_sections() {
+        let selected = get_path(t, &format!("{}.name", path)).is_some() || path == "engine.executor";
+        if !selected && key.starts_with(&format!("{}.", path)) {
+            let names: Vec<&str> = list.iter().map(|p| p.name).collect();
+            let flag = if path == "app" { "--app".to_string() } else { format!("--{}", path) };
+            return Err(ConfigError(format!(
+                "--{} is set but no {} is selected: add {} NAME ({}s: {})",
+                key.replace('_', "-"),
+                kind,
+                flag,
+                kind,
+                names.join(", ")
+            )));
+        }
+    }
     let (section, spec) = field_for(t, key)?;
     let flag = format!("--{}", key.replace('_', "-"));
     let v = (spec.parse_cli)(value).map_err(|e| ConfigError(format!("{}: {}", flag, e)))?;
@@ -390,7 +407,7 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
     let run = take_table(&mut t, "run")?;
     if let Some(k) = t.keys().next() {
         let known = ["version", "app", "engine", "logging", "run", "submit"];
-        return Err(ConfigError(crate::options::unknown_key("config", k, &known).replacen("config.", "", 1)));
+        return Err(ConfigError(crate::options::unknown_key("", k, &known)));
     }
     let app_name = match app.get("name") {
         Some(toml::Value::String(s)) => s.clone(),

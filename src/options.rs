@@ -475,6 +475,7 @@ pub fn render(v: &toml::Value) -> String {
     match v {
         toml::Value::Float(f) if f.is_infinite() => "inf".into(),
         toml::Value::Table(t) if t.is_empty() => "{}".into(),
+        toml::Value::String(s) if s == "none" => "none".into(),
         other => {
             let s = other.to_string();
             s.trim().to_string()
@@ -484,9 +485,10 @@ pub fn render(v: &toml::Value) -> String {
 
 /// The error for an unknown key: names the section, the valid keys and the nearest one.
 pub fn unknown_key(section: &str, key: &str, known: &[&str]) -> String {
-    let mut msg = format!("unknown option {}.{}", section, key);
+    let full = |k: &str| if section.is_empty() { k.to_string() } else { format!("{}.{}", section, k) };
+    let mut msg = format!("unknown option {}", full(key));
     if let Some(s) = did_you_mean(key, known.iter().copied()) {
-        msg.push_str(&format!(" (did you mean {}.{}?)", section, s));
+        msg.push_str(&format!(" (did you mean {}?)", full(s)));
     }
     if known.is_empty() {
         msg.push_str(&format!("; [{}] takes no options", section));

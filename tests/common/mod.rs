@@ -1,0 +1,100 @@
+//! Helpers shared by the integration tests: run the real `taps` binary in a temp directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use taps::record::{TaskRecord, read_records};
+
+/// The `taps` binary under test.
+pub fn taps_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_taps")
+}
+
+/// `taps ARGS` with `cwd` as working directory.
+pub fn taps(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(taps_bin()).args(args).current_dir(cwd).output().expect("taps runs")
+}
+
+/// Runs `taps ARGS`, asserting success; returns the single new run directory under `cwd/runs`.
+pub fn run_ok(cwd: &Path, args: &[&str]) -> PathBuf {
+    let before = run_dirs(cwd);
+    let out = taps(cwd, args);
+    assert!(
+        out.status.success(),
+        "taps {:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        args,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut new: Vec<PathBuf> = run_dirs(cwd).into_iter().filter(|d| !before.contains(d)).collect();
+    assert_eq!(new.len(), 1, "expected one new run directory, got {:?}", new);
+    new.pop().unwrap()
+}
+
+/// Run directories under `cwd/runs`.
+pub fn run_dirs(cwd: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(cwd.join("runs"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Asserts that `taps ARGS` is rejected as bad input: exit 2, one `taps: error:` line on stderr
+/// containing every `needle`, no panic, and no run directory created.
+pub fn assert_bad_input(cwd: &Path, args: &[&str], needles: &[&str]) -> String {
+    let out = taps(cwd, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "taps {:?}: expected exit 2, got {:?}; stderr: {}", args, out.status, stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {}", stderr);
+    assert!(lines[0].starts_with("taps: error: "), "{}", stderr);
+    for n in needles {
+        assert!(stderr.contains(n), "error {:?} should mention {:?}", stderr, n);
+    }
+    assert!(!stderr.contains("panicked"), "{}", stderr);
+    assert!(!cwd.join("runs").exists() || run_dirs(cwd).is_empty(), "a run directory was created for bad input");
+    stderr
+}
+
+/// Records of a run.
+pub fn records(run_dir: &Path) -> Vec<TaskRecord> {
+    read_records(&run_dir.join("tasks.jsonl")).expect("tasks.jsonl is readable")
+}
+
+/// Checks the invariants every record must satisfy.
+pub fn check_record_invariants(recs: &[TaskRecord]) {
+    let mut ids = std::collections::HashSet::new();
+    for r in recs {
+        assert!(ids.insert(r.task_id.clone()), "duplicate record for {}", r.task_id);
+        uuid::Uuid::parse_str(&r.task_id).expect("task_id is a UUID");
+        let received = r.received_time.expect("received_time set");
+        assert!(received >= r.submit_time, "{:?}", r);
+        match r.success {
+            Some(true) => {
+                assert!(r.exception.is_none());
+                let e = r.execution.as_ref().expect("successful task has execution info");
+                assert!(!e.hostname.is_empty());
+                let order = [
+                    r.submit_time,
+                    e.execution_start_time,
+                    e.input_transform_start_time,
+                    e.input_transform_end_time,
+                    e.task_start_time,
+                    e.task_end_time,
+                    e.result_transform_start_time,
+                    e.result_transform_end_time,
+                    e.execution_end_time,
+                    received,
+                ];
+                for w in order.windows(2) {
+                    assert!(w[0] <= w[1], "timestamps out of order in {:?}", r);
+                }
+            }
+            Some(false) => assert!(r.exception.is_some(), "failed record without exception: {:?}", r),
+            None => panic!("record without success: {:?}", r),
+        }
+    }
+}
