@@ -76,14 +76,32 @@ pub fn list() -> String {
             out.push_str(&format!("  {:<14} {}\n", n, a));
         }
     };
-    section("apps", crate::apps::ALL.iter().map(|a| (a.info.name, a.info.about)).collect());
-    let mut ex: Vec<(&str, &str)> = crate::executor::EXECUTORS.iter().map(|e| (e.info.name, e.info.about)).collect();
+    section(
+        "apps",
+        crate::apps::ALL
+            .iter()
+            .map(|a| (a.info.name, a.info.about))
+            .collect(),
+    );
+    let mut ex: Vec<(&str, &str)> = crate::executor::EXECUTORS
+        .iter()
+        .map(|e| (e.info.name, e.info.about))
+        .collect();
     ex.extend(crate::executor::NOT_COMPILED.iter().copied());
     section("executors", ex);
-    let mut f: Vec<(&str, &str)> = crate::data::FILTERS.iter().map(|p| (p.name, p.about)).collect();
-    f.push(("none", "no filter: every value goes to the transformer (default)"));
+    let mut f: Vec<(&str, &str)> = crate::data::FILTERS
+        .iter()
+        .map(|p| (p.name, p.about))
+        .collect();
+    f.push((
+        "none",
+        "no filter: every value goes to the transformer (default)",
+    ));
     section("filters", f);
-    let mut t: Vec<(&str, &str)> = crate::data::TRANSFORMERS.iter().map(|p| (p.name, p.about)).collect();
+    let mut t: Vec<(&str, &str)> = crate::data::TRANSFORMERS
+        .iter()
+        .map(|p| (p.name, p.about))
+        .collect();
     t.push(("none", "no transformer: every value inline (default)"));
     section("transformers", t);
     out
@@ -97,7 +115,16 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
         // Help for whatever could be selected, even if some option is wrong.
         let sel = config::RawArgs {
             config_files: raw.config_files.clone(),
-            sets: raw.sets.iter().filter(|(k, _)| k.ends_with("name") || !k.contains('.') || k.matches('.').count() == 1 && k.starts_with("engine.")).cloned().collect(),
+            sets: raw
+                .sets
+                .iter()
+                .filter(|(k, _)| {
+                    k.ends_with("name")
+                        || !k.contains('.')
+                        || k.matches('.').count() == 1 && k.starts_with("engine.")
+                })
+                .cloned()
+                .collect(),
             help: true,
         };
         let t = config::layered_table(&sel).unwrap_or_default();
@@ -117,10 +144,19 @@ fn cmd_run(args: &[String], argv: &[String]) -> i32 {
     let cwd = std::env::current_dir().unwrap_or_default();
     let run_dir = match crate::run::create_run_dir(&cfg, &cwd) {
         Ok(d) => d,
-        Err(e) => return usage_error(format!("cannot create the run directory from {:?}: {}", cfg.run.dir_format, e)),
+        Err(e) => {
+            return usage_error(format!(
+                "cannot create the run directory from {:?}: {}",
+                cfg.run.dir_format, e
+            ));
+        }
     };
     if let Err(e) = crate::run::init_logging(&cfg, &run_dir) {
-        return usage_error(format!("cannot open the log file in {}: {}", run_dir.display(), e));
+        return usage_error(format!(
+            "cannot open the log file in {}: {}",
+            run_dir.display(),
+            e
+        ));
     }
     crate::run::install_signal_handler();
     match crate::run::run_in(&cfg, &run_dir, argv) {

@@ -27,8 +27,10 @@ impl Progress {
             .spawn(move || {
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} tasks {pos}/{len} [{elapsed_precise}] {per_sec}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} tasks {pos}/{len} [{elapsed_precise}] {per_sec}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 while !s.load(Ordering::Relaxed) {
                     bar.set_length(counters.submitted.load(Ordering::Relaxed));

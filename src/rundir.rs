@@ -12,7 +12,10 @@ pub fn check_format(fmt: &str) -> Result<(), String> {
         };
         let key = &after[..j];
         if !matches!(key, "name" | "executor" | "timestamp") {
-            return Err(format!("unknown placeholder {{{}}} in {:?}; allowed: {{name}}, {{executor}}, {{timestamp}}", key, fmt));
+            return Err(format!(
+                "unknown placeholder {{{}}} in {:?}; allowed: {{name}}, {{executor}}, {{timestamp}}",
+                key, fmt
+            ));
         }
         rest = &after[j + 1..];
     }
@@ -24,7 +27,9 @@ pub fn check_format(fmt: &str) -> Result<(), String> {
 
 /// Fills in the template.
 pub fn render(fmt: &str, name: &str, executor: &str, timestamp: &str) -> String {
-    fmt.replace("{name}", name).replace("{executor}", executor).replace("{timestamp}", timestamp)
+    fmt.replace("{name}", name)
+        .replace("{executor}", executor)
+        .replace("{timestamp}", timestamp)
 }
 
 /// Creates a fresh run directory from the template (relative to `base`); if the path is taken,

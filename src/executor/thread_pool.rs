@@ -29,7 +29,10 @@ impl Validate for ThreadPoolOptions {
 
 /// The plugin entry.
 pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
-    info: PluginInfo::new::<ThreadPoolOptions>("thread-pool", "a pool of threads in the driver process (no serialisation)"),
+    info: PluginInfo::new::<ThreadPoolOptions>(
+        "thread-pool",
+        "a pool of threads in the driver process (no serialisation)",
+    ),
     build,
     preflight: super::no_preflight,
 };
@@ -50,7 +53,12 @@ pub struct ThreadPool {
 impl ThreadPool {
     /// A pool of `threads` threads (started with the engine).
     pub fn new(threads: usize) -> Self {
-        ThreadPool { threads: threads.max(1), pool: None, done: None, data: Arc::new(DataLayer::none()) }
+        ThreadPool {
+            threads: threads.max(1),
+            pool: None,
+            done: None,
+            data: Arc::new(DataLayer::none()),
+        }
     }
 }
 
@@ -82,7 +90,10 @@ impl Executor for ThreadPool {
                 seq: job.seq,
                 outcome,
                 execution: Some(info),
-                worker: Some(format!("thread-{}", rayon::current_thread_index().unwrap_or(0))),
+                worker: Some(format!(
+                    "thread-{}",
+                    rayon::current_thread_index().unwrap_or(0)
+                )),
             });
         });
     }

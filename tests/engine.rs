@@ -1,0 +1,259 @@
+//! The engine's API on the thread-pool executor: dataflow, failure propagation, panics, wait,
+//! as_completed, map, cancellation, and records for every task.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use taps::engine::builtin::{Fail, Panic, Sleep};
+use taps::engine::{Completions, Engine, ReturnWhen, as_completed, wait};
+use taps::executor::thread_pool::ThreadPool;
+use taps::record::{RecordWriter, read_records};
+use taps::task::{Many, Task, TaskError};
+
+struct Add;
+impl Task for Add {
+    const NAME: &'static str = "test-add";
+    type Args = (u64, u64);
+    type Output = u64;
+    fn run((a, b): (u64, u64)) -> Result<u64, TaskError> {
+        Ok(a + b)
+    }
+}
+
+struct Sum;
+impl Task for Sum {
+    const NAME: &'static str = "test-sum";
+    type Args = (Many<u64>,);
+    type Output = u64;
+    fn run((xs,): (Many<u64>,)) -> Result<u64, TaskError> {
+        Ok(xs.0.iter().sum())
+    }
+}
+
+static CHILD_RAN: AtomicUsize = AtomicUsize::new(0);
+
+struct AfterUnit;
+impl Task for AfterUnit {
+    const NAME: &'static str = "test-after-unit";
+    type Args = ((),);
+    type Output = ();
+    fn run(_: ((),)) -> Result<(), TaskError> {
+        CHILD_RAN.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn engine_with_records(dir: &std::path::Path, threads: usize) -> Engine {
+    Engine::builder(Box::new(ThreadPool::new(threads)))
+        .records(RecordWriter::create(&dir.join("tasks.jsonl")).unwrap())
+        .build()
+}
+
+#[test]
+fn futures_as_arguments_are_dependencies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 2);
+    let a = e.submit::<Add>((1.into(), 2.into()));
+    let b = e.submit::<Add>(((&a).into(), 10.into()));
+    let c = e.submit::<Add>(((&a).into(), (&b).into()));
+    let parts: Vec<_> = (0..10)
+        .map(|i| e.submit::<Add>((i.into(), 0.into())))
+        .collect();
+    let total = e.submit::<Sum>((parts.iter().map(Into::into).collect(),));
+    assert_eq!(c.result().unwrap(), 3 + 13);
+    assert_eq!(total.result().unwrap(), 45);
+    assert_eq!(e.tasks_executed(), 14);
+    let s = e.shutdown();
+    assert_eq!((s.submitted, s.records, s.failed), (14, 14, 0));
+    let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
+    let rc = recs
+        .iter()
+        .find(|r| r.task_id == c.task_id().to_string())
+        .unwrap();
+    assert_eq!(
+        rc.parent_task_ids,
+        vec![a.task_id().to_string(), b.task_id().to_string()]
+    );
+    let rt = recs
+        .iter()
+        .find(|r| r.task_id == total.task_id().to_string())
+        .unwrap();
+    assert_eq!(rt.parent_task_ids.len(), 10);
+    assert_eq!(rt.name, "test-sum");
+}
+
+#[test]
+fn a_failed_parent_fails_its_descendants_without_running_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 2);
+    let slow = e.submit::<Sleep>((0.05.into(),));
+    let bad = e.submit::<Fail>(("boom".to_string().into(),));
+    let child = e.submit::<AfterUnit>(((&bad).into(),));
+    let grandchild = e.submit::<AfterUnit>(((&child).into(),));
+    let err = grandchild.result().unwrap_err();
+    assert_eq!(
+        (err.kind.as_str(), err.message.as_str()),
+        ("TaskError", "boom")
+    );
+    assert!(slow.result().is_ok());
+    e.shutdown();
+    assert_eq!(
+        CHILD_RAN.load(Ordering::SeqCst),
+        0,
+        "a child of a failed task ran"
+    );
+    let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
+    assert_eq!(recs.len(), 4);
+    for f in [&child, &grandchild] {
+        let r = recs
+            .iter()
+            .find(|r| r.task_id == f.task_id().to_string())
+            .unwrap();
+        assert_eq!(r.success, Some(false));
+        assert!(r.execution.is_none());
+        assert_eq!(r.exception.as_ref().unwrap().message, "boom");
+    }
+    let rb = recs
+        .iter()
+        .find(|r| r.task_id == bad.task_id().to_string())
+        .unwrap();
+    assert_eq!(rb.success, Some(false));
+    assert!(
+        rb.execution.is_some(),
+        "the failing task itself ran and has timings"
+    );
+}
+
+#[test]
+fn panics_are_recorded_with_message_and_location() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 1);
+    let p = e.submit::<Panic>(("kaboom".to_string().into(),));
+    let after = e.submit::<Add>((1.into(), 1.into()));
+    let err = p.result().unwrap_err();
+    assert_eq!(err.kind, "TaskPanic");
+    assert_eq!(err.message, "kaboom");
+    assert!(err.traceback.contains("engine.rs"), "{:?}", err);
+    assert_eq!(
+        after.result().unwrap(),
+        2,
+        "the pool keeps serving after a panic"
+    );
+    e.shutdown();
+    let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
+    let r = recs.iter().find(|r| r.name == "panic").unwrap();
+    assert_eq!(r.exception.as_ref().unwrap().kind, "TaskPanic");
+}
+
+#[test]
+fn wait_first_completed_and_timeouts() {
+    let e = Engine::builder(Box::new(ThreadPool::new(2))).build();
+    let fast = e.submit::<Sleep>((0.0.into(),));
+    let slow = e.submit::<Sleep>((0.5.into(),));
+    let futs = vec![fast.clone(), slow.clone()];
+    let w = wait(&futs, None, ReturnWhen::FirstCompleted);
+    assert_eq!(w.done.len(), 1);
+    assert_eq!(w.done[0].task_id(), fast.task_id());
+    let w = wait(
+        &futs,
+        Some(Duration::from_millis(1)),
+        ReturnWhen::AllCompleted,
+    );
+    assert_eq!((w.done.len(), w.not_done.len()), (1, 1));
+    assert!(slow.result_timeout(Duration::from_millis(1)).is_err());
+    let w = wait(&futs, None, ReturnWhen::AllCompleted);
+    assert_eq!(w.done.len(), 2);
+    assert!(
+        wait::<f64>(&[], None, ReturnWhen::AllCompleted)
+            .done
+            .is_empty()
+    );
+}
+
+#[test]
+fn as_completed_yields_in_completion_order() {
+    let e = Engine::builder(Box::new(ThreadPool::new(3))).build();
+    let futs: Vec<_> = [0.3, 0.0, 0.15]
+        .iter()
+        .map(|s| e.submit::<Sleep>(((*s).into(),)))
+        .collect();
+    let order: Vec<f64> = as_completed(futs.clone(), None)
+        .map(|f| f.unwrap().result().unwrap())
+        .collect();
+    assert_eq!(order, vec![0.0, 0.15, 0.3]);
+    let mut it = as_completed(
+        vec![e.submit::<Sleep>((1.0.into(),))],
+        Some(Duration::from_millis(5)),
+    );
+    assert!(it.next().unwrap().is_err(), "timeout is reported");
+    assert_eq!(as_completed::<f64>(vec![], None).count(), 0);
+}
+
+#[test]
+fn map_returns_results_in_input_order() {
+    let e = Engine::builder(Box::new(ThreadPool::new(2))).build();
+    let futs = e.map::<Add>((0..50u64).map(|i| (i.into(), (i * 2).into())));
+    let got: Vec<u64> = futs.iter().map(|f| f.result().unwrap()).collect();
+    assert_eq!(got, (0..50u64).map(|i| i * 3).collect::<Vec<_>>());
+}
+
+#[test]
+fn cancelling_a_waiting_task_records_it_as_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 1);
+    let blocker = e.submit::<Sleep>((0.2.into(),));
+    let parent_of_cancelled = e.submit::<Sleep>((0.3.into(),));
+    let child = e.submit::<Sleep>(((&parent_of_cancelled).into(),));
+    let sibling = e.submit::<Sleep>(((&parent_of_cancelled).into(),));
+    e.cancel(&child);
+    assert_eq!(child.result().unwrap_err().kind, "Cancelled");
+    assert!(
+        blocker.result().is_ok() && sibling.result().is_ok(),
+        "only the cancelled task is affected"
+    );
+    let s = e.shutdown();
+    assert_eq!(s.records, s.submitted);
+    assert_eq!(s.failed, 1);
+}
+
+#[test]
+fn completions_queue_and_many_submissions() {
+    // 200,000 submissions return at once (dispatch is off the caller's thread) and all complete.
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 2);
+    let mut q = Completions::new();
+    for i in 0..200_000u64 {
+        q.push(e.submit::<Add>((i.into(), 1.into())));
+    }
+    let mut sum = 0u64;
+    while let Some(f) = q.next() {
+        sum += f.result().unwrap();
+    }
+    assert_eq!(sum, (1..=200_000u64).sum::<u64>());
+    let s = e.shutdown();
+    assert_eq!((s.submitted, s.records), (200_000, 200_000));
+    let text = std::fs::read_to_string(tmp.path().join("tasks.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 200_000);
+}
+
+#[test]
+fn tasks_pending_at_interrupt_are_recorded_as_interrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 1);
+    let running = e.submit::<Sleep>((0.2.into(),));
+    let chain: Vec<_> = (0..5)
+        .map(|_| e.submit::<Sleep>(((&running).into(),)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    e.interrupt();
+    for f in &chain {
+        assert_eq!(f.result().unwrap_err().kind, "Interrupted");
+    }
+    let late = e.submit::<Sleep>((0.0.into(),));
+    assert_eq!(late.result().unwrap_err().kind, "Interrupted");
+    let s = e.shutdown();
+    assert!(s.interrupted);
+    assert_eq!(s.records, 7, "every submitted task has exactly one record");
+    let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
+    assert_eq!(recs.len(), 7);
+}
