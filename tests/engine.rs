@@ -226,7 +226,7 @@ fn completions_queue_and_many_submissions() {
         q.push(e.submit::<Add>((i.into(), 1.into())));
     }
     let mut sum = 0u64;
-    while let Some(f) = q.next() {
+    for f in q {
         sum += f.result().unwrap();
     }
     assert_eq!(sum, (1..=200_000u64).sum::<u64>());
