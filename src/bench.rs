@@ -1,10 +1,453 @@
-//! `taps bench`: dispatch overhead and throughput, computed from `tasks.jsonl`.
+//! `taps bench`: executor overhead, throughput and data movement, measured from `tasks.jsonl`
+//! of real synthetic runs, every executor side by side in one invocation.
+//!
+//! * overhead: a bag with one task in flight; per task (received − submit) − (task end − task start);
+//! * throughput: a bag of no-op tasks with `--in-flight` tasks in flight; tasks / (last received − first submit);
+//! * data: a bag with one task in flight carrying `S` bytes in and `S` bytes out, inline and through
+//!   the `file` transformer; effective rate = 2·S / (round trip − task body);
+//! * scale (optional): a bag of `--scale-tasks` tasks run as a child `taps run`, its peak RSS.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::record::{TaskRecord, read_records};
 
 /// `taps bench` arguments.
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Executors to compare (repeat the flag); default: every executor in this build.
+    #[arg(long = "executor")]
+    pub executors: Vec<String>,
+    /// Tasks in the one-in-flight overhead run.
+    #[arg(long, default_value_t = 10_000)]
+    pub latency_tasks: u64,
+    /// Tasks in the throughput bag.
+    #[arg(long, default_value_t = 100_000)]
+    pub throughput_tasks: u64,
+    /// Tasks in flight in the throughput bag.
+    #[arg(long, default_value_t = 2)]
+    pub in_flight: u64,
+    /// Payload sizes of the data sweep (bytes, suffixes k/M; empty to skip).
+    #[arg(long, value_delimiter = ',', default_value = "10k,100k,1M,10M")]
+    pub data_sizes: Vec<String>,
+    /// Tasks per data point.
+    #[arg(long, default_value_t = 20)]
+    pub data_tasks: u64,
+    /// Also run a bag of this many tasks (64 in flight) as a child process and report its peak RSS (0 = skip).
+    #[arg(long, default_value_t = 0)]
+    pub scale_tasks: u64,
+    /// Directory for the runs and the report.
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+    /// Keep every run directory (default: only the report is kept).
+    #[arg(long)]
+    pub keep: bool,
+    /// Extra `taps run` options for every run, after `--` (e.g. -- --engine.executor.max-processes 2).
+    #[arg(last = true)]
+    pub extra: Vec<String>,
+}
+
+/// Median and 95th percentile.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct Quantiles {
+    /// Median.
+    pub median: f64,
+    /// 95th percentile.
+    pub p95: f64,
+}
+
+/// Median and p95 of `v` (nearest rank); zeros for an empty slice.
+pub fn quantiles(v: &mut [f64]) -> Quantiles {
+    if v.is_empty() {
+        return Quantiles::default();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    Quantiles {
+        median,
+        p95: at(0.95),
+    }
+}
+
+/// Per-task overhead in seconds: round trip minus task body.
+pub fn overheads(recs: &[TaskRecord]) -> Vec<f64> {
+    recs.iter()
+        .filter_map(|r| {
+            let e = r.execution.as_ref()?;
+            Some((r.received_time? - r.submit_time) - (e.task_end_time - e.task_start_time))
+        })
+        .collect()
+}
+
+/// Tasks per second from the first submit to the last completion.
+pub fn throughput(recs: &[TaskRecord]) -> f64 {
+    let first = recs
+        .iter()
+        .map(|r| r.submit_time)
+        .fold(f64::INFINITY, f64::min);
+    let last = recs
+        .iter()
+        .filter_map(|r| r.received_time)
+        .fold(0.0, f64::max);
+    if last > first {
+        recs.len() as f64 / (last - first)
+    } else {
+        0.0
+    }
+}
+
+/// Parses `10k`, `1M`, `100` into bytes (decimal units: k = 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1_000),
+        Some((i, 'M')) => (&t[..i], 1_000_000),
+        Some((i, 'G')) => (&t[..i], 1_000_000_000),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("invalid size {:?}: expected bytes like 100, 10k, 1M", s))
+}
+
+/// One executor's results.
+#[derive(Debug, Default, Serialize)]
+pub struct ExecutorReport {
+    /// Executor name.
+    pub executor: String,
+    /// Overhead per task with one in flight, microseconds.
+    pub overhead_us: Quantiles,
+    /// No-op tasks per second with `in_flight` in flight.
+    pub throughput_tasks_per_s: f64,
+    /// Data sweep points.
+    pub data: Vec<DataPoint>,
+    /// Peak RSS of the scale run in MB, if run.
+    pub scale_peak_rss_mb: Option<f64>,
+    /// Tasks per second of the scale run.
+    pub scale_tasks_per_s: Option<f64>,
+}
+
+/// One point of the data sweep.
+#[derive(Debug, Default, Serialize)]
+pub struct DataPoint {
+    /// Transformer: none or file.
+    pub transformer: String,
+    /// Bytes in and bytes out per task.
+    pub bytes: u64,
+    /// Round trip per task, milliseconds.
+    pub round_trip_ms: Quantiles,
+    /// Round trip minus task body, milliseconds.
+    pub overhead_ms: Quantiles,
+    /// 2·bytes / median overhead, GB/s.
+    pub effective_gb_per_s: f64,
+}
+
+fn run_bag(
+    a: &BenchArgs,
+    executor: &str,
+    tasks: u64,
+    in_flight: u64,
+    extra: &[String],
+) -> anyhow::Result<Vec<TaskRecord>> {
+    let mut args: Vec<String> = [
+        "--app",
+        "synthetic",
+        "--app.structure",
+        "bag",
+        "--engine.executor",
+        executor,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(
+        [
+            "--app.task-count".to_string(),
+            tasks.to_string(),
+            "--app.bag-max-running".to_string(),
+            in_flight.to_string(),
+            "--logging.level".to_string(),
+            "WARNING".to_string(),
+            "--logging.file-name".to_string(),
+            "none".to_string(),
+        ]
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .chain(a.extra.iter().cloned()),
+    );
+    let raw = crate::config::parse_args(&args)?;
+    let cfg = crate::config::load(&raw)?;
+    crate::run::preflight(&cfg).map_err(anyhow::Error::msg)?;
+    let dir = crate::rundir::create(
+        &format!("{}/{{name}}_{{executor}}_{{timestamp}}", a.out.display()),
+        "synthetic",
+        executor,
+        Path::new("."),
+    )?;
+    crate::run::init_logging(&cfg, &dir)?;
+    let outcome = crate::run::run_in(&cfg, &dir, &args)?;
+    if let Some(e) = outcome.error {
+        anyhow::bail!("benchmark run in {} failed: {:#}", dir.display(), e);
+    }
+    let recs = read_records(&dir.join("tasks.jsonl"))?;
+    if !a.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    anyhow::ensure!(
+        recs.len() as u64 == tasks,
+        "expected {} records, got {}",
+        tasks,
+        recs.len()
+    );
+    if let Some(r) = recs.iter().find(|r| r.success != Some(true)) {
+        anyhow::bail!("task {} failed: {:?}", r.task_id, r.exception);
+    }
+    Ok(recs)
+}
+
+/// Runs `taps run` as a child and returns (its peak RSS in MB, tasks/s).
+fn scale_run(a: &BenchArgs, executor: &str) -> anyhow::Result<(f64, f64)> {
+    let exe = std::env::current_exe()?;
+    let dir_format = format!("{}/scale_{{executor}}_{{timestamp}}", a.out.display());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "run",
+        "--app",
+        "synthetic",
+        "--app.structure",
+        "bag",
+        "--engine.executor",
+        executor,
+    ])
+    .args([
+        "--app.task-count",
+        &a.scale_tasks.to_string(),
+        "--app.bag-max-running",
+        "64",
+    ])
+    .args([
+        "--logging.level",
+        "WARNING",
+        "--run.dir-format",
+        &dir_format,
+    ])
+    .args(&a.extra)
+    .stdout(std::process::Stdio::null());
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    anyhow::ensure!(rc == pid, "wait4 failed");
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the scale run failed (status {})",
+        status
+    );
+    let dir = std::fs::read_dir(&a.out)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .starts_with(&format!("scale_{}_", executor))
+            })
+        })
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("scale run directory not found"))?;
+    let recs = read_records(&dir.join("tasks.jsonl"))?;
+    anyhow::ensure!(
+        recs.len() as u64 == a.scale_tasks,
+        "scale run: {} records for {} tasks",
+        recs.len(),
+        a.scale_tasks
+    );
+    let tps = throughput(&recs);
+    if !a.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok((usage.ru_maxrss as f64 / 1024.0, tps))
+}
+
+fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Result<ExecutorReport> {
+    let mut rep = ExecutorReport {
+        executor: executor.to_string(),
+        ..Default::default()
+    };
+    if a.latency_tasks > 0 {
+        let recs = run_bag(a, executor, a.latency_tasks, 1, &[])?;
+        let mut o: Vec<f64> = overheads(&recs).into_iter().map(|s| s * 1e6).collect();
+        rep.overhead_us = quantiles(&mut o);
+    }
+    if a.throughput_tasks > 0 {
+        let recs = run_bag(a, executor, a.throughput_tasks, a.in_flight, &[])?;
+        rep.throughput_tasks_per_s = throughput(&recs);
+    }
+    for &bytes in sizes {
+        for transformer in ["none", "file"] {
+            let extra: Vec<String> = vec![
+                "--app.task-data-bytes".into(),
+                bytes.to_string(),
+                "--engine.transformer".into(),
+                transformer.into(),
+            ];
+            let recs = run_bag(a, executor, a.data_tasks, 1, &extra)?;
+            let mut rt: Vec<f64> = recs
+                .iter()
+                .map(|r| (r.received_time.unwrap() - r.submit_time) * 1e3)
+                .collect();
+            let mut oh: Vec<f64> = overheads(&recs).into_iter().map(|s| s * 1e3).collect();
+            let overhead_ms = quantiles(&mut oh);
+            rep.data.push(DataPoint {
+                transformer: transformer.into(),
+                bytes,
+                round_trip_ms: quantiles(&mut rt),
+                effective_gb_per_s: if overhead_ms.median > 0.0 {
+                    2.0 * bytes as f64 / (overhead_ms.median / 1e3) / 1e9
+                } else {
+                    0.0
+                },
+                overhead_ms,
+            });
+        }
+    }
+    if a.scale_tasks > 0 {
+        let (rss, tps) = scale_run(a, executor)?;
+        rep.scale_peak_rss_mb = Some(rss);
+        rep.scale_tasks_per_s = Some(tps);
+    }
+    Ok(rep)
+}
+
+/// The report as Markdown tables.
+pub fn markdown(a: &BenchArgs, reps: &[ExecutorReport]) -> String {
+    let mut s = format!(
+        "| executor | overhead median (µs) | overhead p95 (µs) | throughput ({} tasks, {} in flight) |\n|---|---:|---:|---:|\n",
+        a.throughput_tasks, a.in_flight
+    );
+    for r in reps {
+        s += &format!(
+            "| {} | {:.1} | {:.1} | {:.0} tasks/s |\n",
+            r.executor, r.overhead_us.median, r.overhead_us.p95, r.throughput_tasks_per_s
+        );
+    }
+    if reps.iter().any(|r| !r.data.is_empty()) {
+        s += "\n| executor | transformer | bytes in + out | round trip median (ms) | overhead median (ms) | effective GB/s |\n|---|---|---:|---:|---:|---:|\n";
+        for r in reps {
+            for d in &r.data {
+                s += &format!(
+                    "| {} | {} | {} + {} | {:.3} | {:.3} | {:.2} |\n",
+                    r.executor,
+                    d.transformer,
+                    d.bytes,
+                    d.bytes,
+                    d.round_trip_ms.median,
+                    d.overhead_ms.median,
+                    d.effective_gb_per_s
+                );
+            }
+        }
+    }
+    for r in reps {
+        if let (Some(rss), Some(tps)) = (r.scale_peak_rss_mb, r.scale_tasks_per_s) {
+            s += &format!(
+                "\n{}: bag of {} tasks (64 in flight): peak RSS {:.0} MB, {:.0} tasks/s\n",
+                r.executor, a.scale_tasks, rss, tps
+            );
+        }
+    }
+    s
+}
 
 /// Runs the benchmark; returns the exit code.
-pub fn main(_: BenchArgs) -> i32 {
+pub fn main(a: BenchArgs) -> i32 {
+    let sizes: Result<Vec<u64>, String> = a
+        .data_sizes
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_size(s))
+        .collect();
+    let sizes = match sizes {
+        Ok(s) => s,
+        Err(e) => return crate::cli::usage_error(e),
+    };
+    let executors: Vec<String> = if a.executors.is_empty() {
+        crate::executor::EXECUTORS
+            .iter()
+            .map(|e| e.info.name.to_string())
+            .filter(|n| n != "mpi")
+            .collect()
+    } else {
+        a.executors.clone()
+    };
+    for e in &executors {
+        if let Err(msg) = crate::executor::find(e) {
+            return crate::cli::usage_error(msg);
+        }
+    }
+    crate::engine::install_panic_hook();
+    let mut reps = Vec::new();
+    for e in &executors {
+        eprintln!("taps bench: {} ...", e);
+        match bench_executor(&a, e, &sizes) {
+            Ok(r) => reps.push(r),
+            Err(err) => {
+                eprintln!("taps: error: benchmark of {} failed: {:#}", e, err);
+                return 1;
+            }
+        }
+    }
+    let md = markdown(&a, &reps);
+    println!("{}", md);
+    let stamp = chrono::Local::now().format("%Y-%m-%d-%H-%M-%S");
+    let json = serde_json::json!({
+        "environment": crate::environment::collect(),
+        "args": format!("{:?}", a),
+        "results": reps,
+    });
+    let path = a.out.join(format!("bench-{}.json", stamp));
+    if let Err(e) = std::fs::create_dir_all(&a.out)
+        .and_then(|_| std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()))
+    {
+        eprintln!("taps: error: cannot write {}: {}", path.display(), e);
+        return 1;
+    }
+    let _ = std::fs::write(a.out.join(format!("bench-{}.md", stamp)), &md);
+    eprintln!("taps bench: report written to {}", path.display());
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let q = quantiles(&mut v);
+        assert_eq!((q.median, q.p95), (50.5, 95.0));
+        let mut one = vec![3.0];
+        assert_eq!(
+            quantiles(&mut one),
+            Quantiles {
+                median: 3.0,
+                p95: 3.0
+            }
+        );
+    }
+
+    #[test]
+    fn sizes_parse_with_decimal_suffixes() {
+        assert_eq!(parse_size("10k"), Ok(10_000));
+        assert_eq!(parse_size("1M"), Ok(1_000_000));
+        assert_eq!(parse_size("7"), Ok(7));
+        assert!(parse_size("ten").is_err());
+    }
 }
