@@ -462,3 +462,30 @@ fn bad_input_is_one_line_exit_2_and_nothing_created() {
     );
     assert!(!d.join("runs").exists());
 }
+
+#[test]
+fn run_dir_flag_uses_a_prepared_directory_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("prepared")).unwrap();
+    let out = taps(d, &args(BAG, &["--run-dir", "prepared"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(records(&d.join("prepared")).len(), 3);
+    assert!(!d.join("runs").exists());
+    // A second run into the same directory would mix records: refused.
+    let out = taps(d, &args(BAG, &["--run-dir", "prepared"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds tasks.jsonl"));
+    let out = taps(d, &args(BAG, &["--run-dir", "missing"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+    assert_eq!(
+        records(&d.join("prepared")).len(),
+        3,
+        "the first run's records are untouched"
+    );
+}
