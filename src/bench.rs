@@ -64,15 +64,8 @@ pub fn quantiles(v: &mut [f64]) -> Quantiles {
     }
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    let median = if v.len() % 2 == 1 {
-        v[v.len() / 2]
-    } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
-    Quantiles {
-        median,
-        p95: at(0.95),
-    }
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    Quantiles { median, p95: at(0.95) }
 }
 
 /// Per-task overhead in seconds: round trip minus task body.
@@ -87,19 +80,9 @@ pub fn overheads(recs: &[TaskRecord]) -> Vec<f64> {
 
 /// Tasks per second from the first submit to the last completion.
 pub fn throughput(recs: &[TaskRecord]) -> f64 {
-    let first = recs
-        .iter()
-        .map(|r| r.submit_time)
-        .fold(f64::INFINITY, f64::min);
-    let last = recs
-        .iter()
-        .filter_map(|r| r.received_time)
-        .fold(0.0, f64::max);
-    if last > first {
-        recs.len() as f64 / (last - first)
-    } else {
-        0.0
-    }
+    let first = recs.iter().map(|r| r.submit_time).fold(f64::INFINITY, f64::min);
+    let last = recs.iter().filter_map(|r| r.received_time).fold(0.0, f64::max);
+    if last > first { recs.len() as f64 / (last - first) } else { 0.0 }
 }
 
 /// Parses `10k`, `1M`, `100` into bytes (decimal units: k = 1000).
@@ -111,9 +94,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some((i, 'G')) => (&t[..i], 1_000_000_000),
         _ => (t, 1),
     };
-    num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("invalid size {:?}: expected bytes like 100, 10k, 1M", s))
+    num.parse::<u64>().map(|n| n * mult).map_err(|_| format!("invalid size {:?}: expected bytes like 100, 10k, 1M", s))
 }
 
 /// One executor's results.
@@ -155,17 +136,10 @@ fn run_bag(
     in_flight: u64,
     extra: &[String],
 ) -> anyhow::Result<Vec<TaskRecord>> {
-    let mut args: Vec<String> = [
-        "--app",
-        "synthetic",
-        "--app.structure",
-        "bag",
-        "--engine.executor",
-        executor,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = ["--app", "synthetic", "--app.structure", "bag", "--engine.executor", executor]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     args.extend(
         [
             "--app.task-count".to_string(),
@@ -199,12 +173,7 @@ fn run_bag(
     if !a.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    anyhow::ensure!(
-        recs.len() as u64 == tasks,
-        "expected {} records, got {}",
-        tasks,
-        recs.len()
-    );
+    anyhow::ensure!(recs.len() as u64 == tasks, "expected {} records, got {}", tasks, recs.len());
     if let Some(r) = recs.iter().find(|r| r.success != Some(true)) {
         anyhow::bail!("task {} failed: {:?}", r.task_id, r.exception);
     }
@@ -216,29 +185,11 @@ fn scale_run(a: &BenchArgs, executor: &str) -> anyhow::Result<(f64, f64)> {
     let exe = std::env::current_exe()?;
     let dir_format = format!("{}/scale_{{executor}}_{{timestamp}}", a.out.display());
     let mut cmd = std::process::Command::new(exe);
-    cmd.args([
-        "run",
-        "--app",
-        "synthetic",
-        "--app.structure",
-        "bag",
-        "--engine.executor",
-        executor,
-    ])
-    .args([
-        "--app.task-count",
-        &a.scale_tasks.to_string(),
-        "--app.bag-max-running",
-        "64",
-    ])
-    .args([
-        "--logging.level",
-        "WARNING",
-        "--run.dir-format",
-        &dir_format,
-    ])
-    .args(&a.extra)
-    .stdout(std::process::Stdio::null());
+    cmd.args(["run", "--app", "synthetic", "--app.structure", "bag", "--engine.executor", executor])
+        .args(["--app.task-count", &a.scale_tasks.to_string(), "--app.bag-max-running", "64"])
+        .args(["--logging.level", "WARNING", "--run.dir-format", &dir_format])
+        .args(&a.extra)
+        .stdout(std::process::Stdio::null());
     let child = cmd.spawn()?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
@@ -254,12 +205,7 @@ fn scale_run(a: &BenchArgs, executor: &str) -> anyhow::Result<(f64, f64)> {
     let dir = std::fs::read_dir(&a.out)?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                n.to_string_lossy()
-                    .starts_with(&format!("scale_{}_", executor))
-            })
-        })
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("scale_{}_", executor))))
         .max()
         .ok_or_else(|| anyhow::anyhow!("scale run directory not found"))?;
     let recs = read_records(&dir.join("tasks.jsonl"))?;
@@ -277,10 +223,7 @@ fn scale_run(a: &BenchArgs, executor: &str) -> anyhow::Result<(f64, f64)> {
 }
 
 fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Result<ExecutorReport> {
-    let mut rep = ExecutorReport {
-        executor: executor.to_string(),
-        ..Default::default()
-    };
+    let mut rep = ExecutorReport { executor: executor.to_string(), ..Default::default() };
     if a.latency_tasks > 0 {
         let recs = run_bag(a, executor, a.latency_tasks, 1, &[])?;
         let mut o: Vec<f64> = overheads(&recs).into_iter().map(|s| s * 1e6).collect();
@@ -299,10 +242,7 @@ fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Resul
                 transformer.into(),
             ];
             let recs = run_bag(a, executor, a.data_tasks, 1, &extra)?;
-            let mut rt: Vec<f64> = recs
-                .iter()
-                .map(|r| (r.received_time.unwrap() - r.submit_time) * 1e3)
-                .collect();
+            let mut rt: Vec<f64> = recs.iter().map(|r| (r.received_time.unwrap() - r.submit_time) * 1e3).collect();
             let mut oh: Vec<f64> = overheads(&recs).into_iter().map(|s| s * 1e3).collect();
             let overhead_ms = quantiles(&mut oh);
             rep.data.push(DataPoint {
@@ -368,22 +308,14 @@ pub fn markdown(a: &BenchArgs, reps: &[ExecutorReport]) -> String {
 
 /// Runs the benchmark; returns the exit code.
 pub fn main(a: BenchArgs) -> i32 {
-    let sizes: Result<Vec<u64>, String> = a
-        .data_sizes
-        .iter()
-        .filter(|s| !s.is_empty())
-        .map(|s| parse_size(s))
-        .collect();
+    let sizes: Result<Vec<u64>, String> =
+        a.data_sizes.iter().filter(|s| !s.is_empty()).map(|s| parse_size(s)).collect();
     let sizes = match sizes {
         Ok(s) => s,
         Err(e) => return crate::cli::usage_error(e),
     };
     let executors: Vec<String> = if a.executors.is_empty() {
-        crate::executor::EXECUTORS
-            .iter()
-            .map(|e| e.info.name.to_string())
-            .filter(|n| n != "mpi")
-            .collect()
+        crate::executor::EXECUTORS.iter().map(|e| e.info.name.to_string()).filter(|n| n != "mpi").collect()
     } else {
         a.executors.clone()
     };
@@ -434,13 +366,7 @@ mod tests {
         let q = quantiles(&mut v);
         assert_eq!((q.median, q.p95), (50.5, 95.0));
         let mut one = vec![3.0];
-        assert_eq!(
-            quantiles(&mut one),
-            Quantiles {
-                median: 3.0,
-                p95: 3.0
-            }
-        );
+        assert_eq!(quantiles(&mut one), Quantiles { median: 3.0, p95: 3.0 });
     }
 
     #[test]

@@ -76,32 +76,14 @@ pub fn list() -> String {
             out.push_str(&format!("  {:<14} {}\n", n, a));
         }
     };
-    section(
-        "apps",
-        crate::apps::ALL
-            .iter()
-            .map(|a| (a.info.name, a.info.about))
-            .collect(),
-    );
-    let mut ex: Vec<(&str, &str)> = crate::executor::EXECUTORS
-        .iter()
-        .map(|e| (e.info.name, e.info.about))
-        .collect();
+    section("apps", crate::apps::ALL.iter().map(|a| (a.info.name, a.info.about)).collect());
+    let mut ex: Vec<(&str, &str)> = crate::executor::EXECUTORS.iter().map(|e| (e.info.name, e.info.about)).collect();
     ex.extend(crate::executor::NOT_COMPILED.iter().copied());
     section("executors", ex);
-    let mut f: Vec<(&str, &str)> = crate::data::FILTERS
-        .iter()
-        .map(|p| (p.name, p.about))
-        .collect();
-    f.push((
-        "none",
-        "no filter: every value goes to the transformer (default)",
-    ));
+    let mut f: Vec<(&str, &str)> = crate::data::FILTERS.iter().map(|p| (p.name, p.about)).collect();
+    f.push(("none", "no filter: every value goes to the transformer (default)"));
     section("filters", f);
-    let mut t: Vec<(&str, &str)> = crate::data::TRANSFORMERS
-        .iter()
-        .map(|p| (p.name, p.about))
-        .collect();
+    let mut t: Vec<(&str, &str)> = crate::data::TRANSFORMERS.iter().map(|p| (p.name, p.about)).collect();
     t.push(("none", "no transformer: every value inline (default)"));
     section("transformers", t);
     out
@@ -119,9 +101,7 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
                 .sets
                 .iter()
                 .filter(|(k, _)| {
-                    k.ends_with("name")
-                        || !k.contains('.')
-                        || k.matches('.').count() == 1 && k.starts_with("engine.")
+                    k.ends_with("name") || !k.contains('.') || k.matches('.').count() == 1 && k.starts_with("engine.")
                 })
                 .cloned()
                 .collect(),
@@ -136,27 +116,65 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
     Ok(cfg)
 }
 
+/// Takes `--run-dir DIR` out of `taps run` arguments: run in a directory prepared earlier (by
+/// `taps submit`) instead of creating one.
+pub fn take_run_dir(args: &[String]) -> Result<(Vec<String>, Option<std::path::PathBuf>), String> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut dir = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--run-dir" || a == "--run_dir" {
+            dir = Some(it.next().ok_or("--run-dir needs a directory")?.into());
+        } else if let Some(d) = a.strip_prefix("--run-dir=") {
+            dir = Some(d.into());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((rest, dir))
+}
+
+/// Checks a prepared run directory: it exists and holds no records of an earlier run.
+pub fn check_prepared_run_dir(dir: &std::path::Path, cfg: &config::Config) -> Result<std::path::PathBuf, String> {
+    if !dir.is_dir() {
+        return Err(format!("--run-dir {}: not a directory (taps submit creates it)", dir.display()));
+    }
+    if let Some(f) = &cfg.engine.task_record_file_name
+        && dir.join(f).exists()
+    {
+        return Err(format!(
+            "--run-dir {}: already holds {} from an earlier run; use a new directory",
+            dir.display(),
+            f
+        ));
+    }
+    std::path::absolute(dir).map_err(|e| e.to_string())
+}
+
 fn cmd_run(args: &[String], argv: &[String]) -> i32 {
-    let cfg = match load_config(args) {
+    let (args, prepared) = match take_run_dir(args) {
+        Ok(x) => x,
+        Err(e) => return usage_error(e),
+    };
+    let cfg = match load_config(&args) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let cwd = std::env::current_dir().unwrap_or_default();
-    let run_dir = match crate::run::create_run_dir(&cfg, &cwd) {
-        Ok(d) => d,
-        Err(e) => {
-            return usage_error(format!(
-                "cannot create the run directory from {:?}: {}",
-                cfg.run.dir_format, e
-            ));
-        }
+    let run_dir = match prepared {
+        Some(d) => match check_prepared_run_dir(&d, &cfg) {
+            Ok(d) => d,
+            Err(e) => return usage_error(e),
+        },
+        None => match crate::run::create_run_dir(&cfg, &cwd) {
+            Ok(d) => d,
+            Err(e) => {
+                return usage_error(format!("cannot create the run directory from {:?}: {}", cfg.run.dir_format, e));
+            }
+        },
     };
     if let Err(e) = crate::run::init_logging(&cfg, &run_dir) {
-        return usage_error(format!(
-            "cannot open the log file in {}: {}",
-            run_dir.display(),
-            e
-        ));
+        return usage_error(format!("cannot open the log file in {}: {}", run_dir.display(), e));
     }
     crate::run::install_signal_handler();
     match crate::run::run_in(&cfg, &run_dir, argv) {

@@ -84,10 +84,7 @@ impl Validate for RunOptions {
 
 fn check_file_name(key: &str, f: &str) -> Result<(), String> {
     if f.is_empty() || f.contains('/') || f == "." || f == ".." {
-        return Err(format!(
-            "{}: expected a file name inside the run directory (or none), got {:?}",
-            key, f
-        ));
+        return Err(format!("{}: expected a file name inside the run directory (or none), got {:?}", key, f));
     }
     Ok(())
 }
@@ -209,11 +206,7 @@ fn plugin_sections() -> Vec<(&'static str, &'static str, Vec<PluginInfo>)> {
         ("app", "app", crate::apps::infos()),
         ("engine.executor", "executor", crate::executor::infos()),
         ("engine.filter", "filter", crate::data::FILTERS.to_vec()),
-        (
-            "engine.transformer",
-            "transformer",
-            crate::data::TRANSFORMERS.to_vec(),
-        ),
+        ("engine.transformer", "transformer", crate::data::TRANSFORMERS.to_vec()),
     ]
 }
 
@@ -229,12 +222,8 @@ fn get_path<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
 fn table_at<'a>(t: &'a mut toml::Table, path: &str) -> Result<&'a mut toml::Table, ConfigError> {
     let mut cur = t;
     for p in path.split('.') {
-        let entry = cur
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| ConfigError(format!("{} must be a table", path)))?;
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| ConfigError(format!("{} must be a table", path)))?;
     }
     Ok(cur)
 }
@@ -242,9 +231,7 @@ fn table_at<'a>(t: &'a mut toml::Table, path: &str) -> Result<&'a mut toml::Tabl
 /// Sets the plugin at `section` to `name`; a different plugin than before drops the old
 /// plugin's options (they belong to it, not to the new one).
 fn select(t: &mut toml::Table, section: &str, name: &str) -> Result<(), ConfigError> {
-    let cur = get_path(t, &format!("{}.name", section))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let cur = get_path(t, &format!("{}.name", section)).and_then(|v| v.as_str()).map(str::to_string);
     let tab = table_at(t, section)?;
     if cur.as_deref() != Some(name) {
         tab.clear();
@@ -256,19 +243,11 @@ fn select(t: &mut toml::Table, section: &str, name: &str) -> Result<(), ConfigEr
 /// Deep-merges `over` into `base`; a plugin table naming a different plugin replaces the old one.
 fn merge(base: &mut toml::Table, over: toml::Table, path: &str) {
     for (k, v) in over {
-        let p = if path.is_empty() {
-            k.clone()
-        } else {
-            format!("{}.{}", path, k)
-        };
-        let is_plugin = matches!(
-            p.as_str(),
-            "app" | "engine.executor" | "engine.filter" | "engine.transformer"
-        );
+        let p = if path.is_empty() { k.clone() } else { format!("{}.{}", path, k) };
+        let is_plugin = matches!(p.as_str(), "app" | "engine.executor" | "engine.filter" | "engine.transformer");
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
-                let switched =
-                    is_plugin && o.get("name").is_some() && o.get("name") != b.get("name");
+                let switched = is_plugin && o.get("name").is_some() && o.get("name") != b.get("name");
                 if switched {
                     *b = o;
                 } else {
@@ -290,12 +269,7 @@ pub fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
         let msg = e.message().to_string();
         let line = e.span().map(|s| text[..s.start].lines().count().max(1));
         match line {
-            Some(l) => ConfigError(format!(
-                "config file {}, line {}: {}",
-                path.display(),
-                l,
-                msg
-            )),
+            Some(l) => ConfigError(format!("config file {}, line {}: {}", path.display(), l, msg)),
             None => ConfigError(format!("config file {}: {}", path.display(), msg)),
         }
     })
@@ -323,10 +297,7 @@ pub fn layered_table(raw: &RawArgs) -> Result<toml::Table, ConfigError> {
 }
 
 /// Field specs of the section owning `key`, and the key within it.
-fn field_for(
-    t: &toml::Table,
-    key: &str,
-) -> Result<(String, crate::options::FieldSpec), ConfigError> {
+fn field_for(t: &toml::Table, key: &str) -> Result<(String, crate::options::FieldSpec), ConfigError> {
     let mut sections: Vec<(String, Vec<crate::options::FieldSpec>)> = vec![
         ("engine".into(), EngineOptions::fields()),
         ("logging".into(), LoggingOptions::fields()),
@@ -334,8 +305,7 @@ fn field_for(
     ];
     for (path, _, list) in plugin_sections() {
         let name = get_path(t, &format!("{}.name", path)).and_then(|v| v.as_str());
-        let name =
-            name.or((path == "engine.executor").then_some(crate::executor::DEFAULT_EXECUTOR));
+        let name = name.or((path == "engine.executor").then_some(crate::executor::DEFAULT_EXECUTOR));
         if let Some(name) = name
             && let Some(p) = list.iter().find(|p| p.name == name)
         {
@@ -354,9 +324,7 @@ fn field_for(
     }
     sections.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
     for (path, fields) in &sections {
-        if let Some(rest) = key
-            .strip_prefix(path.as_str())
-            .and_then(|r| r.strip_prefix('.'))
+        if let Some(rest) = key.strip_prefix(path.as_str()).and_then(|r| r.strip_prefix('.'))
             && let Some(f) = fields.iter().find(|f| f.name == rest)
         {
             return Ok((path.clone(), f.clone()));
@@ -380,18 +348,11 @@ fn field_for(
     }
     let section = key.rsplit_once('.').map(|(s, _)| s).unwrap_or("");
     if let Some((path, fields)) = sections.iter().find(|(p, _)| p == section) {
-        let names: Vec<String> = fields
-            .iter()
-            .map(|f| flag(&format!("{}.{}", path, f.name)))
-            .collect();
+        let names: Vec<String> = fields.iter().map(|f| flag(&format!("{}.{}", path, f.name))).collect();
         if names.is_empty() {
             msg.push_str(&format!("; {} takes no options", path));
         } else {
-            msg.push_str(&format!(
-                "; valid options of {}: {}",
-                path,
-                names.join(", ")
-            ));
+            msg.push_str(&format!("; valid options of {}: {}", path, names.join(", ")));
         }
     } else {
         msg.push_str("; see taps run --app NAME [--engine.executor NAME] --help for every option");
@@ -401,15 +362,10 @@ fn field_for(
 
 fn set_cli_value(t: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
     for (path, kind, list) in plugin_sections() {
-        let selected =
-            get_path(t, &format!("{}.name", path)).is_some() || path == "engine.executor";
+        let selected = get_path(t, &format!("{}.name", path)).is_some() || path == "engine.executor";
         if !selected && key.starts_with(&format!("{}.", path)) {
             let names: Vec<&str> = list.iter().map(|p| p.name).collect();
-            let flag = if path == "app" {
-                "--app".to_string()
-            } else {
-                format!("--{}", path)
-            };
+            let flag = if path == "app" { "--app".to_string() } else { format!("--{}", path) };
             return Err(ConfigError(format!(
                 "--{} is set but no {} is selected: add {} NAME ({}s: {})",
                 key.replace('_', "-"),
@@ -423,11 +379,7 @@ fn set_cli_value(t: &mut toml::Table, key: &str, value: &str) -> Result<(), Conf
     let (section, spec) = field_for(t, key)?;
     let flag = format!("--{}", key.replace('_', "-"));
     let v = (spec.parse_cli)(value).map_err(|e| ConfigError(format!("{}: {}", flag, e)))?;
-    let tab = if section.is_empty() {
-        t
-    } else {
-        table_at(t, &section)?
-    };
+    let tab = if section.is_empty() { t } else { table_at(t, &section)? };
     tab.insert(spec.name.to_string(), v);
     Ok(())
 }
@@ -443,10 +395,7 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
         None => env!("CARGO_PKG_VERSION").to_string(),
         Some(toml::Value::String(s)) => s,
         Some(v) => {
-            return Err(ConfigError(format!(
-                "version: expected string, got {}",
-                crate::options::describe(&v)
-            )));
+            return Err(ConfigError(format!("version: expected string, got {}", crate::options::describe(&v))));
         }
     };
     let submit = match t.remove("submit") {
@@ -465,10 +414,7 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
     let app_name = match app.get("name") {
         Some(toml::Value::String(s)) => s.clone(),
         Some(v) => {
-            return Err(ConfigError(format!(
-                "app.name: expected string, got {}",
-                crate::options::describe(v)
-            )));
+            return Err(ConfigError(format!("app.name: expected string, got {}", crate::options::describe(v))));
         }
         None => {
             let names: Vec<&str> = crate::apps::ALL.iter().map(|a| a.info.name).collect();
@@ -503,14 +449,8 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
     let run = RunOptions::from_table(&run, "run")?;
     Ok(Config {
         version,
-        app: Selected {
-            name: app_name,
-            options: app_opts,
-        },
-        executor: Selected {
-            name: exec_name,
-            options: exec_opts,
-        },
+        app: Selected { name: app_name, options: app_opts },
+        executor: Selected { name: exec_name, options: exec_opts },
         filter,
         transformer,
         engine: engine_opts,
@@ -524,19 +464,11 @@ fn take_table(t: &mut toml::Table, key: &str) -> Result<toml::Table, ConfigError
     match t.remove(key) {
         None => Ok(toml::Table::new()),
         Some(toml::Value::Table(t)) => Ok(t),
-        Some(v) => Err(ConfigError(format!(
-            "{} must be a table, got {}",
-            key,
-            crate::options::describe(&v)
-        ))),
+        Some(v) => Err(ConfigError(format!("{} must be a table, got {}", key, crate::options::describe(&v)))),
     }
 }
 
-fn optional_plugin(
-    engine: &mut toml::Table,
-    kind: &str,
-    list: &[PluginInfo],
-) -> Result<Option<Selected>, ConfigError> {
+fn optional_plugin(engine: &mut toml::Table, kind: &str, list: &[PluginInfo]) -> Result<Option<Selected>, ConfigError> {
     let mut t = take_table(engine, kind)?;
     let name = match t.remove("name") {
         None => None,
@@ -562,8 +494,7 @@ fn optional_plugin(
             Ok(None)
         }
         Some(name) => {
-            let p = crate::plugins::find(kind, list, &name)
-                .map_err(|e| ConfigError(format!("{}, none", e)))?;
+            let p = crate::plugins::find(kind, list, &name).map_err(|e| ConfigError(format!("{}, none", e)))?;
             let options = (p.normalize)(&t, &section)?;
             Ok(Some(Selected { name, options }))
         }
@@ -584,10 +515,7 @@ impl Config {
         t.insert("version".into(), toml::Value::String(self.version.clone()));
         t.insert("app".into(), toml::Value::Table(plugin_table(&self.app)));
         let mut engine = self.engine.to_table();
-        engine.insert(
-            "executor".into(),
-            toml::Value::Table(plugin_table(&self.executor)),
-        );
+        engine.insert("executor".into(), toml::Value::Table(plugin_table(&self.executor)));
         if let Some(f) = &self.filter {
             engine.insert("filter".into(), toml::Value::Table(plugin_table(f)));
         }
@@ -595,10 +523,7 @@ impl Config {
             engine.insert("transformer".into(), toml::Value::Table(plugin_table(tr)));
         }
         t.insert("engine".into(), toml::Value::Table(engine));
-        t.insert(
-            "logging".into(),
-            toml::Value::Table(self.logging.to_table()),
-        );
+        t.insert("logging".into(), toml::Value::Table(self.logging.to_table()));
         t.insert("run".into(), toml::Value::Table(self.run.to_table()));
         if let Some(s) = &self.submit {
             t.insert("submit".into(), toml::Value::Table(s.clone()));
@@ -623,14 +548,7 @@ impl Config {
                         walk(sub, indent + 2, out);
                     }
                     v => {
-                        let _ = writeln!(
-                            out,
-                            "{:indent$}{}: {}",
-                            "",
-                            k,
-                            crate::options::render(v),
-                            indent = indent
-                        );
+                        let _ = writeln!(out, "{:indent$}{}: {}", "", k, crate::options::render(v), indent = indent);
                     }
                 }
             }
@@ -666,41 +584,24 @@ pub fn help(t: &toml::Table) -> String {
          Options are --section.key VALUE (dashes or underscores); booleans are true/false, `none` unsets an\n\
          optional value, maps and lists take JSON. Precedence: defaults < each --config file in order < flags.\n",
     );
-    let sel = |path: &str| {
-        get_path(t, &format!("{}.name", path))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let sel = |path: &str| get_path(t, &format!("{}.name", path)).and_then(|v| v.as_str()).map(str::to_string);
     let app = sel("app");
     for (path, kind, list) in plugin_sections() {
-        let chosen = sel(path).or_else(|| {
-            (path == "engine.executor").then(|| crate::executor::DEFAULT_EXECUTOR.to_string())
-        });
-        match chosen
-            .as_deref()
-            .and_then(|n| list.iter().find(|p| p.name == n))
-        {
+        let chosen =
+            sel(path).or_else(|| (path == "engine.executor").then(|| crate::executor::DEFAULT_EXECUTOR.to_string()));
+        match chosen.as_deref().and_then(|n| list.iter().find(|p| p.name == n)) {
             Some(p) if app.is_some() => {
                 let title = format!("{} options (selected: {} — {})", path, p.name, p.about);
                 section_help(&mut out, &title, path, &(p.fields)());
             }
             _ => {
-                let flag = if path == "app" {
-                    "--app".to_string()
-                } else {
-                    format!("--{}", path)
-                };
+                let flag = if path == "app" { "--app".to_string() } else { format!("--{}", path) };
                 let _ = writeln!(out, "\n{}s ({} NAME):", kind, flag);
                 for p in &list {
                     let _ = writeln!(out, "  {:<14} {}", p.name, p.about);
                 }
                 if path == "engine.filter" || path == "engine.transformer" {
-                    let _ = writeln!(
-                        out,
-                        "  {:<14} {}",
-                        "none",
-                        "no ".to_string() + kind + " (default)"
-                    );
+                    let _ = writeln!(out, "  {:<14} {}", "none", "no ".to_string() + kind + " (default)");
                 }
                 if path == "engine.executor" {
                     for (n, why) in crate::executor::NOT_COMPILED {
@@ -711,18 +612,8 @@ pub fn help(t: &toml::Table) -> String {
         }
     }
     if app.is_some() {
-        section_help(
-            &mut out,
-            "engine options",
-            "engine",
-            &EngineOptions::fields(),
-        );
-        section_help(
-            &mut out,
-            "logging options",
-            "logging",
-            &LoggingOptions::fields(),
-        );
+        section_help(&mut out, "engine options", "engine", &EngineOptions::fields());
+        section_help(&mut out, "logging options", "logging", &LoggingOptions::fields());
         section_help(&mut out, "run options", "run", &RunOptions::fields());
     } else {
         out.push_str("\nPass --app NAME --help (and --engine.executor NAME) to list that selection's options.\n");

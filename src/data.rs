@@ -116,17 +116,14 @@ pub static FILTERS: &[PluginInfo] = &[
 ];
 
 /// Transformer plugins.
-pub static TRANSFORMERS: &[PluginInfo] = &[PluginInfo::new::<FileOptions>(
-    "file",
-    "pass large values through files on a shared filesystem",
-)];
+pub static TRANSFORMERS: &[PluginInfo] =
+    &[PluginInfo::new::<FileOptions>("file", "pass large values through files on a shared filesystem")];
 
 impl Validate for NeverOptions {}
 
 impl ObjectTypeOptions {
     fn set(&self) -> Result<RegexSet, String> {
-        RegexSet::new(&self.patterns)
-            .map_err(|e| format!("engine.filter.patterns: invalid regular expression: {}", e))
+        RegexSet::new(&self.patterns).map_err(|e| format!("engine.filter.patterns: invalid regular expression: {}", e))
     }
 }
 
@@ -157,14 +154,10 @@ impl FileTransformer {
                 break;
             }
         }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            TaskError::new("IoError", format!("cannot create {}: {}", dir.display(), e))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TaskError::new("IoError", format!("cannot create {}: {}", dir.display(), e)))?;
         created.extend(missing);
-        Ok(FileTransformer {
-            dir: dir.to_path_buf(),
-            created,
-        })
+        Ok(FileTransformer { dir: dir.to_path_buf(), created })
     }
 
     /// The directory values are written to.
@@ -176,13 +169,9 @@ impl FileTransformer {
 impl Transformer for FileTransformer {
     fn put(&self, bytes: &[u8]) -> Result<DataRef, TaskError> {
         let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
-        std::fs::write(&path, bytes).map_err(|e| {
-            TaskError::new("IoError", format!("cannot write {}: {}", path.display(), e))
-        })?;
-        Ok(DataRef {
-            key: path.display().to_string(),
-            size: bytes.len() as u64,
-        })
+        std::fs::write(&path, bytes)
+            .map_err(|e| TaskError::new("IoError", format!("cannot write {}: {}", path.display(), e)))?;
+        Ok(DataRef { key: path.display().to_string(), size: bytes.len() as u64 })
     }
 
     fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError> {
@@ -243,14 +232,8 @@ impl Moved {
     pub fn of(p: &Payload) -> Moved {
         match p {
             Payload::Local(_) => Moved::default(),
-            Payload::Bytes(b) => Moved {
-                inline: b.len() as u64,
-                by_reference: 0,
-            },
-            Payload::Ref(r) => Moved {
-                inline: 0,
-                by_reference: r.size,
-            },
+            Payload::Bytes(b) => Moved { inline: b.len() as u64, by_reference: 0 },
+            Payload::Ref(r) => Moved { inline: 0, by_reference: r.size },
         }
     }
 }
@@ -271,14 +254,9 @@ impl DataLayer {
                     "never" => Box::new(Never),
                     "object-size" => {
                         let o = ObjectSizeOptions::from_table(&t, "engine.filter")?;
-                        Box::new(ObjectSize {
-                            min: o.min_size,
-                            max: o.max_size,
-                        })
+                        Box::new(ObjectSize { min: o.min_size, max: o.max_size })
                     }
-                    "object-type" => Box::new(ObjectType(
-                        ObjectTypeOptions::from_table(&t, "engine.filter")?.set()?,
-                    )),
+                    "object-type" => Box::new(ObjectType(ObjectTypeOptions::from_table(&t, "engine.filter")?.set()?)),
                     other => return Err(format!("unknown filter {:?}", other)),
                 })
             }
@@ -290,20 +268,14 @@ impl DataLayer {
                 match name.as_str() {
                     "file" => {
                         let o = FileOptions::from_table(&t, "engine.transformer")?;
-                        let dir = o
-                            .file_dir
-                            .ok_or("engine.transformer.file_dir was not resolved")?;
+                        let dir = o.file_dir.ok_or("engine.transformer.file_dir was not resolved")?;
                         Some(Box::new(FileTransformer::new(&dir).map_err(|e| e.message)?))
                     }
                     other => return Err(format!("unknown transformer {:?}", other)),
                 }
             }
         };
-        Ok(DataLayer {
-            filter,
-            transformer,
-            spec,
-        })
+        Ok(DataLayer { filter, transformer, spec })
     }
 
     /// The spec to rebuild this layer in a worker.
@@ -328,10 +300,7 @@ impl DataLayer {
                 let size = || bytes().as_ref().map(|b| b.len()).unwrap_or(0);
                 let passes = match &self.filter {
                     None => true,
-                    Some(f) => f.passes(&Candidate {
-                        type_name: l.type_name,
-                        size: &size,
-                    }),
+                    Some(f) => f.passes(&Candidate { type_name: l.type_name, size: &size }),
                 };
                 if passes {
                     let b = bytes().as_ref().map_err(Clone::clone)?;
@@ -347,16 +316,9 @@ impl DataLayer {
                 let len = b.len();
                 let passes = match &self.filter {
                     None => true,
-                    Some(f) => f.passes(&Candidate {
-                        type_name: "",
-                        size: &|| len,
-                    }),
+                    Some(f) => f.passes(&Candidate { type_name: "", size: &|| len }),
                 };
-                if passes {
-                    Ok(Payload::Ref(tr.put(&b)?))
-                } else {
-                    Ok(Payload::Bytes(b))
-                }
+                if passes { Ok(Payload::Ref(tr.put(&b)?)) } else { Ok(Payload::Bytes(b)) }
             }
             r @ Payload::Ref(_) => Ok(r),
         }
@@ -367,12 +329,7 @@ impl DataLayer {
         match p {
             Payload::Ref(r) => match &self.transformer {
                 Some(tr) => tr.get(&r).map(Payload::Bytes),
-                None => FileTransformer {
-                    dir: PathBuf::new(),
-                    created: vec![],
-                }
-                .get(&r)
-                .map(Payload::Bytes),
+                None => FileTransformer { dir: PathBuf::new(), created: vec![] }.get(&r).map(Payload::Bytes),
             },
             other => Ok(other),
         }

@@ -149,10 +149,7 @@ pub struct TaskFuture<T> {
 
 impl<T> Clone for TaskFuture<T> {
     fn clone(&self) -> Self {
-        TaskFuture {
-            cell: self.cell.clone(),
-            _t: PhantomData,
-        }
+        TaskFuture { cell: self.cell.clone(), _t: PhantomData }
     }
 }
 
@@ -236,11 +233,7 @@ pub struct Waited<T> {
 }
 
 /// Waits for futures, as Python's `concurrent.futures.wait`.
-pub fn wait<T>(
-    futures: &[TaskFuture<T>],
-    timeout: Option<Duration>,
-    when: ReturnWhen,
-) -> Waited<T> {
+pub fn wait<T>(futures: &[TaskFuture<T>], timeout: Option<Duration>, when: ReturnWhen) -> Waited<T> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let (tx, rx) = unbounded();
     for (i, f) in futures.iter().enumerate() {
@@ -266,16 +259,9 @@ pub fn wait<T>(
         }
     }
     // Anything finished meanwhile counts as done too.
-    let mut out = Waited {
-        done: Vec::new(),
-        not_done: Vec::new(),
-    };
+    let mut out = Waited { done: Vec::new(), not_done: Vec::new() };
     for f in futures {
-        if f.done() {
-            out.done.push(f.clone())
-        } else {
-            out.not_done.push(f.clone())
-        }
+        if f.done() { out.done.push(f.clone()) } else { out.not_done.push(f.clone()) }
     }
     out
 }
@@ -286,12 +272,7 @@ pub fn as_completed<T>(futures: Vec<TaskFuture<T>>, timeout: Option<Duration>) -
     for (i, f) in futures.iter().enumerate() {
         f.cell.subscribe(&tx, i);
     }
-    AsCompleted {
-        left: futures.len(),
-        futures,
-        rx,
-        deadline: timeout.map(|t| Instant::now() + t),
-    }
+    AsCompleted { left: futures.len(), futures, rx, deadline: timeout.map(|t| Instant::now() + t) }
 }
 
 /// Iterator returned by [`as_completed`].
@@ -338,13 +319,7 @@ pub struct Completions<T> {
 impl<T> Default for Completions<T> {
     fn default() -> Self {
         let (tx, rx) = unbounded();
-        Completions {
-            tx,
-            rx,
-            slots: Vec::new(),
-            free: Vec::new(),
-            pending: 0,
-        }
+        Completions { tx, rx, slots: Vec::new(), free: Vec::new(), pending: 0 }
     }
 }
 
@@ -494,18 +469,10 @@ pub struct Engine {
 impl Engine {
     /// An engine on `executor`, with no data layer and no record file.
     pub fn builder(executor: Box<dyn Executor>) -> EngineBuilder {
-        EngineBuilder {
-            executor,
-            data: Arc::new(DataLayer::none()),
-            records: RecordWriter::null(),
-        }
+        EngineBuilder { executor, data: Arc::new(DataLayer::none()), records: RecordWriter::null() }
     }
 
-    fn start(
-        mut executor: Box<dyn Executor>,
-        data: Arc<DataLayer>,
-        records: RecordWriter,
-    ) -> anyhow::Result<Engine> {
+    fn start(mut executor: Box<dyn Executor>, data: Arc<DataLayer>, records: RecordWriter) -> anyhow::Result<Engine> {
         let (tx, rx) = unbounded();
         executor.start(Completer(tx.clone()), data.clone())?;
         let executor_name = executor.describe();
@@ -523,9 +490,7 @@ impl Engine {
             interrupted: false,
             write_error: None,
         };
-        let handle = std::thread::Builder::new()
-            .name("taps-dispatch".into())
-            .spawn(move || d.run())?;
+        let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
         Ok(Engine {
             tx,
             data,
@@ -556,22 +521,14 @@ impl Engine {
             data: self.data.clone(),
         });
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        let sub = Submission {
-            cell: cell.clone(),
-            def,
-            slots,
-            submit_time,
-        };
+        let sub = Submission { cell: cell.clone(), def, slots, submit_time };
         if self.tx.send(Msg::Submit(Box::new(sub))).is_err() {
             cell.finish(Err(TaskError::new(
                 "EngineShutdown",
                 "the engine was shut down before this task was submitted",
             )));
         }
-        TaskFuture {
-            cell,
-            _t: PhantomData,
-        }
+        TaskFuture { cell, _t: PhantomData }
     }
 
     /// Submits one task per argument tuple, eagerly; futures in input order.
@@ -626,10 +583,7 @@ impl Engine {
                 ..Default::default()
             })
         } else {
-            EngineSummary {
-                error: Some("the dispatcher thread died".into()),
-                ..Default::default()
-            }
+            EngineSummary { error: Some("the dispatcher thread died".into()), ..Default::default() }
         };
         if let Some(h) = self.dispatcher.lock().unwrap().take() {
             let _ = h.join();
@@ -749,8 +703,7 @@ impl Dispatcher {
                 next = self.rx.try_recv().ok();
             }
             if let Err(e) = self.records.flush() {
-                self.write_error
-                    .get_or_insert(format!("cannot write task records: {}", e));
+                self.write_error.get_or_insert(format!("cannot write task records: {}", e));
             }
         }
     }
@@ -778,8 +731,7 @@ impl Dispatcher {
             Msg::Done(c) => self.done(c),
             Msg::Cancel(seq) => {
                 if let Some(w) = self.waiting.remove(&seq) {
-                    let err =
-                        TaskError::new("Cancelled", "the task was cancelled before it started");
+                    let err = TaskError::new("Cancelled", "the task was cancelled before it started");
                     self.fail_unstarted(w.sub, w.parents, err);
                 }
             }
@@ -789,10 +741,7 @@ impl Dispatcher {
 
     fn submit(&mut self, sub: Submission) {
         if self.interrupted {
-            let err = TaskError::new(
-                "Interrupted",
-                "the run was interrupted before this task started",
-            );
+            let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
             return self.fail_unstarted(sub, Vec::new(), err);
         }
         let seq = sub.cell.seq;
@@ -801,10 +750,7 @@ impl Dispatcher {
         let mut missing = 0;
         let mut parent_error = None;
         let slots = std::mem::take(&mut { sub.slots });
-        let sub = Submission {
-            slots: Vec::new(),
-            ..sub
-        };
+        let sub = Submission { slots: Vec::new(), ..sub };
         for (i, slot) in slots.into_iter().enumerate() {
             match slot {
                 Slot::Value(p) => args.push(Some(p)),
@@ -818,22 +764,14 @@ impl Dispatcher {
                         }
                         None => {
                             missing += 1;
-                            self.dependents
-                                .entry(parent.seq)
-                                .or_default()
-                                .push((seq, i));
+                            self.dependents.entry(parent.seq).or_default().push((seq, i));
                             args.push(None);
                         }
                     }
                 }
             }
         }
-        let w = Waiting {
-            sub,
-            args,
-            missing,
-            parents,
-        };
+        let w = Waiting { sub, args, missing, parents };
         if let Some(e) = parent_error {
             // The child fails with the parent's error, without running.
             return self.fail_unstarted(w.sub, w.parents, e);
@@ -859,20 +797,9 @@ impl Dispatcher {
             moved += Moved::of(&p);
             args.push(p);
         }
-        self.running.insert(
-            seq,
-            Running {
-                cell: w.sub.cell,
-                parents: w.parents,
-                submit_time: w.sub.submit_time,
-                moved,
-            },
-        );
-        self.executor.submit(Job {
-            seq,
-            def: w.sub.def,
-            args,
-        });
+        self.running
+            .insert(seq, Running { cell: w.sub.cell, parents: w.parents, submit_time: w.sub.submit_time, moved });
+        self.executor.submit(Job { seq, def: w.sub.def, args });
     }
 
     fn done(&mut self, c: Completion) {
@@ -950,17 +877,13 @@ impl Dispatcher {
 
     fn write(&mut self, r: &TaskRecord) {
         if let Err(e) = self.records.write(r) {
-            self.write_error
-                .get_or_insert(format!("cannot write task records: {}", e));
+            self.write_error.get_or_insert(format!("cannot write task records: {}", e));
         }
     }
 
     fn interrupt(&mut self) {
         self.interrupted = true;
-        let err = TaskError::new(
-            "Interrupted",
-            "the run was interrupted before this task started",
-        );
+        let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
         let mut seqs: Vec<u64> = self.waiting.keys().copied().collect();
         seqs.sort_unstable();
         for seq in seqs {
@@ -977,10 +900,7 @@ impl Dispatcher {
         for seq in seqs {
             self.done(Completion {
                 seq,
-                outcome: Err(TaskError::new(
-                    "Interrupted",
-                    "the run was interrupted while this task was running",
-                )),
+                outcome: Err(TaskError::new("Interrupted", "the run was interrupted while this task was running")),
                 execution: None,
                 worker: None,
             });
@@ -1007,9 +927,7 @@ pub fn install_panic_hook() {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if in_task() {
-                let loc = info
-                    .location()
-                    .map(|l| format!("panicked at {}:{}:{}", l.file(), l.line(), l.column()));
+                let loc = info.location().map(|l| format!("panicked at {}:{}:{}", l.file(), l.line(), l.column()));
                 PANIC_AT.with(|p| *p.borrow_mut() = loc);
             } else {
                 prev(info);
@@ -1044,14 +962,10 @@ pub fn execute(
     wire: bool,
 ) -> (Result<Payload, TaskError>, ExecutionInfo) {
     install_panic_hook();
-    let mut info = ExecutionInfo {
-        hostname: hostname().to_string(),
-        ..Default::default()
-    };
+    let mut info = ExecutionInfo { hostname: hostname().to_string(), ..Default::default() };
     info.execution_start_time = now();
     info.input_transform_start_time = now();
-    let resolved: Result<Vec<Payload>, TaskError> =
-        args.into_iter().map(|p| data.resolve(p)).collect();
+    let resolved: Result<Vec<Payload>, TaskError> = args.into_iter().map(|p| data.resolve(p)).collect();
     info.input_transform_end_time = now();
     let outcome = resolved.and_then(|args| {
         info.task_start_time = now();
@@ -1068,11 +982,7 @@ pub fn execute(
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "non-string panic payload".into());
                 let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
-                Err(TaskError {
-                    kind: "TaskPanic".into(),
-                    message: msg,
-                    traceback: at,
-                })
+                Err(TaskError { kind: "TaskPanic".into(), message: msg, traceback: at })
             }
         }
     });

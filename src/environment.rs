@@ -13,27 +13,18 @@ fn read(path: &str) -> Option<String> {
 
 fn os_release() -> String {
     read("/etc/os-release")
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("PRETTY_NAME=")
-                    .map(|v| v.trim_matches('"').to_string())
-            })
-        })
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
         .unwrap_or_else(|| std::env::consts::OS.to_string())
 }
 
 fn kernel() -> String {
-    read("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 fn cpu_model() -> Option<String> {
-    read("/proc/cpuinfo")?.lines().find_map(|l| {
-        l.strip_prefix("model name")
-            .and_then(|r| r.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    })
+    read("/proc/cpuinfo")?
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
 }
 
 fn physical_cores() -> Option<usize> {

@@ -29,15 +29,8 @@ macro_rules! app_info {
 }
 
 /// Level names and numbers accepted by `logging.level` / `logging.file_level`.
-pub const LEVELS: &[(&str, u32)] = &[
-    ("TRACE", 5),
-    ("DEBUG", 10),
-    ("INFO", 20),
-    ("APP", 21),
-    ("RUN", 22),
-    ("WARNING", 30),
-    ("ERROR", 40),
-];
+pub const LEVELS: &[(&str, u32)] =
+    &[("TRACE", 5), ("DEBUG", 10), ("INFO", 20), ("APP", 21), ("RUN", 22), ("WARNING", 30), ("ERROR", 40)];
 
 /// Parses a level name (any case; WARN and CRITICAL accepted) or number.
 pub fn parse_level(s: &str) -> Result<u32, String> {
@@ -50,21 +43,13 @@ pub fn parse_level(s: &str) -> Result<u32, String> {
         "CRITICAL" | "FATAL" => "ERROR",
         other => other,
     };
-    LEVELS
-        .iter()
-        .find(|(n, _)| *n == u)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            format!(
-                "unknown log level {:?}; valid levels: {} (or a number)",
-                s,
-                LEVELS
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+    LEVELS.iter().find(|(n, _)| *n == u).map(|(_, v)| *v).ok_or_else(|| {
+        format!(
+            "unknown log level {:?}; valid levels: {} (or a number)",
+            s,
+            LEVELS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        )
+    })
 }
 
 fn level_name(n: u32) -> &'static str {
@@ -110,9 +95,7 @@ impl Visit for Fields {
             "message" => {
                 let _ = write!(self.message, "{:?}", value);
             }
-            "taps_level" => {
-                self.taps_level = Some(format!("{:?}", value).trim_matches('"').to_string())
-            }
+            "taps_level" => self.taps_level = Some(format!("{:?}", value).trim_matches('"').to_string()),
             name => {
                 let _ = write!(self.extra, " {}={:?}", name, value);
             }
@@ -165,9 +148,7 @@ static LAYER: OnceLock<&'static TapsLayer> = OnceLock::new();
 
 fn layer() -> &'static TapsLayer {
     LAYER.get_or_init(|| {
-        let l: &'static TapsLayer = Box::leak(Box::new(TapsLayer {
-            sinks: Mutex::new(Vec::new()),
-        }));
+        let l: &'static TapsLayer = Box::leak(Box::new(TapsLayer { sinks: Mutex::new(Vec::new()) }));
         let _ = tracing_subscriber::registry().with(Forward(l)).try_init();
         l
     })
@@ -184,19 +165,13 @@ impl<S: Subscriber> Layer<S> for Forward {
 /// Sends log lines at or above `level` to stdout, and at or above `file_level` to `file`.
 /// Replaces any earlier setup (so tests and repeated runs in one process work).
 pub fn init(level: u32, file: Option<(&Path, u32)>) -> std::io::Result<()> {
-    let mut sinks = vec![Sink {
-        level,
-        out: Box::new(std::io::stdout()),
-    }];
+    let mut sinks = vec![Sink { level, out: Box::new(std::io::stdout()) }];
     if let Some((path, file_level)) = file {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let f = File::options().create(true).append(true).open(path)?;
-        sinks.push(Sink {
-            level: file_level,
-            out: Box::new(LineWriter::new(f)),
-        });
+        sinks.push(Sink { level: file_level, out: Box::new(LineWriter::new(f)) });
     }
     *layer().sinks.lock().unwrap() = sinks;
     Ok(())
@@ -204,10 +179,7 @@ pub fn init(level: u32, file: Option<(&Path, u32)>) -> std::io::Result<()> {
 
 /// Logging for commands other than `run`: warnings and errors to stderr only.
 pub fn init_stderr(level: u32) {
-    *layer().sinks.lock().unwrap() = vec![Sink {
-        level,
-        out: Box::new(std::io::stderr()),
-    }];
+    *layer().sinks.lock().unwrap() = vec![Sink { level, out: Box::new(std::io::stderr()) }];
 }
 
 /// Flushes and closes the log file (stdout stays).

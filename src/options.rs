@@ -117,11 +117,7 @@ impl OptValue for f64 {
         let t = s.trim();
         match t.to_ascii_lowercase().as_str() {
             "inf" | "+inf" | "infinity" => Ok(f64::INFINITY),
-            _ => t
-                .parse::<f64>()
-                .ok()
-                .filter(|f| !f.is_nan())
-                .ok_or_else(|| format!("expected float, got {:?}", s)),
+            _ => t.parse::<f64>().ok().filter(|f| !f.is_nan()).ok_or_else(|| format!("expected float, got {:?}", s)),
         }
     }
 }
@@ -207,11 +203,7 @@ impl<T: OptValue> OptValue for Option<T> {
         }
     }
     fn from_cli(s: &str) -> Result<Self, String> {
-        if s.trim().eq_ignore_ascii_case("none") {
-            Ok(None)
-        } else {
-            T::from_cli(s).map(Some)
-        }
+        if s.trim().eq_ignore_ascii_case("none") { Ok(None) } else { T::from_cli(s).map(Some) }
     }
 }
 
@@ -228,17 +220,12 @@ impl OptValue for Vec<String> {
         }
     }
     fn to_toml(&self) -> toml::Value {
-        toml::Value::Array(
-            self.iter()
-                .map(|s| toml::Value::String(s.clone()))
-                .collect(),
-        )
+        toml::Value::Array(self.iter().map(|s| toml::Value::String(s.clone())).collect())
     }
     fn from_cli(s: &str) -> Result<Self, String> {
         let t = s.trim();
         if t.starts_with('[') {
-            serde_json::from_str(t)
-                .map_err(|e| format!("expected a JSON list of strings, got {:?} ({})", s, e))
+            serde_json::from_str(t).map_err(|e| format!("expected a JSON list of strings, got {:?} ({})", s, e))
         } else if t.is_empty() {
             Ok(Vec::new())
         } else {
@@ -261,11 +248,7 @@ impl OptValue for BTreeMap<String, String> {
                     toml::Value::Integer(i) => Ok((k.clone(), i.to_string())),
                     toml::Value::Float(f) => Ok((k.clone(), f.to_string())),
                     toml::Value::Boolean(b) => Ok((k.clone(), b.to_string())),
-                    other => Err(format!(
-                        "key {:?}: expected a string, got {}",
-                        k,
-                        describe(other)
-                    )),
+                    other => Err(format!("key {:?}: expected a string, got {}", k, describe(other))),
                 })
                 .collect(),
             toml::Value::String(s) => Self::from_cli(s),
@@ -273,11 +256,7 @@ impl OptValue for BTreeMap<String, String> {
         }
     }
     fn to_toml(&self) -> toml::Value {
-        toml::Value::Table(
-            self.iter()
-                .map(|(k, v)| (k.clone(), toml::Value::String(v.clone())))
-                .collect(),
-        )
+        toml::Value::Table(self.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
     }
     fn from_cli(s: &str) -> Result<Self, String> {
         let t = json_to_toml_table(s)?;
@@ -307,8 +286,8 @@ impl OptValue for toml::Table {
 
 /// Parses a JSON object into a TOML table (null values are dropped).
 pub fn json_to_toml_table(s: &str) -> Result<toml::Table, String> {
-    let j: serde_json::Value = serde_json::from_str(s.trim())
-        .map_err(|e| format!("expected a JSON object, got {:?} ({})", s, e))?;
+    let j: serde_json::Value =
+        serde_json::from_str(s.trim()).map_err(|e| format!("expected a JSON object, got {:?} ({})", s, e))?;
     match json_to_toml(&j) {
         Some(toml::Value::Table(t)) => Ok(t),
         _ => Err(format!("expected a JSON object, got {:?}", s)),
@@ -324,14 +303,10 @@ fn json_to_toml(j: &serde_json::Value) -> Option<toml::Value> {
             None => toml::Value::Float(n.as_f64()?),
         },
         serde_json::Value::String(s) => toml::Value::String(s.clone()),
-        serde_json::Value::Array(a) => {
-            toml::Value::Array(a.iter().filter_map(json_to_toml).collect())
+        serde_json::Value::Array(a) => toml::Value::Array(a.iter().filter_map(json_to_toml).collect()),
+        serde_json::Value::Object(o) => {
+            toml::Value::Table(o.iter().filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?))).collect())
         }
-        serde_json::Value::Object(o) => toml::Value::Table(
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), json_to_toml(v)?)))
-                .collect(),
-        ),
     })
 }
 
@@ -507,11 +482,7 @@ pub fn render(v: &toml::Value) -> String {
 /// The error for an unknown key: names the section, the valid keys and the nearest one.
 pub fn unknown_key(section: &str, key: &str, known: &[&str]) -> String {
     let full = |k: &str| {
-        if section.is_empty() {
-            k.to_string()
-        } else {
-            format!("{}.{}", section, k)
-        }
+        if section.is_empty() { k.to_string() } else { format!("{}.{}", section, k) }
     };
     let mut msg = format!("unknown option {}", full(key));
     if let Some(s) = did_you_mean(key, known.iter().copied()) {

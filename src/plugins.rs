@@ -22,12 +22,7 @@ fn normalize<O: Options>(t: &toml::Table, section: &str) -> Result<toml::Table, 
 impl PluginInfo {
     /// A plugin named `name` with options `O`.
     pub const fn new<O: Options>(name: &'static str, about: &'static str) -> Self {
-        PluginInfo {
-            name,
-            about,
-            fields: O::fields,
-            normalize: normalize::<O>,
-        }
+        PluginInfo { name, about, fields: O::fields, normalize: normalize::<O> }
     }
 }
 

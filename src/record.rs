@@ -11,10 +11,7 @@ use crate::task::TaskError;
 
 /// Seconds since the Unix epoch, as a float (the record time format).
 pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// Worker-side timing of one execution (the record's `execution` object).
@@ -80,18 +77,12 @@ impl RecordWriter {
     /// Writes to `path` (created, must not exist: runs never share a file).
     pub fn create(path: &Path) -> std::io::Result<Self> {
         let f = File::options().write(true).create_new(true).open(path)?;
-        Ok(RecordWriter {
-            out: Some(BufWriter::with_capacity(1 << 16, f)),
-            written: 0,
-        })
+        Ok(RecordWriter { out: Some(BufWriter::with_capacity(1 << 16, f)), written: 0 })
     }
 
     /// Discards records (`task_record_file_name = "none"`).
     pub fn null() -> Self {
-        RecordWriter {
-            out: None,
-            written: 0,
-        }
+        RecordWriter { out: None, written: 0 }
     }
 
     /// Appends one record.
@@ -124,8 +115,7 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<TaskRecord>> {
     text.lines()
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| anyhow::anyhow!("{}:{}: invalid record: {}", path.display(), i + 1, e))
+            serde_json::from_str(l).map_err(|e| anyhow::anyhow!("{}:{}: invalid record: {}", path.display(), i + 1, e))
         })
         .collect()
 }

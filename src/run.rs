@@ -51,10 +51,7 @@ pub fn create_run_dir(cfg: &Config, base: &Path) -> std::io::Result<PathBuf> {
 
 /// The data layer spec with the file transformer's directory resolved against the run directory.
 pub fn data_spec(cfg: &Config, run_dir: &Path) -> DataSpec {
-    let filter = cfg
-        .filter
-        .as_ref()
-        .map(|f| (f.name.clone(), toml::to_string(&f.options).unwrap()));
+    let filter = cfg.filter.as_ref().map(|f| (f.name.clone(), toml::to_string(&f.options).unwrap()));
     let transformer = cfg.transformer.as_ref().map(|t| {
         let mut o = t.options.clone();
         if t.name == "file" {
@@ -62,17 +59,11 @@ pub fn data_spec(cfg: &Config, run_dir: &Path) -> DataSpec {
                 Some(d) if d != "none" => PathBuf::from(d),
                 _ => run_dir.join("data"),
             };
-            o.insert(
-                "file_dir".into(),
-                toml::Value::String(dir.display().to_string()),
-            );
+            o.insert("file_dir".into(), toml::Value::String(dir.display().to_string()));
         }
         (t.name.clone(), toml::to_string(&o).unwrap())
     });
-    DataSpec {
-        filter,
-        transformer,
-    }
+    DataSpec { filter, transformer }
 }
 
 static CURRENT: Mutex<Option<Interrupter>> = Mutex::new(None);
@@ -105,10 +96,7 @@ struct EnvGuard(Vec<(String, Option<std::ffi::OsString>)>);
 
 impl EnvGuard {
     fn set(vars: &std::collections::BTreeMap<String, String>) -> EnvGuard {
-        let saved = vars
-            .keys()
-            .map(|k| (k.clone(), std::env::var_os(k)))
-            .collect();
+        let saved = vars.keys().map(|k| (k.clone(), std::env::var_os(k))).collect();
         for (k, v) in vars {
             // SAFETY: set before the engine's threads start; no other thread reads the environment.
             unsafe { std::env::set_var(k, v) };
@@ -146,10 +134,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     run_info!("Runtime directory: {}", run_dir.display());
     let env = crate::environment::collect();
     run_info!("Environment:\n{}", crate::environment::pretty(&env));
-    std::fs::write(
-        run_dir.join("environment.json"),
-        serde_json::to_string_pretty(&env)? + "\n",
-    )?;
+    std::fs::write(run_dir.join("environment.json"), serde_json::to_string_pretty(&env)? + "\n")?;
     tracing::debug!(target: "taps.run", "Wrote environment to environment.json");
     run_info!("Configuration:\n{}", cfg.pretty());
     if cfg.version != env!("CARGO_PKG_VERSION") {
@@ -165,28 +150,18 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     let t = Instant::now();
     let app_plugin = crate::apps::find(&cfg.app.name).map_err(anyhow::Error::msg)?;
     let mut app = (app_plugin.build)(&cfg.app.options, run_dir)?;
-    run_info!(
-        "Initialized app (name={}, elapsed={}s)",
-        cfg.app.name,
-        secs(t)
-    );
+    run_info!("Initialized app (name={}, elapsed={}s)", cfg.app.name, secs(t));
 
     let t = Instant::now();
     let exec_plugin = crate::executor::find(&cfg.executor.name).map_err(anyhow::Error::msg)?;
-    let exec_env = ExecutorEnv {
-        run_dir: run_dir.to_path_buf(),
-        config_file: Some(run_dir.join("config.toml")),
-    };
+    let exec_env = ExecutorEnv { run_dir: run_dir.to_path_buf(), config_file: Some(run_dir.join("config.toml")) };
     let executor = (exec_plugin.build)(&cfg.executor.options, &exec_env)?;
     let data = DataLayer::from_spec(data_spec(cfg, run_dir)).map_err(anyhow::Error::msg)?;
     let records = match &cfg.engine.task_record_file_name {
         Some(f) => RecordWriter::create(&run_dir.join(f))?,
         None => RecordWriter::null(),
     };
-    let engine = Engine::builder(executor)
-        .data(data)
-        .records(records)
-        .try_build()?;
+    let engine = Engine::builder(executor).data(data).records(records).try_build()?;
     run_info!("Initialized engine (elapsed={}s)", secs(t));
     tracing::debug!(target: "taps.run", "Engine(executor={})", engine.executor_name());
     *CURRENT.lock().unwrap() = Some(engine.interrupter());
@@ -224,29 +199,16 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
         tracing::error!(target: "taps.run", "Caught unhandled exception: {:#}", e);
     } else {
         run_info!("Results saved to {}", run_dir.display());
-        run_info!(
-            "Finished benchmark (app={}, elapsed={}s, tasks={})",
-            cfg.app.name,
-            secs(start),
-            tasks
-        );
+        run_info!("Finished benchmark (app={}, elapsed={}s, tasks={})", cfg.app.name, secs(start), tasks);
     }
-    Ok(RunOutcome {
-        run_dir: run_dir.to_path_buf(),
-        summary,
-        error,
-    })
+    Ok(RunOutcome { run_dir: run_dir.to_path_buf(), summary, error })
 }
 
 /// Sets up logging for a run in `run_dir`.
 pub fn init_logging(cfg: &Config, run_dir: &Path) -> std::io::Result<()> {
     let level = crate::logging::parse_level(&cfg.logging.level).unwrap_or(20);
-    let file_level = cfg
-        .logging
-        .file_level
-        .as_deref()
-        .and_then(|l| crate::logging::parse_level(l).ok())
-        .unwrap_or(level);
+    let file_level =
+        cfg.logging.file_level.as_deref().and_then(|l| crate::logging::parse_level(l).ok()).unwrap_or(level);
     let file = cfg.logging.file_name.as_ref().map(|f| run_dir.join(f));
     crate::logging::init(level, file.as_deref().map(|f| (f, file_level)))
 }

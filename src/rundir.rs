@@ -27,9 +27,7 @@ pub fn check_format(fmt: &str) -> Result<(), String> {
 
 /// Fills in the template.
 pub fn render(fmt: &str, name: &str, executor: &str, timestamp: &str) -> String {
-    fmt.replace("{name}", name)
-        .replace("{executor}", executor)
-        .replace("{timestamp}", timestamp)
+    fmt.replace("{name}", name).replace("{executor}", executor).replace("{timestamp}", timestamp)
 }
 
 /// Creates a fresh run directory from the template (relative to `base`); if the path is taken,

@@ -52,11 +52,7 @@ pub struct TaskError {
 impl TaskError {
     /// An error of class `kind` with `message`.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskError {
-            kind: kind.into(),
-            message: message.into(),
-            traceback: String::new(),
-        }
+        TaskError { kind: kind.into(), message: message.into(), traceback: String::new() }
     }
 }
 
@@ -71,11 +67,7 @@ impl std::error::Error for TaskError {}
 impl From<anyhow::Error> for TaskError {
     fn from(e: anyhow::Error) -> Self {
         let chain: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
-        TaskError {
-            kind: "TaskError".into(),
-            message: e.to_string(),
-            traceback: chain.join("\ncaused by: "),
-        }
+        TaskError { kind: "TaskError".into(), message: e.to_string(), traceback: chain.join("\ncaused by: ") }
     }
 }
 
@@ -158,16 +150,12 @@ impl Payload {
     pub fn decode<T: Data>(&self) -> Result<T, TaskError> {
         match self {
             Payload::Local(l) => l.value.downcast_ref::<T>().cloned().ok_or_else(|| {
-                TaskError::new(
-                    "TypeMismatch",
-                    format!("expected a value of type {}", std::any::type_name::<T>()),
-                )
+                TaskError::new("TypeMismatch", format!("expected a value of type {}", std::any::type_name::<T>()))
             }),
             Payload::Bytes(b) => decode_bytes(b),
-            Payload::Ref(r) => Err(TaskError::new(
-                "UnresolvedReference",
-                format!("reference {} was not resolved", r.key),
-            )),
+            Payload::Ref(r) => {
+                Err(TaskError::new("UnresolvedReference", format!("reference {} was not resolved", r.key)))
+            }
         }
     }
 
@@ -197,9 +185,7 @@ impl fmt::Debug for Payload {
 }
 
 fn encode_any<T: Data>(v: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, TaskError> {
-    let v = v
-        .downcast_ref::<T>()
-        .ok_or_else(|| TaskError::new("TypeMismatch", "encode: wrong type"))?;
+    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new("TypeMismatch", "encode: wrong type"))?;
     encode(v)
 }
 
@@ -210,12 +196,8 @@ pub fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, TaskError> {
 
 /// Deserialises a value from the wire format.
 pub fn decode_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, TaskError> {
-    postcard::from_bytes(b).map_err(|e| {
-        TaskError::new(
-            "DeserializationError",
-            format!("{} (as {})", e, std::any::type_name::<T>()),
-        )
-    })
+    postcard::from_bytes(b)
+        .map_err(|e| TaskError::new("DeserializationError", format!("{} (as {})", e, std::any::type_name::<T>())))
 }
 
 /// One top-level argument at submission: a value, or the future of an earlier task.
@@ -270,9 +252,7 @@ fn arg_slot<T: Data>(a: Arg<T>) -> Slot {
 }
 
 fn next_payload<T: Data>(it: &mut std::vec::IntoIter<Payload>) -> Result<T, TaskError> {
-    it.next()
-        .ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))?
-        .into_value()
+    it.next().ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))?.into_value()
 }
 
 macro_rules! scalar_args {
@@ -284,22 +264,7 @@ macro_rules! scalar_args {
         }
     )*};
 }
-scalar_args!(
-    u8,
-    u16,
-    u32,
-    u64,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    f32,
-    f64,
-    bool,
-    String,
-    ()
-);
+scalar_args!(u8, u16, u32, u64, usize, i8, i16, i32, i64, f32, f64, bool, String, ());
 
 /// Implements [`ArgSlots`] for a [`Data`] type so it can be a task argument.
 #[macro_export]
@@ -358,10 +323,7 @@ impl<T: Data> ArgSlots for Many<T> {
     }
     fn take(it: &mut std::vec::IntoIter<Payload>, count: Option<usize>) -> Result<Self, TaskError> {
         let n = count.unwrap_or(0);
-        (0..n)
-            .map(|_| next_payload(it))
-            .collect::<Result<Vec<T>, _>>()
-            .map(Many)
+        (0..n).map(|_| next_payload(it)).collect::<Result<Vec<T>, _>>().map(Many)
     }
 }
 
@@ -426,10 +388,7 @@ fn call_erased<T: Task>(p: Vec<Payload>) -> Result<Payload, TaskError> {
 
 /// The erased definition of `T`.
 pub fn def<T: Task>() -> TaskDef {
-    TaskDef {
-        name: T::NAME,
-        call: call_erased::<T>,
-    }
+    TaskDef { name: T::NAME, call: call_erased::<T> }
 }
 
 /// Marker so generic code can name a task type without a value.
@@ -443,9 +402,7 @@ pub struct Registry {
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
-        Registry {
-            by_name: HashMap::new(),
-        }
+        Registry { by_name: HashMap::new() }
     }
 
     /// Adds task `T`; a second task with the same name is a programming error.
@@ -495,10 +452,7 @@ pub fn registry() -> &'static Registry {
 /// Looks up the erased definition of `T`, registering nothing: `T` must be in the registry
 /// for executors that ship tasks by name.
 pub fn lookup(name: &str) -> Result<&'static TaskDef, TaskError> {
-    registry().get(name).ok_or_else(|| {
-        TaskError::new(
-            "UnknownTask",
-            format!("no task named {:?} in this binary", name),
-        )
-    })
+    registry()
+        .get(name)
+        .ok_or_else(|| TaskError::new("UnknownTask", format!("no task named {:?} in this binary", name)))
 }

@@ -56,9 +56,7 @@ fn futures_as_arguments_are_dependencies() {
     let a = e.submit::<Add>((1.into(), 2.into()));
     let b = e.submit::<Add>(((&a).into(), 10.into()));
     let c = e.submit::<Add>(((&a).into(), (&b).into()));
-    let parts: Vec<_> = (0..10)
-        .map(|i| e.submit::<Add>((i.into(), 0.into())))
-        .collect();
+    let parts: Vec<_> = (0..10).map(|i| e.submit::<Add>((i.into(), 0.into()))).collect();
     let total = e.submit::<Sum>((parts.iter().map(Into::into).collect(),));
     assert_eq!(c.result().unwrap(), 3 + 13);
     assert_eq!(total.result().unwrap(), 45);
@@ -66,18 +64,9 @@ fn futures_as_arguments_are_dependencies() {
     let s = e.shutdown();
     assert_eq!((s.submitted, s.records, s.failed), (14, 14, 0));
     let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
-    let rc = recs
-        .iter()
-        .find(|r| r.task_id == c.task_id().to_string())
-        .unwrap();
-    assert_eq!(
-        rc.parent_task_ids,
-        vec![a.task_id().to_string(), b.task_id().to_string()]
-    );
-    let rt = recs
-        .iter()
-        .find(|r| r.task_id == total.task_id().to_string())
-        .unwrap();
+    let rc = recs.iter().find(|r| r.task_id == c.task_id().to_string()).unwrap();
+    assert_eq!(rc.parent_task_ids, vec![a.task_id().to_string(), b.task_id().to_string()]);
+    let rt = recs.iter().find(|r| r.task_id == total.task_id().to_string()).unwrap();
     assert_eq!(rt.parent_task_ids.len(), 10);
     assert_eq!(rt.name, "test-sum");
 }
@@ -91,37 +80,21 @@ fn a_failed_parent_fails_its_descendants_without_running_them() {
     let child = e.submit::<AfterUnit>(((&bad).into(),));
     let grandchild = e.submit::<AfterUnit>(((&child).into(),));
     let err = grandchild.result().unwrap_err();
-    assert_eq!(
-        (err.kind.as_str(), err.message.as_str()),
-        ("TaskError", "boom")
-    );
+    assert_eq!((err.kind.as_str(), err.message.as_str()), ("TaskError", "boom"));
     assert!(slow.result().is_ok());
     e.shutdown();
-    assert_eq!(
-        CHILD_RAN.load(Ordering::SeqCst),
-        0,
-        "a child of a failed task ran"
-    );
+    assert_eq!(CHILD_RAN.load(Ordering::SeqCst), 0, "a child of a failed task ran");
     let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
     assert_eq!(recs.len(), 4);
     for f in [&child, &grandchild] {
-        let r = recs
-            .iter()
-            .find(|r| r.task_id == f.task_id().to_string())
-            .unwrap();
+        let r = recs.iter().find(|r| r.task_id == f.task_id().to_string()).unwrap();
         assert_eq!(r.success, Some(false));
         assert!(r.execution.is_none());
         assert_eq!(r.exception.as_ref().unwrap().message, "boom");
     }
-    let rb = recs
-        .iter()
-        .find(|r| r.task_id == bad.task_id().to_string())
-        .unwrap();
+    let rb = recs.iter().find(|r| r.task_id == bad.task_id().to_string()).unwrap();
     assert_eq!(rb.success, Some(false));
-    assert!(
-        rb.execution.is_some(),
-        "the failing task itself ran and has timings"
-    );
+    assert!(rb.execution.is_some(), "the failing task itself ran and has timings");
 }
 
 #[test]
@@ -134,11 +107,7 @@ fn panics_are_recorded_with_message_and_location() {
     assert_eq!(err.kind, "TaskPanic");
     assert_eq!(err.message, "kaboom");
     assert!(err.traceback.contains("engine.rs"), "{:?}", err);
-    assert_eq!(
-        after.result().unwrap(),
-        2,
-        "the pool keeps serving after a panic"
-    );
+    assert_eq!(after.result().unwrap(), 2, "the pool keeps serving after a panic");
     e.shutdown();
     let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
     let r = recs.iter().find(|r| r.name == "panic").unwrap();
@@ -154,37 +123,21 @@ fn wait_first_completed_and_timeouts() {
     let w = wait(&futs, None, ReturnWhen::FirstCompleted);
     assert_eq!(w.done.len(), 1);
     assert_eq!(w.done[0].task_id(), fast.task_id());
-    let w = wait(
-        &futs,
-        Some(Duration::from_millis(1)),
-        ReturnWhen::AllCompleted,
-    );
+    let w = wait(&futs, Some(Duration::from_millis(1)), ReturnWhen::AllCompleted);
     assert_eq!((w.done.len(), w.not_done.len()), (1, 1));
     assert!(slow.result_timeout(Duration::from_millis(1)).is_err());
     let w = wait(&futs, None, ReturnWhen::AllCompleted);
     assert_eq!(w.done.len(), 2);
-    assert!(
-        wait::<f64>(&[], None, ReturnWhen::AllCompleted)
-            .done
-            .is_empty()
-    );
+    assert!(wait::<f64>(&[], None, ReturnWhen::AllCompleted).done.is_empty());
 }
 
 #[test]
 fn as_completed_yields_in_completion_order() {
     let e = Engine::builder(Box::new(ThreadPool::new(3))).build();
-    let futs: Vec<_> = [0.3, 0.0, 0.15]
-        .iter()
-        .map(|s| e.submit::<Sleep>(((*s).into(),)))
-        .collect();
-    let order: Vec<f64> = as_completed(futs.clone(), None)
-        .map(|f| f.unwrap().result().unwrap())
-        .collect();
+    let futs: Vec<_> = [0.3, 0.0, 0.15].iter().map(|s| e.submit::<Sleep>(((*s).into(),))).collect();
+    let order: Vec<f64> = as_completed(futs.clone(), None).map(|f| f.unwrap().result().unwrap()).collect();
     assert_eq!(order, vec![0.0, 0.15, 0.3]);
-    let mut it = as_completed(
-        vec![e.submit::<Sleep>((1.0.into(),))],
-        Some(Duration::from_millis(5)),
-    );
+    let mut it = as_completed(vec![e.submit::<Sleep>((1.0.into(),))], Some(Duration::from_millis(5)));
     assert!(it.next().unwrap().is_err(), "timeout is reported");
     assert_eq!(as_completed::<f64>(vec![], None).count(), 0);
 }
@@ -207,10 +160,7 @@ fn cancelling_a_waiting_task_records_it_as_cancelled() {
     let sibling = e.submit::<Sleep>(((&parent_of_cancelled).into(),));
     e.cancel(&child);
     assert_eq!(child.result().unwrap_err().kind, "Cancelled");
-    assert!(
-        blocker.result().is_ok() && sibling.result().is_ok(),
-        "only the cancelled task is affected"
-    );
+    assert!(blocker.result().is_ok() && sibling.result().is_ok(), "only the cancelled task is affected");
     let s = e.shutdown();
     assert_eq!(s.records, s.submitted);
     assert_eq!(s.failed, 1);
@@ -241,9 +191,7 @@ fn tasks_pending_at_interrupt_are_recorded_as_interrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let e = engine_with_records(tmp.path(), 1);
     let running = e.submit::<Sleep>((0.2.into(),));
-    let chain: Vec<_> = (0..5)
-        .map(|_| e.submit::<Sleep>(((&running).into(),)))
-        .collect();
+    let chain: Vec<_> = (0..5).map(|_| e.submit::<Sleep>(((&running).into(),))).collect();
     std::thread::sleep(Duration::from_millis(20));
     e.interrupt();
     for f in &chain {

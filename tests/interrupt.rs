@@ -11,21 +11,8 @@ use common::*;
 fn sigint_leaves_a_complete_tasks_jsonl_and_exits_non_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let child = Command::new(taps_bin())
-        .args([
-            "run",
-            "--app",
-            "synthetic",
-            "--app.structure",
-            "sequential",
-            "--app.task-count",
-            "40",
-        ])
-        .args([
-            "--app.task-sleep",
-            "0.1",
-            "--engine.executor",
-            "thread-pool",
-        ])
+        .args(["run", "--app", "synthetic", "--app.structure", "sequential", "--app.task-count", "40"])
+        .args(["--app.task-sleep", "0.1", "--engine.executor", "thread-pool"])
         .current_dir(tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -48,25 +35,13 @@ fn sigint_leaves_a_complete_tasks_jsonl_and_exits_non_zero() {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let dir = run_dirs(tmp.path()).pop().unwrap();
     let recs = records(&dir);
     check_record_invariants(&recs);
     assert_eq!(recs.len(), 40, "one record per submitted task");
     let ok = recs.iter().filter(|r| r.success == Some(true)).count();
-    let interrupted = recs
-        .iter()
-        .filter(|r| {
-            r.exception
-                .as_ref()
-                .is_some_and(|e| e.kind == "Interrupted")
-        })
-        .count();
+    let interrupted = recs.iter().filter(|r| r.exception.as_ref().is_some_and(|e| e.kind == "Interrupted")).count();
     assert!(ok >= 3, "{} finished before the interrupt", ok);
     assert_eq!(ok + interrupted, 40);
     assert!(interrupted > 0);

@@ -6,15 +6,7 @@ use common::*;
 
 fn run(structure: &str, n: &str, extra: &[&str]) -> Vec<TaskRecord> {
     let tmp = tempfile::tempdir().unwrap();
-    let mut a = vec![
-        "run",
-        "--app",
-        "synthetic",
-        "--app.structure",
-        structure,
-        "--app.task-count",
-        n,
-    ];
+    let mut a = vec!["run", "--app", "synthetic", "--app.structure", structure, "--app.task-count", n];
     a.extend_from_slice(extra);
     let dir = run_ok(tmp.path(), &a);
     let recs = records(&dir);
@@ -34,39 +26,18 @@ fn by_submit(mut recs: Vec<TaskRecord>) -> Vec<TaskRecord> {
 
 #[test]
 fn bag_has_n_independent_tasks_and_respects_the_running_cap() {
-    let recs = run(
-        "bag",
-        "40",
-        &[
-            "--app.bag-max-running",
-            "3",
-            "--app.task-sleep",
-            "0.002",
-            "--app.seed",
-            "1",
-        ],
-    );
+    let recs = run("bag", "40", &["--app.bag-max-running", "3", "--app.task-sleep", "0.002", "--app.seed", "1"]);
     assert_eq!(recs.len(), 40);
-    assert!(
-        recs.iter()
-            .all(|r| r.name == "noop" && r.parent_task_ids.is_empty())
-    );
+    assert!(recs.iter().all(|r| r.name == "noop" && r.parent_task_ids.is_empty()));
     // Never more than 3 in flight: at any submit time, at most 2 others are submitted and not yet received.
     for r in &recs {
         let open = recs
             .iter()
             .filter(|o| {
-                o.task_id != r.task_id
-                    && o.submit_time <= r.submit_time
-                    && o.received_time.unwrap() > r.submit_time
+                o.task_id != r.task_id && o.submit_time <= r.submit_time && o.received_time.unwrap() > r.submit_time
             })
             .count();
-        assert!(
-            open <= 2,
-            "{} tasks in flight when {} was submitted",
-            open + 1,
-            r.task_id
-        );
+        assert!(open <= 2, "{} tasks in flight when {} was submitted", open + 1, r.task_id);
     }
 }
 
@@ -85,11 +56,7 @@ fn diamond_is_one_then_n_then_one() {
     assert_eq!(last.parent_task_ids, middle_ids);
     // The last task started after every middle task ended.
     let start = last.execution.as_ref().unwrap().execution_start_time;
-    assert!(
-        middle
-            .iter()
-            .all(|m| m.execution.as_ref().unwrap().execution_end_time <= start)
-    );
+    assert!(middle.iter().all(|m| m.execution.as_ref().unwrap().execution_end_time <= start));
 }
 
 #[test]
@@ -108,10 +75,7 @@ fn sequential_is_a_chain() {
     assert!(recs[0].parent_task_ids.is_empty());
     for w in recs.windows(2) {
         assert_eq!(w[1].parent_task_ids, vec![w[0].task_id.clone()]);
-        assert!(
-            w[0].received_time.unwrap()
-                <= w[1].execution.as_ref().unwrap().execution_start_time + 1e-3
-        );
+        assert!(w[0].received_time.unwrap() <= w[1].execution.as_ref().unwrap().execution_start_time + 1e-3);
     }
 }
 
@@ -120,27 +84,16 @@ fn warmup_tasks_run_first_and_count() {
     let recs = by_submit(run("reduce", "3", &["--app.warmup-tasks", "4"]));
     assert_eq!(recs.len(), 4 + 3 + 1);
     assert!(recs[..4].iter().all(|r| r.name == "warmup"));
-    let warm_end = recs[..4]
-        .iter()
-        .map(|r| r.received_time.unwrap())
-        .fold(0.0, f64::max);
+    let warm_end = recs[..4].iter().map(|r| r.received_time.unwrap()).fold(0.0, f64::max);
     assert!(recs[4..].iter().all(|r| r.submit_time >= warm_end));
 }
 
 #[test]
 fn sleeps_are_honoured() {
-    let recs = run(
-        "bag",
-        "4",
-        &["--app.bag-max-running", "4", "--app.task-sleep", "0.05"],
-    );
+    let recs = run("bag", "4", &["--app.bag-max-running", "4", "--app.task-sleep", "0.05"]);
     for r in &recs {
         let e = r.execution.as_ref().unwrap();
-        assert!(
-            e.task_end_time - e.task_start_time >= 0.05 - 1e-3,
-            "{:?}",
-            e
-        );
+        assert!(e.task_end_time - e.task_start_time >= 0.05 - 1e-3, "{:?}", e);
     }
 }
 
@@ -162,10 +115,6 @@ fn final_log_line_counts_every_task() {
         ],
     );
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
-    assert!(
-        log.contains("Finished benchmark (app=synthetic, elapsed="),
-        "{}",
-        log
-    );
+    assert!(log.contains("Finished benchmark (app=synthetic, elapsed="), "{}", log);
     assert!(log.contains(", tasks=7)"), "{}", log);
 }

@@ -46,19 +46,14 @@ pub fn find(name: &str) -> Result<&'static ExecutorPlugin, String> {
         return Ok(e);
     }
     if let Some((_, why)) = NOT_COMPILED.iter().find(|(n, _)| *n == name) {
-        return Err(format!(
-            "executor {:?} is not available in this build: {}",
-            name, why
-        ));
+        return Err(format!("executor {:?} is not available in this build: {}", name, why));
     }
     crate::plugins::find("executor", &infos(), name).map(|_| unreachable!())
 }
 
 /// Number of cores available to this process.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn no_preflight(_: &toml::Table) -> Result<(), String> {

@@ -53,12 +53,7 @@ pub struct ThreadPool {
 impl ThreadPool {
     /// A pool of `threads` threads (started with the engine).
     pub fn new(threads: usize) -> Self {
-        ThreadPool {
-            threads: threads.max(1),
-            pool: None,
-            done: None,
-            data: Arc::new(DataLayer::none()),
-        }
+        ThreadPool { threads: threads.max(1), pool: None, done: None, data: Arc::new(DataLayer::none()) }
     }
 }
 
@@ -90,10 +85,7 @@ impl Executor for ThreadPool {
                 seq: job.seq,
                 outcome,
                 execution: Some(info),
-                worker: Some(format!(
-                    "thread-{}",
-                    rayon::current_thread_index().unwrap_or(0)
-                )),
+                worker: Some(format!("thread-{}", rayon::current_thread_index().unwrap_or(0))),
             });
         });
     }

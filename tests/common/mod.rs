@@ -13,11 +13,7 @@ pub fn taps_bin() -> &'static str {
 
 /// `taps ARGS` with `cwd` as working directory.
 pub fn taps(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(taps_bin())
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("taps runs")
+    Command::new(taps_bin()).args(args).current_dir(cwd).output().expect("taps runs")
 }
 
 /// Runs `taps ARGS`, asserting success; returns the single new run directory under `cwd/runs`.
@@ -32,24 +28,15 @@ pub fn run_ok(cwd: &Path, args: &[&str]) -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut new: Vec<PathBuf> = run_dirs(cwd)
-        .into_iter()
-        .filter(|d| !before.contains(d))
-        .collect();
-    assert_eq!(
-        new.len(),
-        1,
-        "expected one new run directory, got {:?}",
-        new
-    );
+    let mut new: Vec<PathBuf> = run_dirs(cwd).into_iter().filter(|d| !before.contains(d)).collect();
+    assert_eq!(new.len(), 1, "expected one new run directory, got {:?}", new);
     new.pop().unwrap()
 }
 
 /// Run directories under `cwd/runs`.
 pub fn run_dirs(cwd: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(cwd.join("runs"))
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(cwd.join("runs")).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     v.sort();
     v
 }
@@ -71,18 +58,10 @@ pub fn assert_bad_input(cwd: &Path, args: &[&str], needles: &[&str]) -> String {
     assert_eq!(lines.len(), 1, "expected one error line, got: {}", stderr);
     assert!(lines[0].starts_with("taps: error: "), "{}", stderr);
     for n in needles {
-        assert!(
-            stderr.contains(n),
-            "error {:?} should mention {:?}",
-            stderr,
-            n
-        );
+        assert!(stderr.contains(n), "error {:?} should mention {:?}", stderr, n);
     }
     assert!(!stderr.contains("panicked"), "{}", stderr);
-    assert!(
-        !cwd.join("runs").exists() || run_dirs(cwd).is_empty(),
-        "a run directory was created for bad input"
-    );
+    assert!(!cwd.join("runs").exists() || run_dirs(cwd).is_empty(), "a run directory was created for bad input");
     stderr
 }
 
@@ -95,21 +74,14 @@ pub fn records(run_dir: &Path) -> Vec<TaskRecord> {
 pub fn check_record_invariants(recs: &[TaskRecord]) {
     let mut ids = std::collections::HashSet::new();
     for r in recs {
-        assert!(
-            ids.insert(r.task_id.clone()),
-            "duplicate record for {}",
-            r.task_id
-        );
+        assert!(ids.insert(r.task_id.clone()), "duplicate record for {}", r.task_id);
         uuid::Uuid::parse_str(&r.task_id).expect("task_id is a UUID");
         let received = r.received_time.expect("received_time set");
         assert!(received >= r.submit_time, "{:?}", r);
         match r.success {
             Some(true) => {
                 assert!(r.exception.is_none());
-                let e = r
-                    .execution
-                    .as_ref()
-                    .expect("successful task has execution info");
+                let e = r.execution.as_ref().expect("successful task has execution info");
                 assert!(!e.hostname.is_empty());
                 let order = [
                     r.submit_time,
@@ -127,11 +99,7 @@ pub fn check_record_invariants(recs: &[TaskRecord]) {
                     assert!(w[0] <= w[1], "timestamps out of order in {:?}", r);
                 }
             }
-            Some(false) => assert!(
-                r.exception.is_some(),
-                "failed record without exception: {:?}",
-                r
-            ),
+            Some(false) => assert!(r.exception.is_some(), "failed record without exception: {:?}", r),
             None => panic!("record without success: {:?}", r),
         }
     }
