@@ -10,13 +10,8 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     if let Some(commit) = out("git", &["rev-parse", "--short=12", "HEAD"]) {
-        let dirty = out("git", &["status", "--porcelain", "--untracked-files=no"])
-            .is_some_and(|s| !s.is_empty());
-        println!(
-            "cargo:rustc-env=TAPS_GIT_COMMIT={}{}",
-            commit,
-            if dirty { "-dirty" } else { "" }
-        );
+        let dirty = out("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        println!("cargo:rustc-env=TAPS_GIT_COMMIT={}{}", commit, if dirty { "-dirty" } else { "" });
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = out(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into());

@@ -14,6 +14,5 @@ pub fn infos() -> Vec<crate::plugins::PluginInfo> {
 
 /// Finds an app by name.
 pub fn find(name: &str) -> Result<&'static AppPlugin, String> {
-    crate::plugins::find("app", &infos(), name)
-        .map(|i| ALL.iter().find(|a| a.info.name == i.name).unwrap())
+    crate::plugins::find("app", &infos(), name).map(|i| ALL.iter().find(|a| a.info.name == i.name).unwrap())
 }

@@ -65,16 +65,10 @@ impl Validate for SyntheticOptions {
             }
         }
         if self.task_sleep < 0.0 || !self.task_sleep.is_finite() {
-            return Err(format!(
-                "app.task_sleep must be a finite number >= 0, got {}",
-                self.task_sleep
-            ));
+            return Err(format!("app.task_sleep must be a finite number >= 0, got {}", self.task_sleep));
         }
         if self.task_std < 0.0 || !self.task_std.is_finite() {
-            return Err(format!(
-                "app.task_std must be a finite number >= 0, got {}",
-                self.task_std
-            ));
+            return Err(format!("app.task_std must be a finite number >= 0, got {}", self.task_std));
         }
         Ok(())
     }
@@ -117,10 +111,7 @@ impl Data {
         let mut v = vec![0u8; size];
         rng.fill_bytes(&mut v);
         let checksum = checksum(&v);
-        Data {
-            raw: v.into(),
-            checksum,
-        }
+        Data { raw: v.into(), checksum }
     }
 
     /// Whether the bytes still match the checksum.
@@ -157,12 +148,7 @@ impl Task for Noop {
             if !d.verify() {
                 return Err(TaskError::new(
                     "CorruptData",
-                    format!(
-                        "input {} of task {} ({} bytes) does not match its checksum",
-                        i,
-                        task_id,
-                        d.raw.len()
-                    ),
+                    format!("input {} of task {} ({} bytes) does not match its checksum", i, task_id, d.raw.len()),
                 ));
             }
         }
@@ -189,8 +175,7 @@ impl SyntheticApp {
             Some(s) => SmallRng::seed_from_u64(s),
             None => SmallRng::from_os_rng(),
         };
-        let sleep =
-            (opts.task_std > 0.0).then(|| Normal::new(opts.task_sleep, opts.task_std).unwrap());
+        let sleep = (opts.task_std > 0.0).then(|| Normal::new(opts.task_sleep, opts.task_std).unwrap());
         SyntheticApp { opts, rng, sleep }
     }
 
@@ -208,21 +193,12 @@ impl SyntheticApp {
 
     fn noop(&mut self, engine: &Engine, inputs: Vec<Arg<Data>>, sleep: f64) -> TaskFuture<Data> {
         let id = uuid::Uuid::from_u128(self.rng.random()).to_string();
-        engine.submit::<Noop>((
-            inputs,
-            self.opts.task_data_bytes.into(),
-            sleep.into(),
-            id.into(),
-        ))
+        engine.submit::<Noop>((inputs, self.opts.task_data_bytes.into(), sleep.into(), id.into()))
     }
 
     fn check(&self, f: &TaskFuture<Data>) -> anyhow::Result<()> {
         let d = f.result()?;
-        anyhow::ensure!(
-            d.verify(),
-            "task {} returned data that does not match its checksum",
-            f.task_id()
-        );
+        anyhow::ensure!(d.verify(), "task {} returned data that does not match its checksum", f.task_id());
         anyhow::ensure!(
             d.raw.len() as u64 == self.opts.task_data_bytes,
             "task {} returned {} bytes, expected {}",
@@ -344,10 +320,7 @@ impl SyntheticApp {
         if let Some(last) = chain.last() {
             self.check(last)?;
         }
-        app_info!(
-            "Task completion rate: {:.3} tasks/s",
-            n as f64 / start.elapsed().as_secs_f64()
-        );
+        app_info!("Task completion rate: {:.3} tasks/s", n as f64 / start.elapsed().as_secs_f64());
         Ok(())
     }
 }
