@@ -189,6 +189,11 @@ impl<T> TaskFuture<T> {
     pub fn cell(&self) -> &Arc<TaskCell> {
         &self.cell
     }
+
+    /// A typed future over a cell (for [`SubmitHook`]s; `T` must be the task's output type).
+    pub fn from_cell(cell: Arc<TaskCell>) -> Self {
+        TaskFuture { cell, _t: PhantomData }
+    }
 }
 
 impl<T: Data> TaskFuture<T> {
@@ -457,6 +462,13 @@ impl EngineBuilder {
 
 /// Submits tasks and tracks them until shutdown.
 pub struct Engine {
+    core: Arc<Core>,
+    hook: Option<Arc<dyn SubmitHook>>,
+    /// Only the engine that started the dispatcher shuts it down (views do not).
+    root: bool,
+}
+
+struct Core {
     tx: Sender<Msg>,
     data: Arc<DataLayer>,
     counters: Arc<Counters>,
@@ -464,6 +476,14 @@ pub struct Engine {
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     summary: Mutex<Option<EngineSummary>>,
     executor_name: String,
+}
+
+/// Intercepts submissions made through an engine view ([`Engine::with_hook`]), e.g. to inject
+/// failures into another app's tasks.
+pub trait SubmitHook: Send + Sync {
+    /// Called instead of the plain submit; `base` submits without the hook. `name` is the name
+    /// the task is recorded under.
+    fn submit(&self, base: &Engine, def: &'static TaskDef, name: &'static str, slots: Vec<Slot>) -> Arc<TaskCell>;
 }
 
 impl Engine {
@@ -491,7 +511,7 @@ impl Engine {
             write_error: None,
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
-        Ok(Engine {
+        let core = Core {
             tx,
             data,
             counters,
@@ -499,7 +519,18 @@ impl Engine {
             dispatcher: Mutex::new(Some(handle)),
             summary: Mutex::new(None),
             executor_name,
-        })
+        };
+        Ok(Engine { core: Arc::new(core), hook: None, root: true })
+    }
+
+    /// A view of this engine whose submissions go through `hook`. Shutting the view down or
+    /// dropping it does nothing; the engine it came from owns the run.
+    pub fn with_hook(&self, hook: Arc<dyn SubmitHook>) -> Engine {
+        Engine { core: self.core.clone(), hook: Some(hook), root: false }
+    }
+
+    fn base(&self) -> Engine {
+        Engine { core: self.core.clone(), hook: None, root: false }
     }
 
     /// Submits task `T`; arguments are values or `&TaskFuture`s of earlier tasks (`.into()`).
@@ -510,25 +541,38 @@ impl Engine {
 
     /// Submits an erased task with prepared slots (used by wrappers such as the failures app).
     pub fn submit_def<O>(&self, def: &'static TaskDef, slots: Vec<Slot>) -> TaskFuture<O> {
+        self.submit_named(def, def.name, slots)
+    }
+
+    /// Like [`submit_def`](Self::submit_def), recording the task under `name`.
+    pub fn submit_named<O>(&self, def: &'static TaskDef, name: &'static str, slots: Vec<Slot>) -> TaskFuture<O> {
+        let cell = match &self.hook {
+            Some(h) => h.submit(&self.base(), def, name, slots),
+            None => self.submit_raw(def, name, slots),
+        };
+        TaskFuture::from_cell(cell)
+    }
+
+    fn submit_raw(&self, def: &'static TaskDef, name: &'static str, slots: Vec<Slot>) -> Arc<TaskCell> {
         let submit_time = now();
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.core.next_seq.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(TaskCell {
             seq,
             id: Uuid::new_v4(),
-            name: def.name,
+            name,
             state: Mutex::new(CellState::default()),
             cv: Condvar::new(),
-            data: self.data.clone(),
+            data: self.core.data.clone(),
         });
-        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let sub = Submission { cell: cell.clone(), def, slots, submit_time };
-        if self.tx.send(Msg::Submit(Box::new(sub))).is_err() {
+        if self.core.tx.send(Msg::Submit(Box::new(sub))).is_err() {
             cell.finish(Err(TaskError::new(
                 "EngineShutdown",
                 "the engine was shut down before this task was submitted",
             )));
         }
-        TaskFuture { cell, _t: PhantomData }
+        cell
     }
 
     /// Submits one task per argument tuple, eagerly; futures in input order.
@@ -541,43 +585,46 @@ impl Engine {
 
     /// Asks the dispatcher to cancel a task that has not started (it is recorded as `Cancelled`).
     pub fn cancel<T>(&self, f: &TaskFuture<T>) {
-        let _ = self.tx.send(Msg::Cancel(f.cell.seq));
+        let _ = self.core.tx.send(Msg::Cancel(f.cell.seq));
     }
 
     /// Number of tasks submitted so far (including map items, warmups and injected tasks).
     pub fn tasks_executed(&self) -> u64 {
-        self.counters.submitted.load(Ordering::Relaxed)
+        self.core.counters.submitted.load(Ordering::Relaxed)
     }
 
     /// Live counters (for progress display).
     pub fn counters(&self) -> Arc<Counters> {
-        self.counters.clone()
+        self.core.counters.clone()
     }
 
     /// The executor's description.
     pub fn executor_name(&self) -> &str {
-        &self.executor_name
+        &self.core.executor_name
     }
 
     /// Fails every unfinished task as `Interrupted` and stops the executor without waiting.
     pub fn interrupt(&self) {
-        let _ = self.tx.send(Msg::Interrupt);
+        let _ = self.core.tx.send(Msg::Interrupt);
     }
 
     /// A handle that can interrupt this engine from another thread (signal handler).
     pub fn interrupter(&self) -> Interrupter {
-        Interrupter(self.tx.clone())
+        Interrupter(self.core.tx.clone())
     }
 
     /// Waits for every task, stops the executor, closes the data layer and flushes records.
     /// Idempotent: later calls return the same summary.
     pub fn shutdown(&self) -> EngineSummary {
-        let mut guard = self.summary.lock().unwrap();
+        if !self.root {
+            return EngineSummary::default();
+        }
+        let mut guard = self.core.summary.lock().unwrap();
         if let Some(s) = &*guard {
             return s.clone();
         }
         let (tx, rx) = unbounded();
-        let summary = if self.tx.send(Msg::Shutdown(tx)).is_ok() {
+        let summary = if self.core.tx.send(Msg::Shutdown(tx)).is_ok() {
             rx.recv().unwrap_or_else(|_| EngineSummary {
                 error: Some("the dispatcher thread died".into()),
                 ..Default::default()
@@ -585,7 +632,7 @@ impl Engine {
         } else {
             EngineSummary { error: Some("the dispatcher thread died".into()), ..Default::default() }
         };
-        if let Some(h) = self.dispatcher.lock().unwrap().take() {
+        if let Some(h) = self.core.dispatcher.lock().unwrap().take() {
             let _ = h.join();
         }
         *guard = Some(summary.clone());
@@ -595,7 +642,9 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.shutdown();
+        if self.root {
+            self.shutdown();
+        }
     }
 }
 

@@ -407,7 +407,11 @@ impl Registry {
 
     /// Adds task `T`; a second task with the same name is a programming error.
     pub fn add<T: Task>(&mut self) -> &mut Self {
-        let d = def::<T>();
+        self.add_def(def::<T>())
+    }
+
+    /// Adds a hand-made definition (e.g. a wrapper that calls other tasks by name).
+    pub fn add_def(&mut self, d: TaskDef) -> &mut Self {
         if let Some(prev) = self.by_name.insert(d.name, d) {
             panic!("two tasks are registered under the name {:?}", prev.name);
         }

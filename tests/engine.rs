@@ -205,3 +205,50 @@ fn tasks_pending_at_interrupt_are_recorded_as_interrupted() {
     let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
     assert_eq!(recs.len(), 7);
 }
+
+/// A hook that gives every task an extra parent, as the failures app's dependency injection does.
+struct ExtraParent;
+impl taps::engine::SubmitHook for ExtraParent {
+    fn submit(
+        &self,
+        base: &Engine,
+        def: &'static taps::task::TaskDef,
+        name: &'static str,
+        mut slots: Vec<taps::task::Slot>,
+    ) -> std::sync::Arc<taps::engine::TaskCell> {
+        let parent = base.submit::<Sleep>((0.0.into(),));
+        // The wrapped task ignores its first argument: use a def that drops it.
+        slots.insert(0, taps::task::Slot::Future(parent.cell().clone()));
+        let _ = def;
+        base.submit_named::<u64>(taps::engine::task_def::<DropFirstAdd>(), name, slots).cell().clone()
+    }
+}
+
+struct DropFirstAdd;
+impl Task for DropFirstAdd {
+    const NAME: &'static str = "test-drop-first-add";
+    type Args = (f64, u64, u64);
+    type Output = u64;
+    fn run((_, a, b): (f64, u64, u64)) -> Result<u64, TaskError> {
+        Ok(a + b)
+    }
+}
+
+#[test]
+fn a_hooked_view_intercepts_submissions_and_keeps_task_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 2);
+    let view = e.with_hook(std::sync::Arc::new(ExtraParent));
+    let f = view.submit::<Add>((2.into(), 3.into()));
+    assert_eq!(f.result().unwrap(), 5);
+    assert_eq!(view.shutdown(), taps::engine::EngineSummary::default(), "a view does not shut the engine down");
+    drop(view);
+    let g = e.submit::<Add>((1.into(), 1.into()));
+    assert_eq!(g.result().unwrap(), 2, "the engine still runs after the view is gone");
+    let s = e.shutdown();
+    assert_eq!(s.records, 3);
+    let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
+    let hooked = recs.iter().find(|r| r.task_id == f.task_id().to_string()).unwrap();
+    assert_eq!(hooked.name, "test-add", "recorded under the intercepted task's name");
+    assert_eq!(hooked.parent_task_ids.len(), 1);
+}
