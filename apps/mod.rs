@@ -2,10 +2,11 @@
 
 pub use crate::app::{App, AppPlugin};
 
+pub mod mapreduce;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
-pub static ALL: &[AppPlugin] = &[synthetic::PLUGIN];
+pub static ALL: &[AppPlugin] = &[mapreduce::PLUGIN, synthetic::PLUGIN];
 
 /// The apps' plugin infos (for help and lookup).
 pub fn infos() -> Vec<crate::plugins::PluginInfo> {

@@ -1,0 +1,814 @@
+//! `mapreduce`: word count over a directory of text files (map tasks over chunks of files, one
+//! reduce task summing their counts), optionally over randomly generated files.
+//!
+//! Unlike the Python suite, every file is counted exactly once and no map task is ever empty:
+//! the sorted file list is cut into `min(map_tasks, files)` contiguous, non-empty chunks of
+//! near-equal weight (see [`chunk_files`]).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::app::{App, AppPlugin};
+use crate::engine::Engine;
+use crate::options::{Options, Validate};
+use crate::plugins::PluginInfo;
+use crate::task::{Arg, Many, Registry, Task, TaskError};
+use crate::{app_info, task_arg};
+
+crate::options! {
+    /// Options of the `mapreduce` app.
+    pub struct MapreduceOptions {
+        /// Directory of text files, read recursively (relative paths: against the launch directory).
+        #[required] data_dir: PathBuf = PathBuf::new(),
+        /// Number of map tasks (none = one per file); never more than there are files.
+        map_tasks: Option<u64> = Some(32),
+        /// Generate random text files into data-dir (which must be missing or empty); removed at the end.
+        generate: bool = false,
+        /// Number of files to generate.
+        generated_files: u64 = 10,
+        /// Number of words in each generated file.
+        generated_words: u64 = 10_000,
+        /// Seed for the generated words (none = a fresh seed each run).
+        seed: Option<u64> = None,
+    }
+}
+
+impl Validate for MapreduceOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.map_tasks == Some(0) {
+            return Err(
+                "app.map_tasks must be at least 1, or none for one map task per file".into(),
+            );
+        }
+        if self.generate && self.generated_files == 0 {
+            return Err("app.generated_files must be at least 1 when app.generate is true".into());
+        }
+        Ok(())
+    }
+}
+
+/// The plugin entry.
+pub const PLUGIN: AppPlugin = AppPlugin {
+    info: PluginInfo::new::<MapreduceOptions>(
+        "mapreduce",
+        "word count over a directory of text files (map + reduce)",
+    ),
+    register_tasks,
+    preflight,
+    build,
+};
+
+fn register_tasks(r: &mut Registry) {
+    r.add::<MapTask>().add::<ReduceTask>();
+}
+
+/// Before the run directory exists: generate=true needs a missing or empty data-dir,
+/// generate=false an existing directory with at least one file in it.
+fn preflight(t: &toml::Table) -> Result<(), String> {
+    let o = MapreduceOptions::from_table(t, "app")?;
+    let dir = &o.data_dir;
+    if o.generate {
+        check_generate_target(dir)
+    } else {
+        match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "app.data_dir {} does not exist (give a directory of text files, or set --app.generate true to generate one)",
+                dir.display()
+            )),
+            Err(e) => Err(format!("app.data_dir {}: {}", dir.display(), e)),
+            Ok(m) if !m.is_dir() => {
+                Err(format!("app.data_dir {} is not a directory", dir.display()))
+            }
+            Ok(_) => match has_file(dir) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!(
+                    "app.data_dir {} contains no files (give a directory of text files, or set --app.generate true)",
+                    dir.display()
+                )),
+                Err(e) => Err(format!("app.data_dir {}: {}", dir.display(), e)),
+            },
+        }
+    }
+}
+
+/// generate=true may only write into a missing or empty directory.
+fn check_generate_target(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("app.data_dir {}: {}", dir.display(), e)),
+        Ok(m) if !m.is_dir() => Err(format!(
+            "app.data_dir {} exists and is not a directory; app.generate true needs a missing or empty directory",
+            dir.display()
+        )),
+        Ok(_) => match std::fs::read_dir(dir).map(|mut r| r.next().is_none()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "app.data_dir {} is not empty; app.generate true needs a missing or empty directory \
+                 (files are never written into a directory that holds data)",
+                dir.display()
+            )),
+            Err(e) => Err(format!("app.data_dir {}: {}", dir.display(), e)),
+        },
+    }
+}
+
+fn build(t: &toml::Table, run_dir: &Path) -> anyhow::Result<Box<dyn App>> {
+    let opts = MapreduceOptions::from_table(t, "app").map_err(anyhow::Error::msg)?;
+    Ok(Box::new(MapreduceApp::new(opts, Some(run_dir))?))
+}
+
+/// A file path as a task argument; crosses process boundaries as raw bytes, so any Unix file
+/// name works (not only UTF-8 ones).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FilePath(pub PathBuf);
+
+impl Serialize for FilePath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        s.serialize_bytes(self.0.as_os_str().as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for FilePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use std::os::unix::ffi::OsStringExt;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("path bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = a.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        let bytes = d.deserialize_bytes(V)?;
+        Ok(FilePath(PathBuf::from(std::ffi::OsString::from_vec(bytes))))
+    }
+}
+
+task_arg!(FilePath);
+
+/// Word counts of some files: how often each whitespace-separated token occurs, and how many
+/// files were read (so the app can check that every file was counted once).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WordCounts {
+    /// Token → occurrences.
+    pub words: HashMap<String, u64>,
+    /// Files read.
+    pub files: u64,
+}
+
+task_arg!(WordCounts);
+
+impl WordCounts {
+    /// Counts the tokens of `text` (split on whitespace as Python's `str.split()` does).
+    pub fn add_text(&mut self, text: &str) {
+        for w in text.split(is_python_space).filter(|w| !w.is_empty()) {
+            match self.words.get_mut(w) {
+                Some(c) => *c += 1,
+                None => {
+                    self.words.insert(w.to_string(), 1);
+                }
+            }
+        }
+    }
+
+    /// Reads `path` and counts its tokens; bytes that are not valid UTF-8 are skipped (Python's
+    /// `errors='ignore'`).
+    pub fn add_file(&mut self, path: &Path) -> Result<(), TaskError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            TaskError::new("IoError", format!("cannot read {}: {}", path.display(), e))
+        })?;
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => self.add_text(text),
+            Err(_) => self.add_text(&bytes.utf8_chunks().map(|c| c.valid()).collect::<String>()),
+        }
+        self.files += 1;
+        Ok(())
+    }
+
+    /// Adds `other`'s counts into these.
+    pub fn merge(&mut self, other: WordCounts) {
+        self.files += other.files;
+        for (w, c) in other.words {
+            *self.words.entry(w).or_insert(0) += c;
+        }
+    }
+
+    /// Total number of tokens.
+    pub fn total(&self) -> u64 {
+        self.words.values().sum()
+    }
+
+    /// Every (word, count), by count descending then word ascending (sorted in parallel).
+    pub fn sorted(&self) -> Vec<(&str, u64)> {
+        use rayon::slice::ParallelSliceMut;
+        let mut v: Vec<(&str, u64)> = self.words.iter().map(|(w, c)| (w.as_str(), *c)).collect();
+        v.par_sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        v
+    }
+}
+
+/// Python's `str.isspace()`: Unicode whitespace plus the separators U+001C..U+001F.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// `map_task(*paths)`: counts the words of the given files.
+pub struct MapTask;
+
+impl Task for MapTask {
+    const NAME: &'static str = "map_task";
+    type Args = (Many<FilePath>,);
+    type Output = WordCounts;
+    fn run((paths,): Self::Args) -> Result<WordCounts, TaskError> {
+        let mut counts = WordCounts::default();
+        for p in &paths.0 {
+            counts.add_file(&p.0)?;
+        }
+        Ok(counts)
+    }
+}
+
+/// `reduce_task(*counts)`: sums the map tasks' counts.
+pub struct ReduceTask;
+
+impl Task for ReduceTask {
+    const NAME: &'static str = "reduce_task";
+    type Args = (Many<WordCounts>,);
+    type Output = WordCounts;
+    fn run((parts,): Self::Args) -> Result<WordCounts, TaskError> {
+        let mut parts = parts.0;
+        // Merge into the largest part: the fewest insertions.
+        let Some(big) = (0..parts.len()).max_by_key(|&i| parts[i].words.len()) else {
+            return Ok(WordCounts::default());
+        };
+        let mut total = parts.swap_remove(big);
+        for p in parts {
+            total.merge(p);
+        }
+        Ok(total)
+    }
+}
+
+/// What a file weighs when balancing chunks: its size plus this (the cost of opening it), so
+/// many empty files still spread evenly.
+pub const FILE_OVERHEAD_BYTES: u64 = 4096;
+
+/// Cuts `files` (path, size in bytes), kept in order, into `min(k, files.len())` contiguous
+/// non-empty chunks of near-equal weight (size + [`FILE_OVERHEAD_BYTES`]); every file lands in
+/// exactly one chunk. Files of equal size give chunks whose lengths differ by at most one.
+/// `k = 0` or no files gives no chunks.
+pub fn chunk_files(files: &[(PathBuf, u64)], k: usize) -> Vec<Vec<PathBuf>> {
+    let n = files.len();
+    let k = k.min(n);
+    let weight = |i: usize| files[i].1 as u128 + FILE_OVERHEAD_BYTES as u128;
+    let mut remaining: u128 = (0..n).map(weight).sum();
+    let mut out = Vec::with_capacity(k);
+    let mut start = 0;
+    for j in 0..k {
+        let left = (k - j) as u128; // chunks still to make, this one included
+        // Leave at least one file for each later chunk.
+        let max_end = n - (k - j - 1);
+        let mut end = start + 1;
+        let mut w = weight(start);
+        // Take the next file while that brings this chunk closer to its share remaining / left,
+        // i.e. while w + x/2 <= remaining/left.
+        while end < max_end && (2 * w + weight(end)) * left <= 2 * remaining {
+            w += weight(end);
+            end += 1;
+        }
+        if j == k - 1 {
+            end = n;
+            w = remaining;
+        }
+        out.push(files[start..end].iter().map(|(p, _)| p.clone()).collect());
+        remaining -= w;
+        start = end;
+    }
+    out
+}
+
+/// Every file under `dir` with its size, recursively, sorted: regular files and symlinks to
+/// them; symlinked directories are not followed (no cycles). `skip` (the run directory, when
+/// it lies inside `dir`) is left out: its files are being written.
+pub fn list_files(dir: &Path, skip: Option<&Path>) -> std::io::Result<Vec<(PathBuf, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let skip = skip.and_then(|s| std::fs::metadata(s).ok()).map(id);
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                if skip.is_none() || skip != Some(id(e.metadata()?)) {
+                    stack.push(path);
+                }
+            } else if let Ok(m) = std::fs::metadata(&path)
+                && m.is_file()
+            {
+                out.push((path, m.len()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether `dir` holds at least one file (stops at the first).
+fn has_file(dir: &Path) -> std::io::Result<bool> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            } else if std::fs::metadata(e.path())
+                .map(|m| m.is_file())
+                .unwrap_or(false)
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Files and directories this app generated, removed by [`Generated::remove`].
+#[derive(Debug, Default)]
+pub struct Generated {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// Generated files.
+    pub files: Vec<PathBuf>,
+    /// Directories created for them, outermost first.
+    pub created_dirs: Vec<PathBuf>,
+}
+
+impl Generated {
+    /// Removes the generated files, then the directories created for them if they are empty
+    /// (anything else found there is left alone). Returns what could not be removed.
+    pub fn remove(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for f in self.files.drain(..) {
+            if let Err(e) = std::fs::remove_file(&f)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                problems.push(format!("{}: {}", f.display(), e));
+            }
+        }
+        for d in self.created_dirs.drain(..).rev() {
+            if let Err(e) = std::fs::remove_dir(&d)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                problems.push(format!("{}: {}", d.display(), e));
+            }
+        }
+        problems
+    }
+}
+
+/// Writes `files` files `0.txt`, `1.txt`, … into `dir` (missing or empty), each of `words`
+/// random lowercase ASCII words of length 2..=10 separated by single spaces (no trailing
+/// newline). On error, whatever was written is removed again.
+pub fn generate_files(dir: &Path, files: u64, words: u64, seed: u64) -> anyhow::Result<Generated> {
+    check_generate_target(dir).map_err(anyhow::Error::msg)?;
+    let mut g = Generated {
+        dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    let result = (|| -> anyhow::Result<()> {
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|a| !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for d in missing {
+            std::fs::create_dir(&d)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {}", d.display(), e))?;
+            g.created_dirs.push(d);
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut word = Vec::with_capacity(10);
+        for i in 0..files {
+            let path = dir.join(format!("{}.txt", i));
+            let f = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {}", path.display(), e))?;
+            g.files.push(path.clone());
+            let mut out = BufWriter::with_capacity(1 << 16, f);
+            for j in 0..words {
+                if j > 0 {
+                    out.write_all(b" ")?;
+                }
+                word.clear();
+                let len = rng.random_range(2..=10);
+                word.extend((0..len).map(|_| rng.random_range(b'a'..=b'z')));
+                out.write_all(&word)?;
+            }
+            out.into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()
+                .ok();
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(g),
+        Err(e) => {
+            g.remove();
+            Err(e)
+        }
+    }
+}
+
+/// Decimal digits of `n` in `buf` (faster than `write!` for millions of rows).
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Formats an integer with thousands separators, like Python's `{:,}`.
+fn commas(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A CSV field: quoted (with doubled quotes) if it holds a comma, quote or line break.
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+/// Writes `counts.csv` (`word,count` header, then `rows` in order) atomically: via a temporary
+/// file renamed into place.
+pub fn write_counts_csv(path: &Path, rows: &[(&str, u64)]) -> std::io::Result<()> {
+    let tmp = path.with_extension("csv.tmp~");
+    let result = (|| {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        out.write_all(b"word,count\n")?;
+        let mut num = [0u8; 20];
+        for (w, c) in rows {
+            out.write_all(csv_field(w).as_bytes())?;
+            out.write_all(b",")?;
+            out.write_all(format_u64(*c, &mut num))?;
+            out.write_all(b"\n")?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The word-count workflow.
+pub struct MapreduceApp {
+    opts: MapreduceOptions,
+    files: Vec<(PathBuf, u64)>,
+    generated: Option<Generated>,
+}
+
+impl MapreduceApp {
+    /// Generates the input files (generate=true) or finds them (generate=false); files inside
+    /// `run_dir` are not inputs.
+    pub fn new(opts: MapreduceOptions, run_dir: Option<&Path>) -> anyhow::Result<Self> {
+        let dir = opts.data_dir.clone();
+        let generated = if opts.generate {
+            let seed = opts.seed.unwrap_or_else(rand::random);
+            let g = generate_files(&dir, opts.generated_files, opts.generated_words, seed)?;
+            app_info!(
+                "Generated {} files in {} (seed {})",
+                g.files.len(),
+                dir.display(),
+                seed
+            );
+            Some(g)
+        } else {
+            None
+        };
+        let mut app = MapreduceApp {
+            opts,
+            files: Vec::new(),
+            generated,
+        };
+        app.files = list_files(&dir, run_dir)
+            .map_err(|e| anyhow::anyhow!("cannot read app.data_dir {}: {}", dir.display(), e))?;
+        if app.generated.is_none() {
+            app_info!("Found {} files in {}", app.files.len(), dir.display());
+        }
+        anyhow::ensure!(
+            !app.files.is_empty(),
+            "app.data_dir {} contains no files",
+            dir.display()
+        );
+        Ok(app)
+    }
+
+    fn cleanup(&mut self) -> anyhow::Result<()> {
+        let Some(mut g) = self.generated.take() else {
+            return Ok(());
+        };
+        let problems = g.remove();
+        if problems.is_empty() {
+            app_info!("Removed generated files in {}", g.dir.display());
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "could not remove all generated files: {}",
+                problems.join("; ")
+            )
+        }
+    }
+}
+
+impl App for MapreduceApp {
+    fn run(&mut self, engine: &Engine, run_dir: &Path) -> anyhow::Result<()> {
+        let k = self.opts.map_tasks.map_or(self.files.len(), |m| {
+            m.min(self.files.len() as u64) as usize
+        });
+        let chunks = chunk_files(&self.files, k);
+        let maps: Vec<_> = chunks
+            .iter()
+            .map(|c| {
+                let paths: Vec<Arg<FilePath>> =
+                    c.iter().map(|p| FilePath(p.clone()).into()).collect();
+                engine.submit::<MapTask>((paths,))
+            })
+            .collect();
+        let sizes = chunks.iter().map(Vec::len);
+        app_info!(
+            "Submitted {} map tasks over {} input files ({}..{} files per task)",
+            commas(maps.len() as u64),
+            commas(self.files.len() as u64),
+            sizes.clone().min().unwrap_or(0),
+            sizes.max().unwrap_or(0)
+        );
+        let reduce = engine.submit::<ReduceTask>((maps.iter().map(Arg::from).collect(),));
+        app_info!("Submitted reduce task");
+        let counts = reduce.result()?;
+        app_info!("Reduce task finished");
+        anyhow::ensure!(
+            counts.files == self.files.len() as u64,
+            "the map tasks read {} files, but there are {}",
+            counts.files,
+            self.files.len()
+        );
+
+        let sorted = counts.sorted();
+        let top = &sorted[..sorted.len().min(10)];
+        app_info!("{} most frequent words:", top.len());
+        for (w, c) in top {
+            app_info!("{} ({})", w, commas(*c));
+        }
+        app_info!("Total number of words: {}", commas(counts.total()));
+        let csv = run_dir.join("counts.csv");
+        write_counts_csv(&csv, &sorted)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", csv.display(), e))?;
+        app_info!(
+            "Wrote counts of {} distinct words to {}",
+            commas(sorted.len() as u64),
+            csv.display()
+        );
+        Ok(())
+    }
+
+    fn close(&mut self) -> anyhow::Result<()> {
+        self.cleanup()
+    }
+}
+
+impl Drop for MapreduceApp {
+    /// Generated files go even if the run stops before `close` (e.g. the executor failed to start).
+    fn drop(&mut self) {
+        if let Err(e) = self.cleanup() {
+            tracing::warn!("{:#}", e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(sizes: &[u64]) -> Vec<(PathBuf, u64)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| (PathBuf::from(format!("/f{:03}", i)), s))
+            .collect()
+    }
+
+    fn check_partition(f: &[(PathBuf, u64)], k: usize) -> Vec<Vec<PathBuf>> {
+        let chunks = chunk_files(f, k);
+        assert_eq!(chunks.len(), k.min(f.len()), "k={} n={}", k, f.len());
+        assert!(
+            chunks.iter().all(|c| !c.is_empty()),
+            "empty chunk for k={} n={}",
+            k,
+            f.len()
+        );
+        let flat: Vec<PathBuf> = chunks.concat();
+        let all: Vec<PathBuf> = if k == 0 {
+            Vec::new()
+        } else {
+            f.iter().map(|(p, _)| p.clone()).collect()
+        };
+        assert_eq!(flat, all, "every file exactly once, in order");
+        chunks
+    }
+
+    #[test]
+    fn chunks_cover_every_file_once_and_are_never_empty() {
+        for n in 0..40 {
+            for k in 0..45 {
+                let uniform = files(&vec![100; n]);
+                let chunks = check_partition(&uniform, k);
+                if let (Some(min), Some(max)) = (
+                    chunks.iter().map(Vec::len).min(),
+                    chunks.iter().map(Vec::len).max(),
+                ) {
+                    assert!(
+                        max - min <= 1,
+                        "equal files: lengths {:?}",
+                        chunks.iter().map(Vec::len).collect::<Vec<_>>()
+                    );
+                }
+                let skewed: Vec<u64> = (0..n as u64)
+                    .map(|i| (i * 7919 % 13) * 10_000 + (i % 3) * 1_000_000)
+                    .collect();
+                check_partition(&files(&skewed), k);
+                check_partition(&files(&vec![0; n]), k);
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_balance_bytes() {
+        // One big file among many small ones, anywhere in the list: the two contiguous chunks'
+        // weights differ by at most one file's weight.
+        for pos in [0, 50, 100] {
+            let mut sizes = vec![10_000; 100];
+            sizes.insert(pos, 1_000_000);
+            let f = files(&sizes);
+            let chunks = chunk_files(&f, 2);
+            let size: HashMap<&PathBuf, u64> = f
+                .iter()
+                .map(|(p, s)| (p, *s + FILE_OVERHEAD_BYTES))
+                .collect();
+            let w: Vec<u64> = chunks
+                .iter()
+                .map(|c| c.iter().map(|p| size[p]).sum())
+                .collect();
+            assert!(
+                w[0].abs_diff(w[1]) <= 1_000_000 + FILE_OVERHEAD_BYTES,
+                "pos {}: weights {:?}",
+                pos,
+                w
+            );
+            if pos == 0 {
+                assert!(
+                    w[0].abs_diff(w[1]) <= 10_000 + FILE_OVERHEAD_BYTES,
+                    "big file first: weights {:?}",
+                    w
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn counts_like_python_split() {
+        let mut c = WordCounts::default();
+        c.add_text("a b\ta\n\nc\u{1f}a\u{a0}b  ");
+        assert_eq!(c.words.get("a"), Some(&3));
+        assert_eq!(c.words.get("b"), Some(&2));
+        assert_eq!(c.words.get("c"), Some(&1));
+        assert_eq!(c.total(), 6);
+        assert_eq!(c.sorted()[0], ("a", 3));
+    }
+
+    #[test]
+    fn invalid_utf8_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.txt");
+        std::fs::write(&p, b"ab\xffcd ef \xc3\xa9t\xe9 \xe2\x82").unwrap();
+        let mut c = WordCounts::default();
+        c.add_file(&p).unwrap();
+        let mut got: Vec<_> = c.words.keys().cloned().collect();
+        got.sort();
+        assert_eq!(got, vec!["abcd", "ef", "ét"]);
+        assert_eq!(c.files, 1);
+    }
+
+    #[test]
+    fn file_path_round_trips_non_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let p = FilePath(PathBuf::from(std::ffi::OsString::from_vec(
+            b"/tmp/a\xffb".to_vec(),
+        )));
+        let bytes = crate::task::encode(&p).unwrap();
+        assert_eq!(crate::task::decode_bytes::<FilePath>(&bytes).unwrap(), p);
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say\"hi\""), "\"say\"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn numbers_format_like_display() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 99, 1000, 123456789, u64::MAX] {
+            assert_eq!(format_u64(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn commas_group_thousands() {
+        assert_eq!(commas(0), "0");
+        assert_eq!(commas(999), "999");
+        assert_eq!(commas(1000), "1,000");
+        assert_eq!(commas(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn generation_is_seeded_and_removable() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("a/b");
+        let mut g = generate_files(&dir, 3, 50, 7).unwrap();
+        assert_eq!(g.created_dirs, vec![base.path().join("a"), dir.clone()]);
+        let text = std::fs::read_to_string(dir.join("0.txt")).unwrap();
+        assert_eq!(text.split(' ').count(), 50);
+        assert!(
+            text.split(' ')
+                .all(|w| (2..=10).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase()))
+        );
+        assert!(!text.ends_with(' ') && !text.ends_with('\n'));
+        let again = tempfile::tempdir().unwrap();
+        let mut g2 = generate_files(again.path(), 3, 50, 7).unwrap();
+        assert_eq!(
+            std::fs::read(again.path().join("2.txt")).unwrap(),
+            std::fs::read(dir.join("2.txt")).unwrap()
+        );
+        assert!(g.remove().is_empty());
+        assert!(!base.path().join("a").exists());
+        assert!(g2.remove().is_empty());
+        assert!(again.path().exists(), "a directory we did not create stays");
+        assert_eq!(std::fs::read_dir(again.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn generation_refuses_non_empty_dirs() {
+        let base = tempfile::tempdir().unwrap();
+        std::fs::write(base.path().join("keep.txt"), "x").unwrap();
+        let e = generate_files(base.path(), 1, 1, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not empty"), "{}", e);
+        assert_eq!(std::fs::read(base.path().join("keep.txt")).unwrap(), b"x");
+    }
+}
