@@ -315,15 +315,59 @@ impl<T: Data> ArgSlots for Option<T> {
     }
 }
 
-impl<T: Data> ArgSlots for Many<T> {
-    type Submit = Vec<Arg<T>>;
+/// Each element is one top-level argument (elements must not be variadic themselves).
+impl<T: ArgSlots> ArgSlots for Many<T> {
+    type Submit = Vec<T::Submit>;
     const VARIADIC: bool = true;
     fn push_slots(s: Self::Submit, out: &mut Vec<Slot>) {
-        out.extend(s.into_iter().map(arg_slot))
+        for x in s {
+            T::push_slots(x, out);
+        }
     }
     fn take(it: &mut std::vec::IntoIter<Payload>, count: Option<usize>) -> Result<Self, TaskError> {
         let n = count.unwrap_or(0);
-        (0..n).map(|_| next_payload(it)).collect::<Result<Vec<T>, _>>().map(Many)
+        (0..n).map(|_| T::take(it, None)).collect::<Result<Vec<T>, _>>().map(Many)
+    }
+}
+
+/// A read-only argument shared with its producer: in-process executors hand over the parent's
+/// value without copying it (a plain `T` argument is cloned when the driver still holds the
+/// parent's future); out of process it is an ordinary `T` on the wire.
+#[derive(Debug)]
+pub struct Shared<T>(pub Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Data> Shared<T> {
+    /// The value, without a copy if this is the last holder.
+    pub fn into_inner(self) -> T {
+        Arc::try_unwrap(self.0).unwrap_or_else(|a| (*a).clone())
+    }
+}
+
+impl<T: Data> ArgSlots for Shared<T> {
+    type Submit = Arg<T>;
+    fn push_slots(s: Self::Submit, out: &mut Vec<Slot>) {
+        out.push(arg_slot(s))
+    }
+    fn take(it: &mut std::vec::IntoIter<Payload>, _: Option<usize>) -> Result<Self, TaskError> {
+        match it.next().ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))? {
+            Payload::Local(l) => Arc::downcast::<T>(l.value).map(Shared).map_err(|_| {
+                TaskError::new("TypeMismatch", format!("expected a value of type {}", std::any::type_name::<T>()))
+            }),
+            other => other.decode().map(|v| Shared(Arc::new(v))),
+        }
     }
 }
 

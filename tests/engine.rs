@@ -252,3 +252,33 @@ fn a_hooked_view_intercepts_submissions_and_keeps_task_names() {
     assert_eq!(hooked.name, "test-add", "recorded under the intercepted task's name");
     assert_eq!(hooked.parent_task_ids.len(), 1);
 }
+
+struct Make;
+impl Task for Make {
+    const NAME: &'static str = "test-make";
+    type Args = (u64,);
+    type Output = Vec<u8>;
+    fn run((n,): (u64,)) -> Result<Vec<u8>, TaskError> {
+        Ok(vec![1; n as usize])
+    }
+}
+
+struct Holders;
+impl Task for Holders {
+    const NAME: &'static str = "test-holders";
+    type Args = (taps::task::Shared<Vec<u8>>,);
+    type Output = u64;
+    fn run((v,): (taps::task::Shared<Vec<u8>>,)) -> Result<u64, TaskError> {
+        Ok(std::sync::Arc::strong_count(&v.0) as u64)
+    }
+}
+
+#[test]
+fn shared_arguments_are_not_copied_in_process() {
+    let e = Engine::builder(Box::new(ThreadPool::new(1))).build();
+    let big = e.submit::<Make>((1_000_000.into(),));
+    let holders = e.submit::<Holders>(((&big).into(),));
+    // The parent's cell and the child hold the same allocation: no copy was made.
+    assert!(holders.result().unwrap() >= 2);
+    assert_eq!(big.result().unwrap().len(), 1_000_000);
+}

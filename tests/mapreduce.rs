@@ -10,17 +10,12 @@ use std::time::SystemTime;
 use taps::record::{TaskRecord, read_records};
 
 fn taps(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_taps"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("taps runs")
+    Command::new(env!("CARGO_BIN_EXE_taps")).args(args).current_dir(cwd).output().expect("taps runs")
 }
 
 fn run_dirs(cwd: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(cwd.join("runs"))
-        .map(|r| r.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(cwd.join("runs")).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     v.sort();
     v
 }
@@ -40,16 +35,8 @@ fn run_ok(cwd: &Path, args: &[&str]) -> (PathBuf, String) {
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut new: Vec<PathBuf> = run_dirs(cwd)
-        .into_iter()
-        .filter(|d| !before.contains(d))
-        .collect();
-    assert_eq!(
-        new.len(),
-        1,
-        "expected one new run directory, got {:?}",
-        new
-    );
+    let mut new: Vec<PathBuf> = run_dirs(cwd).into_iter().filter(|d| !before.contains(d)).collect();
+    assert_eq!(new.len(), 1, "expected one new run directory, got {:?}", new);
     (new.pop().unwrap(), stdout)
 }
 
@@ -59,31 +46,15 @@ fn assert_bad_input(cwd: &Path, args: &[&str], needles: &[&str]) {
     a.extend_from_slice(args);
     let out = taps(cwd, &a);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "taps {:?}: expected exit 2, got {:?}; stderr: {}",
-        a,
-        out.status,
-        stderr
-    );
+    assert_eq!(out.status.code(), Some(2), "taps {:?}: expected exit 2, got {:?}; stderr: {}", a, out.status, stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {}", stderr);
     assert!(lines[0].starts_with("taps: error: "), "{}", stderr);
     for n in needles {
-        assert!(
-            stderr.contains(n),
-            "error {:?} should mention {:?}",
-            stderr,
-            n
-        );
+        assert!(stderr.contains(n), "error {:?} should mention {:?}", stderr, n);
     }
     assert!(!stderr.contains("panicked"), "{}", stderr);
-    assert!(
-        run_dirs(cwd).is_empty(),
-        "a run directory was created for bad input {:?}",
-        a
-    );
+    assert!(run_dirs(cwd).is_empty(), "a run directory was created for bad input {:?}", a);
 }
 
 /// The reference count: read each file in turn, drop undecodable bytes, split on whitespace.
@@ -123,11 +94,7 @@ fn parse_csv_line(line: &str) -> (String, u64) {
         let i = line.rfind(',').unwrap();
         (line[..i].to_string(), &line[i..])
     };
-    let count = rest
-        .strip_prefix(',')
-        .expect("comma after the word")
-        .parse()
-        .expect("count");
+    let count = rest.strip_prefix(',').expect("comma after the word").parse().expect("count");
     (word, count)
 }
 
@@ -146,25 +113,15 @@ fn read_counts(run_dir: &Path) -> Vec<(String, u64)> {
             w[1]
         );
     }
-    assert!(
-        !run_dir.join("counts.csv.tmp~").exists(),
-        "temporary file left behind"
-    );
+    assert!(!run_dir.join("counts.csv.tmp~").exists(), "temporary file left behind");
     rows
 }
 
 fn assert_counts_equal(rows: &[(String, u64)], expected: &BTreeMap<String, u64>) {
     let got: BTreeMap<String, u64> = rows.iter().cloned().collect();
     assert_eq!(got.len(), rows.len(), "a word appears twice in counts.csv");
-    assert_eq!(
-        got.values().sum::<u64>(),
-        expected.values().sum::<u64>(),
-        "totals differ"
-    );
-    assert_eq!(
-        &got, expected,
-        "per-word counts differ from the sequential count"
-    );
+    assert_eq!(got.values().sum::<u64>(), expected.values().sum::<u64>(), "totals differ");
+    assert_eq!(&got, expected, "per-word counts differ from the sequential count");
 }
 
 fn commas(n: u64) -> String {
@@ -207,11 +164,7 @@ fn check_graph(run_dir: &Path, n_maps: usize) {
     let parents: Vec<&String> = reduces[0].parent_task_ids.iter().collect();
     let map_ids: HashSet<&String> = maps.iter().map(|m| &m.task_id).collect();
     assert_eq!(parents.len(), n_maps);
-    assert_eq!(
-        parents.into_iter().collect::<HashSet<_>>(),
-        map_ids,
-        "reduce's parents are the map tasks"
-    );
+    assert_eq!(parents.into_iter().collect::<HashSet<_>>(), map_ids, "reduce's parents are the map tasks");
 }
 
 /// Deterministic pseudo-random numbers for the test's own data (independent of the app's RNG).
@@ -236,9 +189,7 @@ fn write_test_files(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
     let vocab: Vec<String> = (0..150)
         .map(|i| {
             let len = 1 + rng.below(8) as usize;
-            let mut w: String = (0..len)
-                .map(|_| (b'a' + rng.below(26) as u8) as char)
-                .collect();
+            let mut w: String = (0..len).map(|_| (b'a' + rng.below(26) as u8) as char).collect();
             match i % 25 {
                 0 => w.push('é'),
                 1 => w.push_str(",x"),
@@ -251,9 +202,7 @@ fn write_test_files(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
     let seps = [" ", " ", " ", "  ", "\t", "\n", "\r\n"];
     let mut files = Vec::new();
     for i in 0..n {
-        let sub = dir
-            .join(format!("part{}", i % 3))
-            .join(if i % 2 == 0 { "even" } else { "odd" });
+        let sub = dir.join(format!("part{}", i % 3)).join(if i % 2 == 0 { "even" } else { "odd" });
         std::fs::create_dir_all(&sub).unwrap();
         let words = rng.below(3000) as usize; // some files may be tiny
         let mut text = String::new();
@@ -277,11 +226,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Option<Vec<u8>>, SystemTime)> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             let m = std::fs::symlink_metadata(e.path()).unwrap();
-            let bytes = if m.is_file() {
-                Some(std::fs::read(e.path()).unwrap())
-            } else {
-                None
-            };
+            let bytes = if m.is_file() { Some(std::fs::read(e.path()).unwrap()) } else { None };
             if m.is_dir() {
                 stack.push(e.path());
             }
@@ -297,33 +242,18 @@ fn counts_equal_an_independent_sequential_count() {
     let data = tmp.path().join("data");
     let files = write_test_files(&data, 20, 0x5eed);
     let expected = sequential_count(&files);
-    assert!(
-        expected.values().sum::<u64>() > 10_000,
-        "test data too small to be meaningful"
-    );
+    assert!(expected.values().sum::<u64>() > 10_000, "test data too small to be meaningful");
     let before = snapshot(&data);
 
-    let (run, stdout) = run_ok(
-        tmp.path(),
-        &["--app.data-dir", "data", "--app.map-tasks", "6"],
-    );
+    let (run, stdout) = run_ok(tmp.path(), &["--app.data-dir", "data", "--app.map-tasks", "6"]);
     let rows = read_counts(&run);
     assert_counts_equal(&rows, &expected);
     let total = expected.values().sum::<u64>();
-    assert!(
-        stdout.contains(&format!("Total number of words: {}", commas(total))),
-        "{}",
-        stdout
-    );
+    assert!(stdout.contains(&format!("Total number of words: {}", commas(total))), "{}", stdout);
     assert!(stdout.contains("Found 20 files in"), "{}", stdout);
     // The top-10 lines are the first 10 rows of counts.csv.
     for (w, c) in rows.iter().take(10) {
-        assert!(
-            stdout.contains(&format!("> {} ({})\n", w, commas(*c))),
-            "top word {} missing:\n{}",
-            w,
-            stdout
-        );
+        assert!(stdout.contains(&format!("> {} ({})\n", w, commas(*c))), "top word {} missing:\n{}", w, stdout);
     }
     check_graph(&run, 6);
     assert_eq!(snapshot(&data), before, "user data changed");
@@ -335,66 +265,27 @@ fn generated_data_counts_files_times_words_and_is_removed() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/apps/mapreduce/config.toml");
     let (run, stdout) = run_ok(tmp.path(), &["--config", config]);
     // The example config: 8 files × 2,000 words in 4 map tasks, into ./mapreduce-data.
-    assert!(
-        !tmp.path().join("mapreduce-data").exists(),
-        "generated data was not removed"
-    );
+    assert!(!tmp.path().join("mapreduce-data").exists(), "generated data was not removed");
     assert!(stdout.contains("Generated 8 files in"), "{}", stdout);
     assert!(stdout.contains("Removed generated files in"), "{}", stdout);
-    assert!(
-        stdout.contains("Total number of words: 16,000"),
-        "{}",
-        stdout
-    );
+    assert!(stdout.contains("Total number of words: 16,000"), "{}", stdout);
     let rows = read_counts(&run);
     assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 16_000);
-    assert!(
-        rows.iter()
-            .all(|(w, _)| (2..=10).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase()))
-    );
+    assert!(rows.iter().all(|(w, _)| (2..=10).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase())));
     check_graph(&run, 4);
 
     // Same seed, nested missing directory: same counts, and every directory taps created is gone.
-    let (run2, _) = run_ok(
-        tmp.path(),
-        &[
-            "--config",
-            config,
-            "--app.data-dir",
-            "new/deeper/data",
-            "--app.map-tasks",
-            "3",
-        ],
-    );
-    assert_eq!(
-        read_counts(&run2),
-        rows,
-        "the same seed must generate the same words"
-    );
-    assert!(
-        !tmp.path().join("new").exists(),
-        "directories created for generated data were not removed"
-    );
+    let (run2, _) =
+        run_ok(tmp.path(), &["--config", config, "--app.data-dir", "new/deeper/data", "--app.map-tasks", "3"]);
+    assert_eq!(read_counts(&run2), rows, "the same seed must generate the same words");
+    assert!(!tmp.path().join("new").exists(), "directories created for generated data were not removed");
 
     // An existing empty directory is used and kept (empty), not removed.
     std::fs::create_dir(tmp.path().join("mine")).unwrap();
-    let (run3, _) = run_ok(
-        tmp.path(),
-        &[
-            "--config",
-            config,
-            "--app.data-dir",
-            "mine",
-            "--app.seed",
-            "7",
-        ],
-    );
+    let (run3, _) = run_ok(tmp.path(), &["--config", config, "--app.data-dir", "mine", "--app.seed", "7"]);
     assert_eq!(read_counts(&run3).iter().map(|r| r.1).sum::<u64>(), 16_000);
     assert!(tmp.path().join("mine").is_dir());
-    assert_eq!(
-        std::fs::read_dir(tmp.path().join("mine")).unwrap().count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(tmp.path().join("mine")).unwrap().count(), 0);
 }
 
 #[test]
@@ -411,20 +302,14 @@ fn user_data_in_nested_dirs_is_all_counted_and_untouched() {
     let mut latin1 = twelve.rsplit_once(' ').unwrap().0.as_bytes().to_vec();
     latin1.extend_from_slice(b" caf\xe9");
     std::fs::write(data.join("c/latin1.txt"), latin1).unwrap();
-    let files: Vec<PathBuf> = ["top.txt", "a/b/deep.txt", "c/latin1.txt"]
-        .iter()
-        .map(|f| data.join(f))
-        .collect();
+    let files: Vec<PathBuf> = ["top.txt", "a/b/deep.txt", "c/latin1.txt"].iter().map(|f| data.join(f)).collect();
     let expected = sequential_count(&files);
     assert_eq!(expected.values().sum::<u64>(), 36);
     assert_eq!(expected.get("caf"), Some(&1));
     let before = snapshot(&data);
 
     for map_tasks in ["1", "2", "32"] {
-        let (run, stdout) = run_ok(
-            tmp.path(),
-            &["--app.data-dir", "corpus", "--app.map-tasks", map_tasks],
-        );
+        let (run, stdout) = run_ok(tmp.path(), &["--app.data-dir", "corpus", "--app.map-tasks", map_tasks]);
         assert_counts_equal(&read_counts(&run), &expected);
         assert!(stdout.contains("Found 3 files in"), "{}", stdout);
         assert!(stdout.contains("Total number of words: 36"), "{}", stdout);
@@ -440,40 +325,20 @@ fn map_tasks_none_is_one_task_per_file_and_never_more_tasks_than_files() {
     let files = write_test_files(&tmp.path().join("data"), 7, 99);
     let expected = sequential_count(&files);
 
-    let (run, stdout) = run_ok(
-        tmp.path(),
-        &["--app.data-dir", "data", "--app.map-tasks", "none"],
-    );
+    let (run, stdout) = run_ok(tmp.path(), &["--app.data-dir", "data", "--app.map-tasks", "none"]);
     check_graph(&run, 7);
-    assert!(
-        stdout.contains("Submitted 7 map tasks over 7 input files (1..1 files per task)"),
-        "{}",
-        stdout
-    );
+    assert!(stdout.contains("Submitted 7 map tasks over 7 input files (1..1 files per task)"), "{}", stdout);
     assert_counts_equal(&read_counts(&run), &expected);
 
-    let (run, stdout) = run_ok(
-        tmp.path(),
-        &["--app.data-dir", "data", "--app.map-tasks", "50"],
-    );
+    let (run, stdout) = run_ok(tmp.path(), &["--app.data-dir", "data", "--app.map-tasks", "50"]);
     check_graph(&run, 7);
-    assert!(
-        stdout.contains("Submitted 7 map tasks over 7 input files (1..1 files per task)"),
-        "{}",
-        stdout
-    );
+    assert!(stdout.contains("Submitted 7 map tasks over 7 input files (1..1 files per task)"), "{}", stdout);
     assert_counts_equal(&read_counts(&run), &expected);
 
     // Fewer tasks than files: every task gets at least one file.
-    let (run, stdout) = run_ok(
-        tmp.path(),
-        &["--app.data-dir", "data", "--app.map-tasks", "3"],
-    );
+    let (run, stdout) = run_ok(tmp.path(), &["--app.data-dir", "data", "--app.map-tasks", "3"]);
     check_graph(&run, 3);
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("Submitted 3 map tasks over 7 input files"))
-        .expect("submit line");
+    let line = stdout.lines().find(|l| l.contains("Submitted 3 map tasks over 7 input files")).expect("submit line");
     let range = line.rsplit_once('(').unwrap().1;
     let min: u64 = range.split("..").next().unwrap().parse().unwrap();
     assert!(min >= 1, "an empty map task: {}", line);
@@ -490,26 +355,10 @@ fn bad_input_exits_2_before_a_run_directory_exists() {
     std::fs::write(cwd.join("full/keep.txt"), "precious words").unwrap();
     let before = snapshot(cwd);
 
-    assert_bad_input(
-        cwd,
-        &["--app.data-dir", "missing"],
-        &["app.data_dir", "missing", "does not exist"],
-    );
-    assert_bad_input(
-        cwd,
-        &["--app.data-dir", "empty"],
-        &["app.data_dir", "empty", "no files"],
-    );
-    assert_bad_input(
-        cwd,
-        &["--app.data-dir", "only-dirs"],
-        &["app.data_dir", "no files"],
-    );
-    assert_bad_input(
-        cwd,
-        &["--app.data-dir", "full/keep.txt"],
-        &["not a directory"],
-    );
+    assert_bad_input(cwd, &["--app.data-dir", "missing"], &["app.data_dir", "missing", "does not exist"]);
+    assert_bad_input(cwd, &["--app.data-dir", "empty"], &["app.data_dir", "empty", "no files"]);
+    assert_bad_input(cwd, &["--app.data-dir", "only-dirs"], &["app.data_dir", "no files"]);
+    assert_bad_input(cwd, &["--app.data-dir", "full/keep.txt"], &["not a directory"]);
     assert_bad_input(
         cwd,
         &["--app.data-dir", "full", "--app.generate", "true"],
@@ -522,28 +371,14 @@ fn bad_input_exits_2_before_a_run_directory_exists() {
     );
     assert_bad_input(
         cwd,
-        &[
-            "--app.data-dir",
-            "gen",
-            "--app.generate",
-            "true",
-            "--app.generated-files",
-            "0",
-        ],
+        &["--app.data-dir", "gen", "--app.generate", "true", "--app.generated-files", "0"],
         &["app.generated_files"],
     );
     assert_bad_input(cwd, &[], &["app.data_dir", "required"]);
-    assert_bad_input(
-        cwd,
-        &["--app.data-dir", "full", "--app.map-tasks", "many"],
-        &["map-tasks", "many"],
-    );
+    assert_bad_input(cwd, &["--app.data-dir", "full", "--app.map-tasks", "many"], &["map-tasks", "many"]);
 
     assert!(!cwd.join("runs").exists(), "runs/ created for bad input");
-    assert!(
-        !cwd.join("gen").exists(),
-        "generated data for a rejected config"
-    );
+    assert!(!cwd.join("gen").exists(), "generated data for a rejected config");
     assert_eq!(snapshot(cwd), before, "bad input changed files");
 }
 
@@ -555,8 +390,5 @@ fn the_run_directory_inside_data_dir_is_not_counted() {
     let (run, stdout) = run_ok(tmp.path(), &["--app.data-dir", "."]);
     assert!(stdout.contains("Found 1 files in"), "{}", stdout);
     let rows = read_counts(&run);
-    assert_eq!(
-        rows,
-        vec![("alpha".to_string(), 2), ("beta".to_string(), 1)]
-    );
+    assert_eq!(rows, vec![("alpha".to_string(), 2), ("beta".to_string(), 1)]);
 }

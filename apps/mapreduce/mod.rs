@@ -17,7 +17,7 @@ use crate::app::{App, AppPlugin};
 use crate::engine::Engine;
 use crate::options::{Options, Validate};
 use crate::plugins::PluginInfo;
-use crate::task::{Arg, Many, Registry, Task, TaskError};
+use crate::task::{Arg, Many, Registry, Shared, Task, TaskError};
 use crate::{app_info, task_arg};
 
 crate::options! {
@@ -41,9 +41,7 @@ crate::options! {
 impl Validate for MapreduceOptions {
     fn validate(&self) -> Result<(), String> {
         if self.map_tasks == Some(0) {
-            return Err(
-                "app.map_tasks must be at least 1, or none for one map task per file".into(),
-            );
+            return Err("app.map_tasks must be at least 1, or none for one map task per file".into());
         }
         if self.generate && self.generated_files == 0 {
             return Err("app.generated_files must be at least 1 when app.generate is true".into());
@@ -54,10 +52,7 @@ impl Validate for MapreduceOptions {
 
 /// The plugin entry.
 pub const PLUGIN: AppPlugin = AppPlugin {
-    info: PluginInfo::new::<MapreduceOptions>(
-        "mapreduce",
-        "word count over a directory of text files (map + reduce)",
-    ),
+    info: PluginInfo::new::<MapreduceOptions>("mapreduce", "word count over a directory of text files (map + reduce)"),
     register_tasks,
     preflight,
     build,
@@ -81,9 +76,7 @@ fn preflight(t: &toml::Table) -> Result<(), String> {
                 dir.display()
             )),
             Err(e) => Err(format!("app.data_dir {}: {}", dir.display(), e)),
-            Ok(m) if !m.is_dir() => {
-                Err(format!("app.data_dir {} is not a directory", dir.display()))
-            }
+            Ok(m) if !m.is_dir() => Err(format!("app.data_dir {} is not a directory", dir.display())),
             Ok(_) => match has_file(dir) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(format!(
@@ -149,10 +142,7 @@ impl<'de> Deserialize<'de> for FilePath {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
                 Ok(v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
                 let mut v = Vec::new();
                 while let Some(b) = a.next_element()? {
                     v.push(b);
@@ -195,9 +185,8 @@ impl WordCounts {
     /// Reads `path` and counts its tokens; bytes that are not valid UTF-8 are skipped (Python's
     /// `errors='ignore'`).
     pub fn add_file(&mut self, path: &Path) -> Result<(), TaskError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            TaskError::new("IoError", format!("cannot read {}: {}", path.display(), e))
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| TaskError::new("IoError", format!("cannot read {}: {}", path.display(), e)))?;
         match std::str::from_utf8(&bytes) {
             Ok(text) => self.add_text(text),
             Err(_) => self.add_text(&bytes.utf8_chunks().map(|c| c.valid()).collect::<String>()),
@@ -206,11 +195,16 @@ impl WordCounts {
         Ok(())
     }
 
-    /// Adds `other`'s counts into these.
-    pub fn merge(&mut self, other: WordCounts) {
+    /// Adds another count without taking it.
+    pub fn merge_ref(&mut self, other: &WordCounts) {
         self.files += other.files;
-        for (w, c) in other.words {
-            *self.words.entry(w).or_insert(0) += c;
+        for (w, c) in &other.words {
+            match self.words.get_mut(w.as_str()) {
+                Some(n) => *n += c,
+                None => {
+                    self.words.insert(w.clone(), *c);
+                }
+            }
         }
     }
 
@@ -254,17 +248,18 @@ pub struct ReduceTask;
 
 impl Task for ReduceTask {
     const NAME: &'static str = "reduce_task";
-    type Args = (Many<WordCounts>,);
+    type Args = (Many<Shared<WordCounts>>,);
     type Output = WordCounts;
     fn run((parts,): Self::Args) -> Result<WordCounts, TaskError> {
         let mut parts = parts.0;
-        // Merge into the largest part: the fewest insertions.
+        // Merge into the largest part: the fewest insertions, and the only copy made when the
+        // parts are shared with the driver (thread-pool).
         let Some(big) = (0..parts.len()).max_by_key(|&i| parts[i].words.len()) else {
             return Ok(WordCounts::default());
         };
-        let mut total = parts.swap_remove(big);
-        for p in parts {
-            total.merge(p);
+        let mut total = parts.swap_remove(big).into_inner();
+        for p in &parts {
+            total.merge_ref(p);
         }
         Ok(total)
     }
@@ -344,10 +339,7 @@ fn has_file(dir: &Path) -> std::io::Result<bool> {
             let e = e?;
             if e.file_type()?.is_dir() {
                 stack.push(e.path());
-            } else if std::fs::metadata(e.path())
-                .map(|m| m.is_file())
-                .unwrap_or(false)
-            {
+            } else if std::fs::metadata(e.path()).map(|m| m.is_file()).unwrap_or(false) {
                 return Ok(true);
             }
         }
@@ -394,20 +386,12 @@ impl Generated {
 /// newline). On error, whatever was written is removed again.
 pub fn generate_files(dir: &Path, files: u64, words: u64, seed: u64) -> anyhow::Result<Generated> {
     check_generate_target(dir).map_err(anyhow::Error::msg)?;
-    let mut g = Generated {
-        dir: dir.to_path_buf(),
-        ..Default::default()
-    };
+    let mut g = Generated { dir: dir.to_path_buf(), ..Default::default() };
     let result = (|| -> anyhow::Result<()> {
-        let mut missing: Vec<PathBuf> = dir
-            .ancestors()
-            .take_while(|a| !a.exists())
-            .map(Path::to_path_buf)
-            .collect();
+        let mut missing: Vec<PathBuf> = dir.ancestors().take_while(|a| !a.exists()).map(Path::to_path_buf).collect();
         missing.reverse();
         for d in missing {
-            std::fs::create_dir(&d)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {}", d.display(), e))?;
+            std::fs::create_dir(&d).map_err(|e| anyhow::anyhow!("cannot create {}: {}", d.display(), e))?;
             g.created_dirs.push(d);
         }
         let mut rng = StdRng::seed_from_u64(seed);
@@ -430,10 +414,7 @@ pub fn generate_files(dir: &Path, files: u64, words: u64, seed: u64) -> anyhow::
                 word.extend((0..len).map(|_| rng.random_range(b'a'..=b'z')));
                 out.write_all(&word)?;
             }
-            out.into_inner()
-                .map_err(|e| e.into_error())?
-                .sync_all()
-                .ok();
+            out.into_inner().map_err(|e| e.into_error())?.sync_all().ok();
         }
         Ok(())
     })();
@@ -474,11 +455,7 @@ fn commas(n: u64) -> String {
 
 /// A CSV field: quoted (with doubled quotes) if it holds a comma, quote or line break.
 fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\"")).into()
-    } else {
-        s.into()
-    }
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")).into() } else { s.into() }
 }
 
 /// Writes `counts.csv` (`word,count` header, then `rows` in order) atomically: via a temporary
@@ -519,31 +496,18 @@ impl MapreduceApp {
         let generated = if opts.generate {
             let seed = opts.seed.unwrap_or_else(rand::random);
             let g = generate_files(&dir, opts.generated_files, opts.generated_words, seed)?;
-            app_info!(
-                "Generated {} files in {} (seed {})",
-                g.files.len(),
-                dir.display(),
-                seed
-            );
+            app_info!("Generated {} files in {} (seed {})", g.files.len(), dir.display(), seed);
             Some(g)
         } else {
             None
         };
-        let mut app = MapreduceApp {
-            opts,
-            files: Vec::new(),
-            generated,
-        };
+        let mut app = MapreduceApp { opts, files: Vec::new(), generated };
         app.files = list_files(&dir, run_dir)
             .map_err(|e| anyhow::anyhow!("cannot read app.data_dir {}: {}", dir.display(), e))?;
         if app.generated.is_none() {
             app_info!("Found {} files in {}", app.files.len(), dir.display());
         }
-        anyhow::ensure!(
-            !app.files.is_empty(),
-            "app.data_dir {} contains no files",
-            dir.display()
-        );
+        anyhow::ensure!(!app.files.is_empty(), "app.data_dir {} contains no files", dir.display());
         Ok(app)
     }
 
@@ -556,25 +520,19 @@ impl MapreduceApp {
             app_info!("Removed generated files in {}", g.dir.display());
             Ok(())
         } else {
-            anyhow::bail!(
-                "could not remove all generated files: {}",
-                problems.join("; ")
-            )
+            anyhow::bail!("could not remove all generated files: {}", problems.join("; "))
         }
     }
 }
 
 impl App for MapreduceApp {
     fn run(&mut self, engine: &Engine, run_dir: &Path) -> anyhow::Result<()> {
-        let k = self.opts.map_tasks.map_or(self.files.len(), |m| {
-            m.min(self.files.len() as u64) as usize
-        });
+        let k = self.opts.map_tasks.map_or(self.files.len(), |m| m.min(self.files.len() as u64) as usize);
         let chunks = chunk_files(&self.files, k);
         let maps: Vec<_> = chunks
             .iter()
             .map(|c| {
-                let paths: Vec<Arg<FilePath>> =
-                    c.iter().map(|p| FilePath(p.clone()).into()).collect();
+                let paths: Vec<Arg<FilePath>> = c.iter().map(|p| FilePath(p.clone()).into()).collect();
                 engine.submit::<MapTask>((paths,))
             })
             .collect();
@@ -605,13 +563,8 @@ impl App for MapreduceApp {
         }
         app_info!("Total number of words: {}", commas(counts.total()));
         let csv = run_dir.join("counts.csv");
-        write_counts_csv(&csv, &sorted)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", csv.display(), e))?;
-        app_info!(
-            "Wrote counts of {} distinct words to {}",
-            commas(sorted.len() as u64),
-            csv.display()
-        );
+        write_counts_csv(&csv, &sorted).map_err(|e| anyhow::anyhow!("cannot write {}: {}", csv.display(), e))?;
+        app_info!("Wrote counts of {} distinct words to {}", commas(sorted.len() as u64), csv.display());
         Ok(())
     }
 
@@ -634,28 +587,15 @@ mod tests {
     use super::*;
 
     fn files(sizes: &[u64]) -> Vec<(PathBuf, u64)> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| (PathBuf::from(format!("/f{:03}", i)), s))
-            .collect()
+        sizes.iter().enumerate().map(|(i, &s)| (PathBuf::from(format!("/f{:03}", i)), s)).collect()
     }
 
     fn check_partition(f: &[(PathBuf, u64)], k: usize) -> Vec<Vec<PathBuf>> {
         let chunks = chunk_files(f, k);
         assert_eq!(chunks.len(), k.min(f.len()), "k={} n={}", k, f.len());
-        assert!(
-            chunks.iter().all(|c| !c.is_empty()),
-            "empty chunk for k={} n={}",
-            k,
-            f.len()
-        );
+        assert!(chunks.iter().all(|c| !c.is_empty()), "empty chunk for k={} n={}", k, f.len());
         let flat: Vec<PathBuf> = chunks.concat();
-        let all: Vec<PathBuf> = if k == 0 {
-            Vec::new()
-        } else {
-            f.iter().map(|(p, _)| p.clone()).collect()
-        };
+        let all: Vec<PathBuf> = if k == 0 { Vec::new() } else { f.iter().map(|(p, _)| p.clone()).collect() };
         assert_eq!(flat, all, "every file exactly once, in order");
         chunks
     }
@@ -666,19 +606,14 @@ mod tests {
             for k in 0..45 {
                 let uniform = files(&vec![100; n]);
                 let chunks = check_partition(&uniform, k);
-                if let (Some(min), Some(max)) = (
-                    chunks.iter().map(Vec::len).min(),
-                    chunks.iter().map(Vec::len).max(),
-                ) {
+                if let (Some(min), Some(max)) = (chunks.iter().map(Vec::len).min(), chunks.iter().map(Vec::len).max()) {
                     assert!(
                         max - min <= 1,
                         "equal files: lengths {:?}",
                         chunks.iter().map(Vec::len).collect::<Vec<_>>()
                     );
                 }
-                let skewed: Vec<u64> = (0..n as u64)
-                    .map(|i| (i * 7919 % 13) * 10_000 + (i % 3) * 1_000_000)
-                    .collect();
+                let skewed: Vec<u64> = (0..n as u64).map(|i| (i * 7919 % 13) * 10_000 + (i % 3) * 1_000_000).collect();
                 check_partition(&files(&skewed), k);
                 check_partition(&files(&vec![0; n]), k);
             }
@@ -694,26 +629,11 @@ mod tests {
             sizes.insert(pos, 1_000_000);
             let f = files(&sizes);
             let chunks = chunk_files(&f, 2);
-            let size: HashMap<&PathBuf, u64> = f
-                .iter()
-                .map(|(p, s)| (p, *s + FILE_OVERHEAD_BYTES))
-                .collect();
-            let w: Vec<u64> = chunks
-                .iter()
-                .map(|c| c.iter().map(|p| size[p]).sum())
-                .collect();
-            assert!(
-                w[0].abs_diff(w[1]) <= 1_000_000 + FILE_OVERHEAD_BYTES,
-                "pos {}: weights {:?}",
-                pos,
-                w
-            );
+            let size: HashMap<&PathBuf, u64> = f.iter().map(|(p, s)| (p, *s + FILE_OVERHEAD_BYTES)).collect();
+            let w: Vec<u64> = chunks.iter().map(|c| c.iter().map(|p| size[p]).sum()).collect();
+            assert!(w[0].abs_diff(w[1]) <= 1_000_000 + FILE_OVERHEAD_BYTES, "pos {}: weights {:?}", pos, w);
             if pos == 0 {
-                assert!(
-                    w[0].abs_diff(w[1]) <= 10_000 + FILE_OVERHEAD_BYTES,
-                    "big file first: weights {:?}",
-                    w
-                );
+                assert!(w[0].abs_diff(w[1]) <= 10_000 + FILE_OVERHEAD_BYTES, "big file first: weights {:?}", w);
             }
         }
     }
@@ -745,9 +665,7 @@ mod tests {
     #[test]
     fn file_path_round_trips_non_utf8() {
         use std::os::unix::ffi::OsStringExt;
-        let p = FilePath(PathBuf::from(std::ffi::OsString::from_vec(
-            b"/tmp/a\xffb".to_vec(),
-        )));
+        let p = FilePath(PathBuf::from(std::ffi::OsString::from_vec(b"/tmp/a\xffb".to_vec())));
         let bytes = crate::task::encode(&p).unwrap();
         assert_eq!(crate::task::decode_bytes::<FilePath>(&bytes).unwrap(), p);
     }
@@ -783,17 +701,11 @@ mod tests {
         assert_eq!(g.created_dirs, vec![base.path().join("a"), dir.clone()]);
         let text = std::fs::read_to_string(dir.join("0.txt")).unwrap();
         assert_eq!(text.split(' ').count(), 50);
-        assert!(
-            text.split(' ')
-                .all(|w| (2..=10).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase()))
-        );
+        assert!(text.split(' ').all(|w| (2..=10).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase())));
         assert!(!text.ends_with(' ') && !text.ends_with('\n'));
         let again = tempfile::tempdir().unwrap();
         let mut g2 = generate_files(again.path(), 3, 50, 7).unwrap();
-        assert_eq!(
-            std::fs::read(again.path().join("2.txt")).unwrap(),
-            std::fs::read(dir.join("2.txt")).unwrap()
-        );
+        assert_eq!(std::fs::read(again.path().join("2.txt")).unwrap(), std::fs::read(dir.join("2.txt")).unwrap());
         assert!(g.remove().is_empty());
         assert!(!base.path().join("a").exists());
         assert!(g2.remove().is_empty());
@@ -805,9 +717,7 @@ mod tests {
     fn generation_refuses_non_empty_dirs() {
         let base = tempfile::tempdir().unwrap();
         std::fs::write(base.path().join("keep.txt"), "x").unwrap();
-        let e = generate_files(base.path(), 1, 1, 0)
-            .unwrap_err()
-            .to_string();
+        let e = generate_files(base.path(), 1, 1, 0).unwrap_err().to_string();
         assert!(e.contains("not empty"), "{}", e);
         assert_eq!(std::fs::read(base.path().join("keep.txt")).unwrap(), b"x");
     }
