@@ -195,7 +195,7 @@ impl Transformer for FileTransformer {
 }
 
 /// The filter and transformer of one run, as sent to remote workers.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataSpec {
     /// Filter name and options (TOML text).
     pub filter: Option<(String, String)>,

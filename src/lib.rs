@@ -17,10 +17,12 @@ pub mod logging;
 pub mod options;
 pub mod plugins;
 pub mod progress;
+pub mod protocol;
 pub mod record;
 pub mod run;
 pub mod rundir;
 pub mod task;
+pub mod worker;
 
 #[path = "../apps/mod.rs"]
 pub mod apps;

@@ -1,0 +1,518 @@
+//! The driver ↔ worker protocol, shared by every out-of-process executor (process-pool, MPI,
+//! bridges to other engines).
+//!
+//! # Messages
+//!
+//! The driver sends [`ToWorker`], the worker answers with [`FromWorker`]:
+//!
+//! ```text
+//! driver                                   worker
+//!   Hello{version, data spec, name}  ──►     rebuilds the DataLayer from the spec
+//!                                    ◄──   Ready{pid, hostname}   (or Failed{message}, then exits)
+//!   Run{seq, task, args}             ──►     engine::execute(lookup(task), args, data, wire=true)
+//!   Run{...}  (a few may be queued)  ──►
+//!                                    ◄──   Done{seq, outcome, execution}   (in the order of Run)
+//!   Shutdown                         ──►     exits 0 (end of stream does the same)
+//! ```
+//!
+//! Task arguments and results are [`WirePayload`]s: postcard bytes, or a transformer's
+//! [`DataRef`]. The worker runs one task at a time, in the order received.
+//!
+//! # Frames
+//!
+//! A message is encoded as a [`Frame`]: a small postcard header plus the payload bytes as
+//! separate *segments*, so a 100 MB argument is never copied into a message buffer; it is written
+//! straight from its `Bytes` and read straight into its own allocation. On a byte stream
+//! (socket, pipe) a frame is laid out as
+//!
+//! ```text
+//! u32 LE  header length H
+//! u32 LE  segment count N
+//! N × u64 LE  segment lengths
+//! H bytes  postcard header (the message, each payload replaced by a placeholder)
+//! segments, in order
+//! ```
+//!
+//! [`Frame::write_to`] / [`Frame::read_from`] work over any `Write` / `Read`;
+//! [`Frame::to_vec`] / [`Frame::from_bytes`] give the same layout as one buffer, for transports
+//! that move whole messages (MPI); `from_bytes` slices the segments without copying.
+//!
+//! ```
+//! use taps::protocol::{Frame, Message, ToWorker, WirePayload};
+//!
+//! let msg = ToWorker::Run { seq: 7, task: "echo".into(), args: vec![WirePayload::Bytes(vec![1, 2, 3].into())] };
+//! let mut buf = Vec::new();
+//! msg.clone().encode().write_to(&mut buf).unwrap();
+//! let back = ToWorker::decode(Frame::read_from(&mut &buf[..]).unwrap().unwrap()).unwrap();
+//! assert_eq!(back, msg);
+//! ```
+
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataSpec;
+use crate::record::ExecutionInfo;
+use crate::task::{DataRef, Payload, TaskError};
+
+/// Protocol version; a worker refuses a `Hello` with another version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest header accepted (headers hold names and references, never payload bytes).
+const MAX_HEADER: usize = 64 << 20;
+/// Largest number of segments in one frame.
+const MAX_SEGMENTS: usize = 1 << 20;
+
+/// A task argument or result as it crosses a process boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WirePayload {
+    /// Serialised value (postcard), sent inline.
+    Bytes(Bytes),
+    /// Reference to a value stored by the transformer.
+    Ref(DataRef),
+}
+
+impl WirePayload {
+    /// The wire form of `p`; in-process values must be serialised first ([`Payload::into_wire`]).
+    pub fn from_payload(p: Payload) -> Result<WirePayload, TaskError> {
+        match p.into_wire()? {
+            Payload::Bytes(b) => Ok(WirePayload::Bytes(b)),
+            Payload::Ref(r) => Ok(WirePayload::Ref(r)),
+            Payload::Local(_) => unreachable!("into_wire serialises local values"),
+        }
+    }
+}
+
+impl From<WirePayload> for Payload {
+    fn from(w: WirePayload) -> Payload {
+        match w {
+            WirePayload::Bytes(b) => Payload::Bytes(b),
+            WirePayload::Ref(r) => Payload::Ref(r),
+        }
+    }
+}
+
+/// Driver → worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ToWorker {
+    /// First message: how to rebuild the data layer, and the worker's name for logs.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the driver.
+        version: u32,
+        /// The run's filter and transformer.
+        data: DataSpec,
+        /// The name the driver uses for this worker.
+        name: String,
+    },
+    /// Run a registered task.
+    Run {
+        /// Echoed in `Done`.
+        seq: u64,
+        /// Registered task name.
+        task: String,
+        /// Top-level arguments.
+        args: Vec<WirePayload>,
+    },
+    /// Finish and exit.
+    Shutdown,
+}
+
+/// Worker → driver.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FromWorker {
+    /// Answer to `Hello`: the worker is ready for tasks.
+    Ready {
+        /// Worker process id.
+        pid: u32,
+        /// Host the worker runs on.
+        hostname: String,
+    },
+    /// The worker cannot serve (bad `Hello`); it exits after sending this.
+    Failed {
+        /// Why.
+        message: String,
+    },
+    /// A task ended.
+    Done {
+        /// The `Run`'s sequence number.
+        seq: u64,
+        /// Result or error.
+        outcome: Result<WirePayload, TaskError>,
+        /// Worker-side timings.
+        execution: ExecutionInfo,
+    },
+}
+
+/// A message that can be framed.
+pub trait Message: Sized {
+    /// Header + segments.
+    fn encode(self) -> Frame;
+    /// Rebuilds the message from a frame.
+    fn decode(f: Frame) -> Result<Self, ProtocolError>;
+}
+
+/// A malformed frame.
+#[derive(Debug, thiserror::Error)]
+#[error("protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+impl From<ProtocolError> for io::Error {
+    fn from(e: ProtocolError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+/// An encoded message: postcard header and payload segments.
+#[derive(Clone, Debug, Default)]
+pub struct Frame {
+    /// Postcard-encoded header.
+    pub header: Vec<u8>,
+    /// Payload bytes, in placeholder order.
+    pub segments: Vec<Bytes>,
+}
+
+impl Frame {
+    /// Total encoded length (prefix, header, segments).
+    pub fn len(&self) -> usize {
+        8 + 8 * self.segments.len() + self.header.len() + self.segments.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Never true: a frame always has its prefix.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Bytes of payload segments.
+    pub fn payload_len(&self) -> usize {
+        self.segments.iter().map(Bytes::len).sum()
+    }
+
+    fn prefix(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(8 + 8 * self.segments.len() + self.header.len());
+        p.extend_from_slice(&(self.header.len() as u32).to_le_bytes());
+        p.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        for s in &self.segments {
+            p.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        }
+        p.extend_from_slice(&self.header);
+        p
+    }
+
+    /// Writes the frame (does not flush). Segments are written from their buffers, uncopied.
+    pub fn write_to<W: Write + ?Sized>(&self, w: &mut W) -> io::Result<()> {
+        w.write_all(&self.prefix())?;
+        for s in &self.segments {
+            w.write_all(s)?;
+        }
+        Ok(())
+    }
+
+    /// Reads one frame; `Ok(None)` at a clean end of stream (before the first byte of a frame).
+    pub fn read_from<R: Read + ?Sized>(r: &mut R) -> io::Result<Option<Frame>> {
+        let mut head = [0u8; 8];
+        let mut got = 0;
+        while got < head.len() {
+            match r.read(&mut head[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (hlen, nseg) = parse_head(&head)?;
+        let mut lens = vec![0u8; 8 * nseg];
+        r.read_exact(&mut lens)?;
+        let mut header = vec![0u8; hlen];
+        r.read_exact(&mut header)?;
+        let mut segments = Vec::with_capacity(nseg);
+        for c in lens.chunks_exact(8) {
+            let len = seg_len(c)?;
+            // Zeroed allocations of this size come straight from the OS (calloc/mmap): no extra pass.
+            let mut buf = vec![0u8; len];
+            r.read_exact(&mut buf)?;
+            segments.push(Bytes::from(buf));
+        }
+        Ok(Some(Frame { header, segments }))
+    }
+
+    /// The frame as one buffer (for transports that send whole messages).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = self.prefix();
+        v.reserve(self.payload_len());
+        for s in &self.segments {
+            v.extend_from_slice(s);
+        }
+        v
+    }
+
+    /// Parses a frame from one buffer; the segments share `buf` (no copy).
+    pub fn from_bytes(buf: Bytes) -> Result<Frame, ProtocolError> {
+        let short = || ProtocolError(format!("frame truncated ({} bytes)", buf.len()));
+        if buf.len() < 8 {
+            return Err(short());
+        }
+        let (hlen, nseg) = parse_head(&buf[..8]).map_err(|e| ProtocolError(e.to_string()))?;
+        let mut at = 8;
+        let lens_end = at + 8 * nseg;
+        if buf.len() < lens_end + hlen {
+            return Err(short());
+        }
+        let lens: Vec<usize> = buf[at..lens_end]
+            .chunks_exact(8)
+            .map(seg_len)
+            .collect::<io::Result<_>>()
+            .map_err(|e| ProtocolError(e.to_string()))?;
+        at = lens_end;
+        let header = buf[at..at + hlen].to_vec();
+        at += hlen;
+        let mut segments = Vec::with_capacity(nseg);
+        for len in lens {
+            if buf.len() - at < len {
+                return Err(short());
+            }
+            segments.push(buf.slice(at..at + len));
+            at += len;
+        }
+        if at != buf.len() {
+            return Err(ProtocolError(format!("{} trailing bytes after the frame", buf.len() - at)));
+        }
+        Ok(Frame { header, segments })
+    }
+}
+
+fn parse_head(h: &[u8]) -> io::Result<(usize, usize)> {
+    let hlen = u32::from_le_bytes(h[0..4].try_into().unwrap()) as usize;
+    let nseg = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
+    if hlen > MAX_HEADER || nseg > MAX_SEGMENTS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("protocol error: implausible frame (header {} bytes, {} segments)", hlen, nseg),
+        ));
+    }
+    Ok((hlen, nseg))
+}
+
+fn seg_len(c: &[u8]) -> io::Result<usize> {
+    let n = u64::from_le_bytes(c.try_into().unwrap());
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("protocol error: segment of {} bytes", n)))
+}
+
+/// A payload in a header: inline bytes are the next segment.
+#[derive(Serialize, Deserialize)]
+enum Slot {
+    Segment,
+    Ref(DataRef),
+}
+
+fn slot(p: WirePayload, segments: &mut Vec<Bytes>) -> Slot {
+    match p {
+        WirePayload::Bytes(b) => {
+            segments.push(b);
+            Slot::Segment
+        }
+        WirePayload::Ref(r) => Slot::Ref(r),
+    }
+}
+
+fn unslot(s: Slot, segments: &mut std::vec::IntoIter<Bytes>) -> Result<WirePayload, ProtocolError> {
+    match s {
+        Slot::Segment => segments
+            .next()
+            .map(WirePayload::Bytes)
+            .ok_or_else(|| ProtocolError("frame has fewer segments than its header names".into())),
+        Slot::Ref(r) => Ok(WirePayload::Ref(r)),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum ToHeader {
+    Hello { version: u32, data: DataSpec, name: String },
+    Run { seq: u64, task: String, args: Vec<Slot> },
+    Shutdown,
+}
+
+#[derive(Serialize, Deserialize)]
+enum FromHeader {
+    Ready { pid: u32, hostname: String },
+    Failed { message: String },
+    Done { seq: u64, outcome: Result<Slot, TaskError>, execution: ExecutionInfo },
+}
+
+fn header<T: Serialize>(h: &T) -> Vec<u8> {
+    postcard::to_stdvec(h).expect("protocol headers always serialise")
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(f: &Frame) -> Result<T, ProtocolError> {
+    postcard::from_bytes(&f.header).map_err(|e| ProtocolError(format!("bad header: {}", e)))
+}
+
+fn check_done(rest: std::vec::IntoIter<Bytes>) -> Result<(), ProtocolError> {
+    if rest.len() != 0 {
+        return Err(ProtocolError(format!("frame has {} unused segments", rest.len())));
+    }
+    Ok(())
+}
+
+impl Message for ToWorker {
+    fn encode(self) -> Frame {
+        let mut segments = Vec::new();
+        let h = match self {
+            ToWorker::Hello { version, data, name } => ToHeader::Hello { version, data, name },
+            ToWorker::Run { seq, task, args } => {
+                ToHeader::Run { seq, task, args: args.into_iter().map(|a| slot(a, &mut segments)).collect() }
+            }
+            ToWorker::Shutdown => ToHeader::Shutdown,
+        };
+        Frame { header: header(&h), segments }
+    }
+
+    fn decode(f: Frame) -> Result<Self, ProtocolError> {
+        let h: ToHeader = parse(&f)?;
+        let mut segs = f.segments.into_iter();
+        let m = match h {
+            ToHeader::Hello { version, data, name } => ToWorker::Hello { version, data, name },
+            ToHeader::Run { seq, task, args } => ToWorker::Run {
+                seq,
+                task,
+                args: args.into_iter().map(|s| unslot(s, &mut segs)).collect::<Result<_, _>>()?,
+            },
+            ToHeader::Shutdown => ToWorker::Shutdown,
+        };
+        check_done(segs)?;
+        Ok(m)
+    }
+}
+
+impl Message for FromWorker {
+    fn encode(self) -> Frame {
+        let mut segments = Vec::new();
+        let h = match self {
+            FromWorker::Ready { pid, hostname } => FromHeader::Ready { pid, hostname },
+            FromWorker::Failed { message } => FromHeader::Failed { message },
+            FromWorker::Done { seq, outcome, execution } => {
+                FromHeader::Done { seq, outcome: outcome.map(|p| slot(p, &mut segments)), execution }
+            }
+        };
+        Frame { header: header(&h), segments }
+    }
+
+    fn decode(f: Frame) -> Result<Self, ProtocolError> {
+        let h: FromHeader = parse(&f)?;
+        let mut segs = f.segments.into_iter();
+        let m = match h {
+            FromHeader::Ready { pid, hostname } => FromWorker::Ready { pid, hostname },
+            FromHeader::Failed { message } => FromWorker::Failed { message },
+            FromHeader::Done { seq, outcome, execution } => {
+                let outcome = match outcome {
+                    Ok(s) => Ok(unslot(s, &mut segs)?),
+                    Err(e) => Err(e),
+                };
+                FromWorker::Done { seq, outcome, execution }
+            }
+        };
+        check_done(segs)?;
+        Ok(m)
+    }
+}
+
+/// Reads and decodes one message; `Ok(None)` at a clean end of stream.
+pub fn recv<M: Message, R: Read + ?Sized>(r: &mut R) -> io::Result<Option<M>> {
+    match Frame::read_from(r)? {
+        None => Ok(None),
+        Some(f) => Ok(Some(M::decode(f)?)),
+    }
+}
+
+/// Encodes and writes one message (does not flush).
+pub fn send<M: Message, W: Write + ?Sized>(w: &mut W, m: M) -> io::Result<()> {
+    m.encode().write_to(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip_stream<M: Message + Clone + PartialEq + std::fmt::Debug>(m: M) {
+        let mut buf = Vec::new();
+        send(&mut buf, m.clone()).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(recv::<M, _>(&mut r).unwrap().unwrap(), m);
+        assert!(recv::<M, _>(&mut r).unwrap().is_none(), "clean end of stream");
+        let f = Frame::from_bytes(Bytes::from(buf.clone())).unwrap();
+        assert_eq!(f.to_vec(), buf);
+        assert_eq!(M::decode(f).unwrap(), m);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let r = DataRef { key: "/tmp/x".into(), size: 12 };
+        roundtrip_stream(ToWorker::Hello {
+            version: PROTOCOL_VERSION,
+            data: DataSpec { filter: Some(("never".into(), String::new())), transformer: None },
+            name: "w0".into(),
+        });
+        roundtrip_stream(ToWorker::Run {
+            seq: u64::MAX,
+            task: "noop".into(),
+            args: vec![
+                WirePayload::Bytes(Bytes::from(vec![7u8; 100_000])),
+                WirePayload::Ref(r.clone()),
+                WirePayload::Bytes(Bytes::new()),
+            ],
+        });
+        roundtrip_stream(ToWorker::Shutdown);
+        roundtrip_stream(FromWorker::Ready { pid: 42, hostname: "h".into() });
+        roundtrip_stream(FromWorker::Failed { message: "no".into() });
+        roundtrip_stream(FromWorker::Done {
+            seq: 3,
+            outcome: Ok(WirePayload::Bytes(Bytes::from_static(b"abc"))),
+            execution: ExecutionInfo { hostname: "h".into(), task_start_time: 1.5, ..Default::default() },
+        });
+        roundtrip_stream(FromWorker::Done {
+            seq: 4,
+            outcome: Err(TaskError::new("TaskPanic", "boom")),
+            execution: ExecutionInfo::default(),
+        });
+        roundtrip_stream(FromWorker::Done {
+            seq: 5,
+            outcome: Ok(WirePayload::Ref(r)),
+            execution: ExecutionInfo::default(),
+        });
+    }
+
+    #[test]
+    fn segments_are_not_copied_by_from_bytes() {
+        let payload = Bytes::from(vec![1u8; 4096]);
+        let m = ToWorker::Run { seq: 1, task: "echo".into(), args: vec![WirePayload::Bytes(payload)] };
+        let buf = Bytes::from(m.encode().to_vec());
+        let f = Frame::from_bytes(buf.clone()).unwrap();
+        let seg = &f.segments[0];
+        let off = seg.as_ptr() as usize - buf.as_ptr() as usize;
+        assert!(off < buf.len() && seg.len() == 4096, "segment points into the received buffer");
+    }
+
+    #[test]
+    fn truncated_and_garbage_frames_are_errors() {
+        let m =
+            ToWorker::Run { seq: 1, task: "echo".into(), args: vec![WirePayload::Bytes(Bytes::from(vec![1u8; 64]))] };
+        let full = m.clone().encode().to_vec();
+        for cut in [1, 7, 9, 20, full.len() - 1] {
+            let mut r = &full[..cut];
+            assert!(Frame::read_from(&mut r).is_err(), "cut at {}", cut);
+            assert!(Frame::from_bytes(Bytes::copy_from_slice(&full[..cut])).is_err(), "cut at {}", cut);
+        }
+        let mut extra = full.clone();
+        extra.push(0);
+        assert!(Frame::from_bytes(Bytes::from(extra)).is_err());
+        let garbage = [0xffu8; 16];
+        assert!(Frame::read_from(&mut &garbage[..]).is_err());
+        // A header that does not match its segments.
+        let bad = Frame { header: m.encode().header, segments: vec![] };
+        assert!(ToWorker::decode(bad).is_err());
+    }
+}

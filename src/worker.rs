@@ -1,0 +1,161 @@
+//! The worker side of the [`protocol`](crate::protocol): what `taps-worker` runs.
+//!
+//! [`Worker::handle`] is the transport-free state machine (one message in, at most one reply
+//! out); [`serve`] drives it over a byte stream, and [`main`] is the `taps-worker` command line.
+//! The process-pool executor starts `taps-worker --pipe-fd N` with one end of a Unix socket pair
+//! on fd N; stdin, stdout and stderr stay free for the tasks.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+
+use crate::data::DataLayer;
+use crate::engine::{execute, hostname};
+use crate::protocol::{self, FromWorker, PROTOCOL_VERSION, ToWorker, WirePayload};
+use crate::record::ExecutionInfo;
+use crate::task::lookup;
+
+/// What to do after a message.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this reply (if any) and go on.
+    Continue(Option<FromWorker>),
+    /// Send this reply (if any) and exit with this code.
+    Exit(Option<FromWorker>, i32),
+}
+
+/// A worker's state: the data layer, once `Hello` has arrived.
+#[derive(Default)]
+pub struct Worker {
+    data: Option<DataLayer>,
+    name: String,
+}
+
+impl Worker {
+    /// A worker waiting for `Hello`.
+    pub fn new() -> Self {
+        Worker::default()
+    }
+
+    /// The name the driver gave this worker (empty before `Hello`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Handles one message.
+    pub fn handle(&mut self, msg: ToWorker) -> Step {
+        match msg {
+            ToWorker::Hello { version, data, name } => {
+                if version != PROTOCOL_VERSION {
+                    let message = format!(
+                        "taps-worker speaks protocol version {} but the driver speaks {}; use the taps-worker \
+                         built with this taps",
+                        PROTOCOL_VERSION, version
+                    );
+                    return Step::Exit(Some(FromWorker::Failed { message }), 2);
+                }
+                match DataLayer::from_spec(data) {
+                    Ok(d) => {
+                        self.data = Some(d);
+                        self.name = name;
+                        Step::Continue(Some(FromWorker::Ready { pid: std::process::id(), hostname: hostname().into() }))
+                    }
+                    Err(e) => Step::Exit(
+                        Some(FromWorker::Failed { message: format!("cannot set up the data layer: {}", e) }),
+                        2,
+                    ),
+                }
+            }
+            ToWorker::Run { seq, task, args } => {
+                let Some(data) = &self.data else {
+                    let message = "protocol error: Run before Hello".to_string();
+                    return Step::Exit(Some(FromWorker::Failed { message }), 2);
+                };
+                let (outcome, execution) = match lookup(&task) {
+                    Ok(def) => execute(def, args.into_iter().map(Into::into).collect(), data, true),
+                    Err(e) => (Err(e), ExecutionInfo { hostname: hostname().into(), ..Default::default() }),
+                };
+                let outcome = outcome.and_then(WirePayload::from_payload);
+                Step::Continue(Some(FromWorker::Done { seq, outcome, execution }))
+            }
+            ToWorker::Shutdown => Step::Exit(None, 0),
+        }
+    }
+}
+
+/// Serves messages from `input`, replying on `output`, until `Shutdown` or end of input.
+/// Returns the exit code.
+pub fn serve<R: Read, W: Write>(input: R, output: W) -> io::Result<i32> {
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let mut output = BufWriter::with_capacity(1 << 16, output);
+    let mut worker = Worker::new();
+    loop {
+        let Some(msg) = protocol::recv::<ToWorker, _>(&mut input)? else {
+            return Ok(0); // the driver closed the connection
+        };
+        let (reply, exit) = match worker.handle(msg) {
+            Step::Continue(r) => (r, None),
+            Step::Exit(r, code) => (r, Some(code)),
+        };
+        if let Some(r) = reply {
+            protocol::send(&mut output, r)?;
+            output.flush()?;
+        }
+        if let Some(code) = exit {
+            return Ok(code);
+        }
+    }
+}
+
+/// `taps-worker` command line.
+#[derive(clap::Parser, Debug)]
+#[command(name = "taps-worker", version, about = "Runs taps tasks for a driver process (started by taps, not by hand)")]
+pub struct WorkerArgs {
+    /// Serve the process-pool protocol on this inherited socket file descriptor.
+    #[arg(long, value_name = "FD")]
+    pub pipe_fd: Option<i32>,
+}
+
+/// Entry point of `taps-worker`; returns the exit code.
+pub fn main(argv: Vec<String>) -> i32 {
+    use clap::Parser;
+    let args = match WorkerArgs::try_parse_from(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match args.pipe_fd {
+        Some(fd) => match serve_fd(fd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("taps-worker: {}", e);
+                1
+            }
+        },
+        None => {
+            eprintln!(
+                "taps-worker: no connection given; it is started by `taps run --engine.executor process-pool` \
+                 (with --pipe-fd FD)"
+            );
+            2
+        }
+    }
+}
+
+/// Serves the protocol on the inherited socket `fd`.
+fn serve_fd(fd: i32) -> io::Result<i32> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::net::UnixStream;
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::other(format!("--pipe-fd {}: not an open file descriptor (3 or above)", fd)));
+    }
+    // Processes the tasks start must not inherit the connection (the driver relies on seeing
+    // end-of-stream when this process dies).
+    // SAFETY: fd is open (checked above); setting FD_CLOEXEC has no other effect.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the driver handed this descriptor to us alone; nothing else in this process owns it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let input = stream.try_clone()?;
+    serve(input, stream)
+}
