@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::engine::Executor;
 use crate::plugins::PluginInfo;
 
+pub mod process_pool;
 pub mod thread_pool;
 
 /// What an executor needs to know about the run it serves.
@@ -30,7 +31,7 @@ pub struct ExecutorPlugin {
 pub const DEFAULT_EXECUTOR: &str = "thread-pool";
 
 /// Every executor compiled into this binary.
-pub static EXECUTORS: &[ExecutorPlugin] = &[thread_pool::PLUGIN];
+pub static EXECUTORS: &[ExecutorPlugin] = &[process_pool::PLUGIN, thread_pool::PLUGIN];
 
 /// Names of executors known to taps but not compiled into this binary, with the reason.
 pub static NOT_COMPILED: &[(&str, &str)] = &[];

@@ -1,0 +1,909 @@
+//! `process-pool`: N `taps-worker` child processes on this node, tasks and results as
+//! [`protocol`](crate::protocol) frames over one Unix socket pair per worker.
+//!
+//! Per worker the driver keeps a writer thread (a 100 MB argument never blocks the engine's
+//! dispatcher) and a reader thread (turns `Done` frames into [`Completion`]s). Up to
+//! [`PREFETCH`] tasks are sent to a worker ahead, so it never idles between tasks; it runs them
+//! one at a time, in order.
+//!
+//! A worker that dies fails the task it was running with a `WorkerLost` error naming its pid and
+//! signal; tasks queued behind it go to the other workers, and a replacement is started. Workers
+//! live in their own process group (a terminal's Ctrl-C reaches only the driver, which records
+//! everything and then stops them) and get SIGKILL if the driver dies (`PR_SET_PDEATHSIG`).
+//!
+//! ```
+//! use taps::engine::{Engine, builtin::Sleep};
+//! use taps::executor::process_pool::ProcessPool;
+//!
+//! let engine = Engine::builder(Box::new(ProcessPool::new(2))).build();
+//! let f = engine.submit::<Sleep>((0.0.into(),));
+//! assert_eq!(f.result().unwrap(), 0.0);
+//! engine.shutdown();
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use crate::data::{DataLayer, DataSpec};
+use crate::engine::{Completer, Completion, Executor, Job};
+use crate::options::{Options, Validate};
+use crate::plugins::PluginInfo;
+use crate::protocol::{self, Frame, FromWorker, Message, PROTOCOL_VERSION, ToWorker, WirePayload};
+use crate::task::TaskError;
+
+use super::{ExecutorEnv, ExecutorPlugin, available_cores};
+
+crate::opt_enum! {
+    /// Python's multiprocessing start method (accepted for config compatibility).
+    pub enum StartMethod {
+        /// Fork the driver.
+        Fork = "fork",
+        /// Start a fresh interpreter.
+        Spawn = "spawn",
+        /// Fork from a server process.
+        Forkserver = "forkserver",
+    }
+}
+
+crate::options! {
+    /// Options of the `process-pool` executor.
+    pub struct ProcessPoolOptions {
+        /// Number of worker processes (default: the cores available to this process).
+        max_processes: usize = available_cores(),
+        /// The taps-worker binary (default: $TAPS_WORKER, else taps-worker next to the taps binary).
+        worker_path: Option<PathBuf> = None,
+        /// Accepted for compatibility with Python configs and ignored: workers are always fresh taps-worker processes.
+        context: Option<StartMethod> = None,
+    }
+}
+
+impl Validate for ProcessPoolOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_processes == 0 {
+            return Err("engine.executor.max_processes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The plugin entry.
+pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
+    info: PluginInfo::new::<ProcessPoolOptions>(
+        "process-pool",
+        "taps-worker processes on this node (tasks and results serialised over Unix sockets)",
+    ),
+    build,
+    preflight,
+};
+
+fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
+    let o = ProcessPoolOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
+    let path = locate_worker(o.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok(Box::new(ProcessPool::new(o.max_processes).worker_path(path)))
+}
+
+fn preflight(t: &toml::Table) -> Result<(), String> {
+    let o = ProcessPoolOptions::from_table(t, "engine.executor")?;
+    locate_worker(o.worker_path.as_deref()).map(|_| ())
+}
+
+/// Environment variable naming the taps-worker binary (overrides the search next to the executable).
+pub const WORKER_ENV: &str = "TAPS_WORKER";
+
+/// Finds the taps-worker binary: `explicit`, else `$TAPS_WORKER`, else next to the running
+/// executable or one directory up (test binaries live in `target/*/deps`).
+pub fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit {
+        return check_executable(p).map_err(|why| format!("engine.executor.worker_path {}: {}", p.display(), why));
+    }
+    if let Some(p) = std::env::var_os(WORKER_ENV).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return check_executable(&p).map_err(|why| format!("{}={}: {}", WORKER_ENV, p.display(), why));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the running executable: {}", e))?;
+    let name = format!("taps-worker{}", std::env::consts::EXE_SUFFIX);
+    let dirs: Vec<&Path> = exe.ancestors().skip(1).take(2).collect();
+    for d in &dirs {
+        let c = d.join(&name);
+        if check_executable(&c).is_ok() {
+            return Ok(c);
+        }
+    }
+    Err(format!(
+        "cannot find the taps-worker binary (looked in {}); build it with `cargo build --bins`, or set \
+         engine.executor.worker-path or {}",
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" and "),
+        WORKER_ENV
+    ))
+}
+
+fn check_executable(p: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let m = std::fs::metadata(p).map_err(|e| e.to_string())?;
+    if !m.is_file() {
+        return Err("not a file".into());
+    }
+    if m.permissions().mode() & 0o111 == 0 {
+        return Err("not executable".into());
+    }
+    std::path::absolute(p).map_err(|e| e.to_string())
+}
+
+/// Tasks sent ahead to one worker (the one running plus the queued ones).
+pub const PREFETCH: usize = 2;
+/// A slot whose worker fails to start this many times in a row is given up.
+const MAX_START_FAILURES: u32 = 3;
+/// How long start-up waits for the workers' `Ready`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a graceful shutdown waits before killing workers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a worker that closed its connection may take to exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs jobs on `taps-worker` child processes.
+pub struct ProcessPool {
+    processes: usize,
+    worker_path: Option<PathBuf>,
+    shared: Option<Arc<Shared>>,
+    spawner: Option<(Sender<Spawn>, JoinHandle<()>)>,
+    watch: PoolWatch,
+}
+
+/// A view of a running pool's workers (for tests and diagnostics).
+#[derive(Clone, Default)]
+pub struct PoolWatch(Arc<Mutex<WatchState>>);
+
+#[derive(Default)]
+struct WatchState {
+    pids: Vec<u32>,
+    started: u64,
+}
+
+impl PoolWatch {
+    /// Pids of the live worker processes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.lock().unwrap().pids.clone()
+    }
+
+    /// Worker processes started so far (replacements included).
+    pub fn started(&self) -> u64 {
+        self.0.lock().unwrap().started
+    }
+}
+
+impl ProcessPool {
+    /// A pool of `processes` workers (started with the engine), using [`locate_worker`]'s binary.
+    pub fn new(processes: usize) -> Self {
+        ProcessPool {
+            processes: processes.max(1),
+            worker_path: None,
+            shared: None,
+            spawner: None,
+            watch: PoolWatch::default(),
+        }
+    }
+
+    /// Uses this taps-worker binary.
+    pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_path = Some(path.into());
+        self
+    }
+
+    /// A handle on the live workers' pids.
+    pub fn watch(&self) -> PoolWatch {
+        self.watch.clone()
+    }
+}
+
+/// State shared by the dispatcher, the spawner and the per-worker threads.
+struct Shared {
+    state: Mutex<State>,
+    cv: Condvar,
+    done: Completer,
+    spec: DataSpec,
+    path: PathBuf,
+    watch: PoolWatch,
+}
+
+struct State {
+    /// Jobs not yet sent to a worker.
+    queue: VecDeque<Pending>,
+    slots: Vec<SlotState>,
+    /// Shutdown has begun: no replacements, no reports.
+    closing: bool,
+    /// Every slot was given up: jobs fail at once with this error.
+    broken: Option<TaskError>,
+    next_id: u64,
+    spawn_tx: Option<Sender<Spawn>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    worker: Option<WorkerState>,
+    /// Consecutive start failures.
+    failures: u32,
+    /// Why the last start failed.
+    last_error: Option<String>,
+    retired: bool,
+    /// A spawn was requested and has not yet produced a worker.
+    spawning: bool,
+}
+
+struct WorkerState {
+    id: u64,
+    pid: u32,
+    ready: bool,
+    /// Reaped: the pid no longer belongs to us.
+    reaped: bool,
+    /// The connection, for direct sends of small frames.
+    conn: Arc<UnixStream>,
+    /// The writer thread's queue (None once shutdown began).
+    tx: Option<Sender<Outgoing>>,
+    /// Items handed to the writer thread and not yet fully written.
+    queued: usize,
+    /// Jobs sent, in order; the first is running.
+    in_flight: VecDeque<Pending>,
+    /// The worker's own explanation, if it sent `Failed`.
+    failed: Option<String>,
+}
+
+/// A job in wire form (kept until its `Done`, to be re-sent if its worker dies before starting it).
+struct Pending {
+    seq: u64,
+    task: &'static str,
+    args: Vec<WirePayload>,
+}
+
+impl Pending {
+    fn frame(&self) -> Frame {
+        ToWorker::Run { seq: self.seq, task: self.task.to_string(), args: self.args.clone() }.encode()
+    }
+}
+
+/// What the writer thread writes.
+enum Outgoing {
+    Frame(Frame),
+    /// The rest of a frame whose start was sent directly.
+    Raw(Vec<u8>),
+}
+
+/// Frames up to this size are sent from the calling thread when the writer thread is idle
+/// (one thread hop less per task); larger ones always go through the writer thread.
+const DIRECT_MAX: usize = 64 << 10;
+
+impl WorkerState {
+    /// Sends a frame in order: directly if small and nothing is queued, else via the writer thread.
+    /// Errors are ignored: a broken connection shows up in the reader as the worker's loss.
+    fn send(&mut self, frame: Frame) {
+        let Some(tx) = &self.tx else { return };
+        if self.queued == 0 && frame.len() <= DIRECT_MAX {
+            let buf = frame.to_vec();
+            match send_nonblocking(&self.conn, &buf) {
+                Some(n) if n == buf.len() => {}
+                Some(n) => {
+                    self.queued += 1;
+                    let _ = tx.send(Outgoing::Raw(buf[n..].to_vec()));
+                }
+                None => {} // broken connection
+            }
+            return;
+        }
+        self.queued += 1;
+        let _ = tx.send(Outgoing::Frame(frame));
+    }
+}
+
+/// Sends what fits without blocking; the bytes sent, or None if the connection is broken.
+fn send_nonblocking(conn: &UnixStream, buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: valid buffer and open socket; MSG_NOSIGNAL avoids SIGPIPE on a dead peer.
+        let n = unsafe {
+            libc::send(
+                conn.as_raw_fd(),
+                buf[at..].as_ptr() as *const libc::c_void,
+                buf.len() - at,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            at += n as usize;
+            continue;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Some(at),
+            _ => return None,
+        }
+    }
+    Some(at)
+}
+
+enum Spawn {
+    Slot(usize),
+    Stop,
+}
+
+impl State {
+    fn worker_mut(&mut self, slot: usize, id: u64) -> Option<&mut WorkerState> {
+        self.slots[slot].worker.as_mut().filter(|w| w.id == id)
+    }
+
+    /// Sends queued jobs to ready workers with room, least loaded first.
+    fn pump(&mut self) {
+        while !self.queue.is_empty() {
+            let best = self
+                .slots
+                .iter_mut()
+                .filter_map(|s| s.worker.as_mut())
+                .filter(|w| w.ready && w.tx.is_some() && w.in_flight.len() < PREFETCH)
+                .min_by_key(|w| w.in_flight.len());
+            let Some(w) = best else { return };
+            let job = self.queue.pop_front().unwrap();
+            let frame = job.frame();
+            w.in_flight.push_back(job);
+            w.send(frame);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn complete_err(&self, seq: u64, e: TaskError) {
+        self.done.complete(Completion { seq, outcome: Err(e), execution: None, worker: None });
+    }
+
+    fn update_watch(&self, st: &State) {
+        let mut w = self.watch.0.lock().unwrap();
+        w.pids = st.slots.iter().filter_map(|s| s.worker.as_ref()).filter(|w| !w.reaped).map(|w| w.pid).collect();
+    }
+}
+
+impl Executor for ProcessPool {
+    fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
+        let path = match &self.worker_path {
+            Some(p) => p.clone(),
+            None => locate_worker(None).map_err(anyhow::Error::msg)?,
+        };
+        let (spawn_tx, spawn_rx) = unbounded();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                slots: (0..self.processes).map(|_| SlotState { spawning: true, ..Default::default() }).collect(),
+                closing: false,
+                broken: None,
+                next_id: 0,
+                spawn_tx: Some(spawn_tx.clone()),
+                threads: Vec::new(),
+            }),
+            cv: Condvar::new(),
+            done,
+            spec: data.spec().clone(),
+            path,
+            watch: self.watch.clone(),
+        });
+        // All workers are forked from this one long-lived thread: PR_SET_PDEATHSIG fires when the
+        // forking *thread* exits, so short-lived threads must not spawn them.
+        let s = shared.clone();
+        let spawner =
+            std::thread::Builder::new().name("taps-pool-spawner".into()).spawn(move || spawner(s, spawn_rx))?;
+        for i in 0..self.processes {
+            let _ = spawn_tx.send(Spawn::Slot(i));
+        }
+        self.shared = Some(shared.clone());
+        self.spawner = Some((spawn_tx, spawner));
+
+        // Wait until every worker said Ready (or a slot was given up).
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut st = shared.lock();
+        loop {
+            let ready = st.slots.iter().filter(|s| s.worker.as_ref().is_some_and(|w| w.ready)).count();
+            if ready == st.slots.len() {
+                break;
+            }
+            if let Some(s) = st.slots.iter().find(|s| s.retired) {
+                let why = s.last_error.clone().unwrap_or_else(|| "unknown error".into());
+                drop(st);
+                self.shutdown(true);
+                anyhow::bail!("process-pool: cannot start taps-worker ({}): {}", shared.path.display(), why);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(st);
+                self.shutdown(true);
+                anyhow::bail!(
+                    "process-pool: taps-worker ({}) did not answer within {} s",
+                    shared.path.display(),
+                    START_TIMEOUT.as_secs()
+                );
+            }
+            st = shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        tracing::debug!("Started {} taps-worker process(es): {:?}", self.processes, self.watch.pids());
+        Ok(())
+    }
+
+    fn needs_wire(&self) -> bool {
+        true
+    }
+
+    fn submit(&mut self, job: Job) {
+        let Some(shared) = &self.shared else { return };
+        let args: Result<Vec<WirePayload>, TaskError> = job.args.into_iter().map(WirePayload::from_payload).collect();
+        let args = match args {
+            Ok(a) => a,
+            Err(e) => return shared.complete_err(job.seq, e),
+        };
+        let mut st = shared.lock();
+        if let Some(e) = &st.broken {
+            let e = e.clone();
+            drop(st);
+            return shared.complete_err(job.seq, e);
+        }
+        st.queue.push_back(Pending { seq: job.seq, task: job.def.name, args });
+        st.pump();
+    }
+
+    fn shutdown(&mut self, cancel: bool) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let mut st = shared.lock();
+        st.closing = true;
+        st.queue.clear();
+        for s in &mut st.slots {
+            if let Some(w) = &mut s.worker {
+                if cancel {
+                    kill(w);
+                } else {
+                    w.send(ToWorker::Shutdown.encode());
+                }
+                // Writers finish what is queued (the Shutdown frame), then exit.
+                w.tx = None;
+            }
+        }
+        // Wait for every worker to exit; after the grace period, kill the rest.
+        let mut deadline = Some(Instant::now() + if cancel { Duration::ZERO } else { SHUTDOWN_GRACE });
+        loop {
+            let alive = st.slots.iter().filter_map(|s| s.worker.as_ref()).filter(|w| !w.reaped).count();
+            if alive == 0 {
+                break;
+            }
+            match deadline {
+                Some(d) if Instant::now() >= d => {
+                    for s in &mut st.slots {
+                        if let Some(w) = &mut s.worker {
+                            kill(w);
+                        }
+                    }
+                    deadline = None;
+                }
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    st = shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+                }
+                None => st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+        st.spawn_tx = None;
+        let threads = std::mem::take(&mut st.threads);
+        drop(st);
+        if let Some((tx, handle)) = self.spawner.take() {
+            let _ = tx.send(Spawn::Stop);
+            drop(tx);
+            let _ = handle.join();
+        }
+        // The spawner may have started threads for a worker it then killed.
+        let more = std::mem::take(&mut shared.lock().threads);
+        for t in threads.into_iter().chain(more) {
+            let _ = t.join();
+        }
+        shared.update_watch(&shared.lock());
+    }
+
+    fn describe(&self) -> String {
+        format!("ProcessPool(max_processes={})", self.processes)
+    }
+}
+
+impl Drop for ProcessPool {
+    fn drop(&mut self) {
+        self.shutdown(true);
+    }
+}
+
+/// SIGKILLs a worker that has not been reaped (its pid is still ours).
+fn kill(w: &WorkerState) {
+    if !w.reaped {
+        // SAFETY: plain syscall; the pid is our unreaped child.
+        unsafe { libc::kill(w.pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+fn spawner(shared: Arc<Shared>, rx: Receiver<Spawn>) {
+    while let Ok(Spawn::Slot(slot)) = rx.recv() {
+        if shared.lock().closing {
+            continue;
+        }
+        match spawn_process(&shared.path) {
+            Ok((pid, stream)) => install(&shared, slot, pid, stream),
+            Err(e) => {
+                let msg = format!("cannot start {}: {}", shared.path.display(), e);
+                let mut st = shared.lock();
+                start_failed(&shared, &mut st, slot, msg);
+            }
+        }
+    }
+}
+
+/// Records a failed start of `slot`; retries or gives the slot up.
+fn start_failed(shared: &Shared, st: &mut State, slot: usize, msg: String) {
+    let s = &mut st.slots[slot];
+    s.failures += 1;
+    s.spawning = false;
+    s.last_error = Some(msg.clone());
+    tracing::warn!("process-pool: a worker failed to start: {}", msg);
+    if st.closing {
+        return;
+    }
+    if s.failures < MAX_START_FAILURES {
+        s.spawning = true;
+        if let Some(tx) = &st.spawn_tx {
+            let _ = tx.send(Spawn::Slot(slot));
+        }
+    } else {
+        s.retired = true;
+        if st.slots.iter().all(|s| s.retired) {
+            let e = TaskError::new("WorkerLost", format!("no taps-worker process could be started: {}", msg));
+            st.broken = Some(e.clone());
+            for p in std::mem::take(&mut st.queue) {
+                shared.complete_err(p.seq, e.clone());
+            }
+        }
+    }
+    shared.cv.notify_all();
+}
+
+/// Send buffer asked for on both ends of a worker connection (the kernel caps it at
+/// `net.core.wmem_max`): large payloads then move in fewer, larger steps.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn set_send_buffer(s: &UnixStream, bytes: usize) {
+    let v = bytes as libc::c_int;
+    // SAFETY: valid socket and option value; a failure just leaves the default size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Starts `taps-worker --pipe-fd N` with the other end of a fresh socket pair on fd N.
+fn spawn_process(path: &Path) -> io::Result<(u32, UnixStream)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    for s in [&ours, &theirs] {
+        set_send_buffer(s, SOCKET_BUFFER);
+    }
+    let fd = theirs.as_raw_fd();
+    // SAFETY: plain syscall.
+    let parent = unsafe { libc::getpid() };
+    let mut cmd = Command::new(path);
+    cmd.arg("--pipe-fd").arg(fd.to_string()).stdin(Stdio::null()).process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The driver died before prctl took effect: do not outlive it.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            // Keep the worker's end open across exec (every other descriptor is close-on-exec).
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+    Ok((child.id(), ours))
+}
+
+/// Registers a freshly started worker, says Hello, and starts its threads.
+fn install(shared: &Arc<Shared>, slot: usize, pid: u32, stream: UnixStream) {
+    let streams = stream.try_clone().and_then(|w| Ok((w, stream.try_clone()?)));
+    let mut st = shared.lock();
+    let (wstream, rstream) = match streams {
+        Ok(s) if !st.closing => s,
+        other => {
+            // SAFETY: plain syscalls on our own unreaped child.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+            }
+            if let Err(e) = other {
+                start_failed(shared, &mut st, slot, format!("cannot set up the worker connection: {}", e));
+            }
+            return;
+        }
+    };
+    let id = st.next_id;
+    st.next_id += 1;
+    let (tx, rx) = unbounded();
+    let conn = Arc::new(stream);
+    let mut worker = WorkerState {
+        id,
+        pid,
+        ready: false,
+        reaped: false,
+        conn: conn.clone(),
+        tx: Some(tx),
+        queued: 0,
+        in_flight: VecDeque::new(),
+        failed: None,
+    };
+    worker.send(
+        ToWorker::Hello { version: PROTOCOL_VERSION, data: shared.spec.clone(), name: format!("worker-{}", slot) }
+            .encode(),
+    );
+    st.slots[slot].spawning = false;
+    st.slots[slot].worker = Some(worker);
+    shared.watch.0.lock().unwrap().started += 1;
+    shared.update_watch(&st);
+    let s = shared.clone();
+    let w =
+        std::thread::Builder::new().name(format!("taps-pool-w{}", pid)).spawn(move || writer(s, slot, id, wstream, rx));
+    let s = shared.clone();
+    let r = std::thread::Builder::new()
+        .name(format!("taps-pool-r{}", pid))
+        .spawn(move || reader(s, slot, id, pid, rstream));
+    for t in [w, r] {
+        match t {
+            Ok(h) => st.threads.push(h),
+            Err(e) => {
+                tracing::error!("process-pool: cannot start a thread: {}", e);
+                // Without its threads the worker is useless: stop it; the reader (if any) reports it.
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// Writes frames to one worker until the channel closes or the worker is gone.
+fn writer(shared: Arc<Shared>, slot: usize, id: u64, stream: UnixStream, rx: Receiver<Outgoing>) {
+    let mut out = BufWriter::with_capacity(1 << 16, &stream);
+    let ok = (|| -> io::Result<()> {
+        while let Ok(item) = rx.recv() {
+            write_item(&mut out, item)?;
+            let mut n = 1;
+            // Batch whatever else is queued into the same flush.
+            while let Ok(item) = rx.try_recv() {
+                write_item(&mut out, item)?;
+                n += 1;
+            }
+            out.flush()?;
+            // Everything handed over so far is in the socket: direct sends may resume.
+            if let Some(w) = shared.lock().worker_mut(slot, id) {
+                w.queued -= n;
+            }
+        }
+        Ok(())
+    })();
+    if ok.is_err() {
+        // Make sure the worker sees the end of the stream (and exits) if it is still alive.
+        drop(out);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn write_item(out: &mut impl Write, item: Outgoing) -> io::Result<()> {
+    match item {
+        Outgoing::Frame(f) => f.write_to(out),
+        Outgoing::Raw(b) => out.write_all(&b),
+    }
+}
+
+/// Reads one worker's frames; on end of stream, reaps it and handles its loss.
+fn reader(shared: Arc<Shared>, slot: usize, id: u64, pid: u32, stream: UnixStream) {
+    let label = format!("pid-{}", pid);
+    let mut input = BufReader::with_capacity(1 << 16, &stream);
+    let mut protocol_error = None;
+    loop {
+        let msg = match protocol::recv::<FromWorker, _>(&mut input) {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    protocol_error = Some(e.to_string());
+                }
+                break;
+            }
+        };
+        match msg {
+            FromWorker::Ready { .. } => {
+                let mut st = shared.lock();
+                if let Some(w) = st.worker_mut(slot, id) {
+                    w.ready = true;
+                }
+                st.slots[slot].failures = 0;
+                st.pump();
+                shared.cv.notify_all();
+            }
+            FromWorker::Failed { message } => {
+                if let Some(w) = shared.lock().worker_mut(slot, id) {
+                    w.failed = Some(message);
+                }
+            }
+            FromWorker::Done { seq, outcome, execution } => {
+                {
+                    let mut st = shared.lock();
+                    if st.closing {
+                        continue;
+                    }
+                    if let Some(w) = st.worker_mut(slot, id) {
+                        match w.in_flight.front() {
+                            Some(p) if p.seq == seq => drop(w.in_flight.pop_front()),
+                            _ => w.in_flight.retain(|p| p.seq != seq),
+                        }
+                    }
+                    st.pump();
+                }
+                shared.done.complete(Completion {
+                    seq,
+                    outcome: outcome.map(Into::into),
+                    execution: Some(execution),
+                    worker: Some(label.clone()),
+                });
+            }
+        }
+    }
+    if protocol_error.is_some() {
+        // SAFETY: our unreaped child; a worker that speaks garbage is stopped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    let status = wait_exit(pid);
+    lost(&shared, slot, id, pid, status, protocol_error);
+}
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {}", c),
+            ExitStatus::Signal(s) => match signal_hook::low_level::signal_name(*s) {
+                Some(n) => write!(f, "signal {}, {}", s, n),
+                None => write!(f, "signal {}", s),
+            },
+        }
+    }
+}
+
+/// Waits until `pid` has exited, leaving it unreaped (a zombie keeps the pid ours).
+/// A worker that closed its connection but lingers is killed after [`EXIT_GRACE`].
+fn wait_exit(pid: u32) -> ExitStatus {
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    let mut killed = false;
+    loop {
+        let flags = libc::WEXITED | libc::WNOWAIT | if killed { 0 } else { libc::WNOHANG };
+        // SAFETY: zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: plain syscall with a valid out-pointer.
+        let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        if rc == 0 {
+            // SAFETY: waitid filled in a SIGCHLD siginfo (si_pid 0 means not exited yet).
+            let (got, code, status) = unsafe { (info.si_pid(), info.si_code, info.si_status()) };
+            if got != 0 {
+                return match code {
+                    libc::CLD_EXITED => ExitStatus::Code(status),
+                    _ => ExitStatus::Signal(status),
+                };
+            }
+        } else {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                // ECHILD: already reaped elsewhere; nothing more to learn.
+                return ExitStatus::Code(-1);
+            }
+        }
+        if !killed && start.elapsed() >= EXIT_GRACE {
+            // SAFETY: our unreaped child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            killed = true;
+            continue;
+        }
+        if !killed {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A worker has exited: reap it, fail its running task, re-queue the rest, start a replacement.
+fn lost(shared: &Arc<Shared>, slot: usize, id: u64, pid: u32, status: ExitStatus, protocol_error: Option<String>) {
+    let mut st = shared.lock();
+    // SAFETY: our child, already exited (wait_exit); this releases the pid.
+    unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
+    let Some(mut w) = st.slots[slot].worker.take_if(|w| w.id == id) else {
+        return;
+    };
+    w.reaped = true;
+    let closing = st.closing;
+    if closing {
+        // Keep the (reaped) record so shutdown sees this worker as gone.
+        st.slots[slot].worker = Some(w);
+        shared.update_watch(&st);
+        shared.cv.notify_all();
+        return;
+    }
+    let mut failed = Vec::new();
+    let mut running = w.in_flight.pop_front();
+    if !w.ready {
+        // It never started: nothing ran on it.
+        if let Some(p) = running.take() {
+            w.in_flight.push_front(p);
+        }
+        let why = w
+            .failed
+            .clone()
+            .or(protocol_error)
+            .unwrap_or_else(|| format!("worker pid {} ended ({}) during start-up", pid, status));
+        shared.update_watch(&st);
+        start_failed(shared, &mut st, slot, why);
+    } else {
+        let why = protocol_error.map(|e| format!(" after a {}", e)).unwrap_or_default();
+        tracing::warn!("process-pool: worker pid {} died ({}){}; starting a replacement", pid, status, why);
+        if let Some(p) = running.take() {
+            let msg = format!("worker pid {} died ({}) while running this task{}", pid, status, why);
+            failed.push((p.seq, TaskError::new("WorkerLost", msg)));
+        }
+        st.slots[slot].spawning = true;
+        if let Some(tx) = &st.spawn_tx {
+            let _ = tx.send(Spawn::Slot(slot));
+        }
+    }
+    // Tasks sent but not started go back to the front of the queue, in order.
+    while let Some(p) = w.in_flight.pop_back() {
+        st.queue.push_front(p);
+    }
+    if let Some(e) = st.broken.clone() {
+        for p in std::mem::take(&mut st.queue) {
+            failed.push((p.seq, e.clone()));
+        }
+    }
+    st.pump();
+    shared.update_watch(&st);
+    shared.cv.notify_all();
+    drop(st);
+    for (seq, e) in failed {
+        shared.complete_err(seq, e);
+    }
+}
