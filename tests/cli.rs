@@ -208,7 +208,11 @@ fn bad_input_is_one_line_exit_2_and_nothing_created() {
     );
     assert_bad_input(d, &args(BAG, &["--engine.filter", "big"]), &["big", "object-size", "none"]);
     assert_bad_input(d, &args(BAG, &["--engine.transformer", "redis"]), &["redis", "file", "none"]);
-    assert_bad_input(d, &args(BAG, &["--engine.executor.max-threads", "0"]), &["max_threads", "at least 1"]);
+    assert_bad_input(
+        d,
+        &args(BAG, &["--engine.executor", "thread-pool", "--engine.executor.max-threads", "0"]),
+        &["max_threads", "at least 1"],
+    );
     assert_bad_input(
         d,
         &args(BAG, &["--engine.filter", "object-type", "--engine.filter.patterns", "[\"(\"]"]),

@@ -12,6 +12,8 @@ use taps::executor::process_pool::ProcessPool;
 use taps::record::{RecordWriter, TaskRecord, read_records};
 use taps::task::{Task, TaskError};
 
+mod common;
+
 const TAPS: &str = env!("CARGO_BIN_EXE_taps");
 const WORKER: &str = env!("CARGO_BIN_EXE_taps-worker");
 
@@ -232,18 +234,41 @@ fn a_missing_worker_binary_is_a_clear_error() {
     let msg = format!("{:#}", e.err().expect("start fails"));
     assert!(msg.contains("/nonexistent/taps-worker"), "{}", msg);
 
-    // Through the CLI: one line, non-zero exit, no run directory.
+    // Through the CLI: one line, exit 2, no run directory.
     let dir = tempfile::tempdir().unwrap();
-    let out = taps(dir.path()).args(["--engine.executor.worker-path", "/nonexistent/taps-worker"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("worker_path /nonexistent/taps-worker") && err.trim().lines().count() == 1, "{}", err);
-    assert!(!dir.path().join("runs").exists(), "nothing written before the preflight");
-
-    let out = taps(dir.path()).env("TAPS_WORKER", "/nonexistent/w").output().unwrap();
-    assert!(!out.status.success());
+    let d = dir.path();
+    let base = ["run", "--app", "synthetic", "--app.structure", "reduce", "--app.task-count", "2"];
+    let with = |extra: &[&'static str]| base.iter().chain(extra).copied().collect::<Vec<_>>();
+    common::assert_bad_input(
+        d,
+        &with(&["--engine.executor.worker-path", "/nonexistent/taps-worker"]),
+        &["engine.executor.worker_path /nonexistent/taps-worker", "No such file"],
+    );
+    common::assert_bad_input(d, &with(&["--engine.executor.max-processes", "0"]), &["max_processes", "at least 1"]);
+    common::assert_bad_input(d, &with(&["--engine.executor.context", "thread"]), &["context", "fork|spawn|forkserver"]);
+    let out = Command::new(TAPS).current_dir(d).args(base).env("TAPS_WORKER", "/nonexistent/w").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TAPS_WORKER=/nonexistent/w"));
-    assert!(!dir.path().join("runs").exists());
+    assert!(common::run_dirs(d).is_empty());
+}
+
+#[test]
+fn process_pool_is_the_default_executor_and_accepts_python_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = common::run_ok(
+        dir.path(),
+        &["run", "--app", "synthetic", "--app.structure", "diamond", "--app.task-count", "2"],
+    );
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("name = \"process-pool\""), "{}", cfg);
+    // `context` from a Python config is accepted (and has no effect).
+    let run = common::run_ok(
+        dir.path(),
+        &["run", "-c", &run.join("config.toml").display().to_string(), "--engine.executor.context", "spawn"],
+    );
+    let recs = common::records(&run);
+    common::check_record_invariants(&recs);
+    assert!(recs.iter().all(|r| r.worker.as_deref().is_some_and(|w| w.starts_with("pid-"))));
 }
 
 #[test]

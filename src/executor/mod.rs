@@ -28,7 +28,7 @@ pub struct ExecutorPlugin {
 }
 
 /// Executor used when none is given (the Python suite's default).
-pub const DEFAULT_EXECUTOR: &str = "thread-pool";
+pub const DEFAULT_EXECUTOR: &str = "process-pool";
 
 /// Every executor compiled into this binary.
 pub static EXECUTORS: &[ExecutorPlugin] = &[process_pool::PLUGIN, thread_pool::PLUGIN];

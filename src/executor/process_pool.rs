@@ -11,7 +11,7 @@
 //! live in their own process group (a terminal's Ctrl-C reaches only the driver, which records
 //! everything and then stops them) and get SIGKILL if the driver dies (`PR_SET_PDEATHSIG`).
 //!
-//! ```
+//! ```no_run
 //! use taps::engine::{Engine, builtin::Sleep};
 //! use taps::executor::process_pool::ProcessPool;
 //!
