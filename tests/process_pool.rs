@@ -234,6 +234,11 @@ fn a_missing_worker_binary_is_a_clear_error() {
     let msg = format!("{:#}", e.err().expect("start fails"));
     assert!(msg.contains("/nonexistent/taps-worker"), "{}", msg);
 
+    // A binary that is not a taps-worker: start-up gives up after a few attempts.
+    let e = Engine::builder(Box::new(ProcessPool::new(2).worker_path("/bin/false"))).try_build();
+    let msg = format!("{:#}", e.err().expect("start fails"));
+    assert!(msg.contains("/bin/false") && msg.contains("during start-up") && msg.contains("exit code 1"), "{}", msg);
+
     // Through the CLI: one line, exit 2, no run directory.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -236,8 +236,6 @@ struct SlotState {
     /// Why the last start failed.
     last_error: Option<String>,
     retired: bool,
-    /// A spawn was requested and has not yet produced a worker.
-    spawning: bool,
 }
 
 struct WorkerState {
@@ -383,7 +381,7 @@ impl Executor for ProcessPool {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
-                slots: (0..self.processes).map(|_| SlotState { spawning: true, ..Default::default() }).collect(),
+                slots: (0..self.processes).map(|_| SlotState::default()).collect(),
                 closing: false,
                 broken: None,
                 next_id: 0,
@@ -554,14 +552,12 @@ fn spawner(shared: Arc<Shared>, rx: Receiver<Spawn>) {
 fn start_failed(shared: &Shared, st: &mut State, slot: usize, msg: String) {
     let s = &mut st.slots[slot];
     s.failures += 1;
-    s.spawning = false;
     s.last_error = Some(msg.clone());
     tracing::warn!("process-pool: a worker failed to start: {}", msg);
     if st.closing {
         return;
     }
     if s.failures < MAX_START_FAILURES {
-        s.spawning = true;
         if let Some(tx) = &st.spawn_tx {
             let _ = tx.send(Spawn::Slot(slot));
         }
@@ -666,7 +662,6 @@ fn install(shared: &Arc<Shared>, slot: usize, pid: u32, stream: UnixStream) {
         ToWorker::Hello { version: PROTOCOL_VERSION, data: shared.spec.clone(), name: format!("worker-{}", slot) }
             .encode(),
     );
-    st.slots[slot].spawning = false;
     st.slots[slot].worker = Some(worker);
     shared.watch.0.lock().unwrap().started += 1;
     shared.update_watch(&st);
@@ -885,7 +880,6 @@ fn lost(shared: &Arc<Shared>, slot: usize, id: u64, pid: u32, status: ExitStatus
             let msg = format!("worker pid {} died ({}) while running this task{}", pid, status, why);
             failed.push((p.seq, TaskError::new("WorkerLost", msg)));
         }
-        st.slots[slot].spawning = true;
         if let Some(tx) = &st.spawn_tx {
             let _ = tx.send(Spawn::Slot(slot));
         }
