@@ -1,4 +1,4 @@
-//! The worker side of the [`protocol`](crate::protocol): what `taps-worker` runs.
+//! The worker side of the [`protocol`]: what `taps-worker` runs.
 //!
 //! [`Worker::handle`] is the transport-free state machine (one message in, at most one reply
 //! out); [`serve`] drives it over a byte stream, and [`main`] is the `taps-worker` command line.

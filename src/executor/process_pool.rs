@@ -1,5 +1,5 @@
 //! `process-pool`: N `taps-worker` child processes on this node, tasks and results as
-//! [`protocol`](crate::protocol) frames over one Unix socket pair per worker.
+//! [`protocol`] frames over one Unix socket pair per worker.
 //!
 //! Per worker the driver keeps a writer thread (a 100 MB argument never blocks the engine's
 //! dispatcher) and a reader thread (turns `Done` frames into [`Completion`]s). Up to
