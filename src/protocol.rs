@@ -229,9 +229,12 @@ impl Frame {
         let mut segments = Vec::with_capacity(nseg);
         for c in lens.chunks_exact(8) {
             let len = seg_len(c)?;
-            // Zeroed allocations of this size come straight from the OS (calloc/mmap): no extra pass.
-            let mut buf = vec![0u8; len];
-            r.read_exact(&mut buf)?;
+            // Read into uninitialised capacity: no zeroing pass over large payloads.
+            let mut buf = Vec::with_capacity(len);
+            r.take(len as u64).read_to_end(&mut buf)?;
+            if buf.len() != len {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
             segments.push(Bytes::from(buf));
         }
         Ok(Some(Frame { header, segments }))
