@@ -431,7 +431,12 @@ mod tests {
     use crate::executor::thread_pool::ThreadPool;
 
     fn opts(m: u64, b: u64) -> Result<CholeskyOptions, String> {
-        let t: toml::Table = toml::from_str(&format!("matrix_size = {}\nblock_size = {}", m, b)).unwrap();
+        opts_with(m, b, "\"none\"")
+    }
+
+    fn opts_with(m: u64, b: u64, output: &str) -> Result<CholeskyOptions, String> {
+        let t: toml::Table =
+            toml::from_str(&format!("matrix_size = {}\nblock_size = {}\noutput = {}", m, b, output)).unwrap();
         CholeskyOptions::from_table(&t, "app")
     }
 
@@ -466,7 +471,7 @@ mod tests {
     #[cfg(not(feature = "hdf5"))]
     #[test]
     fn output_without_hdf5_is_a_clear_error() {
-        let e = opts(4, 2).unwrap_err();
+        let e = opts_with(4, 2, "\"cholesky.h5\"").unwrap_err();
         assert!(e.contains("without HDF5 support") && e.contains("--app.output none"), "{}", e);
     }
 
