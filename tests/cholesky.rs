@@ -151,6 +151,9 @@ fn residual_on_process_pool() {
     let (r, _) = logged_residual(&run);
     assert!(r < 1e-14, "{}", r);
     assert_task_graph(&run, 4);
+    let records = read_records(&run.join("tasks.jsonl")).unwrap();
+    // Every task got at least one 50x50 tile (20 kB) serialised.
+    assert!(records.iter().all(|r| r.bytes_inline >= 20_000), "a task ran without its tiles crossing the wire");
     assert_factor_of_input(&read_l(&run.join("cholesky.h5")), 200, 5);
 }
 
