@@ -1,0 +1,174 @@
+//! Makespan benchmark: the tiled factorization through the engine on each local executor versus
+//! one whole-matrix `dpotrf` of the same OpenBLAS on every core (the practical limit).
+//! Used by `cargo bench --bench cholesky`; callable from `taps bench` too.
+
+use std::time::{Duration, Instant};
+
+use ndarray::Array2;
+
+use super::{factor, kernels, task_count};
+use crate::engine::Engine;
+use crate::executor::{ExecutorEnv, available_cores};
+
+/// Executors measured when they are compiled in.
+pub const EXECUTORS: &[&str] = &["thread-pool", "process-pool"];
+
+/// One measured configuration.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Matrix order.
+    pub n: usize,
+    /// Tile side.
+    pub b: usize,
+    /// `whole-matrix` or an executor name.
+    pub what: String,
+    /// Wall time of every repetition.
+    pub times: Vec<Duration>,
+    /// Sampled residual of the last repetition's factor.
+    pub residual: f64,
+}
+
+impl Row {
+    /// Fastest repetition.
+    pub fn best(&self) -> Duration {
+        self.times.iter().copied().min().unwrap_or_default()
+    }
+
+    /// Median repetition.
+    pub fn median(&self) -> Duration {
+        let mut t = self.times.clone();
+        t.sort();
+        t.get(t.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+fn check(a: &Array2<f64>, l: &Array2<f64>, b: usize) -> f64 {
+    let cols = kernels::sample_columns(a.nrows(), b, 4, 1);
+    kernels::residual_columns(a, l, &cols)
+}
+
+/// The baseline: `reps` whole-matrix `dpotrf` calls on `threads` BLAS threads (input copy not timed).
+pub fn whole_matrix(a: &Array2<f64>, b: usize, reps: usize, threads: usize) -> anyhow::Result<Row> {
+    let mut times = Vec::new();
+    let mut residual = f64::NAN;
+    for _ in 0..reps {
+        let mut l = a.clone();
+        let t = Instant::now();
+        kernels::with_threads(threads, || kernels::cholesky_in_place(&mut l)).map_err(anyhow::Error::msg)?;
+        times.push(t.elapsed());
+        residual = check(a, &l, b);
+    }
+    Ok(Row { n: a.nrows(), b, what: format!("whole-matrix dpotrf ({} threads)", threads), times, residual })
+}
+
+/// `reps` tiled factorizations on `executor` (built with its default options), after one small
+/// untimed warm-up factorization that starts the workers.
+pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize) -> anyhow::Result<Row> {
+    let plugin = crate::executor::find(executor).map_err(anyhow::Error::msg)?;
+    let dir = tempfile_dir()?;
+    let env = ExecutorEnv { run_dir: dir.clone(), config_file: None };
+    let engine = Engine::builder((plugin.build)(&toml::Table::new(), &env)?).try_build()?;
+    let warm = kernels::generate(2 * b.min(64), 0);
+    factor(&engine, &warm, b.min(64))?;
+    let mut times = Vec::new();
+    let mut residual = f64::NAN;
+    for _ in 0..reps {
+        let f = factor(&engine, a, b)?;
+        times.push(f.elapsed);
+        residual = check(a, &f.l, b);
+    }
+    let summary = engine.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(summary.failed == 0, "{} task(s) failed on {}", summary.failed, executor);
+    Ok(Row { n: a.nrows(), b, what: format!("{} ({})", executor, engine.executor_name()), times, residual })
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("taps-cholesky-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Runs every case `(n, b)` on the baseline and every available executor of [`EXECUTORS`],
+/// printing one line per measurement as it finishes; returns the rows.
+pub fn run(cases: &[(usize, usize)], reps: usize) -> anyhow::Result<Vec<Row>> {
+    let cores = available_cores();
+    let mut rows = Vec::new();
+    for &(n, b) in cases {
+        anyhow::ensure!(b > 0 && n.is_multiple_of(b), "block size {} does not divide {}", b, n);
+        let t = Instant::now();
+        let a = kernels::generate(n, 0);
+        let tiles = (n / b) as u64;
+        println!(
+            "cholesky n={} b={} ({} tiles per side, {} tasks), {} cores; input generated in {:.1}s",
+            n,
+            b,
+            tiles,
+            task_count(tiles),
+            cores,
+            t.elapsed().as_secs_f64()
+        );
+        let k: Vec<String> = kernels(b, reps).iter().map(|(n, g)| format!("{} {:.1}", n, g)).collect();
+        println!("  tile kernels, 1 BLAS thread, GFLOP/s (/2 = half rank): {}", k.join(", "));
+        let base = whole_matrix(&a, b, reps, cores)?;
+        print_row(&base, None);
+        let limit = base.best();
+        rows.push(base);
+        for &e in EXECUTORS {
+            if crate::executor::find(e).is_err() {
+                println!("  {:<44} not compiled into this build, skipped", e);
+                continue;
+            }
+            match tiled(e, &a, b, reps) {
+                Ok(r) => {
+                    print_row(&r, Some(limit));
+                    rows.push(r);
+                }
+                Err(err) => println!("  {:<44} failed: {:#}", e, err),
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Single-threaded GFLOP/s of the four tile kernels on `b`×`b` tiles (best of `reps`; the input
+/// tile copy is not timed).
+pub fn kernels(b: usize, reps: usize) -> Vec<(&'static str, f64)> {
+    let a = kernels::generate(2 * b, 3);
+    let (a00, a10, a11) = (super::tile(&a, 0, 0, b), super::tile(&a, 1, 0, b), super::tile(&a, 1, 1, b));
+    let l = kernels::potrf(a00.clone()).expect("SPD tile");
+    let p = kernels::trsm(&l, a10.clone()).expect("trsm");
+    let bf = b as f64;
+    let best = |flops: f64, input: &Array2<f64>, f: &dyn Fn(Array2<f64>) -> Result<Array2<f64>, String>| {
+        let mut t = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let x = input.clone();
+            let s = Instant::now();
+            f(x).expect("kernel");
+            t = t.min(s.elapsed().as_secs_f64());
+        }
+        flops / t / 1e9
+    };
+    vec![
+        ("potrf", best(bf.powi(3) / 3.0, &a00, &kernels::potrf)),
+        ("trsm", best(bf.powi(3), &a10, &|x| kernels::trsm(&l, x))),
+        ("syrk", best(bf.powi(3), &a11, &|x| kernels::syrk(x, &p, 0, b))),
+        ("gemm", best(2.0 * bf.powi(3), &a10, &|x| kernels::gemm(x, &p, &p, 0, b))),
+        ("syrk/2", best(bf.powi(3) / 2.0, &a11, &|x| kernels::syrk(x, &p, 0, b / 2))),
+        ("gemm/2", best(bf.powi(3), &a10, &|x| kernels::gemm(x, &p, &p, 0, b / 2))),
+    ]
+}
+
+fn print_row(r: &Row, limit: Option<Duration>) {
+    let flops = (r.n as f64).powi(3) / 3.0;
+    let ratio = limit.map(|l| format!("  {:.2}x the whole-matrix call", r.best().as_secs_f64() / l.as_secs_f64()));
+    println!(
+        "  {:<44} best {:>7.3}s  median {:>7.3}s  ({:>5.1} GFLOP/s, residual {:.1e}){}",
+        r.what,
+        r.best().as_secs_f64(),
+        r.median().as_secs_f64(),
+        flops / r.best().as_secs_f64() / 1e9,
+        r.residual,
+        ratio.unwrap_or_default()
+    );
+}
