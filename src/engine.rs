@@ -970,16 +970,25 @@ thread_local! {
 
 static HOOK: std::sync::Once = std::sync::Once::new();
 
-/// Installs a panic hook that records the location of panics inside tasks instead of printing.
+/// Installs a panic hook: panics inside tasks are recorded (location kept for the record's
+/// traceback), not printed; other panics print one line (the full report with RUST_BACKTRACE set).
 pub fn install_panic_hook() {
     HOOK.call_once(|| {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            let loc = info.location().map(|l| format!("panicked at {}:{}:{}", l.file(), l.line(), l.column()));
             if in_task() {
-                let loc = info.location().map(|l| format!("panicked at {}:{}:{}", l.file(), l.line(), l.column()));
                 PANIC_AT.with(|p| *p.borrow_mut() = loc);
-            } else {
+            } else if std::env::var_os("RUST_BACKTRACE").is_some() {
                 prev(info);
+            } else {
+                let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+                eprintln!(
+                    "taps: internal error in thread {}: {} ({})",
+                    thread,
+                    info.payload_as_str().unwrap_or("panic"),
+                    loc.unwrap_or_default()
+                );
             }
         }));
     });

@@ -122,6 +122,23 @@ impl Drop for EnvGuard {
     }
 }
 
+/// Runs `f`, turning a panic (a bug, not bad input) into an error so the run still shuts down
+/// cleanly and records every task.
+fn catch_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    crate::engine::install_panic_hook();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Err(anyhow::anyhow!("{} panicked: {} (a bug in taps; please report it)", what, msg))
+        }
+    }
+}
+
 fn secs(t: Instant) -> String {
     format!("{:.3}", t.elapsed().as_secs_f64())
 }
@@ -149,7 +166,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     let env_guard = EnvGuard::set(&cfg.run.env_vars);
     let t = Instant::now();
     let app_plugin = crate::apps::find(&cfg.app.name).map_err(anyhow::Error::msg)?;
-    let mut app = (app_plugin.build)(&cfg.app.options, run_dir)?;
+    let mut app = catch_panic("building the app", || (app_plugin.build)(&cfg.app.options, run_dir))?;
     run_info!("Initialized app (name={}, elapsed={}s)", cfg.app.name, secs(t));
 
     let t = Instant::now();
@@ -172,7 +189,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
 
     run_info!("Running app...");
     let t = Instant::now();
-    let result = app.run(&engine, run_dir);
+    let result = catch_panic("the app", || app.run(&engine, run_dir));
     if result.is_ok() {
         run_info!("Finished app (elapsed={}s)", secs(t));
     }
@@ -180,7 +197,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     *CURRENT.lock().unwrap() = None;
     progress.finish();
     tracing::debug!(target: "taps.run", "Engine shutdown");
-    let close = app.close();
+    let close = catch_panic("closing the app", || app.close());
     drop(env_guard);
     let tasks = engine.tasks_executed();
     drop(engine);
@@ -222,3 +239,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Shared handle type for tests that need the interrupter.
 pub type SharedInterrupter = Arc<Mutex<Option<Interrupter>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_app_becomes_an_error() {
+        let e = catch_panic("the app", || -> anyhow::Result<()> { panic!("boom {}", 1) }).unwrap_err();
+        assert_eq!(e.to_string(), "the app panicked: boom 1 (a bug in taps; please report it)");
+        assert_eq!(catch_panic("x", || Ok(3)).unwrap(), 3);
+    }
+}
