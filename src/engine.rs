@@ -994,6 +994,14 @@ pub fn install_panic_hook() {
     });
 }
 
+/// The message of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
 /// This host's name.
 pub fn hostname() -> &'static str {
     static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -1034,11 +1042,7 @@ pub fn execute(
         match r {
             Ok(r) => r,
             Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
+                let msg = panic_message(&*panic);
                 let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
                 Err(TaskError { kind: "TaskPanic".into(), message: msg, traceback: at })
             }

@@ -129,11 +129,7 @@ fn catch_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
+            let msg = crate::engine::panic_message(&*p);
             Err(anyhow::anyhow!("{} panicked: {} (a bug in taps; please report it)", what, msg))
         }
     }

@@ -4,57 +4,20 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::SystemTime;
 
-use taps::record::{TaskRecord, read_records};
+mod common;
 
-fn taps(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_taps")).args(args).current_dir(cwd).output().expect("taps runs")
-}
-
-fn run_dirs(cwd: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> =
-        std::fs::read_dir(cwd.join("runs")).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    v.sort();
-    v
-}
+use common::TaskRecord;
 
 /// Runs `taps run --app mapreduce ARGS` in `cwd`, asserts success; returns the new run dir and stdout.
 fn run_ok(cwd: &Path, args: &[&str]) -> (PathBuf, String) {
-    let before = run_dirs(cwd);
-    let mut a = vec!["run", "--app", "mapreduce"];
-    a.extend_from_slice(args);
-    let out = taps(cwd, &a);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "taps {:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
-        a,
-        out.status,
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut new: Vec<PathBuf> = run_dirs(cwd).into_iter().filter(|d| !before.contains(d)).collect();
-    assert_eq!(new.len(), 1, "expected one new run directory, got {:?}", new);
-    (new.pop().unwrap(), stdout)
+    common::run_ok_with_stdout(cwd, &[&["run", "--app", "mapreduce"], args].concat())
 }
 
-/// Asserts exit 2, one `taps: error:` line naming every needle, and no run directory.
+/// Asserts that `taps run --app mapreduce ARGS` is rejected as bad input (see [`common::assert_bad_input`]).
 fn assert_bad_input(cwd: &Path, args: &[&str], needles: &[&str]) {
-    let mut a = vec!["run", "--app", "mapreduce"];
-    a.extend_from_slice(args);
-    let out = taps(cwd, &a);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "taps {:?}: expected exit 2, got {:?}; stderr: {}", a, out.status, stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {}", stderr);
-    assert!(lines[0].starts_with("taps: error: "), "{}", stderr);
-    for n in needles {
-        assert!(stderr.contains(n), "error {:?} should mention {:?}", stderr, n);
-    }
-    assert!(!stderr.contains("panicked"), "{}", stderr);
-    assert!(run_dirs(cwd).is_empty(), "a run directory was created for bad input {:?}", a);
+    common::assert_bad_input(cwd, &[&["run", "--app", "mapreduce"], args].concat(), needles);
 }
 
 /// The reference count: read each file in turn, drop undecodable bytes, split on whitespace.
@@ -137,7 +100,7 @@ fn commas(n: u64) -> String {
 }
 
 fn records(run_dir: &Path) -> Vec<TaskRecord> {
-    let recs = read_records(&run_dir.join("tasks.jsonl")).expect("tasks.jsonl");
+    let recs = common::records(run_dir);
     assert!(
         recs.iter().all(|r| r.success == Some(true)),
         "a task failed: {:?}",

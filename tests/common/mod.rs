@@ -18,6 +18,11 @@ pub fn taps(cwd: &Path, args: &[&str]) -> Output {
 
 /// Runs `taps ARGS`, asserting success; returns the single new run directory under `cwd/runs`.
 pub fn run_ok(cwd: &Path, args: &[&str]) -> PathBuf {
+    run_ok_with_stdout(cwd, args).0
+}
+
+/// Like [`run_ok`], also returning stdout.
+pub fn run_ok_with_stdout(cwd: &Path, args: &[&str]) -> (PathBuf, String) {
     let before = run_dirs(cwd);
     let out = taps(cwd, args);
     assert!(
@@ -30,7 +35,7 @@ pub fn run_ok(cwd: &Path, args: &[&str]) -> PathBuf {
     );
     let mut new: Vec<PathBuf> = run_dirs(cwd).into_iter().filter(|d| !before.contains(d)).collect();
     assert_eq!(new.len(), 1, "expected one new run directory, got {:?}", new);
-    new.pop().unwrap()
+    (new.pop().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Run directories under `cwd/runs`.
