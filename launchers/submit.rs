@@ -401,6 +401,9 @@ pub struct JobSpec {
     pub executor: String,
     /// The executor is `mpi`: the job starts `ntasks` ranks of taps-worker.
     pub mpi: bool,
+    /// A directive asks Slurm for `--overcommit` (more tasks than cores): the allocation then
+    /// asks for `--ntasks`, as Slurm refuses `--ntasks-per-node` above the core count.
+    pub overcommit: bool,
     /// The MPI launcher.
     pub launcher: Launcher,
     /// Absolute path of `taps`.
@@ -442,6 +445,13 @@ impl JobSpec {
         } else {
             shell_join(&[taps.clone(), "run".into(), "-c".into(), config.clone(), "--run-dir".into(), run.clone()], &[])
         };
+        let directives = opts.directive_lines()?;
+        let overcommit = opts.scheduler == Scheduler::Slurm
+            && directives.iter().any(|d| {
+                d.strip_prefix("#SBATCH").is_some_and(|rest| {
+                    rest.split_whitespace().any(|w| w == "--overcommit" || w == "-O" || w.starts_with("--overcommit="))
+                })
+            });
         Ok(JobSpec {
             scheduler: opts.scheduler,
             job_name: opts.job_name.clone().unwrap_or_else(|| format!("taps-{}", app)),
@@ -452,7 +462,7 @@ impl JobSpec {
             partition: opts.partition.clone(),
             account: opts.account.clone(),
             qos: opts.qos.clone(),
-            directives: opts.directive_lines()?,
+            directives,
             modules: opts.modules.iter().map(|m| m.trim().to_string()).collect(),
             setup: opts.setup.clone(),
             stdout: s(run_dir.join(STDOUT)),
@@ -463,6 +473,7 @@ impl JobSpec {
             app: app.into(),
             executor: executor.into(),
             mpi,
+            overcommit,
             launcher,
             taps,
             taps_worker,
@@ -736,7 +747,7 @@ pub fn main_submit(args: &[String]) -> i32 {
         Ok(p) => p,
         Err(e) => return usage_error(e),
     };
-    if parsed.help {
+    if parsed.help || args.is_empty() {
         print!("{}", help());
         return 0;
     }

@@ -137,9 +137,7 @@ fn rendered_scripts_say_what_the_issue_asks_for() {
         BIN, RUN, RUN
     );
     assert!(s.lines().any(|l| l == launch), "{}", s);
-    for line in
-        ["#SBATCH --exclusive", "#SBATCH --overcommit", "#SBATCH --time=00:10:00", "#SBATCH --ntasks-per-node=3"]
-    {
+    for line in ["#SBATCH --exclusive", "#SBATCH --overcommit", "#SBATCH --time=00:10:00", "#SBATCH --ntasks=3"] {
         assert!(s.lines().any(|l| l == line), "{} missing:\n{}", line, s);
     }
     assert!(
@@ -297,9 +295,7 @@ fn dry_runs_of_the_example_configs_and_a_custom_template() {
     let app = format!("{}/apps/synthetic/config.toml", root);
     let (script, _) = dry_run(d, &["submit", "--dry-run", "-c", &app, &site]);
     check_syntax(&script);
-    for l in
-        ["#SBATCH --partition=debug", "#SBATCH --ntasks-per-node=3", "#SBATCH --overcommit", "export OMP_NUM_THREADS=1"]
-    {
+    for l in ["#SBATCH --partition=debug", "#SBATCH --ntasks=3", "#SBATCH --overcommit", "export OMP_NUM_THREADS=1"] {
         assert!(script.lines().any(|x| x == l), "{} missing:\n{}", l, script);
     }
     let custom = golden_dir().join("custom.sh.j2");

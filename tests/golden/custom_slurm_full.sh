@@ -3,7 +3,7 @@
 # scheduler=slurm job_name=cholesky-scan nodes=2 ranks_per_node=4 ntasks=8
 # walltime=36:00:00 partition=compute account=proj42 qos=debug
 # run_dir=/scratch/alice/runs/run-1 config=/scratch/alice/runs/run-1/config.toml stdout=/scratch/alice/runs/run-1/job.out stderr=/scratch/alice/runs/run-1/job.err exit_file=/scratch/alice/runs/run-1/job.exit
-# app=synthetic executor=thread-pool mpi=False launcher=srun
+# app=synthetic executor=thread-pool mpi=False overcommit=False launcher=srun
 # taps=/opt/taps/bin/taps taps_worker=/opt/taps/bin/taps-worker
 #SBATCH --exclusive
 #SBATCH --mem=0

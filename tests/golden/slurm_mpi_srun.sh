@@ -1,7 +1,7 @@
 #!/bin/bash
 #SBATCH --job-name=taps-synthetic
 #SBATCH --nodes=1
-#SBATCH --ntasks-per-node=3
+#SBATCH --ntasks=3
 #SBATCH --time=00:10:00
 #SBATCH --chdir=/scratch/alice/runs/run-1
 #SBATCH --output=/scratch/alice/runs/run-1/job.out
