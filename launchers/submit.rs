@@ -719,20 +719,22 @@ pub fn help() -> String {
          stderr), job.exit and the run's records. The job runs `taps run -c RUN/config.toml --run-dir RUN` on\n\
          its first node; with --engine.executor mpi it starts nodes x ranks-per-node ranks of\n\
          `taps-worker -c RUN/config.toml --run-dir RUN` with the launcher (rank 0 writes the results).\n\n\
-         Every option can also be set in a [submit] table of a -c file (key = flag without dashes, with\n\
-         underscores: ranks_per_node, directives, ...). Flags override the table; --directive, --module,\n\
-         --setup and --launcher-arg add entries to its lists.\n\nSubmit options:\n",
+         Every option can also be set in a [submit] table of a -c file, under the key named in brackets\n\
+         (slurm/site-example.toml is one). Flags override the table; --directive, --module, --setup and\n\
+         --launcher-arg add entries to its lists. A directive asking Slurm for --overcommit makes the\n\
+         script ask for --ntasks=N*K instead of --ntasks-per-node=K (Slurm refuses more per node than cores).\n\n\
+         Submit options:\n",
     );
     let fields = SubmitOptions::fields();
     for f in FLAGS {
         let spec = fields.iter().find(|s| s.name == f.key).expect("flag field");
         let default = match &spec.default {
             None => "required".to_string(),
-            Some(d) if f.append => "repeatable".to_string() + if d == "[]" { "" } else { d },
+            Some(_) if f.append => "repeatable, adds to the list".to_string(),
             Some(d) => format!("default: {}", d),
         };
-        let doc = if f.flag == "--queue" { "Same as --partition (PBS name)." } else { spec.doc };
-        let _ = writeln!(out, "  {} {}\n      {} [{}]", f.flag, f.value, doc, default);
+        let doc = if f.flag == "--queue" { "Same as --partition (the PBS word)." } else { spec.doc };
+        let _ = writeln!(out, "  {} {}\n      {} [{}; key {}]", f.flag, f.value, doc, default, f.key);
     }
     out.push_str(
         "  --dry-run\n      Write the run directory and job script and print the script; submit nothing.\n\n\

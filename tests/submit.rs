@@ -166,6 +166,14 @@ fn rendered_scripts_say_what_the_issue_asks_for() {
         s.contains("#PBS -l place=scatter:excl\n#PBS -l filesystems=home:eagle\n")
             && s.contains("#PBS -q debug-scaling\n")
     );
+    // -O is --overcommit too: then --ntasks, which Slurm accepts above the core count.
+    let s = render_case("scheduler = \"slurm\"\nnodes = 2\nranks_per_node = 5\ndirectives = [\"-O\"]", "mpi", None);
+    assert!(
+        s.contains("#SBATCH --nodes=2\n#SBATCH --ntasks=10\n") && !s.contains("#SBATCH --ntasks-per-node"),
+        "{}",
+        s
+    );
+    assert!(s.contains("srun --nodes=2 --ntasks=10 --ntasks-per-node=5 "), "{}", s);
     let s = render_case("scheduler = \"slurm\"\nwalltime = \"1-12:00:00\"", "thread-pool", None);
     assert!(s.contains("#SBATCH --time=36:00:00\n"));
 }
