@@ -692,7 +692,6 @@ fn bin_dir(opts: &SubmitOptions, mpi: bool) -> Result<PathBuf, String> {
             ));
         }
     }
-    check_job_path(&dir).map_err(|e| e.replace("the run directory", "the taps directory"))?;
     Ok(dir)
 }
 
@@ -894,8 +893,20 @@ fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) -> R
             format!("{}; nothing was submitted ({} is marked not submitted in {})", msg, run_dir.display(), RECORD),
         ));
     }
-    save(&record)?;
     let id = record.job_id.as_deref().unwrap_or("?");
+    save(&record).map_err(|(code, e)| {
+        let cancel = match opts.scheduler {
+            Scheduler::Slurm => "scancel",
+            Scheduler::Pbs => "qdel",
+        };
+        (
+            code,
+            format!(
+                "submitted {} job {}, but {}; cancel it with `{} {}` if unwanted",
+                opts.scheduler, id, e, cancel, id
+            ),
+        )
+    })?;
     println!("Submitted {} job {}", opts.scheduler, id);
     println!("Run directory: {}", run_dir.display());
     println!("Check it with: taps status {}", run_dir.display());
