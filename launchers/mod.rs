@@ -1,7 +1,8 @@
 //! How workers are started and jobs submitted: launch profiles ([`profile`]: srun, mpirun,
-//! mpiexec), the `taps submit` / `status` / `cancel` commands ([`submit`]) and the two batch
+//! mpiexec), `taps submit` ([`submit`]), `taps status` / `taps cancel` ([`job`]) and the two batch
 //! schedulers they talk to ([`slurm`], [`pbs`]).
 
+pub mod job;
 pub mod pbs;
 pub mod profile;
 pub mod slurm;

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
+use super::job::{JobState, Reported, run_tool};
 use super::slurm::one_line;
-use super::submit::{JobState, Reported, run_tool};
 
 /// `qsub -o OUT -e ERR SCRIPT`: `-o/-e` repeat the script's `#PBS -o/-e` on the command line,
 /// because Slurm's qsub wrapper ignores them in the script (PBS Pro honours both).

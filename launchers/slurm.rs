@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::submit::{JobState, Reported, run_tool};
+use super::job::{JobState, Reported, run_tool};
 
 /// `sbatch --parsable SCRIPT` (the `#SBATCH` lines carry every option).
 pub fn submit_argv(script: &Path) -> Vec<String> {
