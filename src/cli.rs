@@ -25,6 +25,26 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Submit a run as a Slurm or PBS batch job (taps submit --help for the options).
+    #[command(disable_help_flag = true)]
+    Submit {
+        /// --scheduler slurm|pbs [--nodes N] ... [--] then the arguments of taps run
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Show the state of a submitted job: queued, running, finished, failed or cancelled.
+    Status {
+        /// Run directory created by taps submit.
+        run_dir: std::path::PathBuf,
+        /// Print one JSON object (state, scheduler, job_id, detail, run_dir).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a submitted job.
+    Cancel {
+        /// Run directory created by taps submit.
+        run_dir: std::path::PathBuf,
+    },
     /// List apps, executors, filters and transformers.
     List,
     /// Measure dispatch overhead and throughput of executors (writes a report).
@@ -55,6 +75,9 @@ pub fn main(argv: Vec<String>) -> i32 {
     };
     match cli.command {
         Command::Run { args } => cmd_run(&args, &argv),
+        Command::Submit { args } => crate::launchers::submit::main_submit(&args),
+        Command::Status { run_dir, json } => crate::launchers::job::main_status(&run_dir, json),
+        Command::Cancel { run_dir } => crate::launchers::job::main_cancel(&run_dir),
         Command::List => {
             print!("{}", list());
             0

@@ -1,0 +1,142 @@
+//! PBS (PBS Pro / OpenPBS): `qsub` to submit, `qstat -f -F json -x` for the state (falling back to
+//! the text of `qstat -f` where `-F json` is unknown, e.g. Torque or Slurm's `slurm-wlm-torque`
+//! wrappers), `qdel` to cancel.
+
+use std::path::Path;
+
+use super::job::{JobState, Reported, run_tool};
+use super::slurm::one_line;
+
+/// `qsub -o OUT -e ERR SCRIPT`: `-o/-e` repeat the script's `#PBS -o/-e` on the command line,
+/// because Slurm's qsub wrapper ignores them in the script (PBS Pro honours both).
+pub fn submit_argv(script: &Path, stdout: &Path, stderr: &Path) -> Vec<String> {
+    vec![
+        "qsub".into(),
+        "-o".into(),
+        stdout.display().to_string(),
+        "-e".into(),
+        stderr.display().to_string(),
+        script.display().to_string(),
+    ]
+}
+
+/// The job id: the whole first line `qsub` prints (`1234.server` on PBS Pro).
+pub fn parse_job_id(stdout: &str) -> Option<String> {
+    let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
+    (!line.contains(char::is_whitespace)).then(|| line.to_string())
+}
+
+/// Maps a PBS `job_state` (and `Exit_status`, when finished) to ours.
+pub fn map_state(state: &str, exit_status: Option<i64>) -> JobState {
+    match state {
+        "Q" | "H" | "W" | "T" | "M" => JobState::Queued,
+        "R" | "E" | "S" | "U" | "B" => JobState::Running,
+        "F" | "X" => match exit_status {
+            Some(0) => JobState::Finished,
+            Some(_) => JobState::Failed,
+            None => JobState::Ended,
+        },
+        // Torque (and Slurm's wrappers): completed, whether it succeeded, failed or was deleted.
+        "C" => JobState::Ended,
+        _ => JobState::Unknown,
+    }
+}
+
+fn reported(state: &str, exit_status: Option<i64>) -> Reported {
+    let mut detail = format!("job_state={}", state);
+    if let Some(e) = exit_status {
+        detail.push_str(&format!(" Exit_status={}", e));
+    }
+    Reported { state: map_state(state, exit_status), detail, exit_status }
+}
+
+/// Reads `qstat -f -F json` output; `None` if the job is not in it.
+pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("cannot read the JSON of qstat -f -F json: {}", e))?;
+    let Some(jobs) = v.get("Jobs").and_then(|j| j.as_object()) else { return Ok(None) };
+    // PBS may print the id with a longer server name than qsub did.
+    let job = jobs.get(job_id).or_else(|| {
+        let short = job_id.split('.').next().unwrap_or(job_id);
+        jobs.iter().find(|(k, _)| k.split('.').next() == Some(short)).map(|(_, j)| j)
+    });
+    let Some(job) = job else { return Ok(None) };
+    let state = job.get("job_state").and_then(|s| s.as_str()).ok_or("qstat JSON has no job_state")?;
+    Ok(Some(reported(state, job.get("Exit_status").and_then(|e| e.as_i64()))))
+}
+
+/// Reads the `key = value` text of `qstat -f`.
+pub fn parse_text(text: &str) -> Option<Reported> {
+    let field = |k: &str| {
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == k).then(|| value.trim().to_string())
+        })
+    };
+    let state = field("job_state")?;
+    Some(reported(&state, field("Exit_status").and_then(|e| e.parse().ok())))
+}
+
+fn unknown_job(code: Option<i32>, msg: &str) -> bool {
+    code == Some(153) || msg.contains("Unknown Job Id")
+}
+
+/// The job's state as PBS reports it; `None` if PBS does not know the id (any more).
+pub fn query(job_id: &str) -> Result<Option<Reported>, String> {
+    let out = run_tool(&["qstat", "-f", "-F", "json", "-x", job_id], None)?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        return parse_json(&stdout, job_id);
+    }
+    if unknown_job(out.status.code(), &stderr) {
+        return Ok(None);
+    }
+    // No JSON (Torque, Slurm's qstat wrapper): the text form.
+    let out = run_tool(&["qstat", "-f", job_id], None)?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        return parse_text(&stdout).map(Some).ok_or_else(|| {
+            format!("cannot read job_state of job {} from qstat -f: {}", job_id, one_line("", &stdout))
+        });
+    }
+    if unknown_job(out.status.code(), &stderr) {
+        return Ok(None);
+    }
+    Err(format!("qstat -f {} failed: {}", job_id, one_line(&stderr, &stdout)))
+}
+
+/// `qdel ID`.
+pub fn cancel_argv(job_id: &str) -> Vec<String> {
+    vec!["qdel".into(), job_id.into()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids() {
+        assert_eq!(parse_job_id("1234.pbs01\n").as_deref(), Some("1234.pbs01"));
+        assert_eq!(parse_job_id("7\n").as_deref(), Some("7"));
+        assert_eq!(parse_job_id(""), None);
+    }
+
+    #[test]
+    fn states_from_json_and_text() {
+        let json = r#"{"timestamp":1,"pbs_version":"2022.1.1","pbs_server":"pbs01",
+            "Jobs":{"12.pbs01.cluster":{"Job_Name":"taps","job_state":"F","Exit_status":0}}}"#;
+        let r = parse_json(json, "12.pbs01").unwrap().unwrap();
+        assert_eq!((r.state, r.detail.as_str()), (JobState::Finished, "job_state=F Exit_status=0"));
+        assert_eq!(parse_json(json, "13.pbs01").unwrap(), None);
+        let failed = json.replace("\"Exit_status\":0", "\"Exit_status\":271");
+        assert_eq!(parse_json(&failed, "12.pbs01.cluster").unwrap().unwrap().state, JobState::Failed);
+        assert!(parse_json("not json", "1").is_err());
+        let text = "Job Id:\t2\n\tJob_Name = x\n\tjob_state = C\n\tqueue = debug\n";
+        assert_eq!(parse_text(text).unwrap().state, JobState::Ended);
+        for (s, want) in [("Q", JobState::Queued), ("H", JobState::Queued), ("R", JobState::Running)] {
+            assert_eq!(map_state(s, None), want);
+        }
+        assert_eq!(map_state("E", None), JobState::Running);
+        assert_eq!(map_state("F", Some(1)), JobState::Failed);
+    }
+}

@@ -1,0 +1,426 @@
+//! `taps submit` on a real one-node Slurm cluster (`slurm/up.sh`), with `--scheduler slurm` and
+//! with `--scheduler pbs` through Debian's `slurm-wlm-torque` qsub/qstat/qdel wrappers.
+//!
+//! As root the tests start the cluster themselves (`slurm/up.sh` is idempotent and honours
+//! `SLURM_LOCAL_*`); otherwise they need `SLURM_CONF` of a running one. They never stop it, and
+//! cancel every job they submit if they fail. Waits are bounded (a hang guard, not a speed test).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Longest wait for a job state before the test fails.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `SLURM_CONF` of the local cluster, started if needed.
+fn slurm_conf() -> &'static str {
+    static CONF: OnceLock<String> = OnceLock::new();
+    CONF.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return std::env::var("SLURM_CONF").expect(
+                "the Slurm tests need root (to start slurm/up.sh) or SLURM_CONF of a running cluster (see slurm/README.md)",
+            );
+        }
+        let up = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/up.sh");
+        let out = Command::new(&up).output().expect("slurm/up.sh runs");
+        assert!(
+            out.status.success(),
+            "slurm/up.sh failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let conf = stdout.trim().strip_prefix("export SLURM_CONF=").expect("up.sh prints export SLURM_CONF=...");
+        conf.to_string()
+    })
+}
+
+/// `taps ARGS` in `cwd` against the local cluster.
+fn taps_slurm(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(taps_bin()).args(args).current_dir(cwd).env("SLURM_CONF", slurm_conf()).output().expect("taps runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A submitted job; cancelled when dropped unless it has ended.
+struct Job {
+    run: PathBuf,
+    id: String,
+    submitted: Instant,
+}
+
+impl Job {
+    fn status(&self) -> serde_json::Value {
+        let out = taps_slurm(&self.run, &["status", "--json", self.run.to_str().unwrap()]);
+        assert!(out.status.success(), "taps status: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("taps status --json prints JSON")
+    }
+
+    fn status_line(&self) -> String {
+        let out = taps_slurm(&self.run, &["status", self.run.to_str().unwrap()]);
+        assert!(out.status.success(), "taps status: {}", text(&out.stderr));
+        text(&out.stdout).trim_end().to_string()
+    }
+
+    /// Polls `taps status` until the state is one of `states`; fails on any other final state.
+    fn wait_for(&self, states: &[&str]) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let st = self.status();
+            let state = st["state"].as_str().unwrap().to_string();
+            if states.contains(&state.as_str()) {
+                return st;
+            }
+            let err = std::fs::read_to_string(self.run.join("job.err")).unwrap_or_default();
+            assert!(
+                !["finished", "failed", "cancelled", "unknown"].contains(&state.as_str()),
+                "job {} ended {} ({}) while waiting for {:?}; job.err:\n{}",
+                self.id,
+                state,
+                st["detail"],
+                states,
+                err
+            );
+            assert!(
+                Instant::now() < deadline,
+                "job {} still {} ({}) after {:?}, waiting for {:?}",
+                self.id,
+                state,
+                st["detail"],
+                WAIT,
+                states
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Polls `taps status` until its detail is `detail` (a job that has ended may be COMPLETING in
+    /// Slurm for a moment: its state is known from job.exit, Slurm's words come a little later).
+    fn wait_detail(&self, detail: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let st = self.status();
+            if st["detail"] == detail {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job {}: {} after {:?}, waiting for {:?}", self.id, st, WAIT, detail);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the run has written `n` task records (the app is really running).
+    fn wait_records(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let lines = std::fs::read_to_string(self.run.join("tasks.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+            if lines >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job {} wrote {} of {} records in {:?}", self.id, lines, n, WAIT);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn scontrol(&self, verb: &str) {
+        let out = Command::new("scontrol").args([verb, &self.id]).env("SLURM_CONF", slurm_conf()).output().unwrap();
+        assert!(out.status.success(), "scontrol {} {}: {}", verb, self.id, text(&out.stderr));
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // Leaves no job behind: a no-op for a job that has ended.
+        let _ = taps_slurm(&self.run, &["cancel", self.run.to_str().unwrap()]);
+    }
+}
+
+/// `taps submit FLAGS -- BENCH` in `cwd`; the job, after checking what `taps submit` printed and wrote.
+fn submit(cwd: &Path, flags: &[&str], bench: &[&str]) -> Job {
+    let mut args = vec!["submit"];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(bench);
+    submit_args(cwd, &args)
+}
+
+/// `taps ARGS` (a submit) in `cwd`; the job.
+fn submit_args(cwd: &Path, args: &[&str]) -> Job {
+    let before = run_dirs(cwd);
+    let submitted = Instant::now();
+    let out = taps_slurm(cwd, args);
+    assert!(out.status.success(), "taps {:?}: {}{}", args, text(&out.stderr), text(&out.stdout));
+    let run = run_dirs(cwd).into_iter().find(|d| !before.contains(d)).expect("a run directory");
+    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("job.json")).unwrap()).unwrap();
+    let id = job["job_id"].as_str().expect("job.json has the job id").to_string();
+    assert_eq!(job["submitted"], true);
+    let sched = job["scheduler"].as_str().unwrap();
+    assert!(text(&out.stdout).starts_with(&format!("Submitted {} job {}\n", sched, id)), "{}", text(&out.stdout));
+    assert!(id.chars().all(|c| c.is_ascii_digit()), "Slurm (and its qsub) give numeric ids: {:?}", id);
+    Job { run, id, submitted }
+}
+
+fn synthetic(count: &str, sleep: &str) -> Vec<String> {
+    ["--app", "synthetic", "--app.structure", "bag", "--app.task-count", count, "--app.bag-max-running", "2"]
+        .into_iter()
+        .chain(["--app.task-sleep", sleep, "--app.warmup-tasks", "2", "--engine.executor", "thread-pool"])
+        .map(String::from)
+        .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The run finished completely: every record, the log's last line, the job's stdout and exit code.
+fn check_finished_run(job: &Job, tasks: usize) {
+    let recs = records(&job.run);
+    check_record_invariants(&recs);
+    assert_eq!(recs.len(), tasks, "one record per task");
+    assert!(recs.iter().all(|r| r.success == Some(true)));
+    let out = std::fs::read_to_string(job.run.join("job.out")).expect("the job's stdout is in the run directory");
+    assert!(out.starts_with(&format!("taps job {} on ", job.id)), "{}", out);
+    assert!(out.contains("Finished benchmark (app=synthetic"), "job.out:\n{}", out);
+    assert!(job.run.join("job.err").is_file());
+    assert_eq!(std::fs::read_to_string(job.run.join("job.exit")).unwrap(), "0\n");
+    assert!(std::fs::read_to_string(job.run.join("log.txt")).unwrap().contains("Finished benchmark"));
+}
+
+#[test]
+fn slurm_synthetic_run_finishes_with_complete_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = synthetic("20", "0.01");
+    let job = submit(tmp.path(), &["--scheduler", "slurm", "--walltime", "00:05:00"], &strs(&bench));
+    job.wait_for(&["finished"]);
+    eprintln!("slurm job {}: submit -> finished (seen by taps status) in {:.2?}", job.id, job.submitted.elapsed());
+    job.wait_detail("JobState=COMPLETED ExitCode=0:0");
+    assert_eq!(job.status_line(), format!("finished: slurm job {} (JobState=COMPLETED ExitCode=0:0)", job.id));
+    check_finished_run(&job, 20 + 2);
+    // Slurm ran exactly the script in the run directory, with its output there.
+    let out =
+        Command::new("scontrol").args(["-o", "show", "job", &job.id]).env("SLURM_CONF", slurm_conf()).output().unwrap();
+    let line = text(&out.stdout);
+    let r = job.run.display();
+    for want in [
+        format!("Command={r}/job.sh"),
+        format!("StdOut={r}/job.out"),
+        format!("StdErr={r}/job.err"),
+        format!("WorkDir={r}"),
+    ] {
+        assert!(line.contains(&want), "{} not in {}", want, line);
+    }
+    assert!(line.contains("TimeLimit=00:05:00"), "{}", line);
+    // The run's config.toml can be fed back to taps run.
+    let again = run_ok(tmp.path(), &["run", "-c", job.run.join("config.toml").to_str().unwrap()]);
+    assert_eq!(records(&again).len(), 22);
+}
+
+#[test]
+fn slurm_site_example_runs_as_documented() {
+    // slurm/README.md: taps submit -c apps/synthetic/config.toml -c slurm/site-example.toml
+    let tmp = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (app, site) = (format!("{}/apps/synthetic/config.toml", root), format!("{}/slurm/site-example.toml", root));
+    let job = submit_args(tmp.path(), &["submit", "-c", &app, &site]);
+    job.wait_for(&["finished"]);
+    eprintln!("slurm site-example job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
+    let recs = records(&job.run);
+    check_record_invariants(&recs);
+    assert_eq!(recs.len(), 1000 + 8);
+    // 3 tasks on a 2-core node: --ntasks (Slurm refuses --ntasks-per-node=3 there), whole node.
+    let out =
+        Command::new("scontrol").args(["-o", "show", "job", &job.id]).env("SLURM_CONF", slurm_conf()).output().unwrap();
+    let line = text(&out.stdout);
+    assert!(
+        line.contains("NumTasks=3") && line.contains("OverSubscribe=NO") && line.contains("Partition=debug"),
+        "{}",
+        line
+    );
+}
+
+#[test]
+fn slurm_status_goes_queued_running_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = synthetic("1000", "0.2");
+    let job = submit(tmp.path(), &["--scheduler", "slurm", "--directive", "--hold"], &strs(&bench));
+    let st = job.wait_for(&["queued"]);
+    assert_eq!(st["detail"], "JobState=PENDING Reason=JobHeldUser");
+    assert_eq!(job.status_line(), format!("queued: slurm job {} (JobState=PENDING Reason=JobHeldUser)", job.id));
+    job.scontrol("release");
+    let st = job.wait_for(&["running"]);
+    assert_eq!(st["detail"], "JobState=RUNNING");
+    job.wait_records(3);
+
+    let out = taps_slurm(tmp.path(), &["cancel", job.run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("Cancelled slurm job {} ({})\n", job.id, job.run.display()));
+    let st = job.wait_for(&["cancelled"]);
+    assert!(st["detail"].as_str().unwrap().starts_with("JobState=CANCELLED"), "{}", st);
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(job.run.join("job.json")).unwrap()).unwrap();
+    assert!(rec["cancel_time"].as_f64().unwrap() >= rec["submit_time"].as_f64().unwrap());
+    assert!(!job.run.join("job.exit").exists(), "a cancelled job does not get to write its exit code");
+    // Again: nothing left to cancel.
+    let out = taps_slurm(tmp.path(), &["cancel", job.run.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), format!("slurm job {} already cancelled; nothing to cancel\n", job.id));
+}
+
+#[test]
+fn slurm_job_whose_run_fails_is_failed_with_its_error_captured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = synthetic("5", "0");
+    let job = submit(tmp.path(), &["--scheduler", "slurm", "--directive", "#SBATCH --hold"], &strs(&bench));
+    job.wait_for(&["queued"]);
+    // Make the prepared directory unusable: taps run refuses a directory with records in it.
+    std::fs::write(job.run.join("tasks.jsonl"), "").unwrap();
+    job.scontrol("release");
+    job.wait_for(&["failed"]);
+    job.wait_detail("JobState=FAILED ExitCode=2:0");
+    assert_eq!(std::fs::read_to_string(job.run.join("job.exit")).unwrap(), "2\n");
+    let err = std::fs::read_to_string(job.run.join("job.err")).unwrap();
+    assert!(err.contains("already holds tasks.jsonl from an earlier run"), "job.err:\n{}", err);
+}
+
+#[test]
+fn slurm_rejected_submission_shows_sbatchs_message_and_marks_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut args = vec!["submit", "--scheduler", "slurm", "--partition", "nosuch", "--"];
+    let bench = synthetic("3", "0");
+    args.extend(strs(&bench));
+    let out = taps_slurm(d, &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", err);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(err.starts_with("taps: error: sbatch rejected the job"), "{}", err);
+    assert!(err.contains("Invalid partition name specified"), "Slurm's own message: {}", err);
+    let run = run_dirs(d).pop().expect("the run directory is kept, marked");
+    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("job.json")).unwrap()).unwrap();
+    assert_eq!(job["submitted"], false);
+    let st = taps_slurm(d, &["status", run.to_str().unwrap()]);
+    assert!(text(&st.stdout).starts_with("not-submitted: slurm job (sbatch rejected the job"), "{}", text(&st.stdout));
+    assert_eq!(taps_slurm(d, &["cancel", run.to_str().unwrap()]).status.code(), Some(1));
+}
+
+#[test]
+fn pbs_wrappers_run_a_synthetic_job_over_slurm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = synthetic("10", "0.01");
+    let flags = ["--scheduler", "pbs", "--ranks-per-node", "2", "--queue", "debug", "--walltime", "00:05:00"];
+    let job = submit(tmp.path(), &flags, &strs(&bench));
+    let st = job.wait_for(&["finished"]);
+    eprintln!("pbs (qsub wrapper) job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
+    // The wrappers' qstat has no -F json and no exit status: `C`, and the job's own exit code.
+    assert_eq!(st["detail"], "job_state=C, job.exit 0");
+    check_finished_run(&job, 10 + 2);
+    // qsub -o/-e put the output in the run directory, not the wrapper's <script>.o<ID>.
+    let stray: Vec<_> = std::fs::read_dir(&job.run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.rsplit_once(".o").or(n.rsplit_once(".e")).is_some_and(|(_, id)| id == job.id))
+        .collect();
+    assert!(stray.is_empty(), "{:?}", stray);
+    // #PBS -l select=1:ncpus=2:mpiprocs=2 became two Slurm tasks.
+    let out =
+        Command::new("scontrol").args(["-o", "show", "job", &job.id]).env("SLURM_CONF", slurm_conf()).output().unwrap();
+    assert!(text(&out.stdout).contains("NumTasks=2"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn pbs_wrappers_cancel_a_running_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = synthetic("1000", "0.2");
+    let job = submit(tmp.path(), &["--scheduler", "pbs"], &strs(&bench));
+    let st = job.wait_for(&["running"]);
+    assert_eq!(st["detail"], "job_state=R");
+    job.wait_records(3);
+    let out = taps_slurm(tmp.path(), &["cancel", job.run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The wrappers report a deleted job as `C` like a finished one; no job.exit and our cancel decide.
+    let st = job.wait_for(&["cancelled"]);
+    assert_eq!(st["detail"], "job_state=C");
+}
+
+// ---- the MPI executor on 3 ranks (needs `--features mpi`, the MPI executor and the cholesky app) --
+
+#[cfg(feature = "mpi")]
+mod mpi {
+    use super::*;
+
+    const MPI_FLAGS: &[&str] = &[
+        "--scheduler",
+        "slurm",
+        "--ranks-per-node",
+        "3",
+        "--walltime",
+        "00:10:00",
+        // 3 ranks on 2 cores: the whole node, oversubscribed.
+        "--directive",
+        "--exclusive",
+        "--directive",
+        "--overcommit",
+    ];
+
+    fn check_mpi_run(job: &Job, app: &str) {
+        let recs = records(&job.run);
+        check_record_invariants(&recs);
+        assert!(!recs.is_empty());
+        assert!(recs.iter().all(|r| r.success == Some(true)), "every task succeeded");
+        let out = std::fs::read_to_string(job.run.join("job.out")).unwrap();
+        assert!(out.contains(&format!("Finished benchmark (app={}", app)), "job.out:\n{}", out);
+        let script = std::fs::read_to_string(job.run.join("job.sh")).unwrap();
+        assert!(script.contains("srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix"), "{}", script);
+        assert_eq!(std::fs::read_to_string(job.run.join("job.exit")).unwrap(), "0\n");
+    }
+
+    #[test]
+    fn slurm_mpi_synthetic_on_three_ranks() {
+        taps::executor::find("mpi").expect("built with --features mpi: the MPI executor must exist");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bench = synthetic("30", "0.01");
+        bench.extend(["--engine.executor".into(), "mpi".into()]);
+        let job = submit(tmp.path(), MPI_FLAGS, &strs(&bench));
+        job.wait_for(&["finished"]);
+        eprintln!("slurm MPI job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
+        check_mpi_run(&job, "synthetic");
+        assert_eq!(records(&job.run).len(), 30 + 2);
+    }
+
+    #[test]
+    fn slurm_mpi_cholesky_on_three_ranks() {
+        taps::executor::find("mpi").expect("built with --features mpi: the MPI executor must exist");
+        taps::apps::find("cholesky").expect("the cholesky app must exist");
+        let tmp = tempfile::tempdir().unwrap();
+        let bench =
+            ["--app", "cholesky", "--app.matrix-size", "200", "--app.block-size", "50", "--engine.executor", "mpi"];
+        let job = submit(tmp.path(), MPI_FLAGS, &bench);
+        job.wait_for(&["finished"]);
+        eprintln!("slurm MPI cholesky job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
+        check_mpi_run(&job, "cholesky");
+    }
+
+    #[test]
+    fn pbs_wrappers_mpi_synthetic_on_two_ranks() {
+        taps::executor::find("mpi").expect("built with --features mpi: the MPI executor must exist");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bench = synthetic("10", "0.01");
+        bench.extend(["--engine.executor".into(), "mpi".into()]);
+        // mpiexec --hostfile "$PBS_NODEFILE" (written by generate_pbs_nodefile under the wrappers).
+        let job = submit(tmp.path(), &["--scheduler", "pbs", "--ranks-per-node", "2"], &strs(&bench));
+        job.wait_for(&["finished"]);
+        assert_eq!(records(&job.run).len(), 10 + 2);
+        assert!(
+            std::fs::read_to_string(job.run.join("job.sh"))
+                .unwrap()
+                .contains("mpiexec -n 2 --hostfile \"$PBS_NODEFILE\"")
+        );
+    }
+}

@@ -1,0 +1,594 @@
+//! `taps submit` without a cluster: golden job scripts for every combination of settings (checked
+//! with `bash -n`), dry runs, bad input, and submit/status/cancel end to end against a PBS Pro
+//! test double (`qsub`/`qstat`/`qdel` scripts on PATH that record their arguments and answer in
+//! PBS Pro's formats). The real Slurm cluster and Slurm's PBS wrappers are in `tests/slurm.rs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use taps::launchers::submit::{JobSpec, effective_options, render};
+
+const RUN: &str = "/scratch/alice/runs/run-1";
+const BIN: &str = "/opt/taps/bin";
+
+/// (golden name, executor, `[submit]` table).
+const CASES: &[(&str, &str, &str)] = &[
+    ("slurm_minimal", "thread-pool", r#"scheduler = "slurm""#),
+    (
+        "slurm_full",
+        "thread-pool",
+        r##"scheduler = "slurm"
+nodes = 2
+ranks_per_node = 4
+walltime = "1-12:00:00"
+partition = "compute"
+account = "proj42"
+qos = "debug"
+job_name = "cholesky-scan"
+directives = ["--exclusive", "#SBATCH --mem=0", "#DW jobdw capacity=1GB access_mode=striped type=scratch"]
+modules = ["openmpi/4.1", "PrgEnv-gnu cray-hdf5"]
+setup = ["export OMP_NUM_THREADS=1", "ulimit -n 4096"]
+launcher_args = ["--not-used-without-mpi"]"##,
+    ),
+    (
+        "slurm_mpi_srun",
+        "mpi",
+        r#"scheduler = "slurm"
+ranks_per_node = 3
+walltime = "00:10:00"
+directives = ["--exclusive", "--overcommit"]"#,
+    ),
+    (
+        "slurm_mpi_srun_multinode",
+        "mpi",
+        r#"scheduler = "slurm"
+nodes = 2
+ranks_per_node = 2
+launcher = "srun"
+launcher_args = ["--mpi=pmi2"]"#,
+    ),
+    ("slurm_mpi_mpirun", "mpi", "scheduler = \"slurm\"\nnodes = 2\nranks_per_node = 3\nlauncher = \"mpirun\""),
+    (
+        "slurm_mpi_mpiexec",
+        "mpi",
+        "scheduler = \"slurm\"\nranks_per_node = 4\nlauncher = \"mpiexec\"\nlauncher_args = [\"--bind-to\", \"none\"]",
+    ),
+    ("pbs_minimal", "thread-pool", r#"scheduler = "pbs""#),
+    (
+        "pbs_full",
+        "thread-pool",
+        r##"scheduler = "pbs"
+nodes = 2
+ranks_per_node = 64
+walltime = "00:30:00"
+partition = "debug-scaling"
+account = "proj42"
+job_name = "scan"
+directives = ["-l place=scatter:excl", "#PBS -l filesystems=home:eagle"]
+modules = ["openmpi/4.1"]
+setup = ["export OMP_NUM_THREADS=1"]"##,
+    ),
+    ("pbs_mpi_mpiexec", "mpi", "scheduler = \"pbs\"\nranks_per_node = 3"),
+    (
+        "pbs_mpi_mpirun_multinode",
+        "mpi",
+        r#"scheduler = "pbs"
+nodes = 4
+ranks_per_node = 8
+launcher = "mpirun"
+launcher_args = ["--map-by", "ppr:8:node"]"#,
+    ),
+];
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Compares with `tests/golden/NAME`; `TAPS_BLESS=1` writes it instead.
+fn check_golden(name: &str, text: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("TAPS_BLESS").is_some() {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {} (create it with TAPS_BLESS=1 cargo test --test submit)", path.display(), e));
+    assert!(
+        text == want,
+        "{} differs from the rendered script (check, then TAPS_BLESS=1 to update):\n--- rendered ---\n{}",
+        path.display(),
+        text
+    );
+}
+
+/// `bash -n` on a script.
+fn check_syntax(script: &str) {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), script).unwrap();
+    let out = Command::new("bash").arg("-n").arg(tmp.path()).output().unwrap();
+    assert!(out.status.success(), "bash -n: {}\n{}", String::from_utf8_lossy(&out.stderr), script);
+}
+
+fn render_case(table: &str, executor: &str, template: Option<&str>) -> String {
+    let t: toml::Table = toml::from_str(table).unwrap();
+    let o = effective_options(Some(&t), &[]).unwrap();
+    let spec = JobSpec::new(&o, "synthetic", executor, Path::new(RUN), Path::new(BIN)).unwrap();
+    render(&spec, "test", template.unwrap_or(o.scheduler.builtin_template())).unwrap()
+}
+
+#[test]
+fn every_setting_renders_into_golden_scripts_that_bash_accepts() {
+    for (name, executor, table) in CASES {
+        let script = render_case(table, executor, None);
+        check_syntax(&script);
+        check_golden(&format!("{}.sh", name), &script);
+    }
+}
+
+#[test]
+fn rendered_scripts_say_what_the_issue_asks_for() {
+    let s = render_case(CASES[2].2, "mpi", None);
+    let launch = format!(
+        "srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix --kill-on-bad-exit=1 {}/taps-worker -c {}/config.toml --run-dir {}",
+        BIN, RUN, RUN
+    );
+    assert!(s.lines().any(|l| l == launch), "{}", s);
+    for line in ["#SBATCH --exclusive", "#SBATCH --overcommit", "#SBATCH --time=00:10:00", "#SBATCH --ntasks=3"] {
+        assert!(s.lines().any(|l| l == line), "{} missing:\n{}", line, s);
+    }
+    assert!(
+        s.contains(&format!("#SBATCH --output={}/job.out", RUN))
+            && s.contains(&format!("#SBATCH --error={}/job.err", RUN))
+    );
+    assert!(s.contains("export OMPI_MCA_mpi_yield_when_idle=1"));
+    // Not MPI: taps run once, in the prepared directory.
+    let s = render_case(CASES[0].2, "thread-pool", None);
+    assert!(s.lines().any(|l| l == format!("{}/taps run -c {}/config.toml --run-dir {}", BIN, RUN, RUN)), "{}", s);
+    assert!(!s.contains("srun") && !s.contains("taps-worker"));
+    // PBS: select, walltime over a day in hours, the node file for mpiexec.
+    let s = render_case(CASES[9].2, "mpi", None);
+    assert!(s.contains("#PBS -l select=4:ncpus=8:mpiprocs=8\n"), "{}", s);
+    assert!(
+        s.contains(&format!(
+            "\nmpirun -np 32 --hostfile \"$PBS_NODEFILE\" --map-by ppr:8:node {}/taps-worker -c ",
+            BIN
+        )),
+        "{}",
+        s
+    );
+    assert!(s.contains("PBS_NODEFILE=${PBS_NODEFILE:-$(generate_pbs_nodefile)}\n"));
+    let s = render_case(CASES[7].2, "thread-pool", None);
+    assert!(
+        s.contains("#PBS -l place=scatter:excl\n#PBS -l filesystems=home:eagle\n")
+            && s.contains("#PBS -q debug-scaling\n")
+    );
+    // -O is --overcommit too: then --ntasks, which Slurm accepts above the core count.
+    let s = render_case("scheduler = \"slurm\"\nnodes = 2\nranks_per_node = 5\ndirectives = [\"-O\"]", "mpi", None);
+    assert!(
+        s.contains("#SBATCH --nodes=2\n#SBATCH --ntasks=10\n") && !s.contains("#SBATCH --ntasks-per-node"),
+        "{}",
+        s
+    );
+    assert!(s.contains("srun --nodes=2 --ntasks=10 --ntasks-per-node=5 "), "{}", s);
+    let s = render_case("scheduler = \"slurm\"\nwalltime = \"1-12:00:00\"", "thread-pool", None);
+    assert!(s.contains("#SBATCH --time=36:00:00\n"));
+}
+
+#[test]
+fn a_custom_template_sees_every_variable() {
+    let tmpl = std::fs::read_to_string(golden_dir().join("custom.sh.j2")).unwrap();
+    for (name, executor, table) in
+        [("custom_slurm_full.sh", "thread-pool", CASES[1].2), ("custom_pbs_mpi.sh", "mpi", CASES[9].2)]
+    {
+        let script = render_case(table, executor, Some(&tmpl));
+        check_syntax(&script);
+        check_golden(name, &script);
+    }
+}
+
+// ---- the CLI ---------------------------------------------------------------------------------
+
+const BENCH: &[&str] =
+    &["--app", "synthetic", "--app.structure", "bag", "--app.task-count", "4", "--app.bag-max-running", "2"];
+
+fn taps_env(cwd: &Path, args: &[&str], path: Option<&str>) -> Output {
+    let mut c = Command::new(taps_bin());
+    c.args(args).current_dir(cwd);
+    if let Some(p) = path {
+        c.env("PATH", p);
+    }
+    c.output().expect("taps runs")
+}
+
+fn submit_args<'a>(flags: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["submit"];
+    v.extend_from_slice(flags);
+    v.push("--");
+    v.extend_from_slice(BENCH);
+    v
+}
+
+/// The dry-run script with this run's directory and binaries replaced by the golden paths.
+fn dry_run(cwd: &Path, args: &[&str]) -> (String, PathBuf) {
+    let before = run_dirs(cwd);
+    let out = taps(cwd, args);
+    assert!(out.status.success(), "{:?}: {}", args, String::from_utf8_lossy(&out.stderr));
+    let dir = run_dirs(cwd).into_iter().find(|d| !before.contains(d)).expect("a new run directory");
+    let script = std::fs::read_to_string(dir.join("job.sh")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), script, "--dry-run prints the script it wrote");
+    let bin = Path::new(taps_bin()).parent().unwrap().display().to_string();
+    (script.replace(&dir.display().to_string(), RUN).replace(&bin, BIN), dir)
+}
+
+#[test]
+fn dry_run_from_flags_or_a_submit_table_writes_the_same_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let flags = [
+        "--scheduler",
+        "slurm",
+        "--nodes",
+        "2",
+        "--ranks-per-node",
+        "4",
+        "--walltime",
+        "1-12:00:00",
+        "--partition",
+        "compute",
+        "--account",
+        "proj42",
+        "--qos",
+        "debug",
+        "--job-name",
+        "cholesky-scan",
+        "--directive",
+        "--exclusive",
+        "--directive",
+        "#SBATCH --mem=0",
+        "--directive",
+        "#DW jobdw capacity=1GB access_mode=striped type=scratch",
+        "--module",
+        "openmpi/4.1",
+        "--module",
+        "PrgEnv-gnu cray-hdf5",
+        "--setup",
+        "export OMP_NUM_THREADS=1",
+        "--setup",
+        "ulimit -n 4096",
+        "--launcher-arg",
+        "--not-used-without-mpi",
+        "--dry-run",
+    ];
+    let (script, dir) = dry_run(d, &submit_args(&flags));
+    check_golden("slurm_full.sh", &script);
+    // The run directory: config.toml (with the effective [submit] table), job.sh, job.json.
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    names.sort();
+    assert_eq!(names, ["config.toml", "job.json", "job.sh"]);
+    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("job.json")).unwrap()).unwrap();
+    assert_eq!(job["submitted"], false);
+    assert_eq!(job["error"], "dry run");
+    assert_eq!(job["command"][0], "sbatch");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.join("job.sh")).unwrap().permissions().mode() & 0o111, 0o111);
+
+    // The same from a [submit] table (the config.toml just written is one), CLI flags overriding it.
+    let cfg = dir.join("config.toml");
+    let (again, _) = dry_run(d, &["submit", "--dry-run", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(again, script);
+    let (site, _) =
+        dry_run(d, &["submit", "--dry-run", "--nodes", "3", "--setup", "echo extra", "-c", cfg.to_str().unwrap()]);
+    assert!(site.contains("#SBATCH --nodes=3\n") && site.contains("ulimit -n 4096\necho extra\n"), "{}", site);
+
+    // A dry run is a run directory that was not submitted.
+    let out = taps(d, &["status", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "not-submitted: slurm job (dry run)\n");
+    let out = taps(d, &["cancel", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not submitted (dry run); nothing to cancel"));
+}
+
+#[test]
+fn dry_runs_of_the_example_configs_and_a_custom_template() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let site = format!("{}/slurm/site-example.toml", root);
+    let app = format!("{}/apps/synthetic/config.toml", root);
+    let (script, _) = dry_run(d, &["submit", "--dry-run", "-c", &app, &site]);
+    check_syntax(&script);
+    for l in ["#SBATCH --partition=debug", "#SBATCH --ntasks=3", "#SBATCH --overcommit", "export OMP_NUM_THREADS=1"] {
+        assert!(script.lines().any(|x| x == l), "{} missing:\n{}", l, script);
+    }
+    let custom = golden_dir().join("custom.sh.j2");
+    let (script, _) = dry_run(
+        d,
+        &["submit", "--dry-run", "--scheduler", "pbs", "--template", custom.to_str().unwrap(), "--", "-c", &app],
+    );
+    assert!(script.starts_with("#!/bin/bash\n# custom template\n"), "{}", script);
+    assert!(script.contains("# scheduler=pbs job_name=taps-synthetic "));
+
+    // --taps-bin: the job calls taps from there.
+    let bin = d.join("site-bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("taps"), "").unwrap();
+    let out = taps(d, &submit_args(&["--scheduler", "pbs", "--taps-bin", bin.to_str().unwrap(), "--dry-run"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("\n{}/taps run -c ", bin.display())));
+}
+
+#[test]
+fn submit_help_lists_every_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = taps(tmp.path(), &["submit", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for f in taps::launchers::submit::FLAGS {
+        assert!(help.contains(&format!("  {} ", f.flag)), "{} missing from help", f.flag);
+    }
+    assert!(help.contains("--dry-run") && help.contains("[submit]") && help.contains("taps status RUN_DIR"));
+    assert!(run_dirs(tmp.path()).is_empty());
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2_and_nothing_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = |flags: &[&'static str]| submit_args(&[&["--dry-run"], flags].concat());
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--walltime", "1h"]), &["walltime", "HH:MM:SS", "1h"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--walltime", "00:75:00"]), &["walltime", "00:75:00"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--walltime", "00:00:00"]), &["walltime", "longer than 0"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--nodes", "0"]), &["nodes", "at least 1"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--nodes", "-1"]), &["--nodes", "-1", "non-negative integer"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--ranks-per-node", "0"]), &["ranks_per_node", "at least 1"]);
+    assert_bad_input(d, &s(&["--scheduler", "lsf"]), &["--scheduler", "lsf", "slurm|pbs"]);
+    assert_bad_input(d, &s(&[]), &["no scheduler", "--scheduler slurm|pbs", "[submit]"]);
+    assert_bad_input(d, &s(&["--scheduler", "pbs", "--qos", "high"]), &["qos", "Slurm option", "PBS"]);
+    assert_bad_input(d, &s(&["--scheduler", "pbs", "--launcher", "srun"]), &["srun needs Slurm", "mpiexec"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--launcher", "aprun"]), &["--launcher", "srun|mpirun|mpiexec"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--directive", "exclusive"]), &["not a directive", "#SBATCH"]);
+    assert_bad_input(
+        d,
+        &s(&["--scheduler", "slurm", "--directive", "#PBS -q x"]),
+        &["is a pbs directive", "scheduler is slurm"],
+    );
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--partition", "a b"]), &["partition", "one word"]);
+    assert_bad_input(d, &s(&["--scheduler", "pbs", "--job-name", "1st"]), &["job_name", "start with a letter"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--template", "nope.j2"]), &["template", "nope.j2"]);
+    assert_bad_input(
+        d,
+        &s(&["--scheduler", "slurm", "--taps-bin", "/nonexistent"]),
+        &["taps not found in /nonexistent"],
+    );
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--nodes"]), &["--nodes needs a value"]);
+    assert_bad_input(d, &["submit", "--scheduler", "slurm"], &["nothing to submit", "--app NAME"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--run-dir", "x"]), &["--run-dir is for taps run"]);
+
+    // Templates: a syntax error, an unknown variable.
+    std::fs::write(d.join("broken.j2"), "#!/bin/bash\n{% if %}\n").unwrap();
+    std::fs::write(d.join("typo.j2"), "#!/bin/bash\n{{ run_directory }}\n").unwrap();
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--template", "broken.j2"]), &["broken.j2", "line 2"]);
+    assert_bad_input(d, &s(&["--scheduler", "slurm", "--template", "typo.j2"]), &["typo.j2", "undefined"]);
+
+    // A [submit] table: unknown keys with did-you-mean, wrong types.
+    std::fs::write(d.join("site.toml"), "[submit]\nscheduler = \"slurm\"\nnode = 2\n").unwrap();
+    let with_site = [&["submit", "--dry-run", "-c", "site.toml", "--"], BENCH].concat();
+    assert_bad_input(d, &with_site, &["submit.node", "did you mean submit.nodes"]);
+    std::fs::write(d.join("site.toml"), "[submit]\nscheduler = \"slurm\"\nmodules = 3\n").unwrap();
+    assert_bad_input(d, &with_site, &["submit.modules", "array of strings"]);
+
+    // The benchmark is checked exactly as taps run checks it.
+    let mut run = vec!["run"];
+    run.extend_from_slice(BENCH);
+    run.extend_from_slice(&["--app.task-count", "many"]);
+    let from_run = assert_bad_input(d, &run, &["--app.task-count", "many"]);
+    let mut sub = vec!["submit", "--scheduler", "slurm", "--dry-run", "--"];
+    sub.extend_from_slice(&run[1..]);
+    assert_eq!(assert_bad_input(d, &sub, &[]), from_run);
+
+    // A run directory whose path a directive line cannot carry.
+    let spaced = d.join("my runs");
+    std::fs::create_dir(&spaced).unwrap();
+    assert_bad_input(&spaced, &s(&["--scheduler", "slurm"]), &["contains ' '", "letters, digits"]);
+    assert!(std::fs::read_dir(&spaced).unwrap().next().is_none());
+}
+
+#[test]
+fn missing_scheduler_commands_are_one_line_naming_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let empty = d.join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    let path = empty.to_str().unwrap();
+    for (sched, cmd) in [("slurm", "sbatch"), ("pbs", "qsub")] {
+        let out = taps_env(d, &submit_args(&["--scheduler", sched]), Some(path));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", err);
+        assert_eq!(err.lines().count(), 1, "{}", err);
+        assert!(err.starts_with(&format!("taps: error: {} not found on PATH: ", cmd)), "{}", err);
+        assert!(err.contains("--dry-run"), "{}", err);
+        assert!(run_dirs(d).is_empty(), "nothing is created when {} is missing", cmd);
+    }
+    // Not a run directory of taps submit.
+    let out = taps(d, &["status", d.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("job.json"));
+}
+
+// ---- PBS Pro, through a test double on PATH ---------------------------------------------------
+
+/// `qsub`, `qstat`, `qdel` that log their arguments (and working directory) to `calls` and answer
+/// as PBS Pro 2022 does: `qsub` prints `1234.pbs01` (or rejects the job if `reject` exists),
+/// `qstat -f -F json -x` prints the JSON of the state in `state` ("Q", "R", "F 0", "unknown", ...).
+struct PbsDouble {
+    dir: tempfile::TempDir,
+}
+
+impl PbsDouble {
+    fn new() -> PbsDouble {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let qsub = format!(
+            r#"#!/bin/sh
+echo "qsub $* [cwd=$(pwd)]" >> {d}/calls
+if [ -f {d}/reject ]; then echo "qsub: Unknown queue" >&2; exit 170; fi
+echo 1234.pbs01
+"#
+        );
+        let qstat = format!(
+            r#"#!/bin/sh
+echo "qstat $*" >> {d}/calls
+set -- $(cat {d}/state)
+if [ "$1" = unknown ]; then echo "qstat: Unknown Job Id 1234.pbs01" >&2; exit 153; fi
+exit_status=""
+if [ -n "${{2:-}}" ]; then exit_status=", \"Exit_status\":$2"; fi
+cat <<EOF
+{{
+    "timestamp":1767312000,
+    "pbs_version":"2022.1.1.20220926110806",
+    "pbs_server":"pbs01",
+    "Jobs":{{
+        "1234.pbs01":{{
+            "Job_Name":"taps-synthetic",
+            "job_state":"$1",
+            "queue":"workq"$exit_status
+        }}
+    }}
+}}
+EOF
+"#
+        );
+        let qdel = format!("#!/bin/sh\necho \"qdel $*\" >> {d}/calls\n");
+        use std::os::unix::fs::PermissionsExt;
+        for (name, text) in [("qsub", qsub), ("qstat", qstat), ("qdel", qdel)] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(dir.path().join("state"), "Q").unwrap();
+        PbsDouble { dir }
+    }
+
+    fn path(&self) -> String {
+        format!("{}:{}", self.dir.path().display(), std::env::var("PATH").unwrap_or_default())
+    }
+
+    fn set_state(&self, s: &str) {
+        std::fs::write(self.dir.path().join("state"), s).unwrap();
+    }
+
+    /// Calls so far, then forgets them.
+    fn take_calls(&self) -> Vec<String> {
+        let p = self.dir.path().join("calls");
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let _ = std::fs::remove_file(&p);
+        text.lines().map(String::from).collect()
+    }
+}
+
+fn status_of(cwd: &Path, run: &Path, path: &str) -> String {
+    let out = taps_env(cwd, &["status", run.to_str().unwrap()], Some(path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+#[test]
+fn pbs_pro_double_submit_status_and_cancel() {
+    let pbs = PbsDouble::new();
+    let path = pbs.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out =
+        taps_env(d, &submit_args(&["--scheduler", "pbs", "--queue", "workq", "--account", "proj42"]), Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Submitted pbs job 1234.pbs01\n"));
+    let run = run_dirs(d).pop().unwrap();
+    let r = run.display();
+    assert_eq!(pbs.take_calls(), [format!("qsub -o {r}/job.out -e {r}/job.err {r}/job.sh [cwd={r}]")]);
+    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("job.json")).unwrap()).unwrap();
+    assert_eq!(
+        (job["scheduler"].as_str(), job["submitted"].as_bool(), job["job_id"].as_str()),
+        (Some("pbs"), Some(true), Some("1234.pbs01"))
+    );
+    assert_eq!(
+        job["command"],
+        serde_json::json!(["qsub", "-o", format!("{r}/job.out"), "-e", format!("{r}/job.err"), format!("{r}/job.sh")])
+    );
+    assert!(job["submit_time"].as_f64().unwrap() > 1.7e9);
+    let script = std::fs::read_to_string(run.join("job.sh")).unwrap();
+    assert!(script.contains("#PBS -q workq\n#PBS -A proj42\n"), "{}", script);
+
+    for (state, want) in [
+        ("Q", "queued: pbs job 1234.pbs01 (job_state=Q)"),
+        ("H", "queued: pbs job 1234.pbs01 (job_state=H)"),
+        ("R", "running: pbs job 1234.pbs01 (job_state=R)"),
+        ("E", "running: pbs job 1234.pbs01 (job_state=E)"),
+        ("F 0", "finished: pbs job 1234.pbs01 (job_state=F Exit_status=0)"),
+        ("F 2", "failed: pbs job 1234.pbs01 (job_state=F Exit_status=2)"),
+        ("unknown", "unknown: pbs job 1234.pbs01 (the scheduler no longer knows the job and it wrote no job.exit)"),
+    ] {
+        pbs.set_state(state);
+        assert_eq!(status_of(d, &run, &path), want);
+        assert_eq!(pbs.take_calls(), ["qstat -f -F json -x 1234.pbs01"]);
+    }
+    // JSON status.
+    pbs.set_state("R");
+    let out = taps_env(d, &["status", "--json", run.to_str().unwrap()], Some(&path));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((st["state"].as_str(), st["job_id"].as_str()), (Some("running"), Some("1234.pbs01")));
+    pbs.take_calls();
+
+    // Cancel a running job: qdel, then PBS reports it finished by a signal (256 + 15).
+    let out = taps_env(d, &["cancel", run.to_str().unwrap()], Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pbs.take_calls(), ["qstat -f -F json -x 1234.pbs01", "qdel 1234.pbs01"]);
+    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("job.json")).unwrap()).unwrap();
+    assert!(job["cancel_time"].as_f64().is_some());
+    pbs.set_state("F 271");
+    assert_eq!(status_of(d, &run, &path), "cancelled: pbs job 1234.pbs01 (job_state=F Exit_status=271)");
+    pbs.take_calls();
+    // Cancelling a finished job does nothing.
+    let out = taps_env(d, &["cancel", run.to_str().unwrap()], Some(&path));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already cancelled; nothing to cancel"));
+    assert_eq!(pbs.take_calls(), ["qstat -f -F json -x 1234.pbs01"]);
+
+    // The job's own exit code answers once PBS has forgotten the job.
+    pbs.set_state("unknown");
+    std::fs::write(run.join("job.exit"), "0\n").unwrap();
+    assert_eq!(
+        status_of(d, &run, &path),
+        "finished: pbs job 1234.pbs01 (no longer known to the scheduler, job.exit 0)"
+    );
+}
+
+#[test]
+fn a_rejected_submission_shows_the_schedulers_message_and_marks_the_run() {
+    let pbs = PbsDouble::new();
+    std::fs::write(pbs.dir.path().join("reject"), "").unwrap();
+    let path = pbs.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = taps_env(d, &submit_args(&["--scheduler", "pbs", "--queue", "nosuch"]), Some(&path));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", err);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(err.contains("qsub rejected the job") && err.contains("qsub: Unknown queue"), "{}", err);
+    assert!(out.stdout.is_empty());
+    let run = run_dirs(d).pop().expect("the run directory is kept");
+    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("job.json")).unwrap()).unwrap();
+    assert_eq!(job["submitted"], false);
+    assert!(job["error"].as_str().unwrap().contains("Unknown queue"));
+    assert!(job.get("job_id").is_none());
+    assert!(status_of(d, &run, &path).starts_with("not-submitted: pbs job (qsub rejected the job"));
+    pbs.take_calls();
+    let out = taps_env(d, &["cancel", run.to_str().unwrap()], Some(&path));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(pbs.take_calls().is_empty(), "nothing to cancel, nothing asked");
+}
