@@ -192,8 +192,18 @@ fn a_custom_template_sees_every_variable() {
 
 // ---- the CLI ---------------------------------------------------------------------------------
 
-const BENCH: &[&str] =
-    &["--app", "synthetic", "--app.structure", "bag", "--app.task-count", "4", "--app.bag-max-running", "2"];
+const BENCH: &[&str] = &[
+    "--app",
+    "synthetic",
+    "--app.structure",
+    "bag",
+    "--app.task-count",
+    "4",
+    "--app.bag-max-running",
+    "2",
+    "--engine.executor",
+    "thread-pool",
+];
 
 fn taps_env(cwd: &Path, args: &[&str], path: Option<&str>) -> Output {
     let mut c = Command::new(taps_bin());
