@@ -175,7 +175,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
         None => RecordWriter::null(),
     };
     let engine = Engine::builder(executor).data(data).records(records).try_build()?;
-    run_info!("Initialized engine (elapsed={}s)", secs(t));
+    run_info!("Initialized engine (executor={}, elapsed={}s)", engine.executor_name(), secs(t));
     tracing::debug!(target: "taps.run", "Engine(executor={})", engine.executor_name());
     *CURRENT.lock().unwrap() = Some(engine.interrupter());
     if crate::engine::INTERRUPTED.load(Ordering::SeqCst) {

@@ -58,8 +58,8 @@ crate::opt_enum! {
 crate::options! {
     /// Options of the `process-pool` executor.
     pub struct ProcessPoolOptions {
-        /// Number of worker processes (default: the cores available to this process).
-        max_processes: usize = available_cores(),
+        /// Number of worker processes (none = the cores available where the run executes).
+        max_processes: Option<usize> = None,
         /// The taps-worker binary (default: $TAPS_WORKER, else taps-worker next to the taps binary).
         worker_path: Option<PathBuf> = None,
         /// Accepted for compatibility with Python configs and ignored: workers are always fresh taps-worker processes.
@@ -69,7 +69,7 @@ crate::options! {
 
 impl Validate for ProcessPoolOptions {
     fn validate(&self) -> Result<(), String> {
-        if self.max_processes == 0 {
+        if self.max_processes == Some(0) {
             return Err("engine.executor.max_processes must be at least 1".into());
         }
         Ok(())
@@ -89,7 +89,7 @@ pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
 fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
     let o = ProcessPoolOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
     let path = locate_worker(o.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(Box::new(ProcessPool::new(o.max_processes).worker_path(path)))
+    Ok(Box::new(ProcessPool::new(o.max_processes.unwrap_or_else(available_cores)).worker_path(path)))
 }
 
 fn preflight(t: &toml::Table) -> Result<(), String> {

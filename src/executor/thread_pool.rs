@@ -13,14 +13,14 @@ use super::{ExecutorEnv, ExecutorPlugin, available_cores};
 crate::options! {
     /// Options of the `thread-pool` executor.
     pub struct ThreadPoolOptions {
-        /// Number of worker threads (default: the cores available to this process).
-        max_threads: usize = available_cores(),
+        /// Number of worker threads (none = the cores available where the run executes).
+        max_threads: Option<usize> = None,
     }
 }
 
 impl Validate for ThreadPoolOptions {
     fn validate(&self) -> Result<(), String> {
-        if self.max_threads == 0 {
+        if self.max_threads == Some(0) {
             return Err("engine.executor.max_threads must be at least 1".into());
         }
         Ok(())
@@ -39,7 +39,7 @@ pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
 
 fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
     let o = ThreadPoolOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
-    Ok(Box::new(ThreadPool::new(o.max_threads)))
+    Ok(Box::new(ThreadPool::new(o.max_threads.unwrap_or_else(available_cores))))
 }
 
 /// Runs jobs on `threads` threads of a rayon pool.
