@@ -2,11 +2,12 @@
 
 pub use crate::app::{App, AppPlugin};
 
+pub mod failures;
 pub mod mapreduce;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
-pub static ALL: &[AppPlugin] = &[mapreduce::PLUGIN, synthetic::PLUGIN];
+pub static ALL: &[AppPlugin] = &[failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
 
 /// The apps' plugin infos (for help and lookup).
 pub fn infos() -> Vec<crate::plugins::PluginInfo> {
