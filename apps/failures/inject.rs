@@ -23,7 +23,7 @@ pub struct Injection {
     pub kind: FailureType,
     /// Whether the draw picked this task.
     pub fire: bool,
-    /// Sequence number of this injection in the run (for messages).
+    /// Which submission of the run this is (1, 2, ...; in the record's traceback).
     pub number: u64,
     /// The taps driver's process id.
     pub driver_pid: u32,
@@ -59,7 +59,7 @@ pub const MESSAGE: &str = "Failure injection error.";
 
 /// Runs the failure `spec.kind`; returns the error the task fails with.
 pub fn fire(spec: &Injection) -> TaskError {
-    match spec.kind {
+    let mut e = match spec.kind {
         FailureType::Exception => injected("Exception", MESSAGE.into()),
         FailureType::ZeroDivision => zero_division(),
         FailureType::Panic => panic!("{}", MESSAGE),
@@ -74,11 +74,13 @@ pub fn fire(spec: &Injection) -> TaskError {
             "InjectionError",
             format!("failure type {} is resolved by the driver and cannot fire in a task", spec.kind),
         ),
-    }
+    };
+    e.traceback = format!("injected by the failures app: {} failure, submission #{}", spec.kind, spec.number);
+    e
 }
 
 fn injected(kind: &str, message: String) -> TaskError {
-    TaskError { kind: kind.into(), message, traceback: "injected by the failures app".into() }
+    TaskError::new(kind, message)
 }
 
 /// An integer division by zero, caught.
