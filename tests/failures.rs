@@ -532,7 +532,7 @@ fn bad_options_are_rejected_before_work_starts() {
     let missing = with(&["--app.base", "synthetic", "--app.config", r#"{"structure": "reduce"}"#]);
     assert_bad_input(cwd, &missing, &["app.config.task_count is required"]);
     let cross = with(&["--app.base", "synthetic", "--app.config", r#"{"structure": "bag", "task_count": 3}"#]);
-    assert_bad_input(cwd, &cross, &["app.config.bag_max_running"]);
+    assert_bad_input(cwd, &cross, &["app.config.bag_max_running is required", "set app.config.bag_max_running"]);
     let not_json = with(&["--app.base", "synthetic", "--app.config", "{structure: reduce}"]);
     assert_bad_input(cwd, &not_json, &["app.config", "JSON"]);
 }

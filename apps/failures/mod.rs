@@ -214,9 +214,12 @@ fn base_plugin(name: &str) -> Result<&'static AppPlugin, String> {
 /// The base app's options, read and checked by the base app itself; errors name `app.config.<key>`.
 fn base_config(base: &AppPlugin, config: &toml::Table) -> Result<toml::Table, String> {
     (base.info.normalize)(config, "app.config").map_err(|e| {
-        // The base app's own cross-field checks name their keys `app.<key>`.
-        let re = regex::Regex::new(r"(^|[^-\w.])app\.").expect("valid regex");
-        let e = re.replace_all(&e, "${1}app.config.").into_owned();
+        // The base app's own cross-field checks name their keys `app.<key>` and their flags
+        // `--app.<key>`; here both are keys of the app.config table.
+        let flag = regex::Regex::new(r"--app\.([\w-]+)").expect("valid regex");
+        let e = flag.replace_all(&e, |c: &regex::Captures| format!("app.{}", c[1].replace('-', "_"))).into_owned();
+        let key = regex::Regex::new(r"(^|[^\w.])app\.").expect("valid regex");
+        let e = key.replace_all(&e, "${1}app.config.").into_owned();
         e.replace("app.config.config.", "app.config.")
     })
 }
