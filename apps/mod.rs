@@ -3,11 +3,12 @@
 pub use crate::app::{App, AppPlugin};
 
 pub mod cholesky;
+pub mod failures;
 pub mod mapreduce;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
-pub static ALL: &[AppPlugin] = &[cholesky::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
+pub static ALL: &[AppPlugin] = &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
 
 /// The apps' plugin infos (for help and lookup).
 pub fn infos() -> Vec<crate::plugins::PluginInfo> {
