@@ -30,17 +30,8 @@ done
 say() { echo "slurm/down: $*" >&2; }
 elapsed() { awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }'; }
 
-alive_pid() {
-  local pid=$1 name=$2 stat tasks
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-  [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]] || return 1
-  stat=${stat##*) }
-  [[ "${stat:0:1}" != Z ]] && return 0
-  # A zombie is dead, unless only its main thread exited and other threads still run.
-  tasks=("/proc/$pid/task/"*)
-  (( ${#tasks[@]} > 1 ))
-}
+# shellcheck source=slurm/common.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
 pid_of() { [[ -s "$1" ]] && head -c 32 "$1" | tr -dc 0-9; }
 
 # Signal the given "pid:name" entries with TERM, wait up to 10 s, then KILL what is left.

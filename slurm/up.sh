@@ -32,18 +32,8 @@ die() { echo "slurm/up: error: $*" >&2; exit 1; }
 elapsed() { awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f s", b - a }'; }
 int() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got '$2'"; }
 
-# True if $1 is a live process whose command name is $2.
-alive_pid() {
-  local pid=$1 name=$2 stat tasks
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-  [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]] || return 1
-  stat=${stat##*) }
-  [[ "${stat:0:1}" != Z ]] && return 0
-  # A zombie is dead, unless only its main thread exited and other threads still run.
-  tasks=("/proc/$pid/task/"*)
-  (( ${#tasks[@]} > 1 ))
-}
+# shellcheck source=slurm/common.sh
+source "$here/common.sh"
 # True if the pid file $1 names a live process called $2.
 alive() { [[ -s "$1" ]] && alive_pid "$(head -c 32 "$1" | tr -dc 0-9)" "$2"; }
 
