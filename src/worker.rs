@@ -156,6 +156,6 @@ fn serve_fd(fd: i32) -> io::Result<i32> {
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     // SAFETY: the driver handed this descriptor to us alone; nothing else in this process owns it.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
-    let input = stream.try_clone()?;
+    let input = protocol::SpinRead(stream.try_clone()?);
     serve(input, stream)
 }

@@ -721,7 +721,7 @@ fn write_item(out: &mut impl Write, item: Outgoing) -> io::Result<()> {
 /// Reads one worker's frames; on end of stream, reaps it and handles its loss.
 fn reader(shared: Arc<Shared>, slot: usize, id: u64, pid: u32, stream: UnixStream) {
     let label = format!("pid-{}", pid);
-    let mut input = BufReader::with_capacity(1 << 16, &stream);
+    let mut input = BufReader::with_capacity(1 << 16, protocol::SpinRead(&stream));
     let mut protocol_error = None;
     loop {
         let msg = match protocol::recv::<FromWorker, _>(&mut input) {
