@@ -190,18 +190,23 @@ fn scale_run(a: &BenchArgs, executor: &str) -> anyhow::Result<(f64, f64)> {
         .args(["--logging.level", "WARNING", "--run.dir-format", &dir_format])
         .args(&a.extra)
         .stdout(std::process::Stdio::null());
-    let child = cmd.spawn()?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(rc == pid, "wait4 failed");
-    anyhow::ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the scale run failed (status {})",
-        status
-    );
+    let mut child = cmd.spawn()?;
+    // Peak RSS from the child's own VmHWM: getrusage/wait4's ru_maxrss would also count this
+    // process's memory, which a spawned child inherits across exec.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let status = loop {
+        if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        }) {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    anyhow::ensure!(status.success(), "the scale run failed ({})", status);
     let dir = std::fs::read_dir(&a.out)?
         .flatten()
         .map(|e| e.path())
@@ -219,7 +224,7 @@ fn scale_run(a: &BenchArgs, executor: &str) -> anyhow::Result<(f64, f64)> {
     if !a.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok((usage.ru_maxrss as f64 / 1024.0, tps))
+    Ok((peak_kb as f64 / 1024.0, tps))
 }
 
 fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Result<ExecutorReport> {
