@@ -23,7 +23,7 @@ use crate::protocol::{FromWorker, Message, PROTOCOL_VERSION, ToWorker, WirePaylo
 use crate::task::TaskError;
 
 use super::liveness::{Event, Watcher};
-use super::transport::{Inbox, Sending, send_frame, send_text};
+use super::transport::{Inbox, Sending, TAG_LOST, TAG_WATCH, send_frame, send_text};
 
 /// How long start-up waits for every rank's `Ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -260,7 +260,7 @@ impl Comm {
     /// Sends every worker the liveness address and `Hello`.
     fn hello(&mut self, address: &str) -> Result<(), String> {
         for r in &self.ranks {
-            self.sends.push(send_text(r.rank, address)?);
+            self.sends.push(send_text(r.rank, TAG_WATCH, address)?);
             let hello = ToWorker::Hello {
                 version: PROTOCOL_VERSION,
                 data: self.spec.clone(),
@@ -502,10 +502,15 @@ impl Comm {
     /// Tells every live rank to exit and waits (briefly) until the messages are out.
     fn shutdown(&mut self, cancel: bool) {
         self.closing = true;
+        let lost = !self.lost.lock().unwrap().is_empty();
         for r in &self.ranks {
-            if r.alive
-                && let Ok(s) = send_frame(r.rank, ToWorker::Shutdown.encode())
-            {
+            if !r.alive {
+                continue;
+            }
+            if lost && let Ok(s) = send_text(r.rank, TAG_LOST, "") {
+                self.sends.push(s);
+            }
+            if let Ok(s) = send_frame(r.rank, ToWorker::Shutdown.encode()) {
                 self.sends.push(s);
             }
         }

@@ -169,6 +169,7 @@ pub struct Session {
     universe: Option<::mpi::environment::Universe>,
     rank: i32,
     size: i32,
+    skip_finalize: std::cell::Cell<bool>,
 }
 
 impl Session {
@@ -190,7 +191,7 @@ impl Session {
         if size < 2 {
             return Err(singleton_error(size));
         }
-        Ok(Session { universe: Some(universe), rank, size })
+        Ok(Session { universe: Some(universe), rank, size, skip_finalize: Default::default() })
     }
 
     /// This process's rank.
@@ -206,7 +207,11 @@ impl Session {
     /// Ranks 1..N-1: serves rank 0 until it says `Shutdown` (or is gone); the exit code.
     pub fn serve(&self) -> i32 {
         assert!(self.rank > 0, "rank 0 drives; it does not serve");
-        rank::serve(self.rank)
+        let (code, lost) = rank::serve(self.rank);
+        if lost {
+            self.skip_finalize.set(true);
+        }
+        code
     }
 
     /// Rank 0: the executor over ranks 1..N-1 (one per session), sending up to `prefetch`
@@ -229,8 +234,13 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// Finalises MPI, unless a rank was lost: then `MPI_Finalize` would wait for it forever
+    /// (OpenMPI 4.1 with recovery), so the process just exits.
     fn drop(&mut self) {
-        drop(self.universe.take());
+        let u = self.universe.take();
+        if self.skip_finalize.get() || !lost().lock().unwrap().is_empty() {
+            std::mem::forget(u);
+        }
     }
 }
 

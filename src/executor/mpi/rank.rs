@@ -11,14 +11,21 @@ use crate::protocol::{Frame, Message, ToWorker};
 use crate::worker::{Step, Worker};
 
 use super::liveness;
-use super::transport::{Inbox, TAG_WATCH, send_frame};
+use super::transport::{Inbox, TAG_LOST, TAG_WATCH, send_frame};
 
 const SPIN: Duration = Duration::from_micros(200);
 const MAX_PAUSE: Duration = Duration::from_millis(1);
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// Serves rank 0 until `Shutdown`; returns the exit code.
-pub fn serve(rank: i32) -> i32 {
+/// Serves rank 0 until `Shutdown`; returns the exit code, and whether `MPI_Finalize` must be
+/// skipped (a rank was lost, or rank 0 is gone: finalize would wait for it forever).
+pub fn serve(rank: i32) -> (i32, bool) {
+    let mut lost = false;
+    let code = serve_loop(rank, &mut lost);
+    (code, lost)
+}
+
+fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
     let mut inbox = Inbox::default();
     let mut worker = Worker::new();
     let mut watch: Option<TcpStream> = None;
@@ -27,13 +34,19 @@ pub fn serve(rank: i32) -> i32 {
             Ok(Some(x)) => x,
             Ok(None) => {
                 eprintln!("taps-worker rank {}: rank 0 (the driver) is gone; exiting", rank);
+                *lost = true;
                 return 1;
             }
             Err(e) => {
                 eprintln!("taps-worker rank {}: {}", rank, e);
+                *lost = true;
                 return 1;
             }
         };
+        if tag == TAG_LOST {
+            *lost = true;
+            continue;
+        }
         if tag == TAG_WATCH {
             let address = String::from_utf8_lossy(&frame.header).into_owned();
             match liveness::connect(&address, rank) {
@@ -60,6 +73,7 @@ pub fn serve(rank: i32) -> i32 {
             && let Err(e) = send(r.encode(), watch.as_ref())
         {
             eprintln!("taps-worker rank {}: {}", rank, e);
+            *lost = true;
             return 1;
         }
         if let Some(code) = exit {

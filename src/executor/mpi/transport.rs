@@ -24,6 +24,9 @@ pub const TAG_HEAD: c_int = 2;
 pub const TAG_SEG: c_int = 3;
 /// Rank 0 → worker: where to open the liveness connection (UTF-8 text).
 pub const TAG_WATCH: c_int = 4;
+/// Rank 0 → worker: a rank was lost, so skip `MPI_Finalize` at exit (it would wait for the
+/// dead rank forever).
+pub const TAG_LOST: c_int = 5;
 
 /// Frames with at most this many payload bytes are sent as one message.
 pub const SMALL: usize = 64 << 10;
@@ -215,7 +218,8 @@ impl Inbox {
         }
     }
 
-    /// The next complete frame (or [`TAG_WATCH`] text as a header-only frame), with its source.
+    /// The next complete frame, with its source and tag (the text of [`TAG_WATCH`] and
+    /// [`TAG_LOST`] messages comes as a header-only frame).
     pub fn take_frame(&mut self) -> Result<Option<(i32, c_int, Frame)>, String> {
         let sources: Vec<i32> = self.by_source.keys().copied().collect();
         for s in sources {
@@ -265,9 +269,9 @@ impl Inbox {
             return Ok(None);
         }
         match first.tag {
-            TAG_FRAME | TAG_WATCH => {
+            TAG_FRAME | TAG_WATCH | TAG_LOST => {
                 let p = q.pop_front().unwrap();
-                let frame = if p.tag == TAG_WATCH {
+                let frame = if p.tag != TAG_FRAME {
                     Frame { header: p.buf, segments: Vec::new() }
                 } else {
                     Frame::from_bytes(Bytes::from(p.buf)).map_err(|e| e.to_string())?
@@ -324,10 +328,10 @@ fn parse_head(b: &[u8]) -> Result<(Vec<usize>, Vec<u8>), ProtocolError> {
     Ok((lens, b[end..].to_vec()))
 }
 
-/// Sends `text` with [`TAG_WATCH`] to `dest`.
-pub fn send_text(dest: i32, text: &str) -> Result<Sending, String> {
+/// Sends `text` with `tag` ([`TAG_WATCH`], [`TAG_LOST`]) to `dest`.
+pub fn send_text(dest: i32, tag: c_int, text: &str) -> Result<Sending, String> {
     let buf = text.as_bytes().to_vec();
     let mut reqs = Requests::default();
-    isend(&buf, dest, TAG_WATCH, &mut reqs)?;
+    isend(&buf, dest, tag, &mut reqs)?;
     Ok(Sending { dest, reqs, _keep: (buf, Vec::new()) })
 }
