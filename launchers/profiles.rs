@@ -156,12 +156,6 @@ impl Profile {
         if self.program.trim().is_empty() {
             return Err("program is empty".into());
         }
-        if !self.args.iter().any(|a| a == "{worker}") {
-            return Err("args must contain \"{worker}\"".into());
-        }
-        if !self.args.iter().any(|a| a == "{worker_args}") {
-            return Err("args must contain \"{worker_args}\"".into());
-        }
         for a in &self.args {
             for key in placeholders(a)? {
                 if LISTS.contains(&key) && a != &format!("{{{}}}", key) {
@@ -176,6 +170,12 @@ impl Profile {
                     ));
                 }
             }
+        }
+        if !self.args.iter().any(|a| a == "{worker}") {
+            return Err("args must contain \"{worker}\"".into());
+        }
+        if !self.args.iter().any(|a| a == "{worker_args}") {
+            return Err("args must contain \"{worker_args}\"".into());
         }
         Ok(())
     }
