@@ -345,6 +345,55 @@ fn a_rank_killed_mid_run_ends_the_run_with_an_error_naming_it_and_every_record()
 }
 
 #[test]
+fn without_recovery_a_killed_rank_fails_every_unfinished_task_at_once() {
+    // mpirun without --enable-recovery kills every rank about a second after one dies.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = mpirun(3, WORKER);
+    c.current_dir(dir.path())
+        .args(synthetic("reduce", 12))
+        .args(["--app.task-sleep", "0.4"])
+        .env_remove("OMPI_MCA_orte_enable_recovery")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let mpirun_pid = child.id();
+    let victim = loop {
+        if let Some(p) = descendants(mpirun_pid).into_iter().find(|&p| rank_of(p) == Some(1)) {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run = loop {
+        if let Some(run) = common::run_dirs(dir.path()).pop()
+            && std::fs::read_to_string(run.join("log.txt")).is_ok_and(|l| l.contains("Submitted reduce task"))
+        {
+            break run;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: plain syscall on a process of this test's own job.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(descendants(mpirun_pid).is_empty(), "no process of the job is left");
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("mpirun runs without --enable-recovery"), "{}", log);
+    let named = format!("MPI rank 1 (pid {} on {}) died", victim, taps::engine::hostname());
+    assert!(log.contains(&format!("{}; mpirun (without --enable-recovery) stops the whole job", named)), "{}", log);
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), 13, "every task has its record");
+    common::check_record_invariants(&recs);
+    let failed: Vec<_> = recs.iter().filter(|r| r.success == Some(false)).collect();
+    assert!(failed.len() >= 2, "{:?}", failed);
+    for r in failed {
+        let e = r.exception.as_ref().unwrap();
+        assert_eq!(e.kind, "WorkerLost");
+        assert!(e.message.starts_with(&named), "{:?}", e);
+    }
+}
+
+#[test]
 fn a_missing_launcher_is_one_line_with_the_install_hint() {
     let dir = tempfile::tempdir().unwrap();
     let base = ["run", "--app", "synthetic", "--app.structure", "reduce", "--app.task-count", "2"];

@@ -101,6 +101,15 @@ struct Comm {
     broken: Option<TaskError>,
     lost: Arc<Mutex<Vec<String>>>,
     closing: bool,
+    /// The launcher kills every rank when one dies (OpenMPI without recovery): fail every
+    /// unfinished task at once, while rank 0 can still record them.
+    fail_fast: bool,
+}
+
+/// Whether this is an OpenMPI job whose mpirun kills every rank when one dies.
+fn launcher_kills_job() -> bool {
+    std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
+        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
 }
 
 impl Executor for MpiExecutor {
@@ -136,6 +145,7 @@ impl Executor for MpiExecutor {
             broken: None,
             lost,
             closing: false,
+            fail_fast: launcher_kills_job(),
         };
         let watch_tx = tx.clone();
         let watcher = Watcher::start(move |e| {
@@ -448,7 +458,11 @@ impl Comm {
         let running = rk.in_flight.pop_front();
         let rest: Vec<Pending> = rk.in_flight.drain(..).collect();
         let msg = format!("{} {}", who, why);
-        tracing::error!(target: "taps.run", "{}; its running task is recorded as failed (WorkerLost), its queued tasks go to the other ranks", msg);
+        if self.fail_fast {
+            tracing::error!(target: "taps.run", "{}; mpirun (without --enable-recovery) stops the whole job, so every unfinished task is recorded as failed (WorkerLost)", msg);
+        } else {
+            tracing::error!(target: "taps.run", "{}; its running task is recorded as failed (WorkerLost), its queued tasks go to the other ranks", msg);
+        }
         self.lost.lock().unwrap().push(msg.clone());
         if starting {
             self.start_failed(format!("{} during start-up", msg));
@@ -468,6 +482,20 @@ impl Comm {
         let (dead, live): (Vec<Sending>, Vec<Sending>) = self.sends.drain(..).partition(|s| s.dest == r);
         self.sends = live;
         self.graveyard.extend(dead);
+        if self.fail_fast {
+            let e = TaskError::new(
+                "WorkerLost",
+                format!("{}, and mpirun (without --enable-recovery) is stopping the whole job", msg),
+            );
+            self.broken = Some(e.clone());
+            let mut seqs: Vec<u64> = self.queue.drain(..).map(|p| p.seq).collect();
+            for r in &mut self.ranks {
+                seqs.extend(r.in_flight.drain(..).map(|p| p.seq));
+            }
+            for s in seqs {
+                self.fail(s, e.clone());
+            }
+        }
         if !self.ranks.iter().any(|r| r.alive) {
             let lost = self.lost.lock().unwrap().join("; ");
             let e = TaskError::new("WorkerLost", format!("no MPI worker rank is left ({})", lost));

@@ -15,8 +15,11 @@
 //! [`protocol`](crate::protocol) travel as non-blocking point-to-point messages ([`transport`]).
 //! A rank that dies is noticed at once through a TCP liveness connection ([`liveness`]): its
 //! running task fails with `WorkerLost` naming the rank, its queued tasks go to the other ranks,
-//! and the run ends with an error naming it. OpenMPI must not kill the job when a rank dies:
-//! the launch profiles set `OMPI_MCA_orte_enable_recovery=1` (`mpirun --enable-recovery`).
+//! and the run ends with an error naming it. For that, OpenMPI must not kill the job when a
+//! rank dies: the launch profiles set `OMPI_MCA_orte_enable_recovery=1` (`mpirun
+//! --enable-recovery`). Without recovery mpirun kills every rank about a second after the death,
+//! so rank 0 fails every unfinished task at once instead, while it can still record them.
+//! After a lost rank no process calls `MPI_Finalize` (it would wait for the dead rank forever).
 
 pub mod driver;
 pub mod launch;
@@ -364,12 +367,12 @@ fn release_workers() {
 /// Under OpenMPI without recovery, a dead rank makes mpirun kill the whole job: say so once.
 fn warn_without_recovery() {
     if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
-        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| v == "1" || v == "true")
+        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
     {
         tracing::warn!(
-            "mpi: mpirun runs without --enable-recovery: if a worker rank dies, mpirun kills every rank and tasks \
-             still running are recorded as Interrupted at best; add --enable-recovery (taps run --engine.executor mpi \
-             does) to keep going on the other ranks"
+            "mpi: mpirun runs without --enable-recovery: if a worker rank dies, mpirun kills every rank about a \
+             second later, so taps then fails every unfinished task at once; add --enable-recovery (taps run \
+             --engine.executor mpi does) to finish the work on the other ranks"
         );
     }
 }
