@@ -2,9 +2,10 @@
 //! engine (jobs, shutdown) and from the liveness watcher (a rank's process ended).
 //!
 //! Up to `prefetch` tasks are sent ahead to each worker rank, least loaded first, so a rank
-//! finds its next task waiting when it finishes one. The thread spins (yielding the CPU) while
-//! answers are due and backs off to sleeping up to [`MAX_PAUSE`] when nothing arrives, and blocks
-//! on its channel when nothing is outstanding at all.
+//! finds its next task waiting when it finishes one. The thread spins for [`SPIN`] after the
+//! last thing that happened (yielding the CPU now and then), keeps spinning while a message is
+//! under way, then backs off to sleeping up to [`MAX_PAUSE`] while answers are due, and blocks on
+//! its channel when nothing is outstanding at all.
 //!
 //! A rank whose process ends fails its running task with `WorkerLost` naming the rank, pid and
 //! host; the tasks queued behind it go to the other ranks (a dead MPI rank cannot be replaced).
@@ -30,7 +31,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// After every rank is ready, how long to wait for liveness connections still on their way.
 const WATCH_GRACE: Duration = Duration::from_secs(5);
 /// Spin this long after the last progress before sleeping.
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_millis(1);
+/// While spinning, yield the CPU every this many polls.
+const YIELD_EVERY: u32 = 16;
+/// Spin this long while a message is under way.
+const TRANSFER_SPIN: Duration = Duration::from_millis(20);
 /// Longest sleep between polls while answers are due.
 const MAX_PAUSE: Duration = Duration::from_millis(1);
 
@@ -210,10 +215,12 @@ enum Flow {
 
 impl Comm {
     fn run(mut self, mut watcher: Watcher) {
+        super::transport::precise_sleeps();
         if let Err(e) = self.hello(&watcher.address) {
             self.start_failed(e);
         }
         let mut idle_since: Option<Instant> = None;
+        let mut spins = 0u32;
         loop {
             let mut progress = false;
             loop {
@@ -244,15 +251,22 @@ impl Comm {
                 || self.inbox.busy()
                 || self.ranks.iter().any(|r| r.alive && !r.in_flight.is_empty());
             let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
-            if idle < SPIN {
-                std::thread::yield_now();
+            // A message under way moves only while both sides poll: spin through transfers
+            // (for a while: a rank busy with a long task takes its next input only afterwards).
+            let transfer = !self.sends.is_empty() || self.inbox.busy();
+            if idle < SPIN || (transfer && idle < TRANSFER_SPIN) {
+                // Give the app and the engine's threads of this process a turn now and then.
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(YIELD_EVERY) {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             let got = if !active {
                 self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else {
-                // Sleep about a quarter of the time spent waiting so far, at most MAX_PAUSE.
-                self.rx.recv_timeout((idle / 4).min(MAX_PAUSE))
+                // Sleep an eighth of the time spent waiting so far, at most MAX_PAUSE.
+                self.rx.recv_timeout((idle / 8).min(MAX_PAUSE))
             };
             match got {
                 Ok(c) => {

@@ -13,13 +13,14 @@ use crate::worker::{Step, Worker};
 use super::liveness;
 use super::transport::{Inbox, TAG_LOST, TAG_WATCH, send_frame};
 
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(1);
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// Serves rank 0 until `Shutdown`; returns the exit code, and whether `MPI_Finalize` must be
 /// skipped (a rank was lost, or rank 0 is gone: finalize would wait for it forever).
 pub fn serve(rank: i32) -> (i32, bool) {
+    super::transport::precise_sleeps();
     let mut lost = false;
     let code = serve_loop(rank, &mut lost);
     (code, lost)
@@ -91,33 +92,31 @@ fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Fra
         if let Some((_, tag, f)) = inbox.take_frame()? {
             return Ok(Some((tag, f)));
         }
-        let idle = start.elapsed();
-        if idle < SPIN {
-            std::thread::yield_now();
-            continue;
-        }
-        std::thread::sleep((idle / 4).min(MAX_PAUSE));
         if checked.elapsed() >= CHECK_EVERY {
             checked = Instant::now();
             if watch.is_some_and(liveness::driver_gone) {
                 return Ok(None);
             }
         }
+        let idle = start.elapsed();
+        // A message under way moves only while both sides poll: never sleep through it.
+        if idle < SPIN || inbox.busy() {
+            // No sched_yield of our own: MPI's progress engine yields when the ranks
+            // oversubscribe the cores (mpi_yield_when_idle), and otherwise this rank has a core.
+            std::hint::spin_loop();
+            continue;
+        }
+        std::thread::sleep((idle / 8).min(MAX_PAUSE));
     }
 }
 
 /// Sends a frame to rank 0 and waits until it has left (rank 0 always receives).
 fn send(frame: Frame, watch: Option<&TcpStream>) -> Result<(), String> {
     let mut s = send_frame(0, frame)?;
-    let start = Instant::now();
-    let mut checked = start;
+    let mut checked = Instant::now();
     while !s.test()? {
-        let idle = start.elapsed();
-        if idle < SPIN {
-            std::thread::yield_now();
-            continue;
-        }
-        std::thread::sleep((idle / 4).min(MAX_PAUSE));
+        // Rank 0 always receives, so this is short: spin, without sleeping through the transfer.
+        std::hint::spin_loop();
         if checked.elapsed() >= CHECK_EVERY {
             checked = Instant::now();
             if watch.is_some_and(liveness::driver_gone) {
