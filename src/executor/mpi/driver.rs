@@ -2,9 +2,9 @@
 //! engine (jobs, shutdown) and from the liveness watcher (a rank's process ended).
 //!
 //! Up to `prefetch` tasks are sent ahead to each worker rank, least loaded first, so a rank
-//! finds its next task waiting when it finishes one. The thread spins for [`SPIN`] after the
+//! finds its next task waiting when it finishes one. The thread spins for `SPIN` (1 ms) after the
 //! last thing that happened (yielding the CPU now and then), keeps spinning while a message is
-//! under way, then backs off to sleeping up to [`MAX_PAUSE`] while answers are due, and blocks on
+//! under way, then backs off to sleeping up to `MAX_PAUSE` (1 ms) while answers are due, and blocks on
 //! its channel when nothing is outstanding at all.
 //!
 //! A rank whose process ends fails its running task with `WorkerLost` naming the rank, pid and
