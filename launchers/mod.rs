@@ -5,5 +5,6 @@
 pub mod job;
 pub mod pbs;
 pub mod profile;
+pub mod profiles;
 pub mod slurm;
 pub mod submit;

@@ -142,6 +142,11 @@ fn secs(t: Instant) -> String {
 /// Runs the benchmark in `run_dir` (already created). Logging must be set up by the caller
 /// ([`init_logging`]). Never panics on user errors: they end up in [`RunOutcome::error`].
 pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<RunOutcome> {
+    // Outside an MPI job, the mpi executor starts one whose rank 0 runs the benchmark here.
+    #[cfg(feature = "mpi")]
+    if cfg.executor.name == "mpi" && !crate::executor::mpi::in_world() {
+        return crate::executor::mpi::launch::run_launched(cfg, run_dir, argv);
+    }
     let start = Instant::now();
     run_info!("CLI Arguments: {}", argv.join(" "));
     run_info!("Runtime directory: {}", run_dir.display());

@@ -107,7 +107,11 @@ pub fn serve<R: Read, W: Write>(input: R, output: W) -> io::Result<i32> {
 
 /// `taps-worker` command line.
 #[derive(clap::Parser, Debug)]
-#[command(name = "taps-worker", version, about = "Runs taps tasks for a driver process (started by taps, not by hand)")]
+#[command(
+    name = "taps-worker",
+    version,
+    about = "Runs taps tasks for a driver process (started by taps), or a whole MPI job: mpirun -np N taps-worker -c FILE [taps run options]"
+)]
 pub struct WorkerArgs {
     /// Serve the process-pool protocol on this inherited socket file descriptor.
     #[arg(long, value_name = "FD")]
@@ -117,6 +121,20 @@ pub struct WorkerArgs {
 /// Entry point of `taps-worker`; returns the exit code.
 pub fn main(argv: Vec<String>) -> i32 {
     use clap::Parser;
+    // `taps-worker -c FILE ... [taps run options]` under mpirun/srun: the MPI entry point.
+    let plain = ["--help", "-h", "--version", "-V"];
+    if argv.len() > 1 && !argv[1..].iter().any(|a| a.starts_with("--pipe-fd") || plain.contains(&a.as_str())) {
+        #[cfg(feature = "mpi")]
+        return crate::executor::mpi::worker_main(&argv);
+        #[cfg(not(feature = "mpi"))]
+        {
+            eprintln!(
+                "taps-worker: error: this taps was built without MPI, so taps-worker cannot serve an MPI job: rebuild \
+                 with cargo build --release --features mpi"
+            );
+            return 2;
+        }
+    }
     let args = match WorkerArgs::try_parse_from(&argv) {
         Ok(a) => a,
         Err(e) => {
@@ -135,7 +153,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         None => {
             eprintln!(
                 "taps-worker: no connection given; it is started by `taps run --engine.executor process-pool` \
-                 (with --pipe-fd FD)"
+                 (with --pipe-fd FD), or as `mpirun -np N taps-worker -c FILE [taps run options]`"
             );
             2
         }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use crate::engine::Executor;
 use crate::plugins::PluginInfo;
 
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod process_pool;
 pub mod thread_pool;
 
@@ -31,10 +33,18 @@ pub struct ExecutorPlugin {
 pub const DEFAULT_EXECUTOR: &str = "process-pool";
 
 /// Every executor compiled into this binary.
-pub static EXECUTORS: &[ExecutorPlugin] = &[process_pool::PLUGIN, thread_pool::PLUGIN];
+pub static EXECUTORS: &[ExecutorPlugin] = &[
+    process_pool::PLUGIN,
+    thread_pool::PLUGIN,
+    #[cfg(feature = "mpi")]
+    mpi::PLUGIN,
+];
 
 /// Names of executors known to taps but not compiled into this binary, with the reason.
-pub static NOT_COMPILED: &[(&str, &str)] = &[];
+pub static NOT_COMPILED: &[(&str, &str)] = &[
+    #[cfg(not(feature = "mpi"))]
+    ("mpi", "this taps was built without MPI: rebuild with cargo build --release --features mpi"),
+];
 
 /// The executors' plugin infos (for help and lookup).
 pub fn infos() -> Vec<PluginInfo> {
@@ -63,5 +73,8 @@ fn no_preflight(_: &toml::Table) -> Result<(), String> {
 
 /// The MPI library's version string, when built with MPI.
 pub fn mpi_library_version() -> Option<String> {
+    #[cfg(feature = "mpi")]
+    return mpi::library_version();
+    #[cfg(not(feature = "mpi"))]
     None
 }

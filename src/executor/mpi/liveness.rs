@@ -1,0 +1,202 @@
+//! Liveness connections: every worker rank opens one TCP connection to rank 0 at start-up and
+//! never uses it for data. When a process dies, its kernel closes the connection, so the other
+//! side learns of the death at once — on any node, with no heartbeat and no timeout to tune
+//! (TCP keepalive covers a node that vanishes without closing anything).
+//!
+//! Rank 0 runs a [`Watcher`] thread that accepts the connections and reports each one's end;
+//! a worker checks [`driver_gone`] while it waits for work, so it exits if rank 0 dies.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What the watcher reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A worker rank's connection is up.
+    Connected(i32),
+    /// A worker rank's connection closed: the process is gone.
+    Closed(i32),
+}
+
+/// Rank 0's side: the listener thread.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// What workers need to connect: `PORT;HOSTNAME;IP,IP,...`.
+    pub address: String,
+}
+
+impl Watcher {
+    /// Listens on every interface and reports events through `report` (from its own thread).
+    pub fn start(report: impl Fn(Event) + Send + 'static) -> io::Result<Watcher> {
+        let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let ips: Vec<String> = local_ipv4().iter().map(|ip| ip.to_string()).collect();
+        let address = format!("{};{};{}", port, crate::engine::hostname(), ips.join(","));
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread =
+            std::thread::Builder::new().name("taps-mpi-watch".into()).spawn(move || watch(listener, s, report))?;
+        Ok(Watcher { stop, thread: Some(thread), address })
+    }
+
+    /// Stops watching (ranks that exit from now on are not reported). The thread notices
+    /// within its poll interval and ends by itself.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        drop(self.thread.take());
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn watch(listener: TcpListener, stop: Arc<AtomicBool>, report: impl Fn(Event)) {
+    let mut conns: Vec<(i32, TcpStream)> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+            .chain(conns.iter().map(|(_, c)| c.as_raw_fd()))
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN | libc::POLLRDHUP, revents: 0 })
+            .collect();
+        // SAFETY: valid array of pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if n <= 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            while let Ok((mut c, _)) = listener.accept() {
+                let mut rank = [0u8; 4];
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                if c.read_exact(&mut rank).is_ok() {
+                    let rank = i32::from_le_bytes(rank);
+                    keepalive(&c);
+                    let _ = c.set_nonblocking(true);
+                    conns.push((rank, c));
+                    report(Event::Connected(rank));
+                }
+            }
+        }
+        let mut closed = Vec::new();
+        for (i, f) in fds.iter().enumerate().skip(1) {
+            if f.revents != 0 && is_closed(&conns[i - 1].1) {
+                closed.push(i - 1);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let (rank, _) = conns.remove(i);
+            if !stop.load(Ordering::SeqCst) {
+                report(Event::Closed(rank));
+            }
+        }
+    }
+}
+
+/// Whether the peer closed the connection (it never sends data; anything else is an error too).
+fn is_closed(c: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: valid buffer and socket.
+    let n = unsafe {
+        libc::recv(c.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    if n == 0 {
+        return true;
+    }
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted);
+    }
+    false
+}
+
+/// TCP keepalive: a vanished node is noticed within about 20 s.
+fn keepalive(c: &TcpStream) {
+    let set = |level, opt, v: libc::c_int| {
+        // SAFETY: valid socket and option value.
+        unsafe {
+            libc::setsockopt(
+                c.as_raw_fd(),
+                level,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 3);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+}
+
+/// This host's IPv4 addresses, loopback first.
+fn local_ipv4() -> Vec<Ipv4Addr> {
+    let mut out = vec![Ipv4Addr::LOCALHOST];
+    let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below.
+    if unsafe { libc::getifaddrs(&mut ifa) } != 0 {
+        return out;
+    }
+    let mut p = ifa;
+    while !p.is_null() {
+        // SAFETY: p walks the list returned by getifaddrs.
+        let a = unsafe { &*p };
+        if !a.ifa_addr.is_null() && unsafe { (*a.ifa_addr).sa_family } as libc::c_int == libc::AF_INET {
+            // SAFETY: an AF_INET address is a sockaddr_in.
+            let sin = unsafe { &*(a.ifa_addr as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+        p = a.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs.
+    unsafe { libc::freeifaddrs(ifa) };
+    out
+}
+
+/// Worker side: connects to rank 0 as `rank`. Tries loopback first when on rank 0's host.
+pub fn connect(address: &str, rank: i32) -> Result<TcpStream, String> {
+    let mut parts = address.splitn(3, ';');
+    let (Some(port), Some(host), Some(ips)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("bad liveness address {:?}", address));
+    };
+    let port: u16 = port.parse().map_err(|_| format!("bad liveness port in {:?}", address))?;
+    let same_host = host == crate::engine::hostname();
+    let mut errors = Vec::new();
+    for ip in ips.split(',').filter(|s| !s.is_empty()) {
+        let Ok(ip) = ip.parse::<Ipv4Addr>() else { continue };
+        if ip.is_loopback() && !same_host {
+            continue;
+        }
+        let addr = SocketAddr::new(IpAddr::V4(ip), port);
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+            Ok(mut c) => {
+                c.write_all(&rank.to_le_bytes()).map_err(|e| e.to_string())?;
+                keepalive(&c);
+                // Keep the socket out of processes the tasks start.
+                return Ok(c);
+            }
+            Err(e) => errors.push(format!("{}: {}", addr, e)),
+        }
+    }
+    Err(format!("cannot reach rank 0 ({}): {}", host, errors.join("; ")))
+}
+
+/// Whether rank 0's end of the liveness connection has closed.
+pub fn driver_gone(c: &TcpStream) -> bool {
+    let mut f = libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd, no wait.
+    let n = unsafe { libc::poll(&mut f, 1, 0) };
+    n > 0 && is_closed(c)
+}

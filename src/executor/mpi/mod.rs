@@ -1,0 +1,378 @@
+//! `mpi`: rsmpi over the system MPI. Rank 0 is the driver (it runs the app and the engine);
+//! ranks 1..N-1 are workers that run tasks by name ([`crate::worker::Worker`] over MPI).
+//!
+//! Two ways in, one run directory:
+//!
+//! * inside a job: `mpirun -np N taps-worker -c run.toml` (or `srun --mpi=pmix … taps-worker …`).
+//!   Every rank initialises MPI; rank 0 then behaves like `taps run` ([`worker_main`]);
+//! * from an interactive node: `taps run --engine.executor mpi --engine.executor.ranks N`. taps
+//!   creates the run directory and its `config.toml`, then starts the job itself through a launch
+//!   profile ([`crate::launchers::profiles`]) with `--run-dir` pointing at that directory, so rank
+//!   0 writes the log and records there; taps streams the job's output and returns rank 0's
+//!   exit status ([`launch`]).
+//!
+//! On rank 0 one communication thread makes every MPI call ([`driver`]); frames of the worker
+//! [`protocol`](crate::protocol) travel as non-blocking point-to-point messages ([`transport`]).
+//! A rank that dies is noticed at once through a TCP liveness connection ([`liveness`]): its
+//! running task fails with `WorkerLost` naming the rank, its queued tasks go to the other ranks,
+//! and the run ends with an error naming it. For that, OpenMPI must not kill the job when a
+//! rank dies: the launch profiles set `OMPI_MCA_orte_enable_recovery=1` (`mpirun
+//! --enable-recovery`). Without recovery mpirun kills every rank about a second after the death,
+//! so rank 0 fails every unfinished task at once instead, while it can still record them.
+//! After a lost rank no process calls `MPI_Finalize` (it would wait for the dead rank forever).
+
+pub mod driver;
+pub mod launch;
+pub mod liveness;
+pub mod rank;
+pub mod transport;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::engine::Executor;
+use crate::options::{Options, Validate};
+use crate::plugins::PluginInfo;
+
+use super::{ExecutorEnv, ExecutorPlugin, available_cores};
+
+crate::options! {
+    /// Options of the `mpi` executor.
+    pub struct MpiOptions {
+        /// MPI ranks in all, rank 0 (the driver) included, when taps starts the job (default: cores + 1); inside a job the world size counts.
+        ranks: usize = available_cores() + 1,
+        /// Launch profile that starts the job from taps run: mpirun, mpiexec, srun, or one of your own (launchers/README.md).
+        launcher: String = "mpirun".into(),
+        /// Extra launcher arguments, split like a shell (e.g. "--hostfile hosts --bind-to none").
+        launcher_args: String = String::new(),
+        /// A TOML file of launch profiles added to the built-in ones and ~/.config/taps/launchers.toml.
+        launcher_profile: Option<PathBuf> = None,
+        /// The taps-worker binary (default: $TAPS_WORKER, else taps-worker next to the taps binary).
+        worker_path: Option<PathBuf> = None,
+        /// Tasks sent ahead to each worker rank (the running one included).
+        prefetch: usize = 2,
+    }
+}
+
+impl Validate for MpiOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.ranks < 2 {
+            return Err(format!(
+                "engine.executor.ranks must be at least 2 (rank 0 drives, the others run tasks), got {}",
+                self.ranks
+            ));
+        }
+        if self.prefetch == 0 {
+            return Err("engine.executor.prefetch must be at least 1".into());
+        }
+        crate::launchers::profiles::split_args(&self.launcher_args)
+            .map_err(|e| format!("engine.executor.launcher_args: {}", e))?;
+        Ok(())
+    }
+}
+
+/// The plugin entry.
+pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
+    info: PluginInfo::new::<MpiOptions>(
+        "mpi",
+        "MPI ranks (rsmpi): rank 0 drives, ranks 1..N-1 run tasks; mpirun taps-worker, or started by taps run",
+    ),
+    build,
+    preflight,
+};
+
+/// Size of the MPI world when this process is rank 0 of a taps MPI job.
+static WORLD: OnceLock<i32> = OnceLock::new();
+
+/// Descriptions of the worker ranks lost during the run.
+static LOST: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+
+fn lost() -> Arc<Mutex<Vec<String>>> {
+    LOST.get_or_init(Default::default).clone()
+}
+
+/// Whether this process is rank 0 of a running taps MPI job.
+pub fn in_world() -> bool {
+    WORLD.get().is_some()
+}
+
+fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
+    let o = MpiOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
+    let Some(&size) = WORLD.get() else {
+        anyhow::bail!("the mpi executor runs inside an MPI job (mpirun taps-worker), or through taps run");
+    };
+    if o.ranks != size as usize && o.ranks != MpiOptions::default().ranks {
+        tracing::info!(
+            "mpi: the job has {} ranks (engine.executor.ranks = {} applies when taps starts the job)",
+            size,
+            o.ranks
+        );
+    }
+    Ok(Box::new(driver::MpiExecutor::new(size, o.prefetch, lost())))
+}
+
+/// Environment variables that MPI launchers set in their ranks.
+const RANK_ENV: &[&str] = &["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"];
+
+fn preflight(t: &toml::Table) -> Result<(), String> {
+    let o = MpiOptions::from_table(t, "engine.executor")?;
+    if in_world() {
+        return Ok(());
+    }
+    if let Some(v) = RANK_ENV.iter().find(|v| std::env::var_os(v).is_some()) {
+        return Err(format!(
+            "taps run is running as an MPI rank ({} is set); under mpirun or srun start `taps-worker -c FILE` \
+             instead (rank 0 drives, the other ranks run tasks)",
+            v
+        ));
+    }
+    launch::prepare(&o, std::path::Path::new("/"), std::path::Path::new("/")).map(|_| ())
+}
+
+/// The MPI library's version (first line), e.g. `Open MPI v4.1.4, package: Debian OpenMPI, ...`.
+pub fn library_version() -> Option<String> {
+    ::mpi::environment::library_version().ok().map(|s| {
+        let s = s.trim_end_matches('\0');
+        s.lines().next().unwrap_or("").trim().trim_end_matches(',').to_string()
+    })
+}
+
+/// Takes `--status-file FILE` out of taps-worker arguments.
+fn take_status_file(args: &[String]) -> Result<(Vec<String>, Option<PathBuf>), String> {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut file = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--status-file" || a == "--status_file" {
+            file = Some(PathBuf::from(it.next().ok_or("--status-file needs a file")?));
+        } else if let Some(f) = a.strip_prefix("--status-file=") {
+            file = Some(f.into());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    Ok((rest, file))
+}
+
+/// The message for a world of one rank.
+pub fn singleton_error(size: i32) -> String {
+    format!(
+        "mpi executor needs at least 2 ranks; got a world of {} — mpirun/srun started N singletons? check --mpi=pmix \
+         (srun with OpenMPI), or start with mpirun -np N",
+        size
+    )
+}
+
+/// This process's part in an MPI job: MPI is initialised (thread level Serialized or more, MPI
+/// errors returned rather than fatal) and finalised when the session is dropped.
+///
+/// Library use, under `mpirun -np N`: rank 0 builds an [`Engine`](crate::engine::Engine) on
+/// [`Session::executor`], the other ranks call [`Session::serve`] (see `examples/mpi_engine.rs`).
+pub struct Session {
+    universe: Option<::mpi::environment::Universe>,
+    rank: i32,
+    size: i32,
+    skip_finalize: std::cell::Cell<bool>,
+}
+
+impl Session {
+    /// Initialises MPI; fails with one line if MPI cannot start or the world has one rank.
+    pub fn init() -> Result<Session, String> {
+        let universe = match ::mpi::initialize_with_threading(::mpi::Threading::Serialized) {
+            Some((u, t)) if t >= ::mpi::Threading::Serialized => u,
+            Some((_, t)) => {
+                return Err(format!(
+                    "the MPI library gives thread level {:?}; taps needs at least Serialized (rank 0 calls MPI \
+                     from one communication thread)",
+                    t
+                ));
+            }
+            None => return Err("MPI was already initialised".into()),
+        };
+        transport::errors_return();
+        let (rank, size) = transport::rank_and_size();
+        if size < 2 {
+            return Err(singleton_error(size));
+        }
+        Ok(Session { universe: Some(universe), rank, size, skip_finalize: Default::default() })
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> i32 {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> i32 {
+        self.size
+    }
+
+    /// Ranks 1..N-1: serves rank 0 until it says `Shutdown` (or is gone); the exit code.
+    pub fn serve(&self) -> i32 {
+        assert!(self.rank > 0, "rank 0 drives; it does not serve");
+        let (code, lost) = rank::serve(self.rank);
+        if lost {
+            self.skip_finalize.set(true);
+        }
+        code
+    }
+
+    /// Rank 0: the executor over ranks 1..N-1 (one per session), sending up to `prefetch`
+    /// tasks ahead to each rank.
+    pub fn executor(&self, prefetch: usize) -> driver::MpiExecutor {
+        assert_eq!(self.rank, 0, "only rank 0 drives");
+        let _ = WORLD.set(self.size);
+        driver::MpiExecutor::new(self.size, prefetch, lost())
+    }
+
+    /// The worker ranks lost so far, described (rank, pid, host).
+    pub fn lost_ranks(&self) -> Vec<String> {
+        lost().lock().unwrap().clone()
+    }
+
+    /// Ends the whole job at once with `code` (every rank stops).
+    pub fn abort(self, code: i32) -> ! {
+        transport::abort(code)
+    }
+}
+
+impl Drop for Session {
+    /// Finalises MPI, unless a rank was lost: then `MPI_Finalize` would wait for it forever
+    /// (OpenMPI 4.1 with recovery), so the process just exits.
+    fn drop(&mut self) {
+        let u = self.universe.take();
+        if self.skip_finalize.get() || !lost().lock().unwrap().is_empty() {
+            std::mem::forget(u);
+        }
+    }
+}
+
+/// `taps-worker -c FILE... [--run-dir DIR] [taps run options]` under mpirun/srun: every rank
+/// initialises MPI, rank 0 runs the benchmark, the others serve tasks. Returns the exit code.
+pub fn worker_main(argv: &[String]) -> i32 {
+    let (args, status_file) = match take_status_file(&argv[1..]) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("taps-worker: error: {}", e);
+            return 2;
+        }
+    };
+    let session = match Session::init() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("taps-worker: error: {}", e);
+            return 2;
+        }
+    };
+    if session.rank() > 0 {
+        return session.serve();
+    }
+    let _ = WORLD.set(session.size());
+    let code = run_rank0(&args, argv);
+    if let Some(f) = &status_file {
+        let _ = crate::run::write_atomic(f, format!("{}\n", code).as_bytes());
+    }
+    if code == 130 {
+        // Interrupted: records are written; ranks may still be running tasks, do not wait for them.
+        session.abort(130);
+    }
+    code
+}
+
+/// Rank 0: `taps run` with the mpi executor, in `--run-dir` or a new run directory.
+fn run_rank0(args: &[String], argv: &[String]) -> i32 {
+    let code = match prepare_rank0(args) {
+        Ok((cfg, run_dir)) => {
+            crate::run::install_signal_handler();
+            warn_without_recovery();
+            match crate::run::run_in(&cfg, &run_dir, argv) {
+                Ok(o) => {
+                    let lost = lost().lock().unwrap().clone();
+                    let mut code = o.exit_code();
+                    if !lost.is_empty() && code != 130 {
+                        tracing::error!(target: "taps.run", "The run lost {} worker rank(s): {}", lost.len(), lost.join("; "));
+                        code = 1;
+                    }
+                    code
+                }
+                Err(e) => {
+                    tracing::error!(target: "taps.run", "Caught unhandled exception: {:#}", e);
+                    1
+                }
+            }
+        }
+        Err(code) => code,
+    };
+    if !driver_started() {
+        release_workers();
+    }
+    crate::logging::close();
+    code
+}
+
+fn prepare_rank0(args: &[String]) -> Result<(crate::config::Config, PathBuf), i32> {
+    let (mut args, prepared) = crate::cli::take_run_dir(args).map_err(crate::cli::usage_error)?;
+    let raw = crate::config::parse_args(&args).map_err(crate::cli::usage_error)?;
+    if let Some((_, other)) = raw
+        .sets
+        .iter()
+        .find(|(k, v)| matches!(k.as_str(), "engine.executor" | "executor" | "engine.executor.name") && v != "mpi")
+    {
+        return Err(crate::cli::usage_error(format!(
+            "taps-worker under MPI runs the mpi executor, but the arguments select {:?}; drop --engine.executor",
+            other
+        )));
+    }
+    args.extend(["--engine.executor".to_string(), "mpi".to_string()]);
+    let cfg = crate::cli::load_config(&args)?;
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let run_dir = match prepared {
+        Some(d) => crate::cli::check_prepared_run_dir(&d, &cfg).map_err(crate::cli::usage_error)?,
+        None => crate::run::create_run_dir(&cfg, &cwd).map_err(|e| {
+            crate::cli::usage_error(format!("cannot create the run directory from {:?}: {}", cfg.run.dir_format, e))
+        })?,
+    };
+    crate::run::init_logging(&cfg, &run_dir)
+        .map_err(|e| crate::cli::usage_error(format!("cannot open the log file in {}: {}", run_dir.display(), e)))?;
+    Ok((cfg, run_dir))
+}
+
+pub(crate) static DRIVER_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether rank 0's communication thread said hello to the workers (they then get `Shutdown`
+/// from it at the end).
+fn driver_started() -> bool {
+    DRIVER_STARTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Rank 0 ends before its executor started: tell the waiting workers to exit.
+fn release_workers() {
+    let (_, size) = transport::rank_and_size();
+    let mut sends: Vec<transport::Sending> = (1..size)
+        .filter_map(|r| {
+            transport::send_frame(r, crate::protocol::Message::encode(crate::protocol::ToWorker::Shutdown)).ok()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        sends.retain_mut(|s| !s.test().unwrap_or(true));
+        if sends.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::mem::forget(sends);
+}
+
+/// Under OpenMPI without recovery, a dead rank makes mpirun kill the whole job: say so once.
+fn warn_without_recovery() {
+    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
+        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
+    {
+        tracing::warn!(
+            "mpi: mpirun runs without --enable-recovery: if a worker rank dies, mpirun kills every rank about a \
+             second later, so taps then fails every unfinished task at once; add --enable-recovery (taps run \
+             --engine.executor mpi does) to finish the work on the other ranks"
+        );
+    }
+}
