@@ -119,3 +119,53 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<TaskRecord>> {
         })
         .collect()
 }
+
+/// Counts the records of a `tasks.jsonl` file and the failed ones, reading one line at a time.
+pub fn count_records(path: &Path) -> anyhow::Result<(u64, u64)> {
+    use std::io::BufRead;
+    #[derive(Deserialize)]
+    struct Outcome {
+        success: Option<bool>,
+    }
+    let (mut total, mut failed) = (0, 0);
+    for (i, line) in std::io::BufReader::new(File::open(path)?).lines().enumerate() {
+        let o: Outcome = serde_json::from_str(&line?)
+            .map_err(|e| anyhow::anyhow!("{}:{}: invalid record: {}", path.display(), i + 1, e))?;
+        total += 1;
+        if o.success != Some(true) {
+            failed += 1;
+        }
+    }
+    Ok((total, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_counted_line_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tasks.jsonl");
+        let rec = |ok: bool| TaskRecord {
+            task_id: uuid::Uuid::new_v4().to_string(),
+            name: "t".into(),
+            parent_task_ids: vec![],
+            submit_time: 1.0,
+            received_time: Some(2.0),
+            success: Some(ok),
+            exception: (!ok).then(|| TaskError::new("E", "m")),
+            execution: None,
+            worker: None,
+            bytes_inline: 0,
+            bytes_by_reference: 0,
+        };
+        let mut w = RecordWriter::create(&path).unwrap();
+        for ok in [true, false, true, false, false] {
+            w.write(&rec(ok)).unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(count_records(&path).unwrap(), (5, 3));
+        assert_eq!(read_records(&path).unwrap().len(), 5);
+    }
+}

@@ -76,11 +76,11 @@ pub fn run_launched(cfg: &Config, run_dir: &Path, _argv: &[String]) -> anyhow::R
 
     let mut summary = EngineSummary::default();
     if let Some(f) = &cfg.engine.task_record_file_name
-        && let Ok(recs) = crate::record::read_records(&run_dir.join(f))
+        && let Ok((total, failed)) = crate::record::count_records(&run_dir.join(f))
     {
-        summary.submitted = recs.len() as u64;
-        summary.records = recs.len() as u64;
-        summary.failed = recs.iter().filter(|r| r.success != Some(true)).count() as u64;
+        summary.submitted = total;
+        summary.records = total;
+        summary.failed = failed;
     }
     let error = match rank0 {
         Some(0) => None,
