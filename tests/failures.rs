@@ -207,6 +207,7 @@ fn executor_args(executor: &str) -> Vec<&'static str> {
     match executor {
         "thread-pool" => vec!["--engine.executor", "thread-pool", "--engine.executor.max-threads", "2"],
         "process-pool" => vec!["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"],
+        "mpi" => vec!["--engine.executor", "mpi", "--engine.executor.ranks", "3"],
         other => panic!("no executor {}", other),
     }
 }
@@ -223,6 +224,7 @@ fn failures_args<'a>(ftype: &'a str, rate: &'a str, executor: &str) -> Vec<&'a s
 /// parents' error without running).
 fn kinds_at_rate_1(ftype: &str, executor: &str) -> Vec<&'static str> {
     let in_process = executor == "thread-pool";
+    let mpi = executor == "mpi";
     match ftype {
         "dependency" => vec!["ParentDependencyError"],
         "exception" | "failure" => vec!["Exception"],
@@ -234,7 +236,9 @@ fn kinds_at_rate_1(ftype: &str, executor: &str) -> Vec<&'static str> {
         "ulimit" => vec!["OSError"],
         "worker-killed" if in_process => vec!["WorkerKilled"],
         "worker-killed" => vec!["WorkerLost"],
-        "node-killed" if in_process => vec!["NodeKilled"],
+        "node-killed" if in_process || mpi => vec!["NodeKilled"],
+        // A rank's parent is the MPI launcher, not the taps driver: refused, and the record says so.
+        "manager-killed" if mpi => vec!["ManagerKilled"],
         "node-killed" => vec!["WorkerLost"],
         "manager-killed" => vec!["Interrupted"],
         "random" => FailureType::concrete()
@@ -280,7 +284,7 @@ fn check_cell(ftype: &str, rate: &str, executor: &str) {
     let signalled = o.log.contains("Interrupted by signal 15");
     assert_eq!(signalled, o.dir.join("failures-manager-killed.txt").exists(), "{}", what);
     let expected_code = match ftype {
-        "manager-killed" => 130,
+        "manager-killed" if executor != "mpi" => 130,
         "random" if signalled => 130,
         _ => 1,
     };
@@ -300,6 +304,7 @@ fn check_cell(ftype: &str, rate: &str, executor: &str) {
                 assert!(r.execution.is_none(), "a task whose parent failed does not run");
             }
         }
+        ("manager-killed", "mpi") => assert!(!signalled, "{}: the driver is never signalled from a rank", what),
         ("manager-killed", _) => assert!(signalled, "{}: the driver got SIGTERM", what),
         ("worker-killed", "process-pool") => {
             assert!(o.log.contains("starting a replacement"), "{}: lost workers are replaced", what)
@@ -310,6 +315,30 @@ fn check_cell(ftype: &str, rate: &str, executor: &str) {
 
 fn canonical(ftype: &str) -> &str {
     if ftype == "failure" { "exception" } else { ftype }
+}
+
+/// Every type at rates 0 and 1 on MPI ranks started by `taps run` (3 ranks: driver + 2 workers).
+#[cfg(feature = "mpi")]
+#[test]
+fn every_type_at_rate_0_and_1_on_mpi() {
+    for ftype in [
+        "dependency",
+        "exception",
+        "zero-division",
+        "panic",
+        "import",
+        "timeout",
+        "memory",
+        "ulimit",
+        "worker-killed",
+        "manager-killed",
+        "node-killed",
+        "random",
+    ] {
+        for rate in ["0", "1"] {
+            check_cell(ftype, rate, "mpi");
+        }
+    }
 }
 
 fn check_type(ftype: &str) {
