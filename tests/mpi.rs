@@ -13,6 +13,8 @@ use taps::record::TaskRecord;
 
 mod common;
 
+use common::{descendants, wait_for};
+
 const TAPS: &str = env!("CARGO_BIN_EXE_taps");
 const WORKER: &str = env!("CARGO_BIN_EXE_taps-worker");
 
@@ -256,37 +258,6 @@ fn an_aborting_task_loses_its_rank_and_the_others_finish_the_work() {
     assert!(after.iter().all(|r| r.success == Some(true) && r.worker.as_deref() != a.worker.as_deref()));
 }
 
-/// (pid, ppid) of every process.
-fn processes() -> Vec<(u32, u32)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
-        let mut f = stat[close + 1..].split_whitespace();
-        if f.next() == Some("Z") {
-            continue;
-        }
-        let ppid = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        out.push((pid, ppid));
-    }
-    out
-}
-
-/// Live descendants of `root`.
-fn descendants(root: u32) -> Vec<u32> {
-    let procs = processes();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        found.extend(procs.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 /// The MPI rank of a process (from its environment), if it is one.
 fn rank_of(pid: u32) -> Option<u32> {
     let env = std::fs::read(format!("/proc/{}/environ", pid)).ok()?;
@@ -303,20 +274,12 @@ fn a_rank_killed_mid_run_ends_the_run_with_an_error_naming_it_and_every_record()
     let child = c.spawn().unwrap();
     let taps_pid = child.id();
     // Wait until rank 1 runs, then give it a task to die in.
-    let victim = loop {
-        if let Some(p) = descendants(taps_pid).into_iter().find(|&p| rank_of(p) == Some(1)) {
-            break p;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = loop {
-        if let Some(run) = common::run_dirs(dir.path()).pop()
-            && std::fs::read_to_string(run.join("log.txt")).is_ok_and(|l| l.contains("Submitted reduce task"))
-        {
-            break run;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let victim = wait_for(|| descendants(taps_pid).into_iter().find(|&p| rank_of(p) == Some(1)));
+    let run = wait_for(|| {
+        common::run_dirs(dir.path()).pop().filter(|run| {
+            std::fs::read_to_string(run.join("log.txt")).is_ok_and(|l| l.contains("Submitted reduce task"))
+        })
+    });
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: plain syscall on a process of this test's own job.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
@@ -357,20 +320,12 @@ fn without_recovery_a_killed_rank_fails_every_unfinished_task_at_once() {
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     let mpirun_pid = child.id();
-    let victim = loop {
-        if let Some(p) = descendants(mpirun_pid).into_iter().find(|&p| rank_of(p) == Some(1)) {
-            break p;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let run = loop {
-        if let Some(run) = common::run_dirs(dir.path()).pop()
-            && std::fs::read_to_string(run.join("log.txt")).is_ok_and(|l| l.contains("Submitted reduce task"))
-        {
-            break run;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let victim = wait_for(|| descendants(mpirun_pid).into_iter().find(|&p| rank_of(p) == Some(1)));
+    let run = wait_for(|| {
+        common::run_dirs(dir.path()).pop().filter(|run| {
+            std::fs::read_to_string(run.join("log.txt")).is_ok_and(|l| l.contains("Submitted reduce task"))
+        })
+    });
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: plain syscall on a process of this test's own job.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);

@@ -14,6 +14,8 @@ use taps::task::{Task, TaskError};
 
 mod common;
 
+use common::{children_of, processes, wait_for};
+
 const TAPS: &str = env!("CARGO_BIN_EXE_taps");
 const WORKER: &str = env!("CARGO_BIN_EXE_taps-worker");
 
@@ -29,40 +31,11 @@ fn engine(n: usize, dir: &Path) -> (Engine, taps::executor::process_pool::PoolWa
     (e, watch)
 }
 
-/// (pid, ppid, state) of every process.
-fn processes() -> Vec<(u32, u32, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        // "pid (comm) state ppid ..." — comm may contain spaces and parentheses.
-        let Some(close) = stat.rfind(')') else { continue };
-        let mut f = stat[close + 1..].split_whitespace();
-        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        out.push((pid, ppid, state));
-    }
-    out
-}
-
-fn children_of(pid: u32) -> Vec<u32> {
-    processes().into_iter().filter(|&(_, pp, st)| pp == pid && st != 'Z').map(|(p, _, _)| p).collect()
-}
-
 /// Whether `pid` is a live (non-zombie) taps-worker process.
 fn worker_alive(pid: u32) -> bool {
     let cmd = std::fs::read(format!("/proc/{}/cmdline", pid)).unwrap_or_default();
     let state = processes().into_iter().find(|p| p.0 == pid).map(|p| p.2);
     String::from_utf8_lossy(&cmd).contains("taps-worker") && !matches!(state, None | Some('Z'))
-}
-
-fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn kill(pid: u32, sig: i32) {

@@ -109,3 +109,51 @@ pub fn check_record_invariants(recs: &[TaskRecord]) {
         }
     }
 }
+
+/// (pid, ppid, state) of every process.
+pub fn processes() -> Vec<(u32, u32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // "pid (comm) state ppid ..." — comm may contain spaces and parentheses.
+        let Some(close) = stat.rfind(')') else { continue };
+        let mut f = stat[close + 1..].split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        out.push((pid, ppid, state));
+    }
+    out
+}
+
+/// Live (non-zombie) children of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    processes().into_iter().filter(|&(_, pp, st)| pp == pid && st != 'Z').map(|(p, _, _)| p).collect()
+}
+
+/// Live (non-zombie) descendants of `root`.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let procs: Vec<(u32, u32)> =
+        processes().into_iter().filter(|&(_, _, st)| st != 'Z').map(|(p, pp, _)| (p, pp)).collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(procs.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Polls `f` until it returns a value; panics after 120 s (a hang guard, not a speed check).
+pub fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited 120 s for a condition that never came");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
