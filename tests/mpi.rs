@@ -266,24 +266,30 @@ fn rank_of(pid: u32) -> Option<u32> {
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
 }
 
-#[test]
-fn a_rank_killed_mid_run_ends_the_run_with_an_error_naming_it_and_every_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = taps_run(dir.path(), 3);
-    c.args(synthetic("reduce", 12)).args(["--app.task-sleep", "0.4"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+/// Starts the job `c` (a reduce with sleeping tasks, run in `dir`), SIGKILLs rank 1 once the
+/// reduce task is submitted and rank 1 is busy, and waits for the job: (job pid, victim pid, run
+/// directory, output).
+fn kill_rank_1_mid_run(mut c: Command, dir: &Path) -> (u32, u32, PathBuf, Output) {
     let child = c.spawn().unwrap();
-    let taps_pid = child.id();
-    // Wait until rank 1 runs, then give it a task to die in.
-    let victim = wait_for(|| descendants(taps_pid).into_iter().find(|&p| rank_of(p) == Some(1)));
+    let pid = child.id();
+    let victim = wait_for(|| descendants(pid).into_iter().find(|&p| rank_of(p) == Some(1)));
     let run = wait_for(|| {
-        common::run_dirs(dir.path()).pop().filter(|run| {
+        common::run_dirs(dir).pop().filter(|run| {
             std::fs::read_to_string(run.join("log.txt")).is_ok_and(|l| l.contains("Submitted reduce task"))
         })
     });
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: plain syscall on a process of this test's own job.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-    let out = child.wait_with_output().unwrap();
+    (pid, victim, run, child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_rank_killed_mid_run_ends_the_run_with_an_error_naming_it_and_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("reduce", 12)).args(["--app.task-sleep", "0.4"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (taps_pid, victim, run, out) = kill_rank_1_mid_run(c, dir.path());
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(descendants(taps_pid).is_empty(), "no process of the job is left");
 
@@ -318,18 +324,7 @@ fn without_recovery_a_killed_rank_fails_every_unfinished_task_at_once() {
         .env_remove("OMPI_MCA_orte_enable_recovery")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
-    let mpirun_pid = child.id();
-    let victim = wait_for(|| descendants(mpirun_pid).into_iter().find(|&p| rank_of(p) == Some(1)));
-    let run = wait_for(|| {
-        common::run_dirs(dir.path()).pop().filter(|run| {
-            std::fs::read_to_string(run.join("log.txt")).is_ok_and(|l| l.contains("Submitted reduce task"))
-        })
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: plain syscall on a process of this test's own job.
-    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-    let out = child.wait_with_output().unwrap();
+    let (mpirun_pid, victim, run, out) = kill_rank_1_mid_run(c, dir.path());
     assert!(!out.status.success(), "{}", show(&out));
     assert!(descendants(mpirun_pid).is_empty(), "no process of the job is left");
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
