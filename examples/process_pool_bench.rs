@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use taps::bench::{overheads, quantiles};
 use taps::data::{DataLayer, DataSpec};
 use taps::engine::builtin::{Echo, Warmup};
 use taps::engine::{Completions, Engine, Executor};
@@ -28,22 +29,7 @@ fn executor(kind: &str, n: usize) -> Box<dyn Executor> {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p) as usize]
-}
-
-fn overheads(recs: &[TaskRecord]) -> Vec<f64> {
-    recs.iter()
-        .map(|r| {
-            let x = r.execution.as_ref().unwrap();
-            (r.received_time.unwrap() - r.submit_time) - (x.task_end_time - x.task_start_time)
-        })
-        .collect()
+    quantiles(&mut v).median
 }
 
 /// One task in flight: submit, wait, submit the next.
@@ -71,10 +57,10 @@ fn sequential(kind: &str, dir: &std::path::Path) -> anyhow::Result<()> {
         leg(&|r| r.received_time.unwrap() - r.execution.as_ref().unwrap().execution_end_time),
     );
     println!(
-        "one in flight ({} no-op tasks): overhead median {:.1} us, p90 {:.1} us; app round trip mean {:.1} us",
+        "one in flight ({} no-op tasks): overhead median {:.1} us, p95 {:.1} us; app round trip mean {:.1} us",
         n,
         median(ov.clone()) * 1e6,
-        pct(ov, 0.9) * 1e6,
+        quantiles(&mut ov.clone()).p95 * 1e6,
         rtt * 1e6
     );
 

@@ -329,7 +329,10 @@ impl DataLayer {
         match p {
             Payload::Ref(r) => match &self.transformer {
                 Some(tr) => tr.get(&r).map(Payload::Bytes),
-                None => FileTransformer { dir: PathBuf::new(), created: vec![] }.get(&r).map(Payload::Bytes),
+                None => Err(TaskError::new(
+                    "UnresolvedReference",
+                    format!("got a reference to {} but no transformer is configured here", r.key),
+                )),
             },
             other => Ok(other),
         }

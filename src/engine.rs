@@ -798,8 +798,8 @@ impl Dispatcher {
         let mut args = Vec::with_capacity(sub.slots.len());
         let mut missing = 0;
         let mut parent_error = None;
-        let slots = std::mem::take(&mut { sub.slots });
-        let sub = Submission { slots: Vec::new(), ..sub };
+        let Submission { cell, def, slots, submit_time } = sub;
+        let sub = Submission { cell, def, slots: Vec::new(), submit_time };
         for (i, slot) in slots.into_iter().enumerate() {
             match slot {
                 Slot::Value(p) => args.push(Some(p)),

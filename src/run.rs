@@ -1,8 +1,8 @@
 //! One benchmark run: the sequence of the Python suite's `taps.run`, with its RUN log lines.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::Config;
@@ -237,9 +237,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
-
-/// Shared handle type for tests that need the interrupter.
-pub type SharedInterrupter = Arc<Mutex<Option<Interrupter>>>;
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,6 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -435,9 +434,6 @@ pub fn def<T: Task>() -> TaskDef {
     TaskDef { name: T::NAME, call: call_erased::<T> }
 }
 
-/// Marker so generic code can name a task type without a value.
-pub struct TaskType<T>(PhantomData<T>);
-
 /// All tasks of this binary, by name.
 pub struct Registry {
     by_name: HashMap<&'static str, TaskDef>,
@@ -497,8 +493,7 @@ pub fn registry() -> &'static Registry {
     })
 }
 
-/// Looks up the erased definition of `T`, registering nothing: `T` must be in the registry
-/// for executors that ship tasks by name.
+/// Looks a task up by name in [`registry`] (how workers find the function to run).
 pub fn lookup(name: &str) -> Result<&'static TaskDef, TaskError> {
     registry()
         .get(name)
