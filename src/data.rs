@@ -135,29 +135,36 @@ impl Validate for ObjectTypeOptions {
 
 impl Validate for FileOptions {}
 
-/// Files named by UUID in one directory of this run.
+/// Files named by UUID in one directory that belongs to this run alone.
+///
+/// The driver [creates](FileTransformer::create) the directory (never reusing an existing one)
+/// and removes it, with everything in it, at [`close`](Transformer::close); workers
+/// [attach](FileTransformer::attach) to it and remove nothing. Nothing else under the user's
+/// `file-dir` is ever touched.
 pub struct FileTransformer {
     dir: PathBuf,
-    /// Directories this run created (removed at close, innermost first).
-    created: Vec<PathBuf>,
+    /// Set on the driver: the run's directory and the empty parents it created (removed at close).
+    owned: Option<Vec<PathBuf>>,
 }
 
 impl FileTransformer {
-    /// Uses `dir`, creating it (and recording what it created).
-    pub fn new(dir: &Path) -> Result<Self, TaskError> {
-        let mut created = Vec::new();
-        let mut p = dir.to_path_buf();
-        let mut missing = Vec::new();
-        while !p.exists() {
-            missing.push(p.clone());
-            if !p.pop() {
-                break;
-            }
-        }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| TaskError::new("IoError", format!("cannot create {}: {}", dir.display(), e)))?;
-        created.extend(missing);
-        Ok(FileTransformer { dir: dir.to_path_buf(), created })
+    /// Creates a new directory `base/name` for this run (`name-1`, `name-2`, … if taken), and any
+    /// missing parents of it; all of them are removed at close.
+    pub fn create(base: &Path, name: &str) -> Result<Self, TaskError> {
+        let io = |what: &Path, e: std::io::Error| {
+            TaskError::new("IoError", format!("cannot create {}: {}", what.display(), e))
+        };
+        let mut parents: Vec<PathBuf> =
+            base.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).map(Path::to_path_buf).collect();
+        std::fs::create_dir_all(base).map_err(|e| io(base, e))?;
+        let dir = crate::rundir::create_unique(&base.join(name)).map_err(|e| io(&base.join(name), e))?;
+        parents.insert(0, dir.clone());
+        Ok(FileTransformer { dir, owned: Some(parents) })
+    }
+
+    /// Uses a directory the driver created (a worker's view).
+    pub fn attach(dir: &Path) -> Self {
+        FileTransformer { dir: dir.to_path_buf(), owned: None }
     }
 
     /// The directory values are written to.
@@ -181,16 +188,45 @@ impl Transformer for FileTransformer {
     }
 
     fn close(&self) -> Result<(), TaskError> {
-        // Files of this run only: the directory holds nothing else we did not write.
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
+        let Some(created) = &self.owned else { return Ok(()) };
+        // The run's own directory with everything in it, then the parents it created if empty.
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(TaskError::new("IoError", format!("cannot remove {}: {}", self.dir.display(), e)));
+        }
+        for d in &created[1..] {
+            if std::fs::remove_dir(d).is_err() {
+                break;
             }
         }
-        for d in &self.created {
-            let _ = std::fs::remove_dir(d);
-        }
         Ok(())
+    }
+}
+
+/// Checks, before the run starts, that the run could create its directory under `file_dir`:
+/// the nearest existing ancestor is a directory this user can write to.
+fn check_file_dir(base: &Path) -> Result<(), String> {
+    let base =
+        std::path::absolute(base).map_err(|e| format!("engine.transformer.file_dir {}: {}", base.display(), e))?;
+    let existing = base.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let why = if !existing.is_dir() {
+        Some(format!("{} is not a directory", existing.display()))
+    } else {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(existing.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: a valid NUL-terminated path.
+        let ok = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+        (!ok).then(|| format!("{} is not writable ({})", existing.display(), std::io::Error::last_os_error()))
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "engine.transformer.file_dir {}: cannot create the run's directory there: {}; name a writable directory \
+             on a filesystem every worker sees",
+            base.display(),
+            why
+        )),
     }
 }
 
@@ -209,6 +245,8 @@ pub struct DataLayer {
     filter: Option<Box<dyn Filter>>,
     transformer: Option<Box<dyn Transformer>>,
     spec: DataSpec,
+    /// The `file` transformer's directory, until `for_run` writes it into the spec.
+    file_dir: Option<PathBuf>,
 }
 
 /// Bytes a value moved: inline and by reference.
@@ -244,8 +282,43 @@ impl DataLayer {
         DataLayer::default()
     }
 
-    /// Builds the layer from its spec; `run_dir` places the default `file` directory.
+    /// A worker's layer, from the spec the driver sent: the `file` transformer uses the
+    /// driver's directory and never creates or removes anything.
     pub fn from_spec(spec: DataSpec) -> Result<Self, String> {
+        Self::build(spec, |o| {
+            let dir = o.file_dir.ok_or("engine.transformer.file_dir was not resolved by the driver")?;
+            Ok(FileTransformer::attach(&dir))
+        })
+    }
+
+    /// The driver's layer for the run in `run_dir`: the `file` transformer creates the run's own
+    /// directory (`data/` in the run directory, or `taps-<run name>/` under a given `file_dir`),
+    /// removed with its contents at [`close`](DataLayer::close); the [`spec`](DataLayer::spec)
+    /// names it for the workers.
+    pub fn for_run(spec: DataSpec, run_dir: &Path) -> Result<Self, String> {
+        let mut layer = Self::build(spec, |o| {
+            let t = match o.file_dir {
+                Some(base) => {
+                    let base = std::path::absolute(&base).map_err(|e| format!("engine.transformer.file_dir: {}", e))?;
+                    let run = run_dir.file_name().unwrap_or_default().to_string_lossy();
+                    FileTransformer::create(&base, &format!("taps-{}", run))
+                }
+                None => FileTransformer::create(run_dir, "data"),
+            };
+            t.map_err(|e| format!("engine.transformer.file_dir: {}", e.message))
+        })?;
+        if let (Some(dir), Some((_, text))) = (layer.file_dir.take(), layer.spec.transformer.as_mut()) {
+            let mut t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+            t.insert("file_dir".into(), toml::Value::String(dir.display().to_string()));
+            *text = toml::to_string(&t).map_err(|e| e.to_string())?;
+        }
+        Ok(layer)
+    }
+
+    fn build(
+        spec: DataSpec,
+        file: impl FnOnce(FileOptions) -> Result<FileTransformer, String>,
+    ) -> Result<Self, String> {
         let filter: Option<Box<dyn Filter>> = match &spec.filter {
             None => None,
             Some((name, text)) => {
@@ -261,21 +334,35 @@ impl DataLayer {
                 })
             }
         };
+        let mut file_dir = None;
         let transformer: Option<Box<dyn Transformer>> = match &spec.transformer {
             None => None,
             Some((name, text)) => {
                 let t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
                 match name.as_str() {
                     "file" => {
-                        let o = FileOptions::from_table(&t, "engine.transformer")?;
-                        let dir = o.file_dir.ok_or("engine.transformer.file_dir was not resolved")?;
-                        Some(Box::new(FileTransformer::new(&dir).map_err(|e| e.message)?))
+                        let f = file(FileOptions::from_table(&t, "engine.transformer")?)?;
+                        file_dir = Some(f.dir().to_path_buf());
+                        Some(Box::new(f))
                     }
                     other => return Err(format!("unknown transformer {:?}", other)),
                 }
             }
         };
-        Ok(DataLayer { filter, transformer, spec })
+        Ok(DataLayer { filter, transformer, spec, file_dir })
+    }
+
+    /// Checks what can be checked before the run directory exists (the `file` directory).
+    pub fn preflight(spec: &DataSpec) -> Result<(), String> {
+        if let Some((name, text)) = &spec.transformer
+            && name == "file"
+        {
+            let t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+            if let Some(base) = FileOptions::from_table(&t, "engine.transformer")?.file_dir {
+                check_file_dir(&base)?;
+            }
+        }
+        Ok(())
     }
 
     /// The spec to rebuild this layer in a worker.

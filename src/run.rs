@@ -41,7 +41,8 @@ pub fn preflight(cfg: &Config) -> Result<(), String> {
     let app = crate::apps::find(&cfg.app.name)?;
     (app.preflight)(&cfg.app.options)?;
     let exec = crate::executor::find(&cfg.executor.name)?;
-    (exec.preflight)(&cfg.executor.options)
+    (exec.preflight)(&cfg.executor.options)?;
+    DataLayer::preflight(&data_spec(cfg))
 }
 
 /// Creates the run directory for `cfg` below `base` (the launch directory).
@@ -49,21 +50,13 @@ pub fn create_run_dir(cfg: &Config, base: &Path) -> std::io::Result<PathBuf> {
     crate::rundir::create(&cfg.run.dir_format, &cfg.app.name, &cfg.executor.name, base)
 }
 
-/// The data layer spec with the file transformer's directory resolved against the run directory.
-pub fn data_spec(cfg: &Config, run_dir: &Path) -> DataSpec {
-    let filter = cfg.filter.as_ref().map(|f| (f.name.clone(), toml::to_string(&f.options).unwrap()));
-    let transformer = cfg.transformer.as_ref().map(|t| {
-        let mut o = t.options.clone();
-        if t.name == "file" {
-            let dir = match o.get("file_dir").and_then(|v| v.as_str()) {
-                Some(d) if d != "none" => PathBuf::from(d),
-                _ => run_dir.join("data"),
-            };
-            o.insert("file_dir".into(), toml::Value::String(dir.display().to_string()));
-        }
-        (t.name.clone(), toml::to_string(&o).unwrap())
-    });
-    DataSpec { filter, transformer }
+/// The data layer spec of `cfg`: filter and transformer names with their options.
+pub fn data_spec(cfg: &Config) -> DataSpec {
+    let text = |o: &toml::Table| toml::to_string(o).expect("a TOML table serialises");
+    DataSpec {
+        filter: cfg.filter.as_ref().map(|f| (f.name.clone(), text(&f.options))),
+        transformer: cfg.transformer.as_ref().map(|t| (t.name.clone(), text(&t.options))),
+    }
 }
 
 static CURRENT: Mutex<Option<Interrupter>> = Mutex::new(None);
@@ -174,7 +167,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     let exec_plugin = crate::executor::find(&cfg.executor.name).map_err(anyhow::Error::msg)?;
     let exec_env = ExecutorEnv { run_dir: run_dir.to_path_buf(), config_file: Some(run_dir.join("config.toml")) };
     let executor = (exec_plugin.build)(&cfg.executor.options, &exec_env)?;
-    let data = DataLayer::from_spec(data_spec(cfg, run_dir)).map_err(anyhow::Error::msg)?;
+    let data = DataLayer::for_run(data_spec(cfg), run_dir).map_err(anyhow::Error::msg)?;
     let records = match &cfg.engine.task_record_file_name {
         Some(f) => RecordWriter::create(&run_dir.join(f))?,
         None => RecordWriter::null(),

@@ -38,9 +38,15 @@ pub fn create(fmt: &str, name: &str, executor: &str, base: &Path) -> std::io::Re
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    create_unique(&path)
+}
+
+/// Creates the directory `path`, or `path-1`, `path-2`, … if it is taken (never an existing one);
+/// its parent must exist. Returns the absolute path of what it created.
+pub fn create_unique(path: &Path) -> std::io::Result<PathBuf> {
     for i in 0u32.. {
         let candidate = if i == 0 {
-            path.clone()
+            path.to_path_buf()
         } else {
             let mut s = path.as_os_str().to_owned();
             s.push(format!("-{}", i));

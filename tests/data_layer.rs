@@ -172,3 +172,123 @@ fn a_file_dir_outside_the_run_is_created_and_removed() {
     assert!(recs.iter().all(|r| r.bytes_by_reference > 0 && r.bytes_inline == 0));
     assert!(!Path::new(&run.join("data")).exists());
 }
+
+/// Every file and directory under `root` with its content ("<dir>" for directories), sorted.
+fn snapshot(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if p.is_dir() {
+                out.push((rel, "<dir>".into()));
+                stack.push(p);
+            } else {
+                out.push((rel, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A user's directory: ordinary and hidden files, a subdirectory, and names that look like the
+/// transformer's own (a UUID file name, `data`, and the very `taps-<run>` directory this run would pick).
+fn users_directory() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(p.join("my_script.py"), "print('mine')\n").unwrap();
+    std::fs::write(p.join("README"), "b\n").unwrap();
+    std::fs::write(p.join(".hidden"), "secret\n").unwrap();
+    std::fs::write(p.join(uuid::Uuid::new_v4().simple().to_string()), "looks like a value file\n").unwrap();
+    std::fs::create_dir_all(p.join("data/nested")).unwrap();
+    std::fs::write(p.join("data/nested/results.csv"), "1,2\n").unwrap();
+    std::fs::create_dir(p.join("taps-fixed")).unwrap();
+    std::fs::write(p.join("taps-fixed/.keep"), "\n").unwrap();
+    std::fs::write(p.join("taps-fixed-1"), "a file, not a directory\n").unwrap();
+    d
+}
+
+#[test]
+fn the_file_transformer_touches_nothing_of_the_users_file_dir() {
+    for executor in EXECUTORS {
+        for filter in ["none", "object-size"] {
+            let user = users_directory();
+            let before = snapshot(user.path());
+            let cwd = tempfile::tempdir().unwrap();
+            let out = Command::new(TAPS)
+                .current_dir(cwd.path())
+                .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "4"])
+                .args(["--app.bag-max-running", "2", "--app.task-data-bytes", "10000", "--engine.executor", executor])
+                .args(["--engine.filter", filter, "--engine.transformer", "file", "--run.dir-format", "runs/fixed"])
+                .arg("--engine.transformer.file-dir")
+                .arg(user.path())
+                .output()
+                .unwrap();
+            let what = format!("{} {}: {}", executor, filter, String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{}", what);
+            let recs = read_records(&cwd.path().join("runs/fixed/tasks.jsonl")).unwrap();
+            assert!(recs.iter().all(|r| r.bytes_by_reference > 0), "values went through the user's file-dir: {}", what);
+            assert_eq!(snapshot(user.path()), before, "{}", what);
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_file_transformer_run_removes_only_its_own_directory() {
+    for executor in EXECUTORS {
+        let user = users_directory();
+        let before = snapshot(user.path());
+        let cwd = tempfile::tempdir().unwrap();
+        let child = Command::new(TAPS)
+            .current_dir(cwd.path())
+            .args(["run", "--app", "synthetic", "--app.structure", "sequential", "--app.task-count", "1000"])
+            .args(["--app.task-sleep", "0.05", "--app.task-data-bytes", "1000", "--engine.executor", executor])
+            .args(["--engine.transformer", "file", "--run.dir-format", "runs/fixed"])
+            .arg("--engine.transformer.file-dir")
+            .arg(user.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let records = cwd.path().join("runs/fixed/tasks.jsonl");
+        let own = user.path().join("taps-fixed-2");
+        // Interrupt once the run's own directory holds values and a few tasks have finished.
+        let started = std::time::Instant::now();
+        while !(own.is_dir() && std::fs::read_to_string(&records).is_ok_and(|t| t.lines().count() >= 3)) {
+            assert!(started.elapsed().as_secs() < 120, "{}: the run never got going", executor);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}: {}", executor, String::from_utf8_lossy(&out.stderr));
+        assert_eq!(snapshot(user.path()), before, "{}", executor);
+    }
+}
+
+#[test]
+fn a_file_dir_that_cannot_be_created_is_refused_before_the_run() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("a-file"), "mine\n").unwrap();
+    for dir in ["a-file", "a-file/sub/dir"] {
+        let out = Command::new(TAPS)
+            .current_dir(cwd.path())
+            .args(["run", "--app", "synthetic", "--app.structure", "sequential", "--app.task-count", "2"])
+            .args(["--engine.executor", "thread-pool"])
+            .args(["--engine.transformer", "file", "--engine.transformer.file-dir", dir])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", dir, err);
+        assert_eq!(err.lines().count(), 1, "{}", err);
+        assert!(
+            err.starts_with("taps: error: engine.transformer.file_dir") && err.contains("is not a directory"),
+            "{}",
+            err
+        );
+        assert!(!cwd.path().join("runs").exists(), "no run directory for bad input");
+        assert_eq!(std::fs::read_to_string(cwd.path().join("a-file")).unwrap(), "mine\n");
+    }
+}
