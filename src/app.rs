@@ -10,6 +10,11 @@ use crate::task::Registry;
 pub trait App: Send {
     /// Runs the workload; outputs go into `run_dir`.
     fn run(&mut self, engine: &Engine, run_dir: &Path) -> anyhow::Result<()>;
+    /// Checks and writes the outputs into `run_dir` after the timed part (`run`), as the
+    /// reference times only the workflow; logs what it does with its own times.
+    fn save(&mut self, _run_dir: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Cleans up after the engine has shut down (e.g. removes generated inputs).
     fn close(&mut self) -> anyhow::Result<()> {
         Ok(())

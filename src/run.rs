@@ -183,9 +183,14 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
 
     run_info!("Running app...");
     let t = Instant::now();
-    let result = catch_panic("the app", || app.run(&engine, run_dir));
+    let mut result = catch_panic("the app", || app.run(&engine, run_dir));
     if result.is_ok() {
         run_info!("Finished app (elapsed={}s)", secs(t));
+        let t = Instant::now();
+        result = catch_panic("saving the app's outputs", || app.save(run_dir));
+        if result.is_ok() {
+            tracing::debug!(target: "taps.run", "Saved outputs (elapsed={}s)", secs(t));
+        }
     }
     let summary = engine.shutdown();
     *CURRENT.lock().unwrap() = None;

@@ -103,6 +103,12 @@ fn example_config_factors_on_thread_pool() {
     for line in ["Generated input matrix: (200, 200)", "Block size: 50", "Output matrix: (200, 200)", "tasks=30)"] {
         assert!(log.contains(line), "log lacks {:?}:\n{}", line, log);
     }
+    // The timed part (Finished app) is the workflow, as the reference times it; the residual
+    // check and writing cholesky.h5 come after it, with their own times.
+    let at = |s: &str| log.find(s).unwrap_or_else(|| panic!("log lacks {:?}:\n{}", s, log));
+    assert!(at("Output matrix") < at("Finished app (elapsed="), "{}", log);
+    assert!(at("Finished app (elapsed=") < at("Residual ||L*L^T - A||_F"), "{}", log);
+    assert!(at("Residual ||L*L^T - A||_F") < at("cholesky.h5 (L, elapsed="), "{}", log);
 }
 
 /// Tiles serialised (postcard) and moved through files, on one thread: the wire path the

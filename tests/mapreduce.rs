@@ -220,6 +220,10 @@ fn counts_equal_an_independent_sequential_count() {
     }
     check_graph(&run, 6);
     assert_eq!(snapshot(&data), before, "user data changed");
+    // The timed part (Finished app) ends with the reduce, as in the reference; counts.csv is written after it.
+    let at = |s: &str| stdout.find(s).unwrap_or_else(|| panic!("log lacks {:?}:\n{}", s, stdout));
+    assert!(at("Total number of words") < at("Finished app (elapsed="), "{}", stdout);
+    assert!(at("Finished app (elapsed=") < at("Wrote counts of"), "{}", stdout);
 }
 
 #[test]

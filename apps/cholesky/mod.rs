@@ -117,7 +117,7 @@ fn register_tasks(r: &mut Registry) {
 
 fn build(t: &toml::Table, _: &Path) -> anyhow::Result<Box<dyn App>> {
     let opts = CholeskyOptions::from_table(t, "app").map_err(anyhow::Error::msg)?;
-    Ok(Box::new(CholeskyApp { opts }))
+    Ok(Box::new(CholeskyApp { opts, result: None }))
 }
 
 fn kernel_error(name: &str) -> impl FnOnce(String) -> TaskError + '_ {
@@ -348,17 +348,19 @@ fn small(a: &Array2<f64>) -> String {
 /// The cholesky workflow.
 pub struct CholeskyApp {
     opts: CholeskyOptions,
+    /// The input A and the factor L, from `run` until `save` checks and writes them.
+    result: Option<(Array2<f64>, Array2<f64>)>,
 }
 
 impl CholeskyApp {
     /// An app with these options.
     pub fn new(opts: CholeskyOptions) -> Self {
-        CholeskyApp { opts }
+        CholeskyApp { opts, result: None }
     }
 }
 
 impl App for CholeskyApp {
-    fn run(&mut self, engine: &Engine, run_dir: &Path) -> anyhow::Result<()> {
+    fn run(&mut self, engine: &Engine, _run_dir: &Path) -> anyhow::Result<()> {
         let (n, b) = (self.opts.matrix_size as usize, self.opts.block_size as usize);
         let t0 = Instant::now();
         let a = kernels::generate(n, self.opts.seed);
@@ -374,8 +376,15 @@ impl App for CholeskyApp {
             f.elapsed.as_secs_f64()
         );
         app_info!("Output matrix: ({}, {}){}", n, n, small(&f.l));
+        self.result = Some((a, f.l));
+        Ok(())
+    }
+
+    fn save(&mut self, run_dir: &Path) -> anyhow::Result<()> {
+        let Some((a, l)) = self.result.take() else { return Ok(()) };
+        let (n, b) = (self.opts.matrix_size as usize, self.opts.block_size as usize);
         let t1 = Instant::now();
-        let r = residual(&a, &f.l, b, self.opts.verify, self.opts.seed);
+        let r = residual(&a, &l, b, self.opts.verify, self.opts.seed);
         match &r {
             Residual::Skipped => app_info!("Residual check skipped (verify=none)"),
             r => app_info!(
@@ -387,10 +396,16 @@ impl App for CholeskyApp {
         }
         r.accept()?;
         if let Some(name) = &self.opts.output {
+            let t2 = Instant::now();
             let path: PathBuf = run_dir.join(name);
             let input = self.opts.save_input.then_some(&a);
-            write_output(&path, &f.l, input, &self.opts, &r)?;
-            app_info!("Wrote {} (L{})", path.display(), if input.is_some() { " and A" } else { "" });
+            write_output(&path, &l, input, &self.opts, &r)?;
+            app_info!(
+                "Wrote {} (L{}, elapsed={:.3}s)",
+                path.display(),
+                if input.is_some() { " and A" } else { "" },
+                t2.elapsed().as_secs_f64()
+            );
         }
         Ok(())
     }

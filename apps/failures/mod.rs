@@ -572,6 +572,10 @@ impl App for FailuresApp {
         })
     }
 
+    fn save(&mut self, run_dir: &Path) -> anyhow::Result<()> {
+        self.base.save(run_dir)
+    }
+
     fn close(&mut self) -> anyhow::Result<()> {
         self.base.close()
     }

@@ -486,6 +486,8 @@ pub struct MapreduceApp {
     opts: MapreduceOptions,
     files: Vec<(PathBuf, u64)>,
     generated: Option<Generated>,
+    /// The reduce task's result, until `save` writes it.
+    counts: Option<WordCounts>,
 }
 
 impl MapreduceApp {
@@ -501,7 +503,7 @@ impl MapreduceApp {
         } else {
             None
         };
-        let mut app = MapreduceApp { opts, files: Vec::new(), generated };
+        let mut app = MapreduceApp { opts, files: Vec::new(), generated, counts: None };
         app.files = list_files(&dir, run_dir)
             .map_err(|e| anyhow::anyhow!("cannot read app.data_dir {}: {}", dir.display(), e))?;
         if app.generated.is_none() {
@@ -526,7 +528,7 @@ impl MapreduceApp {
 }
 
 impl App for MapreduceApp {
-    fn run(&mut self, engine: &Engine, run_dir: &Path) -> anyhow::Result<()> {
+    fn run(&mut self, engine: &Engine, _run_dir: &Path) -> anyhow::Result<()> {
         let k = self.opts.map_tasks.map_or(self.files.len(), |m| m.min(self.files.len() as u64) as usize);
         let chunks = chunk_files(&self.files, k);
         let maps: Vec<_> = chunks
@@ -562,9 +564,22 @@ impl App for MapreduceApp {
             app_info!("{} ({})", w, commas(*c));
         }
         app_info!("Total number of words: {}", commas(counts.total()));
+        self.counts = Some(counts);
+        Ok(())
+    }
+
+    fn save(&mut self, run_dir: &Path) -> anyhow::Result<()> {
+        let Some(counts) = self.counts.take() else { return Ok(()) };
+        let t = std::time::Instant::now();
+        let sorted = counts.sorted();
         let csv = run_dir.join("counts.csv");
         write_counts_csv(&csv, &sorted).map_err(|e| anyhow::anyhow!("cannot write {}: {}", csv.display(), e))?;
-        app_info!("Wrote counts of {} distinct words to {}", commas(sorted.len() as u64), csv.display());
+        app_info!(
+            "Wrote counts of {} distinct words to {} (elapsed={:.3}s)",
+            commas(sorted.len() as u64),
+            csv.display(),
+            t.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
