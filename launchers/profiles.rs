@@ -20,7 +20,8 @@
 //!
 //! Placeholders in `args`: `{ranks}` (total ranks, driver included), `{worker}` (the taps-worker
 //! binary), `{config}` and `{run_dir}` (paths), and the list placeholders `{launcher_args}`
-//! (engine.executor.launcher-args, split like a shell), `{worker_args}` (what taps-worker needs:
+//! (engine.executor.launcher-args, split like a shell), `{worker_args}` (what taps-worker needs,
+//! starting with `worker` so that `{worker}` may be `taps` or `taps-worker`:
 //! `-c CONFIG --run-dir DIR --status-file FILE`), `{root_args}`, `{oversubscribe_args}`, each of
 //! which must be a whole argument and expands to zero or more arguments.
 //!
@@ -185,6 +186,7 @@ impl Profile {
         self.check()?;
         let mut args = Vec::new();
         let worker_args = vec![
+            crate::worker::WORKER_COMMAND.to_string(),
             "-c".to_string(),
             spec.config.display().to_string(),
             "--run-dir".to_string(),
@@ -430,6 +432,7 @@ mod tests {
                 "-x",
                 "A=1",
                 "/w",
+                "worker",
                 "-c",
                 "/r/config.toml",
                 "--run-dir",

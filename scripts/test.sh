@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The project's whole test command:
 #   system packages -> local Slurm cluster (torn down on exit) -> fmt -> clippy -> build -> test
+#   -> a build without default features -> the README's quick start from a fresh clone
 #
 #   scripts/test.sh                    everything
-#   scripts/test.sh slurm -- --nocapture   extra arguments go to `cargo test`
+#   scripts/test.sh slurm -- --nocapture   extra arguments go to `cargo test` (and skip the last two steps)
 #
-# TAPS_FEATURES overrides the cargo feature list below; TAPS_KEEP_SLURM=1 leaves the cluster up.
+# TAPS_FEATURES adds cargo features; TAPS_KEEP_SLURM=1 leaves the cluster up.
 set -euo pipefail
 
-FEATURES="${TAPS_FEATURES-mpi}"   # cargo features for clippy, build and test
+FEATURES="${TAPS_FEATURES-}"   # extra cargo features for clippy, build and test (mpi and hdf5 are default)
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -56,5 +57,13 @@ run cargo fmt --all -- --check
 run cargo clippy --release --all-targets "${features[@]}" -- -D warnings
 run cargo build --release "${features[@]}" --bins
 run cargo test --release "${features[@]}" "$@"
+
+if [[ $# == 0 ]]; then
+  # Without MPI and HDF5 taps still builds, and says where MPI is asked for that it is not compiled in.
+  run cargo test --release --no-default-features --test mpi_not_compiled
+
+  step "the README's quick start, from a fresh clone with a fresh target directory (scripts/quickstart-check.sh)"
+  scripts/quickstart-check.sh
+fi
 
 step "all checks passed"

@@ -66,6 +66,9 @@ pub fn usage_error(e: impl std::fmt::Display) -> i32 {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main(argv: Vec<String>) -> i32 {
+    if crate::worker::is_worker_invocation(&argv) {
+        return crate::worker::main(argv);
+    }
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {

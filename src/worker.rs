@@ -116,21 +116,41 @@ pub struct WorkerArgs {
     /// Serve the process-pool protocol on this inherited socket file descriptor.
     #[arg(long, value_name = "FD")]
     pub pipe_fd: Option<i32>,
+    /// Print the protocol version this worker speaks and exit (how taps checks a worker path).
+    #[arg(long, hide = true)]
+    pub protocol_version: bool,
+}
+
+/// The first argument that makes `taps` act as `taps-worker` (`taps worker ARGS`). Every worker
+/// is started with it, so the worker program may be either binary.
+pub const WORKER_COMMAND: &str = "worker";
+
+/// Whether `argv` asks for the worker: `taps worker …`, or a program named `taps-worker…`.
+pub fn is_worker_invocation(argv: &[String]) -> bool {
+    let named = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n.to_string_lossy().starts_with("taps-worker"));
+    named || argv.get(1).is_some_and(|a| a == WORKER_COMMAND)
 }
 
 /// Entry point of `taps-worker`; returns the exit code.
-pub fn main(argv: Vec<String>) -> i32 {
+pub fn main(mut argv: Vec<String>) -> i32 {
     use clap::Parser;
+    // `taps worker ARGS` and `taps-worker worker ARGS` are `taps-worker ARGS`.
+    if argv.get(1).is_some_and(|a| a == WORKER_COMMAND) {
+        argv.remove(1);
+    }
     // `taps-worker -c FILE ... [taps run options]` under mpirun/srun: the MPI entry point.
-    let plain = ["--help", "-h", "--version", "-V"];
+    let plain = ["--help", "-h", "--version", "-V", "--protocol-version"];
     if argv.len() > 1 && !argv[1..].iter().any(|a| a.starts_with("--pipe-fd") || plain.contains(&a.as_str())) {
         #[cfg(feature = "mpi")]
         return crate::executor::mpi::worker_main(&argv);
         #[cfg(not(feature = "mpi"))]
         {
             eprintln!(
-                "taps-worker: error: this taps was built without MPI, so taps-worker cannot serve an MPI job: rebuild \
-                 with cargo build --release --features mpi"
+                "taps-worker: error: this taps was built without MPI (--no-default-features), so taps-worker cannot \
+                 serve an MPI job: rebuild with the default features, cargo build --release"
             );
             return 2;
         }
@@ -142,6 +162,10 @@ pub fn main(argv: Vec<String>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    if args.protocol_version {
+        println!("{}", PROTOCOL_VERSION);
+        return 0;
+    }
     match args.pipe_fd {
         Some(fd) => match serve_fd(fd) {
             Ok(code) => code,

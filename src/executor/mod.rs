@@ -43,7 +43,10 @@ pub static EXECUTORS: &[ExecutorPlugin] = &[
 /// Names of executors known to taps but not compiled into this binary, with the reason.
 pub static NOT_COMPILED: &[(&str, &str)] = &[
     #[cfg(not(feature = "mpi"))]
-    ("mpi", "this taps was built without MPI: rebuild with cargo build --release --features mpi"),
+    (
+        "mpi",
+        "this taps was built without MPI (--no-default-features): rebuild with the default features, cargo build --release",
+    ),
 ];
 
 /// The executors' plugin infos (for help and lookup).

@@ -100,18 +100,25 @@ fn preflight(t: &toml::Table) -> Result<(), String> {
 /// Environment variable naming the taps-worker binary (overrides the search next to the executable).
 pub const WORKER_ENV: &str = "TAPS_WORKER";
 
-/// Finds the taps-worker binary: `explicit`, else `$TAPS_WORKER`, else next to the running
-/// executable or one directory up (test binaries live in `target/*/deps`).
+/// Finds the program that serves as taps-worker (always started as `PROGRAM worker ARGS`):
+/// `explicit`, else `$TAPS_WORKER` (each checked to be a taps worker of this protocol), else
+/// this very executable when it is `taps` or `taps-worker` — so the driver and its workers are
+/// always the same build — else `taps` next to the running executable or one directory up (test
+/// binaries live in `target/*/deps`).
 pub fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
-        return check_executable(p).map_err(|why| format!("engine.executor.worker_path {}: {}", p.display(), why));
+        return check_worker(p).map_err(|why| format!("engine.executor.worker_path {}: {}", p.display(), why));
     }
     if let Some(p) = std::env::var_os(WORKER_ENV).filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        return check_executable(&p).map_err(|why| format!("{}={}: {}", WORKER_ENV, p.display(), why));
+        return check_worker(&p).map_err(|why| format!("{}={}: {}", WORKER_ENV, p.display(), why));
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the running executable: {}", e))?;
-    let name = format!("taps-worker{}", std::env::consts::EXE_SUFFIX);
+    let stem = exe.file_stem().unwrap_or_default().to_string_lossy();
+    if stem == "taps" || stem == "taps-worker" {
+        return Ok(exe);
+    }
+    let name = format!("taps{}", std::env::consts::EXE_SUFFIX);
     let dirs: Vec<&Path> = exe.ancestors().skip(1).take(2).collect();
     for d in &dirs {
         let c = d.join(&name);
@@ -120,11 +127,46 @@ pub fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, String> {
         }
     }
     Err(format!(
-        "cannot find the taps-worker binary (looked in {}); build it with `cargo build --bins`, or set \
+        "cannot find the taps binary to start workers with (looked in {}); build it with `cargo build --bins`, or set \
          engine.executor.worker-path or {}",
         dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" and "),
         WORKER_ENV
     ))
+}
+
+/// Checks that `p` is a taps or taps-worker program speaking this protocol version.
+fn check_worker(p: &Path) -> Result<PathBuf, String> {
+    let p = check_executable(p)?;
+    let mut child = Command::new(&p)
+        .args([crate::worker::WORKER_COMMAND, "--protocol-version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {}", e))?;
+    // A program that is not a taps worker may do anything: give it a few seconds, then stop it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut o, &mut out);
+    }
+    match out.trim().parse::<u32>() {
+        Ok(v) if v == crate::protocol::PROTOCOL_VERSION => Ok(p),
+        Ok(v) => Err(format!(
+            "a taps worker of protocol version {} but this taps speaks {}; use the taps-worker built with this taps",
+            v,
+            crate::protocol::PROTOCOL_VERSION
+        )),
+        Err(_) => Err("not a taps worker (`worker --protocol-version` did not answer with a protocol version)".into()),
+    }
 }
 
 fn check_executable(p: &Path) -> Result<PathBuf, String> {
@@ -592,7 +634,8 @@ fn set_send_buffer(s: &UnixStream, bytes: usize) {
     }
 }
 
-/// Starts `taps-worker --pipe-fd N` with the other end of a fresh socket pair on fd N.
+/// Starts `taps-worker worker --pipe-fd N` (the worker program, named `taps-worker` in `ps`)
+/// with the other end of a fresh socket pair on fd N.
 fn spawn_process(path: &Path) -> io::Result<(u32, UnixStream)> {
     let (ours, theirs) = UnixStream::pair()?;
     for s in [&ours, &theirs] {
@@ -602,7 +645,12 @@ fn spawn_process(path: &Path) -> io::Result<(u32, UnixStream)> {
     // SAFETY: plain syscall.
     let parent = unsafe { libc::getpid() };
     let mut cmd = Command::new(path);
-    cmd.arg("--pipe-fd").arg(fd.to_string()).stdin(Stdio::null()).process_group(0);
+    cmd.arg0("taps-worker")
+        .arg(crate::worker::WORKER_COMMAND)
+        .arg("--pipe-fd")
+        .arg(fd.to_string())
+        .stdin(Stdio::null())
+        .process_group(0);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
