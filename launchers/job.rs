@@ -20,6 +20,9 @@ pub enum JobState {
     NotSubmitted,
     /// Waiting (or held) in the queue.
     Queued,
+    /// Pending for a reason that waiting never resolves (it asks for more than the partition or
+    /// queue has, its nodes are down, ...): the detail says why and what to do.
+    Stuck,
     /// Running.
     Running,
     /// Ended with exit code 0.
@@ -40,6 +43,7 @@ impl JobState {
         match self {
             JobState::NotSubmitted => "not-submitted",
             JobState::Queued => "queued",
+            JobState::Stuck => "stuck",
             JobState::Running => "running",
             JobState::Finished => "finished",
             JobState::Failed => "failed",
@@ -188,10 +192,12 @@ pub fn resolve(reported: Option<Reported>, exit: Option<i64>, cancel_requested: 
                 (r.state, r.detail)
             }
         }
-        Some(r) if matches!(r.state, JobState::Queued | JobState::Running | JobState::Unknown) => match exit {
-            Some(code) => by_exit(code, &format!("{}, ", r.detail)),
-            None => (r.state, r.detail),
-        },
+        Some(r) if matches!(r.state, JobState::Queued | JobState::Stuck | JobState::Running | JobState::Unknown) => {
+            match exit {
+                Some(code) => by_exit(code, &format!("{}, ", r.detail)),
+                None => (r.state, r.detail),
+            }
+        }
         Some(r) => match exit {
             Some(code) => by_exit(code, &format!("{}, ", r.detail)),
             None if cancel_requested => (JobState::Cancelled, r.detail),

@@ -42,12 +42,46 @@ pub fn map_state(state: &str, exit_status: Option<i64>) -> JobState {
     }
 }
 
-fn reported(state: &str, exit_status: Option<i64>) -> Reported {
+fn reported(state: &str, exit_status: Option<i64>, comment: Option<&str>) -> Reported {
     let mut detail = format!("job_state={}", state);
     if let Some(e) = exit_status {
         detail.push_str(&format!(" Exit_status={}", e));
     }
-    Reported { state: map_state(state, exit_status), detail, exit_status }
+    let mut mapped = map_state(state, exit_status);
+    if mapped == JobState::Queued
+        && let Some(c) = comment.map(str::trim).filter(|c| !c.is_empty())
+    {
+        let (s, words) = queued_comment(c);
+        mapped = s;
+        detail = format!("{}; {}", words, detail);
+    }
+    Reported { state: mapped, detail, exit_status }
+}
+
+/// Says in words why a queued job waits, from the scheduler's `comment`: PBS Pro writes
+/// `Can Never Run: WHY` for a job that asks for more than the queue or server can ever give
+/// ([`JobState::Stuck`]), and `Not Running: WHY` for an ordinary wait.
+pub fn queued_comment(comment: &str) -> (JobState, String) {
+    let after = |prefix: &str| {
+        comment
+            .get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(prefix))
+            .map(|_| comment[prefix.len()..].trim().to_string())
+    };
+    if let Some(why) = after("Can Never Run:") {
+        return (
+            JobState::Stuck,
+            format!(
+                "can never start: {}; cancel it (taps cancel RUN_DIR) and submit again asking for less (fewer \
+                 --nodes or --ranks-per-node, a shorter --walltime) or to another --queue",
+                why
+            ),
+        );
+    }
+    match after("Not Running:") {
+        Some(why) => (JobState::Queued, format!("waiting: {}", why)),
+        None => (JobState::Queued, format!("waiting: {}", comment)),
+    }
 }
 
 /// Reads `qstat -f -F json` output; `None` if the job is not in it.
@@ -62,7 +96,8 @@ pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, String> 
     });
     let Some(job) = job else { return Ok(None) };
     let state = job.get("job_state").and_then(|s| s.as_str()).ok_or("qstat JSON has no job_state")?;
-    Ok(Some(reported(state, job.get("Exit_status").and_then(|e| e.as_i64()))))
+    let comment = job.get("comment").and_then(|c| c.as_str());
+    Ok(Some(reported(state, job.get("Exit_status").and_then(|e| e.as_i64()), comment)))
 }
 
 /// Reads the `key = value` text of `qstat -f`.
@@ -74,7 +109,7 @@ pub fn parse_text(text: &str) -> Option<Reported> {
         })
     };
     let state = field("job_state")?;
-    Some(reported(&state, field("Exit_status").and_then(|e| e.parse().ok())))
+    Some(reported(&state, field("Exit_status").and_then(|e| e.parse().ok()), field("comment").as_deref()))
 }
 
 fn unknown_job(code: Option<i32>, msg: &str) -> bool {
