@@ -174,4 +174,33 @@ mod tests {
         assert_eq!(map_state("E", None), JobState::Running);
         assert_eq!(map_state("F", Some(1)), JobState::Failed);
     }
+
+    #[test]
+    fn scheduler_comments_say_why_a_job_waits() {
+        let json = r#"{"Jobs":{"7.pbs01":{"job_state":"Q",
+            "comment":"Can Never Run: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32)"}}}"#;
+        let r = parse_json(json, "7.pbs01").unwrap().unwrap();
+        assert_eq!(r.state, JobState::Stuck);
+        assert!(
+            r.detail.starts_with("can never start: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32); ")
+                && r.detail.ends_with("; job_state=Q"),
+            "{}",
+            r.detail
+        );
+        let json = json.replace("Can Never Run", "Not Running");
+        let r = parse_json(&json, "7.pbs01").unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.detail.as_str()),
+            (
+                JobState::Queued,
+                "waiting: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32); job_state=Q"
+            )
+        );
+        // Only a queued job is stuck; a running one with an old comment runs.
+        let json =
+            r#"{"Jobs":{"7.pbs01":{"job_state":"R","comment":"Job run at Mon Dec 01 at 10:00 on (n1:ncpus=2)"}}}"#;
+        assert_eq!(parse_json(json, "7.pbs01").unwrap().unwrap().detail, "job_state=R");
+        let text = "Job Id: 2\n\tjob_state = Q\n\tcomment = Can Never Run: Job exceeds queue resource limits\n";
+        assert_eq!(parse_text(text).unwrap().state, JobState::Stuck);
+    }
 }

@@ -106,7 +106,13 @@ impl Partition {
             .nodes
             .iter()
             .map(|n| {
-                format!("{} node{} of {} CPUs and {} MB", n.count, if n.count == 1 { "" } else { "s" }, n.cpus, n.memory_mb)
+                format!(
+                    "{} node{} of {} CPUs and {} MB",
+                    n.count,
+                    if n.count == 1 { "" } else { "s" },
+                    n.cpus,
+                    n.memory_mb
+                )
             })
             .collect();
         format!("partition {}: {}", self.name, sizes.join(", "))
@@ -236,17 +242,17 @@ pub fn pending_reason(reason: &str) -> (JobState, String) {
             "nodes it needs are down, drained or reserved",
             &format!("ask the site to return them to service, or {} to another --partition", RESUBMIT),
         ),
-        "PartitionDown" | "PartitionInactive" => stuck(
-            "its partition is not running jobs",
-            &format!("ask the site, or {} to another --partition", RESUBMIT),
-        ),
+        "PartitionDown" | "PartitionInactive" => {
+            stuck("its partition is not running jobs", &format!("ask the site, or {} to another --partition", RESUBMIT))
+        }
         "InvalidAccount" | "InvalidQOS" => stuck(
             "its account or QOS is not valid",
             &format!("{} with a valid --account/--qos (sacctmgr show assoc user=$USER)", RESUBMIT),
         ),
-        "DependencyNeverSatisfied" => {
-            stuck("a job it depends on ended in a way that never satisfies the dependency", "cancel it (taps cancel RUN_DIR)")
-        }
+        "DependencyNeverSatisfied" => stuck(
+            "a job it depends on ended in a way that never satisfies the dependency",
+            "cancel it (taps cancel RUN_DIR)",
+        ),
         "JobHeldAdmin" => stuck("an administrator holds it", "ask the site why, or cancel it (taps cancel RUN_DIR)"),
         "JobLaunchFailure" | "SystemFailure" | "FrontEndDown" => {
             stuck("Slurm failed to launch it", &format!("ask the site, or {}", RESUBMIT))
@@ -319,7 +325,21 @@ mod tests {
     fn states_from_scontrol() {
         let r = parse_scontrol("JobId=3 JobName=x JobState=PENDING Reason=JobHeldUser Dependency=(null) ExitCode=0:0")
             .unwrap();
-        assert_eq!((r.state, r.detail.as_str()), (JobState::Queued, "JobState=PENDING Reason=JobHeldUser"));
+        assert_eq!(
+            (r.state, r.detail.as_str()),
+            (
+                JobState::Queued,
+                "waiting for a release: it is held (scontrol release JOBID); JobState=PENDING Reason=JobHeldUser"
+            )
+        );
+        let r = parse_scontrol("JobId=3 JobState=PENDING Reason=PartitionConfig ExitCode=0:0").unwrap();
+        assert_eq!(r.state, JobState::Stuck);
+        assert!(
+            r.detail.starts_with("can never start: it asks for more CPUs")
+                && r.detail.ends_with("; JobState=PENDING Reason=PartitionConfig"),
+            "{}",
+            r.detail
+        );
         let r = parse_scontrol("JobId=3 JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0").unwrap();
         assert_eq!((r.state, r.exit_status), (JobState::Failed, Some(3)));
         assert_eq!(r.detail, "JobState=FAILED ExitCode=3:0");
@@ -328,5 +348,60 @@ mod tests {
         assert_eq!(parse_scontrol("JobId=3 JobState=RUNNING").unwrap().state, JobState::Running);
         assert_eq!(parse_scontrol("JobId=3 JobState=COMPLETED ExitCode=0:0").unwrap().state, JobState::Finished);
         assert!(parse_scontrol("garbage").is_none());
+    }
+
+    #[test]
+    fn pending_reasons_in_words() {
+        for r in [
+            "PartitionConfig",
+            "PartitionNodeLimit",
+            "PartitionTimeLimit",
+            "BadConstraints",
+            "ReqNodeNotAvail,_UnavailableNodes:n[1-2]",
+            "NodeDown",
+            "PartitionDown",
+            "InvalidAccount",
+            "InvalidQOS",
+            "DependencyNeverSatisfied",
+            "JobHeldAdmin",
+            "QOSMaxCpuPerJobLimit",
+            "AssocMaxWallDurationPerJobLimit",
+            "QOSMinGRES",
+        ] {
+            let (state, words) = pending_reason(r);
+            assert_eq!(state, JobState::Stuck, "{}", r);
+            assert!(words.starts_with("can never start: ") && words.contains("; "), "{}: {}", r, words);
+        }
+        assert!(pending_reason("PartitionConfig").1.contains("--overcommit"));
+        assert!(pending_reason("PartitionNodeLimit").1.contains("fewer --nodes"));
+        assert!(pending_reason("PartitionTimeLimit").1.contains("shorter --walltime"));
+        for (r, want) in [
+            ("Priority", "waiting for jobs of higher priority to start first"),
+            ("Resources", "waiting for nodes to become free"),
+            ("None", "waiting for the scheduler"),
+            ("BeginTime", "waiting for its start time"),
+            ("QOSMaxJobsPerUserLimit", "waiting for running jobs of its account or QOS to free their share"),
+            ("AssocGrpCpuLimit", "waiting for running jobs of its account or QOS to free their share"),
+            ("SomethingNew", "waiting for Slurm (SomethingNew)"),
+        ] {
+            assert_eq!(pending_reason(r), (JobState::Queued, want.to_string()), "{}", r);
+        }
+    }
+
+    #[test]
+    fn partitions_from_sinfo() {
+        let text = "debug*|1|2|22899\nbig|2|64|256000\nbig|1|128+|512000\nbig|1|64|256000\n";
+        let d = parse_sinfo(text, None).unwrap();
+        assert_eq!(
+            d,
+            Partition { name: "debug".into(), nodes: vec![NodeSize { count: 1, cpus: 2, memory_mb: 22899 }] }
+        );
+        assert_eq!(d.describe(), "partition debug: 1 node of 2 CPUs and 22899 MB");
+        let b = parse_sinfo(text, Some("big")).unwrap();
+        assert_eq!((b.node_count(), b.max_cpus()), (4, 128));
+        assert_eq!(b.smallest(), Some(NodeSize { count: 4, cpus: 64, memory_mb: 256000 }));
+        assert_eq!(b.describe(), "partition big: 3 nodes of 64 CPUs and 256000 MB, 1 node of 128 CPUs and 512000 MB");
+        assert_eq!(parse_sinfo(text, Some("nosuch")), None);
+        assert_eq!(parse_sinfo("big|1|2|3\n", None), None, "no default partition");
     }
 }

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::job::{JobRecord, missing_tool, now, run_tool};
-use super::slurm::{NodeSize, Refusal};
 use super::profile::{LaunchSpec, Launcher, shell_join, shell_quote};
+use super::slurm::{NodeSize, Refusal};
 use crate::cli::usage_error;
 use crate::options::{OptValue, Options, Validate};
 
@@ -485,7 +485,11 @@ impl JobSpec {
             account: opts.account.clone(),
             qos: opts.qos.clone(),
             directives,
-            modules: opts.modules.iter().map(|m| m.split(' ').filter(|n| !n.is_empty()).collect::<Vec<_>>().join(" ")).collect(),
+            modules: opts
+                .modules
+                .iter()
+                .map(|m| m.split(' ').filter(|n| !n.is_empty()).collect::<Vec<_>>().join(" "))
+                .collect(),
             setup: opts.setup.clone(),
             stdout: s(run_dir.join(STDOUT)),
             stderr: s(run_dir.join(STDERR)),
@@ -539,8 +543,13 @@ pub fn render(spec: &JobSpec, name: &str, template: &str) -> Result<String, Stri
 fn bash_n(script: &str) -> Option<String> {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
-    let mut child =
-        Command::new("bash").arg("-n").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().ok()?;
+    let mut child = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
     // A write error means bash exited early; its status says why.
     let _ = child.stdin.take().expect("piped stdin").write_all(script.as_bytes());
     let out = child.wait_with_output().ok()?;
@@ -921,5 +930,15 @@ mod tests {
         let e = effective_options(Some(&t), &[]).unwrap_err();
         assert!(e.contains("submit.nodez") && e.contains("did you mean submit.nodes"), "{}", e);
         assert!(effective_options(None, &[]).unwrap_err().contains("--scheduler"));
+    }
+
+    #[test]
+    fn module_entries_are_names_only() {
+        for ok in ["openmpi/4.1", "PrgEnv-gnu cray-hdf5", "gcc@12.2.0+cuda", "a  b", "py3.11_x"] {
+            assert_eq!(check_module(ok), Ok(()), "{}", ok);
+        }
+        for bad in ["", " ", "foo; touch x", "$(touch x)", "`x`", "a&&b", "a|b", "a>b", "a\tb", "a\nb", "'a'", "a*"] {
+            assert!(check_module(bad).unwrap_err().contains("letters, digits and ._+/@-"), "{:?}", bad);
+        }
     }
 }
