@@ -320,6 +320,9 @@ mod tests {
         assert_eq!(resolve(r(JobState::Ended, "job_state=C"), None, true).0, JobState::Cancelled);
         assert_eq!(resolve(r(JobState::Ended, "job_state=C"), None, false).0, JobState::Failed);
         assert_eq!(resolve(r(JobState::Running, "R"), None, false).0, JobState::Running);
+        assert_eq!(resolve(r(JobState::Stuck, "can never start"), None, false).0, JobState::Stuck);
+        assert_eq!(resolve(r(JobState::Stuck, "can never start"), None, true).0, JobState::Stuck);
+        assert!(!JobState::Stuck.is_final(), "a stuck job can still be cancelled");
         assert_eq!(resolve(r(JobState::Running, "COMPLETING"), Some(0), false).0, JobState::Finished);
         assert_eq!(resolve(r(JobState::Failed, "F"), None, true).0, JobState::Cancelled);
         assert_eq!(resolve(None, Some(0), false).0, JobState::Finished);

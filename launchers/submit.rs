@@ -96,9 +96,9 @@ crate::options! {
         job_name: Option<String> = None,
         /// Extra scheduler lines after the generated ones: "#SBATCH --exclusive" or just "--exclusive".
         directives: Vec<String> = Vec::new(),
-        /// Environment modules to `module load`, in order, before anything else runs.
+        /// Environment modules to `module load`, in order, before anything else runs (names of letters, digits and ._+/@-, several per entry separated by spaces).
         modules: Vec<String> = Vec::new(),
-        /// Shell lines run after the modules, before the launch (e.g. exports).
+        /// Shell lines run after the modules, before the launch (e.g. exports); job.sh must pass bash -n.
         setup: Vec<String> = Vec::new(),
         /// Job-script template (minijinja) to use instead of the built-in one.
         template: Option<PathBuf> = None,

@@ -223,6 +223,28 @@ fn slurm_synthetic_run_finishes_with_complete_records() {
 }
 
 #[test]
+fn slurm_job_runs_taps_from_a_directory_named_like_shell() {
+    // --taps-bin with every shell metacharacter: the real job runs taps from there, and the name
+    // never runs as shell (no canary in the submit directory or the run directory).
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let bin = d.join("bin $(touch canary); `touch canary` && touch canary '\" |x");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(taps_bin(), bin.join("taps")).unwrap();
+    let bench = synthetic("4", "0");
+    let job = submit(d, &["--scheduler", "slurm", "--taps-bin", bin.to_str().unwrap()], &strs(&bench));
+    job.wait_for(&["finished"]);
+    check_finished_run(&job, 4 + 2);
+    let script = std::fs::read_to_string(job.run.join("job.sh")).unwrap();
+    assert!(
+        script.contains(&format!("\n'{}/taps' run -c ", bin.display().to_string().replace('\'', r"'\''"))),
+        "{}",
+        script
+    );
+    assert!(!d.join("canary").exists() && !job.run.join("canary").exists());
+}
+
+#[test]
 fn slurm_site_example_runs_as_documented() {
     // slurm/README.md: taps submit -c apps/synthetic/config.toml -c slurm/site-example.toml
     let tmp = tempfile::tempdir().unwrap();
