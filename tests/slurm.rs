@@ -438,10 +438,11 @@ fn pbs_wrappers_run_a_synthetic_job_over_slurm() {
     let bench = synthetic("10", "0.01");
     let flags = ["--scheduler", "pbs", "--ranks-per-node", "2", "--queue", "debug", "--walltime", "00:05:00"];
     let job = submit(tmp.path(), &flags, &strs(&bench));
-    let st = job.wait_for(&["finished"]);
+    job.wait_for(&["finished"]);
     eprintln!("pbs (qsub wrapper) job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
-    // The wrappers' qstat has no -F json and no exit status: `C`, and the job's own exit code.
-    assert_eq!(st["detail"], "job_state=C, job.exit 0");
+    // The wrappers' qstat has no -F json and no exit status: `C`, and the job's own exit code
+    // (which answers first while the wrappers still show the ending job as `R`).
+    job.wait_detail("job_state=C, job.exit 0");
     check_finished_run(&job, 10 + 2);
     // qsub -o/-e put the output in the run directory, not the wrapper's <script>.o<ID>.
     let stray: Vec<_> = std::fs::read_dir(&job.run)
