@@ -440,7 +440,8 @@ pub struct JobSpec {
 const PBS_NODEFILE: &str = "\"$PBS_NODEFILE\"";
 
 impl JobSpec {
-    /// The job for `app` on `executor` with `opts`, run in `run_dir`, with taps from `bin_dir`.
+    /// The job for `app` on `executor` with `opts` (checked again here), run in `run_dir`, with
+    /// taps from `bin_dir`.
     pub fn new(
         opts: &SubmitOptions,
         app: &str,
@@ -448,6 +449,8 @@ impl JobSpec {
         run_dir: &Path,
         bin_dir: &Path,
     ) -> Result<JobSpec, String> {
+        // Options built in code, not parsed, get the same checks: nothing unchecked reaches job.sh.
+        opts.validate()?;
         let s = |p: PathBuf| p.display().to_string();
         let mpi = executor == "mpi";
         let launcher = opts.launcher();
@@ -940,5 +943,11 @@ mod tests {
         for bad in ["", " ", "foo; touch x", "$(touch x)", "`x`", "a&&b", "a|b", "a>b", "a\tb", "a\nb", "'a'", "a*"] {
             assert!(check_module(bad).unwrap_err().contains("letters, digits and ._+/@-"), "{:?}", bad);
         }
+        // Options built in code are checked before they are rendered.
+        let opts = SubmitOptions { modules: vec!["x; touch canary".into()], ..Default::default() };
+        let e = JobSpec::new(&opts, "synthetic", "thread-pool", Path::new("/r"), Path::new("/b")).unwrap_err();
+        assert!(e.contains("submit.modules"), "{}", e);
+        let opts = SubmitOptions { job_name: Some("a|b".into()), ..Default::default() };
+        assert!(JobSpec::new(&opts, "synthetic", "thread-pool", Path::new("/r"), Path::new("/b")).is_err());
     }
 }
