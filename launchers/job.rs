@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use serde::{Deserialize, Serialize};
 
+use super::profile::shell_quote;
 use super::submit::{EXIT, RECORD, Scheduler};
 
 /// A job's state, as `taps status` reports it.
@@ -234,6 +235,11 @@ pub fn status(run_dir: &Path) -> Result<(JobRecord, JobStatus), String> {
         Err(e) => return Err(e),
     };
     (st.state, st.detail) = resolve(reported, exit, rec.cancel_time.is_some());
+    // What to do about a waiting job names the job and the run directory: fill them in.
+    st.detail = st
+        .detail
+        .replace("taps cancel RUN_DIR", &format!("taps cancel {}", shell_quote(&run_dir.display().to_string())))
+        .replace("scontrol release JOBID", &format!("scontrol release {}", id));
     Ok((rec, st))
 }
 

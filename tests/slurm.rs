@@ -273,7 +273,8 @@ fn slurm_status_goes_queued_running_cancelled() {
     let bench = synthetic("1000", "0.2");
     let job = submit(tmp.path(), &["--scheduler", "slurm", "--directive", "--hold"], &strs(&bench));
     let st = job.wait_for(&["queued"]);
-    let held = "waiting for a release: it is held (scontrol release JOBID); JobState=PENDING Reason=JobHeldUser";
+    let held =
+        format!("waiting for a release: it is held (scontrol release {}); JobState=PENDING Reason=JobHeldUser", job.id);
     assert_eq!(st["detail"], held);
     assert_eq!(job.status_line(), format!("queued: slurm job {} ({})", job.id, held));
     job.scontrol("release");
@@ -408,8 +409,11 @@ fn slurm_status_says_a_job_is_stuck_why_and_what_to_do() {
     let st = job.wait_for(&["stuck"]);
     let detail = st["detail"].as_str().unwrap();
     assert!(
-        detail.starts_with("can never start: it asks for more CPUs, memory or other resources per node than the partition's nodes have; cancel it (taps cancel RUN_DIR) and submit again with fewer ranks per node")
-            && detail.contains("--overcommit")
+        detail.starts_with(&format!(
+            "can never start: it asks for more CPUs, memory or other resources per node than the partition's \
+             nodes have; cancel it (taps cancel {}) and submit again with fewer ranks per node",
+            job.run.display()
+        )) && detail.contains("--overcommit")
             && detail.ends_with("; JobState=PENDING Reason=PartitionConfig"),
         "{}",
         detail

@@ -631,9 +631,12 @@ fn pbs_status_says_a_job_is_stuck_and_why() {
     pbs.set_comment("Can Never Run: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32)");
     assert_eq!(
         status_of(d, &run, &path),
-        "stuck: pbs job 1234.pbs01 (can never start: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32); \
-         cancel it (taps cancel RUN_DIR) and submit again asking for less (fewer --nodes or --ranks-per-node, a \
-         shorter --walltime) or to another --queue; job_state=Q)"
+        format!(
+            "stuck: pbs job 1234.pbs01 (can never start: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32); \
+         cancel it (taps cancel {}) and submit again asking for less (fewer --nodes or --ranks-per-node, a \
+         shorter --walltime) or to another --queue; job_state=Q)",
+            run.display()
+        )
     );
     let out = taps_env(d, &["status", "--json", run.to_str().unwrap()], Some(&path));
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
