@@ -313,6 +313,35 @@ fn slurm_job_whose_run_fails_is_failed_with_its_error_captured() {
     assert!(err.contains("already holds tasks.jsonl from an earlier run"), "job.err:\n{}", err);
 }
 
+#[test]
+fn slurm_out_of_reach_is_one_line_and_nothing_created() {
+    // The cluster's config with a controller port nobody listens on (taken from the kernel, then freed).
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf: String = std::fs::read_to_string(slurm_conf())
+        .unwrap()
+        .lines()
+        .map(|l| if l.starts_with("SlurmctldPort=") { format!("SlurmctldPort={}\n", port) } else { format!("{}\n", l) })
+        .collect();
+    let dead = d.join("slurm.conf");
+    std::fs::write(&dead, conf).unwrap();
+    let mut args = vec!["submit", "--scheduler", "slurm", "--"];
+    let bench = synthetic("3", "0");
+    args.extend(strs(&bench));
+    let out = Command::new(taps_bin()).args(&args).current_dir(d).env("SLURM_CONF", &dead).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", err);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(
+        err.starts_with("taps: error: cannot ask Slurm whether the job could run (nothing was created): "),
+        "{}",
+        err
+    );
+    assert!(err.contains("Unable to contact slurm controller"), "{}", err);
+    assert!(run_dirs(d).is_empty());
+}
+
 /// The local node's CPUs and memory (MB), as Slurm has them.
 fn node_size() -> (u32, u64) {
     let out = Command::new("scontrol").args(["-o", "show", "node"]).env("SLURM_CONF", slurm_conf()).output().unwrap();
