@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use serde::{Deserialize, Serialize};
 
+use super::profile::shell_quote;
 use super::submit::{EXIT, RECORD, Scheduler};
 
 /// A job's state, as `taps status` reports it.
@@ -20,6 +21,9 @@ pub enum JobState {
     NotSubmitted,
     /// Waiting (or held) in the queue.
     Queued,
+    /// Pending for a reason that waiting never resolves (it asks for more than the partition or
+    /// queue has, its nodes are down, ...): the detail says why and what to do.
+    Stuck,
     /// Running.
     Running,
     /// Ended with exit code 0.
@@ -40,6 +44,7 @@ impl JobState {
         match self {
             JobState::NotSubmitted => "not-submitted",
             JobState::Queued => "queued",
+            JobState::Stuck => "stuck",
             JobState::Running => "running",
             JobState::Finished => "finished",
             JobState::Failed => "failed",
@@ -188,10 +193,12 @@ pub fn resolve(reported: Option<Reported>, exit: Option<i64>, cancel_requested: 
                 (r.state, r.detail)
             }
         }
-        Some(r) if matches!(r.state, JobState::Queued | JobState::Running | JobState::Unknown) => match exit {
-            Some(code) => by_exit(code, &format!("{}, ", r.detail)),
-            None => (r.state, r.detail),
-        },
+        Some(r) if matches!(r.state, JobState::Queued | JobState::Stuck | JobState::Running | JobState::Unknown) => {
+            match exit {
+                Some(code) => by_exit(code, &format!("{}, ", r.detail)),
+                None => (r.state, r.detail),
+            }
+        }
         Some(r) => match exit {
             Some(code) => by_exit(code, &format!("{}, ", r.detail)),
             None if cancel_requested => (JobState::Cancelled, r.detail),
@@ -228,6 +235,11 @@ pub fn status(run_dir: &Path) -> Result<(JobRecord, JobStatus), String> {
         Err(e) => return Err(e),
     };
     (st.state, st.detail) = resolve(reported, exit, rec.cancel_time.is_some());
+    // What to do about a waiting job names the job and the run directory: fill them in.
+    st.detail = st
+        .detail
+        .replace("taps cancel RUN_DIR", &format!("taps cancel {}", shell_quote(&run_dir.display().to_string())))
+        .replace("scontrol release JOBID", &format!("scontrol release {}", id));
     Ok((rec, st))
 }
 
@@ -314,6 +326,9 @@ mod tests {
         assert_eq!(resolve(r(JobState::Ended, "job_state=C"), None, true).0, JobState::Cancelled);
         assert_eq!(resolve(r(JobState::Ended, "job_state=C"), None, false).0, JobState::Failed);
         assert_eq!(resolve(r(JobState::Running, "R"), None, false).0, JobState::Running);
+        assert_eq!(resolve(r(JobState::Stuck, "can never start"), None, false).0, JobState::Stuck);
+        assert_eq!(resolve(r(JobState::Stuck, "can never start"), None, true).0, JobState::Stuck);
+        assert!(!JobState::Stuck.is_final(), "a stuck job can still be cancelled");
         assert_eq!(resolve(r(JobState::Running, "COMPLETING"), Some(0), false).0, JobState::Finished);
         assert_eq!(resolve(r(JobState::Failed, "F"), None, true).0, JobState::Cancelled);
         assert_eq!(resolve(None, Some(0), false).0, JobState::Finished);

@@ -42,12 +42,46 @@ pub fn map_state(state: &str, exit_status: Option<i64>) -> JobState {
     }
 }
 
-fn reported(state: &str, exit_status: Option<i64>) -> Reported {
+fn reported(state: &str, exit_status: Option<i64>, comment: Option<&str>) -> Reported {
     let mut detail = format!("job_state={}", state);
     if let Some(e) = exit_status {
         detail.push_str(&format!(" Exit_status={}", e));
     }
-    Reported { state: map_state(state, exit_status), detail, exit_status }
+    let mut mapped = map_state(state, exit_status);
+    if mapped == JobState::Queued
+        && let Some(c) = comment.map(str::trim).filter(|c| !c.is_empty())
+    {
+        let (s, words) = queued_comment(c);
+        mapped = s;
+        detail = format!("{}; {}", words, detail);
+    }
+    Reported { state: mapped, detail, exit_status }
+}
+
+/// Says in words why a queued job waits, from the scheduler's `comment`: PBS Pro writes
+/// `Can Never Run: WHY` for a job that asks for more than the queue or server can ever give
+/// ([`JobState::Stuck`]), and `Not Running: WHY` for an ordinary wait.
+pub fn queued_comment(comment: &str) -> (JobState, String) {
+    let after = |prefix: &str| {
+        comment
+            .get(..prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(prefix))
+            .map(|_| comment[prefix.len()..].trim().to_string())
+    };
+    if let Some(why) = after("Can Never Run:") {
+        return (
+            JobState::Stuck,
+            format!(
+                "can never start: {}; cancel it (taps cancel RUN_DIR) and submit again asking for less (fewer \
+                 --nodes or --ranks-per-node, a shorter --walltime) or to another --queue",
+                why
+            ),
+        );
+    }
+    match after("Not Running:") {
+        Some(why) => (JobState::Queued, format!("waiting: {}", why)),
+        None => (JobState::Queued, format!("waiting: {}", comment)),
+    }
 }
 
 /// Reads `qstat -f -F json` output; `None` if the job is not in it.
@@ -62,7 +96,8 @@ pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, String> 
     });
     let Some(job) = job else { return Ok(None) };
     let state = job.get("job_state").and_then(|s| s.as_str()).ok_or("qstat JSON has no job_state")?;
-    Ok(Some(reported(state, job.get("Exit_status").and_then(|e| e.as_i64()))))
+    let comment = job.get("comment").and_then(|c| c.as_str());
+    Ok(Some(reported(state, job.get("Exit_status").and_then(|e| e.as_i64()), comment)))
 }
 
 /// Reads the `key = value` text of `qstat -f`.
@@ -74,7 +109,7 @@ pub fn parse_text(text: &str) -> Option<Reported> {
         })
     };
     let state = field("job_state")?;
-    Some(reported(&state, field("Exit_status").and_then(|e| e.parse().ok())))
+    Some(reported(&state, field("Exit_status").and_then(|e| e.parse().ok()), field("comment").as_deref()))
 }
 
 fn unknown_job(code: Option<i32>, msg: &str) -> bool {
@@ -138,5 +173,34 @@ mod tests {
         }
         assert_eq!(map_state("E", None), JobState::Running);
         assert_eq!(map_state("F", Some(1)), JobState::Failed);
+    }
+
+    #[test]
+    fn scheduler_comments_say_why_a_job_waits() {
+        let json = r#"{"Jobs":{"7.pbs01":{"job_state":"Q",
+            "comment":"Can Never Run: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32)"}}}"#;
+        let r = parse_json(json, "7.pbs01").unwrap().unwrap();
+        assert_eq!(r.state, JobState::Stuck);
+        assert!(
+            r.detail.starts_with("can never start: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32); ")
+                && r.detail.ends_with("; job_state=Q"),
+            "{}",
+            r.detail
+        );
+        let json = json.replace("Can Never Run", "Not Running");
+        let r = parse_json(&json, "7.pbs01").unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.detail.as_str()),
+            (
+                JobState::Queued,
+                "waiting: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32); job_state=Q"
+            )
+        );
+        // Only a queued job is stuck; a running one with an old comment runs.
+        let json =
+            r#"{"Jobs":{"7.pbs01":{"job_state":"R","comment":"Job run at Mon Dec 01 at 10:00 on (n1:ncpus=2)"}}}"#;
+        assert_eq!(parse_json(json, "7.pbs01").unwrap().unwrap().detail, "job_state=R");
+        let text = "Job Id: 2\n\tjob_state = Q\n\tcomment = Can Never Run: Job exceeds queue resource limits\n";
+        assert_eq!(parse_text(text).unwrap().state, JobState::Stuck);
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::job::{JobRecord, missing_tool, now, run_tool};
 use super::profile::{LaunchSpec, Launcher, shell_join, shell_quote};
+use super::slurm::{NodeSize, Refusal};
 use crate::cli::usage_error;
 use crate::options::{OptValue, Options, Validate};
 
@@ -95,9 +96,9 @@ crate::options! {
         job_name: Option<String> = None,
         /// Extra scheduler lines after the generated ones: "#SBATCH --exclusive" or just "--exclusive".
         directives: Vec<String> = Vec::new(),
-        /// Environment modules to `module load`, in order, before anything else runs.
+        /// Environment modules to `module load`, in order, before anything else runs (names of letters, digits and ._+/@-, several per entry separated by spaces).
         modules: Vec<String> = Vec::new(),
-        /// Shell lines run after the modules, before the launch (e.g. exports).
+        /// Shell lines run after the modules, before the launch (e.g. exports); job.sh must pass bash -n.
         setup: Vec<String> = Vec::new(),
         /// Job-script template (minijinja) to use instead of the built-in one.
         template: Option<PathBuf> = None,
@@ -145,11 +146,30 @@ pub fn format_walltime(secs: u64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
+/// Characters a one-word value (partition, account, qos, job name) may hold: exactly those a
+/// shell takes literally, so the value means the same in a directive and anywhere in a script.
+const WORD_CHARS: &str = "letters, digits and ._-+@%:=,/";
+
 fn one_word(key: &str, flag: &str, v: &Option<String>) -> Result<(), String> {
     if let Some(v) = v
-        && (v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control() || "\"'`$\\#".contains(c)))
+        && (v.is_empty() || shell_quote(v) != *v)
     {
-        return Err(format!("submit.{} ({}): expected one word without spaces or quotes, got {:?}", key, flag, v));
+        return Err(format!("submit.{} ({}): expected one word of {}, got {:?}", key, flag, WORD_CHARS, v));
+    }
+    Ok(())
+}
+
+/// Checks a `--module` entry: one or more names separated by spaces, each of letters, digits and
+/// `._+/@-` (`PrgEnv-gnu cray-hdf5`), so that `module load ENTRY` runs nothing else.
+pub fn check_module(entry: &str) -> Result<(), String> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || "._+/@-".contains(c);
+    let names: Vec<&str> = entry.split(' ').filter(|n| !n.is_empty()).collect();
+    if names.is_empty() || names.iter().any(|n| !n.chars().all(ok)) {
+        return Err(format!(
+            "submit.modules (--module): {:?} is not a list of module names (each of letters, digits and ._+/@-, \
+             several separated by spaces)",
+            entry
+        ));
     }
     Ok(())
 }
@@ -167,8 +187,11 @@ impl SubmitOptions {
             .map(|d| {
                 let d = d.trim();
                 let bad = |why: &str| format!("submit.directives (--directive): {:?} {}", d, why);
-                if d.contains('\n') || d.contains('\r') {
+                if d.contains(['\n', '\r']) {
                     return Err(bad("spans several lines; give one directive per entry"));
+                }
+                if d.contains(|c: char| c.is_control() && c != '\t') {
+                    return Err(bad("holds a control character"));
                 }
                 if d.starts_with('-') {
                     return Ok(format!("{} {}", prefix, d));
@@ -225,9 +248,7 @@ impl Validate for SubmitOptions {
             }
         }
         for m in &self.modules {
-            if m.trim().is_empty() || m.contains('\n') {
-                return Err(format!("submit.modules (--module): expected a module name, got {:?}", m));
-            }
+            check_module(m)?;
         }
         self.directive_lines()?;
         Ok(())
@@ -419,7 +440,8 @@ pub struct JobSpec {
 const PBS_NODEFILE: &str = "\"$PBS_NODEFILE\"";
 
 impl JobSpec {
-    /// The job for `app` on `executor` with `opts`, run in `run_dir`, with taps from `bin_dir`.
+    /// The job for `app` on `executor` with `opts` (checked again here), run in `run_dir`, with
+    /// taps from `bin_dir`.
     pub fn new(
         opts: &SubmitOptions,
         app: &str,
@@ -427,6 +449,8 @@ impl JobSpec {
         run_dir: &Path,
         bin_dir: &Path,
     ) -> Result<JobSpec, String> {
+        // Options built in code, not parsed, get the same checks: nothing unchecked reaches job.sh.
+        opts.validate()?;
         let s = |p: PathBuf| p.display().to_string();
         let mpi = executor == "mpi";
         let launcher = opts.launcher();
@@ -464,7 +488,11 @@ impl JobSpec {
             account: opts.account.clone(),
             qos: opts.qos.clone(),
             directives,
-            modules: opts.modules.iter().map(|m| m.trim().to_string()).collect(),
+            modules: opts
+                .modules
+                .iter()
+                .map(|m| m.split(' ').filter(|n| !n.is_empty()).collect::<Vec<_>>().join(" "))
+                .collect(),
             setup: opts.setup.clone(),
             stdout: s(run_dir.join(STDOUT)),
             stderr: s(run_dir.join(STDERR)),
@@ -511,6 +539,79 @@ pub fn render(spec: &JobSpec, name: &str, template: &str) -> Result<String, Stri
     };
     let tmpl = env.template_from_named_str(name, template).map_err(err)?;
     tmpl.render(spec).map_err(err)
+}
+
+/// What `bash -n` says about a script: `None` when it parses without a warning, or when there
+/// is no bash on this machine to ask.
+fn bash_n(script: &str) -> Option<String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    // A write error means bash exited early; its status says why.
+    let _ = child.stdin.take().expect("piped stdin").write_all(script.as_bytes());
+    let out = child.wait_with_output().ok()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && said.trim().is_empty() {
+        return None;
+    }
+    let said: Vec<&str> = said.lines().map(|l| l.trim().trim_start_matches("bash: ")).collect();
+    Some(if said.is_empty() { format!("exit status {}", out.status) } else { said.join(" / ") })
+}
+
+/// Checks a rendered job script with `bash -n`, so that a script the shell cannot parse (a
+/// `--setup` line with an open quote, an unterminated here-document that would swallow the
+/// launch, a broken template) is refused now rather than failing when the job starts. Names the
+/// first `setup` line that does not parse on its own.
+pub fn check_script_syntax(script: &str, setup: &[String]) -> Result<(), String> {
+    let Some(said) = bash_n(script) else { return Ok(()) };
+    if let Some((line, why)) = setup.iter().find_map(|l| Some((l, bash_n(l)?))) {
+        return Err(format!("submit.setup (--setup): {:?} is not a whole shell line: bash -n says {}", line, why));
+    }
+    Err(format!("the job script would not run: bash -n says {}; check the --setup lines and the --template", said))
+}
+
+/// The one line for a job Slurm would never start: Slurm's words, what was asked, and what the
+/// partition's nodes have (from `sinfo`) with the way out.
+fn explain_refusal(opts: &SubmitOptions, overcommit: bool, why: &str) -> String {
+    let asked = format!(
+        "{} node{} x {} task{} per node",
+        opts.nodes,
+        if opts.nodes == 1 { "" } else { "s" },
+        opts.ranks_per_node,
+        if opts.ranks_per_node == 1 { "" } else { "s" }
+    );
+    let hint = match super::slurm::partition_nodes(opts.partition.as_deref()) {
+        Err(e) => e,
+        Ok(p) if opts.nodes > p.node_count() => {
+            format!("{}: ask for --nodes {} or fewer, or another --partition", p.describe(), p.node_count())
+        }
+        Ok(p) if !overcommit && opts.ranks_per_node > p.max_cpus() => format!(
+            "{}: ask for --ranks-per-node {} or fewer, or run {} ranks on {} CPUs with --directive --exclusive \
+             --directive --overcommit",
+            p.describe(),
+            p.max_cpus(),
+            opts.ranks_per_node,
+            p.max_cpus()
+        ),
+        Ok(p) => format!("{}; check the --directive lines against it", p.describe()),
+    };
+    format!("Slurm would never start this job ({}): {}; {}", asked, why, hint)
+}
+
+/// **For the lead (issue 9, limits under `taps submit`):** the size of the smallest node of the
+/// partition the job would run in (CPUs and memory in MB, from `sinfo`), the limits a run under
+/// `taps submit` must fit; `None` for PBS, whose queues `qstat` does not size.
+pub fn partition_limits(opts: &SubmitOptions) -> Result<Option<NodeSize>, String> {
+    match opts.scheduler {
+        Scheduler::Slurm => Ok(super::slurm::partition_nodes(opts.partition.as_deref())?.smallest()),
+        Scheduler::Pbs => Ok(None),
+    }
 }
 
 /// Characters a run directory may contain to be written into `#SBATCH`/`#PBS` lines unquoted.
@@ -596,7 +697,7 @@ pub fn help() -> String {
     }
     out.push_str(
         "  --dry-run\n      Write the run directory and job script and print the script; submit nothing.\n\n\
-         Then: taps status RUN_DIR (queued, running, finished, failed, cancelled), taps cancel RUN_DIR.\n",
+         Then: taps status RUN_DIR (queued, stuck, running, finished, failed, cancelled), taps cancel RUN_DIR.\n",
     );
     out
 }
@@ -642,6 +743,13 @@ pub fn main_submit(args: &[String]) -> i32 {
 fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) -> Result<(), (i32, String)> {
     let bad = |e: String| (2, e);
     let mpi = cfg.executor.name == "mpi";
+    if mpi && u64::from(opts.nodes) * u64::from(opts.ranks_per_node) < 2 {
+        return Err(bad(format!(
+            "the mpi executor needs at least 2 ranks in all (rank 0 runs the app, the others run tasks), got \
+             --nodes {} x --ranks-per-node {}: pass --ranks-per-node 2 or more",
+            opts.nodes, opts.ranks_per_node
+        )));
+    }
     let bin = bin_dir(opts, mpi).map_err(bad)?;
     if !dry_run {
         crate::app::require_program(opts.scheduler.submit_program(), "")
@@ -653,8 +761,19 @@ fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) -> R
     check_job_path(&std::path::absolute(&planned).unwrap_or(planned)).map_err(bad)?;
     let (tname, ttext) = template(opts).map_err(bad)?;
     // Render once before anything exists, so a broken template leaves nothing behind.
-    let trial = JobSpec::new(opts, &cfg.app.name, &cfg.executor.name, &cwd.join("runs/x"), &bin).map_err(bad)?;
-    render(&trial, &tname, &ttext).map_err(bad)?;
+    let trial_spec = JobSpec::new(opts, &cfg.app.name, &cfg.executor.name, &cwd.join("runs/x"), &bin).map_err(bad)?;
+    let trial = render(&trial_spec, &tname, &ttext).map_err(bad)?;
+    check_script_syntax(&trial, &opts.setup).map_err(bad)?;
+    // Slurm accepts, and leaves pending for ever, a job its partition can never hold: ask first.
+    if !dry_run && opts.scheduler == Scheduler::Slurm {
+        match super::slurm::test_only(&trial) {
+            Ok(()) => {}
+            Err(Refusal::Rejected(why)) => return Err(bad(explain_refusal(opts, trial_spec.overcommit, &why))),
+            Err(Refusal::Unreachable(why)) => {
+                return Err((1, format!("cannot ask Slurm whether the job could run (nothing was created): {}", why)));
+            }
+        }
+    }
 
     let run_dir = crate::run::create_run_dir(cfg, &cwd)
         .map_err(|e| bad(format!("cannot create the run directory from {:?}: {}", cfg.run.dir_format, e)))?;
@@ -814,5 +933,21 @@ mod tests {
         let e = effective_options(Some(&t), &[]).unwrap_err();
         assert!(e.contains("submit.nodez") && e.contains("did you mean submit.nodes"), "{}", e);
         assert!(effective_options(None, &[]).unwrap_err().contains("--scheduler"));
+    }
+
+    #[test]
+    fn module_entries_are_names_only() {
+        for ok in ["openmpi/4.1", "PrgEnv-gnu cray-hdf5", "gcc@12.2.0+cuda", "a  b", "py3.11_x"] {
+            assert_eq!(check_module(ok), Ok(()), "{}", ok);
+        }
+        for bad in ["", " ", "foo; touch x", "$(touch x)", "`x`", "a&&b", "a|b", "a>b", "a\tb", "a\nb", "'a'", "a*"] {
+            assert!(check_module(bad).unwrap_err().contains("letters, digits and ._+/@-"), "{:?}", bad);
+        }
+        // Options built in code are checked before they are rendered.
+        let opts = SubmitOptions { modules: vec!["x; touch canary".into()], ..Default::default() };
+        let e = JobSpec::new(&opts, "synthetic", "thread-pool", Path::new("/r"), Path::new("/b")).unwrap_err();
+        assert!(e.contains("submit.modules"), "{}", e);
+        let opts = SubmitOptions { job_name: Some("a|b".into()), ..Default::default() };
+        assert!(JobSpec::new(&opts, "synthetic", "thread-pool", Path::new("/r"), Path::new("/b")).is_err());
     }
 }

@@ -223,6 +223,28 @@ fn slurm_synthetic_run_finishes_with_complete_records() {
 }
 
 #[test]
+fn slurm_job_runs_taps_from_a_directory_named_like_shell() {
+    // --taps-bin with every shell metacharacter: the real job runs taps from there, and the name
+    // never runs as shell (no canary in the submit directory or the run directory).
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let bin = d.join("bin $(touch canary); `touch canary` && touch canary '\" |x");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(taps_bin(), bin.join("taps")).unwrap();
+    let bench = synthetic("4", "0");
+    let job = submit(d, &["--scheduler", "slurm", "--taps-bin", bin.to_str().unwrap()], &strs(&bench));
+    job.wait_for(&["finished"]);
+    check_finished_run(&job, 4 + 2);
+    let script = std::fs::read_to_string(job.run.join("job.sh")).unwrap();
+    assert!(
+        script.contains(&format!("\n'{}/taps' run -c ", bin.display().to_string().replace('\'', r"'\''"))),
+        "{}",
+        script
+    );
+    assert!(!d.join("canary").exists() && !job.run.join("canary").exists());
+}
+
+#[test]
 fn slurm_site_example_runs_as_documented() {
     // slurm/README.md: taps submit -c apps/synthetic/config.toml -c slurm/site-example.toml
     let tmp = tempfile::tempdir().unwrap();
@@ -251,8 +273,10 @@ fn slurm_status_goes_queued_running_cancelled() {
     let bench = synthetic("1000", "0.2");
     let job = submit(tmp.path(), &["--scheduler", "slurm", "--directive", "--hold"], &strs(&bench));
     let st = job.wait_for(&["queued"]);
-    assert_eq!(st["detail"], "JobState=PENDING Reason=JobHeldUser");
-    assert_eq!(job.status_line(), format!("queued: slurm job {} (JobState=PENDING Reason=JobHeldUser)", job.id));
+    let held =
+        format!("waiting for a release: it is held (scontrol release {}); JobState=PENDING Reason=JobHeldUser", job.id);
+    assert_eq!(st["detail"], held);
+    assert_eq!(job.status_line(), format!("queued: slurm job {} ({})", job.id, held));
     job.scontrol("release");
     let st = job.wait_for(&["running"]);
     assert_eq!(st["detail"], "JobState=RUNNING");
@@ -290,24 +314,155 @@ fn slurm_job_whose_run_fails_is_failed_with_its_error_captured() {
 }
 
 #[test]
-fn slurm_rejected_submission_shows_sbatchs_message_and_marks_the_run() {
+fn slurm_out_of_reach_is_one_line_and_nothing_created() {
+    // The cluster's config with a controller port nobody listens on (taken from the kernel, then freed).
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let mut args = vec!["submit", "--scheduler", "slurm", "--partition", "nosuch", "--"];
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let conf: String = std::fs::read_to_string(slurm_conf())
+        .unwrap()
+        .lines()
+        .map(|l| if l.starts_with("SlurmctldPort=") { format!("SlurmctldPort={}\n", port) } else { format!("{}\n", l) })
+        .collect();
+    let dead = d.join("slurm.conf");
+    std::fs::write(&dead, conf).unwrap();
+    let mut args = vec!["submit", "--scheduler", "slurm", "--"];
     let bench = synthetic("3", "0");
     args.extend(strs(&bench));
-    let out = taps_slurm(d, &args);
+    let out = Command::new(taps_bin()).args(&args).current_dir(d).env("SLURM_CONF", &dead).output().unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}", err);
     assert_eq!(err.lines().count(), 1, "{}", err);
-    assert!(err.starts_with("taps: error: sbatch rejected the job"), "{}", err);
-    assert!(err.contains("Invalid partition name specified"), "Slurm's own message: {}", err);
-    let run = run_dirs(d).pop().expect("the run directory is kept, marked");
-    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("job.json")).unwrap()).unwrap();
-    assert_eq!(job["submitted"], false);
-    let st = taps_slurm(d, &["status", run.to_str().unwrap()]);
-    assert!(text(&st.stdout).starts_with("not-submitted: slurm job (sbatch rejected the job"), "{}", text(&st.stdout));
-    assert_eq!(taps_slurm(d, &["cancel", run.to_str().unwrap()]).status.code(), Some(1));
+    assert!(
+        err.starts_with("taps: error: cannot ask Slurm whether the job could run (nothing was created): "),
+        "{}",
+        err
+    );
+    assert!(err.contains("Unable to contact slurm controller"), "{}", err);
+    assert!(run_dirs(d).is_empty());
+}
+
+/// The local node's CPUs and memory (MB), as Slurm has them.
+fn node_size() -> (u32, u64) {
+    let out = Command::new("scontrol").args(["-o", "show", "node"]).env("SLURM_CONF", slurm_conf()).output().unwrap();
+    let line = text(&out.stdout);
+    let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).expect(k).to_string();
+    (field("CPUTot=").parse().unwrap(), field("RealMemory=").parse().unwrap())
+}
+
+/// Jobs named `name` that Slurm knows.
+fn jobs_named(name: &str) -> String {
+    let out =
+        Command::new("squeue").args(["-h", "-n", name, "-o", "%i"]).env("SLURM_CONF", slurm_conf()).output().unwrap();
+    assert!(out.status.success(), "squeue: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn slurm_refuses_a_job_the_partition_can_never_start() {
+    // Slurm itself accepts --ntasks-per-node=3 on a 2-core node, and the job pends for ever
+    // (Reason=PartitionConfig); taps asks sbatch --test-only first and refuses it.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (cpus, mem) = node_size();
+    let bench = synthetic("3", "0");
+    let too_many = (cpus + 1).to_string();
+    let described = format!("partition debug: 1 node of {} CPUs and {} MB", cpus, mem);
+    let cases: Vec<(Vec<&str>, Vec<String>)> = vec![
+        (
+            vec!["--ranks-per-node", &too_many],
+            vec![
+                format!("Slurm would never start this job (1 node x {} tasks per node)", too_many),
+                "Requested node configuration is not available".into(),
+                described.clone(),
+                format!("--ranks-per-node {} or fewer", cpus),
+                "--directive --overcommit".into(),
+            ],
+        ),
+        (
+            vec!["--nodes", "2"],
+            vec![
+                "(2 nodes x 1 task per node)".into(),
+                described.clone(),
+                "ask for --nodes 1 or fewer, or another --partition".into(),
+            ],
+        ),
+        (
+            vec!["--partition", "nosuch"],
+            vec![
+                "Invalid partition name specified".into(),
+                "Slurm has no partition \"nosuch\" (sinfo -s lists them)".into(),
+            ],
+        ),
+    ];
+    for (flags, needles) in cases {
+        let mut args = vec!["submit", "--scheduler", "slurm", "--job-name", "taps-never"];
+        args.extend(flags);
+        args.push("--");
+        args.extend(strs(&bench));
+        let out = taps_slurm(d, &args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{:?}: {}", args, err);
+        assert_eq!(err.lines().count(), 1, "{}", err);
+        assert!(err.starts_with("taps: error: "), "{}", err);
+        for n in needles {
+            assert!(err.contains(&n), "{:?} not in {}", n, err);
+        }
+        assert!(run_dirs(d).is_empty(), "no run directory for a refused job");
+        assert_eq!(jobs_named("taps-never"), "", "nothing was queued");
+    }
+    // With --overcommit the same ranks fit: slurm_site_example_runs_as_documented runs them.
+}
+
+#[test]
+fn slurm_status_says_a_job_is_stuck_why_and_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = synthetic("3", "0");
+    let job = submit(tmp.path(), &["--scheduler", "slurm", "--directive", "--hold"], &strs(&bench));
+    job.wait_for(&["queued"]);
+    // Grown past what any node has after submission (as when a site shrinks a partition):
+    // Slurm keeps it pending for ever with Reason=PartitionConfig.
+    let (cpus, _) = node_size();
+    // scontrol applies the update and the release, and says that the job can no longer run.
+    let update = format!("MinCPUsNode={}", cpus + 1);
+    for args in [vec!["update", &format!("JobId={}", job.id), &update], vec!["release", &job.id]] {
+        let out = Command::new("scontrol").args(&args).env("SLURM_CONF", slurm_conf()).output().unwrap();
+        let err = text(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("Requested partition configuration not available now"),
+            "scontrol {:?}: {}",
+            args,
+            err
+        );
+    }
+    let st = job.wait_for(&["stuck"]);
+    let detail = st["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "can never start: it asks for more CPUs, memory or other resources per node than the partition's \
+             nodes have; cancel it (taps cancel {}) and submit again with fewer ranks per node",
+            job.run.display()
+        )) && detail.contains("--overcommit")
+            && detail.ends_with("; JobState=PENDING Reason=PartitionConfig"),
+        "{}",
+        detail
+    );
+    assert_eq!(job.status_line(), format!("stuck: slurm job {} ({})", job.id, detail));
+    let out = taps_slurm(tmp.path(), &["cancel", job.run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    job.wait_for(&["cancelled"]);
+}
+
+#[test]
+fn sinfo_partition_sizes_are_the_nodes() {
+    // What taps reads from sinfo (the sizes in refusals, and the limits of a run under submit).
+    let out = Command::new("sinfo").args(["-h", "-o", "%P|%D|%c|%m"]).env("SLURM_CONF", slurm_conf()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (cpus, memory_mb) = node_size();
+    let p = taps::launchers::slurm::parse_sinfo(&text(&out.stdout), None).expect("the default partition");
+    assert_eq!(p.name, "debug");
+    assert_eq!(p.smallest(), Some(taps::launchers::slurm::NodeSize { count: 1, cpus, memory_mb }));
+    assert_eq!(taps::launchers::slurm::parse_sinfo(&text(&out.stdout), Some("debug")), Some(p));
 }
 
 #[test]
@@ -316,10 +471,11 @@ fn pbs_wrappers_run_a_synthetic_job_over_slurm() {
     let bench = synthetic("10", "0.01");
     let flags = ["--scheduler", "pbs", "--ranks-per-node", "2", "--queue", "debug", "--walltime", "00:05:00"];
     let job = submit(tmp.path(), &flags, &strs(&bench));
-    let st = job.wait_for(&["finished"]);
+    job.wait_for(&["finished"]);
     eprintln!("pbs (qsub wrapper) job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
-    // The wrappers' qstat has no -F json and no exit status: `C`, and the job's own exit code.
-    assert_eq!(st["detail"], "job_state=C, job.exit 0");
+    // The wrappers' qstat has no -F json and no exit status: `C`, and the job's own exit code
+    // (which answers first while the wrappers still show the ending job as `R`).
+    job.wait_detail("job_state=C, job.exit 0");
     check_finished_run(&job, 10 + 2);
     // qsub -o/-e put the output in the run directory, not the wrapper's <script>.o<ID>.
     let stray: Vec<_> = std::fs::read_dir(&job.run)

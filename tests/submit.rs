@@ -435,7 +435,8 @@ fn missing_scheduler_commands_are_one_line_naming_them() {
 
 /// `qsub`, `qstat`, `qdel` that log their arguments (and working directory) to `calls` and answer
 /// as PBS Pro 2022 does: `qsub` prints `1234.pbs01` (or rejects the job if `reject` exists),
-/// `qstat -f -F json -x` prints the JSON of the state in `state` ("Q", "R", "F 0", "unknown", ...).
+/// `qstat -f -F json -x` prints the JSON of the state in `state` ("Q", "R", "F 0", "unknown", ...)
+/// with the `comment` in `comment`, if any.
 struct PbsDouble {
     dir: tempfile::TempDir,
 }
@@ -458,6 +459,8 @@ set -- $(cat {d}/state)
 if [ "$1" = unknown ]; then echo "qstat: Unknown Job Id 1234.pbs01" >&2; exit 153; fi
 exit_status=""
 if [ -n "${{2:-}}" ]; then exit_status=", \"Exit_status\":$2"; fi
+comment=""
+if [ -f {d}/comment ]; then comment=", \"comment\":\"$(cat {d}/comment)\""; fi
 cat <<EOF
 {{
     "timestamp":1767312000,
@@ -467,7 +470,7 @@ cat <<EOF
         "1234.pbs01":{{
             "Job_Name":"taps-synthetic",
             "job_state":"$1",
-            "queue":"workq"$exit_status
+            "queue":"workq"$exit_status$comment
         }}
     }}
 }}
@@ -491,6 +494,11 @@ EOF
 
     fn set_state(&self, s: &str) {
         std::fs::write(self.dir.path().join("state"), s).unwrap();
+    }
+
+    /// The scheduler's `comment` on the job (PBS Pro's scheduler says why a job waits there).
+    fn set_comment(&self, c: &str) {
+        std::fs::write(self.dir.path().join("comment"), c).unwrap();
     }
 
     /// Calls so far, then forgets them.
@@ -601,4 +609,243 @@ fn a_rejected_submission_shows_the_schedulers_message_and_marks_the_run() {
     let out = taps_env(d, &["cancel", run.to_str().unwrap()], Some(&path));
     assert_eq!(out.status.code(), Some(1));
     assert!(pbs.take_calls().is_empty(), "nothing to cancel, nothing asked");
+}
+
+#[test]
+fn pbs_status_says_a_job_is_stuck_and_why() {
+    let pbs = PbsDouble::new();
+    let path = pbs.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = taps_env(d, &submit_args(&["--scheduler", "pbs", "--ranks-per-node", "64"]), Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = run_dirs(d).pop().unwrap();
+    pbs.set_state("Q");
+    // An ordinary wait, in PBS Pro's words.
+    pbs.set_comment("Not Running: Insufficient amount of resource: ncpus (R: 64 A: 2 T: 2)");
+    assert_eq!(
+        status_of(d, &run, &path),
+        "queued: pbs job 1234.pbs01 (waiting: Insufficient amount of resource: ncpus (R: 64 A: 2 T: 2); job_state=Q)"
+    );
+    // A job the queue can never hold: stuck, why, and what to do.
+    pbs.set_comment("Can Never Run: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32)");
+    assert_eq!(
+        status_of(d, &run, &path),
+        format!(
+            "stuck: pbs job 1234.pbs01 (can never start: Insufficient amount of queue resource: ncpus (R: 64 A: 32 T: 32); \
+         cancel it (taps cancel {}) and submit again asking for less (fewer --nodes or --ranks-per-node, a \
+         shorter --walltime) or to another --queue; job_state=Q)",
+            run.display()
+        )
+    );
+    let out = taps_env(d, &["status", "--json", run.to_str().unwrap()], Some(&path));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["state"], "stuck");
+    pbs.take_calls();
+    // A stuck job has not ended: taps cancel cancels it.
+    let out = taps_env(d, &["cancel", run.to_str().unwrap()], Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pbs.take_calls(), ["qstat -f -F json -x 1234.pbs01", "qdel 1234.pbs01"]);
+}
+
+// ---- values rendered into job.sh: refused, or quoted so that they run nothing -------------------
+
+/// Shell that tries to create `canary`, in every form a value could smuggle it in.
+fn hostile(canary: &Path) -> Vec<String> {
+    let c = canary.display();
+    vec![
+        format!("foo; touch {c}"),
+        format!("$(touch {c})"),
+        format!("`touch {c}`"),
+        format!("x && touch {c}"),
+        format!("x | touch {c}"),
+        format!("x\ntouch {c}"),
+        format!("x' ; touch {c} ; '"),
+    ]
+}
+
+#[test]
+fn values_that_could_run_shell_in_job_sh_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let canary = d.join("canary");
+    for v in hostile(&canary) {
+        for sched in ["slurm", "pbs"] {
+            for (flag, needle) in [
+                ("--module", "letters, digits and ._+/@-"),
+                ("--job-name", "one word of letters, digits and ._-+@%:=,/"),
+                ("--partition", "one word"),
+                ("--account", "one word"),
+                ("--qos", if sched == "pbs" { "qos" } else { "one word" }),
+                ("--walltime", "HH:MM:SS"),
+            ] {
+                assert_bad_input(d, &submit_args(&["--scheduler", sched, flag, &v, "--dry-run"]), &[needle]);
+            }
+        }
+    }
+    let two_lines = format!("--exclusive\ntouch {}", canary.display());
+    assert_bad_input(d, &submit_args(&["--scheduler", "slurm", "--directive", &two_lines]), &["several lines"]);
+    assert_bad_input(d, &submit_args(&["--scheduler", "slurm", "--directive", "--x\u{1b}"]), &["control character"]);
+    assert!(!canary.exists());
+    // Module lists stay valid: several names, versions, spack-style specs.
+    let out = taps(d, &submit_args(&["--scheduler", "slurm", "--module", "PrgEnv-gnu  cray-hdf5", "--dry-run"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\nmodule load PrgEnv-gnu cray-hdf5 || exit 1\n"));
+    let out = taps(d, &submit_args(&["--scheduler", "pbs", "--module", "gcc@12.2.0+cuda/x_y.z", "--dry-run"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A stand-in for a program the job script calls: writes its path and arguments, one a line, to `log`.
+fn recorder(path: &Path, log: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > '{}'\n", log.display())).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn paths_and_launcher_arguments_reach_the_launch_literally() {
+    // Run the dry-run job.sh with bash, as the scheduler would, with srun/mpiexec and taps
+    // replaced by recorders: every value arrives as one literal word and no canary appears.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let canary = d.join("canary");
+    let c = canary.display();
+    let log = d.join("argv");
+    // A directory name holds no `/`: this canary lands in the job's working directory (the run's).
+    let bin = d.join("bin $(touch canary); `touch canary` '\" x");
+    std::fs::create_dir(&bin).unwrap();
+    let launchers = d.join("launchers");
+    std::fs::create_dir(&launchers).unwrap();
+    for p in [bin.join("taps"), bin.join("taps-worker"), launchers.join("srun"), launchers.join("mpiexec")] {
+        recorder(&p, &log);
+    }
+    let arg = format!("$(touch {c}); `touch {c}`' \"x && touch {c}");
+    let path = format!("{}:{}", launchers.display(), std::env::var("PATH").unwrap_or_default());
+    let b = bin.to_str().unwrap();
+    let mpi_bench = [&BENCH[..BENCH.len() - 1], &["mpi"]].concat();
+    for (sched, executor) in [("slurm", "thread-pool"), ("slurm", "mpi"), ("pbs", "mpi")] {
+        let mut args = vec!["submit", "--scheduler", sched, "--taps-bin", b, "--dry-run"];
+        if executor == "mpi" {
+            args.extend(["--ranks-per-node", "2", "--launcher-arg", &arg, "--"]);
+            args.extend(&mpi_bench);
+        } else {
+            args.push("--");
+            args.extend(BENCH);
+        }
+        let before = run_dirs(d);
+        let out = taps(d, &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let run = run_dirs(d).into_iter().find(|r| !before.contains(r)).unwrap();
+        let r = run.display().to_string();
+        let job = Command::new("bash")
+            .arg(run.join("job.sh"))
+            .current_dir(d)
+            .env("PATH", &path)
+            .env("PBS_NODEFILE", d.join("nodefile"))
+            .output()
+            .unwrap();
+        assert!(job.status.success(), "{}", String::from_utf8_lossy(&job.stderr));
+        assert_eq!(std::fs::read_to_string(run.join("job.exit")).unwrap(), "0\n");
+        let argv: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+        let program = |name: &str| format!("{}/{}", b, name);
+        let want: Vec<String> = match (sched, executor) {
+            ("slurm", "thread-pool") => vec![program("taps"), "run".into()],
+            ("slurm", _) => vec![
+                format!("{}/srun", launchers.display()),
+                "--nodes=1".into(),
+                "--ntasks=2".into(),
+                "--ntasks-per-node=2".into(),
+                "--mpi=pmix".into(),
+                "--kill-on-bad-exit=1".into(),
+                arg.clone(),
+                program("taps-worker"),
+            ],
+            _ => vec![
+                format!("{}/mpiexec", launchers.display()),
+                "-n".into(),
+                "2".into(),
+                "--hostfile".into(),
+                d.join("nodefile").display().to_string(),
+                arg.clone(),
+                program("taps-worker"),
+            ],
+        };
+        let mut want = want;
+        want.extend(["-c".into(), format!("{}/config.toml", r), "--run-dir".into(), r.clone()]);
+        assert_eq!(argv, want, "{} {}", sched, executor);
+        for c in [&canary, &run.join("canary")] {
+            assert!(!c.exists(), "{} {}: the job script ran a value as shell", sched, executor);
+        }
+    }
+}
+
+#[test]
+fn a_job_script_bash_cannot_parse_fails_the_dry_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for line in ["echo \"unclosed", "cat <<EOF", "if true; then", "echo $(", "fi", "done"] {
+        for sched in ["slurm", "pbs"] {
+            let quoted = format!("{:?}", line);
+            assert_bad_input(
+                d,
+                &submit_args(&["--scheduler", sched, "--setup", line, "--dry-run"]),
+                &["submit.setup (--setup)", &quoted, "bash -n says"],
+            );
+        }
+    }
+    // A construct over several setup lines is whole.
+    let ok = d.join("ok");
+    std::fs::create_dir(&ok).unwrap();
+    let out = taps(
+        &ok,
+        &submit_args(&[
+            "--scheduler",
+            "slurm",
+            "--setup",
+            "if true; then",
+            "--setup",
+            "ulimit -n 4096",
+            "--setup",
+            "fi",
+            "--dry-run",
+        ]),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A template whose shell is broken.
+    std::fs::write(d.join("broken.sh.j2"), "#!/bin/bash\n{{ launch }} )\n").unwrap();
+    assert_bad_input(
+        d,
+        &submit_args(&["--scheduler", "slurm", "--template", "broken.sh.j2", "--dry-run"]),
+        &["the job script would not run", "bash -n says", "--template"],
+    );
+}
+
+#[test]
+fn an_mpi_job_of_one_rank_is_refused_at_submit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mpi = [
+        "--app",
+        "synthetic",
+        "--app.structure",
+        "bag",
+        "--app.task-count",
+        "4",
+        "--app.bag-max-running",
+        "2",
+        "--engine.executor",
+        "mpi",
+    ];
+    for sched in ["slurm", "pbs"] {
+        let args = [&["submit", "--scheduler", sched, "--dry-run", "--"][..], &mpi].concat();
+        assert_bad_input(
+            d,
+            &args,
+            &["mpi executor needs at least 2 ranks", "--nodes 1 x --ranks-per-node 1", "--ranks-per-node 2"],
+        );
+    }
+    // Two nodes of one rank each are two ranks.
+    let args = [&["submit", "--scheduler", "slurm", "--nodes", "2", "--dry-run", "--"][..], &mpi].concat();
+    let out = taps(d, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
