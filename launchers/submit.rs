@@ -5,7 +5,7 @@
 //! directory at once, writes `config.toml` and the job script `job.sh` into it (rendered from
 //! `templates/slurm.sh.j2` or `templates/pbs.sh.j2`, or a template of the user's), submits it and
 //! records the job in `job.json`. The job runs `taps run -c RUN/config.toml --run-dir RUN` on its
-//! first node, or, for the MPI executor, starts `nodes × ranks_per_node` ranks of `taps-worker`
+//! first node, or, for the MPI executor, starts `nodes × ranks_per_node` ranks of `taps worker`
 //! with a launch profile ([`super::profile`]); rank 0 writes the results into the same directory.
 //! The job's stdout and stderr go to `job.out` and `job.err` there, and its exit code to `job.exit`.
 
@@ -464,7 +464,15 @@ impl JobSpec {
                 ranks_per_node: opts.ranks_per_node,
                 hostfile: (opts.scheduler == Scheduler::Pbs).then(|| PBS_NODEFILE.to_string()),
                 extra_args: opts.launcher_args.clone(),
-                program: vec![taps_worker.clone(), "-c".into(), config.clone(), "--run-dir".into(), run.clone()],
+                // `taps worker`: the ranks run the very taps that checked this job.
+                program: vec![
+                    taps.clone(),
+                    crate::worker::WORKER_COMMAND.into(),
+                    "-c".into(),
+                    config.clone(),
+                    "--run-dir".into(),
+                    run.clone(),
+                ],
             };
             shell_join(&launcher.command(&spec), &[PBS_NODEFILE])
         } else {
@@ -627,8 +635,8 @@ fn check_job_path(p: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The directory with `taps` (and `taps-worker`) for the job.
-fn bin_dir(opts: &SubmitOptions, mpi: bool) -> Result<PathBuf, String> {
+/// The directory with `taps` for the job (its MPI ranks run `taps worker`).
+fn bin_dir(opts: &SubmitOptions) -> Result<PathBuf, String> {
     let dir = match &opts.taps_bin {
         Some(d) => d.clone(),
         None => std::env::current_exe()
@@ -637,20 +645,12 @@ fn bin_dir(opts: &SubmitOptions, mpi: bool) -> Result<PathBuf, String> {
             .map(Path::to_path_buf)
             .ok_or("cannot find the directory of the taps executable")?,
     };
-    let mut need = vec!["taps"];
-    if mpi {
-        need.push("taps-worker");
-    }
-    for b in need {
-        if !dir.join(b).is_file() {
-            return Err(format!(
-                "{} not found in {} (the job runs it from there): build it with `cargo build --release --bins`{}, \
-                 or point --taps-bin at the directory holding taps and taps-worker",
-                b,
-                dir.display(),
-                if mpi { " --features mpi" } else { "" }
-            ));
-        }
+    if !dir.join("taps").is_file() {
+        return Err(format!(
+            "taps not found in {} (the job runs it from there): build it with `cargo build --release`, or point \
+             --taps-bin at the directory holding taps",
+            dir.display()
+        ));
     }
     Ok(dir)
 }
@@ -677,7 +677,7 @@ pub fn help() -> String {
          job.json (scheduler, job id, submit time, command) and later job.out/job.err (the job's stdout and\n\
          stderr), job.exit and the run's records. The job runs `taps run -c RUN/config.toml --run-dir RUN` on\n\
          its first node; with --engine.executor mpi it starts nodes x ranks-per-node ranks of\n\
-         `taps-worker -c RUN/config.toml --run-dir RUN` with the launcher (rank 0 writes the results).\n\n\
+         `taps worker -c RUN/config.toml --run-dir RUN` with the launcher (rank 0 writes the results).\n\n\
          Every option can also be set in a [submit] table of a -c file, under the key named in brackets\n\
          (slurm/site-example.toml is one). Flags override the table; --directive, --module, --setup and\n\
          --launcher-arg add entries to its lists. A directive asking Slurm for --overcommit makes the\n\
@@ -750,7 +750,7 @@ fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) -> R
             opts.nodes, opts.ranks_per_node
         )));
     }
-    let bin = bin_dir(opts, mpi).map_err(bad)?;
+    let bin = bin_dir(opts).map_err(bad)?;
     if !dry_run {
         crate::app::require_program(opts.scheduler.submit_program(), "")
             .map_err(|_| bad(missing_tool(opts.scheduler.submit_program())))?;

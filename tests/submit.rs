@@ -133,7 +133,7 @@ fn every_setting_renders_into_golden_scripts_that_bash_accepts() {
 fn rendered_scripts_say_what_the_issue_asks_for() {
     let s = render_case(CASES[2].2, "mpi", None);
     let launch = format!(
-        "srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix --kill-on-bad-exit=1 {}/taps-worker -c {}/config.toml --run-dir {}",
+        "srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix --kill-on-bad-exit=1 {}/taps worker -c {}/config.toml --run-dir {}",
         BIN, RUN, RUN
     );
     assert!(s.lines().any(|l| l == launch), "{}", s);
@@ -148,13 +148,13 @@ fn rendered_scripts_say_what_the_issue_asks_for() {
     // Not MPI: taps run once, in the prepared directory.
     let s = render_case(CASES[0].2, "thread-pool", None);
     assert!(s.lines().any(|l| l == format!("{}/taps run -c {}/config.toml --run-dir {}", BIN, RUN, RUN)), "{}", s);
-    assert!(!s.contains("srun") && !s.contains("taps-worker"));
+    assert!(!s.contains("srun") && !s.contains(" worker "));
     // PBS: select, walltime over a day in hours, the node file for mpiexec.
     let s = render_case(CASES[9].2, "mpi", None);
     assert!(s.contains("#PBS -l select=4:ncpus=8:mpiprocs=8\n"), "{}", s);
     assert!(
         s.contains(&format!(
-            "\nmpirun -np 32 --hostfile \"$PBS_NODEFILE\" --map-by ppr:8:node {}/taps-worker -c ",
+            "\nmpirun -np 32 --hostfile \"$PBS_NODEFILE\" --map-by ppr:8:node {}/taps worker -c ",
             BIN
         )),
         "{}",
@@ -758,7 +758,8 @@ fn paths_and_launcher_arguments_reach_the_launch_literally() {
                 "--mpi=pmix".into(),
                 "--kill-on-bad-exit=1".into(),
                 arg.clone(),
-                program("taps-worker"),
+                program("taps"),
+                "worker".into(),
             ],
             _ => vec![
                 format!("{}/mpiexec", launchers.display()),
@@ -767,7 +768,8 @@ fn paths_and_launcher_arguments_reach_the_launch_literally() {
                 "--hostfile".into(),
                 d.join("nodefile").display().to_string(),
                 arg.clone(),
-                program("taps-worker"),
+                program("taps"),
+                "worker".into(),
             ],
         };
         let mut want = want;

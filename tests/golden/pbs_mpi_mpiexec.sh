@@ -17,7 +17,7 @@ if [ "$(nproc)" -lt 3 ] && [ -z "${OMPI_MCA_mpi_yield_when_idle+set}" ]; then
 fi
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 # 3 ranks: rank 0 runs the app and writes the results here, the others are workers.
-mpiexec -n 3 --hostfile "$PBS_NODEFILE" /opt/taps/bin/taps-worker -c /scratch/alice/runs/run-1/config.toml --run-dir /scratch/alice/runs/run-1
+mpiexec -n 3 --hostfile "$PBS_NODEFILE" /opt/taps/bin/taps worker -c /scratch/alice/runs/run-1/config.toml --run-dir /scratch/alice/runs/run-1
 status=$?
 echo "$status" > /scratch/alice/runs/run-1/job.exit
 exit "$status"

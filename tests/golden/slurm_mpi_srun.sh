@@ -18,7 +18,7 @@ if [ "$(nproc)" -lt 3 ] && [ -z "${OMPI_MCA_mpi_yield_when_idle+set}" ]; then
   export OMPI_MCA_mpi_yield_when_idle=1
 fi
 # 3 ranks: rank 0 runs the app and writes the results here, the others are workers.
-srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix --kill-on-bad-exit=1 /opt/taps/bin/taps-worker -c /scratch/alice/runs/run-1/config.toml --run-dir /scratch/alice/runs/run-1
+srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix --kill-on-bad-exit=1 /opt/taps/bin/taps worker -c /scratch/alice/runs/run-1/config.toml --run-dir /scratch/alice/runs/run-1
 status=$?
 echo "$status" > /scratch/alice/runs/run-1/job.exit
 exit "$status"

@@ -16,7 +16,7 @@ if [ "$(nproc)" -lt 2 ] && [ -z "${OMPI_MCA_mpi_yield_when_idle+set}" ]; then
   export OMPI_MCA_mpi_yield_when_idle=1
 fi
 # 4 ranks: rank 0 runs the app and writes the results here, the others are workers.
-srun --nodes=2 --ntasks=4 --ntasks-per-node=2 --kill-on-bad-exit=1 --mpi=pmi2 /opt/taps/bin/taps-worker -c /scratch/alice/runs/run-1/config.toml --run-dir /scratch/alice/runs/run-1
+srun --nodes=2 --ntasks=4 --ntasks-per-node=2 --kill-on-bad-exit=1 --mpi=pmi2 /opt/taps/bin/taps worker -c /scratch/alice/runs/run-1/config.toml --run-dir /scratch/alice/runs/run-1
 status=$?
 echo "$status" > /scratch/alice/runs/run-1/job.exit
 exit "$status"
