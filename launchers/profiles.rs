@@ -182,8 +182,6 @@ impl Profile {
 
     /// The command for `spec`.
     pub fn command(&self, spec: &LaunchSpec) -> Result<LaunchCommand, String> {
-        self.check()?;
-        let mut args = Vec::new();
         let worker_args = vec![
             "-c".to_string(),
             spec.config.display().to_string(),
@@ -192,10 +190,22 @@ impl Profile {
             "--status-file".to_string(),
             spec.status_file.display().to_string(),
         ];
+        self.render(spec, &worker_args)
+    }
+
+    /// The command for `spec` with no worker arguments: `spec.worker` is a stand-in (such as
+    /// `true`) that checks the launcher accepts the rest.
+    pub fn probe_command(&self, spec: &LaunchSpec) -> Result<LaunchCommand, String> {
+        self.render(spec, &[])
+    }
+
+    fn render(&self, spec: &LaunchSpec, worker_args: &[String]) -> Result<LaunchCommand, String> {
+        self.check()?;
+        let mut args = Vec::new();
         for a in &self.args {
             let list: Option<&[String]> = match a.as_str() {
                 "{launcher_args}" => Some(&spec.launcher_args),
-                "{worker_args}" => Some(&worker_args),
+                "{worker_args}" => Some(worker_args),
                 "{root_args}" => Some(if spec.root { &self.root_args } else { &[] }),
                 "{oversubscribe_args}" => Some(if spec.oversubscribed { &self.oversubscribe_args } else { &[] }),
                 _ => None,
