@@ -735,3 +735,36 @@ fn a_full_disk_ends_a_launched_run_with_a_clear_error_and_no_stray_file() {
     let run = the_run_dir(&fs.0);
     assert!(files(&run).iter().all(|f| !f.starts_with(".taps-mpi-status")), "{:?}", files(&run));
 }
+
+#[test]
+fn ctrl_c_ends_a_launched_run_whose_rank_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("reduce", 200))
+        .args(["--app.task-sleep", "0.05"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let (run, _) = wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 10));
+    let ranks: Vec<u32> = wait_for(|| {
+        let r: Vec<u32> = descendants(pid).into_iter().filter(|&p| rank_of(p).is_some()).collect();
+        (r.len() == 3).then_some(r)
+    });
+    let stopped = *ranks.iter().find(|&&p| rank_of(p) == Some(1)).unwrap();
+    // SAFETY: plain syscalls on processes this test started.
+    unsafe {
+        assert_eq!(libc::kill(stopped as i32, libc::SIGSTOP), 0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(libc::kill(-(pid as i32), libc::SIGINT), 0);
+    }
+    let out = wait_guarded(child);
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), 201, "one record per submitted task: {}", show(&out));
+    common::check_record_invariants(&recs);
+    // Every rank ends, the stopped one too (mpirun may leave them to end on their own).
+    let alive = |p: u32| std::fs::read_to_string(format!("/proc/{}/stat", p)).is_ok_and(|s| !s.contains(") Z "));
+    wait_for(|| ranks.iter().all(|&p| !alive(p)).then_some(()));
+}

@@ -36,7 +36,10 @@ pub const STATUS_FILE: &str = ".taps-mpi-status";
 /// Length of the status record: the exit code, padded with blanks, and a newline.
 const STATUS_LEN: usize = 16;
 /// After passing a signal on to the job, how long to wait before sending the launcher SIGTERM.
-pub const ESCALATE_AFTER: Duration = Duration::from_secs(10);
+pub const ESCALATE_AFTER: Duration = Duration::from_secs(5);
+/// When the launcher ends before rank 0 has written its status (mpirun, signalled while a rank
+/// is stopped, may quit before its ranks), how long to wait for rank 0 to write it.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
 /// How long the probe of a launch command may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -105,8 +108,13 @@ pub fn run_launched(cfg: &Config, run_dir: &Path, _argv: &[String]) -> anyhow::R
         let _ = std::fs::remove_file(&status_file);
         anyhow::anyhow!("cannot start {}: {}", program.display(), e)
     })?;
-    let status = wait_passing_signals(child)?;
-    let rank0 = read_status(&status_file);
+    let (status, signalled) = wait_passing_signals(child)?;
+    let waited = Instant::now();
+    let mut rank0 = read_status(&status_file);
+    while rank0.is_none() && waited.elapsed() < STATUS_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+        rank0 = read_status(&status_file);
+    }
     let _ = std::fs::remove_file(&status_file);
     let launcher = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
         (Some(c), _) => format!("exit code {}", c),
@@ -130,6 +138,19 @@ pub fn run_launched(cfg: &Config, run_dir: &Path, _argv: &[String]) -> anyhow::R
             None
         }
         Some(code) => Some(anyhow::anyhow!("the MPI job failed: rank 0 exited with code {} (see the log above)", code)),
+        None if signalled => {
+            // mpirun, signalled while a rank is stopped, may kill rank 0 as it ends.
+            tracing::warn!(
+                target: "taps.run",
+                "rank 0 of the interrupted MPI job left no exit status ({} ended with {}); its log and {} record(s) in {} are what it wrote",
+                cmd.program,
+                launcher,
+                summary.records,
+                run_dir.display()
+            );
+            summary.interrupted = true;
+            None
+        }
         None => Some(anyhow::anyhow!(
             "rank 0 of the MPI job left no exit status ({} ended with {}): it was killed, or it never started; \
              its log and records in {} are what it wrote",
@@ -146,8 +167,9 @@ pub fn run_launched(cfg: &Config, run_dir: &Path, _argv: &[String]) -> anyhow::R
 
 /// Waits for the launcher `child`; a SIGINT, SIGTERM or SIGHUP meanwhile is passed on to it as
 /// SIGUSR1, and followed by SIGTERM if the job still runs [`ESCALATE_AFTER`] later. Only this
-/// thread signals and reaps the child, so a signal never reaches a reused pid.
-fn wait_passing_signals(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+/// thread signals and reaps the child, so a signal never reaches a reused pid. Returns the exit
+/// status and whether a signal came.
+fn wait_passing_signals(mut child: std::process::Child) -> std::io::Result<(std::process::ExitStatus, bool)> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let got = Arc::new(AtomicI32::new(0));
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
@@ -185,7 +207,7 @@ fn wait_passing_signals(mut child: std::process::Child) -> std::io::Result<std::
     };
     handle.close();
     let _ = thread.join();
-    Ok(status)
+    Ok((status, got.load(Ordering::SeqCst) != 0))
 }
 
 /// Whether `program` is OpenMPI's launcher (which a probe can run cheaply on this node).

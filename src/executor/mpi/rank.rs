@@ -142,7 +142,7 @@ fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Fra
             return Ok(Some((tag, f)));
         }
         if let Some(at) = gone {
-            if at.elapsed() >= DRAIN && !inbox.busy() {
+            if at.elapsed() >= DRAIN {
                 return Ok(None);
             }
         } else if checked.elapsed() >= CHECK_EVERY {
