@@ -459,6 +459,16 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_command_has_the_stand_in_and_no_worker_arguments() {
+        let p = Profiles::builtin();
+        let mut s = spec(true, false);
+        s.worker = "/bin/true".into();
+        let c = p.get("mpirun").unwrap().probe_command(&s).unwrap();
+        assert_eq!(c.args, ["--allow-run-as-root", "-np", "4", "-x", "A=1", "/bin/true"]);
+        assert_eq!(c.env["OMPI_MCA_orte_enable_recovery"], "1");
+    }
+
+    #[test]
     fn user_profiles_override_and_are_checked() {
         let mut p = Profiles::builtin();
         p.extend(

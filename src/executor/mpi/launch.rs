@@ -284,3 +284,23 @@ pub fn probe(o: &MpiOptions) -> Result<(), String> {
     }
     Err(format!("{}: {} rejects the launch command ({}): {}", what, cmd.program, out.status, said))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_is_written_in_place_or_as_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(STATUS_FILE);
+        std::fs::write(&f, format!("{:width$}\n", "", width = STATUS_LEN - 1)).unwrap();
+        assert_eq!(read_status(&f), None, "blank until rank 0 writes it");
+        write_status(&f, 130).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().len(), STATUS_LEN as u64);
+        assert_eq!(read_status(&f), Some(130));
+        std::fs::remove_file(&f).unwrap();
+        write_status(&f, 1).unwrap();
+        assert_eq!(read_status(&f), Some(1));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file");
+    }
+}
