@@ -183,8 +183,6 @@ impl Profile {
 
     /// The command for `spec`.
     pub fn command(&self, spec: &LaunchSpec) -> Result<LaunchCommand, String> {
-        self.check()?;
-        let mut args = Vec::new();
         let worker_args = vec![
             crate::worker::WORKER_COMMAND.to_string(),
             "-c".to_string(),
@@ -194,10 +192,22 @@ impl Profile {
             "--status-file".to_string(),
             spec.status_file.display().to_string(),
         ];
+        self.render(spec, &worker_args)
+    }
+
+    /// The command for `spec` with no worker arguments: `spec.worker` is a stand-in (such as
+    /// `true`) that checks the launcher accepts the rest.
+    pub fn probe_command(&self, spec: &LaunchSpec) -> Result<LaunchCommand, String> {
+        self.render(spec, &[])
+    }
+
+    fn render(&self, spec: &LaunchSpec, worker_args: &[String]) -> Result<LaunchCommand, String> {
+        self.check()?;
+        let mut args = Vec::new();
         for a in &self.args {
             let list: Option<&[String]> = match a.as_str() {
                 "{launcher_args}" => Some(&spec.launcher_args),
-                "{worker_args}" => Some(&worker_args),
+                "{worker_args}" => Some(worker_args),
                 "{root_args}" => Some(if spec.root { &self.root_args } else { &[] }),
                 "{oversubscribe_args}" => Some(if spec.oversubscribed { &self.oversubscribe_args } else { &[] }),
                 _ => None,
@@ -449,6 +459,16 @@ mod tests {
         let c = p.get("mpiexec").unwrap().command(&spec(true, true)).unwrap();
         assert_eq!(c.env["OMPI_ALLOW_RUN_AS_ROOT"], "1");
         assert!(c.to_string().starts_with("OMPI_ALLOW_RUN_AS_ROOT=1 "), "{}", c);
+    }
+
+    #[test]
+    fn a_probe_command_has_the_stand_in_and_no_worker_arguments() {
+        let p = Profiles::builtin();
+        let mut s = spec(true, false);
+        s.worker = "/bin/true".into();
+        let c = p.get("mpirun").unwrap().probe_command(&s).unwrap();
+        assert_eq!(c.args, ["--allow-run-as-root", "-np", "4", "-x", "A=1", "/bin/true"]);
+        assert_eq!(c.env["OMPI_MCA_orte_enable_recovery"], "1");
     }
 
     #[test]

@@ -85,6 +85,15 @@ pub fn install_signal_handler() {
     });
 }
 
+/// Interrupts the running benchmark, if any, as a first signal does (for signal handlers of
+/// their own, such as MPI rank 0's): every unfinished task is recorded as failed.
+pub fn interrupt_current() {
+    crate::engine::INTERRUPTED.store(true, Ordering::SeqCst);
+    if let Some(i) = CURRENT.lock().unwrap().as_ref() {
+        i.interrupt();
+    }
+}
+
 struct EnvGuard(Vec<(String, Option<std::ffi::OsString>)>);
 
 impl EnvGuard {

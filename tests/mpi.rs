@@ -1,13 +1,17 @@
 //! The mpi executor with real OpenMPI, 3 ranks (oversubscribed on 2 cores): both entry points
 //! (`mpirun taps-worker` inside a job, `taps run --engine.executor mpi` starting the job), data
-//! through messages and through the file transformer, panics, a rank that dies mid-run, and the
+//! through messages and through the file transformer, panics, a rank that dies or stops
+//! mid-run, signals to every process of the job, shutdown under load, a full disk, and the
 //! errors a user can make.
 #![cfg(feature = "mpi")]
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use taps::record::TaskRecord;
 
@@ -266,10 +270,10 @@ fn rank_of(pid: u32) -> Option<u32> {
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
 }
 
-/// Starts the job `c` (a reduce with sleeping tasks, run in `dir`), SIGKILLs rank 1 once the
-/// reduce task is submitted and rank 1 is busy, and waits for the job: (job pid, victim pid, run
-/// directory, output).
-fn kill_rank_1_mid_run(mut c: Command, dir: &Path) -> (u32, u32, PathBuf, Output) {
+/// Starts the job `c` (a reduce with sleeping tasks, run in `dir`), sends rank 1 `signal` once
+/// the reduce task is submitted and rank 1 is busy, and waits for the job: (job pid, victim pid,
+/// run directory, output).
+fn signal_rank_1_mid_run(mut c: Command, dir: &Path, signal: i32) -> (u32, u32, PathBuf, Output) {
     let child = c.spawn().unwrap();
     let pid = child.id();
     let victim = wait_for(|| descendants(pid).into_iter().find(|&p| rank_of(p) == Some(1)));
@@ -280,8 +284,41 @@ fn kill_rank_1_mid_run(mut c: Command, dir: &Path) -> (u32, u32, PathBuf, Output
     });
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: plain syscall on a process of this test's own job.
-    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
-    (pid, victim, run, child.wait_with_output().unwrap())
+    assert_eq!(unsafe { libc::kill(victim as i32, signal) }, 0);
+    (pid, victim, run, wait_guarded(child))
+}
+
+/// Waits for `child`; should it run for more than 120 s (a hang guard, not a speed check), it
+/// and its descendants are killed and the test fails.
+fn wait_guarded(child: Child) -> Output {
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let guard = std::thread::spawn(move || {
+        let start = Instant::now();
+        while !d.load(Ordering::SeqCst) {
+            if start.elapsed() > Duration::from_secs(120) {
+                for p in descendants(pid).into_iter().chain([pid]) {
+                    // SAFETY: plain syscall on processes this test started.
+                    unsafe { libc::kill(p as i32, libc::SIGKILL) };
+                }
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, Ordering::SeqCst);
+    assert!(!guard.join().unwrap(), "the job hung and was killed after 120 s: {}", show(&out));
+    out
+}
+
+/// Records written so far in the only run directory under `dir`.
+fn records_so_far(dir: &Path) -> Option<(PathBuf, usize)> {
+    let run = common::run_dirs(dir).pop()?;
+    let n = std::fs::read_to_string(run.join("tasks.jsonl")).ok()?.lines().count();
+    Some((run, n))
 }
 
 #[test]
@@ -289,7 +326,7 @@ fn a_rank_killed_mid_run_ends_the_run_with_an_error_naming_it_and_every_record()
     let dir = tempfile::tempdir().unwrap();
     let mut c = taps_run(dir.path(), 3);
     c.args(synthetic("reduce", 12)).args(["--app.task-sleep", "0.4"]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let (taps_pid, victim, run, out) = kill_rank_1_mid_run(c, dir.path());
+    let (taps_pid, victim, run, out) = signal_rank_1_mid_run(c, dir.path(), libc::SIGKILL);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(descendants(taps_pid).is_empty(), "no process of the job is left");
 
@@ -324,7 +361,7 @@ fn without_recovery_a_killed_rank_fails_every_unfinished_task_at_once() {
         .env_remove("OMPI_MCA_orte_enable_recovery")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (mpirun_pid, victim, run, out) = kill_rank_1_mid_run(c, dir.path());
+    let (mpirun_pid, victim, run, out) = signal_rank_1_mid_run(c, dir.path(), libc::SIGKILL);
     assert!(!out.status.success(), "{}", show(&out));
     assert!(descendants(mpirun_pid).is_empty(), "no process of the job is left");
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
@@ -382,6 +419,22 @@ fn a_missing_launcher_is_one_line_with_the_install_hint() {
         d,
         &mpi(&["--engine.executor.worker-path", "/nonexistent/taps-worker"]),
         &["engine.executor.worker_path /nonexistent/taps-worker"],
+    );
+    // What mpirun itself rejects is found by a probe, before the run directory exists.
+    common::assert_bad_input(
+        d,
+        &mpi(&["--engine.executor.launcher-args=--bind-to nowhere"]),
+        &["engine.executor.launcher_args \"--bind-to nowhere\"", "mpirun rejects the launch command", "nowhere"],
+    );
+    common::assert_bad_input(
+        d,
+        &mpi(&["--engine.executor.launcher-args=--no-such-option"]),
+        &["mpirun rejects the launch command", "unknown option \"--no-such-option\""],
+    );
+    common::assert_bad_input(
+        d,
+        &mpi(&["--engine.executor.heartbeat-timeout", "0"]),
+        &["engine.executor.heartbeat_timeout must be a positive number of seconds"],
     );
 }
 
@@ -448,4 +501,270 @@ fn taps_list_shows_mpi() {
     let out = Command::new(TAPS).arg("list").output().unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.lines().any(|l| l.trim_start().starts_with("mpi ") && l.contains("rank 0 drives")), "{}", s);
+}
+
+/// Who gets the signal in [`interrupt`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Target {
+    /// `taps run`, or rank 0 under the user's own mpirun.
+    Driver,
+    /// mpirun.
+    Mpirun,
+    /// The process group of the command (a Ctrl-C at a terminal; mpirun puts the ranks in groups of their own).
+    Group,
+}
+
+/// Starts a run of 400 short tasks (a reduce) through `entry`, sends `signal` to `target` once
+/// some tasks are done, and checks that the run stops: every submitted task has one record,
+/// those not finished failed as interrupted, rank 0 exits 130, no process is left.
+fn interrupt(entry: &str, target: Target, signal: i32) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 400;
+    let mut c = if entry == "taps run" {
+        taps_run(dir.path(), 3)
+    } else {
+        let mut c = mpirun(3, WORKER);
+        c.current_dir(dir.path());
+        c
+    };
+    c.args(synthetic("reduce", n))
+        .args(["--app.task-sleep", "0.02"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let (run, _) = wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 10));
+    let victim = match (target, entry) {
+        (Target::Group, _) => -(pid as i32),
+        (Target::Driver, "taps run") | (Target::Mpirun, "mpirun") => pid as i32,
+        (Target::Driver, _) => wait_for(|| descendants(pid).into_iter().find(|&p| rank_of(p) == Some(0))) as i32,
+        (Target::Mpirun, _) => wait_for(|| {
+            common::children_of(pid)
+                .into_iter()
+                .find(|p| std::fs::read_to_string(format!("/proc/{}/comm", p)).is_ok_and(|c| c.trim() == "mpirun"))
+        }) as i32,
+    };
+    let t = Instant::now();
+    // SAFETY: plain syscall on processes this test started.
+    assert_eq!(unsafe { libc::kill(victim, signal) }, 0);
+    let out = wait_guarded(child);
+    eprintln!(
+        "{} / signal {} to {:?}: {:?} {:.2} s after the signal",
+        entry,
+        signal,
+        target,
+        out.status,
+        t.elapsed().as_secs_f64()
+    );
+    let what = format!("{} / signal {} to {:?}: {}", entry, signal, target, show(&out));
+    if entry == "taps run" || target == Target::Driver {
+        assert_eq!(out.status.code(), Some(130), "{}", what);
+    } else {
+        // The user's own mpirun, signalled, exits with a code of its own choosing.
+        assert!(!out.status.success(), "{}", what);
+    }
+    assert!(descendants(pid).is_empty(), "no process of the job is left: {}", what);
+    if entry == "taps run" {
+        assert_eq!(files(&run), ["config.toml", "environment.json", "log.txt", "tasks.jsonl"], "{}", what);
+    }
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), n + 1, "one record per submitted task: {}", what);
+    common::check_record_invariants(&recs);
+    let done = recs.iter().filter(|r| r.success == Some(true)).count();
+    for r in recs.iter().filter(|r| r.success == Some(false)) {
+        assert_eq!(r.exception.as_ref().unwrap().kind, "Interrupted", "{:?}: {}", r, what);
+    }
+    assert!(done >= 10 && done < n, "{} done: {}", done, what);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("Interrupted by signal") && log.contains("Run interrupted"), "{}", log);
+    assert!(!log.contains("Finished benchmark") && !log.contains("died"), "{}", log);
+}
+
+#[test]
+fn a_signal_to_taps_run_mpirun_or_the_process_group_interrupts_a_launched_run() {
+    interrupt("taps run", Target::Driver, libc::SIGINT);
+    interrupt("taps run", Target::Mpirun, libc::SIGTERM);
+    interrupt("taps run", Target::Group, libc::SIGHUP);
+}
+
+#[test]
+fn a_signal_to_rank_0_mpirun_or_the_process_group_interrupts_a_run_under_mpirun() {
+    interrupt("mpirun", Target::Driver, libc::SIGHUP);
+    interrupt("mpirun", Target::Mpirun, libc::SIGINT);
+    interrupt("mpirun", Target::Group, libc::SIGTERM);
+}
+
+#[test]
+fn a_stopped_rank_is_reported_and_lost_after_the_heartbeat_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("reduce", 12))
+        .args(["--app.task-sleep", "0.4", "--engine.executor.heartbeat-timeout", "1.5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (taps_pid, victim, run, out) = signal_rank_1_mid_run(c, dir.path(), libc::SIGSTOP);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(descendants(taps_pid).is_empty(), "the stopped rank is gone with the job");
+    let named = format!("MPI rank 1 (pid {} on {}) sent no heartbeat for", victim, taps::engine::hostname());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("The run lost 1 worker rank(s): {}", named)), "{}", show(&out));
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), 13, "every task has its record");
+    common::check_record_invariants(&recs);
+    let lost: Vec<_> = recs.iter().filter(|r| r.parent_task_ids.is_empty() && r.success == Some(false)).collect();
+    assert_eq!(lost.len(), 1, "exactly the task held by rank 1 fails: {:?}", lost);
+    let e = lost[0].exception.as_ref().unwrap();
+    assert!(e.kind == "WorkerLost" && e.message.starts_with(&named), "{:?}", e);
+    assert!(
+        recs.iter()
+            .filter(|r| r.parent_task_ids.is_empty() && r.success == Some(true))
+            .all(|r| r.worker.as_deref() == Some("rank-2"))
+    );
+}
+
+#[test]
+fn a_task_longer_than_the_heartbeat_timeout_on_a_live_rank_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("bag", 2)).args(["--app.task-sleep", "2.5", "--engine.executor.heartbeat-timeout", "0.5"]);
+    ok(c);
+    check_run(&the_run_dir(dir.path()), 2, 3);
+}
+
+#[test]
+fn a_rank_whose_driver_really_died_still_exits() {
+    // With recovery, mpirun waits for every rank: the workers must end by themselves.
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = mpirun(3, WORKER);
+    c.current_dir(dir.path())
+        .args(synthetic("reduce", 12))
+        .args(["--app.task-sleep", "0.4"])
+        .env("OMPI_MCA_orte_enable_recovery", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let rank0 = wait_for(|| descendants(pid).into_iter().find(|&p| rank_of(p) == Some(0)));
+    wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 2));
+    // SAFETY: plain syscall on a process of this test's own job.
+    assert_eq!(unsafe { libc::kill(rank0 as i32, libc::SIGKILL) }, 0);
+    let out = wait_guarded(child);
+    assert!(descendants(pid).is_empty(), "no rank is left: {}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rank 0 (the driver) is gone; exiting"), "{}", show(&out));
+}
+
+#[test]
+fn fifty_short_jobs_under_two_cpu_burners_all_exit_0() {
+    // Every rank must take its Shutdown before rank 0 closes the liveness connections, even
+    // when the ranks hardly get a core (results of 1 MB cross by rendezvous, the slow path).
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut failures = Vec::new();
+    for i in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = mpirun(3, WORKER);
+        c.current_dir(dir.path()).args(synthetic("bag", 2)).args(["--app.task-data-bytes", "1000000"]);
+        let out = c.output().unwrap();
+        if !out.status.success() || common::run_dirs(dir.path()).len() != 1 {
+            failures.push(format!("job {}: {}", i, show(&out)));
+        } else {
+            assert_eq!(common::records(&the_run_dir(dir.path())).len(), 2);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    eprintln!("50 jobs of 3 ranks under 2 CPU burners: {:.1} s", start.elapsed().as_secs_f64());
+    assert!(failures.is_empty(), "{} of 50 finished jobs did not exit 0:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// A tmpfs of 1 MB mounted for a test (as root), unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: PathBuf) -> Option<SmallFs> {
+        std::fs::create_dir(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs(at))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_ends_a_launched_run_with_a_clear_error_and_no_stray_file() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = SmallFs::mount(dir.path().join("small")) else {
+        eprintln!("skipped: cannot mount a tmpfs");
+        return;
+    };
+    let mut c = taps_run(&fs.0, 3);
+    c.args(synthetic("bag", 5000)).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = wait_guarded(c.spawn().unwrap());
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("No space left on device"), "{}", show(&out));
+    assert!(stdout.contains("the MPI job failed: rank 0 exited with code 1"), "{}", show(&out));
+    assert!(!stdout.contains("exit code 0"), "{}", show(&out));
+    let run = the_run_dir(&fs.0);
+    assert!(files(&run).iter().all(|f| !f.starts_with(".taps-mpi-status")), "{:?}", files(&run));
+}
+
+#[test]
+fn ctrl_c_ends_a_launched_run_whose_rank_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("reduce", 200))
+        .args(["--app.task-sleep", "0.05"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let (run, _) = wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 10));
+    let ranks: Vec<u32> = wait_for(|| {
+        let r: Vec<u32> = descendants(pid).into_iter().filter(|&p| rank_of(p).is_some()).collect();
+        (r.len() == 3).then_some(r)
+    });
+    let stopped = *ranks.iter().find(|&&p| rank_of(p) == Some(1)).unwrap();
+    // SAFETY: plain syscalls on processes this test started.
+    unsafe {
+        assert_eq!(libc::kill(stopped as i32, libc::SIGSTOP), 0);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(libc::kill(-(pid as i32), libc::SIGINT), 0);
+    }
+    let out = wait_guarded(child);
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), 201, "one record per submitted task: {}", show(&out));
+    common::check_record_invariants(&recs);
+    // Every rank ends, the stopped one too (mpirun may leave them to end on their own).
+    let alive = |p: u32| std::fs::read_to_string(format!("/proc/{}/stat", p)).is_ok_and(|s| !s.contains(") Z "));
+    wait_for(|| ranks.iter().all(|&p| !alive(p)).then_some(()));
 }

@@ -9,9 +9,19 @@
 //!
 //! A rank whose process ends fails its running task with `WorkerLost` naming the rank, pid and
 //! host; the tasks queued behind it go to the other ranks (a dead MPI rank cannot be replaced).
-//! When no rank is left, every remaining task fails at once.
+//! So does a rank that sends no heartbeat for `heartbeat_timeout` while it holds a task (stopped
+//! or hung). When no rank is left, every remaining task fails at once.
+//!
+//! [`interrupt`] (rank 0's signal handler) fails every task the executor holds at once, as
+//! interrupted: under mpirun, rank 0 hears of a Ctrl-C only through the SIGTERM that comes one
+//! second before SIGKILL, so it cannot wait for running tasks.
+//!
+//! At the end of a run, rank 0 tells every rank `Shutdown` and waits until each has closed its
+//! liveness connection (it does so on `Shutdown`) before closing its own side: a rank never
+//! takes rank 0's close for its death while the `Shutdown` is still on its way.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +33,7 @@ use crate::engine::{Completer, Completion, Executor, Job};
 use crate::protocol::{FromWorker, Message, PROTOCOL_VERSION, ToWorker, WirePayload};
 use crate::task::TaskError;
 
-use super::liveness::{Event, Watcher};
+use super::liveness::{Beats, Event, Watcher};
 use super::transport::{Inbox, Sending, TAG_LOST, TAG_WATCH, send_frame, send_text};
 
 /// How long start-up waits for every rank's `Ready`.
@@ -38,11 +48,46 @@ const YIELD_EVERY: u32 = 16;
 const TRANSFER_SPIN: Duration = Duration::from_millis(20);
 /// Longest sleep between polls while answers are due.
 const MAX_PAUSE: Duration = Duration::from_millis(1);
+/// How often heartbeats are checked.
+const BEAT_CHECK: Duration = Duration::from_millis(100);
+/// At the end of a run, how long to wait for every rank to take its `Shutdown`.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// At the end of an interrupted run, how long to wait for the ranks to take their `Shutdown`
+/// (a rank in the middle of a task takes it only afterwards).
+const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The running executor's channel, for [`interrupt`].
+static ACTIVE: Mutex<Option<Sender<Cmd>>> = Mutex::new(None);
+/// Whether a rank was lost to silence: its process may still be there, so only ending the whole
+/// job (`MPI_Abort`) stops it.
+static HUNG: AtomicBool = AtomicBool::new(false);
+/// Whether a rank had not taken its `Shutdown` when the executor stopped.
+static LEFT_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Interrupts the running executor: every task it holds fails at once as interrupted, and so
+/// does every task submitted later. Safe to call from any thread, any number of times.
+pub fn interrupt() {
+    if let Some(tx) = ACTIVE.lock().unwrap().as_ref() {
+        let _ = tx.send(Cmd::Interrupt);
+    }
+}
+
+/// Whether a rank was lost because it went silent (stopped or hung) rather than dead.
+pub fn lost_a_silent_rank() -> bool {
+    HUNG.load(Ordering::SeqCst)
+}
+
+/// Whether a live rank had not taken its `Shutdown` when the executor stopped (an interrupted
+/// run does not wait for running tasks): only ending the whole job stops it.
+pub fn left_ranks_running() -> bool {
+    LEFT_RUNNING.load(Ordering::SeqCst)
+}
 
 /// Rank 0's MPI executor (inside an MPI job of `size` ranks).
 pub struct MpiExecutor {
     size: i32,
     prefetch: usize,
+    heartbeat_timeout: Duration,
     tx: Option<Sender<Cmd>>,
     thread: Option<JoinHandle<()>>,
     done: Option<Completer>,
@@ -50,10 +95,11 @@ pub struct MpiExecutor {
 }
 
 impl MpiExecutor {
-    /// An executor over ranks 1..size, sending up to `prefetch` tasks ahead to each.
-    /// Lost ranks are described in `lost`.
-    pub fn new(size: i32, prefetch: usize, lost: Arc<Mutex<Vec<String>>>) -> Self {
-        MpiExecutor { size, prefetch: prefetch.max(1), tx: None, thread: None, done: None, lost }
+    /// An executor over ranks 1..size, sending up to `prefetch` tasks ahead to each; a rank
+    /// silent for `heartbeat_timeout` while it holds a task is lost. Lost ranks are described
+    /// in `lost`.
+    pub fn new(size: i32, prefetch: usize, heartbeat_timeout: Duration, lost: Arc<Mutex<Vec<String>>>) -> Self {
+        MpiExecutor { size, prefetch: prefetch.max(1), heartbeat_timeout, tx: None, thread: None, done: None, lost }
     }
 }
 
@@ -61,6 +107,7 @@ enum Cmd {
     Job(Pending),
     Watch(Event),
     Shutdown(bool),
+    Interrupt,
 }
 
 struct Pending {
@@ -74,9 +121,13 @@ struct Rank {
     ready: bool,
     alive: bool,
     watched: bool,
+    /// Its liveness connection closed (it took `Shutdown`, or died).
+    closed: bool,
     pid: u32,
     host: String,
     in_flight: VecDeque<Pending>,
+    /// When it last got a task while idle, or finished one.
+    busy_since: Instant,
 }
 
 impl Rank {
@@ -109,6 +160,10 @@ struct Comm {
     /// The launcher kills every rank when one dies (OpenMPI without recovery): fail every
     /// unfinished task at once, while rank 0 can still record them.
     fail_fast: bool,
+    heartbeat_timeout: Duration,
+    beats: Arc<Beats>,
+    beats_checked: Instant,
+    interrupted: bool,
 }
 
 /// Whether this is an OpenMPI job whose mpirun kills every rank when one dies.
@@ -124,6 +179,14 @@ impl Executor for MpiExecutor {
         self.done = Some(done.clone());
         let (size, prefetch, lost) = (self.size, self.prefetch, self.lost.clone());
         let spec = data.spec().clone();
+        let heartbeat_timeout = self.heartbeat_timeout;
+        let watch_tx = tx.clone();
+        // A few heartbeats per timeout, and at least one every 5 s.
+        let beat = (heartbeat_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let watcher = Watcher::start(beat, move |e| {
+            let _ = watch_tx.send(Cmd::Watch(e));
+        })?;
+        let beats = watcher.beats.clone();
         // Built on the communication thread: MPI handles stay on it.
         let comm = move || Comm {
             rx,
@@ -135,9 +198,11 @@ impl Executor for MpiExecutor {
                     ready: false,
                     alive: true,
                     watched: false,
+                    closed: false,
                     pid: 0,
                     host: String::new(),
                     in_flight: VecDeque::new(),
+                    busy_since: Instant::now(),
                 })
                 .collect(),
             prefetch,
@@ -151,11 +216,12 @@ impl Executor for MpiExecutor {
             lost,
             closing: false,
             fail_fast: launcher_kills_job(),
+            heartbeat_timeout,
+            beats,
+            beats_checked: Instant::now(),
+            interrupted: false,
         };
-        let watch_tx = tx.clone();
-        let watcher = Watcher::start(move |e| {
-            let _ = watch_tx.send(Cmd::Watch(e));
-        })?;
+        *ACTIVE.lock().unwrap() = Some(tx.clone());
         let thread = std::thread::Builder::new().name("taps-mpi-comm".into()).spawn(move || comm().run(watcher))?;
         super::DRIVER_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
         self.tx = Some(tx);
@@ -193,6 +259,7 @@ impl Executor for MpiExecutor {
     }
 
     fn shutdown(&mut self, cancel: bool) {
+        ACTIVE.lock().unwrap().take();
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Cmd::Shutdown(cancel));
         }
@@ -242,6 +309,7 @@ impl Comm {
             if self.starting.is_some() {
                 self.check_start();
             }
+            self.check_heartbeats();
             if progress {
                 idle_since = None;
                 continue;
@@ -339,7 +407,9 @@ impl Comm {
     fn command(&mut self, c: Cmd) -> Flow {
         match c {
             Cmd::Job(p) => {
-                if self.closing {
+                if self.interrupted {
+                    self.fail(p.seq, interrupted_error(false));
+                } else if self.closing {
                     let e = TaskError::new("WorkerLost", "the MPI executor is shutting down");
                     self.fail(p.seq, e);
                 } else if let Some(e) = self.broken.clone() {
@@ -357,7 +427,14 @@ impl Comm {
                 Flow::Go
             }
             Cmd::Watch(Event::Closed(r)) => {
+                if let Some(rk) = self.rank_mut(r) {
+                    rk.closed = true;
+                }
                 self.lose(r, "died".into());
+                Flow::Go
+            }
+            Cmd::Interrupt => {
+                self.interrupt();
                 Flow::Go
             }
             Cmd::Shutdown(cancel) => {
@@ -421,6 +498,7 @@ impl Comm {
                 }
             }
             FromWorker::Done { seq, outcome, execution } => {
+                rk.busy_since = Instant::now();
                 match rk.in_flight.front() {
                     Some(p) if p.seq == seq => drop(rk.in_flight.pop_front()),
                     _ => rk.in_flight.retain(|p| p.seq != seq),
@@ -451,6 +529,9 @@ impl Comm {
             let job = self.queue.pop_front().unwrap();
             let frame = ToWorker::Run { seq: job.seq, task: job.task.to_string(), args: job.args.clone() }.encode();
             let rank = rk.rank;
+            if rk.in_flight.is_empty() {
+                rk.busy_since = Instant::now();
+            }
             rk.in_flight.push_back(job);
             match send_frame(rank, frame) {
                 Ok(s) => self.sends.push(s),
@@ -461,7 +542,7 @@ impl Comm {
 
     /// A rank is gone: fail its running task, re-queue the rest.
     fn lose(&mut self, r: i32, why: String) {
-        let closing = self.closing;
+        let closing = self.closing || self.interrupted;
         let starting = self.starting.is_some();
         let Some(rk) = self.rank_mut(r) else { return };
         if !rk.alive || closing {
@@ -521,6 +602,55 @@ impl Comm {
         self.pump();
     }
 
+    /// Loses every rank that holds a task and was not heard of for `heartbeat_timeout`.
+    fn check_heartbeats(&mut self) {
+        if self.beats_checked.elapsed() < BEAT_CHECK || self.closing || self.interrupted {
+            return;
+        }
+        self.beats_checked = Instant::now();
+        let timeout = self.heartbeat_timeout;
+        let silent: Vec<(i32, Duration)> = self
+            .ranks
+            .iter()
+            .filter(|r| r.alive && r.watched && !r.in_flight.is_empty())
+            .filter_map(|r| {
+                let heard = self.beats.last(r.rank).map_or(r.busy_since, |b| b.max(r.busy_since));
+                let quiet = heard.elapsed();
+                (quiet >= timeout).then_some((r.rank, quiet))
+            })
+            .collect();
+        for (r, quiet) in silent {
+            HUNG.store(true, Ordering::SeqCst);
+            self.lose(
+                r,
+                format!(
+                    "sent no heartbeat for {:.1} s while it held a task (stopped or hung; engine.executor.heartbeat_timeout = {} s)",
+                    quiet.as_secs_f64(),
+                    timeout.as_secs_f64()
+                ),
+            );
+        }
+    }
+
+    /// The run is interrupted: every task held here fails at once (the one running on each rank
+    /// as interrupted while running), and so does every later one.
+    fn interrupt(&mut self) {
+        if self.interrupted {
+            return;
+        }
+        self.interrupted = true;
+        let mut failed: Vec<(u64, bool)> = Vec::new();
+        for r in &mut self.ranks {
+            for (i, p) in r.in_flight.drain(..).enumerate() {
+                failed.push((p.seq, i == 0));
+            }
+        }
+        failed.extend(self.queue.drain(..).map(|p| (p.seq, false)));
+        for (seq, running) in failed {
+            self.fail(seq, interrupted_error(running));
+        }
+    }
+
     /// MPI itself failed: every task not finished fails, and so does every later one.
     fn mpi_failed(&mut self, e: String) {
         if self.broken.is_some() {
@@ -541,7 +671,8 @@ impl Comm {
         }
     }
 
-    /// Tells every live rank to exit and waits (briefly) until the messages are out.
+    /// Tells every live rank to exit and waits until each has taken it (closed its liveness
+    /// connection): up to [`SHUTDOWN_TIMEOUT`], or [`CANCEL_TIMEOUT`] when cancelled.
     fn shutdown(&mut self, cancel: bool) {
         self.closing = true;
         let lost = !self.lost.lock().unwrap().is_empty();
@@ -556,14 +687,40 @@ impl Comm {
                 self.sends.push(s);
             }
         }
-        if cancel {
-            // Tasks still running were recorded by the engine; their answers are not awaited.
-            return;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.sends.is_empty() && Instant::now() < deadline {
+        // Every rank closes its liveness connection once it has taken its `Shutdown`. When
+        // cancelled, tasks still running were recorded by the engine; they are not awaited.
+        let deadline = Instant::now() + if cancel { CANCEL_TIMEOUT } else { SHUTDOWN_TIMEOUT };
+        loop {
+            let told = self.ranks.iter().all(|r| !r.alive || !r.watched || r.closed);
+            if (cancel || self.sends.is_empty()) && told {
+                if self.ranks.iter().any(|r| r.alive && !r.watched) {
+                    LEFT_RUNNING.store(true, Ordering::SeqCst);
+                }
+                return;
+            }
+            if Instant::now() >= deadline {
+                LEFT_RUNNING.store(true, Ordering::SeqCst);
+                if cancel {
+                    return;
+                }
+                let waiting: Vec<String> =
+                    self.ranks.iter().filter(|r| r.alive && r.watched && !r.closed).map(|r| r.describe()).collect();
+                tracing::warn!(
+                    "mpi: {} did not take Shutdown within {} s",
+                    if waiting.is_empty() { "a send".to_string() } else { waiting.join(", ") },
+                    SHUTDOWN_TIMEOUT.as_secs()
+                );
+                return;
+            }
             let _ = self.poll_mpi();
-            std::thread::sleep(Duration::from_micros(50));
+            while let Ok(c) = self.rx.try_recv() {
+                if let Cmd::Watch(Event::Closed(r)) = c
+                    && let Some(rk) = self.rank_mut(r)
+                {
+                    rk.closed = true;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
     }
 
@@ -575,4 +732,16 @@ impl Comm {
         std::mem::forget(std::mem::take(&mut self.graveyard));
         std::mem::forget(std::mem::take(&mut self.inbox));
     }
+}
+
+/// The error of a task failed by [`interrupt`] (the engine's wording).
+fn interrupted_error(running: bool) -> TaskError {
+    TaskError::new(
+        "Interrupted",
+        if running {
+            "the run was interrupted while this task was running"
+        } else {
+            "the run was interrupted before this task started"
+        },
+    )
 }

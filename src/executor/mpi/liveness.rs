@@ -1,18 +1,24 @@
-//! Liveness connections: every worker rank opens one TCP connection to rank 0 at start-up and
-//! never uses it for data. When a process dies, its kernel closes the connection, so the other
-//! side learns of the death at once — on any node, with no heartbeat and no timeout to tune
-//! (TCP keepalive covers a node that vanishes without closing anything).
+//! Liveness connections: every worker rank opens one TCP connection to rank 0 at start-up. When
+//! a process dies, its kernel closes the connection, so the other side learns of the death at
+//! once, on any node (TCP keepalive covers a node that vanishes without closing anything).
 //!
-//! Rank 0 runs a [`Watcher`] thread that accepts the connections and reports each one's end;
-//! a worker checks [`driver_gone`] while it waits for work, so it exits if rank 0 dies.
+//! A process that is stopped (SIGSTOP) or hung closes nothing, so each worker also sends a
+//! heartbeat byte on the connection from a thread of its own ([`Heartbeat`]), independent of the
+//! task it runs; rank 0 notes when each rank was last heard of ([`Beats`]), and its executor
+//! treats a rank silent for `heartbeat_timeout` while it holds a task as lost.
+//!
+//! Rank 0 runs a [`Watcher`] thread that accepts the connections, takes the heartbeats and
+//! reports each connection's end; a worker checks [`driver_gone`] while it waits for work, so it
+//! exits if rank 0 dies. Rank 0 never sends anything on the connection.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the watcher reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,27 +29,46 @@ pub enum Event {
     Closed(i32),
 }
 
+/// When each worker rank was last heard of on its liveness connection (heartbeat or connect).
+#[derive(Default)]
+pub struct Beats(Mutex<HashMap<i32, Instant>>);
+
+impl Beats {
+    fn note(&self, rank: i32) {
+        self.0.lock().unwrap().insert(rank, Instant::now());
+    }
+
+    /// When `rank` was last heard of, if it ever connected.
+    pub fn last(&self, rank: i32) -> Option<Instant> {
+        self.0.lock().unwrap().get(&rank).copied()
+    }
+}
+
 /// Rank 0's side: the listener thread.
 pub struct Watcher {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    /// What workers need to connect: `PORT;HOSTNAME;IP,IP,...`.
+    /// What workers need to connect: `PORT;HOSTNAME;IP,IP,...;HEARTBEAT_MS`.
     pub address: String,
+    /// Heartbeats received.
+    pub beats: Arc<Beats>,
 }
 
 impl Watcher {
-    /// Listens on every interface and reports events through `report` (from its own thread).
-    pub fn start(report: impl Fn(Event) + Send + 'static) -> io::Result<Watcher> {
+    /// Listens on every interface, asks workers for a heartbeat every `beat`, and reports
+    /// events through `report` (from its own thread).
+    pub fn start(beat: Duration, report: impl Fn(Event) + Send + 'static) -> io::Result<Watcher> {
         let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let ips: Vec<String> = local_ipv4().iter().map(|ip| ip.to_string()).collect();
-        let address = format!("{};{};{}", port, crate::engine::hostname(), ips.join(","));
+        let address = format!("{};{};{};{}", port, crate::engine::hostname(), ips.join(","), beat.as_millis().max(1));
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let beats = Arc::new(Beats::default());
+        let (s, b) = (stop.clone(), beats.clone());
         let thread =
-            std::thread::Builder::new().name("taps-mpi-watch".into()).spawn(move || watch(listener, s, report))?;
-        Ok(Watcher { stop, thread: Some(thread), address })
+            std::thread::Builder::new().name("taps-mpi-watch".into()).spawn(move || watch(listener, s, b, report))?;
+        Ok(Watcher { stop, thread: Some(thread), address, beats })
     }
 
     /// Stops watching (ranks that exit from now on are not reported). The thread notices
@@ -60,7 +85,7 @@ impl Drop for Watcher {
     }
 }
 
-fn watch(listener: TcpListener, stop: Arc<AtomicBool>, report: impl Fn(Event)) {
+fn watch(listener: TcpListener, stop: Arc<AtomicBool>, beats: Arc<Beats>, report: impl Fn(Event)) {
     let mut conns: Vec<(i32, TcpStream)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
@@ -81,6 +106,7 @@ fn watch(listener: TcpListener, stop: Arc<AtomicBool>, report: impl Fn(Event)) {
                     let rank = i32::from_le_bytes(rank);
                     keepalive(&c);
                     let _ = c.set_nonblocking(true);
+                    beats.note(rank);
                     conns.push((rank, c));
                     report(Event::Connected(rank));
                 }
@@ -88,8 +114,13 @@ fn watch(listener: TcpListener, stop: Arc<AtomicBool>, report: impl Fn(Event)) {
         }
         let mut closed = Vec::new();
         for (i, f) in fds.iter().enumerate().skip(1) {
-            if f.revents != 0 && is_closed(&conns[i - 1].1) {
-                closed.push(i - 1);
+            if f.revents != 0 {
+                let (rank, c) = &conns[i - 1];
+                match drain(c) {
+                    Some(true) => beats.note(*rank),
+                    Some(false) => {}
+                    None => closed.push(i - 1),
+                }
             }
         }
         for i in closed.into_iter().rev() {
@@ -101,7 +132,30 @@ fn watch(listener: TcpListener, stop: Arc<AtomicBool>, report: impl Fn(Event)) {
     }
 }
 
-/// Whether the peer closed the connection (it never sends data; anything else is an error too).
+/// Reads the heartbeats waiting on a worker's connection: whether any came, or `None` if the
+/// connection is closed (or broken).
+fn drain(c: &TcpStream) -> Option<bool> {
+    let mut b = [0u8; 64];
+    let mut any = false;
+    loop {
+        // SAFETY: valid buffer and socket.
+        let n = unsafe { libc::recv(c.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, b.len(), libc::MSG_DONTWAIT) };
+        if n == 0 {
+            return None;
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Some(any),
+                io::ErrorKind::Interrupted => continue,
+                _ => None,
+            };
+        }
+        any = true;
+    }
+}
+
+/// Whether the peer closed the connection (rank 0 never sends data; anything else is an error too).
 fn is_closed(c: &TcpStream) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: valid buffer and socket.
@@ -165,11 +219,16 @@ fn local_ipv4() -> Vec<Ipv4Addr> {
     out
 }
 
-/// Worker side: connects to rank 0 as `rank`. Tries loopback first when on rank 0's host.
-pub fn connect(address: &str, rank: i32) -> Result<TcpStream, String> {
-    let mut parts = address.splitn(3, ';');
+/// Worker side: connects to rank 0 as `rank` (loopback first when on rank 0's host) and starts
+/// the heartbeat rank 0 asks for.
+pub fn connect(address: &str, rank: i32) -> Result<(TcpStream, Heartbeat), String> {
+    let mut parts = address.splitn(4, ';');
     let (Some(port), Some(host), Some(ips)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!("bad liveness address {:?}", address));
+    };
+    let beat = match parts.next() {
+        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| format!("bad heartbeat in {:?}", address))?),
+        None => Duration::from_secs(1),
     };
     let port: u16 = port.parse().map_err(|_| format!("bad liveness port in {:?}", address))?;
     let same_host = host == crate::engine::hostname();
@@ -184,8 +243,8 @@ pub fn connect(address: &str, rank: i32) -> Result<TcpStream, String> {
             Ok(mut c) => {
                 c.write_all(&rank.to_le_bytes()).map_err(|e| e.to_string())?;
                 keepalive(&c);
-                // Keep the socket out of processes the tasks start.
-                return Ok(c);
+                let heartbeat = Heartbeat::start(c.try_clone().map_err(|e| e.to_string())?, beat)?;
+                return Ok((c, heartbeat));
             }
             Err(e) => errors.push(format!("{}: {}", addr, e)),
         }
@@ -199,4 +258,34 @@ pub fn driver_gone(c: &TcpStream) -> bool {
     // SAFETY: one valid pollfd, no wait.
     let n = unsafe { libc::poll(&mut f, 1, 0) };
     n > 0 && is_closed(c)
+}
+
+/// A worker's heartbeat: one byte on the liveness connection every interval, from a thread of
+/// its own, so a long task never silences it (a stopped or hung process does).
+pub struct Heartbeat {
+    conn: TcpStream,
+}
+
+impl Heartbeat {
+    fn start(conn: TcpStream, every: Duration) -> Result<Heartbeat, String> {
+        let mut c = conn.try_clone().map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("taps-mpi-heartbeat".into())
+            .spawn(move || {
+                // Ends when the connection is shut down or broken.
+                while c.write_all(&[0]).is_ok() {
+                    std::thread::sleep(every);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Heartbeat { conn })
+    }
+}
+
+impl Drop for Heartbeat {
+    /// Closes the liveness connection for good (every handle of it): rank 0 learns that this
+    /// rank is done.
+    fn drop(&mut self) {
+        let _ = self.conn.shutdown(Shutdown::Both);
+    }
 }

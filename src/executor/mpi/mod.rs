@@ -20,6 +20,18 @@
 //! --enable-recovery`). Without recovery mpirun kills every rank about a second after the death,
 //! so rank 0 fails every unfinished task at once instead, while it can still record them.
 //! After a lost rank no process calls `MPI_Finalize` (it would wait for the dead rank forever).
+//! A rank that sends no heartbeat for `heartbeat_timeout` while it holds a task (stopped, hung)
+//! is lost the same way; its process may still be there, so rank 0 then ends the job with
+//! `MPI_Abort` once every task is recorded.
+//!
+//! Signals. mpirun puts every rank in a process group of its own, so a Ctrl-C reaches mpirun
+//! (and `taps run`), not the ranks; mpirun then sends the ranks SIGCONT, SIGTERM one second
+//! later and SIGKILL one more second later (`odls_base_sigkill_timeout`, 1 s). Rank 0 takes
+//! SIGINT, SIGTERM, SIGHUP and SIGUSR1 alike: it fails every unfinished task at once as
+//! interrupted, records them, and ends the job (`MPI_Abort`, exit code 130) well before the
+//! SIGKILL. Worker ranks outlive these signals for a while, so the interrupt is not mistaken for
+//! lost ranks. `taps run`, when it started the job, passes a signal on to mpirun as SIGUSR1,
+//! which mpirun (and srun) forward to every rank: rank 0 stops at once.
 
 pub mod driver;
 pub mod launch;
@@ -51,6 +63,8 @@ crate::options! {
         worker_path: Option<PathBuf> = None,
         /// Tasks sent ahead to each worker rank (the running one included).
         prefetch: usize = 2,
+        /// Seconds without a heartbeat from a worker rank that holds a task before it is reported and treated as lost (stopped or hung).
+        heartbeat_timeout: f64 = 60.0,
     }
 }
 
@@ -64,6 +78,12 @@ impl Validate for MpiOptions {
         }
         if self.prefetch == 0 {
             return Err("engine.executor.prefetch must be at least 1".into());
+        }
+        if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
+            return Err(format!(
+                "engine.executor.heartbeat_timeout must be a positive number of seconds, got {}",
+                self.heartbeat_timeout
+            ));
         }
         crate::launchers::profiles::split_args(&self.launcher_args)
             .map_err(|e| format!("engine.executor.launcher_args: {}", e))?;
@@ -108,7 +128,8 @@ fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> 
             o.ranks
         );
     }
-    Ok(Box::new(driver::MpiExecutor::new(size, o.prefetch, lost())))
+    let heartbeat = std::time::Duration::from_secs_f64(o.heartbeat_timeout);
+    Ok(Box::new(driver::MpiExecutor::new(size, o.prefetch, heartbeat, lost())))
 }
 
 /// Environment variables that MPI launchers set in their ranks.
@@ -126,7 +147,8 @@ fn preflight(t: &toml::Table) -> Result<(), String> {
             v
         ));
     }
-    launch::prepare(&o, std::path::Path::new("/"), std::path::Path::new("/")).map(|_| ())
+    launch::prepare(&o, std::path::Path::new("/"), std::path::Path::new("/"))?;
+    launch::probe(&o)
 }
 
 /// The MPI library's version (first line), e.g. `Open MPI v4.1.4, package: Debian OpenMPI, ...`.
@@ -218,11 +240,12 @@ impl Session {
     }
 
     /// Rank 0: the executor over ranks 1..N-1 (one per session), sending up to `prefetch`
-    /// tasks ahead to each rank.
+    /// tasks ahead to each rank (heartbeat timeout: the option's default).
     pub fn executor(&self, prefetch: usize) -> driver::MpiExecutor {
         assert_eq!(self.rank, 0, "only rank 0 drives");
         let _ = WORLD.set(self.size);
-        driver::MpiExecutor::new(self.size, prefetch, lost())
+        let heartbeat = std::time::Duration::from_secs_f64(MpiOptions::default().heartbeat_timeout);
+        driver::MpiExecutor::new(self.size, prefetch, heartbeat, lost())
     }
 
     /// The worker ranks lost so far, described (rank, pid, host).
@@ -269,21 +292,47 @@ pub fn worker_main(argv: &[String]) -> i32 {
     }
     let _ = WORLD.set(session.size());
     let code = run_rank0(&args, argv);
-    if let Some(f) = &status_file {
-        let _ = crate::run::write_atomic(f, format!("{}\n", code).as_bytes());
+    if let Some(f) = &status_file
+        && let Err(e) = launch::write_status(f, code)
+    {
+        eprintln!("taps-worker: error: cannot write rank 0's exit status to {}: {}", f.display(), e);
     }
-    if code == 130 {
-        // Interrupted: records are written; ranks may still be running tasks, do not wait for them.
-        session.abort(130);
+    if driver::left_ranks_running() || driver::lost_a_silent_rank() {
+        // A rank is still in a task (interrupted run), stopped or hung: the records are
+        // written; end the whole job rather than wait for it.
+        session.abort(code);
     }
     code
+}
+
+/// Rank 0's signals: SIGINT, SIGTERM, SIGHUP and SIGUSR1 (from `taps run` through mpirun) all
+/// interrupt the run. A repeated signal changes nothing: mpirun follows its SIGTERM with SIGKILL
+/// anyway, and rank 0 must not die between the two while it records.
+fn install_rank0_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) else { return };
+    let _ = std::thread::Builder::new().name("taps-signals".into()).spawn(move || {
+        let mut first = true;
+        for sig in signals.forever() {
+            if !first {
+                tracing::debug!(target: "taps.run", "Signal {} while interrupted: already stopping", sig);
+                continue;
+            }
+            first = false;
+            tracing::error!(target: "taps.run", "Interrupted by signal {}: recording unfinished tasks and stopping", sig);
+            // The engine first (it fails the tasks still waiting for their inputs), then the
+            // executor, whose failures reach the engine after its interrupt.
+            crate::run::interrupt_current();
+            driver::interrupt();
+        }
+    });
 }
 
 /// Rank 0: `taps run` with the mpi executor, in `--run-dir` or a new run directory.
 fn run_rank0(args: &[String], argv: &[String]) -> i32 {
     let code = match prepare_rank0(args) {
         Ok((cfg, run_dir)) => {
-            crate::run::install_signal_handler();
+            install_rank0_signals();
             warn_without_recovery();
             match crate::run::run_in(&cfg, &run_dir, argv) {
                 Ok(o) => {

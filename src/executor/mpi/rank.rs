@@ -1,8 +1,16 @@
 //! Ranks 1..N-1: the worker loop over MPI, reusing [`Worker::handle`].
 //!
 //! The first message from rank 0 is the liveness address; the worker connects (so rank 0 learns
-//! at once if this process dies) and then serves protocol frames one at a time. While it waits
-//! it spins briefly, then sleeps with a growing pause, and checks that rank 0 is still alive.
+//! at once if this process dies) and sends heartbeats on it, then serves protocol frames one at
+//! a time. While it waits it spins briefly, then sleeps with a growing pause, and checks that
+//! rank 0 is still alive. On `Shutdown` it closes the liveness connection before anything else:
+//! that is how rank 0 knows the rank has been told.
+//!
+//! Signals: SIGINT, SIGTERM and SIGHUP reach a worker rank when the whole job is being stopped
+//! (mpirun's SIGTERM after a Ctrl-C, srun forwarding one); rank 0 then records every task and
+//! ends the job, so a worker rank dies of the signal only once rank 0 is gone, or
+//! [`SIGNAL_GRACE`] later (a signal to this rank alone thus still makes it a lost rank). SIGUSR1
+//! is how `taps run` tells rank 0 through mpirun to interrupt the run; worker ranks ignore it.
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -16,10 +24,44 @@ use super::transport::{Inbox, TAG_LOST, TAG_WATCH, send_frame};
 const SPIN: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(1);
 const CHECK_EVERY: Duration = Duration::from_millis(50);
+/// After rank 0's liveness connection closes, how long to keep taking messages already on
+/// their way (a `Shutdown`) before concluding that rank 0 died.
+const DRAIN: Duration = Duration::from_secs(1);
+/// How long a worker rank outlives a SIGINT, SIGTERM or SIGHUP (rank 0 ends the job first when
+/// the whole job is being stopped).
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(3);
+
+/// This rank's liveness connection, for the signal thread.
+static WATCH: std::sync::Mutex<Option<TcpStream>> = std::sync::Mutex::new(None);
+
+/// Defers SIGINT, SIGTERM and SIGHUP until rank 0 is gone or [`SIGNAL_GRACE`] has passed, and
+/// ignores SIGUSR1 (once per process).
+fn defer_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) else {
+            return;
+        };
+        let _ = std::thread::Builder::new().name("taps-mpi-signals".into()).spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGUSR1 {
+                    continue;
+                }
+                let until = Instant::now() + SIGNAL_GRACE;
+                while Instant::now() < until && !WATCH.lock().unwrap().as_ref().is_some_and(liveness::driver_gone) {
+                    std::thread::sleep(CHECK_EVERY);
+                }
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+            }
+        });
+    });
+}
 
 /// Serves rank 0 until `Shutdown`; returns the exit code, and whether `MPI_Finalize` must be
 /// skipped (a rank was lost, or rank 0 is gone: finalize would wait for it forever).
 pub fn serve(rank: i32) -> (i32, bool) {
+    defer_signals();
     super::transport::precise_sleeps();
     let mut lost = false;
     let code = serve_loop(rank, &mut lost);
@@ -29,9 +71,11 @@ pub fn serve(rank: i32) -> (i32, bool) {
 fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
     let mut inbox = Inbox::default();
     let mut worker = Worker::new();
-    let mut watch: Option<TcpStream> = None;
+    // Dropped (the connection closed) when this function returns.
+    let mut watch: Option<(TcpStream, liveness::Heartbeat)> = None;
     loop {
-        let (tag, frame) = match wait(&mut inbox, watch.as_ref()) {
+        let conn = watch.as_ref().map(|(c, _)| c);
+        let (tag, frame) = match wait(&mut inbox, conn) {
             Ok(Some(x)) => x,
             Ok(None) => {
                 eprintln!("taps-worker rank {}: rank 0 (the driver) is gone; exiting", rank);
@@ -51,7 +95,10 @@ fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
         if tag == TAG_WATCH {
             let address = String::from_utf8_lossy(&frame.header).into_owned();
             match liveness::connect(&address, rank) {
-                Ok(c) => watch = Some(c),
+                Ok(c) => {
+                    *WATCH.lock().unwrap() = c.0.try_clone().ok();
+                    watch = Some(c);
+                }
                 Err(e) => eprintln!(
                     "taps-worker rank {}: no liveness connection ({}); if this rank dies, rank 0 will not notice",
                     rank, e
@@ -71,7 +118,7 @@ fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
             Step::Exit(r, code) => (r, Some(code)),
         };
         if let Some(r) = reply
-            && let Err(e) = send(r.encode(), watch.as_ref())
+            && let Err(e) = send(r.encode(), conn)
         {
             eprintln!("taps-worker rank {}: {}", rank, e);
             *lost = true;
@@ -83,19 +130,25 @@ fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
     }
 }
 
-/// Waits for the next frame from rank 0; `None` if rank 0 is gone.
+/// Waits for the next frame from rank 0; `None` if rank 0 is gone (its liveness connection
+/// closed and nothing more came within [`DRAIN`]).
 fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Frame)>, String> {
     let start = Instant::now();
     let mut checked = start;
+    let mut gone: Option<Instant> = None;
     loop {
         inbox.poll(Some(0))?;
         if let Some((_, tag, f)) = inbox.take_frame()? {
             return Ok(Some((tag, f)));
         }
-        if checked.elapsed() >= CHECK_EVERY {
+        if let Some(at) = gone {
+            if at.elapsed() >= DRAIN {
+                return Ok(None);
+            }
+        } else if checked.elapsed() >= CHECK_EVERY {
             checked = Instant::now();
             if watch.is_some_and(liveness::driver_gone) {
-                return Ok(None);
+                gone = Some(Instant::now());
             }
         }
         let idle = start.elapsed();
