@@ -371,3 +371,42 @@ fn cli_run_on_process_pool_is_clean() {
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(cfg.contains("name = \"process-pool\"") && cfg.contains("max_processes = 2"), "{}", cfg);
 }
+
+/// A worker lost while the driver itself runs BLAS (cholesky's residual check, after the last
+/// task) is replaced and the run ends. Starting the replacement with fork() ran OpenBLAS's
+/// at-fork handler, which waited forever for the busy BLAS threads: the run hung after
+/// `Finished app` and ignored Ctrl-C.
+#[test]
+fn a_worker_lost_after_the_last_task_is_replaced_and_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(TAPS)
+        .current_dir(dir.path())
+        .args(["run", "--app", "cholesky", "--app.matrix-size", "3000", "--app.block-size", "250"])
+        .args(["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"])
+        .env_remove("TAPS_WORKER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let taps_pid = child.id();
+    let log = || {
+        std::fs::read_dir(dir.path().join("runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("log.txt")).ok())
+            .unwrap_or_default()
+    };
+    wait_for(|| log().contains("Factored").then_some(()));
+    let victim = children_of(taps_pid)[0];
+    kill(victim, libc::SIGKILL);
+    let status = common::wait_or_kill(&mut child, 120, "cholesky after a lost worker");
+    assert_eq!(status.code(), Some(0), "the lost worker held no task");
+    let run = run_dir(dir.path());
+    let recs = records(&run);
+    assert_eq!(recs.len(), 650);
+    assert!(recs.iter().all(|r| r.success == Some(true)));
+    let log = log();
+    assert!(log.contains(&format!("worker pid {} died (signal 9, SIGKILL); starting a replacement", victim)), "{}", log);
+    assert!(log.contains("Finished benchmark"), "{}", log);
+    assert!(children_of(taps_pid).is_empty(), "no orphans");
+}
