@@ -92,6 +92,9 @@ pub struct TaskCell {
 struct CellState {
     outcome: Option<Result<Payload, TaskError>>,
     listeners: Vec<(Sender<usize>, usize)>,
+    /// For a task that failed because a parent failed: the failure that started the chain
+    /// (`task NAME (ID) failed: TYPE: MESSAGE`).
+    origin: Option<Arc<str>>,
 }
 
 impl TaskCell {
@@ -702,6 +705,9 @@ struct Dispatcher {
     write_error: Option<String>,
 }
 
+/// The error type of a task that did not run because a parent failed.
+pub const PARENT_FAILED: &str = "ParentFailed";
+
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
 
@@ -797,7 +803,7 @@ impl Dispatcher {
         let mut parents = Vec::new();
         let mut args = Vec::with_capacity(sub.slots.len());
         let mut missing = 0;
-        let mut parent_error = None;
+        let mut failed_parent = None;
         let Submission { cell, def, slots, submit_time } = sub;
         let sub = Submission { cell, def, slots: Vec::new(), submit_time };
         for (i, slot) in slots.into_iter().enumerate() {
@@ -808,7 +814,7 @@ impl Dispatcher {
                     match parent.outcome() {
                         Some(Ok(p)) => args.push(Some(p)),
                         Some(Err(e)) => {
-                            parent_error.get_or_insert(e);
+                            failed_parent.get_or_insert((parent.clone(), e));
                             args.push(None);
                         }
                         None => {
@@ -821,9 +827,8 @@ impl Dispatcher {
             }
         }
         let w = Waiting { sub, args, missing, parents };
-        if let Some(e) = parent_error {
-            // The child fails with the parent's error, without running.
-            return self.fail_unstarted(w.sub, w.parents, e);
+        if let Some((parent, e)) = failed_parent {
+            return self.fail_child(w, &parent, &e);
         }
         if missing == 0 {
             self.dispatch(w);
@@ -918,10 +923,26 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     let w = self.waiting.remove(&child).unwrap();
-                    self.fail_unstarted(w.sub, w.parents, e.clone());
+                    self.fail_child(w, cell, e);
                 }
             }
         }
+    }
+
+    /// Fails a task without running it because its parent failed with `e`: `ParentFailed`, naming
+    /// the parent, and the failure that started the chain (so messages do not grow down a chain).
+    fn fail_child(&mut self, w: Waiting, parent: &TaskCell, e: &TaskError) {
+        let upstream = parent.state.lock().unwrap().origin.clone();
+        let (message, origin): (String, Arc<str>) = match upstream {
+            Some(o) => (format!("parent task {} ({}) failed because {}", parent.name, parent.id, o), o),
+            None => {
+                let o = format!("task {} ({}) failed: {}: {}", parent.name, parent.id, e.kind, e.message);
+                (format!("parent {}", o), o.into())
+            }
+        };
+        w.sub.cell.state.lock().unwrap().origin = Some(origin);
+        let err = TaskError { kind: PARENT_FAILED.into(), message, traceback: e.traceback.clone() };
+        self.fail_unstarted(w.sub, w.parents, err);
     }
 
     fn write(&mut self, r: &TaskRecord) {
@@ -933,12 +954,11 @@ impl Dispatcher {
     fn interrupt(&mut self) {
         self.interrupted = true;
         let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
-        let mut seqs: Vec<u64> = self.waiting.keys().copied().collect();
-        seqs.sort_unstable();
-        for seq in seqs {
-            if let Some(w) = self.waiting.remove(&seq) {
-                self.fail_unstarted(w.sub, w.parents, err.clone());
-            }
+        // Every waiting task is interrupted (not failed by its interrupted parent).
+        let mut waiting: Vec<Waiting> = self.waiting.drain().map(|(_, w)| w).collect();
+        waiting.sort_unstable_by_key(|w| w.sub.cell.seq);
+        for w in waiting {
+            self.fail_unstarted(w.sub, w.parents, err.clone());
         }
     }
 

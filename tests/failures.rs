@@ -226,7 +226,7 @@ fn kinds_at_rate_1(ftype: &str, executor: &str) -> Vec<&'static str> {
     let in_process = executor == "thread-pool";
     let mpi = executor == "mpi";
     match ftype {
-        "dependency" => vec!["ParentDependencyError"],
+        "dependency" => vec!["ParentFailed"],
         "exception" | "failure" => vec!["Exception"],
         "zero-division" => vec!["ZeroDivisionError"],
         "panic" => vec!["TaskPanic"],
@@ -302,6 +302,8 @@ fn check_cell(ftype: &str, rate: &str, executor: &str) {
             for r in &base {
                 assert!(r.parent_task_ids.iter().any(|id| parents.iter().any(|p| &p.task_id == id)));
                 assert!(r.execution.is_none(), "a task whose parent failed does not run");
+                let e = r.exception.as_ref().unwrap();
+                assert!(e.message.ends_with("ParentDependencyError: Simulated failure in parent task."), "{:?}", e);
             }
         }
         ("manager-killed", "mpi") => assert!(!signalled, "{}: the driver is never signalled from a rank", what),
