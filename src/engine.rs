@@ -511,6 +511,7 @@ impl Engine {
             running: HashMap::new(),
             dependents: HashMap::new(),
             interrupted: false,
+            signalled: false,
             write_error: None,
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
@@ -701,7 +702,11 @@ struct Dispatcher {
     running: HashMap<u64, Running>,
     /// parent seq → (child seq, argument index)
     dependents: HashMap<u64, Vec<(u64, usize)>>,
+    /// No more dispatch: every unfinished task fails as `Interrupted`.
     interrupted: bool,
+    /// Interrupted by [`Msg::Interrupt`] (a signal), not by a failed record write.
+    signalled: bool,
+    /// The first failed record write; it stops the run.
     write_error: Option<String>,
 }
 
@@ -748,6 +753,7 @@ impl Dispatcher {
                 match m {
                     Msg::Shutdown(reply) => shutdown = Some(reply),
                     Msg::Interrupt => {
+                        self.signalled = true;
                         if !self.interrupted {
                             self.interrupt();
                             interrupt_deadline = Some(Instant::now() + INTERRUPT_GRACE);
@@ -755,27 +761,59 @@ impl Dispatcher {
                     }
                     other => self.handle(other),
                 }
+                self.stop_if_records_fail(&mut interrupt_deadline);
                 next = self.rx.try_recv().ok();
             }
             if let Err(e) = self.records.flush() {
-                self.write_error.get_or_insert(format!("cannot write task records: {}", e));
+                self.record_error(e);
             }
+            self.stop_if_records_fail(&mut interrupt_deadline);
+        }
+    }
+
+    /// Keeps the first record write error.
+    fn record_error(&mut self, e: std::io::Error) {
+        if self.write_error.is_none() {
+            let file = self.records.path().map(|p| format!(" to {}", p.display())).unwrap_or_default();
+            self.write_error = Some(format!("cannot write task records{}: {}", file, e));
+        }
+    }
+
+    /// A record that cannot be written stops the run as an interrupt would.
+    fn stop_if_records_fail(&mut self, deadline: &mut Option<Instant>) {
+        if self.write_error.is_some() && !self.interrupted {
+            tracing::error!(target: "taps.run", "{}: stopping the run", self.write_error.as_deref().unwrap_or_default());
+            self.interrupt();
+            *deadline = Some(Instant::now() + INTERRUPT_GRACE);
+        }
+    }
+
+    /// How the run was stopped, for the records of the tasks it cut short.
+    fn stopped(&self) -> &'static str {
+        if self.write_error.is_some() && !self.signalled {
+            "the run was stopped (task records cannot be written)"
+        } else {
+            "the run was interrupted"
         }
     }
 
     fn finish(mut self, reply: Sender<EngineSummary>) {
-        let mut error = self.write_error.take();
+        if let Err(e) = self.records.flush() {
+            self.record_error(e);
+        }
+        let submitted = self.counters.submitted.load(Ordering::Relaxed);
+        let records = self.records.count();
+        let mut error = self.write_error.take().map(|e| {
+            format!("{}; {} of {} submitted tasks have no record", e, submitted.saturating_sub(records), submitted)
+        });
         if let Err(e) = self.data.close() {
             error.get_or_insert(format!("cannot clean up the data layer: {}", e));
         }
-        if let Err(e) = self.records.flush() {
-            error.get_or_insert(format!("cannot write task records: {}", e));
-        }
         let _ = reply.send(EngineSummary {
-            submitted: self.counters.submitted.load(Ordering::Relaxed),
-            records: self.records.count(),
+            submitted,
+            records,
             failed: self.counters.failed.load(Ordering::Relaxed),
-            interrupted: self.interrupted,
+            interrupted: self.signalled,
             error,
         });
     }
@@ -796,7 +834,7 @@ impl Dispatcher {
 
     fn submit(&mut self, sub: Submission) {
         if self.interrupted {
-            let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
+            let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
             return self.fail_unstarted(sub, Vec::new(), err);
         }
         let seq = sub.cell.seq;
@@ -947,13 +985,13 @@ impl Dispatcher {
 
     fn write(&mut self, r: &TaskRecord) {
         if let Err(e) = self.records.write(r) {
-            self.write_error.get_or_insert(format!("cannot write task records: {}", e));
+            self.record_error(e);
         }
     }
 
     fn interrupt(&mut self) {
         self.interrupted = true;
-        let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
+        let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
         // Every waiting task is interrupted (not failed by its interrupted parent).
         let mut waiting: Vec<Waiting> = self.waiting.drain().map(|(_, w)| w).collect();
         waiting.sort_unstable_by_key(|w| w.sub.cell.seq);
@@ -966,10 +1004,11 @@ impl Dispatcher {
     fn abandon_running(&mut self) {
         let mut seqs: Vec<u64> = self.running.keys().copied().collect();
         seqs.sort_unstable();
+        let message = format!("{} while this task was running", self.stopped());
         for seq in seqs {
             self.done(Completion {
                 seq,
-                outcome: Err(TaskError::new("Interrupted", "the run was interrupted while this task was running")),
+                outcome: Err(TaskError::new("Interrupted", message.clone())),
                 execution: None,
                 worker: None,
             });

@@ -215,6 +215,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     };
     if let Some(e) = &summary.error {
         tracing::error!(target: "taps.run", "{}", e);
+        eprintln!("taps: error: {}", e);
     }
     if summary.interrupted {
         tracing::error!(target: "taps.run", "Run interrupted: {} task(s) recorded, {} failed or cancelled", summary.records, summary.failed);

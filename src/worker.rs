@@ -220,9 +220,16 @@ fn start_heartbeat(fd: i32, interval: std::time::Duration) -> io::Result<()> {
         loop {
             // SAFETY: valid socket and buffer; MSG_NOSIGNAL avoids SIGPIPE once the driver is gone.
             let n = unsafe {
-                libc::send(stream.as_raw_fd(), [0u8].as_ptr() as *const libc::c_void, 1, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                libc::send(
+                    stream.as_raw_fd(),
+                    [0u8].as_ptr() as *const libc::c_void,
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
             };
-            if n < 0 && !matches!(io::Error::last_os_error().kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+            if n < 0
+                && !matches!(io::Error::last_os_error().kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+            {
                 return;
             }
             std::thread::sleep(interval);

@@ -121,7 +121,10 @@ fn every_kind_of_parent_failure_is_a_parent_failed_naming_the_parent() {
     let children = (e.submit::<AfterUnit>(((&panicked).into(),)), e.submit::<Sleep>(((&cancelled).into(),)));
     let (p_id, c_id) = (panicked.task_id(), cancelled.task_id());
     let err = children.0.result().unwrap_err();
-    assert_eq!((err.kind.as_str(), err.message.clone()), ("ParentFailed", format!("parent task panic ({}) failed: TaskPanic: kaboom", p_id)));
+    assert_eq!(
+        (err.kind.as_str(), err.message.clone()),
+        ("ParentFailed", format!("parent task panic ({}) failed: TaskPanic: kaboom", p_id))
+    );
     assert!(err.traceback.contains("panicked at"), "the parent's traceback is kept: {:?}", err);
     let err = children.1.result().unwrap_err();
     let msg = format!("parent task sleep ({}) failed: Cancelled: the task was cancelled before it started", c_id);
@@ -132,7 +135,11 @@ fn every_kind_of_parent_failure_is_a_parent_failed_naming_the_parent() {
         last = e.submit::<AfterUnit>(((&last).into(),));
     }
     let err = last.result().unwrap_err();
-    assert!(err.message.ends_with(&format!("failed because task panic ({}) failed: TaskPanic: kaboom", p_id)), "{}", err.message);
+    assert!(
+        err.message.ends_with(&format!("failed because task panic ({}) failed: TaskPanic: kaboom", p_id)),
+        "{}",
+        err.message
+    );
     assert!(err.message.len() < 200, "{}", err.message);
     let s = e.shutdown();
     assert_eq!((s.submitted, s.records), (1005, 1005));

@@ -147,3 +147,72 @@ fn signals_to_the_process_group_interrupt_a_process_pool_run() {
         interrupt_run("process-pool", sig, Target::Group);
     }
 }
+
+/// A 1 MB tmpfs mounted for the test (unmounted when dropped); None, with the reason printed,
+/// where mounting is not permitted.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount() -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string());
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+            Ok(o) => {
+                eprintln!("skipped: cannot mount a tmpfs: {}", String::from_utf8_lossy(&o.stderr).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot run mount: {}", e);
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_and_keeps_whole_records() {
+    let Some(fs) = Tmpfs::mount() else { return };
+    let cwd = tempfile::tempdir().unwrap();
+    let format = format!("{}/{{name}}_{{executor}}_{{timestamp}}", fs.0.path().display());
+    let mut child = Command::new(taps_bin())
+        .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "20000"])
+        .args(["--app.bag-max-running", "4", "--engine.executor", "thread-pool", "--run.dir-format", &format])
+        .current_dir(cwd.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_or_kill(&mut child, 120, "a run on a full disk");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{}", stderr);
+    // One line on stderr: what failed, and how many submitted tasks have no record.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", stderr);
+    let prefix = "taps: error: cannot write task records to ";
+    assert!(lines[0].starts_with(prefix) && lines[0].contains("tasks.jsonl: No space left on device"), "{}", stderr);
+    let counts = lines[0].rsplit("; ").next().unwrap();
+    let words: Vec<&str> = counts.split(' ').collect();
+    assert_eq!(words[1..], ["of", words[2], "submitted", "tasks", "have", "no", "record"], "{}", stderr);
+    let (missing, submitted): (usize, usize) = (words[0].parse().unwrap(), words[2].parse().unwrap());
+    assert!(submitted < 20_000, "the run stopped at the first failed write ({} submitted)", submitted);
+    // The file holds whole lines only, one per recorded task.
+    let dir = std::fs::read_dir(fs.0.path()).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(dir.join("tasks.jsonl")).unwrap();
+    assert!(text.ends_with('\n'), "no torn last line");
+    let recs = records(&dir);
+    check_record_invariants(&recs);
+    assert_eq!(recs.len(), submitted - missing);
+    assert!(missing > 0 && recs.len() > 1000, "{} recorded, {} missing", recs.len(), missing);
+}

@@ -335,7 +335,10 @@ fn cli_run_survives_a_killed_worker() {
     let reduce = recs.iter().find(|r| !r.parent_task_ids.is_empty()).unwrap();
     let re = reduce.exception.as_ref().unwrap();
     assert_eq!(re.kind, "ParentFailed");
-    assert_eq!(re.message, format!("parent task {} ({}) failed: WorkerLost: {}", lost[0].name, lost[0].task_id, e.message));
+    assert_eq!(
+        re.message,
+        format!("parent task {} ({}) failed: WorkerLost: {}", lost[0].name, lost[0].task_id, e.message)
+    );
     assert!(reduce.worker.is_none() && reduce.execution.is_none());
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
     assert!(
@@ -411,7 +414,11 @@ fn a_worker_lost_after_the_last_task_is_replaced_and_the_run_ends() {
     assert_eq!(recs.len(), 650);
     assert!(recs.iter().all(|r| r.success == Some(true)));
     let log = log();
-    assert!(log.contains(&format!("worker pid {} died (signal 9, SIGKILL); starting a replacement", victim)), "{}", log);
+    assert!(
+        log.contains(&format!("worker pid {} died (signal 9, SIGKILL); starting a replacement", victim)),
+        "{}",
+        log
+    );
     assert!(log.contains("Finished benchmark"), "{}", log);
     assert!(children_of(taps_pid).is_empty(), "no orphans");
 }
@@ -424,7 +431,8 @@ fn a_stopped_worker_holding_a_task_is_lost_killed_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let p = pool(1).heartbeat_timeout(HEARTBEAT);
     let watch = p.watch();
-    let e = Engine::builder(Box::new(p)).records(RecordWriter::create(&dir.path().join("tasks.jsonl")).unwrap()).build();
+    let e =
+        Engine::builder(Box::new(p)).records(RecordWriter::create(&dir.path().join("tasks.jsonl")).unwrap()).build();
     let pid = watch.pids()[0];
     let long = e.submit::<Sleep>((600.0.into(),));
     let next = e.submit::<Sleep>((0.0.into(),));
@@ -494,7 +502,17 @@ fn cli_heartbeat_timeout_loses_a_stopped_worker() {
     assert!(log.contains(&format!("worker pid {} sent no heartbeat for", workers[0])), "{}", log);
     common::assert_bad_input(
         tempfile::tempdir().unwrap().path(),
-        &["run", "--app", "synthetic", "--app.structure", "reduce", "--app.task-count", "2", "--engine.executor.heartbeat-timeout", "0"],
+        &[
+            "run",
+            "--app",
+            "synthetic",
+            "--app.structure",
+            "reduce",
+            "--app.task-count",
+            "2",
+            "--engine.executor.heartbeat-timeout",
+            "0",
+        ],
         &["heartbeat_timeout", "positive"],
     );
 }

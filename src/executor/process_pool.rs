@@ -694,7 +694,9 @@ fn spawn_process(path: &Path, heartbeat_interval: Duration) -> io::Result<Spawne
     let envp: Vec<CString> = std::env::vars_os()
         .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<io::Result<_>>()?;
-    let ptrs = |v: &[CString]| v.iter().map(|c| c.as_ptr() as *mut libc::c_char).chain([std::ptr::null_mut()]).collect::<Vec<_>>();
+    let ptrs = |v: &[CString]| {
+        v.iter().map(|c| c.as_ptr() as *mut libc::c_char).chain([std::ptr::null_mut()]).collect::<Vec<_>>()
+    };
     let (argv_p, envp_p) = (ptrs(&argv), ptrs(&envp));
     let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
     let mut pid: libc::pid_t = 0;
@@ -1038,7 +1040,11 @@ fn watchdog(shared: Arc<Shared>) {
                 w.heard = Instant::now();
             }
             let silent = w.heard.max(w.busy_since).elapsed();
-            if w.ready && !w.reaped && w.silent.is_none() && !w.in_flight.is_empty() && silent > shared.heartbeat_timeout
+            if w.ready
+                && !w.reaped
+                && w.silent.is_none()
+                && !w.in_flight.is_empty()
+                && silent > shared.heartbeat_timeout
             {
                 tracing::warn!(
                     "process-pool: worker pid {} sent no heartbeat for {:.1} s while running a task (stopped or hung); \
