@@ -139,24 +139,25 @@ impl RecordWriter {
             return Ok(());
         }
         let result = out.file.write_all(&out.buf);
-        if result.is_ok() {
-            out.durable += out.buf.len() as u64;
-            self.written += out.lines;
-        } else {
-            // Cut a torn line off, then save whole lines one by one while they fit.
-            let buf = std::mem::take(&mut out.buf);
-            let mut at = 0;
-            while at < buf.len() && out.cut_back().is_ok() {
-                let end = at + buf[at..].iter().position(|&b| b == b'\n').unwrap() + 1;
-                if out.file.write_all(&buf[at..end]).is_err() {
-                    break;
-                }
-                out.durable += (end - at) as u64;
-                self.written += 1;
-                at = end;
+        match &result {
+            Ok(()) => {
+                out.durable += out.buf.len() as u64;
+                self.written += out.lines;
             }
-            let _ = out.cut_back();
-            out.failed = Some(result.as_ref().unwrap_err().kind());
+            Err(e) => {
+                out.failed = Some(e.kind());
+                // Cut a torn line off, then save whole lines one by one while they fit.
+                if out.cut_back().is_ok() {
+                    for line in out.buf.split_inclusive(|&b| b == b'\n') {
+                        if out.file.write_all(line).is_err() {
+                            let _ = out.cut_back();
+                            break;
+                        }
+                        out.durable += line.len() as u64;
+                        self.written += 1;
+                    }
+                }
+            }
         }
         out.buf.clear();
         out.lines = 0;
