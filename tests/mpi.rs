@@ -338,6 +338,11 @@ fn without_recovery_a_killed_rank_fails_every_unfinished_task_at_once() {
     assert!(failed.len() >= 2, "{:?}", failed);
     for r in failed {
         let e = r.exception.as_ref().unwrap();
+        if e.kind == "ParentFailed" {
+            // The reduce never ran: its parents were lost.
+            assert!(e.message.contains(&format!("failed: WorkerLost: {}", named)), "{:?}", e);
+            continue;
+        }
         assert_eq!(e.kind, "WorkerLost");
         assert!(e.message.starts_with(&named), "{:?}", e);
     }
