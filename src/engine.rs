@@ -92,6 +92,9 @@ pub struct TaskCell {
 struct CellState {
     outcome: Option<Result<Payload, TaskError>>,
     listeners: Vec<(Sender<usize>, usize)>,
+    /// For a task that failed because a parent failed: the failure that started the chain
+    /// (`task NAME (ID) failed: TYPE: MESSAGE`).
+    origin: Option<Arc<str>>,
 }
 
 impl TaskCell {
@@ -508,6 +511,7 @@ impl Engine {
             running: HashMap::new(),
             dependents: HashMap::new(),
             interrupted: false,
+            signalled: false,
             write_error: None,
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
@@ -698,9 +702,16 @@ struct Dispatcher {
     running: HashMap<u64, Running>,
     /// parent seq → (child seq, argument index)
     dependents: HashMap<u64, Vec<(u64, usize)>>,
+    /// No more dispatch: every unfinished task fails as `Interrupted`.
     interrupted: bool,
+    /// Interrupted by [`Msg::Interrupt`] (a signal), not by a failed record write.
+    signalled: bool,
+    /// The first failed record write; it stops the run.
     write_error: Option<String>,
 }
+
+/// The error type of a task that did not run because a parent failed.
+pub const PARENT_FAILED: &str = "ParentFailed";
 
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
@@ -742,6 +753,7 @@ impl Dispatcher {
                 match m {
                     Msg::Shutdown(reply) => shutdown = Some(reply),
                     Msg::Interrupt => {
+                        self.signalled = true;
                         if !self.interrupted {
                             self.interrupt();
                             interrupt_deadline = Some(Instant::now() + INTERRUPT_GRACE);
@@ -749,27 +761,59 @@ impl Dispatcher {
                     }
                     other => self.handle(other),
                 }
+                self.stop_if_records_fail(&mut interrupt_deadline);
                 next = self.rx.try_recv().ok();
             }
             if let Err(e) = self.records.flush() {
-                self.write_error.get_or_insert(format!("cannot write task records: {}", e));
+                self.record_error(e);
             }
+            self.stop_if_records_fail(&mut interrupt_deadline);
+        }
+    }
+
+    /// Keeps the first record write error.
+    fn record_error(&mut self, e: std::io::Error) {
+        if self.write_error.is_none() {
+            let file = self.records.path().map(|p| format!(" to {}", p.display())).unwrap_or_default();
+            self.write_error = Some(format!("cannot write task records{}: {}", file, e));
+        }
+    }
+
+    /// A record that cannot be written stops the run as an interrupt would.
+    fn stop_if_records_fail(&mut self, deadline: &mut Option<Instant>) {
+        if self.write_error.is_some() && !self.interrupted {
+            tracing::error!(target: "taps.run", "{}: stopping the run", self.write_error.as_deref().unwrap_or_default());
+            self.interrupt();
+            *deadline = Some(Instant::now() + INTERRUPT_GRACE);
+        }
+    }
+
+    /// How the run was stopped, for the records of the tasks it cut short.
+    fn stopped(&self) -> &'static str {
+        if self.write_error.is_some() && !self.signalled {
+            "the run was stopped (task records cannot be written)"
+        } else {
+            "the run was interrupted"
         }
     }
 
     fn finish(mut self, reply: Sender<EngineSummary>) {
-        let mut error = self.write_error.take();
+        if let Err(e) = self.records.flush() {
+            self.record_error(e);
+        }
+        let submitted = self.counters.submitted.load(Ordering::Relaxed);
+        let records = self.records.count();
+        let mut error = self.write_error.take().map(|e| {
+            format!("{}; {} of {} submitted tasks have no record", e, submitted.saturating_sub(records), submitted)
+        });
         if let Err(e) = self.data.close() {
             error.get_or_insert(format!("cannot clean up the data layer: {}", e));
         }
-        if let Err(e) = self.records.flush() {
-            error.get_or_insert(format!("cannot write task records: {}", e));
-        }
         let _ = reply.send(EngineSummary {
-            submitted: self.counters.submitted.load(Ordering::Relaxed),
-            records: self.records.count(),
+            submitted,
+            records,
             failed: self.counters.failed.load(Ordering::Relaxed),
-            interrupted: self.interrupted,
+            interrupted: self.signalled,
             error,
         });
     }
@@ -790,14 +834,14 @@ impl Dispatcher {
 
     fn submit(&mut self, sub: Submission) {
         if self.interrupted {
-            let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
+            let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
             return self.fail_unstarted(sub, Vec::new(), err);
         }
         let seq = sub.cell.seq;
         let mut parents = Vec::new();
         let mut args = Vec::with_capacity(sub.slots.len());
         let mut missing = 0;
-        let mut parent_error = None;
+        let mut failed_parent = None;
         let Submission { cell, def, slots, submit_time } = sub;
         let sub = Submission { cell, def, slots: Vec::new(), submit_time };
         for (i, slot) in slots.into_iter().enumerate() {
@@ -808,7 +852,7 @@ impl Dispatcher {
                     match parent.outcome() {
                         Some(Ok(p)) => args.push(Some(p)),
                         Some(Err(e)) => {
-                            parent_error.get_or_insert(e);
+                            failed_parent.get_or_insert((parent.clone(), e));
                             args.push(None);
                         }
                         None => {
@@ -821,9 +865,8 @@ impl Dispatcher {
             }
         }
         let w = Waiting { sub, args, missing, parents };
-        if let Some(e) = parent_error {
-            // The child fails with the parent's error, without running.
-            return self.fail_unstarted(w.sub, w.parents, e);
+        if let Some((parent, e)) = failed_parent {
+            return self.fail_child(w, &parent, &e);
         }
         if missing == 0 {
             self.dispatch(w);
@@ -918,27 +961,42 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     let w = self.waiting.remove(&child).unwrap();
-                    self.fail_unstarted(w.sub, w.parents, e.clone());
+                    self.fail_child(w, cell, e);
                 }
             }
         }
     }
 
+    /// Fails a task without running it because its parent failed with `e`: `ParentFailed`, naming
+    /// the parent, and the failure that started the chain (so messages do not grow down a chain).
+    fn fail_child(&mut self, w: Waiting, parent: &TaskCell, e: &TaskError) {
+        let upstream = parent.state.lock().unwrap().origin.clone();
+        let (message, origin): (String, Arc<str>) = match upstream {
+            Some(o) => (format!("parent task {} ({}) failed because {}", parent.name, parent.id, o), o),
+            None => {
+                let o = format!("task {} ({}) failed: {}: {}", parent.name, parent.id, e.kind, e.message);
+                (format!("parent {}", o), o.into())
+            }
+        };
+        w.sub.cell.state.lock().unwrap().origin = Some(origin);
+        let err = TaskError { kind: PARENT_FAILED.into(), message, traceback: e.traceback.clone() };
+        self.fail_unstarted(w.sub, w.parents, err);
+    }
+
     fn write(&mut self, r: &TaskRecord) {
         if let Err(e) = self.records.write(r) {
-            self.write_error.get_or_insert(format!("cannot write task records: {}", e));
+            self.record_error(e);
         }
     }
 
     fn interrupt(&mut self) {
         self.interrupted = true;
-        let err = TaskError::new("Interrupted", "the run was interrupted before this task started");
-        let mut seqs: Vec<u64> = self.waiting.keys().copied().collect();
-        seqs.sort_unstable();
-        for seq in seqs {
-            if let Some(w) = self.waiting.remove(&seq) {
-                self.fail_unstarted(w.sub, w.parents, err.clone());
-            }
+        let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
+        // Every waiting task is interrupted (not failed by its interrupted parent).
+        let mut waiting: Vec<Waiting> = self.waiting.drain().map(|(_, w)| w).collect();
+        waiting.sort_unstable_by_key(|w| w.sub.cell.seq);
+        for w in waiting {
+            self.fail_unstarted(w.sub, w.parents, err.clone());
         }
     }
 
@@ -946,10 +1004,11 @@ impl Dispatcher {
     fn abandon_running(&mut self) {
         let mut seqs: Vec<u64> = self.running.keys().copied().collect();
         seqs.sort_unstable();
+        let message = format!("{} while this task was running", self.stopped());
         for seq in seqs {
             self.done(Completion {
                 seq,
-                outcome: Err(TaskError::new("Interrupted", "the run was interrupted while this task was running")),
+                outcome: Err(TaskError::new("Interrupted", message.clone())),
                 execution: None,
                 worker: None,
             });

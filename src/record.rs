@@ -1,8 +1,8 @@
 //! Task records: one JSON line per task in `tasks.jsonl`, fields as in the Python suite.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -68,16 +68,38 @@ pub struct TaskRecord {
 }
 
 /// Writes records as JSON lines; `flush` after each batch of completions.
+///
+/// The file only ever holds whole lines: if a write fails (a full disk), the file is cut back to
+/// its last whole line, what still fits is written line by line, and every later write fails at
+/// once with the first error (the caller stops the run).
 pub struct RecordWriter {
-    out: Option<BufWriter<File>>,
+    out: Option<Out>,
     written: u64,
 }
+
+struct Out {
+    file: File,
+    path: PathBuf,
+    /// Whole lines not yet written to the file.
+    buf: Vec<u8>,
+    /// Lines in `buf`.
+    lines: u64,
+    /// Bytes of whole lines in the file.
+    durable: u64,
+    /// The first write error.
+    failed: Option<std::io::ErrorKind>,
+}
+
+/// Records are buffered up to this size between flushes.
+const BUFFER: usize = 1 << 16;
 
 impl RecordWriter {
     /// Writes to `path` (created, must not exist: runs never share a file).
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let f = File::options().write(true).create_new(true).open(path)?;
-        Ok(RecordWriter { out: Some(BufWriter::with_capacity(1 << 16, f)), written: 0 })
+        let file = File::options().write(true).create_new(true).open(path)?;
+        let out =
+            Out { file, path: path.to_path_buf(), buf: Vec::with_capacity(BUFFER), lines: 0, durable: 0, failed: None };
+        Ok(RecordWriter { out: Some(out), written: 0 })
     }
 
     /// Discards records (`task_record_file_name = "none"`).
@@ -85,27 +107,79 @@ impl RecordWriter {
         RecordWriter { out: None, written: 0 }
     }
 
-    /// Appends one record.
+    /// Appends one record (written to the file at the next [`flush`](Self::flush) at the latest).
     pub fn write(&mut self, r: &TaskRecord) -> std::io::Result<()> {
-        self.written += 1;
-        if let Some(out) = &mut self.out {
-            serde_json::to_writer(&mut *out, r)?;
-            out.write_all(b"\n")?;
+        let Some(out) = &mut self.out else {
+            self.written += 1;
+            return Ok(());
+        };
+        if let Some(kind) = out.failed {
+            return Err(kind.into());
+        }
+        let len = out.buf.len();
+        if let Err(e) = serde_json::to_writer(&mut out.buf, r) {
+            out.buf.truncate(len);
+            return Err(e.into());
+        }
+        out.buf.push(b'\n');
+        out.lines += 1;
+        if out.buf.len() >= BUFFER {
+            self.flush()?;
         }
         Ok(())
     }
 
     /// Pushes buffered records to the file.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        match &mut self.out {
-            Some(out) => out.flush(),
-            None => Ok(()),
+        let Some(out) = &mut self.out else { return Ok(()) };
+        if let Some(kind) = out.failed {
+            return Err(kind.into());
         }
+        if out.buf.is_empty() {
+            return Ok(());
+        }
+        let result = out.file.write_all(&out.buf);
+        match &result {
+            Ok(()) => {
+                out.durable += out.buf.len() as u64;
+                self.written += out.lines;
+            }
+            Err(e) => {
+                out.failed = Some(e.kind());
+                // Cut a torn line off, then save whole lines one by one while they fit.
+                if out.cut_back().is_ok() {
+                    for line in out.buf.split_inclusive(|&b| b == b'\n') {
+                        if out.file.write_all(line).is_err() {
+                            let _ = out.cut_back();
+                            break;
+                        }
+                        out.durable += line.len() as u64;
+                        self.written += 1;
+                    }
+                }
+            }
+        }
+        out.buf.clear();
+        out.lines = 0;
+        result
     }
 
-    /// Number of records written.
+    /// The record file, if records are written to one.
+    pub fn path(&self) -> Option<&Path> {
+        self.out.as_ref().map(|o| o.path.as_path())
+    }
+
+    /// Number of records written (in the file once flushed).
     pub fn count(&self) -> u64 {
         self.written
+    }
+}
+
+impl Out {
+    /// Truncates the file to its whole lines and continues writing there.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.durable)?;
+        self.file.seek(std::io::SeekFrom::Start(self.durable)).map(|_| ())
     }
 }
 

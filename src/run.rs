@@ -61,18 +61,23 @@ pub fn data_spec(cfg: &Config) -> DataSpec {
 
 static CURRENT: Mutex<Option<Interrupter>> = Mutex::new(None);
 
-/// Installs SIGINT/SIGTERM handling once: the first signal interrupts the running engine (every
-/// unfinished task is recorded as failed), a second one exits at once.
+/// Installs SIGINT/SIGTERM/SIGHUP handling once: the first signal interrupts the running engine
+/// (every unfinished task is recorded as failed), a second SIGINT or SIGTERM exits at once. SIGHUP
+/// (a closed terminal, a dropped ssh session) interrupts like SIGTERM; as a hang-up often comes
+/// twice (from the kernel and from the shell), a repeated one is ignored.
 pub fn install_signal_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
         std::thread::Builder::new()
             .name("taps-signals".into())
             .spawn(move || {
                 for sig in signals.forever() {
                     if crate::engine::INTERRUPTED.swap(true, Ordering::SeqCst) {
+                        if sig == SIGHUP {
+                            continue;
+                        }
                         std::process::exit(128 + sig);
                     }
                     tracing::error!(target: "taps.run", "Interrupted by signal {}: recording unfinished tasks and stopping", sig);
@@ -217,6 +222,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     };
     if let Some(e) = &summary.error {
         tracing::error!(target: "taps.run", "{}", e);
+        eprintln!("taps: error: {}", e);
     }
     if summary.interrupted {
         tracing::error!(target: "taps.run", "Run interrupted: {} task(s) recorded, {} failed or cancelled", summary.records, summary.failed);

@@ -2,10 +2,13 @@
 //!
 //! [`Worker::handle`] is the transport-free state machine (one message in, at most one reply
 //! out); [`serve`] drives it over a byte stream, and [`main`] is the `taps-worker` command line.
-//! The process-pool executor starts `taps-worker --pipe-fd N` with one end of a Unix socket pair
-//! on fd N; stdin, stdout and stderr stay free for the tasks.
+//! The process-pool executor starts `taps-worker --pipe-fd N --heartbeat-fd M --heartbeat-interval S
+//! --parent-pid P` with one end of a Unix socket pair on fd N and of another on fd M, on which a
+//! thread of its own writes a byte every S seconds whatever the task does; stdin, stdout and
+//! stderr stay free for the tasks.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
 
 use crate::data::DataLayer;
 use crate::engine::{execute, hostname};
@@ -119,6 +122,15 @@ pub struct WorkerArgs {
     /// Print the protocol version this worker speaks and exit (how taps checks a worker path).
     #[arg(long, hide = true)]
     pub protocol_version: bool,
+    /// Send heartbeats on this inherited socket file descriptor.
+    #[arg(long, value_name = "FD", requires = "pipe_fd")]
+    pub heartbeat_fd: Option<i32>,
+    /// Seconds between heartbeats.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub heartbeat_interval: f64,
+    /// Exit when this process (the driver) dies.
+    #[arg(long, value_name = "PID")]
+    pub parent_pid: Option<i32>,
 }
 
 /// The first argument that makes `taps` act as `taps-worker` (`taps worker ARGS`). Every worker
@@ -166,6 +178,24 @@ pub fn main(mut argv: Vec<String>) -> i32 {
         println!("{}", PROTOCOL_VERSION);
         return 0;
     }
+    if let Some(parent) = args.parent_pid {
+        // SAFETY: plain syscalls. SIGKILL when the thread that started us exits; if the driver is
+        // already gone (we were re-parented before prctl took effect), do not outlive it.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            if libc::getppid() != parent {
+                return 1;
+            }
+        }
+    }
+    if let Some(fd) = args.heartbeat_fd {
+        let interval = std::time::Duration::try_from_secs_f64(args.heartbeat_interval)
+            .unwrap_or(std::time::Duration::from_secs(1));
+        if let Err(e) = start_heartbeat(fd, interval) {
+            eprintln!("taps-worker: {}", e);
+            return 1;
+        }
+    }
     match args.pipe_fd {
         Some(fd) => match serve_fd(fd) {
             Ok(code) => code,
@@ -184,20 +214,50 @@ pub fn main(mut argv: Vec<String>) -> i32 {
     }
 }
 
-/// Serves the protocol on the inherited socket `fd`.
-fn serve_fd(fd: i32) -> io::Result<i32> {
+/// Takes ownership of the inherited socket `fd` (named by `flag` in errors), close-on-exec.
+fn inherited_socket(fd: i32, flag: &str) -> io::Result<std::os::unix::net::UnixStream> {
     use std::os::fd::FromRawFd;
-    use std::os::unix::net::UnixStream;
     // SAFETY: F_GETFD only inspects the descriptor table.
     if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(io::Error::other(format!("--pipe-fd {}: not an open file descriptor (3 or above)", fd)));
+        return Err(io::Error::other(format!("{} {}: not an open file descriptor (3 or above)", flag, fd)));
     }
-    // Processes the tasks start must not inherit the connection (the driver relies on seeing
-    // end-of-stream when this process dies).
+    // Processes the tasks start must not inherit it (the driver relies on seeing end-of-stream
+    // when this process dies).
     // SAFETY: fd is open (checked above); setting FD_CLOEXEC has no other effect.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     // SAFETY: the driver handed this descriptor to us alone; nothing else in this process owns it.
-    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
+}
+
+/// Serves the protocol on the inherited socket `fd`.
+fn serve_fd(fd: i32) -> io::Result<i32> {
+    let stream = inherited_socket(fd, "--pipe-fd")?;
     let input = protocol::SpinRead(stream.try_clone()?);
     serve(input, stream)
+}
+
+/// Starts the thread that writes a heartbeat byte to `fd` every `interval`, independently of the
+/// task running; it stops when the driver's end is gone.
+fn start_heartbeat(fd: i32, interval: std::time::Duration) -> io::Result<()> {
+    let stream = inherited_socket(fd, "--heartbeat-fd")?;
+    std::thread::Builder::new().name("taps-heartbeat".into()).spawn(move || {
+        loop {
+            // SAFETY: valid socket and buffer; MSG_NOSIGNAL avoids SIGPIPE once the driver is gone.
+            let n = unsafe {
+                libc::send(
+                    stream.as_raw_fd(),
+                    [0u8].as_ptr() as *const libc::c_void,
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0
+                && !matches!(io::Error::last_os_error().kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+            {
+                return;
+            }
+            std::thread::sleep(interval);
+        }
+    })?;
+    Ok(())
 }

@@ -79,8 +79,19 @@ fn a_failed_parent_fails_its_descendants_without_running_them() {
     let bad = e.submit::<Fail>(("boom".to_string().into(),));
     let child = e.submit::<AfterUnit>(((&bad).into(),));
     let grandchild = e.submit::<AfterUnit>(((&child).into(),));
+    // Each names its parent and the failure that started the chain.
+    let bad_id = bad.task_id();
+    let err = child.result().unwrap_err();
+    assert_eq!(err.kind, "ParentFailed");
+    assert_eq!(err.message, format!("parent task fail ({}) failed: TaskError: boom", bad_id));
     let err = grandchild.result().unwrap_err();
-    assert_eq!((err.kind.as_str(), err.message.as_str()), ("TaskError", "boom"));
+    assert_eq!(err.kind, "ParentFailed");
+    let expected = format!(
+        "parent task test-after-unit ({}) failed because task fail ({}) failed: TaskError: boom",
+        child.task_id(),
+        bad_id
+    );
+    assert_eq!(err.message, expected);
     assert!(slow.result().is_ok());
     e.shutdown();
     assert_eq!(CHILD_RAN.load(Ordering::SeqCst), 0, "a child of a failed task ran");
@@ -89,12 +100,49 @@ fn a_failed_parent_fails_its_descendants_without_running_them() {
     for f in [&child, &grandchild] {
         let r = recs.iter().find(|r| r.task_id == f.task_id().to_string()).unwrap();
         assert_eq!(r.success, Some(false));
-        assert!(r.execution.is_none());
-        assert_eq!(r.exception.as_ref().unwrap().message, "boom");
+        assert!(r.execution.is_none() && r.worker.is_none(), "it never ran");
+        assert_eq!(r.exception.as_ref().unwrap(), &f.exception().unwrap());
     }
     let rb = recs.iter().find(|r| r.task_id == bad.task_id().to_string()).unwrap();
     assert_eq!(rb.success, Some(false));
     assert!(rb.execution.is_some(), "the failing task itself ran and has timings");
+}
+
+#[test]
+fn every_kind_of_parent_failure_is_a_parent_failed_naming_the_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 1);
+    // A panic, a cancellation, and a parent that had already failed when the child was submitted.
+    let blocker = e.submit::<Sleep>((0.2.into(),));
+    let panicked = e.submit::<Panic>(("kaboom".to_string().into(),));
+    let cancelled = e.submit::<Sleep>(((&blocker).into(),));
+    e.cancel(&cancelled);
+    assert_eq!(panicked.exception().unwrap().kind, "TaskPanic");
+    let children = (e.submit::<AfterUnit>(((&panicked).into(),)), e.submit::<Sleep>(((&cancelled).into(),)));
+    let (p_id, c_id) = (panicked.task_id(), cancelled.task_id());
+    let err = children.0.result().unwrap_err();
+    assert_eq!(
+        (err.kind.as_str(), err.message.clone()),
+        ("ParentFailed", format!("parent task panic ({}) failed: TaskPanic: kaboom", p_id))
+    );
+    assert!(err.traceback.contains("panicked at"), "the parent's traceback is kept: {:?}", err);
+    let err = children.1.result().unwrap_err();
+    let msg = format!("parent task sleep ({}) failed: Cancelled: the task was cancelled before it started", c_id);
+    assert_eq!((err.kind.as_str(), err.message.clone()), ("ParentFailed", msg));
+    // Down a long chain the message names the direct parent and the first failure; it does not grow.
+    let mut last = children.0.clone();
+    for _ in 0..1000 {
+        last = e.submit::<AfterUnit>(((&last).into(),));
+    }
+    let err = last.result().unwrap_err();
+    assert!(
+        err.message.ends_with(&format!("failed because task panic ({}) failed: TaskPanic: kaboom", p_id)),
+        "{}",
+        err.message
+    );
+    assert!(err.message.len() < 200, "{}", err.message);
+    let s = e.shutdown();
+    assert_eq!((s.submitted, s.records), (1005, 1005));
 }
 
 #[test]

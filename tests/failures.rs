@@ -278,8 +278,13 @@ fn check_cell(ftype: &str, rate: &str, executor: &str) {
     assert_eq!(s.recovered, 0, "{}", what);
     let allowed = kinds_at_rate_1(ftype, executor);
     for r in &base {
-        let kind = &r.exception.as_ref().unwrap().kind;
-        assert!(allowed.contains(&kind.as_str()), "{}: unexpected {:?} (allowed {:?})", what, r.exception, allowed);
+        // A task whose parent failed did not run: ParentFailed, naming the failure that started it.
+        let e = r.exception.as_ref().unwrap();
+        let kind = match e.kind.as_str() {
+            "ParentFailed" => e.message.rsplit(" failed: ").next().and_then(|m| m.split(':').next()).unwrap_or(""),
+            k => k,
+        };
+        assert!(allowed.contains(&kind), "{}: unexpected {:?} (allowed {:?})", what, r.exception, allowed);
     }
     let signalled = o.log.contains("Interrupted by signal 15");
     assert_eq!(signalled, o.dir.join("failures-manager-killed.txt").exists(), "{}", what);
@@ -302,6 +307,9 @@ fn check_cell(ftype: &str, rate: &str, executor: &str) {
             for r in &base {
                 assert!(r.parent_task_ids.iter().any(|id| parents.iter().any(|p| &p.task_id == id)));
                 assert!(r.execution.is_none(), "a task whose parent failed does not run");
+                let e = r.exception.as_ref().unwrap();
+                assert_eq!(e.kind, "ParentFailed");
+                assert!(e.message.ends_with("ParentDependencyError: Simulated failure in parent task."), "{:?}", e);
             }
         }
         ("manager-killed", "mpi") => assert!(!signalled, "{}: the driver is never signalled from a rank", what),

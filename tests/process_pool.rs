@@ -327,11 +327,19 @@ fn cli_run_survives_a_killed_worker() {
     let e = lost[0].exception.as_ref().unwrap();
     assert_eq!(e.kind, "WorkerLost");
     assert_eq!(e.message, format!("worker pid {} died (signal 9, SIGKILL) while running this task", victim));
+    assert_eq!(lost[0].worker, Some(format!("pid-{}", victim)), "the record names the lost worker");
     // The other tasks ran, some on the replacement worker.
     let ran_on: std::collections::BTreeSet<_> = first.iter().filter_map(|r| r.worker.clone()).collect();
     assert!(ran_on.len() >= 2, "{:?}", ran_on);
+    // The reduce never ran: it failed because of its parent, which it names.
     let reduce = recs.iter().find(|r| !r.parent_task_ids.is_empty()).unwrap();
-    assert_eq!(reduce.exception.as_ref().unwrap().kind, "WorkerLost");
+    let re = reduce.exception.as_ref().unwrap();
+    assert_eq!(re.kind, "ParentFailed");
+    assert_eq!(
+        re.message,
+        format!("parent task {} ({}) failed: WorkerLost: {}", lost[0].name, lost[0].task_id, e.message)
+    );
+    assert!(reduce.worker.is_none() && reduce.execution.is_none());
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
     assert!(
         log.contains(&format!("worker pid {} died (signal 9, SIGKILL); starting a replacement", victim)),
@@ -370,4 +378,141 @@ fn cli_run_on_process_pool_is_clean() {
     assert!(recs.iter().all(|r| r.success == Some(true) && r.worker.as_deref().is_some_and(|w| w.starts_with("pid-"))));
     let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(cfg.contains("name = \"process-pool\"") && cfg.contains("max_processes = 2"), "{}", cfg);
+}
+
+/// A worker lost while the driver itself runs BLAS (cholesky's residual check, after the last
+/// task) is replaced and the run ends. Starting the replacement with fork() ran OpenBLAS's
+/// at-fork handler, which waited forever for the busy BLAS threads: the run hung after
+/// `Finished app` and ignored Ctrl-C.
+#[test]
+fn a_worker_lost_after_the_last_task_is_replaced_and_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(TAPS)
+        .current_dir(dir.path())
+        .args(["run", "--app", "cholesky", "--app.matrix-size", "3000", "--app.block-size", "250"])
+        .args(["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"])
+        .env_remove("TAPS_WORKER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let taps_pid = child.id();
+    let log = || {
+        std::fs::read_dir(dir.path().join("runs"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("log.txt")).ok())
+            .unwrap_or_default()
+    };
+    wait_for(|| log().contains("Factored").then_some(()));
+    let victim = children_of(taps_pid)[0];
+    kill(victim, libc::SIGKILL);
+    let status = common::wait_or_kill(&mut child, 120, "cholesky after a lost worker");
+    assert_eq!(status.code(), Some(0), "the lost worker held no task");
+    let run = run_dir(dir.path());
+    let recs = records(&run);
+    assert_eq!(recs.len(), 650);
+    assert!(recs.iter().all(|r| r.success == Some(true)));
+    let log = log();
+    assert!(
+        log.contains(&format!("worker pid {} died (signal 9, SIGKILL); starting a replacement", victim)),
+        "{}",
+        log
+    );
+    assert!(log.contains("Finished benchmark"), "{}", log);
+    assert!(children_of(taps_pid).is_empty(), "no orphans");
+}
+
+/// Heartbeat timeout of the tests below (short; the default is 60 s).
+const HEARTBEAT: Duration = Duration::from_secs(2);
+
+#[test]
+fn a_stopped_worker_holding_a_task_is_lost_killed_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pool(1).heartbeat_timeout(HEARTBEAT);
+    let watch = p.watch();
+    let e =
+        Engine::builder(Box::new(p)).records(RecordWriter::create(&dir.path().join("tasks.jsonl")).unwrap()).build();
+    let pid = watch.pids()[0];
+    let long = e.submit::<Sleep>((600.0.into(),));
+    let next = e.submit::<Sleep>((0.0.into(),));
+    std::thread::sleep(Duration::from_millis(200));
+    kill(pid, libc::SIGSTOP);
+    let Ok(outcome) = long.result_timeout(Duration::from_secs(60)) else {
+        kill(pid, libc::SIGKILL);
+        panic!("a stopped worker hung the run");
+    };
+    let err = outcome.unwrap_err();
+    assert_eq!(err.kind, "WorkerLost");
+    assert!(err.message.starts_with(&format!("worker pid {} sent no heartbeat for ", pid)), "{}", err.message);
+    assert!(err.message.ends_with(" s while running this task (stopped or hung) and was killed"), "{}", err.message);
+    // The run goes on: the queued task runs on the replacement.
+    assert_eq!(next.result().unwrap(), 0.0);
+    assert_eq!(watch.started(), 2);
+    assert!(!worker_alive(pid), "the stopped worker was killed");
+    assert!(!children_of(std::process::id()).contains(&pid), "and reaped");
+    e.shutdown();
+    let recs = read_records(&dir.path().join("tasks.jsonl")).unwrap();
+    let lost = recs.iter().find(|r| r.task_id == long.task_id().to_string()).unwrap();
+    assert_eq!(lost.worker, Some(format!("pid-{}", pid)));
+}
+
+#[test]
+fn a_task_longer_than_the_heartbeat_timeout_on_a_live_worker_succeeds() {
+    let p = pool(1).heartbeat_timeout(HEARTBEAT);
+    let watch = p.watch();
+    let e = Engine::builder(Box::new(p)).build();
+    let secs = 3.0 * HEARTBEAT.as_secs_f64();
+    assert_eq!(e.submit::<Sleep>((secs.into(),)).result().unwrap(), secs);
+    assert_eq!(watch.started(), 1, "the worker was never taken for lost");
+    e.shutdown();
+}
+
+#[test]
+fn cli_heartbeat_timeout_loses_a_stopped_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, workers) = {
+        let child = taps(dir.path())
+            .args(["--app.task-count", "6", "--app.task-sleep", "0.5", "--engine.executor.heartbeat-timeout", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let workers = wait_for(|| {
+            let c = children_of(pid);
+            (c.len() == 2 && c.iter().all(|&p| worker_alive(p))).then_some(c)
+        });
+        (child, workers)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    kill(workers[0], libc::SIGSTOP);
+    let status = common::wait_or_kill(&mut child, 120, "a run with a stopped worker");
+    assert_eq!(status.code(), Some(1), "the lost task fails the reduce");
+    assert!(!worker_alive(workers[0]), "no stopped orphan remains");
+    let run = run_dir(dir.path());
+    let recs = records(&run);
+    assert_eq!(recs.len(), 7);
+    let lost: Vec<_> = recs.iter().filter(|r| r.exception.as_ref().is_some_and(|e| e.kind == "WorkerLost")).collect();
+    assert_eq!(lost.len(), 1, "{:?}", recs);
+    assert_eq!(lost[0].worker, Some(format!("pid-{}", workers[0])));
+    let cfg = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(cfg.contains("heartbeat_timeout = 2.0"), "{}", cfg);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains(&format!("worker pid {} sent no heartbeat for", workers[0])), "{}", log);
+    common::assert_bad_input(
+        tempfile::tempdir().unwrap().path(),
+        &[
+            "run",
+            "--app",
+            "synthetic",
+            "--app.structure",
+            "reduce",
+            "--app.task-count",
+            "2",
+            "--engine.executor.heartbeat-timeout",
+            "0",
+        ],
+        &["heartbeat_timeout", "positive"],
+    );
 }

@@ -7,9 +7,12 @@
 //! one at a time, in order.
 //!
 //! A worker that dies fails the task it was running with a `WorkerLost` error naming its pid and
-//! signal; tasks queued behind it go to the other workers, and a replacement is started. Workers
-//! live in their own process group (a terminal's Ctrl-C reaches only the driver, which records
-//! everything and then stops them) and get SIGKILL if the driver dies (`PR_SET_PDEATHSIG`).
+//! signal; tasks queued behind it go to the other workers, and a replacement is started. A worker
+//! holding a task that sends no heartbeat (a thread of its own writes one to a second socket) for
+//! `heartbeat_timeout` — stopped, or hung — is reported, killed and handled the same way. Workers
+//! live in their own process group (a terminal's Ctrl-C or hang-up, or a signal to the driver's
+//! group, reaches only the driver, which records everything and then stops them) and get SIGKILL
+//! if the driver dies (`PR_SET_PDEATHSIG`, set by the worker itself).
 //!
 //! ```no_run
 //! use taps::engine::{Engine, builtin::Sleep};
@@ -25,7 +28,6 @@ use std::collections::VecDeque;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -64,6 +66,8 @@ crate::options! {
         worker_path: Option<PathBuf> = None,
         /// Accepted for compatibility with Python configs and ignored: workers are always fresh taps-worker processes.
         context: Option<StartMethod> = None,
+        /// Seconds a worker holding a task may go without a heartbeat before it is reported, killed and replaced (its task fails with WorkerLost); heartbeats come from a thread of their own, so a long task on a live worker is never lost.
+        heartbeat_timeout: f64 = 60.0,
     }
 }
 
@@ -71,6 +75,12 @@ impl Validate for ProcessPoolOptions {
     fn validate(&self) -> Result<(), String> {
         if self.max_processes == Some(0) {
             return Err("engine.executor.max_processes must be at least 1".into());
+        }
+        if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
+            return Err(format!(
+                "engine.executor.heartbeat_timeout must be a positive number of seconds, not {}",
+                self.heartbeat_timeout
+            ));
         }
         Ok(())
     }
@@ -89,7 +99,11 @@ pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
 fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
     let o = ProcessPoolOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
     let path = locate_worker(o.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(Box::new(ProcessPool::new(o.max_processes.unwrap_or_else(available_cores)).worker_path(path)))
+    Ok(Box::new(
+        ProcessPool::new(o.max_processes.unwrap_or_else(available_cores))
+            .worker_path(path)
+            .heartbeat_timeout(Duration::from_secs_f64(o.heartbeat_timeout)),
+    ))
 }
 
 fn preflight(t: &toml::Table) -> Result<(), String> {
@@ -191,11 +205,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long a worker that closed its connection may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// Default of `heartbeat_timeout`.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often workers send a heartbeat (and the watchdog looks) for a given timeout.
+fn heartbeat_interval(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}
 
 /// Runs jobs on `taps-worker` child processes.
 pub struct ProcessPool {
     processes: usize,
     worker_path: Option<PathBuf>,
+    heartbeat_timeout: Duration,
     shared: Option<Arc<Shared>>,
     spawner: Option<(Sender<Spawn>, JoinHandle<()>)>,
     watch: PoolWatch,
@@ -229,6 +251,7 @@ impl ProcessPool {
         ProcessPool {
             processes: processes.max(1),
             worker_path: None,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             shared: None,
             spawner: None,
             watch: PoolWatch::default(),
@@ -238,6 +261,12 @@ impl ProcessPool {
     /// Uses this taps-worker binary.
     pub fn worker_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_path = Some(path.into());
+        self
+    }
+
+    /// A worker holding a task that sends no heartbeat for `timeout` is killed and replaced.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
         self
     }
 
@@ -255,6 +284,7 @@ struct Shared {
     spec: DataSpec,
     path: PathBuf,
     watch: PoolWatch,
+    heartbeat_timeout: Duration,
 }
 
 struct State {
@@ -296,6 +326,14 @@ struct WorkerState {
     in_flight: VecDeque<Pending>,
     /// The worker's own explanation, if it sent `Failed`.
     failed: Option<String>,
+    /// The driver's end of the worker's heartbeat socket (non-blocking).
+    heartbeat: UnixStream,
+    /// When the last heartbeat arrived.
+    heard: Instant,
+    /// When the worker last went from idle to holding a task.
+    busy_since: Instant,
+    /// Killed by the watchdog after this long without a heartbeat.
+    silent: Option<Duration>,
 }
 
 /// A job in wire form (kept until its `Done`, to be re-sent if its worker dies before starting it).
@@ -391,6 +429,9 @@ impl State {
                 .min_by_key(|w| w.in_flight.len());
             let Some(w) = best else { return };
             let job = self.queue.pop_front().unwrap();
+            if w.in_flight.is_empty() {
+                w.busy_since = Instant::now();
+            }
             let frame = job.frame();
             w.in_flight.push_back(job);
             w.send(frame);
@@ -403,8 +444,8 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn complete_err(&self, seq: u64, e: TaskError) {
-        self.done.complete(Completion { seq, outcome: Err(e), execution: None, worker: None });
+    fn complete_err(&self, seq: u64, e: TaskError, worker: Option<String>) {
+        self.done.complete(Completion { seq, outcome: Err(e), execution: None, worker });
     }
 
     fn update_watch(&self, st: &State) {
@@ -435,6 +476,7 @@ impl Executor for ProcessPool {
             spec: data.spec().clone(),
             path,
             watch: self.watch.clone(),
+            heartbeat_timeout: self.heartbeat_timeout,
         });
         // All workers are forked from this one long-lived thread: PR_SET_PDEATHSIG fires when the
         // forking *thread* exits, so short-lived threads must not spawn them.
@@ -444,6 +486,9 @@ impl Executor for ProcessPool {
         for i in 0..self.processes {
             let _ = spawn_tx.send(Spawn::Slot(i));
         }
+        let s = shared.clone();
+        let watchdog = std::thread::Builder::new().name("taps-pool-watchdog".into()).spawn(move || watchdog(s))?;
+        shared.lock().threads.push(watchdog);
         self.shared = Some(shared.clone());
         self.spawner = Some((spawn_tx, spawner));
 
@@ -486,13 +531,13 @@ impl Executor for ProcessPool {
         let args: Result<Vec<WirePayload>, TaskError> = job.args.into_iter().map(WirePayload::from_payload).collect();
         let args = match args {
             Ok(a) => a,
-            Err(e) => return shared.complete_err(job.seq, e),
+            Err(e) => return shared.complete_err(job.seq, e, None),
         };
         let mut st = shared.lock();
         if let Some(e) = &st.broken {
             let e = e.clone();
             drop(st);
-            return shared.complete_err(job.seq, e);
+            return shared.complete_err(job.seq, e, None);
         }
         st.queue.push_back(Pending { seq: job.seq, task: job.def.name, args });
         st.pump();
@@ -504,6 +549,7 @@ impl Executor for ProcessPool {
         };
         let mut st = shared.lock();
         st.closing = true;
+        shared.cv.notify_all();
         st.queue.clear();
         for s in &mut st.slots {
             if let Some(w) = &mut s.worker {
@@ -579,8 +625,8 @@ fn spawner(shared: Arc<Shared>, rx: Receiver<Spawn>) {
         if shared.lock().closing {
             continue;
         }
-        match spawn_process(&shared.path) {
-            Ok((pid, stream)) => install(&shared, slot, pid, stream),
+        match spawn_process(&shared.path, heartbeat_interval(shared.heartbeat_timeout)) {
+            Ok(spawned) => install(&shared, slot, spawned),
             Err(e) => {
                 let msg = format!("cannot start {}: {}", shared.path.display(), e);
                 let mut st = shared.lock();
@@ -609,7 +655,7 @@ fn start_failed(shared: &Shared, st: &mut State, slot: usize, msg: String) {
             let e = TaskError::new("WorkerLost", format!("no taps-worker process could be started: {}", msg));
             st.broken = Some(e.clone());
             for p in std::mem::take(&mut st.queue) {
-                shared.complete_err(p.seq, e.clone());
+                shared.complete_err(p.seq, e.clone(), None);
             }
         }
     }
@@ -634,47 +680,107 @@ fn set_send_buffer(s: &UnixStream, bytes: usize) {
     }
 }
 
-/// Starts `taps-worker worker --pipe-fd N` (the worker program, named `taps-worker` in `ps`)
-/// with the other end of a fresh socket pair on fd N.
-fn spawn_process(path: &Path) -> io::Result<(u32, UnixStream)> {
-    let (ours, theirs) = UnixStream::pair()?;
-    for s in [&ours, &theirs] {
+/// The worker's fds for its connection and its heartbeat socket.
+const WORKER_CONN_FD: i32 = 3;
+const WORKER_HEARTBEAT_FD: i32 = 4;
+
+/// A freshly started worker: its pid, connection and heartbeat socket (driver ends).
+struct Spawned {
+    pid: u32,
+    conn: UnixStream,
+    heartbeat: UnixStream,
+}
+
+/// Starts the worker program `path` as `taps-worker worker --pipe-fd 3 --heartbeat-fd 4 …` (named
+/// `taps-worker` in `ps`) with the other ends of two fresh socket pairs on fds 3 and 4, in its own
+/// process group, stdin from `/dev/null`.
+///
+/// It uses `posix_spawn`, never `fork`: a fork runs the `pthread_atfork` handlers of every library
+/// in the driver, and OpenBLAS's handler waits for its threads — forever if the driver is running
+/// BLAS at that moment (a worker replaced while cholesky computes its residual hung the run).
+/// The worker sets its own parent-death signal (`--parent-pid`), which `posix_spawn` cannot.
+fn spawn_process(path: &Path, heartbeat_interval: Duration) -> io::Result<Spawned> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (conn, theirs) = UnixStream::pair()?;
+    let (heartbeat, hb_theirs) = UnixStream::pair()?;
+    for s in [&conn, &theirs] {
         set_send_buffer(s, SOCKET_BUFFER);
     }
-    let fd = theirs.as_raw_fd();
-    // SAFETY: plain syscall.
-    let parent = unsafe { libc::getpid() };
-    let mut cmd = Command::new(path);
-    cmd.arg0("taps-worker")
-        .arg(crate::worker::WORKER_COMMAND)
-        .arg("--pipe-fd")
-        .arg(fd.to_string())
-        .stdin(Stdio::null())
-        .process_group(0);
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    heartbeat.set_nonblocking(true)?;
+    // Above the target fds, so that placing one cannot overwrite the other (close-on-exec here).
+    let high = |s: &UnixStream| -> io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: duplicating an open descriptor; the result is owned below.
+        let fd = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    };
+    let (conn_fd, hb_fd) = (high(&theirs)?, high(&hb_theirs)?);
+    drop((theirs, hb_theirs));
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::other("a NUL byte in an argument"));
+    let program = cstr(path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = [
+        b"taps-worker".as_slice(),
+        crate::worker::WORKER_COMMAND.as_bytes(),
+        b"--pipe-fd",
+        WORKER_CONN_FD.to_string().as_bytes(),
+        b"--heartbeat-fd",
+        WORKER_HEARTBEAT_FD.to_string().as_bytes(),
+        b"--heartbeat-interval",
+        format!("{}", heartbeat_interval.as_secs_f64()).as_bytes(),
+        b"--parent-pid",
+        std::process::id().to_string().as_bytes(),
+    ]
+    .iter()
+    .map(|a| cstr(a))
+    .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<io::Result<_>>()?;
+    let ptrs = |v: &[CString]| {
+        v.iter().map(|c| c.as_ptr() as *mut libc::c_char).chain([std::ptr::null_mut()]).collect::<Vec<_>>()
+    };
+    let (argv_p, envp_p) = (ptrs(&argv), ptrs(&envp));
+    let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // after; every pointer handed to posix_spawn outlives the call.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The driver died before prctl took effect: do not outlive it.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            // Keep the worker's end open across exec (every other descriptor is close-on-exec).
-            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut defaults);
+        libc::sigemptyset(&mut mask);
+        for s in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut defaults, s);
+        }
+        let rc = (|| {
+            check(libc::posix_spawn_file_actions_addopen(&mut actions, 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, conn_fd.as_raw_fd(), WORKER_CONN_FD))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, hb_fd.as_raw_fd(), WORKER_HEARTBEAT_FD))?;
+            let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK;
+            check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
+            check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &defaults))?;
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &mask))?;
+            check(libc::posix_spawn(&mut pid, program.as_ptr(), &actions, &attr, argv_p.as_ptr(), envp_p.as_ptr()))
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        rc?;
     }
-    let child = cmd.spawn()?;
-    drop(theirs);
-    Ok((child.id(), ours))
+    Ok(Spawned { pid: pid as u32, conn, heartbeat })
 }
 
 /// Registers a freshly started worker, says Hello, and starts its threads.
-fn install(shared: &Arc<Shared>, slot: usize, pid: u32, stream: UnixStream) {
+fn install(shared: &Arc<Shared>, slot: usize, spawned: Spawned) {
+    let Spawned { pid, conn: stream, heartbeat } = spawned;
     let streams = stream.try_clone().and_then(|w| Ok((w, stream.try_clone()?)));
     let mut st = shared.lock();
     let (wstream, rstream) = match streams {
@@ -705,6 +811,10 @@ fn install(shared: &Arc<Shared>, slot: usize, pid: u32, stream: UnixStream) {
         queued: 0,
         in_flight: VecDeque::new(),
         failed: None,
+        heartbeat,
+        heard: Instant::now(),
+        busy_since: Instant::now(),
+        silent: None,
     };
     worker.send(
         ToWorker::Hello { version: PROTOCOL_VERSION, data: shared.spec.clone(), name: format!("worker-{}", slot) }
@@ -925,8 +1035,15 @@ fn lost(shared: &Arc<Shared>, slot: usize, id: u64, pid: u32, status: ExitStatus
         let why = protocol_error.map(|e| format!(" after a {}", e)).unwrap_or_default();
         tracing::warn!("process-pool: worker pid {} died ({}){}; starting a replacement", pid, status, why);
         if let Some(p) = running.take() {
-            let msg = format!("worker pid {} died ({}) while running this task{}", pid, status, why);
-            failed.push((p.seq, TaskError::new("WorkerLost", msg)));
+            let msg = match w.silent {
+                Some(d) => format!(
+                    "worker pid {} sent no heartbeat for {:.1} s while running this task (stopped or hung) and was killed",
+                    pid,
+                    d.as_secs_f64()
+                ),
+                None => format!("worker pid {} died ({}) while running this task{}", pid, status, why),
+            };
+            failed.push((p.seq, TaskError::new("WorkerLost", msg), Some(format!("pid-{}", pid))));
         }
         if let Some(tx) = &st.spawn_tx {
             let _ = tx.send(Spawn::Slot(slot));
@@ -938,14 +1055,65 @@ fn lost(shared: &Arc<Shared>, slot: usize, id: u64, pid: u32, status: ExitStatus
     }
     if let Some(e) = st.broken.clone() {
         for p in std::mem::take(&mut st.queue) {
-            failed.push((p.seq, e.clone()));
+            failed.push((p.seq, e.clone(), None));
         }
     }
     st.pump();
     shared.update_watch(&st);
     shared.cv.notify_all();
     drop(st);
-    for (seq, e) in failed {
-        shared.complete_err(seq, e);
+    for (seq, e, worker) in failed {
+        shared.complete_err(seq, e, worker);
     }
+}
+
+/// Watches the heartbeats: a worker holding a task that has been silent for the timeout is
+/// reported and killed (its reader then handles it as a lost worker).
+fn watchdog(shared: Arc<Shared>) {
+    let tick = heartbeat_interval(shared.heartbeat_timeout);
+    let mut st = shared.lock();
+    let mut last = Instant::now();
+    while !st.closing {
+        let left = tick.saturating_sub(last.elapsed());
+        if !left.is_zero() {
+            st = shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            continue;
+        }
+        last = Instant::now();
+        for w in st.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
+            if drain(&w.heartbeat) {
+                w.heard = Instant::now();
+            }
+            let silent = w.heard.max(w.busy_since).elapsed();
+            if w.ready
+                && !w.reaped
+                && w.silent.is_none()
+                && !w.in_flight.is_empty()
+                && silent > shared.heartbeat_timeout
+            {
+                tracing::warn!(
+                    "process-pool: worker pid {} sent no heartbeat for {:.1} s while running a task (stopped or hung); \
+                     killing it",
+                    w.pid,
+                    silent.as_secs_f64()
+                );
+                w.silent = Some(silent);
+                kill(w);
+            }
+        }
+    }
+}
+
+/// Reads whatever heartbeats are waiting; whether there were any.
+fn drain(mut s: &UnixStream) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    let mut got = false;
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got = true;
+    }
+    got
 }

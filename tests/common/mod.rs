@@ -157,3 +157,23 @@ pub fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Waits for `child` to exit. After `secs` (a hang guard, not a speed check) it kills the child and
+/// its descendants and panics, naming `what`.
+pub fn wait_or_kill(child: &mut std::process::Child, secs: u64, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            for p in descendants(child.id()).into_iter().chain([child.id()]) {
+                // SAFETY: plain syscall on processes this test started.
+                unsafe { libc::kill(p as i32, libc::SIGKILL) };
+            }
+            let _ = child.wait();
+            panic!("{}: still running after {} s (hung); killed", what, secs);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
