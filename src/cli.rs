@@ -67,8 +67,13 @@ pub fn usage_error(e: impl std::fmt::Display) -> i32 {
 /// A clap error as one line: its message, and for an unknown subcommand the valid ones.
 fn clap_error_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("").trim();
-    let mut msg = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let body = text.split("Usage:").next().unwrap_or("");
+    let mut msg = String::new();
+    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let sep = if msg.is_empty() { "" } else if line.starts_with("tip:") { "; " } else { " " };
+        msg.push_str(sep);
+        msg.push_str(line.strip_prefix("error: ").unwrap_or(line));
+    }
     if e.kind() == clap::error::ErrorKind::InvalidSubcommand {
         let names: Vec<String> = Cli::command().get_subcommands().map(|c| c.get_name().to_string()).collect();
         msg.push_str(&format!("; commands: {} (taps --help)", names.join(", ")));

@@ -278,12 +278,13 @@ fn table_at<'a>(t: &'a mut toml::Table, path: &str) -> Result<&'a mut toml::Tabl
     Ok(cur)
 }
 
-/// Sets the plugin at `section` to `name`; a different plugin than before drops the old
-/// plugin's options (they belong to it, not to the new one).
+/// Sets the plugin at `section` to `name`; a different plugin than the files named drops the old
+/// plugin's options (they belong to it, not to the new one). Options of a table that names no
+/// plugin are kept for the one selected.
 fn select(t: &mut toml::Table, section: &str, name: &str) -> Result<(), ConfigError> {
     let cur = get_path(t, &format!("{}.name", section)).and_then(|v| v.as_str()).map(str::to_string);
     let tab = table_at(t, section)?;
-    if cur.as_deref() != Some(name) {
+    if cur.as_deref().is_some_and(|c| c != name) {
         tab.clear();
     }
     tab.insert("name".into(), toml::Value::String(name.into()));
