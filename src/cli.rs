@@ -70,7 +70,13 @@ fn clap_error_line(e: &clap::Error) -> String {
     let body = text.split("Usage:").next().unwrap_or("");
     let mut msg = String::new();
     for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let sep = if msg.is_empty() { "" } else if line.starts_with("tip:") { "; " } else { " " };
+        let sep = if msg.is_empty() {
+            ""
+        } else if line.starts_with("tip:") {
+            "; "
+        } else {
+            " "
+        };
         msg.push_str(sep);
         msg.push_str(line.strip_prefix("error: ").unwrap_or(line));
     }

@@ -106,8 +106,12 @@ pub fn check_file_name(key: &str, f: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Files every run writes in its run directory, besides those named by options.
-const RUN_FILES: &[&str] = &["config.toml", "config.tmp~", "environment.json"];
+/// Files every run writes in its run directory, besides those named by options (`taps submit`
+/// adds its job files).
+const RUN_FILES: &[&str] = {
+    use crate::launchers::submit::{EXIT, RECORD, SCRIPT, STDERR, STDOUT};
+    &["config.toml", "config.tmp~", "environment.json", SCRIPT, RECORD, STDOUT, STDERR, EXIT]
+};
 
 /// Refuses two things written to the same name in the run directory: the log file, the task
 /// records, the app's outputs, the file transformer's default `data/` and the run's own files.
@@ -363,7 +367,9 @@ fn check_plugin_names(t: &toml::Table) -> Result<(), ConfigError> {
             "app" => crate::apps::find(name).map(|_| ())?,
             "engine.executor" => crate::executor::find(name).map(|_| ())?,
             _ if name.eq_ignore_ascii_case("none") => {}
-            _ => crate::plugins::find(kind, &list, name).map(|_| ()).map_err(|e| ConfigError(format!("{}, none", e)))?,
+            _ => {
+                crate::plugins::find(kind, &list, name).map(|_| ()).map_err(|e| ConfigError(format!("{}, none", e)))?
+            }
         }
     }
     Ok(())

@@ -516,7 +516,10 @@ pub fn check_seconds(key: &str, v: f64, max: f64) -> Result<(), String> {
         return Err(format!("{} must be a finite number >= 0, got {}", key, v));
     }
     if v > max {
-        return Err(format!("{} must be at most {:e} seconds (longer waits overflow the clock), got {:e}", key, max, v));
+        return Err(format!(
+            "{} must be at most {:e} seconds (longer waits overflow the clock), got {:e}",
+            key, max, v
+        ));
     }
     Ok(())
 }

@@ -41,7 +41,13 @@ pub fn find<'a>(kind: &str, list: &'a [PluginInfo], name: &str) -> Result<&'a Pl
         let names: Vec<&str> = list.iter().map(|p| p.name).collect();
         let not_yet = NOT_YET.iter().any(|(k, n)| *k == kind && n.contains(&name));
         if not_yet {
-            return format!("{} {:?} is not implemented in taps yet; available {}s: {}", kind, name, kind, names.join(", "));
+            return format!(
+                "{} {:?} is not implemented in taps yet; available {}s: {}",
+                kind,
+                name,
+                kind,
+                names.join(", ")
+            );
         }
         let mut msg = format!("unknown {} {:?}", kind, name);
         if let Some(s) = crate::options::did_you_mean(name, names.iter().copied()) {

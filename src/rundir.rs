@@ -38,7 +38,8 @@ pub fn create(fmt: &str, name: &str, executor: &str, base: &Path) -> std::io::Re
     // The parents this call creates, removed again if the run directory cannot be made.
     let mut created = Vec::new();
     if let Some(parent) = path.parent() {
-        let mut missing: Vec<&Path> = parent.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+        let mut missing: Vec<&Path> =
+            parent.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
         missing.reverse();
         for dir in missing {
             if let Err(e) = std::fs::create_dir(dir).or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) }) {

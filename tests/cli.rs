@@ -332,7 +332,11 @@ fn env_var_names_and_values_are_checked_up_front() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     for bad in [r#"{"A=B": "x"}"#, r#"{"": "x"}"#, r#"{"A\u0000B": "x"}"#, "=x"] {
-        assert_bad_input(d, &args(BAG, &["--run.env-vars", bad]), &["run.env_vars", "not a valid environment variable name"]);
+        assert_bad_input(
+            d,
+            &args(BAG, &["--run.env-vars", bad]),
+            &["run.env_vars", "not a valid environment variable name"],
+        );
     }
     assert_bad_input(d, &args(BAG, &["--run.env-vars", r#"{"A": "x\u0000y"}"#]), &["run.env_vars", "NUL"]);
     std::fs::write(d.join("env.toml"), "[run.env_vars]\n\"A=B\" = \"x\"\n").unwrap();
@@ -420,16 +424,20 @@ fn the_failures_apps_hint_names_real_options() {
     let e = assert_bad_input(
         tmp.path(),
         &["run", "--app", "failures", "--app.base", "cholesky", "--app.config", r#"{"matrix_size": 100}"#],
-        &[
-            "app.config.block_size is required",
-            r#"--app.config '{"block_size": VALUE}'"#,
-            "[app.config] table",
-        ],
+        &["app.config.block_size is required", r#"--app.config '{"block_size": VALUE}'"#, "[app.config] table"],
     );
     assert!(!e.contains("config.config") && !e.contains("app.config.block-size"), "{}", e);
     let e = assert_bad_input(
         tmp.path(),
-        &["run", "--app", "failures", "--app.base", "synthetic", "--app.config", r#"{"structure": "bag", "task_count": 3}"#],
+        &[
+            "run",
+            "--app",
+            "failures",
+            "--app.base",
+            "synthetic",
+            "--app.config",
+            r#"{"structure": "bag", "task_count": 3}"#,
+        ],
         &["app.config.bag_max_running is required", r#"--app.config '{"bag_max_running": N}'"#],
     );
     assert!(!e.contains("config.config"), "{}", e);

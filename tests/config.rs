@@ -95,13 +95,34 @@ fn config_toml_of_reference_options_is_readable_by_the_reference_and_round_trips
         run(BAG, &["--engine.filter", "object-size", "--engine.filter.min-size", "10", "--engine.transformer", "file"]),
         run(BAG, &["--engine.filter", "object-type", "--engine.filter.patterns", "Data$"]),
         run(BAG, &["--engine.filter", "never", "--run.env-vars", "TAPS_T=1", "--logging.level", "20"]),
-        run(&["--app", "cholesky", "--app.matrix-size", "8", "--app.block-size", "4", "--engine.executor", "thread-pool"], &[]),
+        run(
+            &[
+                "--app",
+                "cholesky",
+                "--app.matrix-size",
+                "8",
+                "--app.block-size",
+                "4",
+                "--engine.executor",
+                "thread-pool",
+            ],
+            &[],
+        ),
         run(
             &["--app", "mapreduce", "--app.data-dir", "words", "--app.generate", "true", "--app.generated-files", "2"],
             &["--app.generated-words", "20", "--engine.executor", "thread-pool"],
         ),
         run(
-            &["--app", "failures", "--app.base", "synthetic", "--app.failure-type", "failure", "--app.failure-rate", "0"],
+            &[
+                "--app",
+                "failures",
+                "--app.base",
+                "synthetic",
+                "--app.failure-type",
+                "failure",
+                "--app.failure-rate",
+                "0",
+            ],
             &["--app.config", r#"{"structure": "reduce", "task_count": 2}"#, "--engine.executor", "thread-pool"],
         ),
     ];
@@ -123,7 +144,16 @@ fn taps_only_keys_and_nones_round_trip_when_set() {
     let cases: Vec<Vec<String>> = vec![
         run(BAG, &["--app.seed", "7", "--logging.file-level", "DEBUG", "--engine.task-record-file-name", "recs.jsonl"]),
         run(
-            &["--app", "cholesky", "--app.matrix-size", "8", "--app.block-size", "4", "--engine.executor", "thread-pool"],
+            &[
+                "--app",
+                "cholesky",
+                "--app.matrix-size",
+                "8",
+                "--app.block-size",
+                "4",
+                "--engine.executor",
+                "thread-pool",
+            ],
             &["--app.output", "none", "--app.verify", "full", "--app.seed", "3"],
         ),
         run(
@@ -208,24 +238,37 @@ fn numeric_log_levels_and_trace_lines() {
         assert!(log.contains(&line), "missing {:?} in\n{}", line, log);
     }
     assert!(log.contains("TRACE (taps.engine.transform) > Transformed object (type="), "{}", log);
-    assert!(log.contains("TRACE (taps.engine.transform) > Resolved identifier (type=DataRef) into object (type="), "{}", log);
+    assert!(
+        log.contains("TRACE (taps.engine.transform) > Resolved identifier (type=DataRef) into object (type="),
+        "{}",
+        log
+    );
     // The default level writes no TRACE lines.
     let dir = run_ok_s(d, &run(BAG, &[]));
     assert!(!std::fs::read_to_string(dir.join("log.txt")).unwrap().contains("TRACE"));
     let bad = tempfile::tempdir().unwrap();
     let d = bad.path();
     std::fs::write(d.join("bad.toml"), "[logging]\nlevel = -1\n").unwrap();
-    assert_bad_input(d, &run(BAG, &["-c", "bad.toml"]).iter().map(String::as_str).collect::<Vec<_>>(), &["logging.level", "-1"]);
+    assert_bad_input(
+        d,
+        &run(BAG, &["-c", "bad.toml"]).iter().map(String::as_str).collect::<Vec<_>>(),
+        &["logging.level", "-1"],
+    );
 }
 
 #[test]
 fn booleans_and_integers_read_alike_in_toml_and_on_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let chol = ["--app", "cholesky", "--app.matrix-size", "4", "--app.block-size", "2", "--engine.executor", "thread-pool"];
-    for (toml_value, cli_value, expect) in
-        [("\"yes\"", "yes", true), ("1", "1", true), ("\"on\"", "ON", true), ("\"off\"", "no", false), ("0", "0", false)]
-    {
+    let chol =
+        ["--app", "cholesky", "--app.matrix-size", "4", "--app.block-size", "2", "--engine.executor", "thread-pool"];
+    for (toml_value, cli_value, expect) in [
+        ("\"yes\"", "yes", true),
+        ("1", "1", true),
+        ("\"on\"", "ON", true),
+        ("\"off\"", "no", false),
+        ("0", "0", false),
+    ] {
         std::fs::write(d.join("b.toml"), format!("[app]\nsave_input = {}\n", toml_value)).unwrap();
         for a in [run(&chol, &["-c", "b.toml"]), run(&chol, &["--app.save-input", cli_value])] {
             let cfg = read_config(&run_ok_s(d, &a));

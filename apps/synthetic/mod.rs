@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::{App, AppPlugin, Footprint};
 use crate::engine::{Completions, Engine, TaskFuture, as_completed, builtin::Warmup};
-use crate::options::{MAX_SECONDS, check_seconds, Options, Validate};
+use crate::options::{MAX_SECONDS, Options, Validate, check_seconds};
 use crate::plugins::PluginInfo;
 use crate::task::{Arg, Many, Registry, Task, TaskError};
 use crate::{app_info, opt_enum};
@@ -97,7 +97,8 @@ fn footprint(t: &toml::Table) -> Footprint {
     let (workflow, why) = match o.structure {
         Structure::Bag => {
             let cap = o.bag_max_running.unwrap_or(1).min(n);
-            let why = format!("app.bag_max_running = {} tasks in flight with app.task_data_bytes = {} in and out", cap, d);
+            let why =
+                format!("app.bag_max_running = {} tasks in flight with app.task_data_bytes = {} in and out", cap, d);
             (held(cap, d.saturating_mul(2)), why)
         }
         Structure::Diamond | Structure::Reduce => {
