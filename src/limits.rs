@@ -169,6 +169,40 @@ mod tests {
         assert!(l.max_processes.as_ref().is_some_and(|m| m.value > 1), "{:?}", l);
     }
 
+    fn config(args: &[&str]) -> Config {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        crate::config::load(&crate::config::parse_args(&args).unwrap()).unwrap()
+    }
+
+    /// A partition's limits, as `taps submit` builds them.
+    fn node(memory: u64, tasks: u64) -> Limits {
+        Limits {
+            place: "a node of partition debug".into(),
+            memory_bytes: Some(Limit::new(memory, "sinfo")),
+            max_processes: Some(Limit::new(tasks, "sinfo")),
+            max_threads: None,
+        }
+    }
+
+    #[test]
+    fn needs_are_checked_against_given_limits() {
+        let chol = config(&["--app", "cholesky", "--app.matrix-size", "1000", "--app.block-size", "100"]);
+        // 16 MB needed at least: fits 1 GiB, not 1 MiB.
+        assert!(check_limits(&chol, &node(1 << 30, 64)).is_ok());
+        let e = check_limits(&chol, &node(1 << 20, 64)).unwrap_err();
+        assert!(e.starts_with("app cholesky needs at least 15.3 MiB of memory"), "{}", e);
+        assert!(e.contains("a node of partition debug has 1.0 MiB available (sinfo)"), "{}", e);
+        let pool = |n: &str| {
+            let base = ["--app", "synthetic", "--app.structure", "reduce", "--app.task-count", "2"];
+            config(&[&base[..], &["--engine.executor.max-processes", n]].concat())
+        };
+        assert!(check_limits(&pool("64"), &node(1 << 30, 64)).is_ok());
+        let e = check_limits(&pool("65"), &node(1 << 30, 64)).unwrap_err();
+        assert!(e.contains("max_processes = 65") && e.contains("(sinfo = 64)"), "{}", e);
+        // Unknown limits are not checked.
+        assert!(check_limits(&pool("100000"), &Limits::default()).is_ok());
+    }
+
     #[test]
     fn bytes_are_human() {
         assert_eq!(human_bytes(512), "512 B");
