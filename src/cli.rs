@@ -148,14 +148,7 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
         // Help for whatever could be selected, even if some option is wrong.
         let sel = config::RawArgs {
             config_files: raw.config_files.clone(),
-            sets: raw
-                .sets
-                .iter()
-                .filter(|(k, _)| {
-                    k.ends_with("name") || !k.contains('.') || k.matches('.').count() == 1 && k.starts_with("engine.")
-                })
-                .cloned()
-                .collect(),
+            sets: raw.sets.iter().filter(|(k, _)| config::is_selector(k)).cloned().collect(),
             help: true,
         };
         // An unknown plugin is an error, not a reason to show the generic help.

@@ -249,6 +249,11 @@ fn normalize_key(k: &str) -> String {
     k.replace('-', "_")
 }
 
+/// Whether `key` (normalised) selects a plugin: `app`, `engine.executor`, `filter`, ...
+pub fn is_selector(key: &str) -> bool {
+    selector(key).is_some()
+}
+
 fn selector(key: &str) -> Option<&'static str> {
     let k = key.replace('_', "-");
     SELECTORS.iter().find(|(s, _)| *s == k).map(|(_, t)| *t)

@@ -395,6 +395,9 @@ fn an_unknown_plugin_is_named_before_its_options() {
         a.extend_from_slice(extra);
         assert_bad_input(d, &a, &["app \"docking\" is not implemented in taps yet", apps]);
     }
+    // A known plugin's help is shown even when one of its options is wrong.
+    let out = taps(d, &["run", "--app", "synthetic", "--engine.task-record-file-name", "../x", "--help"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--app.task-count"));
     for app in ["fedlearn", "moldesign", "montage", "physics"] {
         assert_bad_input(d, &["run", "--app", app, "--help"], &["not implemented in taps yet"]);
     }
