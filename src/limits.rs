@@ -110,6 +110,9 @@ fn rlimit(resource: libc::__rlimit_resource_t, name: &str) -> Option<Limit> {
     Some(Limit::new(r.rlim_cur, name))
 }
 
+/// Private memory of one `taps-worker` process, at least (measured: 2.5 MiB dirty).
+const WORKER_PROCESS_BYTES: u64 = 1 << 20;
+
 /// Bytes in binary units, e.g. `1.5 GiB`.
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
@@ -126,8 +129,23 @@ pub fn human_bytes(b: u64) -> String {
 /// lower bound) above the memory available, or the executor's worker processes or threads
 /// above what the system can start. The error is one line naming the need and the limit.
 pub fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
+    let count = |key: &str| cfg.executor.options.get(key).and_then(|v| v.as_integer()).map(|v| v as u64);
+    let workers = match cfg.executor.name.as_str() {
+        "process-pool" => count("max_processes").map(|n| ("max_processes", n, "processes", &limits.max_processes)),
+        "thread-pool" => count("max_threads").map(|n| ("max_threads", n, "threads", &limits.max_threads)),
+        _ => None,
+    };
     let app = crate::apps::find(&cfg.app.name)?;
-    let need = (app.footprint)(&cfg.app.options);
+    let mut need = (app.footprint)(&cfg.app.options);
+    if let Some(("max_processes", n, ..)) = workers {
+        need.memory_bytes = need.memory_bytes.saturating_add(n.saturating_mul(WORKER_PROCESS_BYTES));
+        need.memory_for.push_str(&format!(
+            "{}engine.executor.max_processes = {} worker processes of at least {} each",
+            if need.memory_for.is_empty() { "" } else { " and " },
+            n,
+            human_bytes(WORKER_PROCESS_BYTES)
+        ));
+    }
     if let Some(mem) = &limits.memory_bytes
         && need.memory_bytes > mem.value
     {
@@ -141,12 +159,6 @@ pub fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
             mem.source
         ));
     }
-    let count = |key: &str| cfg.executor.options.get(key).and_then(|v| v.as_integer()).map(|v| v as u64);
-    let workers = match cfg.executor.name.as_str() {
-        "process-pool" => count("max_processes").map(|n| ("max_processes", n, "processes", &limits.max_processes)),
-        "thread-pool" => count("max_threads").map(|n| ("max_threads", n, "threads", &limits.max_threads)),
-        _ => None,
-    };
     if let Some((key, n, what, Some(limit))) = workers
         && n > limit.value
     {
@@ -199,6 +211,9 @@ mod tests {
         assert!(check_limits(&pool("64"), &node(1 << 30, 64)).is_ok());
         let e = check_limits(&pool("65"), &node(1 << 30, 64)).unwrap_err();
         assert!(e.contains("max_processes = 65") && e.contains("(sinfo = 64)"), "{}", e);
+        // Each worker process takes memory too.
+        let e = check_limits(&pool("60"), &node(50 << 20, 64)).unwrap_err();
+        assert!(e.contains("engine.executor.max_processes = 60 worker processes of at least 1.0 MiB each"), "{}", e);
         // Unknown limits are not checked.
         assert!(check_limits(&pool("100000"), &Limits::default()).is_ok());
     }
