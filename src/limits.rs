@@ -135,6 +135,14 @@ pub fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
         "thread-pool" => count("max_threads").map(|n| ("max_threads", n, "threads", &limits.max_threads)),
         _ => None,
     };
+    if let Some((key, n, what, Some(limit))) = workers
+        && n > limit.value
+    {
+        return Err(format!(
+            "engine.executor.{} = {} is more {} than {} can start ({} = {}); oversubscribing the cores is fine, but not this",
+            key, n, what, limits.place, limit.source, limit.value
+        ));
+    }
     let app = crate::apps::find(&cfg.app.name)?;
     let mut need = (app.footprint)(&cfg.app.options);
     if let Some(("max_processes", n, ..)) = workers {
@@ -157,14 +165,6 @@ pub fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
             limits.place,
             human_bytes(mem.value),
             mem.source
-        ));
-    }
-    if let Some((key, n, what, Some(limit))) = workers
-        && n > limit.value
-    {
-        return Err(format!(
-            "engine.executor.{} = {} is more {} than {} can start ({} = {}); oversubscribing the cores is fine, but not this",
-            key, n, what, limits.place, limit.source, limit.value
         ));
     }
     Ok(())
