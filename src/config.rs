@@ -292,6 +292,8 @@ fn table_at<'a>(t: &'a mut toml::Table, path: &str) -> Result<&'a mut toml::Tabl
 /// plugin are kept for the one selected.
 fn select(t: &mut toml::Table, section: &str, name: &str) -> Result<(), ConfigError> {
     let cur = get_path(t, &format!("{}.name", section)).and_then(|v| v.as_str()).map(str::to_string);
+    // An executor table without a name configures the default executor.
+    let cur = cur.or_else(|| (section == "engine.executor").then(|| crate::executor::DEFAULT_EXECUTOR.to_string()));
     let tab = table_at(t, section)?;
     if cur.as_deref().is_some_and(|c| c != name) {
         tab.clear();
