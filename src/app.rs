@@ -29,8 +29,23 @@ pub struct AppPlugin {
     pub register_tasks: fn(&mut Registry),
     /// Checks inputs and external programs before the run directory is created.
     pub preflight: fn(&toml::Table) -> Result<(), String>,
+    /// What a run with these (normalised) options takes: memory and files in the run directory.
+    pub footprint: fn(&toml::Table) -> Footprint,
     /// Builds the app from its normalised options, inside the run directory.
     pub build: fn(&toml::Table, &Path) -> anyhow::Result<Box<dyn App>>,
+}
+
+/// What a run of an app takes, estimated from its options before it starts (see
+/// [`crate::limits`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Footprint {
+    /// Memory the run needs at least, in bytes: a lower bound, so that only runs that provably
+    /// cannot fit are refused.
+    pub memory_bytes: u64,
+    /// What that memory is for, naming the options that drive it (for the error message).
+    pub memory_for: String,
+    /// Files the app writes in the run directory: (the option naming it, file name).
+    pub files: Vec<(String, String)>,
 }
 
 /// A preflight that checks nothing.

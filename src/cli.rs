@@ -64,6 +64,31 @@ pub fn usage_error(e: impl std::fmt::Display) -> i32 {
     2
 }
 
+/// A clap error as one line: its message, and for an unknown subcommand the valid ones.
+fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let body = text.split("Usage:").next().unwrap_or("");
+    let mut msg = String::new();
+    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let sep = if msg.is_empty() {
+            ""
+        } else if line.starts_with("tip:") {
+            "; "
+        } else {
+            " "
+        };
+        msg.push_str(sep);
+        msg.push_str(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    if e.kind() == clap::error::ErrorKind::InvalidSubcommand {
+        let names: Vec<String> = Cli::command().get_subcommands().map(|c| c.get_name().to_string()).collect();
+        msg.push_str(&format!("; commands: {} (taps --help)", names.join(", ")));
+    } else {
+        msg.push_str(" (taps --help)");
+    }
+    msg
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main(argv: Vec<String>) -> i32 {
     if crate::worker::is_worker_invocation(&argv) {
@@ -71,6 +96,9 @@ pub fn main(argv: Vec<String>) -> i32 {
     }
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            return usage_error(clap_error_line(&e));
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() { 2 } else { 0 };
@@ -123,17 +151,11 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
         // Help for whatever could be selected, even if some option is wrong.
         let sel = config::RawArgs {
             config_files: raw.config_files.clone(),
-            sets: raw
-                .sets
-                .iter()
-                .filter(|(k, _)| {
-                    k.ends_with("name") || !k.contains('.') || k.matches('.').count() == 1 && k.starts_with("engine.")
-                })
-                .cloned()
-                .collect(),
+            sets: raw.sets.iter().filter(|(k, _)| config::is_selector(k)).cloned().collect(),
             help: true,
         };
-        let t = config::layered_table(&sel).unwrap_or_default();
+        // An unknown plugin is an error, not a reason to show the generic help.
+        let t = config::layered_table(&sel).map_err(usage_error)?;
         let _ = std::io::stdout().write_all(config::help(&t).as_bytes());
         return Err(0);
     }
@@ -186,6 +208,9 @@ fn cmd_run(args: &[String], argv: &[String]) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = config::check_limits(&cfg, &config::Limits::here()) {
+        return usage_error(e);
+    }
     let cwd = std::env::current_dir().unwrap_or_default();
     let run_dir = match prepared {
         Some(d) => match check_prepared_run_dir(&d, &cfg) {

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+pub use crate::limits::{Limits, check_limits};
+use crate::logging::LogLevel;
 use crate::options::{Options, Validate, did_you_mean};
 use crate::plugins::PluginInfo;
 
@@ -36,9 +38,9 @@ crate::options! {
     /// `[logging]` options.
     pub struct LoggingOptions {
         /// Level of log lines on stdout (TRACE, DEBUG, INFO, APP, RUN, WARNING, ERROR or a number).
-        level: String = "INFO".into(),
+        level: LogLevel = LogLevel::Name("INFO".into()),
         /// Level of log lines in the log file (none = same as level).
-        file_level: Option<String> = None,
+        file_level: Option<LogLevel> = None,
         /// Log file in the run directory (none = no log file).
         file_name: Option<String> = Some("log.txt".into()),
     }
@@ -49,8 +51,8 @@ crate::options! {
     pub struct RunOptions {
         /// Run directory template; placeholders {name}, {executor}, {timestamp}.
         dir_format: String = "runs/{name}_{executor}_{timestamp}".into(),
-        /// Environment variables set for the duration of the run (JSON object on the CLI).
-        env_vars: BTreeMap<String, String> = BTreeMap::new(),
+        /// Environment variables set for the duration of the run (JSON object or KEY=VALUE,... on the CLI; repeated flags merge).
+        #[skip_default] env_vars: BTreeMap<String, String> = BTreeMap::new(),
     }
 }
 
@@ -65,10 +67,6 @@ impl Validate for EngineOptions {
 
 impl Validate for LoggingOptions {
     fn validate(&self) -> Result<(), String> {
-        crate::logging::parse_level(&self.level).map_err(|e| format!("logging.level: {}", e))?;
-        if let Some(l) = &self.file_level {
-            crate::logging::parse_level(l).map_err(|e| format!("logging.file_level: {}", e))?;
-        }
         if let Some(f) = &self.file_name {
             check_file_name("logging.file_name", f)?;
         }
@@ -78,13 +76,69 @@ impl Validate for LoggingOptions {
 
 impl Validate for RunOptions {
     fn validate(&self) -> Result<(), String> {
-        crate::rundir::check_format(&self.dir_format).map_err(|e| format!("run.dir_format: {}", e))
+        crate::rundir::check_format(&self.dir_format).map_err(|e| format!("run.dir_format: {}", e))?;
+        for (k, v) in &self.env_vars {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!(
+                    "run.env_vars: {:?} is not a valid environment variable name (it must be non-empty, without '=' or NUL)",
+                    k
+                ));
+            }
+            if v.contains('\0') {
+                return Err(format!("run.env_vars: the value of {} contains a NUL byte", k));
+            }
+        }
+        Ok(())
     }
 }
 
-fn check_file_name(key: &str, f: &str) -> Result<(), String> {
-    if f.is_empty() || f.contains('/') || f == "." || f == ".." {
+/// The longest file name most filesystems take (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// Checks a file name option: one non-empty component inside the run directory.
+pub fn check_file_name(key: &str, f: &str) -> Result<(), String> {
+    if f.is_empty() || f.contains('/') || f.contains('\0') || f == "." || f == ".." {
         return Err(format!("{}: expected a file name inside the run directory (or none), got {:?}", key, f));
+    }
+    if f.len() > NAME_MAX {
+        return Err(format!("{}: the file name is {} bytes long, at most {} are allowed", key, f.len(), NAME_MAX));
+    }
+    Ok(())
+}
+
+/// Files every run writes in its run directory, besides those named by options (`taps submit`
+/// adds its job files).
+const RUN_FILES: &[&str] = {
+    use crate::launchers::submit::{EXIT, RECORD, SCRIPT, STDERR, STDOUT};
+    &["config.toml", "config.tmp~", "environment.json", SCRIPT, RECORD, STDOUT, STDERR, EXIT]
+};
+
+/// Refuses two things written to the same name in the run directory: the log file, the task
+/// records, the app's outputs, the file transformer's default `data/` and the run's own files.
+fn check_run_dir_names(cfg: &Config) -> Result<(), String> {
+    let mut names: Vec<(String, String)> = RUN_FILES.iter().map(|f| (format!("taps ({})", f), f.to_string())).collect();
+    if let Some(t) = &cfg.transformer
+        && t.name == "file"
+        && t.options.get("file_dir").is_none_or(|v| v.as_str() == Some("none"))
+    {
+        names.push(("the file transformer (its default directory)".into(), "data".into()));
+    }
+    let app = crate::apps::find(&cfg.app.name)?;
+    let mut options = (app.footprint)(&cfg.app.options).files;
+    if let Some(f) = &cfg.logging.file_name {
+        options.push(("logging.file_name".to_string(), f.clone()));
+    }
+    if let Some(f) = &cfg.engine.task_record_file_name {
+        options.push(("engine.task_record_file_name".to_string(), f.clone()));
+    }
+    for (key, f) in options {
+        if let Some((other, _)) = names.iter().find(|(_, n)| *n == f) {
+            return Err(format!(
+                "{} = {:?} clashes with a file of the same name in the run directory, written by {}: choose another name",
+                key, f, other
+            ));
+        }
+        names.push((key, f));
     }
     Ok(())
 }
@@ -195,6 +249,11 @@ fn normalize_key(k: &str) -> String {
     k.replace('-', "_")
 }
 
+/// Whether `key` (normalised) selects a plugin: `app`, `engine.executor`, `filter`, ...
+pub fn is_selector(key: &str) -> bool {
+    selector(key).is_some()
+}
+
 fn selector(key: &str) -> Option<&'static str> {
     let k = key.replace('_', "-");
     SELECTORS.iter().find(|(s, _)| *s == k).map(|(_, t)| *t)
@@ -228,12 +287,15 @@ fn table_at<'a>(t: &'a mut toml::Table, path: &str) -> Result<&'a mut toml::Tabl
     Ok(cur)
 }
 
-/// Sets the plugin at `section` to `name`; a different plugin than before drops the old
-/// plugin's options (they belong to it, not to the new one).
+/// Sets the plugin at `section` to `name`; a different plugin than the files named drops the old
+/// plugin's options (they belong to it, not to the new one). Options of a table that names no
+/// plugin are kept for the one selected.
 fn select(t: &mut toml::Table, section: &str, name: &str) -> Result<(), ConfigError> {
     let cur = get_path(t, &format!("{}.name", section)).and_then(|v| v.as_str()).map(str::to_string);
+    // An executor table without a name configures the default executor.
+    let cur = cur.or_else(|| (section == "engine.executor").then(|| crate::executor::DEFAULT_EXECUTOR.to_string()));
     let tab = table_at(t, section)?;
-    if cur.as_deref() != Some(name) {
+    if cur.as_deref().is_some_and(|c| c != name) {
         tab.clear();
     }
     tab.insert("name".into(), toml::Value::String(name.into()));
@@ -288,12 +350,36 @@ pub fn layered_table(raw: &RawArgs) -> Result<toml::Table, ConfigError> {
             select(&mut t, section, v)?;
         }
     }
+    // Then the plugins themselves: an unknown one is named before any of its options.
+    check_plugin_names(&t)?;
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in &raw.sets {
         if selector(k).is_none() {
-            set_cli_value(&mut t, k, v)?;
+            let repeated = !seen.insert(k.as_str());
+            set_cli_value(&mut t, k, v, repeated)?;
         }
     }
     Ok(t)
+}
+
+/// Checks that every selected plugin exists (before its options are read, so a plugin taps does
+/// not have is reported as such, not as an unknown option).
+fn check_plugin_names(t: &toml::Table) -> Result<(), ConfigError> {
+    for (path, kind, list) in plugin_sections() {
+        let Some(v) = get_path(t, &format!("{}.name", path)) else { continue };
+        let Some(name) = v.as_str() else {
+            return Err(ConfigError(format!("{}.name: expected string, got {}", path, crate::options::describe(v))));
+        };
+        match path {
+            "app" => crate::apps::find(name).map(|_| ())?,
+            "engine.executor" => crate::executor::find(name).map(|_| ())?,
+            _ if name.eq_ignore_ascii_case("none") => {}
+            _ => {
+                crate::plugins::find(kind, &list, name).map(|_| ()).map_err(|e| ConfigError(format!("{}, none", e)))?
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Field specs of the section owning `key`, and the key within it.
@@ -360,7 +446,9 @@ fn field_for(t: &toml::Table, key: &str) -> Result<(String, crate::options::Fiel
     Err(ConfigError(msg))
 }
 
-fn set_cli_value(t: &mut toml::Table, key: &str, value: &str) -> Result<(), ConfigError> {
+/// Sets `--key value` in the table. A repeated list flag appends and a repeated map flag merges;
+/// a map flag also merges into the map of the config files (flag keys win).
+fn set_cli_value(t: &mut toml::Table, key: &str, value: &str, repeated: bool) -> Result<(), ConfigError> {
     for (path, kind, list) in plugin_sections() {
         let selected = get_path(t, &format!("{}.name", path)).is_some() || path == "engine.executor";
         if !selected && key.starts_with(&format!("{}.", path)) {
@@ -380,6 +468,10 @@ fn set_cli_value(t: &mut toml::Table, key: &str, value: &str) -> Result<(), Conf
     let flag = format!("--{}", key.replace('_', "-"));
     let v = (spec.parse_cli)(value).map_err(|e| ConfigError(format!("{}: {}", flag, e)))?;
     let tab = if section.is_empty() { t } else { table_at(t, &section)? };
+    let v = match tab.remove(spec.name) {
+        Some(old) if repeated || (old.is_table() && v.is_table()) => crate::options::combine(old, v),
+        _ => v,
+    };
     tab.insert(spec.name.to_string(), v);
     Ok(())
 }
@@ -447,7 +539,7 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
     let engine_opts = EngineOptions::from_table(&engine, "engine")?;
     let logging = LoggingOptions::from_table(&logging, "logging")?;
     let run = RunOptions::from_table(&run, "run")?;
-    Ok(Config {
+    let cfg = Config {
         version,
         app: Selected { name: app_name, options: app_opts },
         executor: Selected { name: exec_name, options: exec_opts },
@@ -457,7 +549,9 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
         logging,
         run,
         submit,
-    })
+    };
+    check_run_dir_names(&cfg)?;
+    Ok(cfg)
 }
 
 fn take_table(t: &mut toml::Table, key: &str) -> Result<toml::Table, ConfigError> {

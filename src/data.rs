@@ -391,7 +391,9 @@ impl DataLayer {
                 };
                 if passes {
                     let b = bytes().as_ref().map_err(Clone::clone)?;
-                    return Ok(Payload::Ref(tr.put(b)?));
+                    let r = tr.put(b)?;
+                    tracing::trace!(target: "taps.engine.transform", "Transformed object (type={}) into identifier (type=DataRef)", l.type_name);
+                    return Ok(Payload::Ref(r));
                 }
                 match (wire, encoded.into_inner()) {
                     (true, Some(b)) => Ok(Payload::Bytes(b?.into())),
@@ -405,7 +407,12 @@ impl DataLayer {
                     None => true,
                     Some(f) => f.passes(&Candidate { type_name: "", size: &|| len }),
                 };
-                if passes { Ok(Payload::Ref(tr.put(&b)?)) } else { Ok(Payload::Bytes(b)) }
+                if !passes {
+                    return Ok(Payload::Bytes(b));
+                }
+                let r = tr.put(&b)?;
+                tracing::trace!(target: "taps.engine.transform", "Transformed object (type=bytes) into identifier (type=DataRef)");
+                Ok(Payload::Ref(r))
             }
             r @ Payload::Ref(_) => Ok(r),
         }
@@ -415,7 +422,11 @@ impl DataLayer {
     pub fn resolve(&self, p: Payload) -> Result<Payload, TaskError> {
         match p {
             Payload::Ref(r) => match &self.transformer {
-                Some(tr) => tr.get(&r).map(Payload::Bytes),
+                Some(tr) => {
+                    let b = tr.get(&r)?;
+                    tracing::trace!(target: "taps.engine.transform", "Resolved identifier (type=DataRef) into object (type=bytes)");
+                    Ok(Payload::Bytes(b))
+                }
                 None => Err(TaskError::new(
                     "UnresolvedReference",
                     format!("got a reference to {} but no transformer is configured here", r.key),

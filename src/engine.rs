@@ -569,6 +569,9 @@ impl Engine {
             data: self.core.data.clone(),
         });
         self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        // The arguments are only evaluated when TRACE lines are wanted.
+        tracing::trace!(target: "taps.engine", "Submitted task to executor (id={}, name={}, parents=[{}])", cell.id, name,
+            slots.iter().filter_map(|s| match s { Slot::Future(p) => Some(p.id.to_string()), _ => None }).collect::<Vec<_>>().join(", "));
         let sub = Submission { cell: cell.clone(), def, slots, submit_time };
         if self.core.tx.send(Msg::Submit(Box::new(sub))).is_err() {
             cell.finish(Err(TaskError::new(

@@ -13,6 +13,7 @@ pub mod data;
 pub mod engine;
 pub mod environment;
 pub mod executor;
+pub mod limits;
 pub mod logging;
 pub mod options;
 pub mod plugins;

@@ -9,10 +9,12 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{LineWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
@@ -32,7 +34,7 @@ macro_rules! app_info {
 pub const LEVELS: &[(&str, u32)] =
     &[("TRACE", 5), ("DEBUG", 10), ("INFO", 20), ("APP", 21), ("RUN", 22), ("WARNING", 30), ("ERROR", 40)];
 
-/// Parses a level name (any case; WARN and CRITICAL accepted) or number.
+/// Parses a level name (any case; Python's WARN, CRITICAL, FATAL and NOTSET accepted) or number.
 pub fn parse_level(s: &str) -> Result<u32, String> {
     let u = s.trim().to_ascii_uppercase();
     if let Ok(n) = u.parse::<u32>() {
@@ -41,6 +43,7 @@ pub fn parse_level(s: &str) -> Result<u32, String> {
     let u = match u.as_str() {
         "WARN" => "WARNING",
         "CRITICAL" | "FATAL" => "ERROR",
+        "NOTSET" => return Ok(0),
         other => other,
     };
     LEVELS.iter().find(|(n, _)| *n == u).map(|(_, v)| *v).ok_or_else(|| {
@@ -50,6 +53,52 @@ pub fn parse_level(s: &str) -> Result<u32, String> {
             LEVELS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
         )
     })
+}
+
+/// A configured log level: a name or a number, as the Python suite's `logging.level` takes it
+/// (`level = "INFO"` or `level = 20`); written back the way it was given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogLevel {
+    /// A level name, upper case (TRACE, DEBUG, INFO, APP, RUN, WARNING, ERROR, ...).
+    Name(String),
+    /// A number (TRACE 5, DEBUG 10, INFO 20, APP 21, RUN 22, WARNING 30, ERROR 40).
+    Number(u32),
+}
+
+impl LogLevel {
+    /// The numeric level.
+    pub fn value(&self) -> u32 {
+        match self {
+            LogLevel::Name(n) => parse_level(n).unwrap_or(20),
+            LogLevel::Number(n) => *n,
+        }
+    }
+}
+
+impl crate::options::OptValue for LogLevel {
+    fn type_name() -> String {
+        "level name (TRACE|DEBUG|INFO|APP|RUN|WARNING|ERROR) or number".into()
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Integer(i) => u32::try_from(*i)
+                .map(LogLevel::Number)
+                .map_err(|_| format!("expected a level name or a number >= 0, got {}", i)),
+            toml::Value::String(s) => Self::from_cli(s),
+            _ => Err(format!("expected a level name or number, got {}", crate::options::describe(v))),
+        }
+    }
+    fn to_toml(&self) -> toml::Value {
+        match self {
+            LogLevel::Name(n) => toml::Value::String(n.clone()),
+            LogLevel::Number(n) => toml::Value::Integer(*n as i64),
+        }
+    }
+    fn from_cli(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let n = parse_level(t)?;
+        Ok(if t.parse::<u32>().is_ok() { LogLevel::Number(n) } else { LogLevel::Name(t.to_ascii_uppercase()) })
+    }
 }
 
 fn level_name(n: u32) -> &'static str {
@@ -71,6 +120,17 @@ struct Sink {
 
 struct TapsLayer {
     sinks: Mutex<Vec<Sink>>,
+    /// The lowest level any sink takes: events below it are never built (their arguments are
+    /// not even formatted), so TRACE lines cost nothing unless TRACE is on.
+    min_level: AtomicU32,
+}
+
+impl TapsLayer {
+    /// Whether an event at `level` may reach a sink (INFO may be RUN or APP, which rank higher).
+    fn wants(&self, level: &Level) -> bool {
+        let highest = if *level == Level::INFO { 22 } else { event_level(level, None) };
+        highest >= self.min_level.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
@@ -148,7 +208,8 @@ static LAYER: OnceLock<&'static TapsLayer> = OnceLock::new();
 
 fn layer() -> &'static TapsLayer {
     LAYER.get_or_init(|| {
-        let l: &'static TapsLayer = Box::leak(Box::new(TapsLayer { sinks: Mutex::new(Vec::new()) }));
+        let l: &'static TapsLayer =
+            Box::leak(Box::new(TapsLayer { sinks: Mutex::new(Vec::new()), min_level: AtomicU32::new(u32::MAX) }));
         let _ = tracing_subscriber::registry().with(Forward(l)).try_init();
         l
     })
@@ -157,9 +218,23 @@ fn layer() -> &'static TapsLayer {
 struct Forward(&'static TapsLayer);
 
 impl<S: Subscriber> Layer<S> for Forward {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        // Sinks change at run time: ask per event (a cheap atomic load), never cache a verdict.
+        Interest::sometimes()
+    }
+    fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        self.0.wants(metadata.level())
+    }
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         self.0.on_event(event, ctx)
     }
+}
+
+fn set_sinks(sinks: Vec<Sink>) {
+    let l = layer();
+    let min = sinks.iter().map(|s| s.level).min().unwrap_or(u32::MAX);
+    *l.sinks.lock().unwrap() = sinks;
+    l.min_level.store(min, Ordering::Relaxed);
 }
 
 /// Sends log lines at or above `level` to stdout, and at or above `file_level` to `file`.
@@ -173,20 +248,23 @@ pub fn init(level: u32, file: Option<(&Path, u32)>) -> std::io::Result<()> {
         let f = File::options().create(true).append(true).open(path)?;
         sinks.push(Sink { level: file_level, out: Box::new(LineWriter::new(f)) });
     }
-    *layer().sinks.lock().unwrap() = sinks;
+    set_sinks(sinks);
     Ok(())
 }
 
 /// Logging for commands other than `run`: warnings and errors to stderr only.
 pub fn init_stderr(level: u32) {
-    *layer().sinks.lock().unwrap() = vec![Sink { level, out: Box::new(std::io::stderr()) }];
+    set_sinks(vec![Sink { level, out: Box::new(std::io::stderr()) }]);
 }
 
 /// Flushes and closes the log file (stdout stays).
 pub fn close() {
-    let mut sinks = layer().sinks.lock().unwrap();
+    let l = layer();
+    let mut sinks = l.sinks.lock().unwrap();
     for s in sinks.iter_mut() {
         let _ = s.out.flush();
     }
     sinks.truncate(1);
+    let min = sinks.iter().map(|s| s.level).min().unwrap_or(u32::MAX);
+    l.min_level.store(min, Ordering::Relaxed);
 }

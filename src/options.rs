@@ -29,7 +29,8 @@ pub trait Options: Sized + Clone + std::fmt::Debug + Send + Sync + 'static {
     fn fields() -> Vec<FieldSpec>;
     /// Reads the options; `section` prefixes keys in error messages.
     fn from_table(t: &toml::Table, section: &str) -> Result<Self, String>;
-    /// The complete table (defaults included), in field order.
+    /// The table written to `config.toml`, in field order: every key but those [`omitted`]
+    /// (reading it back gives the same options).
     fn to_table(&self) -> toml::Table;
 }
 
@@ -81,17 +82,27 @@ macro_rules! int_opt {
     ($($t:ty => $name:literal),*) => {$(
         impl OptValue for $t {
             fn type_name() -> String { $name.into() }
+            /// An integer, a float with no fractional part or an integer string, as the Python
+            /// suite's validation accepts.
             fn from_toml(v: &toml::Value) -> Result<Self, String> {
                 match v {
                     toml::Value::Integer(i) => <$t>::try_from(*i).map_err(|_| format!("expected {}, got {} (out of range)", $name, i)),
+                    toml::Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
+                        <$t>::try_from(*f as i64).map_err(|_| format!("expected {}, got {} (out of range)", $name, f))
+                    }
                     toml::Value::String(s) => Self::from_cli(s),
                     _ => expected($name, v),
                 }
             }
             fn to_toml(&self) -> toml::Value { toml::Value::Integer(*self as i64) }
+            /// Values that TOML cannot hold (above 2^63 - 1) are refused here, not wrapped.
             fn from_cli(s: &str) -> Result<Self, String> {
                 let t = s.trim().replace('_', "");
-                t.parse::<$t>().map_err(|_| format!("expected {}, got {:?}", $name, s))
+                let v = t.parse::<i128>().map_err(|_| format!("expected {}, got {:?}", $name, s))?;
+                i64::try_from(v)
+                    .ok()
+                    .and_then(|i| <$t>::try_from(i).ok())
+                    .ok_or_else(|| format!("expected {} from {} to {}, got {}", $name, <$t>::MIN, (<$t>::MAX as i128).min(i64::MAX as i128), s.trim()))
             }
         }
     )*};
@@ -122,6 +133,8 @@ impl OptValue for f64 {
     }
 }
 
+/// Booleans as the Python suite's validation (pydantic) reads them: true/false, yes/no, on/off,
+/// 1/0, t/f, y/n in any case; in TOML also the integers 0 and 1.
 impl OptValue for bool {
     fn type_name() -> String {
         "true|false".into()
@@ -129,6 +142,8 @@ impl OptValue for bool {
     fn from_toml(v: &toml::Value) -> Result<Self, String> {
         match v {
             toml::Value::Boolean(b) => Ok(*b),
+            toml::Value::Integer(0) => Ok(false),
+            toml::Value::Integer(1) => Ok(true),
             toml::Value::String(s) => Self::from_cli(s),
             _ => expected("true or false", v),
         }
@@ -138,9 +153,9 @@ impl OptValue for bool {
     }
     fn from_cli(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" | "on" => Ok(true),
-            "false" | "no" | "0" | "off" => Ok(false),
-            _ => Err(format!("expected true or false, got {:?}", s)),
+            "true" | "yes" | "1" | "on" | "t" | "y" => Ok(true),
+            "false" | "no" | "0" | "off" | "f" | "n" => Ok(false),
+            _ => Err(format!("expected true or false (also yes/no, on/off, 1/0), got {:?}", s)),
         }
     }
 }
@@ -234,10 +249,11 @@ impl OptValue for Vec<String> {
     }
 }
 
-/// A string map: a TOML table, or JSON on the CLI (`'{"A": "x"}'`).
+/// A string map: a TOML table, or on the CLI a JSON object (`'{"A": "x"}'`) or
+/// `KEY=VALUE,KEY=VALUE`. Repeated flags merge (see [`combine`]).
 impl OptValue for BTreeMap<String, String> {
     fn type_name() -> String {
-        "JSON object of strings".into()
+        "map of strings (JSON object or KEY=VALUE,...)".into()
     }
     fn from_toml(v: &toml::Value) -> Result<Self, String> {
         match v {
@@ -259,8 +275,17 @@ impl OptValue for BTreeMap<String, String> {
         toml::Value::Table(self.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
     }
     fn from_cli(s: &str) -> Result<Self, String> {
-        let t = json_to_toml_table(s)?;
-        Self::from_toml(&toml::Value::Table(t))
+        let t = s.trim();
+        if t.starts_with('{') {
+            return Self::from_toml(&toml::Value::Table(json_to_toml_table(s)?));
+        }
+        t.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) => Ok((k.trim().to_string(), v.to_string())),
+                None => Err(format!("expected a JSON object or KEY=VALUE,KEY=VALUE, got {:?}", s)),
+            })
+            .collect()
     }
 }
 
@@ -347,7 +372,8 @@ macro_rules! opt_enum {
 
 /// Declares an option struct. Each field has a doc comment (its help line), a type implementing
 /// [`OptValue`] and a default; `#[required]` fields have no default for users (the expression is a
-/// placeholder never observed).
+/// placeholder never observed); `#[skip_default]` fields (taps-only keys) are written to
+/// `config.toml` only when they differ from their default (see [`omitted`]).
 ///
 /// ```
 /// taps::options! {
@@ -424,10 +450,8 @@ macro_rules! options {
                             })?;
                         }
                         None if $crate::__is_required!($($req)?) => {
-                            return Err(format!(
-                                "{}.{} is required ({}): set it with --{}.{} VALUE or in the [{}] table",
-                                section, stringify!($field), <$ty as $crate::options::OptValue>::type_name(),
-                                section, stringify!($field).replace('_', "-"), section,
+                            return Err($crate::options::required_error(
+                                section, stringify!($field), &<$ty as $crate::options::OptValue>::type_name(),
                             ));
                         }
                         None => {}
@@ -437,10 +461,17 @@ macro_rules! options {
                 Ok(out)
             }
 
-            #[allow(unused_mut)]
+            #[allow(unused_mut, unused_variables)]
             fn to_table(&self) -> toml::Table {
+                let d = <$name as Default>::default();
                 let mut t = toml::Table::new();
-                $( t.insert(stringify!($field).into(), $crate::options::OptValue::to_toml(&self.$field)); )*
+                $(
+                    let v = $crate::options::OptValue::to_toml(&self.$field);
+                    let default = $crate::options::OptValue::to_toml(&d.$field);
+                    if !$crate::options::omitted(&v, &default, $crate::__is_skip_default!($($req)?)) {
+                        t.insert(stringify!($field).into(), v);
+                    }
+                )*
                 t
             }
         }
@@ -456,6 +487,81 @@ macro_rules! __is_required {
     (required) => {
         true
     };
+    (skip_default) => {
+        false
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __is_skip_default {
+    () => {
+        false
+    };
+    (required) => {
+        false
+    };
+    (skip_default) => {
+        true
+    };
+}
+
+/// The longest wait an option may ask for, in seconds (about 3·10¹⁰ years): longer ones overflow
+/// the clock (`Instant + Duration`) and cannot run.
+pub const MAX_SECONDS: f64 = 1e18;
+
+/// Checks a duration option: a finite number of seconds in `[0, max]`.
+pub fn check_seconds(key: &str, v: f64, max: f64) -> Result<(), String> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{} must be a finite number >= 0, got {}", key, v));
+    }
+    if v > max {
+        return Err(format!(
+            "{} must be at most {:e} seconds (longer waits overflow the clock), got {:e}",
+            key, max, v
+        ));
+    }
+    Ok(())
+}
+
+/// Whether [`Options::to_table`] leaves a key out of `config.toml`: a none whose default is none
+/// (as the Python suite writes it), and a `#[skip_default]` (taps-only) key equal to its default,
+/// so a run that uses only the Python suite's options writes a file that suite can read.
+/// Reading the file back gives the same value either way.
+pub fn omitted(v: &toml::Value, default: &toml::Value, skip_default: bool) -> bool {
+    let none = |v: &toml::Value| matches!(v, toml::Value::String(s) if s == "none");
+    (skip_default && v == default) || (none(v) && none(default))
+}
+
+/// The error for a missing required key, with how to set it: a flag for the sections that have
+/// flags, a JSON object for a table option such as the failures app's `app.config`.
+pub fn required_error(section: &str, field: &str, ty: &str) -> String {
+    let flagged = matches!(
+        section,
+        "app" | "engine" | "engine.executor" | "engine.filter" | "engine.transformer" | "logging" | "run"
+    );
+    let how = if flagged {
+        format!("--{}.{} VALUE", section, field.replace('_', "-"))
+    } else {
+        format!("--{} '{{\"{}\": VALUE}}'", section.replace('_', "-"), field)
+    };
+    format!("{}.{} is required ({}): set it with {} or in the [{}] table", section, field, ty, how, section)
+}
+
+/// Combines a repeated CLI flag with its earlier value: lists append, maps and tables merge (later
+/// keys win), anything else is replaced, as the Python suite's CLI does.
+pub fn combine(old: toml::Value, new: toml::Value) -> toml::Value {
+    match (old, new) {
+        (toml::Value::Array(mut a), toml::Value::Array(b)) => {
+            a.extend(b);
+            toml::Value::Array(a)
+        }
+        (toml::Value::Table(mut a), toml::Value::Table(b)) => {
+            a.extend(b);
+            toml::Value::Table(a)
+        }
+        (_, new) => new,
+    }
 }
 
 #[doc(hidden)]

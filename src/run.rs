@@ -237,9 +237,8 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
 
 /// Sets up logging for a run in `run_dir`.
 pub fn init_logging(cfg: &Config, run_dir: &Path) -> std::io::Result<()> {
-    let level = crate::logging::parse_level(&cfg.logging.level).unwrap_or(20);
-    let file_level =
-        cfg.logging.file_level.as_deref().and_then(|l| crate::logging::parse_level(l).ok()).unwrap_or(level);
+    let level = cfg.logging.level.value();
+    let file_level = cfg.logging.file_level.as_ref().map_or(level, |l| l.value());
     let file = cfg.logging.file_name.as_ref().map(|f| run_dir.join(f));
     crate::logging::init(level, file.as_deref().map(|f| (f, file_level)))
 }

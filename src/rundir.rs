@@ -35,10 +35,32 @@ pub fn render(fmt: &str, name: &str, executor: &str, timestamp: &str) -> String 
 pub fn create(fmt: &str, name: &str, executor: &str, base: &Path) -> std::io::Result<PathBuf> {
     let ts = chrono::Local::now().format("%Y-%m-%d-%H-%M-%S").to_string();
     let path = base.join(render(fmt, name, executor, &ts));
+    // The parents this call creates, removed again if the run directory cannot be made.
+    let mut created = Vec::new();
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        let mut missing: Vec<&Path> =
+            parent.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+        missing.reverse();
+        for dir in missing {
+            if let Err(e) = std::fs::create_dir(dir).or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) }) {
+                remove_created(&created);
+                return Err(e);
+            }
+            created.push(dir.to_path_buf());
+        }
     }
-    create_unique(&path)
+    let made = create_unique(&path);
+    if made.is_err() {
+        remove_created(&created);
+    }
+    made
+}
+
+/// Removes directories this module created, deepest first, if they are still empty.
+fn remove_created(created: &[PathBuf]) {
+    for dir in created.iter().rev() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Creates the directory `path`, or `path-1`, `path-2`, … if it is taken (never an existing one);

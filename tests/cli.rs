@@ -224,7 +224,7 @@ fn bad_input_is_one_line_exit_2_and_nothing_created() {
         &args(BAG, &["--run.dir-format", "runs/{user}"]),
         &["{user}", "{name}, {executor}, {timestamp}"],
     );
-    assert_bad_input(d, &args(BAG, &["--run.env-vars", "A=1"]), &["--run.env-vars", "JSON object"]);
+    assert_bad_input(d, &args(BAG, &["--run.env-vars", "A"]), &["--run.env-vars", "JSON object", "KEY=VALUE"]);
     assert_bad_input(d, &args(BAG, &["--logging.level", "LOUD"]), &["LOUD", "RUN"]);
     assert_bad_input(d, &args(BAG, &["--engine.task-record-file-name", "../x.jsonl"]), &["task_record_file_name"]);
     assert_bad_input(d, &args(BAG, &["--app.seed"]), &["--app.seed needs a value"]);
@@ -254,4 +254,223 @@ fn run_dir_flag_uses_a_prepared_directory_once() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
     assert_eq!(records(&d.join("prepared")).len(), 3, "the first run's records are untouched");
+}
+
+#[test]
+fn runs_that_cannot_fit_the_machine_are_refused_before_they_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let tp = ["--engine.executor", "thread-pool"];
+    // Workers beyond what the kernel can start (pid_max is at most 2^22).
+    assert_bad_input(
+        d,
+        &args(BAG, &["--engine.executor", "thread-pool", "--engine.executor.max-threads", "10000000000"]),
+        &["engine.executor.max_threads = 10000000000", "more threads than this machine can start"],
+    );
+    assert_bad_input(
+        d,
+        &args(BAG, &["--engine.executor", "process-pool", "--engine.executor.max-processes", "100000000"]),
+        &["engine.executor.max_processes = 100000000", "more processes than this machine can start"],
+    );
+    // Memory beyond any machine's (petabytes): the need and what is available are named.
+    let huge = "100000000000000";
+    for (more, why) in [
+        (&["--app.warmup-tasks", huge][..], "app.warmup_tasks"),
+        (&["--app.task-data-bytes", huge][..], "app.task_data_bytes"),
+    ] {
+        let mut a = args(BAG, more);
+        a.extend(tp);
+        assert_bad_input(d, &a, &["needs at least", "of memory", why, "available"]);
+    }
+    for s in ["reduce", "diamond", "sequential"] {
+        let a = ["run", "--app", "synthetic", "--app.structure", s, "--app.task-count", huge, tp[0], tp[1]];
+        assert_bad_input(d, &a, &["app synthetic needs at least", "app.task_count"]);
+    }
+    assert_bad_input(
+        d,
+        &["run", "--app", "cholesky", "--app.matrix-size", "2000000", "--app.block-size", "1000"],
+        &["app cholesky needs at least 58.2 TiB of memory", "app.matrix_size"],
+    );
+    assert_bad_input(
+        d,
+        &[
+            "run",
+            "--app",
+            "failures",
+            "--app.base",
+            "cholesky",
+            "--app.config",
+            r#"{"matrix_size": 2000000, "block_size": 1000}"#,
+        ],
+        &["needs at least", "app.config.matrix_size"],
+    );
+    // Durations that overflow the clock.
+    assert_bad_input(d, &args(BAG, &["--app.task-sleep", "1e308"]), &["app.task_sleep", "at most 1e18", "1e308"]);
+    assert_bad_input(d, &args(BAG, &["--app.task-std", "1e300"]), &["app.task_std", "at most"]);
+    assert_bad_input(
+        d,
+        &[
+            "run",
+            "--app",
+            "failures",
+            "--app.base",
+            "synthetic",
+            "--app.config",
+            r#"{"structure": "reduce", "task_count": 2}"#,
+            "--app.timeout-seconds",
+            "1e300",
+        ],
+        &["app.timeout_seconds", "at most"],
+    );
+    // Oversubscription (more workers than cores) stays allowed.
+    let run = run_ok(d, &args(BAG, &["--engine.executor", "thread-pool", "--engine.executor.max-threads", "64"]));
+    assert_eq!(records(&run).len(), 3);
+}
+
+#[test]
+fn env_var_names_and_values_are_checked_up_front() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for bad in [r#"{"A=B": "x"}"#, r#"{"": "x"}"#, r#"{"A\u0000B": "x"}"#, "=x"] {
+        assert_bad_input(
+            d,
+            &args(BAG, &["--run.env-vars", bad]),
+            &["run.env_vars", "not a valid environment variable name"],
+        );
+    }
+    assert_bad_input(d, &args(BAG, &["--run.env-vars", r#"{"A": "x\u0000y"}"#]), &["run.env_vars", "NUL"]);
+    std::fs::write(d.join("env.toml"), "[run.env_vars]\n\"A=B\" = \"x\"\n").unwrap();
+    assert_bad_input(d, &args(BAG, &["-c", "env.toml"]), &["\"A=B\""]);
+}
+
+#[test]
+fn files_in_the_run_directory_never_share_a_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let log = "--logging.file-name";
+    let rec = "--engine.task-record-file-name";
+    for (flags, needles) in [
+        (&[log, "config.toml"][..], &["logging.file_name = \"config.toml\"", "clashes"][..]),
+        (&[log, "environment.json"], &["logging.file_name", "environment.json"]),
+        (&[log, "tasks.jsonl"], &["tasks.jsonl", "logging.file_name", "engine.task_record_file_name"]),
+        (&[rec, "config.toml"], &["engine.task_record_file_name = \"config.toml\""]),
+        (&[rec, "log.txt"], &["log.txt", "logging.file_name"]),
+        (&[log, "data", "--engine.transformer", "file"], &["\"data\"", "file transformer"]),
+        (&[log, "a/b"], &["logging.file_name", "a/b"]),
+        (&[log, ".."], &["logging.file_name", "\"..\""]),
+        (&[log, ""], &["logging.file_name", "\"\""]),
+        (&[rec, "a\u{1}/../x"], &["engine.task_record_file_name"]),
+    ] {
+        assert_bad_input(d, &args(BAG, flags), needles);
+    }
+    let long = "x".repeat(300);
+    assert_bad_input(d, &args(BAG, &[log, &long]), &["logging.file_name", "at most 255"]);
+    assert_bad_input(
+        d,
+        &["run", "--app", "cholesky", "--app.matrix-size", "4", "--app.block-size", "2", "--app.output", "log.txt"],
+        &["logging.file_name = \"log.txt\"", "app.output"],
+    );
+    assert_bad_input(
+        d,
+        &[
+            "run",
+            "--app",
+            "failures",
+            "--app.base",
+            "cholesky",
+            "--app.config",
+            r#"{"matrix_size": 4, "block_size": 2, "output": "tasks.jsonl"}"#,
+        ],
+        &["tasks.jsonl", "app.config.output"],
+    );
+}
+
+#[test]
+fn an_unknown_plugin_is_named_before_its_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let apps = "available apps: cholesky, failures, mapreduce, synthetic";
+    for extra in [&["--app.smi-file-name-ligand", "x"][..], &["--help"], &[]] {
+        let mut a = vec!["run", "--app", "docking"];
+        a.extend_from_slice(extra);
+        assert_bad_input(d, &a, &["app \"docking\" is not implemented in taps yet", apps]);
+    }
+    // A known plugin's help is shown even when one of its options is wrong.
+    let out = taps(d, &["run", "--app", "synthetic", "--engine.task-record-file-name", "../x", "--help"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--app.task-count"));
+    for app in ["fedlearn", "moldesign", "montage", "physics"] {
+        assert_bad_input(d, &["run", "--app", app, "--help"], &["not implemented in taps yet"]);
+    }
+    std::fs::write(d.join("dock.toml"), "[app]\nname = \"docking\"\nnum_initial = 4\n").unwrap();
+    assert_bad_input(d, &["run", "-c", "dock.toml"], &["app \"docking\" is not implemented"]);
+    assert_bad_input(d, &["run", "--app", "foo", "--app.bar", "1"], &["unknown app \"foo\"", "valid apps"]);
+    assert_bad_input(
+        d,
+        &args(BAG, &["--engine.executor", "dask", "--engine.executor.scheduler", "x"]),
+        &["executor \"dask\" is not implemented in taps yet", "thread-pool"],
+    );
+    assert_bad_input(
+        d,
+        &args(BAG, &["--engine.filter", "pickle-size", "--engine.filter.min-size", "1", "--help"]),
+        &["filter \"pickle-size\" is not implemented", "object-size"],
+    );
+    assert_bad_input(
+        d,
+        &args(BAG, &["--engine.transformer", "proxystore", "--engine.transformer.connector", "x"]),
+        &["transformer \"proxystore\" is not implemented", "file, none"],
+    );
+}
+
+#[test]
+fn the_failures_apps_hint_names_real_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = assert_bad_input(
+        tmp.path(),
+        &["run", "--app", "failures", "--app.base", "cholesky", "--app.config", r#"{"matrix_size": 100}"#],
+        &["app.config.block_size is required", r#"--app.config '{"block_size": VALUE}'"#, "[app.config] table"],
+    );
+    assert!(!e.contains("config.config") && !e.contains("app.config.block-size"), "{}", e);
+    let e = assert_bad_input(
+        tmp.path(),
+        &[
+            "run",
+            "--app",
+            "failures",
+            "--app.base",
+            "synthetic",
+            "--app.config",
+            r#"{"structure": "bag", "task_count": 3}"#,
+        ],
+        &["app.config.bag_max_running is required", r#"--app.config '{"bag_max_running": N}'"#],
+    );
+    assert!(!e.contains("config.config"), "{}", e);
+    assert_bad_input(
+        tmp.path(),
+        &["run", "--app", "failures", "--app.base", "cholesky", "--app.config", r#"{"matrix_sise": 4}"#],
+        &["unknown option app.config.matrix_sise", "did you mean app.config.matrix_size"],
+    );
+}
+
+#[test]
+fn smaller_input_errors_are_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    assert_bad_input(
+        d,
+        &args(BAG, &["--app.task-count", "18446744073709551615"]),
+        &["--app.task-count", "from 0 to 9223372036854775807", "18446744073709551615"],
+    );
+    assert_bad_input(d, &args(BAG, &["--app.task-count", "-1"]), &["--app.task-count", "-1"]);
+    assert_bad_input(d, &["frobnicate"], &["unrecognized subcommand 'frobnicate'", "commands: run, submit"]);
+    assert_bad_input(d, &["status"], &["<RUN_DIR>", "taps --help"]);
+    assert_bad_input(d, &["list", "--bogus"], &["--bogus"]);
+    // A run directory name the filesystem refuses leaves no parent directory behind.
+    let long = format!("runs/a/b/{}", "x".repeat(300));
+    assert_bad_input(d, &args(BAG, &["--run.dir-format", &long]), &["cannot create the run directory", "too long"]);
+    assert!(!d.join("runs").exists(), "the parents created for the run directory are removed again");
+    // ... but parents that existed before are kept.
+    std::fs::create_dir(d.join("keep")).unwrap();
+    let long = format!("keep/new/{}", "x".repeat(300));
+    assert_bad_input(d, &args(BAG, &["--run.dir-format", &long]), &["too long"]);
+    assert!(d.join("keep").is_dir() && !d.join("keep/new").exists());
 }

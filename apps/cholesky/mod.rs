@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array2, s};
 
-use crate::app::{App, AppPlugin};
+use crate::app::{App, AppPlugin, Footprint};
 use crate::engine::{Engine, TaskFuture};
 use crate::options::{Options, Validate};
 use crate::plugins::PluginInfo;
@@ -53,13 +53,13 @@ crate::options! {
         /// Side of the square tiles; must divide matrix-size.
         #[required] block_size: u64 = 0,
         /// Seed of the input matrix A = X·Xᵀ + n·I.
-        seed: u64 = 0,
+        #[skip_default] seed: u64 = 0,
         /// HDF5 file written in the run directory with dataset L (none = write nothing).
-        output: Option<String> = Some("cholesky.h5".into()),
+        #[skip_default] output: Option<String> = Some("cholesky.h5".into()),
         /// Also store the input matrix as dataset A in the output file.
-        save_input: bool = false,
+        #[skip_default] save_input: bool = false,
         /// Residual check after the run: auto, full, sampled or none (fails above 1e-10).
-        verify: Verify = Verify::Auto,
+        #[skip_default] verify: Verify = Verify::Auto,
     }
 }
 
@@ -108,8 +108,20 @@ pub const PLUGIN: AppPlugin = AppPlugin {
     info: PluginInfo::new::<CholeskyOptions>("cholesky", "tiled Cholesky factorization (potrf/trsm/syrk/gemm tasks)"),
     register_tasks,
     preflight: crate::app::no_preflight,
+    footprint,
     build,
 };
+
+/// At least the input A and the factor L, n² doubles each; the output file.
+fn footprint(t: &toml::Table) -> Footprint {
+    let Ok(o) = CholeskyOptions::from_table(t, "app") else { return Footprint::default() };
+    let n = o.matrix_size;
+    Footprint {
+        memory_bytes: n.saturating_mul(n).saturating_mul(8 * 2),
+        memory_for: format!("the input matrix and its factor, app.matrix_size² = {}² doubles each", n),
+        files: o.output.into_iter().map(|f| ("app.output".to_string(), f)).collect(),
+    }
+}
 
 fn register_tasks(r: &mut Registry) {
     r.add::<Potrf>().add::<Trsm>().add::<Syrk>().add::<Gemm>();

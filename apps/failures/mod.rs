@@ -22,7 +22,7 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, AppPlugin};
+use crate::app::{App, AppPlugin, Footprint};
 use crate::app_info;
 use crate::engine::{Engine, SubmitHook, TaskCell, TaskFuture};
 use crate::options::{OptValue, Options, Validate};
@@ -138,8 +138,10 @@ impl OptValue for FailureType {
             _ => Err(format!("expected one of {}, got {}", Self::type_name(), crate::options::describe(v))),
         }
     }
+    /// `exception` is written as the Python suite's `failure`, so that suite can read the file.
     fn to_toml(&self) -> toml::Value {
-        toml::Value::String(self.as_str().into())
+        let name = if *self == FailureType::Exception { "failure" } else { self.as_str() };
+        toml::Value::String(name.into())
     }
     fn from_cli(s: &str) -> Result<Self, String> {
         Self::parse(s).ok_or_else(|| {
@@ -162,11 +164,11 @@ crate::options! {
         /// Seed for the draws (which tasks fail, and which type with random); none = fresh each run.
         seed: Option<u64> = None,
         /// timeout: seconds an injected task runs before it is failed.
-        timeout_seconds: f64 = 1.0,
+        #[skip_default] timeout_seconds: f64 = 1.0,
         /// memory: bytes an injected task allocates before it fails (it stops early to keep half of the host's memory available).
-        memory_limit: u64 = 1 << 30,
+        #[skip_default] memory_limit: u64 = 1 << 30,
         /// ulimit: file descriptors an injected task may open beyond those already open.
-        ulimit_files: u64 = 64,
+        #[skip_default] ulimit_files: u64 = 64,
     }
 }
 
@@ -179,6 +181,7 @@ impl Validate for FailuresOptions {
         if !(self.timeout_seconds > 0.0 && self.timeout_seconds.is_finite()) {
             return Err(format!("app.timeout_seconds must be a finite number > 0, got {}", self.timeout_seconds));
         }
+        crate::options::check_seconds("app.timeout_seconds", self.timeout_seconds, crate::options::MAX_SECONDS)?;
         if self.memory_limit == 0 {
             return Err("app.memory_limit must be at least 1 byte".into());
         }
@@ -211,16 +214,22 @@ fn base_plugin(name: &str) -> Result<&'static AppPlugin, String> {
     })
 }
 
-/// The base app's options, read and checked by the base app itself; errors name `app.config.<key>`.
+/// The base app's options, read and checked by the base app itself; its errors, which name its
+/// keys `app.<key>`, its flags `--app.<key> VALUE` and its table `[app]`, are rewritten to name
+/// `app.config.<key>`, `--app.config '{"<key>": VALUE}'` and `[app.config]`.
 fn base_config(base: &AppPlugin, config: &toml::Table) -> Result<toml::Table, String> {
-    (base.info.normalize)(config, "app.config").map_err(|e| {
-        // The base app's own cross-field checks name their keys `app.<key>` and their flags
-        // `--app.<key>`; here both are keys of the app.config table.
-        let flag = regex::Regex::new(r"--app\.([\w-]+)").expect("valid regex");
-        let e = flag.replace_all(&e, |c: &regex::Captures| format!("app.{}", c[1].replace('-', "_"))).into_owned();
-        let key = regex::Regex::new(r"(^|[^\w.])app\.").expect("valid regex");
-        let e = key.replace_all(&e, "${1}app.config.").into_owned();
-        e.replace("app.config.config.", "app.config.")
+    (base.info.normalize)(config, "app").map_err(|e| {
+        let re = |r: &str| regex::Regex::new(r).expect("valid regex");
+        let key = |c: &regex::Captures, i: usize| c[i].replace('-', "_");
+        let e = re(r"(^|[^\w.\[-])app\.(\w)").replace_all(&e, "${1}app.config.${2}").into_owned();
+        let e = re(r"--app\.([\w-]+) (VALUE|N)\b")
+            .replace_all(&e, |c: &regex::Captures| format!("--app.config '{{\"{}\": {}}}'", key(c, 1), &c[2]))
+            .into_owned();
+        let e = re(r"--app\.([\w-]+)").replace_all(&e, |c: &regex::Captures| match &c[1] {
+            "config" => c[0].to_string(),
+            _ => format!("app.config.{}", key(c, 1)),
+        });
+        e.replace("[app]", "[app.config]")
     })
 }
 
@@ -237,8 +246,22 @@ pub const PLUGIN: AppPlugin = AppPlugin {
     },
     register_tasks,
     preflight,
+    footprint,
     build,
 };
+
+/// The base app's footprint (its options named `app.config.<key>`).
+fn footprint(t: &toml::Table) -> Footprint {
+    let Ok(o) = FailuresOptions::from_table(t, "app") else { return Footprint::default() };
+    let Ok(base) = base_plugin(&o.base) else { return Footprint::default() };
+    let Ok(config) = base_config(base, &o.config) else { return Footprint::default() };
+    let mut f = (base.footprint)(&config);
+    f.memory_for = f.memory_for.replace("app.", "app.config.");
+    for (key, _) in &mut f.files {
+        *key = key.replacen("app.", "app.config.", 1);
+    }
+    f
+}
 
 /// Reads the options and normalises the base app's table too (so `config.toml` shows all of it).
 fn normalize(t: &toml::Table, section: &str) -> Result<toml::Table, String> {

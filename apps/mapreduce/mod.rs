@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::app::{App, AppPlugin};
+use crate::app::{App, AppPlugin, Footprint};
 use crate::engine::Engine;
 use crate::options::{Options, Validate};
 use crate::plugins::PluginInfo;
@@ -55,8 +55,17 @@ pub const PLUGIN: AppPlugin = AppPlugin {
     info: PluginInfo::new::<MapreduceOptions>("mapreduce", "word count over a directory of text files (map + reduce)"),
     register_tasks,
     preflight,
+    footprint,
     build,
 };
+
+/// At least one generated file's words (2 letters and a space each); nothing in the run directory.
+fn footprint(t: &toml::Table) -> Footprint {
+    let Ok(o) = MapreduceOptions::from_table(t, "app") else { return Footprint::default() };
+    let memory_bytes = if o.generate { o.generated_words.saturating_mul(3) } else { 0 };
+    let memory_for = format!("app.generated_words = {} words of a generated file", o.generated_words);
+    Footprint { memory_bytes, memory_for, files: Vec::new() }
+}
 
 fn register_tasks(r: &mut Registry) {
     r.add::<MapTask>().add::<ReduceTask>();

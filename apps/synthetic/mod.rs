@@ -8,9 +8,9 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, AppPlugin};
+use crate::app::{App, AppPlugin, Footprint};
 use crate::engine::{Completions, Engine, TaskFuture, as_completed, builtin::Warmup};
-use crate::options::{Options, Validate};
+use crate::options::{MAX_SECONDS, Options, Validate, check_seconds};
 use crate::plugins::PluginInfo;
 use crate::task::{Arg, Many, Registry, Task, TaskError};
 use crate::{app_info, opt_enum};
@@ -64,12 +64,9 @@ impl Validate for SyntheticOptions {
                 _ => {}
             }
         }
-        if self.task_sleep < 0.0 || !self.task_sleep.is_finite() {
-            return Err(format!("app.task_sleep must be a finite number >= 0, got {}", self.task_sleep));
-        }
-        if self.task_std < 0.0 || !self.task_std.is_finite() {
-            return Err(format!("app.task_std must be a finite number >= 0, got {}", self.task_std));
-        }
+        // A normal draw never strays 10 standard deviations, so sleeps stay below the clock's limit.
+        check_seconds("app.task_sleep", self.task_sleep, MAX_SECONDS)?;
+        check_seconds("app.task_std", self.task_std, MAX_SECONDS / 10.0)?;
         Ok(())
     }
 }
@@ -82,8 +79,45 @@ pub const PLUGIN: AppPlugin = AppPlugin {
     ),
     register_tasks,
     preflight: crate::app::no_preflight,
+    footprint,
     build,
 };
+
+/// Memory the engine keeps for each task whose future is held, at least (measured: 400 B to
+/// 1 KiB on the thread-pool executor).
+const TASK_BYTES: u64 = 256;
+
+/// At least: for every task held at once (the bag's running ones, the N results a reduce or
+/// diamond task waits for, every future of a sequential chain or of the warmup) its engine state
+/// and the data it holds.
+fn footprint(t: &toml::Table) -> Footprint {
+    let Ok(o) = SyntheticOptions::from_table(t, "app") else { return Footprint::default() };
+    let (n, d) = (o.task_count, o.task_data_bytes);
+    let held = |tasks: u64, data: u64| tasks.saturating_mul(TASK_BYTES.saturating_add(data));
+    let (workflow, why) = match o.structure {
+        Structure::Bag => {
+            let cap = o.bag_max_running.unwrap_or(1).min(n);
+            let why =
+                format!("app.bag_max_running = {} tasks in flight with app.task_data_bytes = {} in and out", cap, d);
+            (held(cap, d.saturating_mul(2)), why)
+        }
+        Structure::Diamond | Structure::Reduce => {
+            let why = format!("app.task_count = {} results of app.task_data_bytes = {} held for the last task", n, d);
+            (held(n, d), why)
+        }
+        Structure::Sequential => {
+            let why = format!("app.task_count = {} chained tasks submitted at once", n);
+            (held(n, 0).saturating_add(d.saturating_mul(2)), why)
+        }
+    };
+    let warmup = held(o.warmup_tasks, 0);
+    let (memory_bytes, why) = if warmup > workflow {
+        (warmup, format!("app.warmup_tasks = {} tasks submitted at once", o.warmup_tasks))
+    } else {
+        (workflow, why)
+    };
+    Footprint { memory_bytes, memory_for: why, files: Vec::new() }
+}
 
 fn register_tasks(r: &mut Registry) {
     r.add::<Noop>();
