@@ -612,9 +612,9 @@ fn explain_refusal(opts: &SubmitOptions, overcommit: bool, why: &str) -> String 
     format!("Slurm would never start this job ({}): {}; {}", asked, why, hint)
 }
 
-/// **For the lead (issue 9, limits under `taps submit`):** the size of the smallest node of the
-/// partition the job would run in (CPUs and memory in MB, from `sinfo`), the limits a run under
-/// `taps submit` must fit; `None` for PBS, whose queues `qstat` does not size.
+/// The size of the smallest node of the partition the job would run in (CPUs and memory in MB,
+/// from `sinfo`), whose memory a run under `taps submit` must fit; `None` for PBS, whose queues
+/// `qstat` does not size.
 pub fn partition_limits(opts: &SubmitOptions) -> Result<Option<NodeSize>, String> {
     match opts.scheduler {
         Scheduler::Slurm => Ok(super::slurm::partition_nodes(opts.partition.as_deref())?.smallest()),
@@ -772,6 +772,22 @@ fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) -> R
             Err(Refusal::Unreachable(why)) => {
                 return Err((1, format!("cannot ask Slurm whether the job could run (nothing was created): {}", why)));
             }
+        }
+        // The run must fit the partition's nodes, not this login node.
+        if let Some(node) = partition_limits(opts).map_err(|e| (1, e))? {
+            let limits = crate::config::Limits {
+                place: match &opts.partition {
+                    Some(p) => format!("a node of partition {}", p),
+                    None => "a node of the default partition".into(),
+                },
+                memory_bytes: Some(crate::limits::Limit::new(
+                    node.memory_mb.saturating_mul(1 << 20),
+                    "the RealMemory of its smallest node (sinfo)",
+                )),
+                max_processes: None,
+                max_threads: None,
+            };
+            crate::config::check_limits(cfg, &limits).map_err(bad)?;
         }
     }
 

@@ -415,6 +415,45 @@ fn slurm_refuses_a_job_the_partition_can_never_start() {
 }
 
 #[test]
+fn slurm_refuses_a_run_that_cannot_fit_the_partitions_nodes() {
+    // cholesky holds A and L, 16·n² bytes: at n = 60,000 that is 57.6 GB, more than any node has.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let args = [
+        "submit",
+        "--scheduler",
+        "slurm",
+        "--job-name",
+        "taps-never",
+        "--",
+        "--app",
+        "cholesky",
+        "--app.matrix-size",
+        "60000",
+        "--app.block-size",
+        "1000",
+        "--engine.executor",
+        "thread-pool",
+    ];
+    let out = taps_slurm(d, &args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", err);
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    let (_, mem) = node_size();
+    let gib = format!("has {:.1} GiB available", mem as f64 / 1024.0);
+    for n in [
+        "app cholesky needs at least 53.6 GiB",
+        "a node of the default partition",
+        &gib,
+        "RealMemory of its smallest node",
+    ] {
+        assert!(err.contains(n), "{:?} not in {}", n, err);
+    }
+    assert!(run_dirs(d).is_empty(), "no run directory for a refused job");
+    assert_eq!(jobs_named("taps-never"), "", "nothing was queued");
+}
+
+#[test]
 fn slurm_status_says_a_job_is_stuck_why_and_what_to_do() {
     let tmp = tempfile::tempdir().unwrap();
     let bench = synthetic("3", "0");
