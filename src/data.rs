@@ -143,7 +143,7 @@ impl Validate for FileOptions {}
 /// `file-dir` is ever touched.
 pub struct FileTransformer {
     dir: PathBuf,
-    /// Set on the driver: the run's directory and the empty parents it created (removed at close).
+    /// Set on the driver: the parents of the run's directory that it created (removed at close if empty).
     owned: Option<Vec<PathBuf>>,
 }
 
@@ -154,11 +154,11 @@ impl FileTransformer {
         let io = |what: &Path, e: std::io::Error| {
             TaskError::new("IoError", format!("cannot create {}: {}", what.display(), e))
         };
-        let mut parents: Vec<PathBuf> =
-            base.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).map(Path::to_path_buf).collect();
-        std::fs::create_dir_all(base).map_err(|e| io(base, e))?;
-        let dir = crate::rundir::create_unique(&base.join(name)).map_err(|e| io(&base.join(name), e))?;
-        parents.insert(0, dir.clone());
+        let parents = crate::rundir::create_dir_all_tracked(base).map_err(|e| io(base, e))?;
+        let dir = crate::rundir::create_unique(&base.join(name)).map_err(|e| {
+            crate::rundir::remove_created(&parents);
+            io(&base.join(name), e)
+        })?;
         Ok(FileTransformer { dir, owned: Some(parents) })
     }
 
@@ -188,18 +188,14 @@ impl Transformer for FileTransformer {
     }
 
     fn close(&self) -> Result<(), TaskError> {
-        let Some(created) = &self.owned else { return Ok(()) };
+        let Some(parents) = &self.owned else { return Ok(()) };
         // The run's own directory with everything in it, then the parents it created if empty.
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             return Err(TaskError::new("IoError", format!("cannot remove {}: {}", self.dir.display(), e)));
         }
-        for d in &created[1..] {
-            if std::fs::remove_dir(d).is_err() {
-                break;
-            }
-        }
+        crate::rundir::remove_created(parents);
         Ok(())
     }
 }

@@ -36,19 +36,10 @@ pub fn create(fmt: &str, name: &str, executor: &str, base: &Path) -> std::io::Re
     let ts = chrono::Local::now().format("%Y-%m-%d-%H-%M-%S").to_string();
     let path = base.join(render(fmt, name, executor, &ts));
     // The parents this call creates, removed again if the run directory cannot be made.
-    let mut created = Vec::new();
-    if let Some(parent) = path.parent() {
-        let mut missing: Vec<&Path> =
-            parent.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
-        missing.reverse();
-        for dir in missing {
-            if let Err(e) = std::fs::create_dir(dir).or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) }) {
-                remove_created(&created);
-                return Err(e);
-            }
-            created.push(dir.to_path_buf());
-        }
-    }
+    let created = match path.parent() {
+        Some(parent) => create_dir_all_tracked(parent)?,
+        None => Vec::new(),
+    };
     let made = create_unique(&path);
     if made.is_err() {
         remove_created(&created);
@@ -56,10 +47,28 @@ pub fn create(fmt: &str, name: &str, executor: &str, base: &Path) -> std::io::Re
     made
 }
 
-/// Removes directories this module created, deepest first, if they are still empty.
-fn remove_created(created: &[PathBuf]) {
+/// Creates `dir` and its missing parents; returns the directories it created, outermost first
+/// (on an error, removes them again).
+pub fn create_dir_all_tracked(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+    missing.reverse();
+    let mut created = Vec::new();
+    for d in missing {
+        if let Err(e) = std::fs::create_dir(d).or_else(|e| if d.is_dir() { Ok(()) } else { Err(e) }) {
+            remove_created(&created);
+            return Err(e);
+        }
+        created.push(d.to_path_buf());
+    }
+    Ok(created)
+}
+
+/// Removes directories [`create_dir_all_tracked`] created, deepest first, if they are still empty.
+pub fn remove_created(created: &[PathBuf]) {
     for dir in created.iter().rev() {
-        let _ = std::fs::remove_dir(dir);
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
     }
 }
 

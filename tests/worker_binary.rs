@@ -50,40 +50,17 @@ fn process_pool_workers_are_the_driving_binary_itself() {
 #[test]
 fn a_worker_path_that_is_not_a_taps_worker_is_refused_before_the_run() {
     let tmp = tempfile::tempdir().unwrap();
+    let run = |path: &str| {
+        let mut a = vec!["run", "--app", "synthetic", "--app.structure", "sequential", "--app.task-count", "2"];
+        a.extend(["--engine.executor", "process-pool", "--engine.executor.worker-path", path]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
     for path in ["/bin/true", "/bin/cat", "/no/such/taps-worker"] {
-        assert_bad_input(
-            tmp.path(),
-            &[
-                "run",
-                "--app",
-                "synthetic",
-                "--app.structure",
-                "sequential",
-                "--app.task-count",
-                "2",
-                "--engine.executor",
-                "process-pool",
-                "--engine.executor.worker-path",
-                path,
-            ],
-            &["engine.executor.worker_path", path],
-        );
+        let args = run(path);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_bad_input(tmp.path(), &args, &["engine.executor.worker_path", path]);
     }
     // The real taps-worker binary is accepted.
-    run_ok(
-        tmp.path(),
-        &[
-            "run",
-            "--app",
-            "synthetic",
-            "--app.structure",
-            "sequential",
-            "--app.task-count",
-            "2",
-            "--engine.executor",
-            "process-pool",
-            "--engine.executor.worker-path",
-            env!("CARGO_BIN_EXE_taps-worker"),
-        ],
-    );
+    let args = run(env!("CARGO_BIN_EXE_taps-worker"));
+    run_ok(tmp.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
 }

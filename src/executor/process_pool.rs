@@ -62,12 +62,12 @@ crate::options! {
     pub struct ProcessPoolOptions {
         /// Number of worker processes (none = the cores available where the run executes).
         max_processes: Option<usize> = None,
-        /// The taps-worker binary (default: $TAPS_WORKER, else taps-worker next to the taps binary).
+        /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
         worker_path: Option<PathBuf> = None,
         /// Accepted for compatibility with Python configs and ignored: workers are always fresh taps-worker processes.
         context: Option<StartMethod> = None,
         /// Seconds a worker holding a task may go without a heartbeat before it is reported, killed and replaced (its task fails with WorkerLost); heartbeats come from a thread of their own, so a long task on a live worker is never lost.
-        heartbeat_timeout: f64 = 60.0,
+        #[skip_default] heartbeat_timeout: f64 = 60.0,
     }
 }
 

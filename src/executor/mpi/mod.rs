@@ -59,7 +59,7 @@ crate::options! {
         launcher_args: String = String::new(),
         /// A TOML file of launch profiles added to the built-in ones and ~/.config/taps/launchers.toml.
         launcher_profile: Option<PathBuf> = None,
-        /// The taps-worker binary (default: $TAPS_WORKER, else taps-worker next to the taps binary).
+        /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
         worker_path: Option<PathBuf> = None,
         /// Tasks sent ahead to each worker rank (the running one included).
         prefetch: usize = 2,
