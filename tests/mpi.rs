@@ -214,7 +214,14 @@ fn taps_worker_runs_in_a_prepared_run_directory() {
 }
 
 fn example(name: &str) -> PathBuf {
-    Path::new(TAPS).parent().unwrap().join("examples").join(name)
+    let p = Path::new(TAPS).parent().unwrap().join("examples").join(name);
+    // mpirun waits for ever on a program that does not exist: say what to build instead.
+    assert!(
+        p.is_file(),
+        "{} is not built: run the whole suite (cargo test builds examples) or cargo build --release --examples",
+        p.display()
+    );
+    p
 }
 
 fn mpi_engine(abort: bool) -> (Output, Vec<TaskRecord>) {
