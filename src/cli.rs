@@ -32,7 +32,7 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Show the state of a submitted job: queued, running, finished, failed or cancelled.
+    /// Show the state of a submitted job: queued, stuck (can never start, and why), running, finished, failed or cancelled.
     Status {
         /// Run directory created by taps submit.
         run_dir: std::path::PathBuf,
