@@ -81,9 +81,7 @@ pub fn install_signal_handler() {
                         std::process::exit(128 + sig);
                     }
                     tracing::error!(target: "taps.run", "Interrupted by signal {}: recording unfinished tasks and stopping", sig);
-                    if let Some(i) = CURRENT.lock().unwrap().as_ref() {
-                        i.interrupt();
-                    }
+                    interrupt_current();
                 }
             })
             .ok();
@@ -228,7 +226,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
         tracing::error!(target: "taps.run", "Run interrupted: {} task(s) recorded, {} failed or cancelled", summary.records, summary.failed);
     } else if let Some(e) = &error {
         tracing::error!(target: "taps.run", "Caught unhandled exception: {:#}", e);
-    } else {
+    } else if summary.error.is_none() {
         run_info!("Results saved to {}", run_dir.display());
         run_info!("Finished benchmark (app={}, elapsed={}s, tasks={})", cfg.app.name, secs(start), tasks);
     }

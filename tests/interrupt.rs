@@ -189,7 +189,7 @@ fn a_full_disk_stops_the_run_and_keeps_whole_records() {
         .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "20000"])
         .args(["--app.bag-max-running", "4", "--engine.executor", "thread-pool", "--run.dir-format", &format])
         .current_dir(cwd.path())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -197,6 +197,9 @@ fn a_full_disk_stops_the_run_and_keeps_whole_records() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{}", stderr);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(!stdout.contains("Finished benchmark"), "a run that lost records did not finish:\n{}", stdout);
     // One line on stderr: what failed, and how many submitted tasks have no record.
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", stderr);
