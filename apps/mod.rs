@@ -1,6 +1,6 @@
 //! The benchmark apps, one room each. Adding an app: a module here and an entry in [`ALL`].
 
-pub use crate::app::{App, AppPlugin};
+pub use crate::app::{App, AppConfig, AppPlugin};
 
 pub mod cholesky;
 pub mod failures;
@@ -10,12 +10,8 @@ pub mod synthetic;
 /// Every app, in the Python suite's order.
 pub static ALL: &[AppPlugin] = &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
 
-/// The apps' plugin infos (for help and lookup).
-pub fn infos() -> Vec<crate::plugins::PluginInfo> {
-    ALL.iter().map(|a| a.info).collect()
-}
-
 /// Finds an app by name.
 pub fn find(name: &str) -> Result<&'static AppPlugin, String> {
-    crate::plugins::find("app", &infos(), name).map(|i| ALL.iter().find(|a| a.info.name == i.name).unwrap())
+    let plugins: Vec<crate::plugins::Plugin<dyn AppConfig>> = ALL.iter().map(|a| a.plugin).collect();
+    crate::plugins::find("app", &plugins, name).map(|p| ALL.iter().find(|a| a.plugin.name == p.name).expect("found"))
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::engine::Engine;
-use crate::plugins::PluginInfo;
+use crate::plugins::{Plugin, PluginOptions};
 use crate::task::Registry;
 
 /// A benchmark application.
@@ -21,22 +21,31 @@ pub trait App: Send {
     }
 }
 
-/// An app plugin: its name, options, tasks and constructor.
+/// An app's typed options: they build the app and say what it needs (the Python suite's
+/// `AppConfig.get_app()`).
+pub trait AppConfig: PluginOptions {
+    /// Builds the app, inside the run directory.
+    fn get_app(&self, run_dir: &Path) -> anyhow::Result<Box<dyn App>>;
+    /// Checks inputs and external programs before the run directory is created.
+    fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// What a run with these options takes: memory and files in the run directory.
+    fn footprint(&self) -> Footprint {
+        Footprint::default()
+    }
+}
+
+/// An app plugin: its name and options, and its tasks.
 pub struct AppPlugin {
     /// Name and options.
-    pub info: PluginInfo,
+    pub plugin: Plugin<dyn AppConfig>,
     /// Adds the app's tasks to the registry (so every worker can run them).
     pub register_tasks: fn(&mut Registry),
-    /// Checks inputs and external programs before the run directory is created.
-    pub preflight: fn(&toml::Table) -> Result<(), String>,
-    /// What a run with these (normalised) options takes: memory and files in the run directory.
-    pub footprint: fn(&toml::Table) -> Footprint,
-    /// Builds the app from its normalised options, inside the run directory.
-    pub build: fn(&toml::Table, &Path) -> anyhow::Result<Box<dyn App>>,
 }
 
 /// What a run of an app takes, estimated from its options before it starts (see
-/// [`crate::limits`]).
+/// `taps::limits`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Footprint {
     /// Memory the run needs at least, in bytes: a lower bound, so that only runs that provably
@@ -46,11 +55,6 @@ pub struct Footprint {
     pub memory_for: String,
     /// Files the app writes in the run directory: (the option naming it, file name).
     pub files: Vec<(String, String)>,
-}
-
-/// A preflight that checks nothing.
-pub fn no_preflight(_: &toml::Table) -> Result<(), String> {
-    Ok(())
 }
 
 /// Checks that `program` is on PATH; the error names it and how to get it.

@@ -320,7 +320,7 @@ pub fn main(a: BenchArgs) -> i32 {
         Err(e) => return crate::cli::usage_error(e),
     };
     let executors: Vec<String> = if a.executors.is_empty() {
-        crate::executor::EXECUTORS.iter().map(|e| e.info.name.to_string()).filter(|n| n != "mpi").collect()
+        crate::executor::EXECUTORS.iter().map(|e| e.name.to_string()).filter(|n| n != "mpi").collect()
     } else {
         a.executors.clone()
     };

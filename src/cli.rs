@@ -92,8 +92,13 @@ fn clap_error_line(e: &clap::Error) -> String {
 /// Runs the CLI; returns the process exit code.
 pub fn main(argv: Vec<String>) -> i32 {
     if crate::worker::is_worker_invocation(&argv) {
-        return crate::worker::main(argv);
+        crate::catalogue::install();
+        return match mpi_job_args(argv) {
+            Ok(argv) => mpi_job(&argv),
+            Err(argv) => crate::worker::main(argv),
+        };
     }
+    crate::catalogue::install();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) if e.use_stderr() && e.kind() != clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -121,6 +126,39 @@ pub fn main(argv: Vec<String>) -> i32 {
     }
 }
 
+/// `taps-worker -c FILE … [taps run options]` (the MPI job's form, under mpirun or srun) as
+/// `taps-worker ARGS`; any other worker invocation (a process-pool worker, `--help`, a worker
+/// subcommand) is given back.
+fn mpi_job_args(mut argv: Vec<String>) -> Result<Vec<String>, Vec<String>> {
+    // `taps worker ARGS` and `taps-worker worker ARGS` are `taps-worker ARGS`.
+    let named =
+        if argv.get(1).is_some_and(|a| a == crate::worker::WORKER_COMMAND) { argv.remove(1) } else { String::new() };
+    let own = ["--pipe-fd", "--help", "-h", "--version", "-V", "--protocol-version"];
+    let job = argv.get(1).is_some_and(|a| a.starts_with('-'))
+        && !argv[1..].iter().any(|a| own.iter().any(|o| a == o || a.starts_with(&format!("{}=", o))));
+    if job {
+        return Ok(argv);
+    }
+    if !named.is_empty() {
+        argv.insert(1, named);
+    }
+    Err(argv)
+}
+
+fn mpi_job(argv: &[String]) -> i32 {
+    #[cfg(feature = "mpi")]
+    return crate::mpi_job::worker_main(argv);
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = argv;
+        eprintln!(
+            "taps-worker: error: this taps was built without MPI (--no-default-features), so taps-worker cannot \
+             serve an MPI job: rebuild with the default features, cargo build --release"
+        );
+        2
+    }
+}
+
 /// `taps list`.
 pub fn list() -> String {
     let mut out = String::new();
@@ -130,14 +168,15 @@ pub fn list() -> String {
             out.push_str(&format!("  {:<14} {}\n", n, a));
         }
     };
-    section("apps", crate::apps::ALL.iter().map(|a| (a.info.name, a.info.about)).collect());
-    let mut ex: Vec<(&str, &str)> = crate::executor::EXECUTORS.iter().map(|e| (e.info.name, e.info.about)).collect();
+    let c = &crate::catalogue::CATALOGUE;
+    section("apps", c.apps.iter().map(|a| (a.plugin.name, a.plugin.about)).collect());
+    let mut ex: Vec<(&str, &str)> = c.executors.iter().map(|e| (e.name, e.about)).collect();
     ex.extend(crate::executor::NOT_COMPILED.iter().copied());
     section("executors", ex);
-    let mut f: Vec<(&str, &str)> = crate::data::FILTERS.iter().map(|p| (p.name, p.about)).collect();
+    let mut f: Vec<(&str, &str)> = c.filters.iter().map(|p| (p.name, p.about)).collect();
     f.push(("none", "no filter: every value goes to the transformer (default)"));
     section("filters", f);
-    let mut t: Vec<(&str, &str)> = crate::data::TRANSFORMERS.iter().map(|p| (p.name, p.about)).collect();
+    let mut t: Vec<(&str, &str)> = c.transformers.iter().map(|p| (p.name, p.about)).collect();
     t.push(("none", "no transformer: every value inline (default)"));
     section("transformers", t);
     out
@@ -164,22 +203,31 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
     Ok(cfg)
 }
 
-/// Takes `--run-dir DIR` out of `taps run` arguments: run in a directory prepared earlier (by
-/// `taps submit`) instead of creating one.
-pub fn take_run_dir(args: &[String]) -> Result<(Vec<String>, Option<std::path::PathBuf>), String> {
+/// Takes `--NAME VALUE` (also `--NAME=VALUE`, and underscores for dashes) out of arguments; the
+/// last one given wins. The error names the flag and what it needs (`what`).
+pub fn take_flag(args: &[String], name: &str, what: &str) -> Result<(Vec<String>, Option<String>), String> {
+    let flag = format!("--{}", name);
+    let alt = flag.replace('-', "_").replacen("__", "--", 1);
     let mut rest = Vec::with_capacity(args.len());
-    let mut dir = None;
+    let mut value = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        if a == "--run-dir" || a == "--run_dir" {
-            dir = Some(it.next().ok_or("--run-dir needs a directory")?.into());
-        } else if let Some(d) = a.strip_prefix("--run-dir=") {
-            dir = Some(d.into());
+        if *a == flag || *a == alt {
+            value = Some(it.next().ok_or_else(|| format!("{} needs {}", flag, what))?.clone());
+        } else if let Some(v) = a.strip_prefix(&flag).or_else(|| a.strip_prefix(&alt)).and_then(|r| r.strip_prefix('='))
+        {
+            value = Some(v.to_string());
         } else {
             rest.push(a.clone());
         }
     }
-    Ok((rest, dir))
+    Ok((rest, value))
+}
+
+/// Takes `--run-dir DIR` out of `taps run` arguments: run in a directory prepared earlier (by
+/// `taps submit`) instead of creating one.
+pub fn take_run_dir(args: &[String]) -> Result<(Vec<String>, Option<std::path::PathBuf>), String> {
+    take_flag(args, "run-dir", "a directory").map(|(rest, d)| (rest, d.map(Into::into)))
 }
 
 /// Checks a prepared run directory: it exists and holds no records of an earlier run.
@@ -210,6 +258,9 @@ fn cmd_run(args: &[String], argv: &[String]) -> i32 {
     };
     if let Err(e) = config::check_limits(&cfg, &config::Limits::here()) {
         return usage_error(e);
+    }
+    if let Err(e) = crate::run::apply_env_vars(&cfg.run.env_vars) {
+        return usage_error(format!("cannot set run.env_vars (re-executing taps failed): {}", e));
     }
     let cwd = std::env::current_dir().unwrap_or_default();
     let run_dir = match prepared {

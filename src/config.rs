@@ -10,10 +10,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::app::AppConfig;
+use crate::data::{FilterConfig, TransformerConfig};
+use crate::executor::ExecutorConfig;
 pub use crate::limits::{Limits, check_limits};
 use crate::logging::LogLevel;
-use crate::options::{Options, Validate, did_you_mean};
-use crate::plugins::PluginInfo;
+use crate::options::{FieldSpec, Options, Validate, did_you_mean};
+use crate::plugins::{Plugin, Selected};
 
 /// A configuration error: one line for the user, exit code 2, nothing created.
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +120,12 @@ const RUN_FILES: &[&str] = {
 /// records, the app's outputs, the file transformer's default `data/` and the run's own files.
 fn check_run_dir_names(cfg: &Config) -> Result<(), String> {
     let mut names: Vec<(String, String)> = RUN_FILES.iter().map(|f| (format!("taps ({})", f), f.to_string())).collect();
-    if let Some(t) = &cfg.transformer
-        && t.name == "file"
-        && t.options.get("file_dir").is_none_or(|v| v.as_str() == Some("none"))
-    {
-        names.push(("the file transformer (its default directory)".into(), "data".into()));
+    if let Some(t) = &cfg.transformer {
+        for n in t.options.run_dir_names() {
+            names.push((format!("the {} transformer (its default directory)", t.name), n));
+        }
     }
-    let app = crate::apps::find(&cfg.app.name)?;
-    let mut options = (app.footprint)(&cfg.app.options).files;
+    let mut options = cfg.app.options.footprint().files;
     if let Some(f) = &cfg.logging.file_name {
         options.push(("logging.file_name".to_string(), f.clone()));
     }
@@ -143,28 +144,19 @@ fn check_run_dir_names(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// A chosen plugin and its complete, validated options.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Selected {
-    /// Plugin name.
-    pub name: String,
-    /// Options (every field, defaults filled in).
-    pub options: toml::Table,
-}
-
 /// A complete, validated benchmark configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// taps version the config was written for.
     pub version: String,
     /// The app.
-    pub app: Selected,
+    pub app: Selected<dyn AppConfig>,
     /// The executor.
-    pub executor: Selected,
+    pub executor: Selected<dyn ExecutorConfig>,
     /// The filter (None = everything passes to the transformer).
-    pub filter: Option<Selected>,
+    pub filter: Option<Selected<dyn FilterConfig>>,
     /// The transformer (None = everything inline).
-    pub transformer: Option<Selected>,
+    pub transformer: Option<Selected<dyn TransformerConfig>>,
     /// `[engine]`.
     pub engine: EngineOptions,
     /// `[logging]`.
@@ -259,13 +251,25 @@ fn selector(key: &str) -> Option<&'static str> {
     SELECTORS.iter().find(|(s, _)| *s == k).map(|(_, t)| *t)
 }
 
-/// The plugin tables: (path, kind, plugin list).
-fn plugin_sections() -> Vec<(&'static str, &'static str, Vec<PluginInfo>)> {
+/// A plugin as help and flag parsing see it, whatever its kind.
+struct Entry {
+    name: &'static str,
+    about: &'static str,
+    fields: fn() -> Vec<FieldSpec>,
+}
+
+fn entries<K: ?Sized + 'static>(list: impl IntoIterator<Item = Plugin<K>>) -> Vec<Entry> {
+    list.into_iter().map(|p| Entry { name: p.name, about: p.about, fields: p.fields }).collect()
+}
+
+/// The plugin tables of the catalogue: (path, kind, plugins).
+fn plugin_sections() -> Vec<(&'static str, &'static str, Vec<Entry>)> {
+    let c = &crate::catalogue::CATALOGUE;
     vec![
-        ("app", "app", crate::apps::infos()),
-        ("engine.executor", "executor", crate::executor::infos()),
-        ("engine.filter", "filter", crate::data::FILTERS.to_vec()),
-        ("engine.transformer", "transformer", crate::data::TRANSFORMERS.to_vec()),
+        ("app", "app", entries(c.apps.iter().map(|a| a.plugin))),
+        ("engine.executor", "executor", entries(c.executors.iter().copied())),
+        ("engine.filter", "filter", entries(c.filters.iter().copied())),
+        ("engine.transformer", "transformer", entries(c.transformers.iter().copied())),
     ]
 }
 
@@ -365,18 +369,19 @@ pub fn layered_table(raw: &RawArgs) -> Result<toml::Table, ConfigError> {
 /// Checks that every selected plugin exists (before its options are read, so a plugin taps does
 /// not have is reported as such, not as an unknown option).
 fn check_plugin_names(t: &toml::Table) -> Result<(), ConfigError> {
-    for (path, kind, list) in plugin_sections() {
+    let c = &crate::catalogue::CATALOGUE;
+    for (path, _, _) in plugin_sections() {
         let Some(v) = get_path(t, &format!("{}.name", path)) else { continue };
         let Some(name) = v.as_str() else {
             return Err(ConfigError(format!("{}.name: expected string, got {}", path, crate::options::describe(v))));
         };
+        let none = |e: String| ConfigError(format!("{}, none", e));
         match path {
             "app" => crate::apps::find(name).map(|_| ())?,
             "engine.executor" => crate::executor::find(name).map(|_| ())?,
             _ if name.eq_ignore_ascii_case("none") => {}
-            _ => {
-                crate::plugins::find(kind, &list, name).map(|_| ()).map_err(|e| ConfigError(format!("{}, none", e)))?
-            }
+            "engine.filter" => crate::plugins::find("filter", c.filters, name).map(|_| ()).map_err(none)?,
+            _ => crate::plugins::find("transformer", c.transformers, name).map(|_| ()).map_err(none)?,
         }
     }
     Ok(())
@@ -509,7 +514,7 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
             return Err(ConfigError(format!("app.name: expected string, got {}", crate::options::describe(v))));
         }
         None => {
-            let names: Vec<&str> = crate::apps::ALL.iter().map(|a| a.info.name).collect();
+            let names: Vec<&str> = crate::apps::ALL.iter().map(|a| a.plugin.name).collect();
             return Err(ConfigError(format!(
                 "no app selected: pass --app NAME or set name in the [app] table of a --config file; apps: {}",
                 names.join(", ")
@@ -517,8 +522,7 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
         }
     };
     app.remove("name");
-    let app_plugin = crate::apps::find(&app_name)?;
-    let app_opts = (app_plugin.info.normalize)(&app, "app")?;
+    let app = crate::apps::find(&app_name)?.plugin.select(&app, "app")?;
 
     let mut executor = take_table(&mut engine, "executor")?;
     let exec_name = match executor.remove("name") {
@@ -531,25 +535,14 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
             )));
         }
     };
-    let exec_plugin = crate::executor::find(&exec_name)?;
-    let exec_opts = (exec_plugin.info.normalize)(&executor, "engine.executor")?;
+    let executor = crate::executor::find(&exec_name)?.select(&executor, "engine.executor")?;
 
     let filter = optional_plugin(&mut engine, "filter", crate::data::FILTERS)?;
     let transformer = optional_plugin(&mut engine, "transformer", crate::data::TRANSFORMERS)?;
     let engine_opts = EngineOptions::from_table(&engine, "engine")?;
     let logging = LoggingOptions::from_table(&logging, "logging")?;
     let run = RunOptions::from_table(&run, "run")?;
-    let cfg = Config {
-        version,
-        app: Selected { name: app_name, options: app_opts },
-        executor: Selected { name: exec_name, options: exec_opts },
-        filter,
-        transformer,
-        engine: engine_opts,
-        logging,
-        run,
-        submit,
-    };
+    let cfg = Config { version, app, executor, filter, transformer, engine: engine_opts, logging, run, submit };
     check_run_dir_names(&cfg)?;
     Ok(cfg)
 }
@@ -562,7 +555,11 @@ fn take_table(t: &mut toml::Table, key: &str) -> Result<toml::Table, ConfigError
     }
 }
 
-fn optional_plugin(engine: &mut toml::Table, kind: &str, list: &[PluginInfo]) -> Result<Option<Selected>, ConfigError> {
+fn optional_plugin<K: ?Sized>(
+    engine: &mut toml::Table,
+    kind: &str,
+    list: &[Plugin<K>],
+) -> Result<Option<Selected<K>>, ConfigError> {
     let mut t = take_table(engine, kind)?;
     let name = match t.remove("name") {
         None => None,
@@ -589,17 +586,9 @@ fn optional_plugin(engine: &mut toml::Table, kind: &str, list: &[PluginInfo]) ->
         }
         Some(name) => {
             let p = crate::plugins::find(kind, list, &name).map_err(|e| ConfigError(format!("{}, none", e)))?;
-            let options = (p.normalize)(&t, &section)?;
-            Ok(Some(Selected { name, options }))
+            Ok(Some(p.select(&t, &section)?))
         }
     }
-}
-
-fn plugin_table(s: &Selected) -> toml::Table {
-    let mut t = toml::Table::new();
-    t.insert("name".into(), toml::Value::String(s.name.clone()));
-    t.extend(s.options.clone());
-    t
 }
 
 impl Config {
@@ -607,14 +596,14 @@ impl Config {
     pub fn to_table(&self) -> toml::Table {
         let mut t = toml::Table::new();
         t.insert("version".into(), toml::Value::String(self.version.clone()));
-        t.insert("app".into(), toml::Value::Table(plugin_table(&self.app)));
+        t.insert("app".into(), toml::Value::Table(self.app.to_table()));
         let mut engine = self.engine.to_table();
-        engine.insert("executor".into(), toml::Value::Table(plugin_table(&self.executor)));
+        engine.insert("executor".into(), toml::Value::Table(self.executor.to_table()));
         if let Some(f) = &self.filter {
-            engine.insert("filter".into(), toml::Value::Table(plugin_table(f)));
+            engine.insert("filter".into(), toml::Value::Table(f.to_table()));
         }
         if let Some(tr) = &self.transformer {
-            engine.insert("transformer".into(), toml::Value::Table(plugin_table(tr)));
+            engine.insert("transformer".into(), toml::Value::Table(tr.to_table()));
         }
         t.insert("engine".into(), toml::Value::Table(engine));
         t.insert("logging".into(), toml::Value::Table(self.logging.to_table()));

@@ -6,12 +6,12 @@
 //! exactly as the Python suite's `TaskTransformer` does.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use regex::RegexSet;
 
 use crate::options::{Options, Validate};
-use crate::plugins::PluginInfo;
+use crate::plugins::{Plugin, PluginOptions, Selected};
 use crate::task::{DataRef, Payload, TaskError};
 
 /// What a filter sees of a value.
@@ -102,24 +102,73 @@ impl Filter for ObjectType {
     }
 }
 
+/// A filter's typed options: they build the filter.
+pub trait FilterConfig: PluginOptions {
+    /// Builds the filter.
+    fn get_filter(&self) -> Result<Box<dyn Filter>, String>;
+}
+
+/// A transformer's typed options: they build the transformer, on the driver (which creates what
+/// the run stores into) or on a worker (which attaches to it).
+pub trait TransformerConfig: PluginOptions {
+    /// The driver's transformer for the run in `run_dir`, and the options that let a worker
+    /// attach to it (e.g. with the directory the driver created).
+    fn get_transformer(&self, run_dir: &Path) -> Result<(Box<dyn Transformer>, toml::Table), String>;
+    /// A worker's transformer, from the options the driver sent.
+    fn attach(&self) -> Result<Box<dyn Transformer>, String>;
+    /// Checks what can be checked before the run directory exists.
+    fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Names it creates in the run directory, for the clash check of file names.
+    fn run_dir_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A filter plugin.
+pub type FilterPlugin = Plugin<dyn FilterConfig>;
+/// A transformer plugin.
+pub type TransformerPlugin = Plugin<dyn TransformerConfig>;
+
 /// Filter plugins.
-pub static FILTERS: &[PluginInfo] = &[
-    PluginInfo::new::<NeverOptions>("never", "never transform anything (everything inline)"),
-    PluginInfo::new::<ObjectSizeOptions>(
+pub static FILTERS: &[FilterPlugin] = &[
+    crate::plugin!(dyn FilterConfig, NeverOptions, "never", "never transform anything (everything inline)"),
+    crate::plugin!(
+        dyn FilterConfig,
+        ObjectSizeOptions,
         "object-size",
-        "transform values whose serialised size is in [min-size, max-size] bytes",
+        "transform values whose serialised size is in [min-size, max-size] bytes"
     ),
-    PluginInfo::new::<ObjectTypeOptions>(
+    crate::plugin!(
+        dyn FilterConfig,
+        ObjectTypeOptions,
         "object-type",
-        "transform values whose Rust type name matches one of the regex patterns",
+        "transform values whose Rust type name matches one of the regex patterns"
     ),
 ];
 
 /// Transformer plugins.
-pub static TRANSFORMERS: &[PluginInfo] =
-    &[PluginInfo::new::<FileOptions>("file", "pass large values through files on a shared filesystem")];
+pub static TRANSFORMERS: &[TransformerPlugin] = &[crate::plugin!(
+    dyn TransformerConfig,
+    FileOptions,
+    "file",
+    "pass large values through files on a shared filesystem"
+)];
 
 impl Validate for NeverOptions {}
+
+impl FilterConfig for NeverOptions {
+    fn get_filter(&self) -> Result<Box<dyn Filter>, String> {
+        Ok(Box::new(Never))
+    }
+}
+
+impl FilterConfig for ObjectSizeOptions {
+    fn get_filter(&self) -> Result<Box<dyn Filter>, String> {
+        Ok(Box::new(ObjectSize { min: self.min_size, max: self.max_size }))
+    }
+}
 
 impl ObjectTypeOptions {
     fn set(&self) -> Result<RegexSet, String> {
@@ -133,7 +182,44 @@ impl Validate for ObjectTypeOptions {
     }
 }
 
+impl FilterConfig for ObjectTypeOptions {
+    fn get_filter(&self) -> Result<Box<dyn Filter>, String> {
+        Ok(Box::new(ObjectType(self.set()?)))
+    }
+}
+
 impl Validate for FileOptions {}
+
+impl TransformerConfig for FileOptions {
+    /// The run's own directory: `data/` in the run directory, or `taps-<run name>/` under a
+    /// given `file_dir`, removed with its contents at close.
+    fn get_transformer(&self, run_dir: &Path) -> Result<(Box<dyn Transformer>, toml::Table), String> {
+        let t = match &self.file_dir {
+            Some(base) => {
+                let base = std::path::absolute(base).map_err(|e| format!("engine.transformer.file_dir: {}", e))?;
+                let run = run_dir.file_name().unwrap_or_default().to_string_lossy();
+                FileTransformer::create(&base, &format!("taps-{}", run))
+            }
+            None => FileTransformer::create(run_dir, "data"),
+        };
+        let t = t.map_err(|e| format!("engine.transformer.file_dir: {}", e.message))?;
+        let worker = FileOptions { file_dir: Some(t.dir.clone()) };
+        Ok((Box::new(t), Options::to_table(&worker)))
+    }
+
+    fn attach(&self) -> Result<Box<dyn Transformer>, String> {
+        let dir = self.file_dir.as_ref().ok_or("engine.transformer.file_dir was not resolved by the driver")?;
+        Ok(Box::new(FileTransformer::attach(dir)))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        self.file_dir.as_deref().map_or(Ok(()), check_file_dir)
+    }
+
+    fn run_dir_names(&self) -> Vec<String> {
+        if self.file_dir.is_none() { vec!["data".into()] } else { Vec::new() }
+    }
+}
 
 /// Files named by UUID in one directory that belongs to this run alone.
 ///
@@ -165,11 +251,6 @@ impl FileTransformer {
     /// Uses a directory the driver created (a worker's view).
     pub fn attach(dir: &Path) -> Self {
         FileTransformer { dir: dir.to_path_buf(), owned: None }
-    }
-
-    /// The directory values are written to.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
@@ -231,7 +312,7 @@ fn check_file_dir(base: &Path) -> Result<(), String> {
 pub struct DataSpec {
     /// Filter name and options (TOML text).
     pub filter: Option<(String, String)>,
-    /// Transformer name and options (TOML text; `file_dir` resolved by the driver).
+    /// Transformer name and options (TOML text, as the driver's transformer gives them to workers).
     pub transformer: Option<(String, String)>,
 }
 
@@ -241,8 +322,6 @@ pub struct DataLayer {
     filter: Option<Box<dyn Filter>>,
     transformer: Option<Box<dyn Transformer>>,
     spec: DataSpec,
-    /// The `file` transformer's directory, until `for_run` writes it into the spec.
-    file_dir: Option<PathBuf>,
 }
 
 /// Bytes a value moved: inline and by reference.
@@ -272,103 +351,64 @@ impl Moved {
     }
 }
 
+fn toml_text(t: &toml::Table) -> String {
+    toml::to_string(t).expect("a TOML table serialises")
+}
+
 impl DataLayer {
     /// No filter, no transformer: everything inline.
     pub fn none() -> Self {
         DataLayer::default()
     }
 
-    /// A worker's layer, from the spec the driver sent: the `file` transformer uses the
-    /// driver's directory and never creates or removes anything.
-    pub fn from_spec(spec: DataSpec) -> Result<Self, String> {
-        Self::build(spec, |o| {
-            let dir = o.file_dir.ok_or("engine.transformer.file_dir was not resolved by the driver")?;
-            Ok(FileTransformer::attach(&dir))
-        })
-    }
-
-    /// The driver's layer for the run in `run_dir`: the `file` transformer creates the run's own
-    /// directory (`data/` in the run directory, or `taps-<run name>/` under a given `file_dir`),
-    /// removed with its contents at [`close`](DataLayer::close); the [`spec`](DataLayer::spec)
-    /// names it for the workers.
-    pub fn for_run(spec: DataSpec, run_dir: &Path) -> Result<Self, String> {
-        let mut layer = Self::build(spec, |o| {
-            let t = match o.file_dir {
-                Some(base) => {
-                    let base = std::path::absolute(&base).map_err(|e| format!("engine.transformer.file_dir: {}", e))?;
-                    let run = run_dir.file_name().unwrap_or_default().to_string_lossy();
-                    FileTransformer::create(&base, &format!("taps-{}", run))
-                }
-                None => FileTransformer::create(run_dir, "data"),
-            };
-            t.map_err(|e| format!("engine.transformer.file_dir: {}", e.message))
-        })?;
-        if let (Some(dir), Some((_, text))) = (layer.file_dir.take(), layer.spec.transformer.as_mut()) {
-            let mut t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-            t.insert("file_dir".into(), toml::Value::String(dir.display().to_string()));
-            *text = toml::to_string(&t).map_err(|e| e.to_string())?;
-        }
-        Ok(layer)
-    }
-
-    fn build(
-        spec: DataSpec,
-        file: impl FnOnce(FileOptions) -> Result<FileTransformer, String>,
+    /// The driver's layer for the run in `run_dir`; the transformer creates what the run stores
+    /// into (removed at [`close`](DataLayer::close)), and the [`spec`](DataLayer::spec) lets
+    /// workers attach to it.
+    pub fn for_run(
+        filter: Option<&Selected<dyn FilterConfig>>,
+        transformer: Option<&Selected<dyn TransformerConfig>>,
+        run_dir: &Path,
     ) -> Result<Self, String> {
-        let filter: Option<Box<dyn Filter>> = match &spec.filter {
+        let mut spec = DataSpec::default();
+        let filter = match filter {
             None => None,
-            Some((name, text)) => {
-                let t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-                Some(match name.as_str() {
-                    "never" => Box::new(Never),
-                    "object-size" => {
-                        let o = ObjectSizeOptions::from_table(&t, "engine.filter")?;
-                        Box::new(ObjectSize { min: o.min_size, max: o.max_size })
-                    }
-                    "object-type" => Box::new(ObjectType(ObjectTypeOptions::from_table(&t, "engine.filter")?.set()?)),
-                    other => return Err(format!("unknown filter {:?}", other)),
-                })
+            Some(f) => {
+                spec.filter = Some((f.name.clone(), toml_text(&f.options.to_table())));
+                Some(f.options.get_filter()?)
             }
         };
-        let mut file_dir = None;
-        let transformer: Option<Box<dyn Transformer>> = match &spec.transformer {
+        let transformer = match transformer {
             None => None,
-            Some((name, text)) => {
-                let t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-                match name.as_str() {
-                    "file" => {
-                        let f = file(FileOptions::from_table(&t, "engine.transformer")?)?;
-                        file_dir = Some(f.dir().to_path_buf());
-                        Some(Box::new(f))
-                    }
-                    other => return Err(format!("unknown transformer {:?}", other)),
-                }
+            Some(t) => {
+                let (tr, worker) = t.options.get_transformer(run_dir)?;
+                spec.transformer = Some((t.name.clone(), toml_text(&worker)));
+                Some(tr)
             }
         };
-        Ok(DataLayer { filter, transformer, spec, file_dir })
+        Ok(DataLayer { filter, transformer, spec })
     }
 
-    /// Checks what can be checked before the run directory exists (the `file` directory).
-    pub fn preflight(spec: &DataSpec) -> Result<(), String> {
-        if let Some((name, text)) = &spec.transformer
-            && name == "file"
-        {
+    /// A worker's layer, from the spec the driver sent: the transformer attaches to what the
+    /// driver created and never creates or removes anything.
+    pub fn from_spec(spec: DataSpec) -> Result<Self, String> {
+        fn options<K: ?Sized>(list: &[Plugin<K>], kind: &str, name: &str, text: &str) -> Result<Arc<K>, String> {
             let t: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-            if let Some(base) = FileOptions::from_table(&t, "engine.transformer")?.file_dir {
-                check_file_dir(&base)?;
-            }
+            (crate::plugins::find(kind, list, name)?.parse)(&t, &format!("engine.{}", kind))
         }
-        Ok(())
+        let filter = match &spec.filter {
+            None => None,
+            Some((name, text)) => Some(options(FILTERS, "filter", name, text)?.get_filter()?),
+        };
+        let transformer = match &spec.transformer {
+            None => None,
+            Some((name, text)) => Some(options(TRANSFORMERS, "transformer", name, text)?.attach()?),
+        };
+        Ok(DataLayer { filter, transformer, spec })
     }
 
     /// The spec to rebuild this layer in a worker.
     pub fn spec(&self) -> &DataSpec {
         &self.spec
-    }
-
-    /// Whether a transformer is configured (otherwise values always stay inline).
-    pub fn active(&self) -> bool {
-        self.transformer.is_some()
     }
 
     /// Filter, then transformer. With `wire`, an untransformed value comes back serialised.

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -15,6 +16,8 @@ pub mod environment;
 pub mod executor;
 pub mod limits;
 pub mod logging;
+#[cfg(feature = "mpi")]
+pub mod mpi_job;
 pub mod options;
 pub mod plugins;
 pub mod progress;

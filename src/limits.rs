@@ -8,6 +8,7 @@
 //! partition's nodes and calls the same [`check_limits`].
 
 use crate::config::Config;
+use crate::executor::WorkerKind;
 
 /// One limit: its value and where it comes from (for the error message).
 #[derive(Clone, Debug, PartialEq)]
@@ -129,12 +130,10 @@ pub fn human_bytes(b: u64) -> String {
 /// lower bound) above the memory available, or the executor's worker processes or threads
 /// above what the system can start. The error is one line naming the need and the limit.
 pub fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
-    let count = |key: &str| cfg.executor.options.get(key).and_then(|v| v.as_integer()).map(|v| v as u64);
-    let workers = match cfg.executor.name.as_str() {
-        "process-pool" => count("max_processes").map(|n| ("max_processes", n, "processes", &limits.max_processes)),
-        "thread-pool" => count("max_threads").map(|n| ("max_threads", n, "threads", &limits.max_threads)),
-        _ => None,
-    };
+    let workers = cfg.executor.options.workers().map(|w| match w.kind {
+        WorkerKind::Processes => (w.key, w.count, "processes", &limits.max_processes),
+        WorkerKind::Threads => (w.key, w.count, "threads", &limits.max_threads),
+    });
     if let Some((key, n, what, Some(limit))) = workers
         && n > limit.value
     {
@@ -143,9 +142,8 @@ pub fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
             key, n, what, limits.place, limit.source, limit.value
         ));
     }
-    let app = crate::apps::find(&cfg.app.name)?;
-    let mut need = (app.footprint)(&cfg.app.options);
-    if let Some(("max_processes", n, ..)) = workers {
+    let mut need = cfg.app.options.footprint();
+    if let Some((_, n, "processes", _)) = workers {
         need.memory_bytes = need.memory_bytes.saturating_add(n.saturating_mul(WORKER_PROCESS_BYTES));
         need.memory_for.push_str(&format!(
             "{}engine.executor.max_processes = {} worker processes of at least {} each",

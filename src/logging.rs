@@ -252,11 +252,6 @@ pub fn init(level: u32, file: Option<(&Path, u32)>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Logging for commands other than `run`: warnings and errors to stderr only.
-pub fn init_stderr(level: u32) {
-    set_sinks(vec![Sink { level, out: Box::new(std::io::stderr()) }]);
-}
-
 /// Flushes and closes the log file (stdout stays).
 pub fn close() {
     let l = layer();

@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::data::{DataLayer, DataSpec};
+use crate::data::DataLayer;
 use crate::engine::{Engine, EngineSummary, Interrupter};
-use crate::executor::ExecutorEnv;
+use crate::executor::{ExecutorContext, Launch};
 use crate::record::RecordWriter;
 use crate::run_info;
 
@@ -38,25 +38,14 @@ impl RunOutcome {
 
 /// Checks what must exist before any work starts (inputs, executables).
 pub fn preflight(cfg: &Config) -> Result<(), String> {
-    let app = crate::apps::find(&cfg.app.name)?;
-    (app.preflight)(&cfg.app.options)?;
-    let exec = crate::executor::find(&cfg.executor.name)?;
-    (exec.preflight)(&cfg.executor.options)?;
-    DataLayer::preflight(&data_spec(cfg))
+    cfg.app.options.preflight()?;
+    cfg.executor.options.preflight()?;
+    cfg.transformer.as_ref().map_or(Ok(()), |t| t.options.preflight())
 }
 
 /// Creates the run directory for `cfg` below `base` (the launch directory).
 pub fn create_run_dir(cfg: &Config, base: &Path) -> std::io::Result<PathBuf> {
     crate::rundir::create(&cfg.run.dir_format, &cfg.app.name, &cfg.executor.name, base)
-}
-
-/// The data layer spec of `cfg`: filter and transformer names with their options.
-pub fn data_spec(cfg: &Config) -> DataSpec {
-    let text = |o: &toml::Table| toml::to_string(o).expect("a TOML table serialises");
-    DataSpec {
-        filter: cfg.filter.as_ref().map(|f| (f.name.clone(), text(&f.options))),
-        transformer: cfg.transformer.as_ref().map(|t| (t.name.clone(), text(&t.options))),
-    }
 }
 
 static CURRENT: Mutex<Option<Interrupter>> = Mutex::new(None);
@@ -97,34 +86,29 @@ pub fn interrupt_current() {
     }
 }
 
-struct EnvGuard(Vec<(String, Option<std::ffi::OsString>)>);
-
-impl EnvGuard {
-    fn set(vars: &std::collections::BTreeMap<String, String>) -> EnvGuard {
-        let saved = vars.keys().map(|k| (k.clone(), std::env::var_os(k))).collect();
+/// Sets `[run.env_vars]` in this process's environment, before any thread starts: the tasks of
+/// in-process executors (thread-pool) run in this process, and every worker process inherits
+/// it. `set_var` is sound only while this is the only thread, so when another thread already
+/// runs, taps re-executes itself with the variables set instead. Returns an error only if
+/// that re-execution fails.
+pub fn apply_env_vars(vars: &std::collections::BTreeMap<String, String>) -> std::io::Result<()> {
+    if vars.iter().all(|(k, v)| std::env::var_os(k).is_some_and(|x| x == v.as_str())) {
+        return Ok(());
+    }
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(usize::MAX);
+    if threads == 1 {
         for (k, v) in vars {
-            // SAFETY: set before the engine's threads start; no other thread reads the environment.
+            // SAFETY: this is the only thread of the process (counted just above), so nothing
+            // reads the environment concurrently.
             unsafe { std::env::set_var(k, v) };
         }
-        if !vars.is_empty() {
-            tracing::debug!(target: "taps.run", "Updated {} environment variable(s): {}", vars.len(), vars.keys().cloned().collect::<Vec<_>>().join(", "));
-        }
-        EnvGuard(saved)
+        return Ok(());
     }
-}
-
-impl Drop for EnvGuard {
-    fn drop(&mut self) {
-        for (k, v) in self.0.drain(..) {
-            // SAFETY: restored after the engine has shut down.
-            unsafe {
-                match v {
-                    Some(v) => std::env::set_var(&k, v),
-                    None => std::env::remove_var(&k),
-                }
-            }
-        }
-    }
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    Err(std::process::Command::new(exe).arg0(arg0).args(args).envs(vars).exec())
 }
 
 /// Runs `f`, turning a panic (a bug, not bad input) into an error so the run still shuts down
@@ -148,9 +132,12 @@ fn secs(t: Instant) -> String {
 /// ([`init_logging`]). Never panics on user errors: they end up in [`RunOutcome::error`].
 pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<RunOutcome> {
     // Outside an MPI job, the mpi executor starts one whose rank 0 runs the benchmark here.
-    #[cfg(feature = "mpi")]
-    if cfg.executor.name == "mpi" && !crate::executor::mpi::in_world() {
+    crate::catalogue::install();
+    if let Launch::MpiJob(_job) = cfg.executor.options.launch() {
+        #[cfg(feature = "mpi")]
         return crate::executor::mpi::launch::run_launched(cfg, run_dir, argv);
+        #[cfg(not(feature = "mpi"))]
+        anyhow::bail!("an MPI job cannot be started: this taps was built without MPI");
     }
     let start = Instant::now();
     run_info!("CLI Arguments: {}", argv.join(" "));
@@ -167,19 +154,25 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     }
     write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     tracing::debug!(target: "taps.run", "Wrote config to config.toml");
+    let vars = &cfg.run.env_vars;
+    if vars.iter().all(|(k, v)| std::env::var_os(k).is_some_and(|x| x == v.as_str())) {
+        if !vars.is_empty() {
+            tracing::debug!(target: "taps.run", "Updated {} environment variable(s): {}", vars.len(), vars.keys().cloned().collect::<Vec<_>>().join(", "));
+        }
+    } else {
+        tracing::warn!(target: "taps.run", "run.env_vars reach the worker processes only: this process was started without them (taps run sets them at start-up)");
+    }
     run_info!("Starting benchmark...");
 
-    let env_guard = EnvGuard::set(&cfg.run.env_vars);
     let t = Instant::now();
-    let app_plugin = crate::apps::find(&cfg.app.name).map_err(anyhow::Error::msg)?;
-    let mut app = catch_panic("building the app", || (app_plugin.build)(&cfg.app.options, run_dir))?;
+    let mut app = catch_panic("building the app", || cfg.app.options.get_app(run_dir))?;
     run_info!("Initialized app (name={}, elapsed={}s)", cfg.app.name, secs(t));
 
     let t = Instant::now();
-    let exec_plugin = crate::executor::find(&cfg.executor.name).map_err(anyhow::Error::msg)?;
-    let exec_env = ExecutorEnv { run_dir: run_dir.to_path_buf(), config_file: Some(run_dir.join("config.toml")) };
-    let executor = (exec_plugin.build)(&cfg.executor.options, &exec_env)?;
-    let data = DataLayer::for_run(data_spec(cfg), run_dir).map_err(anyhow::Error::msg)?;
+    let ctx = ExecutorContext { env_vars: cfg.run.env_vars.clone().into_iter().collect() };
+    let executor = cfg.executor.options.get_executor(&ctx)?;
+    let data =
+        DataLayer::for_run(cfg.filter.as_ref(), cfg.transformer.as_ref(), run_dir).map_err(anyhow::Error::msg)?;
     let records = match &cfg.engine.task_record_file_name {
         Some(f) => RecordWriter::create(&run_dir.join(f))?,
         None => RecordWriter::null(),
@@ -209,7 +202,6 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
     progress.finish();
     tracing::debug!(target: "taps.run", "Engine shutdown");
     let close = catch_panic("closing the app", || app.close());
-    drop(env_guard);
     let tasks = engine.tasks_executed();
     drop(engine);
 

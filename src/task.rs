@@ -480,16 +480,26 @@ impl Default for Registry {
     }
 }
 
-/// The registry of every task in this binary: the engine's own and every app's.
+static INSTALLED: OnceLock<Registry> = OnceLock::new();
+
+/// Installs the registry of every task of this program: the harness builds it once at
+/// start-up from the catalogue of apps (`taps::catalogue`), before any task runs, and every
+/// process of a run (driver and workers) is the same program, so each finds the same tasks by
+/// name. A second call is refused (the registry never changes while tasks run).
+pub fn install_registry(r: Registry) -> Result<(), Registry> {
+    INSTALLED.set(r)
+}
+
+/// The installed registry; before [`install_registry`], the engine's own tasks only (a
+/// library user's unregistered tasks still run in process, see `engine::task_def`).
 pub fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let mut r = Registry::new();
-        crate::engine::register_builtin_tasks(&mut r);
-        for app in crate::apps::ALL {
-            (app.register_tasks)(&mut r);
-        }
-        r
+    static BUILTIN: OnceLock<Registry> = OnceLock::new();
+    INSTALLED.get().unwrap_or_else(|| {
+        BUILTIN.get_or_init(|| {
+            let mut r = Registry::new();
+            crate::engine::register_builtin_tasks(&mut r);
+            r
+        })
     })
 }
 

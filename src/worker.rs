@@ -153,20 +153,6 @@ pub fn main(mut argv: Vec<String>) -> i32 {
     if argv.get(1).is_some_and(|a| a == WORKER_COMMAND) {
         argv.remove(1);
     }
-    // `taps-worker -c FILE ... [taps run options]` under mpirun/srun: the MPI entry point.
-    let plain = ["--help", "-h", "--version", "-V", "--protocol-version"];
-    if argv.len() > 1 && !argv[1..].iter().any(|a| a.starts_with("--pipe-fd") || plain.contains(&a.as_str())) {
-        #[cfg(feature = "mpi")]
-        return crate::executor::mpi::worker_main(&argv);
-        #[cfg(not(feature = "mpi"))]
-        {
-            eprintln!(
-                "taps-worker: error: this taps was built without MPI (--no-default-features), so taps-worker cannot \
-                 serve an MPI job: rebuild with the default features, cargo build --release"
-            );
-            return 2;
-        }
-    }
     let args = match WorkerArgs::try_parse_from(&argv) {
         Ok(a) => a,
         Err(e) => {

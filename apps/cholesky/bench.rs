@@ -8,7 +8,7 @@ use ndarray::Array2;
 
 use super::{factor, kernels, task_count};
 use crate::engine::Engine;
-use crate::executor::{ExecutorEnv, available_cores};
+use crate::executor::available_cores;
 
 /// Executors measured when they are compiled in.
 pub const EXECUTORS: &[&str] = &["thread-pool", "process-pool"];
@@ -66,8 +66,8 @@ pub fn whole_matrix(a: &Array2<f64>, b: usize, reps: usize, threads: usize) -> a
 pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize) -> anyhow::Result<Row> {
     let plugin = crate::executor::find(executor).map_err(anyhow::Error::msg)?;
     let dir = tempfile_dir()?;
-    let env = ExecutorEnv { run_dir: dir.clone(), config_file: None };
-    let engine = Engine::builder((plugin.build)(&toml::Table::new(), &env)?).try_build()?;
+    let options = (plugin.parse)(&toml::Table::new(), "engine.executor").map_err(anyhow::Error::msg)?;
+    let engine = Engine::builder(options.get_executor(&Default::default())?).try_build()?;
     let warm = kernels::generate(2 * b.min(64), 0);
     factor(&engine, &warm, b.min(64))?;
     let mut times = Vec::new();

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use ndarray::{Array2, s};
 
-use crate::app::{App, AppPlugin, Footprint};
+use crate::app::{App, AppConfig, AppPlugin, Footprint};
 use crate::engine::{Engine, TaskFuture};
-use crate::options::{Options, Validate};
-use crate::plugins::PluginInfo;
+use crate::options::Validate;
 use crate::task::{Registry, Task, TaskError};
 use crate::{app_info, opt_enum};
 
@@ -105,21 +104,22 @@ impl Validate for CholeskyOptions {
 
 /// The plugin entry.
 pub const PLUGIN: AppPlugin = AppPlugin {
-    info: PluginInfo::new::<CholeskyOptions>("cholesky", "tiled Cholesky factorization (potrf/trsm/syrk/gemm tasks)"),
+    plugin: crate::plugin!(
+        dyn AppConfig,
+        CholeskyOptions,
+        "cholesky",
+        "tiled Cholesky factorization (potrf/trsm/syrk/gemm tasks)"
+    ),
     register_tasks,
-    preflight: crate::app::no_preflight,
-    footprint,
-    build,
 };
 
 /// At least the input A and the factor L, n² doubles each; the output file.
-fn footprint(t: &toml::Table) -> Footprint {
-    let Ok(o) = CholeskyOptions::from_table(t, "app") else { return Footprint::default() };
+fn footprint(o: &CholeskyOptions) -> Footprint {
     let n = o.matrix_size;
     Footprint {
         memory_bytes: n.saturating_mul(n).saturating_mul(8 * 2),
         memory_for: format!("the input matrix and its factor, app.matrix_size² = {}² doubles each", n),
-        files: o.output.into_iter().map(|f| ("app.output".to_string(), f)).collect(),
+        files: o.output.iter().cloned().map(|f| ("app.output".to_string(), f)).collect(),
     }
 }
 
@@ -127,9 +127,15 @@ fn register_tasks(r: &mut Registry) {
     r.add::<Potrf>().add::<Trsm>().add::<Syrk>().add::<Gemm>();
 }
 
-fn build(t: &toml::Table, _: &Path) -> anyhow::Result<Box<dyn App>> {
-    let opts = CholeskyOptions::from_table(t, "app").map_err(anyhow::Error::msg)?;
-    Ok(Box::new(CholeskyApp { opts, result: None }))
+impl AppConfig for CholeskyOptions {
+    fn get_app(&self, _: &Path) -> anyhow::Result<Box<dyn App>> {
+        let opts = self.clone();
+        Ok(Box::new(CholeskyApp { opts, result: None }))
+    }
+
+    fn footprint(&self) -> Footprint {
+        footprint(self)
+    }
 }
 
 fn kernel_error(name: &str) -> impl FnOnce(String) -> TaskError + '_ {
@@ -456,6 +462,7 @@ fn write_output(
 mod tests {
     use super::*;
     use crate::executor::thread_pool::ThreadPool;
+    use crate::options::Options;
 
     fn opts(m: u64, b: u64) -> Result<CholeskyOptions, String> {
         opts_with(m, b, "\"none\"")

@@ -22,11 +22,11 @@ use anyhow::Context;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, AppPlugin, Footprint};
+use crate::app::{App, AppConfig, AppPlugin, Footprint};
 use crate::app_info;
 use crate::engine::{Engine, SubmitHook, TaskCell, TaskFuture};
 use crate::options::{OptValue, Options, Validate};
-use crate::plugins::PluginInfo;
+use crate::plugins::{Plugin, PluginOptions, Selected};
 use crate::task::{Payload, Registry, Slot, Task, TaskDef, TaskError};
 
 pub use inject::Injection;
@@ -173,8 +173,9 @@ crate::options! {
 }
 
 impl Validate for FailuresOptions {
+    /// The base app and its options are checked by [`parse`], which reads them once.
     fn validate(&self) -> Result<(), String> {
-        let base = base_plugin(&self.base)?;
+        base_plugin(&self.base)?;
         if !(0.0..=1.0).contains(&self.failure_rate) {
             return Err(format!("app.failure_rate must be in the range [0, 1], got {}", self.failure_rate));
         }
@@ -188,13 +189,13 @@ impl Validate for FailuresOptions {
         if self.ulimit_files == 0 {
             return Err("app.ulimit_files must be at least 1".into());
         }
-        base_config(base, &self.config).map(|_| ())
+        Ok(())
     }
 }
 
 /// The apps a failures run can wrap (every app but this one), sorted.
 pub fn base_names() -> Vec<&'static str> {
-    let mut v: Vec<&str> = crate::apps::ALL.iter().map(|a| a.info.name).filter(|n| *n != NAME).collect();
+    let mut v: Vec<&str> = crate::apps::ALL.iter().map(|a| a.plugin.name).filter(|n| *n != NAME).collect();
     v.sort_unstable();
     v
 }
@@ -204,7 +205,7 @@ fn base_plugin(name: &str) -> Result<&'static AppPlugin, String> {
     if name == NAME {
         return Err(format!("app.base: the failures app cannot wrap itself; supported apps: {}", names.join(", ")));
     }
-    crate::apps::ALL.iter().find(|a| a.info.name == name && name != NAME).ok_or_else(|| {
+    crate::apps::ALL.iter().find(|a| a.plugin.name == name && name != NAME).ok_or_else(|| {
         let mut msg = format!("app.base: base app named {:?} is unknown", name);
         if let Some(s) = crate::options::did_you_mean(name, names.iter().copied()) {
             msg.push_str(&format!(" (did you mean {:?}?)", s));
@@ -217,8 +218,8 @@ fn base_plugin(name: &str) -> Result<&'static AppPlugin, String> {
 /// The base app's options, read and checked by the base app itself; its errors, which name its
 /// keys `app.<key>`, its flags `--app.<key> VALUE` and its table `[app]`, are rewritten to name
 /// `app.config.<key>`, `--app.config '{"<key>": VALUE}'` and `[app.config]`.
-fn base_config(base: &AppPlugin, config: &toml::Table) -> Result<toml::Table, String> {
-    (base.info.normalize)(config, "app").map_err(|e| {
+fn base_config(base: &AppPlugin, config: &toml::Table) -> Result<Selected<dyn AppConfig>, String> {
+    base.plugin.select(config, "app").map_err(|e| {
         let re = |r: &str| regex::Regex::new(r).expect("valid regex");
         let key = |c: &regex::Captures, i: usize| c[i].replace('-', "_");
         let e = re(r"(^|[^\w.\[-])app\.(\w)").replace_all(&e, "${1}app.config.${2}").into_owned();
@@ -238,52 +239,58 @@ pub const NAME: &str = "failures";
 
 /// The plugin entry.
 pub const PLUGIN: AppPlugin = AppPlugin {
-    info: PluginInfo {
+    plugin: Plugin {
         name: NAME,
         about: "inject failures (exceptions, timeouts, killed workers, ...) into another app's tasks",
         fields: FailuresOptions::fields,
-        normalize,
+        parse,
     },
     register_tasks,
-    preflight,
-    footprint,
-    build,
 };
 
-/// The base app's footprint (its options named `app.config.<key>`).
-fn footprint(t: &toml::Table) -> Footprint {
-    let Ok(o) = FailuresOptions::from_table(t, "app") else { return Footprint::default() };
-    let Ok(base) = base_plugin(&o.base) else { return Footprint::default() };
-    let Ok(config) = base_config(base, &o.config) else { return Footprint::default() };
-    let mut f = (base.footprint)(&config);
-    f.memory_for = f.memory_for.replace("app.", "app.config.");
-    for (key, _) in &mut f.files {
-        *key = key.replacen("app.", "app.config.", 1);
+/// The failures app's options and its base app's, parsed by the base app itself.
+#[derive(Debug)]
+pub struct FailuresConfig {
+    /// The failures app's own options.
+    pub opts: FailuresOptions,
+    /// The base app.
+    pub base: Selected<dyn AppConfig>,
+}
+
+fn parse(t: &toml::Table, section: &str) -> Result<Arc<dyn AppConfig>, String> {
+    let opts = FailuresOptions::from_table(t, section)?;
+    let base = base_config(base_plugin(&opts.base)?, &opts.config)?;
+    Ok(Arc::new(FailuresConfig { opts, base }))
+}
+
+impl PluginOptions for FailuresConfig {
+    /// The options with the base app's table complete (so `config.toml` shows all of it).
+    fn to_table(&self) -> toml::Table {
+        let mut out = Options::to_table(&self.opts);
+        out.insert("config".into(), toml::Value::Table(self.base.options.to_table()));
+        out
     }
-    f
 }
 
-/// Reads the options and normalises the base app's table too (so `config.toml` shows all of it).
-fn normalize(t: &toml::Table, section: &str) -> Result<toml::Table, String> {
-    let o = FailuresOptions::from_table(t, section)?;
-    let config = base_config(base_plugin(&o.base)?, &o.config)?;
-    let mut out = o.to_table();
-    out.insert("config".into(), toml::Value::Table(config));
-    Ok(out)
-}
+impl AppConfig for FailuresConfig {
+    fn get_app(&self, run_dir: &Path) -> anyhow::Result<Box<dyn App>> {
+        let base = self.base.options.get_app(run_dir)?;
+        Ok(Box::new(FailuresApp { opts: self.opts.clone(), base }))
+    }
 
-fn preflight(t: &toml::Table) -> Result<(), String> {
-    let o = FailuresOptions::from_table(t, "app")?;
-    let base = base_plugin(&o.base)?;
-    (base.preflight)(&base_config(base, &o.config)?)
-}
+    fn preflight(&self) -> Result<(), String> {
+        self.base.options.preflight()
+    }
 
-fn build(t: &toml::Table, run_dir: &Path) -> anyhow::Result<Box<dyn App>> {
-    let opts = FailuresOptions::from_table(t, "app").map_err(anyhow::Error::msg)?;
-    let plugin = base_plugin(&opts.base).map_err(anyhow::Error::msg)?;
-    let config = base_config(plugin, &opts.config).map_err(anyhow::Error::msg)?;
-    let base = (plugin.build)(&config, run_dir)?;
-    Ok(Box::new(FailuresApp { opts, base }))
+    /// The base app's footprint (its options named `app.config.<key>`).
+    fn footprint(&self) -> Footprint {
+        let mut f = self.base.options.footprint();
+        f.memory_for = f.memory_for.replace("app.", "app.config.");
+        for (key, _) in &mut f.files {
+            *key = key.replacen("app.", "app.config.", 1);
+        }
+        f
+    }
 }
 
 /// Name of the wrapper that fires a failure or runs the base task.

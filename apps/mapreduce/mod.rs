@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::app::{App, AppPlugin, Footprint};
+use crate::app::{App, AppConfig, AppPlugin, Footprint};
 use crate::engine::Engine;
-use crate::options::{Options, Validate};
-use crate::plugins::PluginInfo;
+use crate::options::Validate;
 use crate::task::{Arg, Many, Registry, Shared, Task, TaskError};
 use crate::{app_info, task_arg};
 
@@ -52,16 +51,17 @@ impl Validate for MapreduceOptions {
 
 /// The plugin entry.
 pub const PLUGIN: AppPlugin = AppPlugin {
-    info: PluginInfo::new::<MapreduceOptions>("mapreduce", "word count over a directory of text files (map + reduce)"),
+    plugin: crate::plugin!(
+        dyn AppConfig,
+        MapreduceOptions,
+        "mapreduce",
+        "word count over a directory of text files (map + reduce)"
+    ),
     register_tasks,
-    preflight,
-    footprint,
-    build,
 };
 
 /// At least one generated file's words (2 letters and a space each); nothing in the run directory.
-fn footprint(t: &toml::Table) -> Footprint {
-    let Ok(o) = MapreduceOptions::from_table(t, "app") else { return Footprint::default() };
+fn footprint(o: &MapreduceOptions) -> Footprint {
     let memory_bytes = if o.generate { o.generated_words.saturating_mul(3) } else { 0 };
     let memory_for = format!("app.generated_words = {} words of a generated file", o.generated_words);
     Footprint { memory_bytes, memory_for, files: Vec::new() }
@@ -73,8 +73,7 @@ fn register_tasks(r: &mut Registry) {
 
 /// Before the run directory exists: generate=true needs a missing or empty data-dir,
 /// generate=false an existing directory with at least one file in it.
-fn preflight(t: &toml::Table) -> Result<(), String> {
-    let o = MapreduceOptions::from_table(t, "app")?;
+fn preflight(o: &MapreduceOptions) -> Result<(), String> {
     let dir = &o.data_dir;
     if o.generate {
         check_generate_target(dir)
@@ -119,9 +118,19 @@ fn check_generate_target(dir: &Path) -> Result<(), String> {
     }
 }
 
-fn build(t: &toml::Table, run_dir: &Path) -> anyhow::Result<Box<dyn App>> {
-    let opts = MapreduceOptions::from_table(t, "app").map_err(anyhow::Error::msg)?;
-    Ok(Box::new(MapreduceApp::new(opts, Some(run_dir))?))
+impl AppConfig for MapreduceOptions {
+    fn get_app(&self, run_dir: &Path) -> anyhow::Result<Box<dyn App>> {
+        let opts = self.clone();
+        Ok(Box::new(MapreduceApp::new(opts, Some(run_dir))?))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        preflight(self)
+    }
+
+    fn footprint(&self) -> Footprint {
+        footprint(self)
+    }
 }
 
 /// A file path as a task argument; crosses process boundaries as raw bytes, so any Unix file

@@ -8,10 +8,9 @@ use rand::{Rng, RngCore, SeedableRng, rngs::SmallRng};
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::app::{App, AppPlugin, Footprint};
+use crate::app::{App, AppConfig, AppPlugin, Footprint};
 use crate::engine::{Completions, Engine, TaskFuture, as_completed, builtin::Warmup};
-use crate::options::{MAX_SECONDS, Options, Validate, check_seconds};
-use crate::plugins::PluginInfo;
+use crate::options::{MAX_SECONDS, Validate, check_seconds};
 use crate::task::{Arg, Many, Registry, Task, TaskError};
 use crate::{app_info, opt_enum};
 
@@ -73,14 +72,13 @@ impl Validate for SyntheticOptions {
 
 /// The plugin entry.
 pub const PLUGIN: AppPlugin = AppPlugin {
-    info: PluginInfo::new::<SyntheticOptions>(
+    plugin: crate::plugin!(
+        dyn AppConfig,
+        SyntheticOptions,
         "synthetic",
-        "synthetic no-op workflows: bag, diamond, reduce, sequential",
+        "synthetic no-op workflows: bag, diamond, reduce, sequential"
     ),
     register_tasks,
-    preflight: crate::app::no_preflight,
-    footprint,
-    build,
 };
 
 /// Memory the engine keeps for each task whose future is held, at least (measured: 400 B to
@@ -90,8 +88,7 @@ const TASK_BYTES: u64 = 256;
 /// At least: for every task held at once (the bag's running ones, the N results a reduce or
 /// diamond task waits for, every future of a sequential chain or of the warmup) its engine state
 /// and the data it holds.
-fn footprint(t: &toml::Table) -> Footprint {
-    let Ok(o) = SyntheticOptions::from_table(t, "app") else { return Footprint::default() };
+fn footprint(o: &SyntheticOptions) -> Footprint {
     let (n, d) = (o.task_count, o.task_data_bytes);
     let held = |tasks: u64, data: u64| tasks.saturating_mul(TASK_BYTES.saturating_add(data));
     let (workflow, why) = match o.structure {
@@ -123,9 +120,15 @@ fn register_tasks(r: &mut Registry) {
     r.add::<Noop>();
 }
 
-fn build(t: &toml::Table, _: &Path) -> anyhow::Result<Box<dyn App>> {
-    let opts = SyntheticOptions::from_table(t, "app").map_err(anyhow::Error::msg)?;
-    Ok(Box::new(SyntheticApp::new(opts)))
+impl AppConfig for SyntheticOptions {
+    fn get_app(&self, _: &Path) -> anyhow::Result<Box<dyn App>> {
+        let opts = self.clone();
+        Ok(Box::new(SyntheticApp::new(opts)))
+    }
+
+    fn footprint(&self) -> Footprint {
+        footprint(self)
+    }
 }
 
 /// Random bytes with their checksum, so the receiving task can verify what arrived.

@@ -1,6 +1,7 @@
-//! `taps-worker`: runs tasks of this binary's registry for a taps driver (see `taps::worker`).
+//! `taps-worker`: runs tasks for a taps driver, or a whole MPI job (the same program as `taps`,
+//! which answers to this name as `taps worker`; see `taps::worker`).
 
 fn main() {
-    let code = taps::worker::main(std::env::args().collect());
+    let code = taps::cli::main(std::env::args().collect());
     std::process::exit(code);
 }

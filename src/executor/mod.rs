@@ -3,31 +3,88 @@
 use std::path::PathBuf;
 
 use crate::engine::Executor;
-use crate::plugins::PluginInfo;
+use crate::plugins::{Plugin, PluginOptions};
 
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod process_pool;
 pub mod thread_pool;
 
-/// What an executor needs to know about the run it serves.
+/// What an executor is told about the run it serves.
 #[derive(Clone, Debug, Default)]
-pub struct ExecutorEnv {
-    /// The run directory (absolute).
-    pub run_dir: PathBuf,
-    /// The run's `config.toml` (for executors that start remote workers).
-    pub config_file: Option<PathBuf>,
+pub struct ExecutorContext {
+    /// Environment variables of the run (`[run.env_vars]`), for every worker process it starts
+    /// (in-process executors get them from the harness at start-up).
+    pub env_vars: Vec<(String, String)>,
 }
 
-/// An executor plugin: its name, options and constructor.
-pub struct ExecutorPlugin {
-    /// Name and options.
-    pub info: PluginInfo,
-    /// Builds the executor from its normalised options table.
-    pub build: fn(&toml::Table, &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>>,
-    /// Checks the environment before the run directory is created (e.g. mpirun on PATH).
-    pub preflight: fn(&toml::Table) -> Result<(), String>,
+/// What kind of workers an executor starts, for the limits check before a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerKind {
+    /// Worker processes on this node.
+    Processes,
+    /// Threads of the driver.
+    Threads,
 }
+
+/// The workers an executor will start: the option that sets their number, the number, the kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workers {
+    /// The option's key in `[engine.executor]`.
+    pub key: &'static str,
+    /// How many.
+    pub count: u64,
+    /// Processes or threads.
+    pub kind: WorkerKind,
+}
+
+/// How a run with this executor starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Launch {
+    /// The driver starts what it needs (threads, child processes) itself.
+    Here,
+    /// The run must become an MPI job: `taps run` starts it through a launch profile, and its
+    /// rank 0 runs the benchmark.
+    MpiJob(MpiJob),
+}
+
+/// An MPI job to start for a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MpiJob {
+    /// Ranks in all, rank 0 (the driver) included.
+    pub ranks: usize,
+    /// Launch profile name.
+    pub launcher: String,
+    /// Extra launcher arguments (shell words).
+    pub launcher_args: String,
+    /// A TOML file of extra launch profiles.
+    pub launcher_profile: Option<PathBuf>,
+    /// The worker program, if not the running taps.
+    pub worker_path: Option<PathBuf>,
+}
+
+/// An executor's typed options: they build the executor and say what it needs (the Python
+/// suite's `ExecutorConfig.get_executor()`).
+pub trait ExecutorConfig: PluginOptions {
+    /// Builds the executor.
+    fn get_executor(&self, ctx: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>>;
+    /// Checks the environment before the run directory is created (e.g. mpirun on PATH).
+    fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// The workers it will start on this node, when their number is set explicitly.
+    fn workers(&self) -> Option<Workers> {
+        None
+    }
+
+    /// How the run starts.
+    fn launch(&self) -> Launch {
+        Launch::Here
+    }
+}
+
+/// An executor plugin: its name and options.
+pub type ExecutorPlugin = Plugin<dyn ExecutorConfig>;
 
 /// Executor used when none is given (the Python suite's default).
 pub const DEFAULT_EXECUTOR: &str = "process-pool";
@@ -49,29 +106,17 @@ pub static NOT_COMPILED: &[(&str, &str)] = &[
     ),
 ];
 
-/// The executors' plugin infos (for help and lookup).
-pub fn infos() -> Vec<PluginInfo> {
-    EXECUTORS.iter().map(|e| e.info).collect()
-}
-
 /// Finds an executor plugin by name.
 pub fn find(name: &str) -> Result<&'static ExecutorPlugin, String> {
-    if let Some(e) = EXECUTORS.iter().find(|e| e.info.name == name) {
-        return Ok(e);
-    }
     if let Some((_, why)) = NOT_COMPILED.iter().find(|(n, _)| *n == name) {
         return Err(format!("executor {:?} is not available in this build: {}", name, why));
     }
-    crate::plugins::find("executor", &infos(), name).map(|_| unreachable!())
+    crate::plugins::find("executor", EXECUTORS, name)
 }
 
 /// Number of cores available to this process.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
-fn no_preflight(_: &toml::Table) -> Result<(), String> {
-    Ok(())
 }
 
 /// The MPI library's version string, when built with MPI.

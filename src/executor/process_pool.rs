@@ -38,12 +38,11 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::data::{DataLayer, DataSpec};
 use crate::engine::{Completer, Completion, Executor, Job};
-use crate::options::{Options, Validate};
-use crate::plugins::PluginInfo;
+use crate::options::Validate;
 use crate::protocol::{self, Frame, FromWorker, Message, PROTOCOL_VERSION, ToWorker, WirePayload};
 use crate::task::TaskError;
 
-use super::{ExecutorEnv, ExecutorPlugin, available_cores};
+use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers, available_cores};
 
 crate::opt_enum! {
     /// Python's multiprocessing start method (accepted for config compatibility).
@@ -87,28 +86,36 @@ impl Validate for ProcessPoolOptions {
 }
 
 /// The plugin entry.
-pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
-    info: PluginInfo::new::<ProcessPoolOptions>(
-        "process-pool",
-        "taps-worker processes on this node (tasks and results serialised over Unix sockets)",
-    ),
-    build,
-    preflight,
-};
+pub const PLUGIN: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    ProcessPoolOptions,
+    "process-pool",
+    "taps-worker processes on this node (tasks and results serialised over Unix sockets)"
+);
 
-fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
-    let o = ProcessPoolOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
-    let path = locate_worker(o.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(Box::new(
-        ProcessPool::new(o.max_processes.unwrap_or_else(available_cores))
-            .worker_path(path)
-            .heartbeat_timeout(Duration::from_secs_f64(o.heartbeat_timeout)),
-    ))
+impl ExecutorConfig for ProcessPoolOptions {
+    fn get_executor(&self, _: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        let path = locate_worker(self.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
+        Ok(Box::new(
+            ProcessPool::new(self.processes())
+                .worker_path(path)
+                .heartbeat_timeout(Duration::from_secs_f64(self.heartbeat_timeout)),
+        ))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        locate_worker(self.worker_path.as_deref()).map(|_| ())
+    }
+
+    fn workers(&self) -> Option<Workers> {
+        self.max_processes.map(|n| Workers { key: "max_processes", count: n as u64, kind: WorkerKind::Processes })
+    }
 }
 
-fn preflight(t: &toml::Table) -> Result<(), String> {
-    let o = ProcessPoolOptions::from_table(t, "engine.executor")?;
-    locate_worker(o.worker_path.as_deref()).map(|_| ())
+impl ProcessPoolOptions {
+    fn processes(&self) -> usize {
+        self.max_processes.unwrap_or_else(available_cores)
+    }
 }
 
 /// Environment variable naming the taps-worker binary (overrides the search next to the executable).

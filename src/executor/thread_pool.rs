@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use crate::data::DataLayer;
 use crate::engine::{Completer, Completion, Executor, Job, execute};
-use crate::options::{Options, Validate};
-use crate::plugins::PluginInfo;
+use crate::options::Validate;
 
-use super::{ExecutorEnv, ExecutorPlugin, available_cores};
+use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers, available_cores};
 
 crate::options! {
     /// Options of the `thread-pool` executor.
@@ -28,18 +27,27 @@ impl Validate for ThreadPoolOptions {
 }
 
 /// The plugin entry.
-pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
-    info: PluginInfo::new::<ThreadPoolOptions>(
-        "thread-pool",
-        "a pool of threads in the driver process (no serialisation)",
-    ),
-    build,
-    preflight: super::no_preflight,
-};
+pub const PLUGIN: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    ThreadPoolOptions,
+    "thread-pool",
+    "a pool of threads in the driver process (no serialisation)"
+);
 
-fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
-    let o = ThreadPoolOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
-    Ok(Box::new(ThreadPool::new(o.max_threads.unwrap_or_else(available_cores))))
+impl ExecutorConfig for ThreadPoolOptions {
+    fn get_executor(&self, _: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        Ok(Box::new(ThreadPool::new(self.threads())))
+    }
+
+    fn workers(&self) -> Option<Workers> {
+        self.max_threads.map(|n| Workers { key: "max_threads", count: n as u64, kind: WorkerKind::Threads })
+    }
+}
+
+impl ThreadPoolOptions {
+    fn threads(&self) -> usize {
+        self.max_threads.unwrap_or_else(available_cores)
+    }
 }
 
 /// Runs jobs on `threads` threads of a rayon pool.

@@ -87,7 +87,7 @@ pub fn prepare(o: &MpiOptions, run_dir: &Path, config: &Path) -> Result<(PathBuf
 
 /// Runs the benchmark as an MPI job started from here; returns when the job has ended.
 pub fn run_launched(cfg: &Config, run_dir: &Path, _argv: &[String]) -> anyhow::Result<RunOutcome> {
-    let o = MpiOptions::from_table(&cfg.executor.options, "engine.executor").map_err(anyhow::Error::msg)?;
+    let o = MpiOptions::from_table(&cfg.executor.options.to_table(), "engine.executor").map_err(anyhow::Error::msg)?;
     let config = run_dir.join("config.toml");
     crate::run::write_atomic(&config, cfg.to_toml().as_bytes())?;
     let (program, cmd) = prepare(&o, run_dir, &config).map_err(anyhow::Error::msg)?;

@@ -43,10 +43,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::engine::Executor;
-use crate::options::{Options, Validate};
-use crate::plugins::PluginInfo;
+use crate::options::Validate;
 
-use super::{ExecutorEnv, ExecutorPlugin, available_cores};
+use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, Launch, MpiJob, available_cores};
 
 crate::options! {
     /// Options of the `mpi` executor.
@@ -92,14 +91,57 @@ impl Validate for MpiOptions {
 }
 
 /// The plugin entry.
-pub const PLUGIN: ExecutorPlugin = ExecutorPlugin {
-    info: PluginInfo::new::<MpiOptions>(
-        "mpi",
-        "MPI ranks (rsmpi): rank 0 drives, ranks 1..N-1 run tasks; mpirun taps-worker, or started by taps run",
-    ),
-    build,
-    preflight,
-};
+pub const PLUGIN: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    MpiOptions,
+    "mpi",
+    "MPI ranks (rsmpi): rank 0 drives, ranks 1..N-1 run tasks; mpirun taps-worker, or started by taps run"
+);
+
+impl ExecutorConfig for MpiOptions {
+    fn get_executor(&self, _: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        let Some(&size) = WORLD.get() else {
+            anyhow::bail!("the mpi executor runs inside an MPI job (mpirun taps-worker), or through taps run");
+        };
+        if self.ranks != size as usize && self.ranks != MpiOptions::default().ranks {
+            tracing::info!(
+                "mpi: the job has {} ranks (engine.executor.ranks = {} applies when taps starts the job)",
+                size,
+                self.ranks
+            );
+        }
+        let heartbeat = std::time::Duration::from_secs_f64(self.heartbeat_timeout);
+        Ok(Box::new(driver::MpiExecutor::new(size, self.prefetch, heartbeat, lost())))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        if in_world() {
+            return Ok(());
+        }
+        if let Some(v) = RANK_ENV.iter().find(|v| std::env::var_os(v).is_some()) {
+            return Err(format!(
+                "taps run is running as an MPI rank ({} is set); under mpirun or srun start `taps-worker -c FILE` \
+                 instead (rank 0 drives, the other ranks run tasks)",
+                v
+            ));
+        }
+        launch::prepare(self, std::path::Path::new("/"), std::path::Path::new("/"))?;
+        launch::probe(self)
+    }
+
+    fn launch(&self) -> Launch {
+        if in_world() {
+            return Launch::Here;
+        }
+        Launch::MpiJob(MpiJob {
+            ranks: self.ranks,
+            launcher: self.launcher.clone(),
+            launcher_args: self.launcher_args.clone(),
+            launcher_profile: self.launcher_profile.clone(),
+            worker_path: self.worker_path.clone(),
+        })
+    }
+}
 
 /// Size of the MPI world when this process is rank 0 of a taps MPI job.
 static WORLD: OnceLock<i32> = OnceLock::new();
@@ -111,45 +153,18 @@ fn lost() -> Arc<Mutex<Vec<String>>> {
     LOST.get_or_init(Default::default).clone()
 }
 
+/// Fails every unfinished task of rank 0's executor at once as interrupted (a signal).
+pub fn interrupt() {
+    driver::interrupt();
+}
+
 /// Whether this process is rank 0 of a running taps MPI job.
 pub fn in_world() -> bool {
     WORLD.get().is_some()
 }
 
-fn build(t: &toml::Table, _: &ExecutorEnv) -> anyhow::Result<Box<dyn Executor>> {
-    let o = MpiOptions::from_table(t, "engine.executor").map_err(anyhow::Error::msg)?;
-    let Some(&size) = WORLD.get() else {
-        anyhow::bail!("the mpi executor runs inside an MPI job (mpirun taps-worker), or through taps run");
-    };
-    if o.ranks != size as usize && o.ranks != MpiOptions::default().ranks {
-        tracing::info!(
-            "mpi: the job has {} ranks (engine.executor.ranks = {} applies when taps starts the job)",
-            size,
-            o.ranks
-        );
-    }
-    let heartbeat = std::time::Duration::from_secs_f64(o.heartbeat_timeout);
-    Ok(Box::new(driver::MpiExecutor::new(size, o.prefetch, heartbeat, lost())))
-}
-
 /// Environment variables that MPI launchers set in their ranks.
 const RANK_ENV: &[&str] = &["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"];
-
-fn preflight(t: &toml::Table) -> Result<(), String> {
-    let o = MpiOptions::from_table(t, "engine.executor")?;
-    if in_world() {
-        return Ok(());
-    }
-    if let Some(v) = RANK_ENV.iter().find(|v| std::env::var_os(v).is_some()) {
-        return Err(format!(
-            "taps run is running as an MPI rank ({} is set); under mpirun or srun start `taps-worker -c FILE` \
-             instead (rank 0 drives, the other ranks run tasks)",
-            v
-        ));
-    }
-    launch::prepare(&o, std::path::Path::new("/"), std::path::Path::new("/"))?;
-    launch::probe(&o)
-}
 
 /// The MPI library's version (first line), e.g. `Open MPI v4.1.4, package: Debian OpenMPI, ...`.
 pub fn library_version() -> Option<String> {
@@ -157,23 +172,6 @@ pub fn library_version() -> Option<String> {
         let s = s.trim_end_matches('\0');
         s.lines().next().unwrap_or("").trim().trim_end_matches(',').to_string()
     })
-}
-
-/// Takes `--status-file FILE` out of taps-worker arguments.
-fn take_status_file(args: &[String]) -> Result<(Vec<String>, Option<PathBuf>), String> {
-    let mut rest = Vec::with_capacity(args.len());
-    let mut file = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--status-file" || a == "--status_file" {
-            file = Some(PathBuf::from(it.next().ok_or("--status-file needs a file")?));
-        } else if let Some(f) = a.strip_prefix("--status-file=") {
-            file = Some(f.into());
-        } else {
-            rest.push(a.clone());
-        }
-    }
-    Ok((rest, file))
 }
 
 /// The message for a world of one rank.
@@ -248,6 +246,25 @@ impl Session {
         driver::MpiExecutor::new(self.size, prefetch, heartbeat, lost())
     }
 
+    /// Rank 0 of a taps MPI job: from now on the mpi executor builds on this world.
+    pub fn become_driver(&self) {
+        assert_eq!(self.rank, 0, "only rank 0 drives");
+        let _ = WORLD.set(self.size);
+    }
+
+    /// Rank 0, after the run: releases worker ranks that never heard from the driver, and ends
+    /// the whole job at once when a rank is still in a task (interrupted run), stopped or hung
+    /// (the records are written; waiting for it could take for ever). Returns `code` otherwise.
+    pub fn finish_driver(self, code: i32) -> i32 {
+        if !DRIVER_STARTED.load(std::sync::atomic::Ordering::SeqCst) {
+            release_workers();
+        }
+        if driver::left_ranks_running() || driver::lost_a_silent_rank() {
+            self.abort(code);
+        }
+        code
+    }
+
     /// The worker ranks lost so far, described (rank, pid, host).
     pub fn lost_ranks(&self) -> Vec<String> {
         lost().lock().unwrap().clone()
@@ -270,129 +287,7 @@ impl Drop for Session {
     }
 }
 
-/// `taps-worker -c FILE... [--run-dir DIR] [taps run options]` under mpirun/srun: every rank
-/// initialises MPI, rank 0 runs the benchmark, the others serve tasks. Returns the exit code.
-pub fn worker_main(argv: &[String]) -> i32 {
-    let (args, status_file) = match take_status_file(&argv[1..]) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("taps-worker: error: {}", e);
-            return 2;
-        }
-    };
-    let session = match Session::init() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("taps-worker: error: {}", e);
-            return 2;
-        }
-    };
-    if session.rank() > 0 {
-        return session.serve();
-    }
-    let _ = WORLD.set(session.size());
-    let code = run_rank0(&args, argv);
-    if let Some(f) = &status_file
-        && let Err(e) = launch::write_status(f, code)
-    {
-        eprintln!("taps-worker: error: cannot write rank 0's exit status to {}: {}", f.display(), e);
-    }
-    if driver::left_ranks_running() || driver::lost_a_silent_rank() {
-        // A rank is still in a task (interrupted run), stopped or hung: the records are
-        // written; end the whole job rather than wait for it.
-        session.abort(code);
-    }
-    code
-}
-
-/// Rank 0's signals: SIGINT, SIGTERM, SIGHUP and SIGUSR1 (from `taps run` through mpirun) all
-/// interrupt the run. A repeated signal changes nothing: mpirun follows its SIGTERM with SIGKILL
-/// anyway, and rank 0 must not die between the two while it records.
-fn install_rank0_signals() {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) else { return };
-    let _ = std::thread::Builder::new().name("taps-signals".into()).spawn(move || {
-        let mut first = true;
-        for sig in signals.forever() {
-            if !first {
-                tracing::debug!(target: "taps.run", "Signal {} while interrupted: already stopping", sig);
-                continue;
-            }
-            first = false;
-            tracing::error!(target: "taps.run", "Interrupted by signal {}: recording unfinished tasks and stopping", sig);
-            // The engine first (it fails the tasks still waiting for their inputs), then the
-            // executor, whose failures reach the engine after its interrupt.
-            crate::run::interrupt_current();
-            driver::interrupt();
-        }
-    });
-}
-
-/// Rank 0: `taps run` with the mpi executor, in `--run-dir` or a new run directory.
-fn run_rank0(args: &[String], argv: &[String]) -> i32 {
-    let code = match prepare_rank0(args) {
-        Ok((cfg, run_dir)) => {
-            install_rank0_signals();
-            warn_without_recovery();
-            match crate::run::run_in(&cfg, &run_dir, argv) {
-                Ok(o) => {
-                    let lost = lost().lock().unwrap().clone();
-                    let mut code = o.exit_code();
-                    if !lost.is_empty() && code != 130 {
-                        tracing::error!(target: "taps.run", "The run lost {} worker rank(s): {}", lost.len(), lost.join("; "));
-                        code = 1;
-                    }
-                    code
-                }
-                Err(e) => {
-                    tracing::error!(target: "taps.run", "Caught unhandled exception: {:#}", e);
-                    1
-                }
-            }
-        }
-        Err(code) => code,
-    };
-    if !driver_started() {
-        release_workers();
-    }
-    crate::logging::close();
-    code
-}
-
-fn prepare_rank0(args: &[String]) -> Result<(crate::config::Config, PathBuf), i32> {
-    let (mut args, prepared) = crate::cli::take_run_dir(args).map_err(crate::cli::usage_error)?;
-    let raw = crate::config::parse_args(&args).map_err(crate::cli::usage_error)?;
-    if let Some((_, other)) = raw
-        .sets
-        .iter()
-        .find(|(k, v)| matches!(k.as_str(), "engine.executor" | "executor" | "engine.executor.name") && v != "mpi")
-    {
-        return Err(crate::cli::usage_error(format!(
-            "taps-worker under MPI runs the mpi executor, but the arguments select {:?}; drop --engine.executor",
-            other
-        )));
-    }
-    args.extend(["--engine.executor".to_string(), "mpi".to_string()]);
-    let cfg = crate::cli::load_config(&args)?;
-    let cwd = std::env::current_dir().unwrap_or_default();
-    let run_dir = match prepared {
-        Some(d) => crate::cli::check_prepared_run_dir(&d, &cfg).map_err(crate::cli::usage_error)?,
-        None => crate::run::create_run_dir(&cfg, &cwd).map_err(|e| {
-            crate::cli::usage_error(format!("cannot create the run directory from {:?}: {}", cfg.run.dir_format, e))
-        })?,
-    };
-    crate::run::init_logging(&cfg, &run_dir)
-        .map_err(|e| crate::cli::usage_error(format!("cannot open the log file in {}: {}", run_dir.display(), e)))?;
-    Ok((cfg, run_dir))
-}
-
 pub(crate) static DRIVER_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether rank 0's communication thread said hello to the workers (they then get `Shutdown`
-/// from it at the end).
-fn driver_started() -> bool {
-    DRIVER_STARTED.load(std::sync::atomic::Ordering::SeqCst)
-}
 
 /// Rank 0 ends before its executor started: tell the waiting workers to exit.
 fn release_workers() {
@@ -411,17 +306,4 @@ fn release_workers() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     std::mem::forget(sends);
-}
-
-/// Under OpenMPI without recovery, a dead rank makes mpirun kill the whole job: say so once.
-fn warn_without_recovery() {
-    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
-        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
-    {
-        tracing::warn!(
-            "mpi: mpirun runs without --enable-recovery: if a worker rank dies, mpirun kills every rank about a \
-             second later, so taps then fails every unfinished task at once; add --enable-recovery (taps run \
-             --engine.executor mpi does) to finish the work on the other ranks"
-        );
-    }
 }
