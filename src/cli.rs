@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::config::{self, ConfigError};
+use crate::config;
 
 /// taps: benchmark task-execution frameworks with real scientific workloads.
 #[derive(Parser, Debug)]
@@ -199,7 +199,7 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
         return Err(0);
     }
     let cfg = config::load(&raw).map_err(usage_error)?;
-    crate::run::preflight(&cfg).map_err(|e| usage_error(ConfigError(e)))?;
+    crate::run::preflight(&cfg).map_err(|e| usage_error(e))?;
     Ok(cfg)
 }
 

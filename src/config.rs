@@ -18,14 +18,46 @@ use crate::logging::LogLevel;
 use crate::options::{FieldSpec, Options, Validate, did_you_mean};
 use crate::plugins::{Plugin, Selected};
 
-/// A configuration error: one line for the user, exit code 2, nothing created.
+/// A configuration error: the CLI prints it as one line, exits with code 2 and creates nothing.
+/// Each message names the key, flag or file and what is allowed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// A config file that cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A config file that is not valid TOML.
+    #[error("config file {}{}: {message}", path.display(), line.map(|l| format!(", line {}", l)).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The line of the error, when known.
+        line: Option<usize>,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// An argument of `taps run` that is not `-c FILE…` or `--key VALUE`.
+    #[error("{0}")]
+    Usage(String),
+    /// A plugin (app, executor, filter, transformer) this build does not have.
+    #[error("{0}")]
+    UnknownPlugin(String),
+    /// A key or flag that no selected section has.
+    #[error("{0}")]
+    UnknownOption(String),
+    /// A value that is not allowed.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 impl From<String> for ConfigError {
+    /// An option set's own check (options, `Validate`): a value that is not allowed.
     fn from(s: String) -> Self {
-        ConfigError(s)
+        ConfigError::Invalid(s)
     }
 }
 
@@ -207,7 +239,7 @@ pub fn parse_args(args: &[String]) -> Result<RawArgs, ConfigError> {
                 i += 1;
             }
             if i == start {
-                return Err(ConfigError(format!("{} needs at least one TOML file", a)));
+                return Err(ConfigError::Usage(format!("{} needs at least one TOML file", a)));
             }
             continue;
         }
@@ -216,7 +248,7 @@ pub fn parse_args(args: &[String]) -> Result<RawArgs, ConfigError> {
             continue;
         }
         let Some(flag) = a.strip_prefix("--") else {
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Usage(format!(
                 "unexpected argument {:?}: options are given as --section.key VALUE (see taps run --help)",
                 a
             )));
@@ -225,7 +257,7 @@ pub fn parse_args(args: &[String]) -> Result<RawArgs, ConfigError> {
             Some((k, v)) => (k.to_string(), v.to_string()),
             None => {
                 if i >= args.len() {
-                    return Err(ConfigError(format!("--{} needs a value", flag)));
+                    return Err(ConfigError::Usage(format!("--{} needs a value", flag)));
                 }
                 i += 1;
                 (flag.to_string(), args[i - 1].clone())
@@ -286,7 +318,7 @@ fn table_at<'a>(t: &'a mut toml::Table, path: &str) -> Result<&'a mut toml::Tabl
     let mut cur = t;
     for p in path.split('.') {
         let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| ConfigError(format!("{} must be a table", path)))?;
+        cur = entry.as_table_mut().ok_or_else(|| ConfigError::Invalid(format!("{} must be a table", path)))?;
     }
     Ok(cur)
 }
@@ -330,14 +362,11 @@ fn merge(base: &mut toml::Table, over: toml::Table, path: &str) {
 /// Reads a TOML config file; errors name the file.
 pub fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read config file {}: {}", path.display(), e)))?;
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     toml::from_str(&text).map_err(|e| {
         let msg = e.message().to_string();
         let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-        match line {
-            Some(l) => ConfigError(format!("config file {}, line {}: {}", path.display(), l, msg)),
-            None => ConfigError(format!("config file {}: {}", path.display(), msg)),
-        }
+        ConfigError::Parse { path: path.to_path_buf(), line, message: msg }
     })
 }
 
@@ -373,12 +402,12 @@ fn check_plugin_names(t: &toml::Table) -> Result<(), ConfigError> {
     for (path, _, _) in plugin_sections() {
         let Some(v) = get_path(t, &format!("{}.name", path)) else { continue };
         let Some(name) = v.as_str() else {
-            return Err(ConfigError(format!("{}.name: expected string, got {}", path, crate::options::describe(v))));
+            return Err(ConfigError::Invalid(format!("{}.name: expected string, got {}", path, crate::options::describe(v))));
         };
-        let none = |e: String| ConfigError(format!("{}, none", e));
+        let none = |e: String| ConfigError::UnknownPlugin(format!("{}, none", e));
         match path {
-            "app" => crate::apps::find(name).map(|_| ())?,
-            "engine.executor" => crate::executor::find(name).map(|_| ())?,
+            "app" => crate::apps::find(name).map(|_| ()).map_err(ConfigError::UnknownPlugin)?,
+            "engine.executor" => crate::executor::find(name).map(|_| ()).map_err(ConfigError::UnknownPlugin)?,
             _ if name.eq_ignore_ascii_case("none") => {}
             "engine.filter" => crate::plugins::find("filter", c.filters, name).map(|_| ()).map_err(none)?,
             _ => crate::plugins::find("transformer", c.transformers, name).map(|_| ()).map_err(none)?,
@@ -448,7 +477,7 @@ fn field_for(t: &toml::Table, key: &str) -> Result<(String, crate::options::Fiel
     } else {
         msg.push_str("; see taps run --app NAME [--engine.executor NAME] --help for every option");
     }
-    Err(ConfigError(msg))
+    Err(ConfigError::UnknownOption(msg))
 }
 
 /// Sets `--key value` in the table. A repeated list flag appends and a repeated map flag merges;
@@ -459,7 +488,7 @@ fn set_cli_value(t: &mut toml::Table, key: &str, value: &str, repeated: bool) ->
         if !selected && key.starts_with(&format!("{}.", path)) {
             let names: Vec<&str> = list.iter().map(|p| p.name).collect();
             let flag = if path == "app" { "--app".to_string() } else { format!("--{}", path) };
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Invalid(format!(
                 "--{} is set but no {} is selected: add {} NAME ({}s: {})",
                 key.replace('_', "-"),
                 kind,
@@ -471,7 +500,7 @@ fn set_cli_value(t: &mut toml::Table, key: &str, value: &str, repeated: bool) ->
     }
     let (section, spec) = field_for(t, key)?;
     let flag = format!("--{}", key.replace('_', "-"));
-    let v = (spec.parse_cli)(value).map_err(|e| ConfigError(format!("{}: {}", flag, e)))?;
+    let v = (spec.parse_cli)(value).map_err(|e| ConfigError::Invalid(format!("{}: {}", flag, e)))?;
     let tab = if section.is_empty() { t } else { table_at(t, &section)? };
     let v = match tab.remove(spec.name) {
         Some(old) if repeated || (old.is_table() && v.is_table()) => crate::options::combine(old, v),
@@ -492,13 +521,13 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
         None => env!("CARGO_PKG_VERSION").to_string(),
         Some(toml::Value::String(s)) => s,
         Some(v) => {
-            return Err(ConfigError(format!("version: expected string, got {}", crate::options::describe(&v))));
+            return Err(ConfigError::Invalid(format!("version: expected string, got {}", crate::options::describe(&v))));
         }
     };
     let submit = match t.remove("submit") {
         None => None,
         Some(toml::Value::Table(s)) => Some(s),
-        Some(_) => return Err(ConfigError("submit must be a table".into())),
+        Some(_) => return Err(ConfigError::Invalid("submit must be a table".into())),
     };
     let mut app = take_table(&mut t, "app")?;
     let mut engine = take_table(&mut t, "engine")?;
@@ -506,36 +535,37 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
     let run = take_table(&mut t, "run")?;
     if let Some(k) = t.keys().next() {
         let known = ["version", "app", "engine", "logging", "run", "submit"];
-        return Err(ConfigError(crate::options::unknown_key("", k, &known)));
+        return Err(ConfigError::UnknownOption(crate::options::unknown_key("", k, &known)));
     }
     let app_name = match app.get("name") {
         Some(toml::Value::String(s)) => s.clone(),
         Some(v) => {
-            return Err(ConfigError(format!("app.name: expected string, got {}", crate::options::describe(v))));
+            return Err(ConfigError::Invalid(format!("app.name: expected string, got {}", crate::options::describe(v))));
         }
         None => {
             let names: Vec<&str> = crate::apps::ALL.iter().map(|a| a.plugin.name).collect();
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Invalid(format!(
                 "no app selected: pass --app NAME or set name in the [app] table of a --config file; apps: {}",
                 names.join(", ")
             )));
         }
     };
     app.remove("name");
-    let app = crate::apps::find(&app_name)?.plugin.select(&app, "app")?;
+    let app = crate::apps::find(&app_name).map_err(ConfigError::UnknownPlugin)?.plugin.select(&app, "app")?;
 
     let mut executor = take_table(&mut engine, "executor")?;
     let exec_name = match executor.remove("name") {
         None => crate::executor::DEFAULT_EXECUTOR.to_string(),
         Some(toml::Value::String(s)) => s,
         Some(v) => {
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Invalid(format!(
                 "engine.executor.name: expected string, got {}",
                 crate::options::describe(&v)
             )));
         }
     };
-    let executor = crate::executor::find(&exec_name)?.select(&executor, "engine.executor")?;
+    let executor =
+        crate::executor::find(&exec_name).map_err(ConfigError::UnknownPlugin)?.select(&executor, "engine.executor")?;
 
     let filter = optional_plugin(&mut engine, "filter", crate::data::FILTERS)?;
     let transformer = optional_plugin(&mut engine, "transformer", crate::data::TRANSFORMERS)?;
@@ -551,7 +581,7 @@ fn take_table(t: &mut toml::Table, key: &str) -> Result<toml::Table, ConfigError
     match t.remove(key) {
         None => Ok(toml::Table::new()),
         Some(toml::Value::Table(t)) => Ok(t),
-        Some(v) => Err(ConfigError(format!("{} must be a table, got {}", key, crate::options::describe(&v)))),
+        Some(v) => Err(ConfigError::Invalid(format!("{} must be a table, got {}", key, crate::options::describe(&v)))),
     }
 }
 
@@ -566,7 +596,7 @@ fn optional_plugin<K: ?Sized>(
         Some(toml::Value::String(s)) if s.eq_ignore_ascii_case("none") => None,
         Some(toml::Value::String(s)) => Some(s),
         Some(v) => {
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Invalid(format!(
                 "engine.{}.name: expected string, got {}",
                 kind,
                 crate::options::describe(&v)
@@ -577,7 +607,7 @@ fn optional_plugin<K: ?Sized>(
     match name {
         None => {
             if let Some(k) = t.keys().next() {
-                return Err(ConfigError(format!(
+                return Err(ConfigError::Invalid(format!(
                     "{}.{} is set but no {} is selected: add --{} NAME or name = \"...\" in [{}]",
                     section, k, kind, section, section
                 )));
@@ -585,7 +615,7 @@ fn optional_plugin<K: ?Sized>(
             Ok(None)
         }
         Some(name) => {
-            let p = crate::plugins::find(kind, list, &name).map_err(|e| ConfigError(format!("{}, none", e)))?;
+            let p = crate::plugins::find(kind, list, &name).map_err(|e| ConfigError::UnknownPlugin(format!("{}, none", e)))?;
             Ok(Some(p.select(&t, &section)?))
         }
     }
