@@ -86,7 +86,7 @@ pub fn throughput(recs: &[TaskRecord]) -> f64 {
 }
 
 /// Parses `10k`, `1M`, `100` into bytes (decimal units: k = 1000).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().last() {
         Some((i, 'k' | 'K')) => (&t[..i], 1_000),
@@ -99,7 +99,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// One executor's results.
 #[derive(Debug, Default, Serialize)]
-pub struct ExecutorReport {
+pub(crate) struct ExecutorReport {
     /// Executor name.
     pub executor: String,
     /// Overhead per task with one in flight, microseconds.
@@ -116,7 +116,7 @@ pub struct ExecutorReport {
 
 /// One point of the data sweep.
 #[derive(Debug, Default, Serialize)]
-pub struct DataPoint {
+pub(crate) struct DataPoint {
     /// Transformer: none or file.
     pub transformer: String,
     /// Bytes in and bytes out per task.
@@ -272,7 +272,7 @@ fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Resul
 }
 
 /// The report as Markdown tables.
-pub fn markdown(a: &BenchArgs, reps: &[ExecutorReport]) -> String {
+pub(crate) fn markdown(a: &BenchArgs, reps: &[ExecutorReport]) -> String {
     let mut s = format!(
         "| executor | overhead median (µs) | overhead p95 (µs) | throughput ({} tasks, {} in flight) |\n|---|---:|---:|---:|\n",
         a.throughput_tasks, a.in_flight

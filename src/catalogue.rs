@@ -8,7 +8,7 @@ use crate::executor::ExecutorPlugin;
 use crate::task::Registry;
 
 /// Every plugin of this build, by kind.
-pub struct Catalogue {
+pub(crate) struct Catalogue {
     /// The apps, in the Python suite's order.
     pub apps: &'static [AppPlugin],
     /// The executors compiled in.
@@ -20,7 +20,7 @@ pub struct Catalogue {
 }
 
 /// The catalogue of this build.
-pub const CATALOGUE: Catalogue = Catalogue {
+pub(crate) const CATALOGUE: Catalogue = Catalogue {
     apps: crate::apps::ALL,
     executors: crate::executor::EXECUTORS,
     filters: crate::data::FILTERS,
@@ -29,7 +29,7 @@ pub const CATALOGUE: Catalogue = Catalogue {
 
 impl Catalogue {
     /// The registry of every task: the engine's own and every app's.
-    pub fn registry(&self) -> Registry {
+    pub(crate) fn registry(&self) -> Registry {
         let mut r = Registry::new();
         crate::engine::register_builtin_tasks(&mut r);
         for app in self.apps {

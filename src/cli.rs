@@ -9,7 +9,7 @@ use crate::config;
 /// taps: benchmark task-execution frameworks with real scientific workloads.
 #[derive(Parser, Debug)]
 #[command(name = "taps", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -57,7 +57,7 @@ pub enum Command {
 }
 
 /// Prints one error line and returns exit code 2 (bad input).
-pub fn usage_error(e: impl std::fmt::Display) -> i32 {
+pub(crate) fn usage_error(e: impl std::fmt::Display) -> i32 {
     let msg = e.to_string();
     let one_line: Vec<&str> = msg.split_whitespace().collect();
     eprintln!("taps: error: {}", one_line.join(" "));
@@ -184,7 +184,7 @@ pub fn list() -> String {
 
 /// Loads and checks a configuration from `taps run` arguments; `Err` carries the exit code
 /// (0 after printing help, 2 after printing an error).
-pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
+pub(crate) fn load_config(args: &[String]) -> Result<config::Config, i32> {
     let raw = config::parse_args(args).map_err(usage_error)?;
     if raw.help || args.is_empty() {
         // Help for whatever could be selected, even if some option is wrong.
@@ -205,7 +205,7 @@ pub fn load_config(args: &[String]) -> Result<config::Config, i32> {
 
 /// Takes `--NAME VALUE` (also `--NAME=VALUE`, and underscores for dashes) out of arguments; the
 /// last one given wins. The error names the flag and what it needs (`what`).
-pub fn take_flag(args: &[String], name: &str, what: &str) -> Result<(Vec<String>, Option<String>), String> {
+pub(crate) fn take_flag(args: &[String], name: &str, what: &str) -> Result<(Vec<String>, Option<String>), String> {
     let flag = format!("--{}", name);
     let alt = flag.replace('-', "_").replacen("__", "--", 1);
     let mut rest = Vec::with_capacity(args.len());
@@ -226,12 +226,15 @@ pub fn take_flag(args: &[String], name: &str, what: &str) -> Result<(Vec<String>
 
 /// Takes `--run-dir DIR` out of `taps run` arguments: run in a directory prepared earlier (by
 /// `taps submit`) instead of creating one.
-pub fn take_run_dir(args: &[String]) -> Result<(Vec<String>, Option<std::path::PathBuf>), String> {
+pub(crate) fn take_run_dir(args: &[String]) -> Result<(Vec<String>, Option<std::path::PathBuf>), String> {
     take_flag(args, "run-dir", "a directory").map(|(rest, d)| (rest, d.map(Into::into)))
 }
 
 /// Checks a prepared run directory: it exists and holds no records of an earlier run.
-pub fn check_prepared_run_dir(dir: &std::path::Path, cfg: &config::Config) -> Result<std::path::PathBuf, String> {
+pub(crate) fn check_prepared_run_dir(
+    dir: &std::path::Path,
+    cfg: &config::Config,
+) -> Result<std::path::PathBuf, String> {
     if !dir.is_dir() {
         return Err(format!("--run-dir {}: not a directory (taps submit creates it)", dir.display()));
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::app::AppConfig;
 use crate::data::{FilterConfig, TransformerConfig};
 use crate::executor::ExecutorConfig;
-pub use crate::limits::{Limits, check_limits};
+pub(crate) use crate::limits::{Limits, check_limits};
 use crate::logging::LogLevel;
 use crate::options::{FieldSpec, Options, Validate, did_you_mean};
 use crate::plugins::{Plugin, Selected};
@@ -131,7 +131,7 @@ impl Validate for RunOptions {
 const NAME_MAX: usize = 255;
 
 /// Checks a file name option: one non-empty component inside the run directory.
-pub fn check_file_name(key: &str, f: &str) -> Result<(), String> {
+pub(crate) fn check_file_name(key: &str, f: &str) -> Result<(), String> {
     if f.is_empty() || f.contains('/') || f.contains('\0') || f == "." || f == ".." {
         return Err(format!("{}: expected a file name inside the run directory (or none), got {:?}", key, f));
     }
@@ -222,7 +222,7 @@ const SELECTORS: &[(&str, &str)] = &[
 ];
 
 /// Splits `taps run` arguments into config files, `--key value` pairs and help.
-pub fn parse_args(args: &[String]) -> Result<RawArgs, ConfigError> {
+pub(crate) fn parse_args(args: &[String]) -> Result<RawArgs, ConfigError> {
     let mut out = RawArgs::default();
     let mut i = 0;
     while i < args.len() {
@@ -274,7 +274,7 @@ fn normalize_key(k: &str) -> String {
 }
 
 /// Whether `key` (normalised) selects a plugin: `app`, `engine.executor`, `filter`, ...
-pub fn is_selector(key: &str) -> bool {
+pub(crate) fn is_selector(key: &str) -> bool {
     selector(key).is_some()
 }
 
@@ -360,9 +360,9 @@ fn merge(base: &mut toml::Table, over: toml::Table, path: &str) {
 }
 
 /// Reads a TOML config file; errors name the file.
-pub fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+pub(crate) fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     toml::from_str(&text).map_err(|e| {
         let msg = e.message().to_string();
         let line = e.span().map(|s| text[..s.start].lines().count().max(1));
@@ -371,7 +371,7 @@ pub fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
 }
 
 /// Merges the config files and CLI flags into one table (not yet validated).
-pub fn layered_table(raw: &RawArgs) -> Result<toml::Table, ConfigError> {
+pub(crate) fn layered_table(raw: &RawArgs) -> Result<toml::Table, ConfigError> {
     let mut t = toml::Table::new();
     for f in &raw.config_files {
         merge(&mut t, read_file(f)?, "");
@@ -402,7 +402,11 @@ fn check_plugin_names(t: &toml::Table) -> Result<(), ConfigError> {
     for (path, _, _) in plugin_sections() {
         let Some(v) = get_path(t, &format!("{}.name", path)) else { continue };
         let Some(name) = v.as_str() else {
-            return Err(ConfigError::Invalid(format!("{}.name: expected string, got {}", path, crate::options::describe(v))));
+            return Err(ConfigError::Invalid(format!(
+                "{}.name: expected string, got {}",
+                path,
+                crate::options::describe(v)
+            )));
         };
         let none = |e: String| ConfigError::UnknownPlugin(format!("{}, none", e));
         match path {
@@ -521,7 +525,10 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
         None => env!("CARGO_PKG_VERSION").to_string(),
         Some(toml::Value::String(s)) => s,
         Some(v) => {
-            return Err(ConfigError::Invalid(format!("version: expected string, got {}", crate::options::describe(&v))));
+            return Err(ConfigError::Invalid(format!(
+                "version: expected string, got {}",
+                crate::options::describe(&v)
+            )));
         }
     };
     let submit = match t.remove("submit") {
@@ -540,7 +547,10 @@ pub fn from_table(mut t: toml::Table) -> Result<Config, ConfigError> {
     let app_name = match app.get("name") {
         Some(toml::Value::String(s)) => s.clone(),
         Some(v) => {
-            return Err(ConfigError::Invalid(format!("app.name: expected string, got {}", crate::options::describe(v))));
+            return Err(ConfigError::Invalid(format!(
+                "app.name: expected string, got {}",
+                crate::options::describe(v)
+            )));
         }
         None => {
             let names: Vec<&str> = crate::apps::ALL.iter().map(|a| a.plugin.name).collect();
@@ -615,7 +625,8 @@ fn optional_plugin<K: ?Sized>(
             Ok(None)
         }
         Some(name) => {
-            let p = crate::plugins::find(kind, list, &name).map_err(|e| ConfigError::UnknownPlugin(format!("{}, none", e)))?;
+            let p = crate::plugins::find(kind, list, &name)
+                .map_err(|e| ConfigError::UnknownPlugin(format!("{}, none", e)))?;
             Ok(Some(p.select(&t, &section)?))
         }
     }
@@ -650,7 +661,7 @@ impl Config {
     }
 
     /// Pretty form for the log: keys sorted with `name` first, 2-space indent.
-    pub fn pretty(&self) -> String {
+    pub(crate) fn pretty(&self) -> String {
         fn walk(t: &toml::Table, indent: usize, out: &mut String) {
             let mut keys: Vec<&String> = t.keys().collect();
             keys.sort_by_key(|k| (k.as_str() != "name", k.as_str()));

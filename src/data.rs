@@ -46,12 +46,12 @@ pub trait Transformer: Send + Sync {
 
 crate::options! {
     /// `never`: nothing is transformed.
-    pub struct NeverOptions {}
+    pub(crate) struct NeverOptions {}
 }
 
 crate::options! {
     /// `object-size`: transform values whose serialised size is in [min_size, max_size].
-    pub struct ObjectSizeOptions {
+    pub(crate) struct ObjectSizeOptions {
         /// Smallest serialised size in bytes that is transformed (inclusive).
         min_size: u64 = 0,
         /// Largest serialised size in bytes that is transformed (inclusive; inf = no limit).
@@ -63,7 +63,7 @@ impl Validate for ObjectSizeOptions {}
 
 crate::options! {
     /// `object-type`: transform values whose Rust type name matches a pattern.
-    pub struct ObjectTypeOptions {
+    pub(crate) struct ObjectTypeOptions {
         /// Regular expressions searched in the value's Rust type name (e.g. "Data$", "Vec<u8>").
         patterns: Vec<String> = Vec::new(),
     }
@@ -71,7 +71,7 @@ crate::options! {
 
 crate::options! {
     /// `file`: values go through files in a directory on a (shared) filesystem.
-    pub struct FileOptions {
+    pub(crate) struct FileOptions {
         /// Directory for the files (default: `data/` inside the run directory); must be on a filesystem every worker sees.
         file_dir: Option<PathBuf> = None,
     }
@@ -127,9 +127,9 @@ pub trait TransformerConfig: PluginOptions {
 }
 
 /// A filter plugin.
-pub type FilterPlugin = Plugin<dyn FilterConfig>;
+pub(crate) type FilterPlugin = Plugin<dyn FilterConfig>;
 /// A transformer plugin.
-pub type TransformerPlugin = Plugin<dyn TransformerConfig>;
+pub(crate) type TransformerPlugin = Plugin<dyn TransformerConfig>;
 
 /// Filter plugins.
 pub static FILTERS: &[FilterPlugin] = &[
@@ -227,7 +227,7 @@ impl TransformerConfig for FileOptions {
 /// and removes it, with everything in it, at [`close`](Transformer::close); workers
 /// [attach](FileTransformer::attach) to it and remove nothing. Nothing else under the user's
 /// `file-dir` is ever touched.
-pub struct FileTransformer {
+pub(crate) struct FileTransformer {
     dir: PathBuf,
     /// Set on the driver: the parents of the run's directory that it created (removed at close if empty).
     owned: Option<Vec<PathBuf>>,
@@ -249,7 +249,7 @@ impl FileTransformer {
     }
 
     /// Uses a directory the driver created (a worker's view).
-    pub fn attach(dir: &Path) -> Self {
+    pub(crate) fn attach(dir: &Path) -> Self {
         FileTransformer { dir: dir.to_path_buf(), owned: None }
     }
 }
@@ -326,7 +326,7 @@ pub struct DataLayer {
 
 /// Bytes a value moved: inline and by reference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Moved {
+pub(crate) struct Moved {
     /// Serialised bytes sent in messages.
     pub inline: u64,
     /// Bytes stored by the transformer.
@@ -364,7 +364,7 @@ impl DataLayer {
     /// The driver's layer for the run in `run_dir`; the transformer creates what the run stores
     /// into (removed at [`close`](DataLayer::close)), and the [`spec`](DataLayer::spec) lets
     /// workers attach to it.
-    pub fn for_run(
+    pub(crate) fn for_run(
         filter: Option<&Selected<dyn FilterConfig>>,
         transformer: Option<&Selected<dyn TransformerConfig>>,
         run_dir: &Path,

@@ -3,9 +3,9 @@
 use serde_json::{Value, json};
 
 /// The build's git commit (if built from a git checkout) and rustc version.
-pub const GIT_COMMIT: Option<&str> = option_env!("TAPS_GIT_COMMIT");
+pub(crate) const GIT_COMMIT: Option<&str> = option_env!("TAPS_GIT_COMMIT");
 /// rustc that built this binary.
-pub const RUSTC_VERSION: &str = env!("TAPS_RUSTC_VERSION");
+pub(crate) const RUSTC_VERSION: &str = env!("TAPS_RUSTC_VERSION");
 
 fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
@@ -82,7 +82,7 @@ pub fn collect() -> Value {
 }
 
 /// The human-readable form for the log.
-pub fn pretty(v: &Value) -> String {
+pub(crate) fn pretty(v: &Value) -> String {
     let g = |a: &str, b: &str| match &v[a][b] {
         Value::Null => "unknown".to_string(),
         Value::String(s) => s.clone(),

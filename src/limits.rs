@@ -12,7 +12,7 @@ use crate::executor::WorkerKind;
 
 /// One limit: its value and where it comes from (for the error message).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Limit {
+pub(crate) struct Limit {
     /// The value (bytes, processes or threads).
     pub value: u64,
     /// Its origin, e.g. `MemAvailable in /proc/meminfo`, `kernel.pid_max`, `the partition's nodes`.
@@ -28,7 +28,7 @@ impl Limit {
 
 /// What a run may use; `None` = unknown (not checked).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Where the run executes, for messages: `this machine`, `a node of partition debug`.
     pub place: String,
     /// Memory available to the run, in bytes.
@@ -115,7 +115,7 @@ fn rlimit(resource: libc::__rlimit_resource_t, name: &str) -> Option<Limit> {
 const WORKER_PROCESS_BYTES: u64 = 1 << 20;
 
 /// Bytes in binary units, e.g. `1.5 GiB`.
-pub fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = b as f64;
     let mut u = 0;
@@ -129,7 +129,7 @@ pub fn human_bytes(b: u64) -> String {
 /// Refuses a configuration that provably cannot run within `limits`: the app's memory need (a
 /// lower bound) above the memory available, or the executor's worker processes or threads
 /// above what the system can start. The error is one line naming the need and the limit.
-pub fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
+pub(crate) fn check_limits(cfg: &Config, limits: &Limits) -> Result<(), String> {
     let workers = cfg.executor.options.workers().map(|w| match w.kind {
         WorkerKind::Processes => (w.key, w.count, "processes", &limits.max_processes),
         WorkerKind::Threads => (w.key, w.count, "threads", &limits.max_threads),

@@ -31,11 +31,11 @@ macro_rules! app_info {
 }
 
 /// Level names and numbers accepted by `logging.level` / `logging.file_level`.
-pub const LEVELS: &[(&str, u32)] =
+pub(crate) const LEVELS: &[(&str, u32)] =
     &[("TRACE", 5), ("DEBUG", 10), ("INFO", 20), ("APP", 21), ("RUN", 22), ("WARNING", 30), ("ERROR", 40)];
 
 /// Parses a level name (any case; Python's WARN, CRITICAL, FATAL and NOTSET accepted) or number.
-pub fn parse_level(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_level(s: &str) -> Result<u32, String> {
     let u = s.trim().to_ascii_uppercase();
     if let Ok(n) = u.parse::<u32>() {
         return Ok(n);

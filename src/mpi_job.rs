@@ -8,7 +8,7 @@ use crate::executor::mpi::{self, Session};
 
 /// `taps-worker -c FILE... [--run-dir DIR] [taps run options]` under mpirun/srun: every rank
 /// initialises MPI, rank 0 runs the benchmark, the others serve tasks. Returns the exit code.
-pub fn worker_main(argv: &[String]) -> i32 {
+pub(crate) fn worker_main(argv: &[String]) -> i32 {
     let (args, status_file) = match crate::cli::take_flag(&argv[1..], "status-file", "a file") {
         Ok(x) => x,
         Err(e) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::engine::Counters;
 
 /// A running progress display.
-pub struct Progress {
+pub(crate) struct Progress {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }

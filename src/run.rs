@@ -25,7 +25,7 @@ pub struct RunOutcome {
 
 impl RunOutcome {
     /// Process exit code: 0 ok, 1 failed, 130 interrupted.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         if self.summary.interrupted {
             130
         } else if self.error.is_some() || self.summary.error.is_some() {
@@ -37,14 +37,14 @@ impl RunOutcome {
 }
 
 /// Checks what must exist before any work starts (inputs, executables).
-pub fn preflight(cfg: &Config) -> Result<(), String> {
+pub(crate) fn preflight(cfg: &Config) -> Result<(), String> {
     cfg.app.options.preflight()?;
     cfg.executor.options.preflight()?;
     cfg.transformer.as_ref().map_or(Ok(()), |t| t.options.preflight())
 }
 
 /// Creates the run directory for `cfg` below `base` (the launch directory).
-pub fn create_run_dir(cfg: &Config, base: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn create_run_dir(cfg: &Config, base: &Path) -> std::io::Result<PathBuf> {
     crate::rundir::create(&cfg.run.dir_format, &cfg.app.name, &cfg.executor.name, base)
 }
 
@@ -54,7 +54,7 @@ static CURRENT: Mutex<Option<Interrupter>> = Mutex::new(None);
 /// (every unfinished task is recorded as failed), a second SIGINT or SIGTERM exits at once. SIGHUP
 /// (a closed terminal, a dropped ssh session) interrupts like SIGTERM; as a hang-up often comes
 /// twice (from the kernel and from the shell), a repeated one is ignored.
-pub fn install_signal_handler() {
+pub(crate) fn install_signal_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -79,7 +79,7 @@ pub fn install_signal_handler() {
 
 /// Interrupts the running benchmark, if any, as a first signal does (for signal handlers of
 /// their own, such as MPI rank 0's): every unfinished task is recorded as failed.
-pub fn interrupt_current() {
+pub(crate) fn interrupt_current() {
     crate::engine::INTERRUPTED.store(true, Ordering::SeqCst);
     if let Some(i) = CURRENT.lock().unwrap().as_ref() {
         i.interrupt();
@@ -91,7 +91,7 @@ pub fn interrupt_current() {
 /// it. `set_var` is sound only while this is the only thread, so when another thread already
 /// runs, taps re-executes itself with the variables set instead. Returns an error only if
 /// that re-execution fails.
-pub fn apply_env_vars(vars: &std::collections::BTreeMap<String, String>) -> std::io::Result<()> {
+pub(crate) fn apply_env_vars(vars: &std::collections::BTreeMap<String, String>) -> std::io::Result<()> {
     if vars.iter().all(|(k, v)| std::env::var_os(k).is_some_and(|x| x == v.as_str())) {
         return Ok(());
     }
@@ -130,7 +130,7 @@ fn secs(t: Instant) -> String {
 
 /// Runs the benchmark in `run_dir` (already created). Logging must be set up by the caller
 /// ([`init_logging`]). Never panics on user errors: they end up in [`RunOutcome::error`].
-pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<RunOutcome> {
+pub(crate) fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<RunOutcome> {
     // Outside an MPI job, the mpi executor starts one whose rank 0 runs the benchmark here.
     crate::catalogue::install();
     if let Launch::MpiJob(_job) = cfg.executor.options.launch() {
@@ -226,7 +226,7 @@ pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<R
 }
 
 /// Sets up logging for a run in `run_dir`.
-pub fn init_logging(cfg: &Config, run_dir: &Path) -> std::io::Result<()> {
+pub(crate) fn init_logging(cfg: &Config, run_dir: &Path) -> std::io::Result<()> {
     let level = cfg.logging.level.value();
     let file_level = cfg.logging.file_level.as_ref().map_or(level, |l| l.value());
     let file = cfg.logging.file_name.as_ref().map(|f| run_dir.join(f));
@@ -234,7 +234,7 @@ pub fn init_logging(cfg: &Config, run_dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes a file via a temporary name, so it is never seen half-written.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp~");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 /// Checks that a directory template uses only `{name}`, `{executor}` and `{timestamp}`.
-pub fn check_format(fmt: &str) -> Result<(), String> {
+pub(crate) fn check_format(fmt: &str) -> Result<(), String> {
     let mut rest = fmt;
     while let Some(i) = rest.find('{') {
         let after = &rest[i + 1..];
@@ -49,7 +49,7 @@ pub fn create(fmt: &str, name: &str, executor: &str, base: &Path) -> std::io::Re
 
 /// Creates `dir` and its missing parents; returns the directories it created, outermost first
 /// (on an error, removes them again).
-pub fn create_dir_all_tracked(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn create_dir_all_tracked(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
     missing.reverse();
     let mut created = Vec::new();
@@ -64,7 +64,7 @@ pub fn create_dir_all_tracked(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Removes directories [`create_dir_all_tracked`] created, deepest first, if they are still empty.
-pub fn remove_created(created: &[PathBuf]) {
+pub(crate) fn remove_created(created: &[PathBuf]) {
     for dir in created.iter().rev() {
         if std::fs::remove_dir(dir).is_err() {
             break;
@@ -74,7 +74,7 @@ pub fn remove_created(created: &[PathBuf]) {
 
 /// Creates the directory `path`, or `path-1`, `path-2`, … if it is taken (never an existing one);
 /// its parent must exist. Returns the absolute path of what it created.
-pub fn create_unique(path: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn create_unique(path: &Path) -> std::io::Result<PathBuf> {
     for i in 0u32.. {
         let candidate = if i == 0 {
             path.to_path_buf()
