@@ -8,6 +8,7 @@ use crate::plugins::PluginInfo;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod process_pool;
+pub mod remote;
 pub mod thread_pool;
 
 /// What an executor needs to know about the run it serves.
