@@ -1,5 +1,7 @@
 //! `process-pool`: N `taps-worker` child processes on this node, tasks and results as
-//! [`protocol`] frames over one Unix socket pair per worker.
+//! [`protocol`] frames over one Unix socket pair per worker. The queue, prefetch, in-flight
+//! tracking, lost workers and heartbeats are the [remote-worker core](super::remote)'s; this
+//! module is its transport (starting, feeding, watching and reaping the processes) and options.
 //!
 //! Per worker the driver keeps a writer thread (a 100 MB argument never blocks the engine's
 //! dispatcher) and a reader thread (turns `Done` frames into [`Completion`]s). Up to
