@@ -287,10 +287,7 @@ impl Frame {
         if buf.len() < lens_end + hlen {
             return Err(short());
         }
-        let lens: Vec<usize> = buf[at..lens_end]
-            .chunks_exact(8)
-            .map(seg_len)
-            .collect::<Result<_, _>>()?;
+        let lens: Vec<usize> = buf[at..lens_end].chunks_exact(8).map(seg_len).collect::<Result<_, _>>()?;
         at = lens_end;
         let header = buf[at..at + hlen].to_vec();
         at += hlen;

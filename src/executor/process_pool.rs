@@ -903,5 +903,4 @@ fn spawn_process(path: &Path, heartbeat_interval: Duration, env: &[(String, Stri
         rc?;
     }
     Ok(Spawned { pid: pid as u32, conn, heartbeat })
-
 }

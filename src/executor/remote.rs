@@ -113,7 +113,7 @@ pub struct RemoteOptions {
     /// When set, the loss of a worker ends the whole job (the launcher kills it): every
     /// unfinished task fails at once; the text says why.
     pub loss_ends_job: Option<String>,
-    /// Descriptions of the workers lost during the run are appended here.
+    /// Descriptions of the workers lost during the run (start-up included) are appended here.
     pub losses: Arc<Mutex<Vec<String>>>,
 }
 
@@ -315,7 +315,8 @@ impl Link {
     /// for; a worker lost before it was ready counts as a failed start.
     pub fn lost(&self, slot: usize, id: u64, why: String) {
         self.with(|sh, core| {
-            if core.slots[slot].id != Some(id) {
+            // After an interrupt every task is recorded; workers ending is no news.
+            if core.slots[slot].id != Some(id) || core.interrupted {
                 return Vec::new();
             }
             sh.lose(core, slot, why, None)
@@ -345,11 +346,6 @@ impl Link {
             }
             core.take_all().into_iter().map(|(seq, _)| (seq, e.clone(), None)).collect()
         });
-    }
-
-    /// Whether the worker of `slot` is ready and not lost.
-    pub fn is_ready(&self, slot: usize) -> bool {
-        self.0.upgrade().is_some_and(|sh| sh.lock().slots[slot].ready)
     }
 
     /// Fails every task the executor holds at once as interrupted, and every later one.
@@ -439,12 +435,12 @@ impl Shared {
         let was_ready = std::mem::take(&mut s.ready);
         let mut in_flight = std::mem::take(&mut s.in_flight);
         let mut failed = Vec::new();
+        self.opts.losses.lock().unwrap().push(why.clone());
         if !was_ready {
             // It never started: nothing ran on it.
             let why = s.failed.take().unwrap_or_else(|| format!("{} during start-up", why));
             failed = self.start_failed(core, slot, why);
         } else {
-            self.opts.losses.lock().unwrap().push(why.clone());
             let replace = core.broken.is_none() && self.opts.loss_ends_job.is_none() && t.replace(slot);
             if let Some(end) = &self.opts.loss_ends_job {
                 tracing::error!(target: "taps.run", "{}; {}, so every unfinished task is recorded as failed (WorkerLost)", why, end);
@@ -534,7 +530,10 @@ impl Shared {
                 timeout.as_secs_f64()
             );
             let killed = if self.transport.kill(slot) { " and was killed" } else { "" };
-            let task = format!("{} sent no heartbeat for {:.1} s while running this task (stopped or hung){}", who, quiet, killed);
+            let task = format!(
+                "{} sent no heartbeat for {:.1} s while running this task (stopped or hung){}",
+                who, quiet, killed
+            );
             failed.extend(self.lose(core, slot, why, Some(task)));
         }
         failed
@@ -586,11 +585,6 @@ impl RemoteExecutor {
         RemoteExecutor { transport, opts, shared: None, watchdog: None }
     }
 
-    /// The core's handle (once started), e.g. to [`Link::interrupt`] it from a signal handler.
-    pub fn link(&self) -> Option<Link> {
-        self.shared.as_ref().map(|s| Link(Arc::downgrade(s)))
-    }
-
     /// The options.
     pub fn options(&self) -> &RemoteOptions {
         &self.opts
@@ -622,18 +616,17 @@ impl Executor for RemoteExecutor {
             return Err(e);
         }
         let s = shared.clone();
-        self.watchdog =
-            Some(std::thread::Builder::new().name(format!("taps-{}-watchdog", self.opts.name)).spawn(move || watchdog(s))?);
+        self.watchdog = Some(
+            std::thread::Builder::new().name(format!("taps-{}-watchdog", self.opts.name)).spawn(move || watchdog(s))?,
+        );
         // Wait until every worker said Ready (or a slot was given up).
         let deadline = Instant::now() + self.opts.start_timeout;
         let mut core = shared.lock();
         while !core.started {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                let missing: Vec<String> = (0..n)
-                    .filter(|&i| !core.slots[i].ready)
-                    .map(|i| self.transport.describe(i))
-                    .collect();
+                let missing: Vec<String> =
+                    (0..n).filter(|&i| !core.slots[i].ready).map(|i| self.transport.describe(i)).collect();
                 core.start_error = Some(format!(
                     "{} did not answer within {} s",
                     missing.join(", "),

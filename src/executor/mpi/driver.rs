@@ -114,7 +114,8 @@ impl MpiExecutor {
             heartbeat_timeout,
             start_timeout: START_TIMEOUT,
             max_start_failures: 1,
-            loss_ends_job: launcher_kills_job().then(|| "mpirun (without --enable-recovery) stops the whole job".into()),
+            loss_ends_job: launcher_kills_job()
+                .then(|| "mpirun (without --enable-recovery) stops the whole job".into()),
             losses: lost,
             ..RemoteOptions::new("mpi")
         };
