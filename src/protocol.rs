@@ -575,4 +575,24 @@ mod tests {
         let bad = Frame { header: m.encode().header, segments: vec![] };
         assert!(ToWorker::decode(bad).is_err());
     }
+
+    #[test]
+    fn errors_say_whether_the_peer_or_the_connection_failed() {
+        let m =
+            ToWorker::Run { seq: 1, task: "echo".into(), args: vec![WirePayload::Bytes(Bytes::from(vec![1u8; 8]))] };
+        let full = m.clone().encode().to_vec();
+        // A peer that died mid-frame: the connection, not the peer's words.
+        let cut = Frame::read_from(&mut &full[..full.len() - 1]).unwrap_err();
+        assert!(matches!(cut, ProtocolError::Io(_)) && !cut.is_malformed(), "{:?}", cut);
+        // Bytes that are no frame, and a header that does not fit its segments: malformed.
+        let garbage = Frame::read_from(&mut &[0xffu8; 16][..]).unwrap_err();
+        assert!(matches!(garbage, ProtocolError::Frame(_)) && garbage.is_malformed(), "{:?}", garbage);
+        let bad = ToWorker::decode(Frame { header: m.encode().header, segments: vec![] }).unwrap_err();
+        assert!(matches!(bad, ProtocolError::Message(_)), "{:?}", bad);
+        // Each formats as one line.
+        let v = ProtocolError::Version { worker: 1, driver: 2 };
+        for e in [cut, garbage, bad, v] {
+            assert_eq!(e.to_string().lines().count(), 1, "{}", e);
+        }
+    }
 }
