@@ -152,14 +152,39 @@ pub trait Message: Sized {
     fn decode(f: Frame) -> Result<Self, ProtocolError>;
 }
 
-/// A malformed frame.
+/// What can go wrong between a driver and a worker. Each variant formats as one line; callers
+/// add who they were talking to.
 #[derive(Debug, thiserror::Error)]
-#[error("protocol error: {0}")]
-pub struct ProtocolError(pub String);
+pub enum ProtocolError {
+    /// The connection failed, or ended in the middle of a frame (the peer died).
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// Bytes that are not a frame: implausible lengths, truncated, trailing bytes.
+    #[error("protocol error: {0}")]
+    Frame(String),
+    /// A frame whose header does not decode as a message, or does not match its segments.
+    #[error("protocol error: {0}")]
+    Message(String),
+    /// The peer speaks another protocol version.
+    #[error(
+        "taps-worker speaks protocol version {worker} but the driver speaks {driver}; use the taps-worker built \
+         with this taps"
+    )]
+    Version {
+        /// This worker's [`PROTOCOL_VERSION`].
+        worker: u32,
+        /// The driver's.
+        driver: u32,
+    },
+    /// A message out of place (e.g. `Run` before `Hello`).
+    #[error("protocol error: {0}")]
+    Unexpected(&'static str),
+}
 
-impl From<ProtocolError> for io::Error {
-    fn from(e: ProtocolError) -> io::Error {
-        io::Error::new(io::ErrorKind::InvalidData, e)
+impl ProtocolError {
+    /// Whether the peer sent something wrong (as opposed to the connection failing).
+    pub fn is_malformed(&self) -> bool {
+        !matches!(self, ProtocolError::Io(_))
     }
 }
 
@@ -209,16 +234,16 @@ impl Frame {
     }
 
     /// Reads one frame; `Ok(None)` at a clean end of stream (before the first byte of a frame).
-    pub fn read_from<R: Read + ?Sized>(r: &mut R) -> io::Result<Option<Frame>> {
+    pub fn read_from<R: Read + ?Sized>(r: &mut R) -> Result<Option<Frame>, ProtocolError> {
         let mut head = [0u8; 8];
         let mut got = 0;
         while got < head.len() {
             match r.read(&mut head[got..]) {
                 Ok(0) if got == 0 => return Ok(None),
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let (hlen, nseg) = parse_head(&head)?;
@@ -233,7 +258,7 @@ impl Frame {
             let mut buf = Vec::with_capacity(len);
             r.take(len as u64).read_to_end(&mut buf)?;
             if buf.len() != len {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
             segments.push(Bytes::from(buf));
         }
@@ -252,21 +277,17 @@ impl Frame {
 
     /// Parses a frame from one buffer; the segments share `buf` (no copy).
     pub fn from_bytes(buf: Bytes) -> Result<Frame, ProtocolError> {
-        let short = || ProtocolError(format!("frame truncated ({} bytes)", buf.len()));
+        let short = || ProtocolError::Frame(format!("frame truncated ({} bytes)", buf.len()));
         if buf.len() < 8 {
             return Err(short());
         }
-        let (hlen, nseg) = parse_head(&buf[..8]).map_err(|e| ProtocolError(e.to_string()))?;
+        let (hlen, nseg) = parse_head(&buf[..8])?;
         let mut at = 8;
         let lens_end = at + 8 * nseg;
         if buf.len() < lens_end + hlen {
             return Err(short());
         }
-        let lens: Vec<usize> = buf[at..lens_end]
-            .chunks_exact(8)
-            .map(seg_len)
-            .collect::<io::Result<_>>()
-            .map_err(|e| ProtocolError(e.to_string()))?;
+        let lens: Vec<usize> = buf[at..lens_end].chunks_exact(8).map(seg_len).collect::<Result<_, _>>()?;
         at = lens_end;
         let header = buf[at..at + hlen].to_vec();
         at += hlen;
@@ -279,30 +300,27 @@ impl Frame {
             at += len;
         }
         if at != buf.len() {
-            return Err(ProtocolError(format!("{} trailing bytes after the frame", buf.len() - at)));
+            return Err(ProtocolError::Frame(format!("{} trailing bytes after the frame", buf.len() - at)));
         }
         Ok(Frame { header, segments })
     }
 }
 
-fn parse_head(h: &[u8]) -> io::Result<(usize, usize)> {
+fn parse_head(h: &[u8]) -> Result<(usize, usize), ProtocolError> {
     let hlen = u32::from_le_bytes(h[0..4].try_into().unwrap()) as usize;
     let nseg = u32::from_le_bytes(h[4..8].try_into().unwrap()) as usize;
     if hlen > MAX_HEADER || nseg > MAX_SEGMENTS {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("protocol error: implausible frame (header {} bytes, {} segments)", hlen, nseg),
-        ));
+        return Err(ProtocolError::Frame(format!("implausible frame (header {} bytes, {} segments)", hlen, nseg)));
     }
     Ok((hlen, nseg))
 }
 
-fn seg_len(c: &[u8]) -> io::Result<usize> {
+fn seg_len(c: &[u8]) -> Result<usize, ProtocolError> {
     let n = u64::from_le_bytes(c.try_into().unwrap());
     usize::try_from(n)
         .ok()
         .filter(|&n| n <= isize::MAX as usize)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("protocol error: segment of {} bytes", n)))
+        .ok_or_else(|| ProtocolError::Frame(format!("segment of {} bytes", n)))
 }
 
 /// A payload in a header: inline bytes are the next segment.
@@ -327,7 +345,7 @@ fn unslot(s: Slot, segments: &mut std::vec::IntoIter<Bytes>) -> Result<WirePaylo
         Slot::Segment => segments
             .next()
             .map(WirePayload::Bytes)
-            .ok_or_else(|| ProtocolError("frame has fewer segments than its header names".into())),
+            .ok_or_else(|| ProtocolError::Message("frame has fewer segments than its header names".into())),
         Slot::Ref(r) => Ok(WirePayload::Ref(r)),
     }
 }
@@ -351,12 +369,12 @@ fn header<T: Serialize>(h: &T) -> Vec<u8> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(f: &Frame) -> Result<T, ProtocolError> {
-    postcard::from_bytes(&f.header).map_err(|e| ProtocolError(format!("bad header: {}", e)))
+    postcard::from_bytes(&f.header).map_err(|e| ProtocolError::Message(format!("bad header: {}", e)))
 }
 
 fn check_done(rest: std::vec::IntoIter<Bytes>) -> Result<(), ProtocolError> {
     if rest.len() != 0 {
-        return Err(ProtocolError(format!("frame has {} unused segments", rest.len())));
+        return Err(ProtocolError::Message(format!("frame has {} unused segments", rest.len())));
     }
     Ok(())
 }
@@ -424,7 +442,7 @@ impl Message for FromWorker {
 }
 
 /// Reads and decodes one message; `Ok(None)` at a clean end of stream.
-pub fn recv<M: Message, R: Read + ?Sized>(r: &mut R) -> io::Result<Option<M>> {
+pub fn recv<M: Message, R: Read + ?Sized>(r: &mut R) -> Result<Option<M>, ProtocolError> {
     match Frame::read_from(r)? {
         None => Ok(None),
         Some(f) => Ok(Some(M::decode(f)?)),
@@ -556,5 +574,25 @@ mod tests {
         // A header that does not match its segments.
         let bad = Frame { header: m.encode().header, segments: vec![] };
         assert!(ToWorker::decode(bad).is_err());
+    }
+
+    #[test]
+    fn errors_say_whether_the_peer_or_the_connection_failed() {
+        let m =
+            ToWorker::Run { seq: 1, task: "echo".into(), args: vec![WirePayload::Bytes(Bytes::from(vec![1u8; 8]))] };
+        let full = m.clone().encode().to_vec();
+        // A peer that died mid-frame: the connection, not the peer's words.
+        let cut = Frame::read_from(&mut &full[..full.len() - 1]).unwrap_err();
+        assert!(matches!(cut, ProtocolError::Io(_)) && !cut.is_malformed(), "{:?}", cut);
+        // Bytes that are no frame, and a header that does not fit its segments: malformed.
+        let garbage = Frame::read_from(&mut &[0xffu8; 16][..]).unwrap_err();
+        assert!(matches!(garbage, ProtocolError::Frame(_)) && garbage.is_malformed(), "{:?}", garbage);
+        let bad = ToWorker::decode(Frame { header: m.encode().header, segments: vec![] }).unwrap_err();
+        assert!(matches!(bad, ProtocolError::Message(_)), "{:?}", bad);
+        // Each formats as one line.
+        let v = ProtocolError::Version { worker: 1, driver: 2 };
+        for e in [cut, garbage, bad, v] {
+            assert_eq!(e.to_string().lines().count(), 1, "{}", e);
+        }
     }
 }

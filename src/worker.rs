@@ -6,13 +6,20 @@
 //! --parent-pid P` with one end of a Unix socket pair on fd N and of another on fd M, on which a
 //! thread of its own writes a byte every S seconds whatever the task does; stdin, stdout and
 //! stderr stay free for the tasks.
+//!
+//! For batch systems that start one process per task, [`run_frame`] (`taps-worker run-frame
+//! --input FILE|- --output FILE|-`) runs one task: it reads a `Hello` frame and a `Run` frame
+//! (the [`protocol`]'s byte-stream layout, back to back), and writes the `Done` frame — which
+//! carries the task's error if it failed (exit code 0 all the same). A bad `Hello` writes a
+//! `Failed` frame and exits 2; bytes that are not two such frames give one error line and exit 2.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 
 use crate::data::DataLayer;
 use crate::engine::{execute, hostname};
-use crate::protocol::{self, FromWorker, PROTOCOL_VERSION, ToWorker, WirePayload};
+use crate::protocol::{self, FromWorker, PROTOCOL_VERSION, ProtocolError, ToWorker, WirePayload};
 use crate::record::ExecutionInfo;
 use crate::task::lookup;
 
@@ -48,11 +55,7 @@ impl Worker {
         match msg {
             ToWorker::Hello { version, data, name } => {
                 if version != PROTOCOL_VERSION {
-                    let message = format!(
-                        "taps-worker speaks protocol version {} but the driver speaks {}; use the taps-worker \
-                         built with this taps",
-                        PROTOCOL_VERSION, version
-                    );
+                    let message = ProtocolError::Version { worker: PROTOCOL_VERSION, driver: version }.to_string();
                     return Step::Exit(Some(FromWorker::Failed { message }), 2);
                 }
                 match DataLayer::from_spec(data) {
@@ -69,7 +72,7 @@ impl Worker {
             }
             ToWorker::Run { seq, task, args } => {
                 let Some(data) = &self.data else {
-                    let message = "protocol error: Run before Hello".to_string();
+                    let message = ProtocolError::Unexpected("Run before Hello").to_string();
                     return Step::Exit(Some(FromWorker::Failed { message }), 2);
                 };
                 let (outcome, execution) = match lookup(&task) {
@@ -86,7 +89,7 @@ impl Worker {
 
 /// Serves messages from `input`, replying on `output`, until `Shutdown` or end of input.
 /// Returns the exit code.
-pub fn serve<R: Read, W: Write>(input: R, output: W) -> io::Result<i32> {
+pub fn serve<R: Read, W: Write>(input: R, output: W) -> Result<i32, ProtocolError> {
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut output = BufWriter::with_capacity(1 << 16, output);
     let mut worker = Worker::new();
@@ -108,12 +111,109 @@ pub fn serve<R: Read, W: Write>(input: R, output: W) -> io::Result<i32> {
     }
 }
 
+/// Runs the one task of `input` (a `Hello` frame, then a `Run` frame) and writes its `Done`
+/// frame (or, for a bad `Hello`, a `Failed` frame) to `output`. Returns the exit code: 0 when a
+/// `Done` frame was written, whether the task succeeded or not.
+pub fn run_one<R: Read, W: Write>(input: R, mut output: W) -> Result<i32, ProtocolError> {
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let mut next = |what: &'static str| -> Result<ToWorker, ProtocolError> {
+        protocol::recv::<ToWorker, _>(&mut input)?.ok_or(ProtocolError::Unexpected(what))
+    };
+    let hello = next("no frame (expected a Hello frame, then a Run frame)")?;
+    if !matches!(hello, ToWorker::Hello { .. }) {
+        return Err(ProtocolError::Unexpected("the first frame is not a Hello"));
+    }
+    let mut worker = Worker::new();
+    let reply = match worker.handle(hello) {
+        Step::Continue(_) => {
+            let run = next("no Run frame after the Hello")?;
+            if !matches!(run, ToWorker::Run { .. }) {
+                return Err(ProtocolError::Unexpected("the second frame is not a Run"));
+            }
+            match worker.handle(run) {
+                Step::Continue(r) | Step::Exit(r, _) => (r, 0),
+            }
+        }
+        Step::Exit(r, code) => (r, code),
+    };
+    if let (Some(r), _) = &reply {
+        protocol::send(&mut output, r.clone())?;
+    }
+    output.flush()?;
+    Ok(reply.1)
+}
+
+/// `taps-worker run-frame`: one task from a file or stdin, its result to a file or stdout.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "taps-worker run-frame",
+    about = "Runs one task: reads a Hello frame and a Run frame (taps::protocol's byte layout) and writes the Done frame \
+             (it carries the task's error if the task failed; exit code 0). A bad Hello writes a Failed frame, exit code 2; \
+             input that is not such frames: one error line, exit code 2"
+)]
+pub struct RunFrameArgs {
+    /// File holding the Hello and Run frames, or - for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    pub input: PathBuf,
+    /// File to write the result frame to (replaced), or - for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    pub output: PathBuf,
+}
+
+/// The subcommand of `taps-worker` that runs one task frame ([`run_frame`]).
+pub const RUN_FRAME_COMMAND: &str = "run-frame";
+
+/// Entry point of `taps-worker run-frame ARGS` (`argv[0]` is the subcommand); returns the exit code.
+pub fn run_frame(argv: &[String]) -> i32 {
+    use clap::Parser;
+    let args = match RunFrameArgs::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let dash = |p: &PathBuf| p.as_os_str() == "-";
+    let input: Box<dyn Read> = if dash(&args.input) {
+        Box::new(io::stdin().lock())
+    } else {
+        match std::fs::File::open(&args.input) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("taps-worker: error: --input {}: {}", args.input.display(), e);
+                return 2;
+            }
+        }
+    };
+    // The result is built in memory and written only once complete: no half-written file.
+    let mut out = Vec::new();
+    let code = match run_one(input, &mut out) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("taps-worker: error: --input {}: {}", args.input.display(), e);
+            return 2;
+        }
+    };
+    let written = if dash(&args.output) {
+        io::stdout().lock().write_all(&out).and_then(|_| io::stdout().flush())
+    } else {
+        std::fs::write(&args.output, &out)
+    };
+    if let Err(e) = written {
+        eprintln!("taps-worker: error: --output {}: {}", args.output.display(), e);
+        return 1;
+    }
+    code
+}
+
 /// `taps-worker` command line.
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "taps-worker",
     version,
-    about = "Runs taps tasks for a driver process (started by taps), or a whole MPI job: mpirun -np N taps-worker -c FILE [taps run options]"
+    about = "Runs taps tasks for a driver process (started by taps), or a whole MPI job: mpirun -np N taps-worker -c FILE [taps run options]",
+    after_help = "One task per process (batch systems): taps-worker run-frame --input FILE|- --output FILE|- reads a Hello \
+                  frame and a Run frame and writes the result frame (see taps-worker run-frame --help)"
 )]
 pub struct WorkerArgs {
     /// Serve the process-pool protocol on this inherited socket file descriptor.
@@ -152,6 +252,9 @@ pub fn main(mut argv: Vec<String>) -> i32 {
     // `taps worker ARGS` and `taps-worker worker ARGS` are `taps-worker ARGS`.
     if argv.get(1).is_some_and(|a| a == WORKER_COMMAND) {
         argv.remove(1);
+    }
+    if argv.get(1).is_some_and(|a| a == RUN_FRAME_COMMAND) {
+        return run_frame(&argv[1..]);
     }
     let args = match WorkerArgs::try_parse_from(&argv) {
         Ok(a) => a,
@@ -216,10 +319,10 @@ fn inherited_socket(fd: i32, flag: &str) -> io::Result<std::os::unix::net::UnixS
 }
 
 /// Serves the protocol on the inherited socket `fd`.
-fn serve_fd(fd: i32) -> io::Result<i32> {
-    let stream = inherited_socket(fd, "--pipe-fd")?;
-    let input = protocol::SpinRead(stream.try_clone()?);
-    serve(input, stream)
+fn serve_fd(fd: i32) -> Result<i32, String> {
+    let stream = inherited_socket(fd, "--pipe-fd").map_err(|e| e.to_string())?;
+    let input = protocol::SpinRead(stream.try_clone().map_err(|e| e.to_string())?);
+    serve(input, stream).map_err(|e| e.to_string())
 }
 
 /// Starts the thread that writes a heartbeat byte to `fd` every `interval`, independently of the

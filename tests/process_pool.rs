@@ -516,3 +516,34 @@ fn cli_heartbeat_timeout_loses_a_stopped_worker() {
         &["heartbeat_timeout", "positive"],
     );
 }
+
+#[test]
+fn run_env_vars_reach_the_workers_through_their_spawn_not_the_driver() {
+    // The run's env_vars are given to the pool; the driver's own environment stays as it was
+    // (no set_var in this threaded process), while every worker, replacements included, starts
+    // with them.
+    let dir = tempfile::tempdir().unwrap();
+    let vars = vec![("TAPS_TEST_RUN_VAR".to_string(), "from the run".to_string()), ("HOME".into(), "/run-home".into())];
+    let p = pool(2).with_env(vars);
+    let watch = p.watch();
+    let e =
+        Engine::builder(Box::new(p)).records(RecordWriter::create(&dir.path().join("tasks.jsonl")).unwrap()).build();
+    let environ = |pid: u32| -> Vec<String> {
+        let raw = std::fs::read(format!("/proc/{}/environ", pid)).unwrap();
+        raw.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+    };
+    let check = |pid: u32| {
+        let env = environ(pid);
+        assert!(env.contains(&"TAPS_TEST_RUN_VAR=from the run".to_string()), "{:?}", env);
+        assert_eq!(env.iter().filter(|v| v.starts_with("HOME=")).collect::<Vec<_>>(), ["HOME=/run-home"]);
+    };
+    let first = watch.pids();
+    first.iter().copied().for_each(check);
+    // A replacement worker gets them too.
+    kill(first[0], libc::SIGKILL);
+    let replaced = wait_for(|| Some(watch.pids()).filter(|p| p.len() == 2 && !p.contains(&first[0])));
+    replaced.iter().copied().for_each(check);
+    assert_eq!(e.submit::<Sleep>((0.0.into(),)).result().unwrap(), 0.0);
+    assert!(std::env::var_os("TAPS_TEST_RUN_VAR").is_none(), "the driver's environment is untouched");
+    e.shutdown();
+}

@@ -8,6 +8,7 @@ use crate::plugins::{Plugin, PluginOptions};
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod process_pool;
+pub mod remote;
 pub mod thread_pool;
 
 /// What an executor is told about the run it serves.

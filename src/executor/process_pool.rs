@@ -1,5 +1,7 @@
 //! `process-pool`: N `taps-worker` child processes on this node, tasks and results as
-//! [`protocol`] frames over one Unix socket pair per worker.
+//! [`protocol`] frames over one Unix socket pair per worker. The queue, prefetch, in-flight
+//! tracking, lost workers and heartbeats are the [remote-worker core](super::remote)'s; this
+//! module is its transport (starting, feeding, watching and reaping the processes) and options.
 //!
 //! Per worker the driver keeps a writer thread (a 100 MB argument never blocks the engine's
 //! dispatcher) and a reader thread (turns `Done` frames into [`Completion`]s). Up to
@@ -24,24 +26,24 @@
 //! engine.shutdown();
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::data::{DataLayer, DataSpec};
-use crate::engine::{Completer, Completion, Executor, Job};
+use crate::data::DataLayer;
+use crate::engine::{Completer, Executor, Job};
 use crate::options::Validate;
-use crate::protocol::{self, Frame, FromWorker, Message, PROTOCOL_VERSION, ToWorker, WirePayload};
-use crate::task::TaskError;
+use crate::protocol::{self, Frame, FromWorker, Message, ProtocolError, ToWorker};
 
+use super::remote::{Link, RemoteExecutor, RemoteOptions, Transport, heartbeat_interval};
 use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers, available_cores};
 
 crate::opt_enum! {
@@ -94,12 +96,13 @@ pub const PLUGIN: ExecutorPlugin = crate::plugin!(
 );
 
 impl ExecutorConfig for ProcessPoolOptions {
-    fn get_executor(&self, _: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+    fn get_executor(&self, ctx: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
         let path = locate_worker(self.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
         Ok(Box::new(
             ProcessPool::new(self.processes())
                 .worker_path(path)
-                .heartbeat_timeout(Duration::from_secs_f64(self.heartbeat_timeout)),
+                .heartbeat_timeout(Duration::from_secs_f64(self.heartbeat_timeout))
+                .with_env(ctx.env_vars.clone()),
         ))
     }
 
@@ -215,19 +218,15 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Default of `heartbeat_timeout`.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How often workers send a heartbeat (and the watchdog looks) for a given timeout.
-fn heartbeat_interval(timeout: Duration) -> Duration {
-    (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
-}
-
-/// Runs jobs on `taps-worker` child processes.
+/// Runs jobs on `taps-worker` child processes: the [remote-worker core](super::remote) over
+/// Unix socket pairs.
 pub struct ProcessPool {
     processes: usize,
     worker_path: Option<PathBuf>,
     heartbeat_timeout: Duration,
-    shared: Option<Arc<Shared>>,
-    spawner: Option<(Sender<Spawn>, JoinHandle<()>)>,
+    env: Vec<(String, String)>,
     watch: PoolWatch,
+    inner: Option<(RemoteExecutor, PathBuf)>,
 }
 
 /// A view of a running pool's workers (for tests and diagnostics).
@@ -259,9 +258,9 @@ impl ProcessPool {
             processes: processes.max(1),
             worker_path: None,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
-            shared: None,
-            spawner: None,
+            env: Vec::new(),
             watch: PoolWatch::default(),
+            inner: None,
         }
     }
 
@@ -277,83 +276,115 @@ impl ProcessPool {
         self
     }
 
+    /// Starts the workers with these environment variables added to (or replacing those of)
+    /// the driver's environment (the run's `env_vars`); the driver's own environment is not
+    /// changed.
+    pub fn with_env(mut self, vars: Vec<(String, String)>) -> Self {
+        self.env = vars;
+        self
+    }
+
     /// A handle on the live workers' pids.
     pub fn watch(&self) -> PoolWatch {
         self.watch.clone()
     }
 }
 
-/// State shared by the dispatcher, the spawner and the per-worker threads.
-struct Shared {
-    state: Mutex<State>,
-    cv: Condvar,
-    done: Completer,
-    spec: DataSpec,
-    path: PathBuf,
-    watch: PoolWatch,
-    heartbeat_timeout: Duration,
+impl Executor for ProcessPool {
+    fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
+        let path = match &self.worker_path {
+            Some(p) => p.clone(),
+            None => locate_worker(None).map_err(anyhow::Error::msg)?,
+        };
+        let pool = Arc::new_cyclic(|me| Pool {
+            me: me.clone(),
+            slots: self.processes,
+            path: path.clone(),
+            heartbeat_interval: heartbeat_interval(self.heartbeat_timeout),
+            env: self.env.clone(),
+            watch: self.watch.clone(),
+            state: Mutex::new(PoolState::default()),
+            cv: Condvar::new(),
+        });
+        let opts = RemoteOptions {
+            prefetch: PREFETCH,
+            heartbeat_timeout: self.heartbeat_timeout,
+            start_timeout: START_TIMEOUT,
+            max_start_failures: MAX_START_FAILURES,
+            ..RemoteOptions::new("process-pool")
+        };
+        let mut ex = RemoteExecutor::new(pool, opts);
+        if let Err(e) = ex.start(done, data) {
+            anyhow::bail!("process-pool: cannot start taps-worker ({}): {}", path.display(), e);
+        }
+        tracing::debug!("Started {} taps-worker process(es): {:?}", self.processes, self.watch.pids());
+        self.inner = Some((ex, path));
+        Ok(())
+    }
+
+    fn needs_wire(&self) -> bool {
+        true
+    }
+
+    fn submit(&mut self, job: Job) {
+        if let Some((ex, _)) = &mut self.inner {
+            ex.submit(job);
+        }
+    }
+
+    fn shutdown(&mut self, cancel: bool) {
+        if let Some((mut ex, _)) = self.inner.take() {
+            ex.shutdown(cancel);
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("ProcessPool(max_processes={})", self.processes)
+    }
 }
 
-struct State {
-    /// Jobs not yet sent to a worker.
-    queue: VecDeque<Pending>,
-    slots: Vec<SlotState>,
-    /// Shutdown has begun: no replacements, no reports.
-    closing: bool,
-    /// Every slot was given up: jobs fail at once with this error.
-    broken: Option<TaskError>,
-    next_id: u64,
-    spawn_tx: Option<Sender<Spawn>>,
-    threads: Vec<JoinHandle<()>>,
+/// The process-pool transport: `taps-worker` children, one socket pair each for frames and
+/// one for heartbeats.
+struct Pool {
+    /// Itself, for the threads it starts.
+    me: Weak<Pool>,
+    slots: usize,
+    path: PathBuf,
+    heartbeat_interval: Duration,
+    env: Vec<(String, String)>,
+    watch: PoolWatch,
+    state: Mutex<PoolState>,
+    /// Signalled when a worker is reaped.
+    cv: Condvar,
 }
 
 #[derive(Default)]
-struct SlotState {
-    worker: Option<WorkerState>,
-    /// Consecutive start failures.
-    failures: u32,
-    /// Why the last start failed.
-    last_error: Option<String>,
-    retired: bool,
+struct PoolState {
+    link: Option<Link>,
+    /// Every worker process not yet reaped, by id.
+    procs: HashMap<u64, Proc>,
+    /// The current worker of each slot.
+    current: Vec<Option<u64>>,
+    next_id: u64,
+    closing: bool,
+    spawn_tx: Option<Sender<Spawn>>,
+    spawner: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-struct WorkerState {
-    id: u64,
+/// One worker process.
+struct Proc {
     pid: u32,
-    ready: bool,
-    /// Reaped: the pid no longer belongs to us.
-    reaped: bool,
     /// The connection, for direct sends of small frames.
     conn: Arc<UnixStream>,
     /// The writer thread's queue (None once shutdown began).
     tx: Option<Sender<Outgoing>>,
     /// Items handed to the writer thread and not yet fully written.
     queued: usize,
-    /// Jobs sent, in order; the first is running.
-    in_flight: VecDeque<Pending>,
-    /// The worker's own explanation, if it sent `Failed`.
-    failed: Option<String>,
     /// The driver's end of the worker's heartbeat socket (non-blocking).
     heartbeat: UnixStream,
     /// When the last heartbeat arrived.
     heard: Instant,
-    /// When the worker last went from idle to holding a task.
-    busy_since: Instant,
-    /// Killed by the watchdog after this long without a heartbeat.
-    silent: Option<Duration>,
-}
-
-/// A job in wire form (kept until its `Done`, to be re-sent if its worker dies before starting it).
-struct Pending {
-    seq: u64,
-    task: &'static str,
-    args: Vec<WirePayload>,
-}
-
-impl Pending {
-    fn frame(&self) -> Frame {
-        ToWorker::Run { seq: self.seq, task: self.task.to_string(), args: self.args.clone() }.encode()
-    }
 }
 
 /// What the writer thread writes.
@@ -367,7 +398,7 @@ enum Outgoing {
 /// (one thread hop less per task); larger ones always go through the writer thread.
 const DIRECT_MAX: usize = 64 << 10;
 
-impl WorkerState {
+impl Proc {
     /// Sends a frame in order: directly if small and nothing is queued, else via the writer thread.
     /// Errors are ignored: a broken connection shows up in the reader as the worker's loss.
     fn send(&mut self, frame: Frame) {
@@ -387,32 +418,12 @@ impl WorkerState {
         self.queued += 1;
         let _ = tx.send(Outgoing::Frame(frame));
     }
-}
 
-/// Sends what fits without blocking; the bytes sent, or None if the connection is broken.
-fn send_nonblocking(conn: &UnixStream, buf: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    while at < buf.len() {
-        // SAFETY: valid buffer and open socket; MSG_NOSIGNAL avoids SIGPIPE on a dead peer.
-        let n = unsafe {
-            libc::send(
-                conn.as_raw_fd(),
-                buf[at..].as_ptr() as *const libc::c_void,
-                buf.len() - at,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n >= 0 {
-            at += n as usize;
-            continue;
-        }
-        match io::Error::last_os_error().kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => return Some(at),
-            _ => return None,
-        }
+    /// SIGKILLs the process (its pid is still ours: it is reaped only once removed).
+    fn kill(&self) {
+        // SAFETY: plain syscall; the pid is our unreaped child.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
     }
-    Some(at)
 }
 
 enum Spawn {
@@ -420,376 +431,156 @@ enum Spawn {
     Stop,
 }
 
-impl State {
-    fn worker_mut(&mut self, slot: usize, id: u64) -> Option<&mut WorkerState> {
-        self.slots[slot].worker.as_mut().filter(|w| w.id == id)
-    }
-
-    /// Sends queued jobs to ready workers with room, least loaded first.
-    fn pump(&mut self) {
-        while !self.queue.is_empty() {
-            let best = self
-                .slots
-                .iter_mut()
-                .filter_map(|s| s.worker.as_mut())
-                .filter(|w| w.ready && w.tx.is_some() && w.in_flight.len() < PREFETCH)
-                .min_by_key(|w| w.in_flight.len());
-            let Some(w) = best else { return };
-            let job = self.queue.pop_front().unwrap();
-            if w.in_flight.is_empty() {
-                w.busy_since = Instant::now();
-            }
-            let frame = job.frame();
-            w.in_flight.push_back(job);
-            w.send(frame);
-        }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn complete_err(&self, seq: u64, e: TaskError, worker: Option<String>) {
-        self.done.complete(Completion { seq, outcome: Err(e), execution: None, worker });
+    fn current<'a>(&self, st: &'a mut PoolState, slot: usize) -> Option<&'a mut Proc> {
+        let id = st.current.get(slot).copied().flatten()?;
+        st.procs.get_mut(&id)
     }
 
-    fn update_watch(&self, st: &State) {
-        let mut w = self.watch.0.lock().unwrap();
-        w.pids = st.slots.iter().filter_map(|s| s.worker.as_ref()).filter(|w| !w.reaped).map(|w| w.pid).collect();
+    fn update_watch(&self, st: &PoolState) {
+        self.watch.0.lock().unwrap().pids = st.procs.values().map(|p| p.pid).collect();
     }
 }
 
-impl Executor for ProcessPool {
-    fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
-        let path = match &self.worker_path {
-            Some(p) => p.clone(),
-            None => locate_worker(None).map_err(anyhow::Error::msg)?,
-        };
-        let (spawn_tx, spawn_rx) = unbounded();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
-                slots: (0..self.processes).map(|_| SlotState::default()).collect(),
-                closing: false,
-                broken: None,
-                next_id: 0,
-                spawn_tx: Some(spawn_tx.clone()),
-                threads: Vec::new(),
-            }),
-            cv: Condvar::new(),
-            done,
-            spec: data.spec().clone(),
-            path,
-            watch: self.watch.clone(),
-            heartbeat_timeout: self.heartbeat_timeout,
-        });
-        // All workers are forked from this one long-lived thread: PR_SET_PDEATHSIG fires when the
-        // forking *thread* exits, so short-lived threads must not spawn them.
-        let s = shared.clone();
-        let spawner =
-            std::thread::Builder::new().name("taps-pool-spawner".into()).spawn(move || spawner(s, spawn_rx))?;
-        for i in 0..self.processes {
-            let _ = spawn_tx.send(Spawn::Slot(i));
-        }
-        let s = shared.clone();
-        let watchdog = std::thread::Builder::new().name("taps-pool-watchdog".into()).spawn(move || watchdog(s))?;
-        shared.lock().threads.push(watchdog);
-        self.shared = Some(shared.clone());
-        self.spawner = Some((spawn_tx, spawner));
+impl Transport for Pool {
+    fn slots(&self) -> usize {
+        self.slots
+    }
 
-        // Wait until every worker said Ready (or a slot was given up).
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut st = shared.lock();
-        loop {
-            let ready = st.slots.iter().filter(|s| s.worker.as_ref().is_some_and(|w| w.ready)).count();
-            if ready == st.slots.len() {
-                break;
-            }
-            if let Some(s) = st.slots.iter().find(|s| s.retired) {
-                let why = s.last_error.clone().unwrap_or_else(|| "unknown error".into());
-                drop(st);
-                self.shutdown(true);
-                anyhow::bail!("process-pool: cannot start taps-worker ({}): {}", shared.path.display(), why);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                drop(st);
-                self.shutdown(true);
-                anyhow::bail!(
-                    "process-pool: taps-worker ({}) did not answer within {} s",
-                    shared.path.display(),
-                    START_TIMEOUT.as_secs()
-                );
-            }
-            st = shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+    fn start(&self, link: Link) -> anyhow::Result<()> {
+        let (tx, rx) = unbounded();
+        {
+            let mut st = self.lock();
+            st.link = Some(link);
+            st.current = vec![None; self.slots];
+            st.spawn_tx = Some(tx.clone());
         }
-        tracing::debug!("Started {} taps-worker process(es): {:?}", self.processes, self.watch.pids());
+        // All workers are started from this one long-lived thread: PR_SET_PDEATHSIG fires when the
+        // starting *thread* exits, so short-lived threads must not start them.
+        let me = self.arc();
+        let spawner = std::thread::Builder::new().name("taps-pool-spawner".into()).spawn(move || spawner(me, rx))?;
+        self.lock().spawner = Some(spawner);
+        for i in 0..self.slots {
+            let _ = tx.send(Spawn::Slot(i));
+        }
         Ok(())
     }
 
-    fn needs_wire(&self) -> bool {
+    fn send(&self, slot: usize, frame: Frame) {
+        let mut st = self.lock();
+        if let Some(p) = self.current(&mut st, slot) {
+            p.send(frame);
+        }
+    }
+
+    fn describe(&self, slot: usize) -> String {
+        let mut st = self.lock();
+        match self.current(&mut st, slot) {
+            Some(p) => format!("worker pid {}", p.pid),
+            None => format!("worker {}", slot),
+        }
+    }
+
+    fn heard(&self, slot: usize) -> Option<Instant> {
+        let mut st = self.lock();
+        let p = self.current(&mut st, slot)?;
+        if drain(&p.heartbeat) {
+            p.heard = Instant::now();
+        }
+        Some(p.heard)
+    }
+
+    fn kill(&self, slot: usize) -> bool {
+        let mut st = self.lock();
+        let Some(p) = self.current(&mut st, slot) else { return false };
+        p.kill();
+        // Its reader reaps it; the slot is free for a replacement now.
+        st.current[slot] = None;
         true
     }
 
-    fn submit(&mut self, job: Job) {
-        let Some(shared) = &self.shared else { return };
-        let args: Result<Vec<WirePayload>, TaskError> = job.args.into_iter().map(WirePayload::from_payload).collect();
-        let args = match args {
-            Ok(a) => a,
-            Err(e) => return shared.complete_err(job.seq, e, None),
-        };
-        let mut st = shared.lock();
-        if let Some(e) = &st.broken {
-            let e = e.clone();
-            drop(st);
-            return shared.complete_err(job.seq, e, None);
-        }
-        st.queue.push_back(Pending { seq: job.seq, task: job.def.name, args });
-        st.pump();
+    fn replace(&self, slot: usize) -> bool {
+        let st = self.lock();
+        !st.closing && st.spawn_tx.as_ref().is_some_and(|tx| tx.send(Spawn::Slot(slot)).is_ok())
     }
 
-    fn shutdown(&mut self, cancel: bool) {
-        let Some(shared) = self.shared.take() else {
-            return;
-        };
-        let mut st = shared.lock();
+    fn stop(&self, cancel: bool, _alive: &[bool]) {
+        let mut st = self.lock();
         st.closing = true;
-        shared.cv.notify_all();
-        st.queue.clear();
-        for s in &mut st.slots {
-            if let Some(w) = &mut s.worker {
-                if cancel {
-                    kill(w);
-                } else {
-                    w.send(ToWorker::Shutdown.encode());
-                }
-                // Writers finish what is queued (the Shutdown frame), then exit.
-                w.tx = None;
+        for p in st.procs.values_mut() {
+            if cancel {
+                p.kill();
+            } else {
+                p.send(ToWorker::Shutdown.encode());
             }
+            // Writers finish what is queued (the Shutdown frame), then exit.
+            p.tx = None;
         }
         // Wait for every worker to exit; after the grace period, kill the rest.
-        let mut deadline = Some(Instant::now() + if cancel { Duration::ZERO } else { SHUTDOWN_GRACE });
-        loop {
-            let alive = st.slots.iter().filter_map(|s| s.worker.as_ref()).filter(|w| !w.reaped).count();
-            if alive == 0 {
-                break;
+        let deadline = Instant::now() + if cancel { Duration::ZERO } else { SHUTDOWN_GRACE };
+        let mut killed = cancel;
+        while !st.procs.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() && !killed {
+                st.procs.values().for_each(Proc::kill);
+                killed = true;
             }
-            match deadline {
-                Some(d) if Instant::now() >= d => {
-                    for s in &mut st.slots {
-                        if let Some(w) = &mut s.worker {
-                            kill(w);
-                        }
-                    }
-                    deadline = None;
-                }
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    st = shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
-                }
-                None => st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-            }
+            let wait = if killed { Duration::from_millis(100) } else { left };
+            st = self.cv.wait_timeout(st, wait).unwrap_or_else(|e| e.into_inner()).0;
         }
-        st.spawn_tx = None;
-        let threads = std::mem::take(&mut st.threads);
+        let spawn_tx = st.spawn_tx.take();
+        let spawner = st.spawner.take();
         drop(st);
-        if let Some((tx, handle)) = self.spawner.take() {
+        if let Some(tx) = spawn_tx {
             let _ = tx.send(Spawn::Stop);
-            drop(tx);
-            let _ = handle.join();
+        }
+        if let Some(h) = spawner {
+            let _ = h.join();
         }
         // The spawner may have started threads for a worker it then killed.
-        let more = std::mem::take(&mut shared.lock().threads);
-        for t in threads.into_iter().chain(more) {
+        let threads = std::mem::take(&mut self.lock().threads);
+        for t in threads {
             let _ = t.join();
         }
-        shared.update_watch(&shared.lock());
-    }
-
-    fn describe(&self) -> String {
-        format!("ProcessPool(max_processes={})", self.processes)
+        let mut st = self.lock();
+        st.link = None;
+        self.update_watch(&st);
     }
 }
 
-impl Drop for ProcessPool {
-    fn drop(&mut self) {
-        self.shutdown(true);
+impl Pool {
+    /// This pool as an `Arc` (it is built in one: see [`ProcessPool::start`]).
+    fn arc(&self) -> Arc<Pool> {
+        self.me.upgrade().expect("the pool lives in an Arc")
     }
 }
 
-/// SIGKILLs a worker that has not been reaped (its pid is still ours).
-fn kill(w: &WorkerState) {
-    if !w.reaped {
-        // SAFETY: plain syscall; the pid is our unreaped child.
-        unsafe { libc::kill(w.pid as libc::pid_t, libc::SIGKILL) };
-    }
-}
-
-fn spawner(shared: Arc<Shared>, rx: Receiver<Spawn>) {
+fn spawner(pool: Arc<Pool>, rx: Receiver<Spawn>) {
     while let Ok(Spawn::Slot(slot)) = rx.recv() {
-        if shared.lock().closing {
-            continue;
-        }
-        match spawn_process(&shared.path, heartbeat_interval(shared.heartbeat_timeout)) {
-            Ok(spawned) => install(&shared, slot, spawned),
-            Err(e) => {
-                let msg = format!("cannot start {}: {}", shared.path.display(), e);
-                let mut st = shared.lock();
-                start_failed(&shared, &mut st, slot, msg);
+        let link = {
+            let st = pool.lock();
+            if st.closing {
+                continue;
             }
+            st.link.clone()
+        };
+        let Some(link) = link else { continue };
+        match spawn_process(&pool.path, pool.heartbeat_interval, &pool.env) {
+            Ok(spawned) => install(&pool, &link, slot, spawned),
+            Err(e) => link.start_failed(slot, format!("cannot start {}: {}", pool.path.display(), e)),
         }
     }
-}
-
-/// Records a failed start of `slot`; retries or gives the slot up.
-fn start_failed(shared: &Shared, st: &mut State, slot: usize, msg: String) {
-    let s = &mut st.slots[slot];
-    s.failures += 1;
-    s.last_error = Some(msg.clone());
-    tracing::warn!("process-pool: a worker failed to start: {}", msg);
-    if st.closing {
-        return;
-    }
-    if s.failures < MAX_START_FAILURES {
-        if let Some(tx) = &st.spawn_tx {
-            let _ = tx.send(Spawn::Slot(slot));
-        }
-    } else {
-        s.retired = true;
-        if st.slots.iter().all(|s| s.retired) {
-            let e = TaskError::new("WorkerLost", format!("no taps-worker process could be started: {}", msg));
-            st.broken = Some(e.clone());
-            for p in std::mem::take(&mut st.queue) {
-                shared.complete_err(p.seq, e.clone(), None);
-            }
-        }
-    }
-    shared.cv.notify_all();
-}
-
-/// Send buffer asked for on both ends of a worker connection (the kernel caps it at
-/// `net.core.wmem_max`): large payloads then move in fewer, larger steps.
-const SOCKET_BUFFER: usize = 4 << 20;
-
-fn set_send_buffer(s: &UnixStream, bytes: usize) {
-    let v = bytes as libc::c_int;
-    // SAFETY: valid socket and option value; a failure just leaves the default size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// The worker's fds for its connection and its heartbeat socket.
-const WORKER_CONN_FD: i32 = 3;
-const WORKER_HEARTBEAT_FD: i32 = 4;
-
-/// A freshly started worker: its pid, connection and heartbeat socket (driver ends).
-struct Spawned {
-    pid: u32,
-    conn: UnixStream,
-    heartbeat: UnixStream,
-}
-
-/// Starts the worker program `path` as `taps-worker worker --pipe-fd 3 --heartbeat-fd 4 …` (named
-/// `taps-worker` in `ps`) with the other ends of two fresh socket pairs on fds 3 and 4, in its own
-/// process group, stdin from `/dev/null`.
-///
-/// It uses `posix_spawn`, never `fork`: a fork runs the `pthread_atfork` handlers of every library
-/// in the driver, and OpenBLAS's handler waits for its threads — forever if the driver is running
-/// BLAS at that moment (a worker replaced while cholesky computes its residual hung the run).
-/// The worker sets its own parent-death signal (`--parent-pid`), which `posix_spawn` cannot.
-fn spawn_process(path: &Path, heartbeat_interval: Duration) -> io::Result<Spawned> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let (conn, theirs) = UnixStream::pair()?;
-    let (heartbeat, hb_theirs) = UnixStream::pair()?;
-    for s in [&conn, &theirs] {
-        set_send_buffer(s, SOCKET_BUFFER);
-    }
-    heartbeat.set_nonblocking(true)?;
-    // Above the target fds, so that placing one cannot overwrite the other (close-on-exec here).
-    let high = |s: &UnixStream| -> io::Result<std::os::fd::OwnedFd> {
-        // SAFETY: duplicating an open descriptor; the result is owned below.
-        let fd = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh descriptor nobody else owns.
-        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-    };
-    let (conn_fd, hb_fd) = (high(&theirs)?, high(&hb_theirs)?);
-    drop((theirs, hb_theirs));
-    let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::other("a NUL byte in an argument"));
-    let program = cstr(path.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = [
-        b"taps-worker".as_slice(),
-        crate::worker::WORKER_COMMAND.as_bytes(),
-        b"--pipe-fd",
-        WORKER_CONN_FD.to_string().as_bytes(),
-        b"--heartbeat-fd",
-        WORKER_HEARTBEAT_FD.to_string().as_bytes(),
-        b"--heartbeat-interval",
-        format!("{}", heartbeat_interval.as_secs_f64()).as_bytes(),
-        b"--parent-pid",
-        std::process::id().to_string().as_bytes(),
-    ]
-    .iter()
-    .map(|a| cstr(a))
-    .collect::<io::Result<_>>()?;
-    let envp: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
-        .collect::<io::Result<_>>()?;
-    let ptrs = |v: &[CString]| {
-        v.iter().map(|c| c.as_ptr() as *mut libc::c_char).chain([std::ptr::null_mut()]).collect::<Vec<_>>()
-    };
-    let (argv_p, envp_p) = (ptrs(&argv), ptrs(&envp));
-    let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
-    // after; every pointer handed to posix_spawn outlives the call.
-    unsafe {
-        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        check(libc::posix_spawn_file_actions_init(&mut actions))?;
-        check(libc::posix_spawnattr_init(&mut attr))?;
-        let mut defaults: libc::sigset_t = std::mem::zeroed();
-        let mut mask: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut defaults);
-        libc::sigemptyset(&mut mask);
-        for s in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            libc::sigaddset(&mut defaults, s);
-        }
-        let rc = (|| {
-            check(libc::posix_spawn_file_actions_addopen(&mut actions, 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0))?;
-            check(libc::posix_spawn_file_actions_adddup2(&mut actions, conn_fd.as_raw_fd(), WORKER_CONN_FD))?;
-            check(libc::posix_spawn_file_actions_adddup2(&mut actions, hb_fd.as_raw_fd(), WORKER_HEARTBEAT_FD))?;
-            let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK;
-            check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
-            check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
-            check(libc::posix_spawnattr_setsigdefault(&mut attr, &defaults))?;
-            check(libc::posix_spawnattr_setsigmask(&mut attr, &mask))?;
-            check(libc::posix_spawn(&mut pid, program.as_ptr(), &actions, &attr, argv_p.as_ptr(), envp_p.as_ptr()))
-        })();
-        libc::posix_spawn_file_actions_destroy(&mut actions);
-        libc::posix_spawnattr_destroy(&mut attr);
-        rc?;
-    }
-    Ok(Spawned { pid: pid as u32, conn, heartbeat })
 }
 
 /// Registers a freshly started worker, says Hello, and starts its threads.
-fn install(shared: &Arc<Shared>, slot: usize, spawned: Spawned) {
+fn install(pool: &Arc<Pool>, link: &Link, slot: usize, spawned: Spawned) {
     let Spawned { pid, conn: stream, heartbeat } = spawned;
     let streams = stream.try_clone().and_then(|w| Ok((w, stream.try_clone()?)));
-    let mut st = shared.lock();
+    let mut st = pool.lock();
     let (wstream, rstream) = match streams {
         Ok(s) if !st.closing => s,
         other => {
@@ -798,8 +589,9 @@ fn install(shared: &Arc<Shared>, slot: usize, spawned: Spawned) {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
                 libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
             }
+            drop(st);
             if let Err(e) = other {
-                start_failed(shared, &mut st, slot, format!("cannot set up the worker connection: {}", e));
+                link.start_failed(slot, format!("cannot set up the worker connection: {}", e));
             }
             return;
         }
@@ -808,35 +600,21 @@ fn install(shared: &Arc<Shared>, slot: usize, spawned: Spawned) {
     st.next_id += 1;
     let (tx, rx) = unbounded();
     let conn = Arc::new(stream);
-    let mut worker = WorkerState {
-        id,
-        pid,
-        ready: false,
-        reaped: false,
-        conn: conn.clone(),
-        tx: Some(tx),
-        queued: 0,
-        in_flight: VecDeque::new(),
-        failed: None,
-        heartbeat,
-        heard: Instant::now(),
-        busy_since: Instant::now(),
-        silent: None,
-    };
-    worker.send(
-        ToWorker::Hello { version: PROTOCOL_VERSION, data: shared.spec.clone(), name: format!("worker-{}", slot) }
-            .encode(),
-    );
-    st.slots[slot].worker = Some(worker);
-    shared.watch.0.lock().unwrap().started += 1;
-    shared.update_watch(&st);
-    let s = shared.clone();
-    let w =
-        std::thread::Builder::new().name(format!("taps-pool-w{}", pid)).spawn(move || writer(s, slot, id, wstream, rx));
-    let s = shared.clone();
+    let mut p = Proc { pid, conn: conn.clone(), tx: Some(tx), queued: 0, heartbeat, heard: Instant::now() };
+    p.send(link.hello(format!("worker-{}", slot)));
+    st.procs.insert(id, p);
+    st.current[slot] = Some(id);
+    pool.watch.0.lock().unwrap().started += 1;
+    pool.update_watch(&st);
+    drop(st);
+    link.started(slot, id);
+    let mut st = pool.lock();
+    let s = pool.clone();
+    let w = std::thread::Builder::new().name(format!("taps-pool-w{}", pid)).spawn(move || writer(s, id, wstream, rx));
+    let (s, l) = (pool.clone(), link.clone());
     let r = std::thread::Builder::new()
         .name(format!("taps-pool-r{}", pid))
-        .spawn(move || reader(s, slot, id, pid, rstream));
+        .spawn(move || reader(s, l, slot, id, pid, rstream));
     for t in [w, r] {
         match t {
             Ok(h) => st.threads.push(h),
@@ -850,7 +628,7 @@ fn install(shared: &Arc<Shared>, slot: usize, spawned: Spawned) {
 }
 
 /// Writes frames to one worker until the channel closes or the worker is gone.
-fn writer(shared: Arc<Shared>, slot: usize, id: u64, stream: UnixStream, rx: Receiver<Outgoing>) {
+fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>) {
     let mut out = BufWriter::with_capacity(1 << 16, &stream);
     let ok = (|| -> io::Result<()> {
         while let Ok(item) = rx.recv() {
@@ -863,8 +641,8 @@ fn writer(shared: Arc<Shared>, slot: usize, id: u64, stream: UnixStream, rx: Rec
             }
             out.flush()?;
             // Everything handed over so far is in the socket: direct sends may resume.
-            if let Some(w) = shared.lock().worker_mut(slot, id) {
-                w.queued -= n;
+            if let Some(p) = pool.lock().procs.get_mut(&id) {
+                p.queued -= n;
             }
         }
         Ok(())
@@ -876,73 +654,42 @@ fn writer(shared: Arc<Shared>, slot: usize, id: u64, stream: UnixStream, rx: Rec
     }
 }
 
-fn write_item(out: &mut impl Write, item: Outgoing) -> io::Result<()> {
-    match item {
-        Outgoing::Frame(f) => f.write_to(out),
-        Outgoing::Raw(b) => out.write_all(&b),
-    }
-}
-
-/// Reads one worker's frames; on end of stream, reaps it and handles its loss.
-fn reader(shared: Arc<Shared>, slot: usize, id: u64, pid: u32, stream: UnixStream) {
-    let label = format!("pid-{}", pid);
+/// Reads one worker's frames; on end of stream, reaps it and reports its loss.
+fn reader(pool: Arc<Pool>, link: Link, slot: usize, id: u64, pid: u32, stream: UnixStream) {
     let mut input = BufReader::with_capacity(1 << 16, protocol::SpinRead(&stream));
-    let mut protocol_error = None;
-    loop {
-        let msg = match protocol::recv::<FromWorker, _>(&mut input) {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(e) => {
-                if e.kind() == io::ErrorKind::InvalidData {
-                    protocol_error = Some(e.to_string());
-                }
-                break;
-            }
-        };
-        match msg {
-            FromWorker::Ready { .. } => {
-                let mut st = shared.lock();
-                if let Some(w) = st.worker_mut(slot, id) {
-                    w.ready = true;
-                }
-                st.slots[slot].failures = 0;
-                st.pump();
-                shared.cv.notify_all();
-            }
-            FromWorker::Failed { message } => {
-                if let Some(w) = shared.lock().worker_mut(slot, id) {
-                    w.failed = Some(message);
-                }
-            }
-            FromWorker::Done { seq, outcome, execution } => {
-                {
-                    let mut st = shared.lock();
-                    if st.closing {
-                        continue;
-                    }
-                    if let Some(w) = st.worker_mut(slot, id) {
-                        match w.in_flight.front() {
-                            Some(p) if p.seq == seq => drop(w.in_flight.pop_front()),
-                            _ => w.in_flight.retain(|p| p.seq != seq),
-                        }
-                    }
-                    st.pump();
-                }
-                shared.done.complete(Completion {
-                    seq,
-                    outcome: outcome.map(Into::into),
-                    execution: Some(execution),
-                    worker: Some(label.clone()),
-                });
-            }
+    let protocol_error = loop {
+        match protocol::recv::<FromWorker, _>(&mut input) {
+            Ok(Some(m)) => link.message(slot, id, m),
+            Ok(None) => break None,
+            Err(ProtocolError::Io(_)) => break None,
+            Err(e) => break Some(e),
         }
-    }
+    };
     if protocol_error.is_some() {
         // SAFETY: our unreaped child; a worker that speaks garbage is stopped.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     }
     let status = wait_exit(pid);
-    lost(&shared, slot, id, pid, status, protocol_error);
+    {
+        let mut st = pool.lock();
+        // SAFETY: our child, already exited (wait_exit); this releases the pid.
+        unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
+        st.procs.remove(&id);
+        if st.current[slot] == Some(id) {
+            st.current[slot] = None;
+        }
+        pool.update_watch(&st);
+        pool.cv.notify_all();
+    }
+    let why = protocol_error.map(|e| format!(" after a {}", e)).unwrap_or_default();
+    link.lost(slot, id, format!("worker pid {} died ({}){}", pid, status, why));
+}
+
+fn write_item(out: &mut impl Write, item: Outgoing) -> io::Result<()> {
+    match item {
+        Outgoing::Frame(f) => f.write_to(out),
+        Outgoing::Raw(b) => out.write_all(&b),
+    }
 }
 
 /// How a worker process ended.
@@ -1007,110 +754,6 @@ fn wait_exit(pid: u32) -> ExitStatus {
     }
 }
 
-/// A worker has exited: reap it, fail its running task, re-queue the rest, start a replacement.
-fn lost(shared: &Arc<Shared>, slot: usize, id: u64, pid: u32, status: ExitStatus, protocol_error: Option<String>) {
-    let mut st = shared.lock();
-    // SAFETY: our child, already exited (wait_exit); this releases the pid.
-    unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
-    let Some(mut w) = st.slots[slot].worker.take_if(|w| w.id == id) else {
-        return;
-    };
-    w.reaped = true;
-    let closing = st.closing;
-    if closing {
-        // Keep the (reaped) record so shutdown sees this worker as gone.
-        st.slots[slot].worker = Some(w);
-        shared.update_watch(&st);
-        shared.cv.notify_all();
-        return;
-    }
-    let mut failed = Vec::new();
-    let mut running = w.in_flight.pop_front();
-    if !w.ready {
-        // It never started: nothing ran on it.
-        if let Some(p) = running.take() {
-            w.in_flight.push_front(p);
-        }
-        let why = w
-            .failed
-            .clone()
-            .or(protocol_error)
-            .unwrap_or_else(|| format!("worker pid {} ended ({}) during start-up", pid, status));
-        shared.update_watch(&st);
-        start_failed(shared, &mut st, slot, why);
-    } else {
-        let why = protocol_error.map(|e| format!(" after a {}", e)).unwrap_or_default();
-        tracing::warn!("process-pool: worker pid {} died ({}){}; starting a replacement", pid, status, why);
-        if let Some(p) = running.take() {
-            let msg = match w.silent {
-                Some(d) => format!(
-                    "worker pid {} sent no heartbeat for {:.1} s while running this task (stopped or hung) and was killed",
-                    pid,
-                    d.as_secs_f64()
-                ),
-                None => format!("worker pid {} died ({}) while running this task{}", pid, status, why),
-            };
-            failed.push((p.seq, TaskError::new("WorkerLost", msg), Some(format!("pid-{}", pid))));
-        }
-        if let Some(tx) = &st.spawn_tx {
-            let _ = tx.send(Spawn::Slot(slot));
-        }
-    }
-    // Tasks sent but not started go back to the front of the queue, in order.
-    while let Some(p) = w.in_flight.pop_back() {
-        st.queue.push_front(p);
-    }
-    if let Some(e) = st.broken.clone() {
-        for p in std::mem::take(&mut st.queue) {
-            failed.push((p.seq, e.clone(), None));
-        }
-    }
-    st.pump();
-    shared.update_watch(&st);
-    shared.cv.notify_all();
-    drop(st);
-    for (seq, e, worker) in failed {
-        shared.complete_err(seq, e, worker);
-    }
-}
-
-/// Watches the heartbeats: a worker holding a task that has been silent for the timeout is
-/// reported and killed (its reader then handles it as a lost worker).
-fn watchdog(shared: Arc<Shared>) {
-    let tick = heartbeat_interval(shared.heartbeat_timeout);
-    let mut st = shared.lock();
-    let mut last = Instant::now();
-    while !st.closing {
-        let left = tick.saturating_sub(last.elapsed());
-        if !left.is_zero() {
-            st = shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
-            continue;
-        }
-        last = Instant::now();
-        for w in st.slots.iter_mut().filter_map(|s| s.worker.as_mut()) {
-            if drain(&w.heartbeat) {
-                w.heard = Instant::now();
-            }
-            let silent = w.heard.max(w.busy_since).elapsed();
-            if w.ready
-                && !w.reaped
-                && w.silent.is_none()
-                && !w.in_flight.is_empty()
-                && silent > shared.heartbeat_timeout
-            {
-                tracing::warn!(
-                    "process-pool: worker pid {} sent no heartbeat for {:.1} s while running a task (stopped or hung); \
-                     killing it",
-                    w.pid,
-                    silent.as_secs_f64()
-                );
-                w.silent = Some(silent);
-                kill(w);
-            }
-        }
-    }
-}
-
 /// Reads whatever heartbeats are waiting; whether there were any.
 fn drain(mut s: &UnixStream) -> bool {
     use std::io::Read;
@@ -1123,4 +766,149 @@ fn drain(mut s: &UnixStream) -> bool {
         got = true;
     }
     got
+}
+
+/// Sends what fits without blocking; the bytes sent, or None if the connection is broken.
+fn send_nonblocking(conn: &UnixStream, buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: valid buffer and open socket; MSG_NOSIGNAL avoids SIGPIPE on a dead peer.
+        let n = unsafe {
+            libc::send(
+                conn.as_raw_fd(),
+                buf[at..].as_ptr() as *const libc::c_void,
+                buf.len() - at,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            at += n as usize;
+            continue;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Some(at),
+            _ => return None,
+        }
+    }
+    Some(at)
+}
+
+/// Send buffer asked for on both ends of a worker connection (the kernel caps it at
+/// `net.core.wmem_max`): large payloads then move in fewer, larger steps.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn set_send_buffer(s: &UnixStream, bytes: usize) {
+    let v = bytes as libc::c_int;
+    // SAFETY: valid socket and option value; a failure just leaves the default size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The worker's fds for its connection and its heartbeat socket.
+const WORKER_CONN_FD: i32 = 3;
+const WORKER_HEARTBEAT_FD: i32 = 4;
+
+/// A freshly started worker: its pid, connection and heartbeat socket (driver ends).
+struct Spawned {
+    pid: u32,
+    conn: UnixStream,
+    heartbeat: UnixStream,
+}
+
+/// Starts the worker program `path` as `taps-worker worker --pipe-fd 3 --heartbeat-fd 4 …` (named
+/// `taps-worker` in `ps`) with the other ends of two fresh socket pairs on fds 3 and 4, in its own
+/// process group, stdin from `/dev/null`, and the driver's environment plus `env`.
+///
+/// It uses `posix_spawn`, never `fork`: a fork runs the `pthread_atfork` handlers of every library
+/// in the driver, and OpenBLAS's handler waits for its threads — forever if the driver is running
+/// BLAS at that moment (a worker replaced while cholesky computes its residual hung the run).
+/// The worker sets its own parent-death signal (`--parent-pid`), which `posix_spawn` cannot.
+fn spawn_process(path: &Path, heartbeat_interval: Duration, env: &[(String, String)]) -> io::Result<Spawned> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (conn, theirs) = UnixStream::pair()?;
+    let (heartbeat, hb_theirs) = UnixStream::pair()?;
+    for s in [&conn, &theirs] {
+        set_send_buffer(s, SOCKET_BUFFER);
+    }
+    heartbeat.set_nonblocking(true)?;
+    // Above the target fds, so that placing one cannot overwrite the other (close-on-exec here).
+    let high = |s: &UnixStream| -> io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: duplicating an open descriptor; the result is owned below.
+        let fd = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    };
+    let (conn_fd, hb_fd) = (high(&theirs)?, high(&hb_theirs)?);
+    drop((theirs, hb_theirs));
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::other("a NUL byte in an argument"));
+    let program = cstr(path.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = [
+        b"taps-worker".as_slice(),
+        crate::worker::WORKER_COMMAND.as_bytes(),
+        b"--pipe-fd",
+        WORKER_CONN_FD.to_string().as_bytes(),
+        b"--heartbeat-fd",
+        WORKER_HEARTBEAT_FD.to_string().as_bytes(),
+        b"--heartbeat-interval",
+        format!("{}", heartbeat_interval.as_secs_f64()).as_bytes(),
+        b"--parent-pid",
+        std::process::id().to_string().as_bytes(),
+    ]
+    .iter()
+    .map(|a| cstr(a))
+    .collect::<io::Result<_>>()?;
+    // The driver's environment with the run's variables on top (never set_var in the driver).
+    let envp: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| !env.iter().any(|(n, _)| k.as_bytes() == n.as_bytes()))
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .chain(env.iter().map(|(k, v)| cstr(format!("{}={}", k, v).as_bytes())))
+        .collect::<io::Result<_>>()?;
+    let ptrs = |v: &[CString]| {
+        v.iter().map(|c| c.as_ptr() as *mut libc::c_char).chain([std::ptr::null_mut()]).collect::<Vec<_>>()
+    };
+    let (argv_p, envp_p) = (ptrs(&argv), ptrs(&envp));
+    let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(rc)) };
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // after; every pointer handed to posix_spawn outlives the call.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        check(libc::posix_spawnattr_init(&mut attr))?;
+        let mut defaults: libc::sigset_t = std::mem::zeroed();
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut defaults);
+        libc::sigemptyset(&mut mask);
+        for s in [libc::SIGPIPE, libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut defaults, s);
+        }
+        let rc = (|| {
+            check(libc::posix_spawn_file_actions_addopen(&mut actions, 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, conn_fd.as_raw_fd(), WORKER_CONN_FD))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, hb_fd.as_raw_fd(), WORKER_HEARTBEAT_FD))?;
+            let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK;
+            check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
+            check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &defaults))?;
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &mask))?;
+            check(libc::posix_spawn(&mut pid, program.as_ptr(), &actions, &attr, argv_p.as_ptr(), envp_p.as_ptr()))
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        rc?;
+    }
+    Ok(Spawned { pid: pid as u32, conn, heartbeat })
 }

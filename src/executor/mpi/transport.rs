@@ -323,7 +323,7 @@ impl Inbox {
 }
 
 fn parse_head(b: &[u8]) -> Result<(Vec<usize>, Vec<u8>), ProtocolError> {
-    let bad = || ProtocolError(format!("bad frame head ({} bytes)", b.len()));
+    let bad = || ProtocolError::Frame(format!("bad frame head ({} bytes)", b.len()));
     let n = u32::from_le_bytes(b.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
     let end = 4usize.checked_add(n.checked_mul(8).ok_or_else(bad)?).ok_or_else(bad)?;
     let lens = b
