@@ -15,6 +15,8 @@ pub mod environment;
 pub mod executor;
 pub mod limits;
 pub mod logging;
+#[cfg(feature = "mpi")]
+pub mod mpi_launch;
 pub mod options;
 pub mod plugins;
 pub mod progress;
@@ -22,6 +24,8 @@ pub mod protocol;
 pub mod record;
 pub mod run;
 pub mod rundir;
+pub mod shell;
+pub mod submit;
 pub mod task;
 pub mod worker;
 

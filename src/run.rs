@@ -42,6 +42,8 @@ pub fn preflight(cfg: &Config) -> Result<(), String> {
     (app.preflight)(&cfg.app.options)?;
     let exec = crate::executor::find(&cfg.executor.name)?;
     (exec.preflight)(&cfg.executor.options)?;
+    #[cfg(feature = "mpi")]
+    crate::mpi_launch::preflight(cfg)?;
     DataLayer::preflight(&data_spec(cfg))
 }
 
@@ -149,8 +151,8 @@ fn secs(t: Instant) -> String {
 pub fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<RunOutcome> {
     // Outside an MPI job, the mpi executor starts one whose rank 0 runs the benchmark here.
     #[cfg(feature = "mpi")]
-    if cfg.executor.name == "mpi" && !crate::executor::mpi::in_world() {
-        return crate::executor::mpi::launch::run_launched(cfg, run_dir, argv);
+    if crate::mpi_launch::launches(cfg) {
+        return crate::mpi_launch::run_launched(cfg, run_dir);
     }
     let start = Instant::now();
     run_info!("CLI Arguments: {}", argv.join(" "));
