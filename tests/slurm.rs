@@ -623,12 +623,12 @@ mod mpi {
         let run = run.to_str().unwrap();
         processes().into_iter().find_map(|(pid, _, state)| {
             let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid)).ok()?;
-            let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| text(a)).collect();
+            let args: Vec<String> = cmdline.split(|&b| b == 0).map(text).collect();
             if state == 'Z' || !args.iter().any(|a| a == "worker") || !args.iter().any(|a| a == run) {
                 return None;
             }
             let environ = std::fs::read(format!("/proc/{}/environ", pid)).ok()?;
-            let env: Vec<String> = environ.split(|&b| b == 0).map(|a| text(a)).collect();
+            let env: Vec<String> = environ.split(|&b| b == 0).map(text).collect();
             env.iter().any(|v| *v == format!("OMPI_COMM_WORLD_RANK={}", rank)).then_some((pid, env))
         })
     }

@@ -10,7 +10,6 @@ use std::process::{Command, Output};
 
 use common::*;
 use taps::launchers::job::{JobSpec, render};
-use taps::launchers::scheduler::Scheduler as _;
 use taps::submit::effective_options;
 
 const RUN: &str = "/scratch/alice/runs/run-1";

@@ -166,12 +166,6 @@ struct Comm {
     interrupted: bool,
 }
 
-/// Whether this is an OpenMPI job whose mpirun kills every rank when one dies.
-fn launcher_kills_job() -> bool {
-    std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
-        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
-}
-
 impl Executor for MpiExecutor {
     fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
         let (tx, rx) = unbounded();
@@ -215,7 +209,7 @@ impl Executor for MpiExecutor {
             broken: None,
             lost,
             closing: false,
-            fail_fast: launcher_kills_job(),
+            fail_fast: super::launch::launcher_kills_job(),
             heartbeat_timeout,
             beats,
             beats_checked: Instant::now(),

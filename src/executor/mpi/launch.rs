@@ -2,10 +2,18 @@
 //! or a job script of `taps submit`, both through a launch profile): mpirun with recovery
 //! enabled exits 0 whatever the ranks return, so rank 0 writes its exit code into the file given
 //! by `--status-file`. The launcher creates that file blank before the job starts and rank 0
-//! overwrites it in place, so the status arrives even when the run filled its filesystem.
+//! overwrites it in place, so the status arrives even when the run filled its filesystem. And
+//! whether the launcher recovers from a lost rank ([`launcher_kills_job`]).
 
 use std::io::Write;
 use std::path::Path;
+
+/// Whether this is an OpenMPI job whose mpirun kills every rank when one dies: started by
+/// mpirun without recovery (`OMPI_MCA_orte_enable_recovery`, which the launch profiles set).
+pub fn launcher_kills_job() -> bool {
+    std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
+        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
+}
 
 /// Length of the status record: the exit code, padded with blanks, and a newline.
 pub const STATUS_LEN: usize = 16;

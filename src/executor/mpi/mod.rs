@@ -414,9 +414,7 @@ fn release_workers() {
 
 /// Under OpenMPI without recovery, a dead rank makes mpirun kill the whole job: say so once.
 fn warn_without_recovery() {
-    if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
-        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
-    {
+    if launch::launcher_kills_job() {
         tracing::warn!(
             "mpi: mpirun runs without --enable-recovery: if a worker rank dies, mpirun kills every rank about a \
              second later, so taps then fails every unfinished task at once; add --enable-recovery (taps run \
