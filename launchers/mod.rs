@@ -11,3 +11,13 @@ pub mod pbs;
 pub mod profiles;
 pub mod scheduler;
 pub mod slurm;
+
+impl scheduler::SchedulerKind {
+    /// The scheduler of this name.
+    pub fn get(self) -> &'static dyn scheduler::Scheduler {
+        match self {
+            scheduler::SchedulerKind::Slurm => &slurm::Slurm,
+            scheduler::SchedulerKind::Pbs => &pbs::Pbs,
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! A batch scheduler behind one trait: [`Scheduler`] submits a job script, reports a job's state
 //! and cancels it. Slurm ([`super::slurm`]) and PBS ([`super::pbs`]) implement it;
-//! [`SchedulerKind::get`] picks one by name.
+//! [`SchedulerKind::get`] (in `mod.rs`, so that this file names neither) picks one by name.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,16 +14,6 @@ crate::opt_enum! {
         Slurm = "slurm",
         /// PBS Pro / OpenPBS: qsub, qstat, qdel.
         Pbs = "pbs",
-    }
-}
-
-impl SchedulerKind {
-    /// The scheduler.
-    pub fn get(self) -> &'static dyn Scheduler {
-        match self {
-            SchedulerKind::Slurm => &super::slurm::Slurm,
-            SchedulerKind::Pbs => &super::pbs::Pbs,
-        }
     }
 }
 
