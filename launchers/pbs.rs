@@ -2,28 +2,66 @@
 //! the text of `qstat -f` where `-F json` is unknown, e.g. Torque or Slurm's `slurm-wlm-torque`
 //! wrappers), `qdel` to cancel.
 
-use std::path::Path;
+use super::scheduler::{JobFiles, JobState, Reported, Scheduler, SchedulerError, SchedulerKind, one_line, run_tool};
 
-use super::job::{JobState, Reported, run_tool};
-use super::slurm::one_line;
+/// PBS Pro / OpenPBS (and Torque-style `qsub`/`qstat`/`qdel`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pbs;
 
-/// `qsub -o OUT -e ERR SCRIPT`: `-o/-e` repeat the script's `#PBS -o/-e` on the command line,
-/// because Slurm's qsub wrapper ignores them in the script (PBS Pro honours both).
-pub fn submit_argv(script: &Path, stdout: &Path, stderr: &Path) -> Vec<String> {
-    vec![
-        "qsub".into(),
-        "-o".into(),
-        stdout.display().to_string(),
-        "-e".into(),
-        stderr.display().to_string(),
-        script.display().to_string(),
-    ]
-}
+impl Scheduler for Pbs {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Pbs
+    }
 
-/// The job id: the whole first line `qsub` prints (`1234.server` on PBS Pro).
-pub fn parse_job_id(stdout: &str) -> Option<String> {
-    let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
-    (!line.contains(char::is_whitespace)).then(|| line.to_string())
+    fn builtin_template(&self) -> &'static str {
+        include_str!("../templates/pbs.sh.j2")
+    }
+
+    fn directive_prefix(&self) -> &'static str {
+        "#PBS"
+    }
+
+    fn default_launcher(&self) -> &'static str {
+        "mpiexec"
+    }
+
+    /// `"$PBS_NODEFILE"`: one line per rank (the job script makes one under Slurm's wrappers).
+    fn hostfile(&self) -> Option<&'static str> {
+        Some("\"$PBS_NODEFILE\"")
+    }
+
+    /// `qsub -o OUT -e ERR SCRIPT`: `-o/-e` repeat the script's `#PBS -o/-e` on the command line,
+    /// because Slurm's qsub wrapper ignores them in the script (PBS Pro honours both).
+    fn submit_program(&self) -> &'static str {
+        "qsub"
+    }
+
+    fn submit_argv(&self, files: JobFiles<'_>) -> Vec<String> {
+        vec![
+            "qsub".into(),
+            "-o".into(),
+            files.stdout.display().to_string(),
+            "-e".into(),
+            files.stderr.display().to_string(),
+            files.script.display().to_string(),
+        ]
+    }
+
+    /// The whole first line `qsub` prints (`1234.server` on PBS Pro).
+    fn parse_job_id(&self, stdout: &str) -> Option<String> {
+        let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
+        (!line.contains(char::is_whitespace)).then(|| line.to_string())
+    }
+
+    /// `qdel ID`.
+    fn cancel_argv(&self, job_id: &str) -> Vec<String> {
+        vec!["qdel".into(), job_id.into()]
+    }
+
+    /// From `qstat -f -F json -x ID`, or the text of `qstat -f ID` where there is no JSON.
+    fn status(&self, job_id: &str) -> Result<Option<Reported>, SchedulerError> {
+        query(job_id)
+    }
 }
 
 /// Maps a PBS `job_state` (and `Exit_status`, when finished) to ours.
@@ -85,9 +123,10 @@ pub fn queued_comment(comment: &str) -> (JobState, String) {
 }
 
 /// Reads `qstat -f -F json` output; `None` if the job is not in it.
-pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, String> {
+pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, SchedulerError> {
+    let query = |m: String| SchedulerError::Query(m);
     let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("cannot read the JSON of qstat -f -F json: {}", e))?;
+        serde_json::from_str(text).map_err(|e| query(format!("cannot read the JSON of qstat -f -F json: {}", e)))?;
     let Some(jobs) = v.get("Jobs").and_then(|j| j.as_object()) else { return Ok(None) };
     // PBS may print the id with a longer server name than qsub did.
     let job = jobs.get(job_id).or_else(|| {
@@ -95,7 +134,8 @@ pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, String> 
         jobs.iter().find(|(k, _)| k.split('.').next() == Some(short)).map(|(_, j)| j)
     });
     let Some(job) = job else { return Ok(None) };
-    let state = job.get("job_state").and_then(|s| s.as_str()).ok_or("qstat JSON has no job_state")?;
+    let state =
+        job.get("job_state").and_then(|s| s.as_str()).ok_or_else(|| query("qstat JSON has no job_state".into()))?;
     let comment = job.get("comment").and_then(|c| c.as_str());
     Ok(Some(reported(state, job.get("Exit_status").and_then(|e| e.as_i64()), comment)))
 }
@@ -117,7 +157,7 @@ fn unknown_job(code: Option<i32>, msg: &str) -> bool {
 }
 
 /// The job's state as PBS reports it; `None` if PBS does not know the id (any more).
-pub fn query(job_id: &str) -> Result<Option<Reported>, String> {
+fn query(job_id: &str) -> Result<Option<Reported>, SchedulerError> {
     let out = run_tool(&["qstat", "-f", "-F", "json", "-x", job_id], None)?;
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
@@ -131,18 +171,17 @@ pub fn query(job_id: &str) -> Result<Option<Reported>, String> {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
         return parse_text(&stdout).map(Some).ok_or_else(|| {
-            format!("cannot read job_state of job {} from qstat -f: {}", job_id, one_line("", &stdout))
+            SchedulerError::Query(format!(
+                "cannot read job_state of job {} from qstat -f: {}",
+                job_id,
+                one_line("", &stdout)
+            ))
         });
     }
     if unknown_job(out.status.code(), &stderr) {
         return Ok(None);
     }
-    Err(format!("qstat -f {} failed: {}", job_id, one_line(&stderr, &stdout)))
-}
-
-/// `qdel ID`.
-pub fn cancel_argv(job_id: &str) -> Vec<String> {
-    vec!["qdel".into(), job_id.into()]
+    Err(SchedulerError::Query(format!("qstat -f {} failed: {}", job_id, one_line(&stderr, &stdout))))
 }
 
 #[cfg(test)]
@@ -151,9 +190,9 @@ mod tests {
 
     #[test]
     fn job_ids() {
-        assert_eq!(parse_job_id("1234.pbs01\n").as_deref(), Some("1234.pbs01"));
-        assert_eq!(parse_job_id("7\n").as_deref(), Some("7"));
-        assert_eq!(parse_job_id(""), None);
+        assert_eq!(Pbs.parse_job_id("1234.pbs01\n").as_deref(), Some("1234.pbs01"));
+        assert_eq!(Pbs.parse_job_id("7\n").as_deref(), Some("7"));
+        assert_eq!(Pbs.parse_job_id(""), None);
     }
 
     #[test]

@@ -3,21 +3,76 @@
 //! none), `scancel` to cancel, `sinfo` for the sizes of a partition's nodes.
 
 use std::io::Write as _;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::job::{JobState, Reported, missing_tool, run_tool};
+use super::scheduler::{
+    JobFiles, JobState, Reported, Scheduler, SchedulerError, SchedulerKind, missing_tool, one_line, run_tool,
+};
 
-/// `sbatch --parsable SCRIPT` (the `#SBATCH` lines carry every option).
-pub fn submit_argv(script: &Path) -> Vec<String> {
-    vec!["sbatch".into(), "--parsable".into(), script.display().to_string()]
-}
+/// Slurm.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slurm;
 
-/// The job id in `sbatch --parsable` output: `ID` or `ID;CLUSTER`.
-pub fn parse_job_id(stdout: &str) -> Option<String> {
-    let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
-    let id = line.split(';').next()?.trim();
-    (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit() || c == '_')).then(|| id.to_string())
+impl Scheduler for Slurm {
+    fn kind(&self) -> SchedulerKind {
+        SchedulerKind::Slurm
+    }
+
+    fn builtin_template(&self) -> &'static str {
+        include_str!("../templates/slurm.sh.j2")
+    }
+
+    fn directive_prefix(&self) -> &'static str {
+        "#SBATCH"
+    }
+
+    /// mpirun: Slurm's PMIx plugin ends the whole step when one rank dies, so under srun a lost
+    /// rank ends the job; mpirun with recovery lets the other ranks finish the work.
+    fn default_launcher(&self) -> &'static str {
+        "mpirun"
+    }
+
+    /// `sbatch --parsable SCRIPT` (the `#SBATCH` lines carry every option).
+    fn submit_program(&self) -> &'static str {
+        "sbatch"
+    }
+
+    fn submit_argv(&self, files: JobFiles<'_>) -> Vec<String> {
+        vec!["sbatch".into(), "--parsable".into(), files.script.display().to_string()]
+    }
+
+    /// `ID` or `ID;CLUSTER`.
+    fn parse_job_id(&self, stdout: &str) -> Option<String> {
+        let line = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
+        let id = line.split(';').next()?.trim();
+        (!id.is_empty() && id.chars().all(|c| c.is_ascii_digit() || c == '_')).then(|| id.to_string())
+    }
+
+    /// `scancel ID`.
+    fn cancel_argv(&self, job_id: &str) -> Vec<String> {
+        vec!["scancel".into(), job_id.into()]
+    }
+
+    /// From `scontrol -o show job ID`.
+    fn status(&self, job_id: &str) -> Result<Option<Reported>, SchedulerError> {
+        let out = run_tool(&["scontrol", "-o", "show", "job", job_id], None)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            if stderr.contains("Invalid job id") {
+                return Ok(None);
+            }
+            return Err(SchedulerError::Query(format!(
+                "scontrol show job {} failed: {}",
+                job_id,
+                one_line(&stderr, &stdout)
+            )));
+        }
+        let line = stdout.lines().next().unwrap_or("");
+        parse_scontrol(line).map(Some).ok_or_else(|| {
+            SchedulerError::Query(format!("cannot read the state of job {} from scontrol: {:?}", job_id, line))
+        })
+    }
 }
 
 /// Why `sbatch --test-only` did not accept a job script.
@@ -146,7 +201,7 @@ pub fn parse_sinfo(text: &str, partition: Option<&str>) -> Option<Partition> {
 }
 
 /// The sizes of the nodes of `partition` (None: the default partition), from `sinfo`.
-pub fn partition_nodes(partition: Option<&str>) -> Result<Partition, String> {
+pub fn partition_nodes(partition: Option<&str>) -> Result<Partition, SchedulerError> {
     let mut argv = vec!["sinfo", "-h", "-o", "%P|%D|%c|%m"];
     if let Some(p) = partition {
         argv.extend(["-p", p]);
@@ -154,11 +209,16 @@ pub fn partition_nodes(partition: Option<&str>) -> Result<Partition, String> {
     let out = run_tool(&argv, None)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(format!("sinfo failed: {}", one_line(&String::from_utf8_lossy(&out.stderr), &stdout)));
+        return Err(SchedulerError::Query(format!(
+            "sinfo failed: {}",
+            one_line(&String::from_utf8_lossy(&out.stderr), &stdout)
+        )));
     }
-    parse_sinfo(&stdout, partition).ok_or_else(|| match partition {
-        Some(p) => format!("Slurm has no partition {:?} (sinfo -s lists them)", p),
-        None => "Slurm has no default partition: choose one with --partition (sinfo -s lists them)".to_string(),
+    parse_sinfo(&stdout, partition).ok_or_else(|| {
+        SchedulerError::Query(match partition {
+            Some(p) => format!("Slurm has no partition {:?} (sinfo -s lists them)", p),
+            None => "Slurm has no default partition: choose one with --partition (sinfo -s lists them)".to_string(),
+        })
     })
 }
 
@@ -281,44 +341,16 @@ pub fn pending_reason(reason: &str) -> (JobState, String) {
     }
 }
 
-/// The job's state as Slurm reports it; `None` if Slurm does not know the id (any more).
-pub fn query(job_id: &str) -> Result<Option<Reported>, String> {
-    let out = run_tool(&["scontrol", "-o", "show", "job", job_id], None)?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        if stderr.contains("Invalid job id") {
-            return Ok(None);
-        }
-        return Err(format!("scontrol show job {} failed: {}", job_id, one_line(&stderr, &stdout)));
-    }
-    let line = stdout.lines().next().unwrap_or("");
-    parse_scontrol(line)
-        .map(Some)
-        .ok_or_else(|| format!("cannot read the state of job {} from scontrol: {:?}", job_id, line))
-}
-
-/// `scancel ID`.
-pub fn cancel_argv(job_id: &str) -> Vec<String> {
-    vec!["scancel".into(), job_id.into()]
-}
-
-/// A command's complaint on one line (stderr, else stdout).
-pub fn one_line(stderr: &str, stdout: &str) -> String {
-    let s = if stderr.trim().is_empty() { stdout } else { stderr };
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn job_ids_from_parsable_output() {
-        assert_eq!(parse_job_id("42\n").as_deref(), Some("42"));
-        assert_eq!(parse_job_id("42;cluster\n").as_deref(), Some("42"));
-        assert_eq!(parse_job_id("\n"), None);
-        assert_eq!(parse_job_id("Submitted batch job 42"), None);
+        assert_eq!(Slurm.parse_job_id("42\n").as_deref(), Some("42"));
+        assert_eq!(Slurm.parse_job_id("42;cluster\n").as_deref(), Some("42"));
+        assert_eq!(Slurm.parse_job_id("\n"), None);
+        assert_eq!(Slurm.parse_job_id("Submitted batch job 42"), None);
     }
 
     #[test]

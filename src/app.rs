@@ -59,13 +59,8 @@ pub struct Footprint {
 
 /// Checks that `program` is on PATH; the error names it and how to get it.
 pub fn require_program(program: &str, package_hint: &str) -> Result<(), String> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| is_executable(&d.join(program))))
-        .unwrap_or(false);
-    if found { Ok(()) } else { Err(format!("{} not found on PATH: {}", program, package_hint)) }
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    match crate::shell::find_program(program) {
+        Some(_) => Ok(()),
+        None => Err(format!("{} not found on PATH: {}", program, package_hint)),
+    }
 }

@@ -111,9 +111,9 @@ pub fn main(argv: Vec<String>) -> i32 {
     };
     match cli.command {
         Command::Run { args } => cmd_run(&args, &argv),
-        Command::Submit { args } => crate::launchers::submit::main_submit(&args),
-        Command::Status { run_dir, json } => crate::launchers::job::main_status(&run_dir, json),
-        Command::Cancel { run_dir } => crate::launchers::job::main_cancel(&run_dir),
+        Command::Submit { args } => crate::submit::main_submit(&args),
+        Command::Status { run_dir, json } => crate::submit::main_status(&run_dir, json),
+        Command::Cancel { run_dir } => crate::submit::main_cancel(&run_dir),
         Command::List => {
             print!("{}", list());
             0

@@ -144,7 +144,7 @@ pub(crate) fn check_file_name(key: &str, f: &str) -> Result<(), String> {
 /// Files every run writes in its run directory, besides those named by options (`taps submit`
 /// adds its job files).
 const RUN_FILES: &[&str] = {
-    use crate::launchers::submit::{EXIT, RECORD, SCRIPT, STDERR, STDOUT};
+    use crate::launchers::job::{EXIT, RECORD, SCRIPT, STDERR, STDOUT};
     &["config.toml", "config.tmp~", "environment.json", SCRIPT, RECORD, STDOUT, STDERR, EXIT]
 };
 

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod logging;
 #[cfg(feature = "mpi")]
 pub mod mpi_job;
+pub mod mpi_launch;
 pub mod options;
 pub mod plugins;
 pub mod progress;
@@ -25,6 +26,8 @@ pub mod protocol;
 pub mod record;
 pub mod run;
 pub mod rundir;
+pub mod shell;
+pub mod submit;
 pub mod task;
 pub mod worker;
 

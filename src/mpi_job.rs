@@ -116,7 +116,7 @@ fn prepare_rank0(args: &[String]) -> Result<(crate::config::Config, PathBuf), i3
 
 /// Under OpenMPI without recovery, a dead rank makes mpirun kill the whole job: say so once.
 fn warn_without_recovery() {
-    if mpi::driver::launcher_kills_job() {
+    if mpi::launch::launcher_kills_job() {
         tracing::warn!(
             "mpi: mpirun runs without --enable-recovery: if a worker rank dies, mpirun kills every rank about a \
              second later, so taps then fails every unfinished task at once; add --enable-recovery (taps run \

@@ -40,6 +40,8 @@ impl RunOutcome {
 pub(crate) fn preflight(cfg: &Config) -> Result<(), String> {
     cfg.app.options.preflight()?;
     cfg.executor.options.preflight()?;
+    #[cfg(feature = "mpi")]
+    crate::mpi_launch::preflight(cfg)?;
     cfg.transformer.as_ref().map_or(Ok(()), |t| t.options.preflight())
 }
 
@@ -133,11 +135,11 @@ fn secs(t: Instant) -> String {
 pub(crate) fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::Result<RunOutcome> {
     // Outside an MPI job, the mpi executor starts one whose rank 0 runs the benchmark here.
     crate::catalogue::install();
-    if let Launch::MpiJob(_job) = cfg.executor.options.launch() {
+    if let Launch::MpiJob(job) = cfg.executor.options.launch() {
         #[cfg(feature = "mpi")]
-        return crate::executor::mpi::launch::run_launched(cfg, run_dir, argv);
+        return crate::mpi_launch::run_launched(cfg, &job, run_dir);
         #[cfg(not(feature = "mpi"))]
-        anyhow::bail!("an MPI job cannot be started: this taps was built without MPI");
+        anyhow::bail!("cannot start an MPI job of {} ranks: this taps was built without MPI", job.ranks);
     }
     let start = Instant::now();
     run_info!("CLI Arguments: {}", argv.join(" "));

@@ -571,9 +571,14 @@ mod mpi {
         assert!(recs.iter().all(|r| r.success == Some(true)), "every task succeeded");
         let out = std::fs::read_to_string(job.run.join("job.out")).unwrap();
         assert!(out.contains(&format!("Finished benchmark (app={}", app)), "job.out:\n{}", out);
-        let script = std::fs::read_to_string(job.run.join("job.sh")).unwrap();
-        assert!(script.contains("srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix"), "{}", script);
         assert_eq!(std::fs::read_to_string(job.run.join("job.exit")).unwrap(), "0\n");
+        assert!(!job.run.join(".taps-mpi-status").exists(), "the job script removes rank 0's status file");
+    }
+
+    /// The job script's launch line.
+    fn launch_line(job: &Job) -> String {
+        let script = std::fs::read_to_string(job.run.join("job.sh")).unwrap();
+        script.lines().find(|l| l.contains(" worker -c ")).expect("a launch line").to_string()
     }
 
     #[test]
@@ -587,6 +592,10 @@ mod mpi {
         eprintln!("slurm MPI job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
         check_mpi_run(&job, "synthetic");
         assert_eq!(records(&job.run).len(), 30 + 2);
+        // Slurm's default launch profile: mpirun (with recovery), as taps run uses it.
+        assert!(
+            launch_line(&job).starts_with("mpirun \"${taps_root_args[@]}\" \"${taps_oversubscribe_args[@]}\" -np 3 ")
+        );
     }
 
     #[test]
@@ -596,10 +605,92 @@ mod mpi {
         let tmp = tempfile::tempdir().unwrap();
         let bench =
             ["--app", "cholesky", "--app.matrix-size", "200", "--app.block-size", "50", "--engine.executor", "mpi"];
-        let job = submit(tmp.path(), MPI_FLAGS, &bench);
+        // The srun profile, asked for.
+        let job = submit(tmp.path(), &[MPI_FLAGS, &["--launcher", "srun"]].concat(), &bench);
         job.wait_for(&["finished"]);
         eprintln!("slurm MPI cholesky job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
         check_mpi_run(&job, "cholesky");
+        assert!(
+            launch_line(&job).starts_with("srun --mpi=pmix --kill-on-bad-exit=0 --ntasks 3 "),
+            "{}",
+            launch_line(&job)
+        );
+    }
+
+    /// The pid of the worker process of MPI rank `rank` of the job of `run` (from the rank's
+    /// environment, as mpirun sets it), and that environment.
+    fn rank_process(run: &Path, rank: u32) -> Option<(u32, Vec<String>)> {
+        let run = run.to_str().unwrap();
+        processes().into_iter().find_map(|(pid, _, state)| {
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid)).ok()?;
+            let args: Vec<String> = cmdline.split(|&b| b == 0).map(text).collect();
+            if state == 'Z' || !args.iter().any(|a| a == "worker") || !args.iter().any(|a| a == run) {
+                return None;
+            }
+            let environ = std::fs::read(format!("/proc/{}/environ", pid)).ok()?;
+            let env: Vec<String> = environ.split(|&b| b == 0).map(text).collect();
+            env.iter().any(|v| *v == format!("OMPI_COMM_WORLD_RANK={}", rank)).then_some((pid, env))
+        })
+    }
+
+    #[test]
+    fn slurm_mpi_job_loses_a_killed_rank_and_the_others_finish_the_work() {
+        // As `taps run --engine.executor mpi` does (tests/mpi.rs): kill rank 1 while it runs a
+        // task; its task is recorded as WorkerLost, the others run on rank 2, and the run and
+        // the job say so. Under srun (PMIx) the whole step would be killed instead.
+        let tmp = tempfile::tempdir().unwrap();
+        let bench = [
+            "--app",
+            "synthetic",
+            "--app.structure",
+            "reduce",
+            "--app.task-count",
+            "12",
+            "--app.task-sleep",
+            "0.5",
+            "--engine.executor",
+            "mpi",
+            "--run.env-vars",
+            r#"{"TAPS_PROBE": "seen by every rank"}"#,
+        ];
+        let job = submit(tmp.path(), MPI_FLAGS, &bench);
+        job.wait_for(&["running"]);
+        let log = job.run.join("log.txt");
+        wait_for(|| std::fs::read_to_string(&log).ok().filter(|l| l.contains("Submitted reduce task")));
+        let (victim, env) = wait_for(|| rank_process(&job.run, 1));
+        let (_, env2) = wait_for(|| rank_process(&job.run, 2));
+        // run.env_vars reach every rank through the launch's environment.
+        for e in [&env, &env2] {
+            assert!(e.iter().any(|v| v == "TAPS_PROBE=seen by every rank"), "{:?}", e);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: plain syscall on a process of this test's own job.
+        assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+
+        let st = job.wait_for(&["failed"]);
+        assert_eq!(std::fs::read_to_string(job.run.join("job.exit")).unwrap(), "1\n", "rank 0's exit status");
+        let named = format!("MPI rank 1 (pid {} on {}) died", victim, taps::engine::hostname());
+        let lost = format!("The run lost 1 worker rank(s): {}", named);
+        let out = std::fs::read_to_string(job.run.join("job.out")).unwrap();
+        assert!(out.contains(&lost), "job.out:\n{}", out);
+        assert_eq!(st["run_error"].as_str(), Some(lost.as_str()), "{}", st);
+        assert!(job.status_line().ends_with(&format!("): {}", lost)), "{}", job.status_line());
+
+        let recs = records(&job.run);
+        assert_eq!(recs.len(), 13, "every task has exactly one record");
+        check_record_invariants(&recs);
+        let first: Vec<_> = recs.iter().filter(|r| r.parent_task_ids.is_empty()).collect();
+        let failed: Vec<_> = first.iter().filter(|r| r.success == Some(false)).collect();
+        assert_eq!(failed.len(), 1, "exactly the task running on rank 1 fails: {:?}", failed);
+        let e = failed[0].exception.as_ref().unwrap();
+        assert_eq!((e.kind.as_str(), e.message.clone()), ("WorkerLost", format!("{} while running this task", named)));
+        assert_eq!(failed[0].worker.as_deref(), Some("rank-1"));
+        // Its queued task and the rest ran on rank 2.
+        assert!(first.iter().filter(|r| r.success == Some(true)).all(|r| r.worker.as_deref() == Some("rank-2")));
+        assert_eq!(first.iter().filter(|r| r.success == Some(true)).count(), 11);
+        let reduce = recs.iter().find(|r| !r.parent_task_ids.is_empty()).unwrap();
+        assert_eq!(reduce.exception.as_ref().unwrap().kind, "ParentFailed");
+        assert!(!job.run.join(".taps-mpi-status").exists());
     }
 
     #[test]
@@ -615,7 +706,7 @@ mod mpi {
         assert!(
             std::fs::read_to_string(job.run.join("job.sh"))
                 .unwrap()
-                .contains("mpiexec -n 2 --hostfile \"$PBS_NODEFILE\"")
+                .contains("mpiexec -n 2 --hostfile \"$PBS_NODEFILE\" ")
         );
     }
 }

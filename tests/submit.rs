@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
-use taps::launchers::submit::{JobSpec, effective_options, render};
+use taps::launchers::job::{JobSpec, render};
+use taps::submit::effective_options;
 
 const RUN: &str = "/scratch/alice/runs/run-1";
 const BIN: &str = "/opt/taps/bin";
@@ -34,7 +35,7 @@ setup = ["export OMP_NUM_THREADS=1", "ulimit -n 4096"]
 launcher_args = ["--not-used-without-mpi"]"##,
     ),
     (
-        "slurm_mpi_srun",
+        "slurm_mpi_default",
         "mpi",
         r#"scheduler = "slurm"
 ranks_per_node = 3
@@ -116,8 +117,8 @@ fn check_syntax(script: &str) {
 fn render_case(table: &str, executor: &str, template: Option<&str>) -> String {
     let t: toml::Table = toml::from_str(table).unwrap();
     let o = effective_options(Some(&t), &[]).unwrap();
-    let spec = JobSpec::new(&o, "synthetic", executor, Path::new(RUN), Path::new(BIN)).unwrap();
-    render(&spec, "test", template.unwrap_or(o.scheduler.builtin_template())).unwrap()
+    let spec = JobSpec::new(&o, "synthetic", executor, Path::new(RUN), Path::new(BIN), &Default::default()).unwrap();
+    render(&spec, "test", template.unwrap_or(o.scheduler.get().builtin_template())).unwrap()
 }
 
 #[test]
@@ -131,12 +132,17 @@ fn every_setting_renders_into_golden_scripts_that_bash_accepts() {
 
 #[test]
 fn rendered_scripts_say_what_the_issue_asks_for() {
+    // MPI under Slurm: mpirun with recovery by default (srun's PMIx ends the step on a lost rank),
+    // rendered from the launch profile, and rank 0's exit status as the job's.
     let s = render_case(CASES[2].2, "mpi", None);
     let launch = format!(
-        "srun --nodes=1 --ntasks=3 --ntasks-per-node=3 --mpi=pmix --kill-on-bad-exit=1 {}/taps worker -c {}/config.toml --run-dir {}",
-        BIN, RUN, RUN
+        "mpirun \"${{taps_root_args[@]}}\" \"${{taps_oversubscribe_args[@]}}\" -np 3 {}/taps worker -c {}/config.toml --run-dir {} \
+         --status-file {}/.taps-mpi-status",
+        BIN, RUN, RUN, RUN
     );
     assert!(s.lines().any(|l| l == launch), "{}", s);
+    assert!(s.contains("\nexport OMPI_MCA_orte_enable_recovery=1\n"), "{}", s);
+    assert!(s.contains("\nstatus=$?\nrank0=$(tr -d"), "{}", s);
     for line in ["#SBATCH --exclusive", "#SBATCH --overcommit", "#SBATCH --time=00:10:00", "#SBATCH --ntasks=3"] {
         assert!(s.lines().any(|l| l == line), "{} missing:\n{}", line, s);
     }
@@ -153,10 +159,7 @@ fn rendered_scripts_say_what_the_issue_asks_for() {
     let s = render_case(CASES[9].2, "mpi", None);
     assert!(s.contains("#PBS -l select=4:ncpus=8:mpiprocs=8\n"), "{}", s);
     assert!(
-        s.contains(&format!(
-            "\nmpirun -np 32 --hostfile \"$PBS_NODEFILE\" --map-by ppr:8:node {}/taps worker -c ",
-            BIN
-        )),
+        s.contains(&format!(" -np 32 --hostfile \"$PBS_NODEFILE\" --map-by ppr:8:node {}/taps worker -c ", BIN)),
         "{}",
         s
     );
@@ -173,7 +176,14 @@ fn rendered_scripts_say_what_the_issue_asks_for() {
         "{}",
         s
     );
-    assert!(s.contains("srun --nodes=2 --ntasks=10 --ntasks-per-node=5 "), "{}", s);
+    assert!(s.contains(" -np 10 "), "{}", s);
+    // srun when asked for, with the profile's arguments.
+    let s = render_case(CASES[3].2, "mpi", None);
+    assert!(
+        s.contains("\nsrun --mpi=pmix --kill-on-bad-exit=0 --ntasks 4 \"${taps_oversubscribe_args[@]}\" --mpi=pmi2 "),
+        "{}",
+        s
+    );
     let s = render_case("scheduler = \"slurm\"\nwalltime = \"1-12:00:00\"", "thread-pool", None);
     assert!(s.contains("#SBATCH --time=36:00:00\n"));
 }
@@ -339,7 +349,7 @@ fn submit_help_lists_every_option() {
     let out = taps(tmp.path(), &["submit", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for f in taps::launchers::submit::FLAGS {
+    for f in taps::submit::FLAGS {
         assert!(help.contains(&format!("  {} ", f.flag)), "{} missing from help", f.flag);
     }
     assert!(help.contains("--dry-run") && help.contains("[submit]") && help.contains("taps status RUN_DIR"));
@@ -361,7 +371,11 @@ fn bad_input_is_one_line_exit_2_and_nothing_created() {
     assert_bad_input(d, &s(&[]), &["no scheduler", "--scheduler slurm|pbs", "[submit]"]);
     assert_bad_input(d, &s(&["--scheduler", "pbs", "--qos", "high"]), &["qos", "Slurm option", "PBS"]);
     assert_bad_input(d, &s(&["--scheduler", "pbs", "--launcher", "srun"]), &["srun needs Slurm", "mpiexec"]);
-    assert_bad_input(d, &s(&["--scheduler", "slurm", "--launcher", "aprun"]), &["--launcher", "srun|mpirun|mpiexec"]);
+    assert_bad_input(
+        d,
+        &s(&["--scheduler", "slurm", "--launcher", "aprun"]),
+        &["--launcher", "aprun", "mpiexec, mpirun, srun"],
+    );
     assert_bad_input(d, &s(&["--scheduler", "slurm", "--directive", "exclusive"]), &["not a directive", "#SBATCH"]);
     assert_bad_input(
         d,
@@ -695,10 +709,12 @@ fn values_that_could_run_shell_in_job_sh_are_refused() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A stand-in for a program the job script calls: writes its path and arguments, one a line, to `log`.
+/// A stand-in for a program the job script calls: writes its path and arguments, one a line, to
+/// `log`, and exit status 0 as rank 0's to the file after `--status-file`, if any.
 fn recorder(path: &Path, log: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > '{}'\n", log.display())).unwrap();
+    let status = "while [ $# -gt 0 ]; do [ \"$1\" = --status-file ] && echo 0 > \"$2\"; shift; done\n";
+    std::fs::write(path, format!("#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > '{}'\n{}", log.display(), status)).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -716,7 +732,7 @@ fn paths_and_launcher_arguments_reach_the_launch_literally() {
     std::fs::create_dir(&bin).unwrap();
     let launchers = d.join("launchers");
     std::fs::create_dir(&launchers).unwrap();
-    for p in [bin.join("taps"), bin.join("taps-worker"), launchers.join("srun"), launchers.join("mpiexec")] {
+    for p in [bin.join("taps"), bin.join("taps-worker"), launchers.join("mpirun"), launchers.join("mpiexec")] {
         recorder(&p, &log);
     }
     let arg = format!("$(touch {c}); `touch {c}`' \"x && touch {c}");
@@ -750,17 +766,12 @@ fn paths_and_launcher_arguments_reach_the_launch_literally() {
         let program = |name: &str| format!("{}/{}", b, name);
         let want: Vec<String> = match (sched, executor) {
             ("slurm", "thread-pool") => vec![program("taps"), "run".into()],
-            ("slurm", _) => vec![
-                format!("{}/srun", launchers.display()),
-                "--nodes=1".into(),
-                "--ntasks=2".into(),
-                "--ntasks-per-node=2".into(),
-                "--mpi=pmix".into(),
-                "--kill-on-bad-exit=1".into(),
-                arg.clone(),
-                program("taps"),
-                "worker".into(),
-            ],
+            // SAFETY: geteuid has no preconditions.
+            ("slurm", _) => [format!("{}/mpirun", launchers.display())]
+                .into_iter()
+                .chain((unsafe { libc::geteuid() } == 0).then(|| "--allow-run-as-root".to_string()))
+                .chain(["-np".into(), "2".into(), arg.clone(), program("taps"), "worker".into()])
+                .collect(),
             _ => vec![
                 format!("{}/mpiexec", launchers.display()),
                 "-n".into(),
@@ -774,6 +785,9 @@ fn paths_and_launcher_arguments_reach_the_launch_literally() {
         };
         let mut want = want;
         want.extend(["-c".into(), format!("{}/config.toml", r), "--run-dir".into(), r.clone()]);
+        if executor == "mpi" {
+            want.extend(["--status-file".into(), format!("{}/.taps-mpi-status", r)]);
+        }
         assert_eq!(argv, want, "{} {}", sched, executor);
         for c in [&canary, &run.join("canary")] {
             assert!(!c.exists(), "{} {}: the job script ran a value as shell", sched, executor);

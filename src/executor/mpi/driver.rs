@@ -82,13 +82,6 @@ pub fn left_ranks_running() -> bool {
     LEFT_RUNNING.load(Ordering::SeqCst)
 }
 
-/// Whether this is an OpenMPI job whose mpirun kills every rank when one dies (no
-/// `--enable-recovery`).
-pub fn launcher_kills_job() -> bool {
-    std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
-        && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
-}
-
 /// Rank 0's MPI executor (inside an MPI job of `size` ranks).
 pub struct MpiExecutor {
     size: i32,
@@ -114,7 +107,7 @@ impl MpiExecutor {
             heartbeat_timeout,
             start_timeout: START_TIMEOUT,
             max_start_failures: 1,
-            loss_ends_job: launcher_kills_job()
+            loss_ends_job: super::launch::launcher_kills_job()
                 .then(|| "mpirun (without --enable-recovery) stops the whole job".into()),
             losses: lost,
             ..RemoteOptions::new("mpi")

@@ -1,0 +1,254 @@
+//! Starting an MPI job of taps workers from this process through a launch profile: what
+//! `taps run --engine.executor mpi` does outside an MPI job.
+//!
+//! This process does not join MPI. It runs the launcher (`mpirun … taps-worker -c RUN/config.toml
+//! --run-dir RUN --status-file …`) with its output streamed to ours, and waits. Rank 0 of the job
+//! writes `log.txt`, `environment.json` and `tasks.jsonl` into the same run directory (which must
+//! therefore be on a filesystem that rank 0's node sees), then writes its exit status to the
+//! status file: mpirun with recovery enabled exits 0 whatever the ranks return, so that file is
+//! the truth. [`run`] creates the status file blank before the job starts and rank 0 overwrites
+//! it in place, so the status arrives even when the run filled its filesystem.
+//!
+//! A SIGINT, SIGTERM or SIGHUP to this process is passed on to the launcher as SIGUSR1, which
+//! mpirun and srun forward to every rank: rank 0 records every task and ends the job. Should the
+//! job still run [`ESCALATE_AFTER`] later, the launcher gets SIGTERM (mpirun then stops the job).
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::profiles::{LaunchCommand, LaunchError, LaunchSpec, Profiles, STATUS_FILE};
+use crate::executor::MpiJob;
+use crate::executor::mpi::launch::{create_blank, read_status};
+
+/// After passing a signal on to the job, how long to wait before sending the launcher SIGTERM.
+pub const ESCALATE_AFTER: Duration = Duration::from_secs(5);
+/// When the launcher ends before rank 0 has written its status (mpirun, signalled while a rank
+/// is stopped, may quit before its ranks), how long to wait for rank 0 to write it.
+const STATUS_WAIT: Duration = Duration::from_secs(5);
+/// How long the probe of a launch command may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A launch, ready to run.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The launcher's full path.
+    pub program: PathBuf,
+    /// The command (program name as the profile gives it, arguments, environment).
+    pub command: LaunchCommand,
+    /// Where rank 0 writes its exit status.
+    pub status_file: PathBuf,
+}
+
+/// How a launched job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ended {
+    /// Rank 0's exit status, if it wrote one.
+    pub rank0: Option<i32>,
+    /// How the launcher ended, in words (`exit code 0`, `signal 9`).
+    pub launcher: String,
+    /// A signal came while the job ran (and was passed on).
+    pub signalled: bool,
+}
+
+fn is_root() -> bool {
+    // SAFETY: plain syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn launcher_args(o: &MpiJob) -> Result<Vec<String>, LaunchError> {
+    Ok(crate::shell::split(&o.launcher_args)?)
+}
+
+/// The launch of a run in `run_dir` with `config`, whose ranks see the variables `env`; every
+/// error names the missing program, file or bad option.
+pub fn prepare(
+    o: &MpiJob,
+    run_dir: &Path,
+    config: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Launch, LaunchError> {
+    let profiles = Profiles::load(o.launcher_profile.as_deref())?;
+    let profile = profiles.find(&o.launcher)?;
+    let program = profile.locate()?;
+    let worker = crate::executor::process_pool::locate_worker(o.worker_path.as_deref())
+        .map_err(|e| LaunchError::Worker(e.to_string()))?;
+    let status_file = run_dir.join(STATUS_FILE);
+    let spec = LaunchSpec {
+        ranks: o.ranks as u64,
+        worker,
+        config: config.to_path_buf(),
+        run_dir: run_dir.to_path_buf(),
+        status_file: status_file.clone(),
+        launcher_args: launcher_args(o)?,
+        env: env.clone(),
+        root: is_root(),
+        oversubscribed: o.ranks > crate::executor::available_cores(),
+    };
+    let command = profile.command(&spec).map_err(|e| in_profile(&o.launcher, e))?;
+    Ok(Launch { program, command, status_file })
+}
+
+fn in_profile(name: &str, e: LaunchError) -> LaunchError {
+    match e {
+        LaunchError::BadProfile(m) => LaunchError::BadProfile(format!("launch profile {:?}: {}", name, m)),
+        e => e,
+    }
+}
+
+/// Runs the launch and waits for the job, passing signals on; removes the status file.
+pub fn run(l: &Launch) -> Result<Ended, LaunchError> {
+    create_blank(&l.status_file)?;
+    let mut c = Command::new(&l.program);
+    c.args(&l.command.args).envs(&l.command.env).stdin(Stdio::null());
+    // SAFETY: only an async-signal-safe call between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            // The job ends with this process.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            Ok(())
+        });
+    }
+    let child = c.spawn().map_err(|source| {
+        let _ = std::fs::remove_file(&l.status_file);
+        LaunchError::Start { program: l.program.display().to_string(), source }
+    })?;
+    let (status, signalled) = wait_passing_signals(child)?;
+    let waited = Instant::now();
+    let mut rank0 = read_status(&l.status_file);
+    while rank0.is_none() && waited.elapsed() < STATUS_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+        rank0 = read_status(&l.status_file);
+    }
+    let _ = std::fs::remove_file(&l.status_file);
+    let launcher = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(c), _) => format!("exit code {}", c),
+        (None, Some(s)) => format!("signal {}", s),
+        _ => "unknown status".into(),
+    };
+    Ok(Ended { rank0, launcher, signalled })
+}
+
+/// Waits for the launcher `child`; a SIGINT, SIGTERM or SIGHUP meanwhile is passed on to it as
+/// SIGUSR1, and followed by SIGTERM if the job still runs [`ESCALATE_AFTER`] later. Only this
+/// thread signals and reaps the child, so a signal never reaches a reused pid. Returns the exit
+/// status and whether a signal came.
+fn wait_passing_signals(mut child: std::process::Child) -> std::io::Result<(std::process::ExitStatus, bool)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let got = Arc::new(AtomicI32::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let handle = signals.handle();
+    let g = got.clone();
+    let thread = std::thread::Builder::new().name("taps-mpi-forward".into()).spawn(move || {
+        for sig in signals.forever() {
+            g.store(sig, Ordering::SeqCst);
+        }
+    })?;
+    let pid = child.id() as libc::pid_t;
+    let mut passed: Option<Instant> = None;
+    let mut escalated = false;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        let sig = got.load(Ordering::SeqCst);
+        if sig != 0 && passed.is_none() {
+            tracing::debug!(target: "taps.run", "Passing signal {} on to the MPI job as SIGUSR1", sig);
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGUSR1) };
+            passed = Some(Instant::now());
+        }
+        if let Some(at) = passed
+            && !escalated
+            && at.elapsed() >= ESCALATE_AFTER
+        {
+            tracing::warn!(target: "taps.run", "The MPI job still runs {} s after the signal: stopping the launcher", ESCALATE_AFTER.as_secs());
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            escalated = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    handle.close();
+    let _ = thread.join();
+    Ok((status, got.load(Ordering::SeqCst) != 0))
+}
+
+/// Whether `program` is OpenMPI's launcher (which a probe can run cheaply on this node).
+fn is_mpirun(program: &Path) -> bool {
+    program.file_name().is_some_and(|n| matches!(n.to_str(), Some("mpirun" | "mpiexec" | "orterun")))
+}
+
+/// Checks a launch command that holds what the user wrote (launcher arguments, a profile of
+/// their own) before the run directory exists: mpirun runs it with `true` in place of
+/// taps-worker, and a rejection becomes one line quoting mpirun. Other launchers (srun would
+/// queue a job) are not probed.
+pub fn probe(o: &MpiJob) -> Result<(), LaunchError> {
+    let profiles = Profiles::load(o.launcher_profile.as_deref())?;
+    let profile = profiles.find(&o.launcher)?;
+    let program = profile.locate()?;
+    let own_profile = Profiles::builtin().get(&o.launcher) != Some(profile);
+    if !is_mpirun(&program) || (o.launcher_args.trim().is_empty() && !own_profile) {
+        return Ok(());
+    }
+    let what = if o.launcher_args.trim().is_empty() {
+        format!("launch profile {:?}", o.launcher)
+    } else {
+        format!("engine.executor.launcher_args {:?}", o.launcher_args)
+    };
+    let probe_err = |problem: String| LaunchError::Probe { what: what.clone(), problem };
+    let truth = crate::shell::find_program("true")
+        .ok_or_else(|| LaunchError::Missing { program: "true".into(), hint: String::new() })?;
+    let spec = LaunchSpec {
+        ranks: o.ranks as u64,
+        worker: truth,
+        launcher_args: launcher_args(o)?,
+        root: is_root(),
+        oversubscribed: o.ranks > crate::executor::available_cores(),
+        ..Default::default()
+    };
+    let cmd = profile.probe_command(&spec).map_err(|e| in_profile(&o.launcher, e))?;
+    let mut child = Command::new(&program)
+        .args(&cmd.args)
+        .envs(&cmd.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| LaunchError::Start { program: program.display().to_string(), source })?;
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(probe_err(format!(
+                "`{}` (a probe of the launch command, with `true` for taps-worker) did not finish within {} s",
+                cmd,
+                PROBE_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    let said: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("---") && !l.starts_with("Type '"))
+        .take(2)
+        .collect();
+    let mut said = said.join(" ");
+    if said.len() > 300 {
+        let cut = (0..=300).rev().find(|&i| said.is_char_boundary(i)).unwrap_or(0);
+        said.truncate(cut);
+        said.push_str("...");
+    }
+    Err(probe_err(format!("{} rejects the launch command ({}): {}", cmd.program, out.status, said)))
+}
