@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::data::{DataLayer, Moved};
 use crate::record::{ExecutionInfo, RecordWriter, TaskRecord, now};
-use crate::task::{Data, Payload, Registry, Slot, Task, TaskArgs, TaskDef, TaskError};
+use crate::task::{Data, ErrorKind, ParentTask, Payload, Registry, Slot, Task, TaskArgs, TaskDef, TaskError};
 
 /// A task ready to run: its definition and resolved argument payloads.
 pub struct Job {
@@ -575,7 +575,7 @@ impl Engine {
         let sub = Submission { cell: cell.clone(), def, slots, submit_time };
         if self.core.tx.send(Msg::Submit(Box::new(sub))).is_err() {
             cell.finish(Err(TaskError::new(
-                "EngineShutdown",
+                ErrorKind::EngineShutdown,
                 "the engine was shut down before this task was submitted",
             )));
         }
@@ -713,9 +713,6 @@ struct Dispatcher {
     write_error: Option<String>,
 }
 
-/// The error type of a task that did not run because a parent failed.
-pub const PARENT_FAILED: &str = "ParentFailed";
-
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
 
@@ -827,7 +824,7 @@ impl Dispatcher {
             Msg::Done(c) => self.done(c),
             Msg::Cancel(seq) => {
                 if let Some(w) = self.waiting.remove(&seq) {
-                    let err = TaskError::new("Cancelled", "the task was cancelled before it started");
+                    let err = TaskError::new(ErrorKind::Cancelled, "the task was cancelled before it started");
                     self.fail_unstarted(w.sub, w.parents, err);
                 }
             }
@@ -837,7 +834,7 @@ impl Dispatcher {
 
     fn submit(&mut self, sub: Submission) {
         if self.interrupted {
-            let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
+            let err = TaskError::new(ErrorKind::Interrupted, format!("{} before this task started", self.stopped()));
             return self.fail_unstarted(sub, Vec::new(), err);
         }
         let seq = sub.cell.seq;
@@ -971,7 +968,8 @@ impl Dispatcher {
     }
 
     /// Fails a task without running it because its parent failed with `e`: `ParentFailed`, naming
-    /// the parent, and the failure that started the chain (so messages do not grow down a chain).
+    /// the parent and wrapping its error; the message names the parent and the failure that
+    /// started the chain (so messages do not grow down a chain).
     fn fail_child(&mut self, w: Waiting, parent: &TaskCell, e: &TaskError) {
         let upstream = parent.state.lock().unwrap().origin.clone();
         let (message, origin): (String, Arc<str>) = match upstream {
@@ -982,7 +980,8 @@ impl Dispatcher {
             }
         };
         w.sub.cell.state.lock().unwrap().origin = Some(origin);
-        let err = TaskError { kind: PARENT_FAILED.into(), message, traceback: e.traceback.clone() };
+        let parent = ParentTask { task_id: parent.id, name: parent.name.to_string() };
+        let err = TaskError::parent_failed(parent, Arc::new(e.clone()), message);
         self.fail_unstarted(w.sub, w.parents, err);
     }
 
@@ -994,7 +993,7 @@ impl Dispatcher {
 
     fn interrupt(&mut self) {
         self.interrupted = true;
-        let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
+        let err = TaskError::new(ErrorKind::Interrupted, format!("{} before this task started", self.stopped()));
         // Every waiting task is interrupted (not failed by its interrupted parent).
         let mut waiting: Vec<Waiting> = self.waiting.drain().map(|(_, w)| w).collect();
         waiting.sort_unstable_by_key(|w| w.sub.cell.seq);
@@ -1011,7 +1010,7 @@ impl Dispatcher {
         for seq in seqs {
             self.done(Completion {
                 seq,
-                outcome: Err(TaskError::new("Interrupted", message.clone())),
+                outcome: Err(TaskError::new(ErrorKind::Interrupted, message.clone())),
                 execution: None,
                 worker: None,
             });
@@ -1106,7 +1105,7 @@ pub fn execute(
             Err(panic) => {
                 let msg = panic_message(&*panic);
                 let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
-                Err(TaskError { kind: "TaskPanic".into(), message: msg, traceback: at })
+                Err(TaskError::new(ErrorKind::Panic, msg).with_traceback(at))
             }
         }
     });
@@ -1123,7 +1122,7 @@ pub fn execute(
 
 /// The engine's own tasks (available in every worker).
 pub mod builtin {
-    use crate::task::{Task, TaskError};
+    use crate::task::{ErrorKind, Task, TaskError};
 
     /// `warmup`: does nothing.
     pub struct Warmup;
@@ -1179,7 +1178,7 @@ pub mod builtin {
         type Args = (String,);
         type Output = ();
         fn run((m,): (String,)) -> Result<(), TaskError> {
-            Err(TaskError::new("TaskError", m))
+            Err(TaskError::new(ErrorKind::Task, m))
         }
     }
 

@@ -36,22 +36,182 @@ use crate::engine::TaskFuture;
 pub trait Data: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Data for T {}
 
-/// Why a task failed: the record's `exception` object.
+/// The class of a task error: the record's `exception.type`.
+///
+/// The engine's and executors' own failures have a variant each; an app's own error classes
+/// (e.g. `LinAlgError`, or the Python exception names the failures app injects) are
+/// [`Exception`](ErrorKind::Exception). Converting a string ([`ErrorKind::from`]) gives the
+/// variant of that name, so `TaskError::new("WorkerLost", …)` and
+/// `TaskError::new(ErrorKind::WorkerLost, …)` are the same error.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An error returned by a task body (`TaskError`), e.g. through `?` on an `anyhow::Error`.
+    Task,
+    /// The task body panicked (`TaskPanic`).
+    Panic,
+    /// The task did not run because a parent task failed (`ParentFailed`).
+    ParentFailed,
+    /// The worker running the task was lost (`WorkerLost`).
+    WorkerLost,
+    /// The task was cancelled before it started (`Cancelled`).
+    Cancelled,
+    /// The run was interrupted or stopped before the task finished (`Interrupted`).
+    Interrupted,
+    /// The engine was shut down before the task was submitted (`EngineShutdown`).
+    EngineShutdown,
+    /// No task of that name is registered in the worker's binary (`UnknownTask`).
+    UnknownTask,
+    /// The task got too few or too many arguments (`ArgumentError`).
+    Argument,
+    /// A value was not of the type the task expected (`TypeMismatch`).
+    TypeMismatch,
+    /// A stored value was not fetched before use (`UnresolvedReference`).
+    UnresolvedReference,
+    /// A value could not be serialised (`SerializationError`).
+    Serialization,
+    /// A value could not be deserialised (`DeserializationError`).
+    Deserialization,
+    /// A file-system or other I/O operation failed (`IoError`).
+    Io,
+    /// An external program failed: exit status, signal, or it could not start (`ProgramFailed`).
+    ProgramFailed,
+    /// Any other class, named by the app (e.g. `LinAlgError`, `ZeroDivisionError`).
+    Exception(String),
+}
+
+impl ErrorKind {
+    /// Every kind with a fixed name, with that name.
+    const NAMED: &'static [(ErrorKind, &'static str)] = &[
+        (ErrorKind::Task, "TaskError"),
+        (ErrorKind::Panic, "TaskPanic"),
+        (ErrorKind::ParentFailed, "ParentFailed"),
+        (ErrorKind::WorkerLost, "WorkerLost"),
+        (ErrorKind::Cancelled, "Cancelled"),
+        (ErrorKind::Interrupted, "Interrupted"),
+        (ErrorKind::EngineShutdown, "EngineShutdown"),
+        (ErrorKind::UnknownTask, "UnknownTask"),
+        (ErrorKind::Argument, "ArgumentError"),
+        (ErrorKind::TypeMismatch, "TypeMismatch"),
+        (ErrorKind::UnresolvedReference, "UnresolvedReference"),
+        (ErrorKind::Serialization, "SerializationError"),
+        (ErrorKind::Deserialization, "DeserializationError"),
+        (ErrorKind::Io, "IoError"),
+        (ErrorKind::ProgramFailed, "ProgramFailed"),
+    ];
+
+    /// The name written as the record's `exception.type`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::Exception(name) => name,
+            kind => Self::NAMED.iter().find(|(k, _)| k == kind).map(|(_, n)| *n).expect("every fixed kind is named"),
+        }
+    }
+}
+
+impl From<&str> for ErrorKind {
+    fn from(name: &str) -> Self {
+        Self::NAMED
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| ErrorKind::Exception(name.to_string()))
+    }
+}
+
+impl From<String> for ErrorKind {
+    fn from(name: String) -> Self {
+        ErrorKind::from(name.as_str())
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(ErrorKind::from)
+    }
+}
+
+/// The task a [`ErrorKind::ParentFailed`] error is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentTask {
+    /// The parent's task id (its `task_id` in `tasks.jsonl`).
+    pub task_id: uuid::Uuid,
+    /// The parent's task name.
+    pub name: String,
+}
+
+/// Why a task failed: the record's `exception` object (`type`, `message`, `traceback`).
+///
+/// A `ParentFailed` error also names the [`parent`](TaskError::parent) and wraps the parent's
+/// error as its [`cause`](TaskError::cause) ([`std::error::Error::source`]); both stay in the
+/// driver (they are not part of the record, which names them in its message).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskError {
-    /// Error class, e.g. `TaskPanic`, `ParentFailed`, `WorkerLost`.
+    /// Error class, e.g. [`ErrorKind::Panic`] (`TaskPanic`), [`ErrorKind::WorkerLost`].
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ErrorKind,
     /// Human-readable message.
     pub message: String,
     /// Where it happened (error chain or panic location); may be empty.
     pub traceback: String,
+    /// For `ParentFailed`: the parent task that failed.
+    #[serde(skip)]
+    pub parent: Option<ParentTask>,
+    /// The error this one wraps (for `ParentFailed`: the parent's error).
+    #[serde(skip)]
+    pub cause: Option<Arc<TaskError>>,
 }
 
 impl TaskError {
-    /// An error of class `kind` with `message`.
-    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskError { kind: kind.into(), message: message.into(), traceback: String::new() }
+    /// An error of class `kind` (an [`ErrorKind`], or its name) with `message`.
+    pub fn new(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Self {
+        TaskError { kind: kind.into(), message: message.into(), traceback: String::new(), parent: None, cause: None }
+    }
+
+    /// An error of an app's own class `name` (e.g. `LinAlgError`), see [`ErrorKind::Exception`].
+    pub fn exception(name: &str, message: impl Into<String>) -> Self {
+        TaskError::new(name, message)
+    }
+
+    /// Sets the traceback.
+    pub fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
+        self.traceback = traceback.into();
+        self
+    }
+
+    /// The error of a task that did not run because its parent `parent` failed with `cause`;
+    /// `message` names the parent and the failure.
+    pub fn parent_failed(parent: ParentTask, cause: Arc<TaskError>, message: String) -> Self {
+        TaskError {
+            kind: ErrorKind::ParentFailed,
+            message,
+            traceback: cause.traceback.clone(),
+            parent: Some(parent),
+            cause: Some(cause),
+        }
     }
 }
 
@@ -61,18 +221,22 @@ impl fmt::Display for TaskError {
     }
 }
 
-impl std::error::Error for TaskError {}
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<anyhow::Error> for TaskError {
     fn from(e: anyhow::Error) -> Self {
         let chain: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
-        TaskError { kind: "TaskError".into(), message: e.to_string(), traceback: chain.join("\ncaused by: ") }
+        TaskError::new(ErrorKind::Task, e.to_string()).with_traceback(chain.join("\ncaused by: "))
     }
 }
 
 impl From<std::io::Error> for TaskError {
     fn from(e: std::io::Error) -> Self {
-        TaskError::new("IoError", e.to_string())
+        TaskError::new(ErrorKind::Io, e.to_string())
     }
 }
 
@@ -149,11 +313,11 @@ impl Payload {
     pub fn decode<T: Data>(&self) -> Result<T, TaskError> {
         match self {
             Payload::Local(l) => l.value.downcast_ref::<T>().cloned().ok_or_else(|| {
-                TaskError::new("TypeMismatch", format!("expected a value of type {}", std::any::type_name::<T>()))
+                TaskError::new(ErrorKind::TypeMismatch, format!("expected a value of type {}", std::any::type_name::<T>()))
             }),
             Payload::Bytes(b) => decode_bytes(b),
             Payload::Ref(r) => {
-                Err(TaskError::new("UnresolvedReference", format!("reference {} was not resolved", r.key)))
+                Err(TaskError::new(ErrorKind::UnresolvedReference, format!("reference {} was not resolved", r.key)))
             }
         }
     }
@@ -184,19 +348,19 @@ impl fmt::Debug for Payload {
 }
 
 fn encode_any<T: Data>(v: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, TaskError> {
-    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new("TypeMismatch", "encode: wrong type"))?;
+    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new(ErrorKind::TypeMismatch, "encode: wrong type"))?;
     encode(v)
 }
 
 /// Serialises a value in the wire format (postcard).
 pub fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, TaskError> {
-    postcard::to_stdvec(v).map_err(|e| TaskError::new("SerializationError", e.to_string()))
+    postcard::to_stdvec(v).map_err(|e| TaskError::new(ErrorKind::Serialization, e.to_string()))
 }
 
 /// Deserialises a value from the wire format.
 pub fn decode_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, TaskError> {
     postcard::from_bytes(b)
-        .map_err(|e| TaskError::new("DeserializationError", format!("{} (as {})", e, std::any::type_name::<T>())))
+        .map_err(|e| TaskError::new(ErrorKind::Deserialization, format!("{} (as {})", e, std::any::type_name::<T>())))
 }
 
 /// One top-level argument at submission: a value, or the future of an earlier task.
@@ -251,7 +415,7 @@ fn arg_slot<T: Data>(a: Arg<T>) -> Slot {
 }
 
 fn next_payload<T: Data>(it: &mut std::vec::IntoIter<Payload>) -> Result<T, TaskError> {
-    it.next().ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))?.into_value()
+    it.next().ok_or_else(|| TaskError::new(ErrorKind::Argument, "too few arguments"))?.into_value()
 }
 
 macro_rules! scalar_args {
@@ -361,9 +525,9 @@ impl<T: Data> ArgSlots for Shared<T> {
         out.push(arg_slot(s))
     }
     fn take(it: &mut std::vec::IntoIter<Payload>, _: Option<usize>) -> Result<Self, TaskError> {
-        match it.next().ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))? {
+        match it.next().ok_or_else(|| TaskError::new(ErrorKind::Argument, "too few arguments"))? {
             Payload::Local(l) => Arc::downcast::<T>(l.value).map(Shared).map_err(|_| {
-                TaskError::new("TypeMismatch", format!("expected a value of type {}", std::any::type_name::<T>()))
+                TaskError::new(ErrorKind::TypeMismatch, format!("expected a value of type {}", std::any::type_name::<T>()))
             }),
             other => other.decode().map(|v| Shared(Arc::new(v))),
         }
@@ -395,11 +559,11 @@ macro_rules! tuple_args {
             fn from_payloads(p: Vec<Payload>) -> Result<Self, TaskError> {
                 let fixed = 0 $(+ if $name::VARIADIC { 0 } else { 1 })*;
                 let variadic = p.len().checked_sub(fixed)
-                    .ok_or_else(|| TaskError::new("ArgumentError", format!("expected at least {} arguments, got {}", fixed, p.len())))?;
+                    .ok_or_else(|| TaskError::new(ErrorKind::Argument, format!("expected at least {} arguments, got {}", fixed, p.len())))?;
                 let mut it = p.into_iter();
                 $(let $name = $name::take(&mut it, if $name::VARIADIC { Some(variadic) } else { None })?;)*
                 if it.next().is_some() {
-                    return Err(TaskError::new("ArgumentError", "too many arguments"));
+                    return Err(TaskError::new(ErrorKind::Argument, "too many arguments"));
                 }
                 Ok(($($name,)*))
             }

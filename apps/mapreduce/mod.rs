@@ -17,14 +17,14 @@ use crate::app::{App, AppPlugin, Footprint};
 use crate::engine::Engine;
 use crate::options::{Options, Validate};
 use crate::plugins::PluginInfo;
-use crate::task::{Arg, Many, Registry, Shared, Task, TaskError};
+use crate::task::{Arg, ErrorKind, Many, Registry, Shared, Task, TaskError};
 use crate::{app_info, task_arg};
 
 crate::options! {
     /// Options of the `mapreduce` app.
     pub struct MapreduceOptions {
         /// Directory of text files, read recursively (relative paths: against the launch directory).
-        #[required] data_dir: PathBuf = PathBuf::new(),
+        data_dir: PathBuf,
         /// Number of map tasks (none = one per file); never more than there are files.
         map_tasks: Option<u64> = Some(32),
         /// Generate random text files into data-dir (which must be missing or empty); removed at the end.
@@ -195,7 +195,7 @@ impl WordCounts {
     /// `errors='ignore'`).
     pub fn add_file(&mut self, path: &Path) -> Result<(), TaskError> {
         let bytes = std::fs::read(path)
-            .map_err(|e| TaskError::new("IoError", format!("cannot read {}: {}", path.display(), e)))?;
+            .map_err(|e| TaskError::new(ErrorKind::Io, format!("cannot read {}: {}", path.display(), e)))?;
         match std::str::from_utf8(&bytes) {
             Ok(text) => self.add_text(text),
             Err(_) => self.add_text(&bytes.utf8_chunks().map(|c| c.valid()).collect::<String>()),
