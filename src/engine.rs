@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -29,7 +30,9 @@ use uuid::Uuid;
 
 use crate::data::{DataLayer, Moved};
 use crate::record::{ExecutionInfo, RecordWriter, TaskRecord, now};
-use crate::task::{Data, ErrorKind, ParentTask, Payload, Registry, Slot, Task, TaskArgs, TaskDef, TaskError};
+use crate::task::{
+    Data, DataRef, ErrorKind, ParentTask, Payload, Registry, Slot, Task, TaskArgs, TaskContext, TaskDef, TaskError,
+};
 
 /// A task ready to run: its definition and resolved argument payloads.
 pub struct Job {
@@ -37,7 +40,9 @@ pub struct Job {
     pub seq: u64,
     /// The task.
     pub def: &'static TaskDef,
-    /// Top-level arguments (in-process, serialised, or references).
+    /// Top-level arguments (in-process, serialised, or references), followed by the task's
+    /// context (its id and run directory, see [`crate::task::context`]) as one reference-like
+    /// slot: executors pass `args` on to [`execute`] unchanged, which takes the context off.
     pub args: Vec<Payload>,
 }
 
@@ -437,9 +442,17 @@ pub struct EngineBuilder {
     executor: Box<dyn Executor>,
     data: Arc<DataLayer>,
     records: RecordWriter,
+    run_dir: Option<PathBuf>,
 }
 
 impl EngineBuilder {
+    /// Sets the run directory tasks see in their [`context`](crate::task::context) (default: none;
+    /// a task that asks for it gets an error).
+    pub fn run_dir(mut self, run_dir: &Path) -> Self {
+        self.run_dir = Some(run_dir.to_path_buf());
+        self
+    }
+
     /// Sets the data layer (default: everything inline).
     pub fn data(mut self, data: DataLayer) -> Self {
         self.data = Arc::new(data);
@@ -454,7 +467,7 @@ impl EngineBuilder {
 
     /// Starts the executor and the dispatcher thread.
     pub fn try_build(self) -> anyhow::Result<Engine> {
-        Engine::start(self.executor, self.data, self.records)
+        Engine::start(self.executor, self.data, self.records, self.run_dir)
     }
 
     /// Like [`try_build`](Self::try_build), panicking if the executor cannot start.
@@ -492,10 +505,15 @@ pub trait SubmitHook: Send + Sync {
 impl Engine {
     /// An engine on `executor`, with no data layer and no record file.
     pub fn builder(executor: Box<dyn Executor>) -> EngineBuilder {
-        EngineBuilder { executor, data: Arc::new(DataLayer::none()), records: RecordWriter::null() }
+        EngineBuilder { executor, data: Arc::new(DataLayer::none()), records: RecordWriter::null(), run_dir: None }
     }
 
-    fn start(mut executor: Box<dyn Executor>, data: Arc<DataLayer>, records: RecordWriter) -> anyhow::Result<Engine> {
+    fn start(
+        mut executor: Box<dyn Executor>,
+        data: Arc<DataLayer>,
+        records: RecordWriter,
+        run_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Engine> {
         let (tx, rx) = unbounded();
         executor.start(Completer(tx.clone()), data.clone())?;
         let executor_name = executor.describe();
@@ -513,6 +531,7 @@ impl Engine {
             interrupted: false,
             signalled: false,
             write_error: None,
+            run_dir: run_dir.map(|d| d.to_string_lossy().into_owned()).unwrap_or_default(),
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
         let core = Core {
@@ -711,6 +730,8 @@ struct Dispatcher {
     signalled: bool,
     /// The first failed record write; it stops the run.
     write_error: Option<String>,
+    /// The run directory for task contexts (empty: none).
+    run_dir: String,
 }
 
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
@@ -889,6 +910,7 @@ impl Dispatcher {
             moved += Moved::of(&p);
             args.push(p);
         }
+        args.push(context_slot(w.sub.cell.id, &self.run_dir));
         self.running
             .insert(seq, Running { cell: w.sub.cell, parents: w.parents, submit_time: w.sub.submit_time, moved });
         self.executor.submit(Job { seq, def: w.sub.def, args });
@@ -1092,12 +1114,14 @@ pub fn execute(
     let mut info = ExecutionInfo { hostname: hostname().to_string(), ..Default::default() };
     info.execution_start_time = now();
     info.input_transform_start_time = now();
+    let mut args = args;
+    let context = take_context(&mut args);
     let resolved: Result<Vec<Payload>, TaskError> = args.into_iter().map(|p| data.resolve(p)).collect();
     info.input_transform_end_time = now();
     let outcome = resolved.and_then(|args| {
         info.task_start_time = now();
         IN_TASK.with(|c| c.set(true));
-        let r = catch_unwind(AssertUnwindSafe(|| (def.call)(args)));
+        let r = catch_unwind(AssertUnwindSafe(|| crate::task::with_context(context, || (def.call)(args))));
         IN_TASK.with(|c| c.set(false));
         info.task_end_time = now();
         match r {
@@ -1118,6 +1142,24 @@ pub fn execute(
         info.task_end_time = info.input_transform_end_time;
     }
     (outcome, info)
+}
+
+/// Marks the context slot of a [`Job`]: a reference whose key starts with a NUL byte, which no
+/// stored value's key (a file path) can.
+const CONTEXT_KEY: &str = "\0taps-context\0";
+
+/// The slot that carries a task's context to wherever it runs: `CONTEXT_KEY TASK-ID NUL RUN-DIR`.
+fn context_slot(task_id: Uuid, run_dir: &str) -> Payload {
+    Payload::Ref(DataRef { key: format!("{}{}\0{}", CONTEXT_KEY, task_id, run_dir), size: 0 })
+}
+
+/// Takes the context slot off the end of `args`, if there is one.
+fn take_context(args: &mut Vec<Payload>) -> Option<TaskContext> {
+    let Some(Payload::Ref(r)) = args.last() else { return None };
+    let (id, run_dir) = r.key.strip_prefix(CONTEXT_KEY)?.split_once('\0')?;
+    let context = TaskContext::new(Uuid::parse_str(id).ok()?, (!run_dir.is_empty()).then(|| PathBuf::from(run_dir)));
+    args.pop();
+    Some(context)
 }
 
 /// The engine's own tasks (available in every worker).
@@ -1193,6 +1235,20 @@ pub mod builtin {
         }
     }
 
+    /// `context`: the task's id and run directory as the task sees them ([`crate::task::context`]),
+    /// wherever it runs; the run directory is empty if the engine has none.
+    pub struct Context;
+    impl Task for Context {
+        const NAME: &'static str = "context";
+        type Args = ();
+        type Output = (String, String);
+        fn run(_: ()) -> Result<(String, String), TaskError> {
+            let c = crate::task::context().ok_or_else(|| TaskError::new(ErrorKind::Task, "no task context"))?;
+            let dir = c.run_dir().map(|d| d.display().to_string()).unwrap_or_default();
+            Ok((c.task_id().to_string(), dir))
+        }
+    }
+
     /// `abort`: ends the worker process abruptly (tests of lost workers; never on thread-pool).
     pub struct Abort;
     impl Task for Abort {
@@ -1215,6 +1271,7 @@ pub fn register_builtin_tasks(r: &mut Registry) {
         .add::<builtin::Echo>()
         .add::<builtin::Fail>()
         .add::<builtin::Panic>()
+        .add::<builtin::Context>()
         .add::<builtin::Abort>();
 }
 

@@ -26,9 +26,10 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 use crate::engine::TaskFuture;
 
@@ -240,6 +241,66 @@ impl From<std::io::Error> for TaskError {
     }
 }
 
+/// What a running task knows about itself: its id and the run directory, so it can choose its
+/// own output paths. See [`context`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskContext {
+    task_id: uuid::Uuid,
+    run_dir: Option<PathBuf>,
+}
+
+impl TaskContext {
+    /// A context for task `task_id` of the run in `run_dir` (made by the engine).
+    pub fn new(task_id: uuid::Uuid, run_dir: Option<PathBuf>) -> Self {
+        TaskContext { task_id, run_dir }
+    }
+
+    /// The task's id (its `task_id` in `tasks.jsonl`).
+    pub fn task_id(&self) -> uuid::Uuid {
+        self.task_id
+    }
+
+    /// The run directory; an error if the engine was built without one
+    /// ([`crate::engine::EngineBuilder::run_dir`]).
+    pub fn run_dir(&self) -> Result<&Path, TaskError> {
+        self.run_dir.as_deref().ok_or_else(|| {
+            TaskError::new(ErrorKind::Io, "this task has no run directory (the engine was built without one)")
+        })
+    }
+
+    /// The task's own working directory `RUN_DIR/tasks/NAME`, `NAME` being `name` or the task id;
+    /// created if missing.
+    pub fn work_dir(&self, name: Option<&str>) -> Result<PathBuf, TaskError> {
+        let id = self.task_id.to_string();
+        let dir = self.run_dir()?.join("tasks").join(name.unwrap_or(&id));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| TaskError::new(ErrorKind::Io, format!("cannot create {}: {}", dir.display(), e)))?;
+        Ok(dir)
+    }
+}
+
+thread_local! {
+    static CONTEXT: std::cell::RefCell<Option<TaskContext>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The context of the task running on this thread (in the driver's thread pool or in a worker
+/// process alike); `None` outside a task body.
+pub fn context() -> Option<TaskContext> {
+    CONTEXT.with(|c| c.borrow().clone())
+}
+
+/// Runs `f` with `context` as the current task's context (used by [`crate::engine::execute`]).
+pub(crate) fn with_context<R>(context: Option<TaskContext>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<TaskContext>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CONTEXT.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _reset = Reset(CONTEXT.with(|c| c.replace(context)));
+    f()
+}
+
 /// A task: a named function from `Args` to `Output`.
 pub trait Task: Send + Sync + 'static {
     /// Stable name: recorded in `tasks.jsonl` and used to find the function on workers.
@@ -427,7 +488,100 @@ macro_rules! scalar_args {
         }
     )*};
 }
-scalar_args!(u8, u16, u32, u64, usize, i8, i16, i32, i64, f32, f64, bool, String, ());
+scalar_args!(u8, u16, u32, u64, usize, i8, i16, i32, i64, f32, f64, bool, String, (), FilePath);
+
+/// A file path as a task argument or result; crosses process boundaries as raw bytes, so any Unix
+/// file name works (not only UTF-8 ones, which a `PathBuf` value would need). Submit a `PathBuf`
+/// or `&Path` directly: `engine.submit::<T>((path.into(),))`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FilePath(pub PathBuf);
+
+impl FilePath {
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for FilePath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for FilePath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl From<PathBuf> for FilePath {
+    fn from(p: PathBuf) -> Self {
+        FilePath(p)
+    }
+}
+
+impl From<&Path> for FilePath {
+    fn from(p: &Path) -> Self {
+        FilePath(p.to_path_buf())
+    }
+}
+
+impl From<FilePath> for PathBuf {
+    fn from(p: FilePath) -> Self {
+        p.0
+    }
+}
+
+impl From<PathBuf> for Arg<FilePath> {
+    fn from(p: PathBuf) -> Self {
+        Arg::Value(FilePath(p))
+    }
+}
+
+impl From<&Path> for Arg<FilePath> {
+    fn from(p: &Path) -> Self {
+        Arg::Value(FilePath(p.to_path_buf()))
+    }
+}
+
+impl Serialize for FilePath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        s.serialize_bytes(self.0.as_os_str().as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for FilePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use std::os::unix::ffi::OsStringExt;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("path bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = a.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        let bytes = d.deserialize_bytes(V)?;
+        Ok(FilePath(PathBuf::from(std::ffi::OsString::from_vec(bytes))))
+    }
+}
+
+
 
 /// Implements [`ArgSlots`] for a [`Data`] type so it can be a task argument.
 #[macro_export]
@@ -662,4 +816,32 @@ pub fn lookup(name: &str) -> Result<&'static TaskDef, TaskError> {
     registry()
         .get(name)
         .ok_or_else(|| TaskError::new("UnknownTask", format!("no task named {:?} in this binary", name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_path_round_trips_non_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let p = FilePath(PathBuf::from(std::ffi::OsString::from_vec(b"/tmp/a\xffb".to_vec())));
+        let bytes = encode(&p).unwrap();
+        assert_eq!(decode_bytes::<FilePath>(&bytes).unwrap(), p);
+    }
+
+    #[test]
+    fn error_kinds_keep_their_record_names() {
+        for name in ["TaskPanic", "ParentFailed", "WorkerLost", "Cancelled", "UnknownTask", "IoError", "LinAlgError"] {
+            let kind = ErrorKind::from(name);
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("{:?}", name));
+            assert_eq!(serde_json::from_str::<ErrorKind>(&format!("{:?}", name)).unwrap(), kind);
+        }
+        assert_eq!(ErrorKind::from("WorkerLost"), ErrorKind::WorkerLost);
+        assert_eq!(ErrorKind::from("LinAlgError"), ErrorKind::Exception("LinAlgError".into()));
+        let e = TaskError::new("TaskPanic", "boom").with_traceback("at x");
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "TaskPanic", "message": "boom", "traceback": "at x"}));
+    }
 }

@@ -70,9 +70,7 @@ pub fn available_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn no_preflight(_: &toml::Table) -> Result<(), String> {
-    Ok(())
-}
+use crate::app::no_preflight;
 
 /// The MPI library's version string, when built with MPI.
 pub fn mpi_library_version() -> Option<String> {
