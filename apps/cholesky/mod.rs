@@ -15,7 +15,6 @@ use crate::plugins::PluginInfo;
 use crate::task::{Registry, Task, TaskError};
 use crate::{app_info, opt_enum};
 
-pub mod bench;
 pub mod kernels;
 #[cfg(feature = "hdf5")]
 pub mod output;
