@@ -139,7 +139,9 @@ fn main() {
     options.insert("program".into(), args.next().unwrap_or_else(|| "wc".into()).into());
     let run_dir = PathBuf::from(format!("runs/hello-{}", std::process::id()));
     match run(&options, &run_dir) {
-        Ok(s) => println!("{} tasks, {} failed; records in {}", s.records, s.failed, run_dir.join("tasks.jsonl").display()),
+        Ok(s) => {
+            println!("{} tasks, {} failed; records in {}", s.records, s.failed, run_dir.join("tasks.jsonl").display())
+        }
         Err(e) => {
             eprintln!("taps: error: {:#}", e);
             std::process::exit(2);

@@ -183,7 +183,8 @@ impl TaskCommand {
     pub fn run_in(self, dir: &Path) -> Result<ProgramOutput, TaskError> {
         let shown = self.display();
         let fail = |what: String| TaskError::new(ErrorKind::ProgramFailed, format!("`{}` {}", shown, what));
-        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot run: cannot create {}: {}", dir.display(), e)))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot run: cannot create {}: {}", dir.display(), e)))?;
         let base = Path::new(&self.program).file_name().map(|n| n.to_string_lossy().into_owned());
         let base = base.unwrap_or_else(|| "program".into());
         let out = ProgramOutput {

@@ -18,8 +18,8 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -356,17 +356,6 @@ impl<T> Completions<T> {
     /// Number of watched futures not yet returned.
     pub fn pending(&self) -> usize {
         self.pending
-    }
-
-    /// Like [`next`](Self::next), giving up after `timeout`.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<TaskFuture<T>>, Timeout> {
-        if self.pending == 0 {
-            return Ok(None);
-        }
-        match self.rx.recv_timeout(timeout) {
-            Ok(i) => Ok(self.take(i)),
-            Err(_) => Err(Timeout),
-        }
     }
 
     fn take(&mut self, i: usize) -> Option<TaskFuture<T>> {

@@ -22,6 +22,9 @@
 //! Arguments are submitted as [`Arg`]s: a plain value, or a [`crate::engine::TaskFuture`] of an
 //! earlier task (a dependency). [`Many`] marks a variable number of top-level arguments of one type
 //! (the Python suite's `*args`), each of which may be a future.
+//!
+//! A failure is a [`TaskError`] of some [`ErrorKind`]; paths are [`FilePath`]s; a running task
+//! learns its id and run directory from [`context`].
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -374,7 +377,10 @@ impl Payload {
     pub fn decode<T: Data>(&self) -> Result<T, TaskError> {
         match self {
             Payload::Local(l) => l.value.downcast_ref::<T>().cloned().ok_or_else(|| {
-                TaskError::new(ErrorKind::TypeMismatch, format!("expected a value of type {}", std::any::type_name::<T>()))
+                TaskError::new(
+                    ErrorKind::TypeMismatch,
+                    format!("expected a value of type {}", std::any::type_name::<T>()),
+                )
             }),
             Payload::Bytes(b) => decode_bytes(b),
             Payload::Ref(r) => {
@@ -581,8 +587,6 @@ impl<'de> Deserialize<'de> for FilePath {
     }
 }
 
-
-
 /// Implements [`ArgSlots`] for a [`Data`] type so it can be a task argument.
 #[macro_export]
 macro_rules! task_arg {
@@ -681,7 +685,10 @@ impl<T: Data> ArgSlots for Shared<T> {
     fn take(it: &mut std::vec::IntoIter<Payload>, _: Option<usize>) -> Result<Self, TaskError> {
         match it.next().ok_or_else(|| TaskError::new(ErrorKind::Argument, "too few arguments"))? {
             Payload::Local(l) => Arc::downcast::<T>(l.value).map(Shared).map_err(|_| {
-                TaskError::new(ErrorKind::TypeMismatch, format!("expected a value of type {}", std::any::type_name::<T>()))
+                TaskError::new(
+                    ErrorKind::TypeMismatch,
+                    format!("expected a value of type {}", std::any::type_name::<T>()),
+                )
             }),
             other => other.decode().map(|v| Shared(Arc::new(v))),
         }

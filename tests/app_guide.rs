@@ -66,3 +66,23 @@ fn a_missing_program_is_named_with_its_install_hint_before_the_run_directory_exi
     assert_eq!(err, "app.files must be at least 1");
     assert!(!Path::new(&run_dir).exists());
 }
+
+#[test]
+fn every_line_the_guide_quotes_is_in_the_example_file() {
+    let guide = include_str!("../apps/README.md");
+    let example = include_str!("../examples/hello_app.rs");
+    let lines: Vec<&str> = example.lines().map(str::trim).collect();
+    let mut quoted = 0;
+    for block in guide.split("```rust\n").skip(1) {
+        let code = block.split("```").next().unwrap();
+        for line in code.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "...") {
+            assert!(
+                lines.contains(&line),
+                "apps/README.md quotes a line examples/hello_app.rs does not have: {}",
+                line
+            );
+            quoted += 1;
+        }
+    }
+    assert!(quoted > 30, "the guide quotes the example ({} lines)", quoted);
+}

@@ -81,7 +81,11 @@ fn a_failed_program_names_the_command_its_status_and_the_end_of_its_stderr() {
     let killed = e.submit::<Shell>(("echo dying >&2; kill -9 $$".to_string().into(),));
     let err = killed.result().unwrap_err();
     assert_eq!(err.kind, ErrorKind::ProgramFailed);
-    assert!(err.message.starts_with("`sh -c 'echo dying >&2; kill -9 $$'` was killed by signal 9 (SIGKILL)"), "{}", err);
+    assert!(
+        err.message.starts_with("`sh -c 'echo dying >&2; kill -9 $$'` was killed by signal 9 (SIGKILL)"),
+        "{}",
+        err
+    );
     assert!(err.message.ends_with(":\ndying"), "{}", err.message);
     // A program that is not installed.
     let missing = e.submit::<Named>(("taps-no-such-program".to_string().into(),));

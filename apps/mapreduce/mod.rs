@@ -124,7 +124,6 @@ fn build(t: &toml::Table, run_dir: &Path) -> anyhow::Result<Box<dyn App>> {
     Ok(Box::new(MapreduceApp::new(opts, Some(run_dir))?))
 }
 
-
 /// Word counts of some files: how often each whitespace-separated token occurs, and how many
 /// files were read (so the app can check that every file was counted once).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
