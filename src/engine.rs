@@ -31,7 +31,7 @@ use uuid::Uuid;
 use crate::data::{DataLayer, Moved};
 use crate::record::{ExecutionInfo, RecordWriter, TaskRecord, now};
 use crate::task::{
-    Data, DataRef, ErrorKind, ParentTask, Payload, Registry, Slot, Task, TaskArgs, TaskContext, TaskDef, TaskError,
+    Data, DataRef, ErrorKind, FailedParent, Payload, Registry, Slot, Task, TaskArgs, TaskContext, TaskDef, TaskError,
 };
 
 /// A task ready to run: its definition and resolved argument payloads.
@@ -991,8 +991,8 @@ impl Dispatcher {
             }
         };
         w.sub.cell.state.lock().unwrap().origin = Some(origin);
-        let parent = ParentTask { task_id: parent.id, name: parent.name.to_string() };
-        let err = TaskError::parent_failed(parent, Arc::new(e.clone()), message);
+        let parent = FailedParent { task_id: parent.id, name: parent.name.to_string(), error: e.clone() };
+        let err = TaskError::parent_failed(parent, message);
         self.fail_unstarted(w.sub, w.parents, err);
     }
 

@@ -158,20 +158,22 @@ impl<'de> Deserialize<'de> for ErrorKind {
     }
 }
 
-/// The task a [`ErrorKind::ParentFailed`] error is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ParentTask {
+/// The parent task a [`ErrorKind::ParentFailed`] error is about, and the parent's error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedParent {
     /// The parent's task id (its `task_id` in `tasks.jsonl`).
     pub task_id: uuid::Uuid,
     /// The parent's task name.
     pub name: String,
+    /// Why the parent failed.
+    pub error: TaskError,
 }
 
 /// Why a task failed: the record's `exception` object (`type`, `message`, `traceback`).
 ///
 /// A `ParentFailed` error also names the [`parent`](TaskError::parent) and wraps the parent's
-/// error as its [`cause`](TaskError::cause) ([`std::error::Error::source`]); both stay in the
-/// driver (they are not part of the record, which names them in its message).
+/// error as its [`cause`](TaskError::cause) ([`std::error::Error::source`]); they stay in the
+/// driver (they are not part of the record, whose message names them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskError {
     /// Error class, e.g. [`ErrorKind::Panic`] (`TaskPanic`), [`ErrorKind::WorkerLost`].
@@ -181,18 +183,15 @@ pub struct TaskError {
     pub message: String,
     /// Where it happened (error chain or panic location); may be empty.
     pub traceback: String,
-    /// For `ParentFailed`: the parent task that failed.
+    /// For `ParentFailed`: the parent task that failed, with its error (shared down a chain).
     #[serde(skip)]
-    pub parent: Option<ParentTask>,
-    /// The error this one wraps (for `ParentFailed`: the parent's error).
-    #[serde(skip)]
-    pub cause: Option<Arc<TaskError>>,
+    pub parent: Option<Arc<FailedParent>>,
 }
 
 impl TaskError {
     /// An error of class `kind` (an [`ErrorKind`], or its name) with `message`.
     pub fn new(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Self {
-        TaskError { kind: kind.into(), message: message.into(), traceback: String::new(), parent: None, cause: None }
+        TaskError { kind: kind.into(), message: message.into(), traceback: String::new(), parent: None }
     }
 
     /// An error of an app's own class `name` (e.g. `LinAlgError`), see [`ErrorKind::Exception`].
@@ -206,16 +205,16 @@ impl TaskError {
         self
     }
 
-    /// The error of a task that did not run because its parent `parent` failed with `cause`;
-    /// `message` names the parent and the failure.
-    pub fn parent_failed(parent: ParentTask, cause: Arc<TaskError>, message: String) -> Self {
-        TaskError {
-            kind: ErrorKind::ParentFailed,
-            message,
-            traceback: cause.traceback.clone(),
-            parent: Some(parent),
-            cause: Some(cause),
-        }
+    /// The error of a task that did not run because its parent failed; `message` names the
+    /// parent and the failure; the traceback is the parent's.
+    pub fn parent_failed(parent: FailedParent, message: String) -> Self {
+        let traceback = parent.error.traceback.clone();
+        TaskError { kind: ErrorKind::ParentFailed, message, traceback, parent: Some(Arc::new(parent)) }
+    }
+
+    /// The error this one wraps: for `ParentFailed`, the parent's error.
+    pub fn cause(&self) -> Option<&TaskError> {
+        self.parent.as_deref().map(|p| &p.error)
     }
 }
 
@@ -227,7 +226,7 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+        self.cause().map(|c| c as &(dyn std::error::Error + 'static))
     }
 }
 

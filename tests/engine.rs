@@ -96,9 +96,9 @@ fn a_failed_parent_fails_its_descendants_without_running_them() {
     assert_eq!(err.kind, ErrorKind::ParentFailed);
     let parent = err.parent.as_ref().expect("a ParentFailed error names its parent");
     assert_eq!((parent.task_id, parent.name.as_str()), (child.task_id(), "test-after-unit"));
-    let cause = err.cause.as_deref().expect("the parent's error is the cause");
+    let cause = err.cause().expect("the parent's error is the cause");
     assert_eq!(cause, &child.exception().unwrap());
-    let root = cause.cause.as_deref().expect("the chain goes back to the first failure");
+    let root = cause.cause().expect("the chain goes back to the first failure");
     assert_eq!((&root.kind, root.message.as_str()), (&ErrorKind::Task, "boom"));
     assert_eq!(cause.parent.as_ref().map(|p| p.task_id), Some(bad_id));
     let source = std::error::Error::source(&err).expect("source() is the cause").to_string();
