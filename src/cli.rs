@@ -199,7 +199,7 @@ pub(crate) fn load_config(args: &[String]) -> Result<config::Config, i32> {
         return Err(0);
     }
     let cfg = config::load(&raw).map_err(usage_error)?;
-    crate::run::preflight(&cfg).map_err(|e| usage_error(e))?;
+    crate::run::preflight(&cfg).map_err(usage_error)?;
     Ok(cfg)
 }
 

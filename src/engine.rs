@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -29,7 +30,9 @@ use uuid::Uuid;
 
 use crate::data::{DataLayer, Moved};
 use crate::record::{ExecutionInfo, RecordWriter, TaskRecord, now};
-use crate::task::{Data, Payload, Registry, Slot, Task, TaskArgs, TaskDef, TaskError};
+use crate::task::{
+    Data, DataRef, ErrorKind, FailedParent, Payload, Registry, Slot, Task, TaskArgs, TaskContext, TaskDef, TaskError,
+};
 
 /// A task ready to run: its definition and resolved argument payloads.
 pub struct Job {
@@ -37,7 +40,9 @@ pub struct Job {
     pub seq: u64,
     /// The task.
     pub def: &'static TaskDef,
-    /// Top-level arguments (in-process, serialised, or references).
+    /// Top-level arguments (in-process, serialised, or references), followed by the task's
+    /// context (its id and run directory, see [`crate::task::context`]) as one reference-like
+    /// slot: executors pass `args` on to [`execute`] unchanged, which takes the context off.
     pub args: Vec<Payload>,
 }
 
@@ -353,17 +358,6 @@ impl<T> Completions<T> {
         self.pending
     }
 
-    /// Like [`next`](Self::next), giving up after `timeout`.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<TaskFuture<T>>, Timeout> {
-        if self.pending == 0 {
-            return Ok(None);
-        }
-        match self.rx.recv_timeout(timeout) {
-            Ok(i) => Ok(self.take(i)),
-            Err(_) => Err(Timeout),
-        }
-    }
-
     fn take(&mut self, i: usize) -> Option<TaskFuture<T>> {
         let f = self.slots[i].take();
         self.free.push(i);
@@ -437,9 +431,17 @@ pub struct EngineBuilder {
     executor: Box<dyn Executor>,
     data: Arc<DataLayer>,
     records: RecordWriter,
+    run_dir: Option<PathBuf>,
 }
 
 impl EngineBuilder {
+    /// Sets the run directory tasks see in their [`context`](crate::task::context) (default: none;
+    /// a task that asks for it gets an error).
+    pub fn run_dir(mut self, run_dir: &Path) -> Self {
+        self.run_dir = Some(run_dir.to_path_buf());
+        self
+    }
+
     /// Sets the data layer (default: everything inline).
     pub fn data(mut self, data: DataLayer) -> Self {
         self.data = Arc::new(data);
@@ -454,7 +456,7 @@ impl EngineBuilder {
 
     /// Starts the executor and the dispatcher thread.
     pub fn try_build(self) -> anyhow::Result<Engine> {
-        Engine::start(self.executor, self.data, self.records)
+        Engine::start(self.executor, self.data, self.records, self.run_dir)
     }
 
     /// Like [`try_build`](Self::try_build), panicking if the executor cannot start.
@@ -492,10 +494,15 @@ pub trait SubmitHook: Send + Sync {
 impl Engine {
     /// An engine on `executor`, with no data layer and no record file.
     pub fn builder(executor: Box<dyn Executor>) -> EngineBuilder {
-        EngineBuilder { executor, data: Arc::new(DataLayer::none()), records: RecordWriter::null() }
+        EngineBuilder { executor, data: Arc::new(DataLayer::none()), records: RecordWriter::null(), run_dir: None }
     }
 
-    fn start(mut executor: Box<dyn Executor>, data: Arc<DataLayer>, records: RecordWriter) -> anyhow::Result<Engine> {
+    fn start(
+        mut executor: Box<dyn Executor>,
+        data: Arc<DataLayer>,
+        records: RecordWriter,
+        run_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Engine> {
         let (tx, rx) = unbounded();
         executor.start(Completer(tx.clone()), data.clone())?;
         let executor_name = executor.describe();
@@ -513,6 +520,7 @@ impl Engine {
             interrupted: false,
             signalled: false,
             write_error: None,
+            run_dir: run_dir.map(|d| d.to_string_lossy().into_owned()).unwrap_or_default(),
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
         let core = Core {
@@ -575,7 +583,7 @@ impl Engine {
         let sub = Submission { cell: cell.clone(), def, slots, submit_time };
         if self.core.tx.send(Msg::Submit(Box::new(sub))).is_err() {
             cell.finish(Err(TaskError::new(
-                "EngineShutdown",
+                ErrorKind::EngineShutdown,
                 "the engine was shut down before this task was submitted",
             )));
         }
@@ -711,10 +719,9 @@ struct Dispatcher {
     signalled: bool,
     /// The first failed record write; it stops the run.
     write_error: Option<String>,
+    /// The run directory for task contexts (empty: none).
+    run_dir: String,
 }
-
-/// The error type of a task that did not run because a parent failed.
-pub const PARENT_FAILED: &str = "ParentFailed";
 
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
@@ -827,7 +834,7 @@ impl Dispatcher {
             Msg::Done(c) => self.done(c),
             Msg::Cancel(seq) => {
                 if let Some(w) = self.waiting.remove(&seq) {
-                    let err = TaskError::new("Cancelled", "the task was cancelled before it started");
+                    let err = TaskError::new(ErrorKind::Cancelled, "the task was cancelled before it started");
                     self.fail_unstarted(w.sub, w.parents, err);
                 }
             }
@@ -837,7 +844,7 @@ impl Dispatcher {
 
     fn submit(&mut self, sub: Submission) {
         if self.interrupted {
-            let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
+            let err = TaskError::new(ErrorKind::Interrupted, format!("{} before this task started", self.stopped()));
             return self.fail_unstarted(sub, Vec::new(), err);
         }
         let seq = sub.cell.seq;
@@ -892,6 +899,7 @@ impl Dispatcher {
             moved += Moved::of(&p);
             args.push(p);
         }
+        args.push(context_slot(w.sub.cell.id, &self.run_dir));
         self.running
             .insert(seq, Running { cell: w.sub.cell, parents: w.parents, submit_time: w.sub.submit_time, moved });
         self.executor.submit(Job { seq, def: w.sub.def, args });
@@ -971,7 +979,8 @@ impl Dispatcher {
     }
 
     /// Fails a task without running it because its parent failed with `e`: `ParentFailed`, naming
-    /// the parent, and the failure that started the chain (so messages do not grow down a chain).
+    /// the parent and wrapping its error; the message names the parent and the failure that
+    /// started the chain (so messages do not grow down a chain).
     fn fail_child(&mut self, w: Waiting, parent: &TaskCell, e: &TaskError) {
         let upstream = parent.state.lock().unwrap().origin.clone();
         let (message, origin): (String, Arc<str>) = match upstream {
@@ -982,7 +991,8 @@ impl Dispatcher {
             }
         };
         w.sub.cell.state.lock().unwrap().origin = Some(origin);
-        let err = TaskError { kind: PARENT_FAILED.into(), message, traceback: e.traceback.clone() };
+        let parent = FailedParent { task_id: parent.id, name: parent.name.to_string(), error: e.clone() };
+        let err = TaskError::parent_failed(parent, message);
         self.fail_unstarted(w.sub, w.parents, err);
     }
 
@@ -994,7 +1004,7 @@ impl Dispatcher {
 
     fn interrupt(&mut self) {
         self.interrupted = true;
-        let err = TaskError::new("Interrupted", format!("{} before this task started", self.stopped()));
+        let err = TaskError::new(ErrorKind::Interrupted, format!("{} before this task started", self.stopped()));
         // Every waiting task is interrupted (not failed by its interrupted parent).
         let mut waiting: Vec<Waiting> = self.waiting.drain().map(|(_, w)| w).collect();
         waiting.sort_unstable_by_key(|w| w.sub.cell.seq);
@@ -1011,7 +1021,7 @@ impl Dispatcher {
         for seq in seqs {
             self.done(Completion {
                 seq,
-                outcome: Err(TaskError::new("Interrupted", message.clone())),
+                outcome: Err(TaskError::new(ErrorKind::Interrupted, message.clone())),
                 execution: None,
                 worker: None,
             });
@@ -1093,12 +1103,14 @@ pub fn execute(
     let mut info = ExecutionInfo { hostname: hostname().to_string(), ..Default::default() };
     info.execution_start_time = now();
     info.input_transform_start_time = now();
+    let mut args = args;
+    let context = take_context(&mut args);
     let resolved: Result<Vec<Payload>, TaskError> = args.into_iter().map(|p| data.resolve(p)).collect();
     info.input_transform_end_time = now();
     let outcome = resolved.and_then(|args| {
         info.task_start_time = now();
         IN_TASK.with(|c| c.set(true));
-        let r = catch_unwind(AssertUnwindSafe(|| (def.call)(args)));
+        let r = catch_unwind(AssertUnwindSafe(|| crate::task::with_context(context, || (def.call)(args))));
         IN_TASK.with(|c| c.set(false));
         info.task_end_time = now();
         match r {
@@ -1106,7 +1118,7 @@ pub fn execute(
             Err(panic) => {
                 let msg = panic_message(&*panic);
                 let at = PANIC_AT.with(|p| p.borrow_mut().take()).unwrap_or_default();
-                Err(TaskError { kind: "TaskPanic".into(), message: msg, traceback: at })
+                Err(TaskError::new(ErrorKind::Panic, msg).with_traceback(at))
             }
         }
     });
@@ -1121,9 +1133,27 @@ pub fn execute(
     (outcome, info)
 }
 
+/// Marks the context slot of a [`Job`]: a reference whose key starts with a NUL byte, which no
+/// stored value's key (a file path) can.
+const CONTEXT_KEY: &str = "\0taps-context\0";
+
+/// The slot that carries a task's context to wherever it runs: `CONTEXT_KEY TASK-ID NUL RUN-DIR`.
+fn context_slot(task_id: Uuid, run_dir: &str) -> Payload {
+    Payload::Ref(DataRef { key: format!("{}{}\0{}", CONTEXT_KEY, task_id, run_dir), size: 0 })
+}
+
+/// Takes the context slot off the end of `args`, if there is one.
+fn take_context(args: &mut Vec<Payload>) -> Option<TaskContext> {
+    let Some(Payload::Ref(r)) = args.last() else { return None };
+    let (id, run_dir) = r.key.strip_prefix(CONTEXT_KEY)?.split_once('\0')?;
+    let context = TaskContext::new(Uuid::parse_str(id).ok()?, (!run_dir.is_empty()).then(|| PathBuf::from(run_dir)));
+    args.pop();
+    Some(context)
+}
+
 /// The engine's own tasks (available in every worker).
 pub mod builtin {
-    use crate::task::{Task, TaskError};
+    use crate::task::{ErrorKind, Task, TaskError};
 
     /// `warmup`: does nothing.
     pub struct Warmup;
@@ -1179,7 +1209,7 @@ pub mod builtin {
         type Args = (String,);
         type Output = ();
         fn run((m,): (String,)) -> Result<(), TaskError> {
-            Err(TaskError::new("TaskError", m))
+            Err(TaskError::new(ErrorKind::Task, m))
         }
     }
 
@@ -1191,6 +1221,20 @@ pub mod builtin {
         type Output = ();
         fn run((m,): (String,)) -> Result<(), TaskError> {
             panic!("{}", m)
+        }
+    }
+
+    /// `context`: the task's id and run directory as the task sees them ([`crate::task::context`]),
+    /// wherever it runs; the run directory is empty if the engine has none.
+    pub struct Context;
+    impl Task for Context {
+        const NAME: &'static str = "context";
+        type Args = ();
+        type Output = (String, String);
+        fn run(_: ()) -> Result<(String, String), TaskError> {
+            let c = crate::task::context().ok_or_else(|| TaskError::new(ErrorKind::Task, "no task context"))?;
+            let dir = c.run_dir().map(|d| d.display().to_string()).unwrap_or_default();
+            Ok((c.task_id().to_string(), dir))
         }
     }
 
@@ -1216,6 +1260,7 @@ pub fn register_builtin_tasks(r: &mut Registry) {
         .add::<builtin::Echo>()
         .add::<builtin::Fail>()
         .add::<builtin::Panic>()
+        .add::<builtin::Context>()
         .add::<builtin::Abort>();
 }
 

@@ -35,8 +35,8 @@ pub trait Options: Sized + Clone + std::fmt::Debug + Send + Sync + 'static {
 }
 
 /// Cross-field checks of an option set, run after every field is read (e.g. the block size
-/// divides the matrix size). Every [`options!`](crate::options) struct implements it, most with
-/// the default (no check).
+/// divides the matrix size). An [`options!`](crate::options) struct needs no impl when it has no
+/// such check; with one, `from_table` calls it.
 pub trait Validate {
     /// An error message naming the keys and what is allowed.
     fn validate(&self) -> Result<(), String> {
@@ -371,21 +371,23 @@ macro_rules! opt_enum {
 }
 
 /// Declares an option struct. Each field has a doc comment (its help line), a type implementing
-/// [`OptValue`] and a default; `#[required]` fields have no default for users (the expression is a
-/// placeholder never observed); `#[skip_default]` fields (taps-only keys) are written to
-/// `config.toml` only when they differ from their default (see [`omitted`]).
+/// [`OptValue`] and, unless it is required, a default. A field without a default is required;
+/// `#[required]` also marks a field as required while it keeps a default for Rust code (the
+/// struct's `Default`, which exists when every field has a default). `#[skip_default]` fields
+/// (taps-only keys) are written to `config.toml` only when they differ from their default (see
+/// [`omitted`]). Cross-field checks go in an `impl Validate` (see [`Validate`]); a struct without
+/// one has none.
 ///
 /// ```
 /// taps::options! {
 ///     /// Options of a doc example.
 ///     pub struct ExampleOptions {
 ///         /// Number of things.
-///         #[required] count: u64 = 0,
+///         count: u64,
 ///         /// Seconds to wait.
 ///         sleep: f64 = 0.5,
 ///     }
 /// }
-/// impl taps::options::Validate for ExampleOptions {}
 /// use taps::options::Options;
 /// let t: toml::Table = toml::from_str("count = 3").unwrap();
 /// let o = ExampleOptions::from_table(&t, "app").unwrap();
@@ -400,7 +402,7 @@ macro_rules! options {
             $(
                 $(#[doc = $doc:literal])+
                 $(#[$req:ident])?
-                $field:ident : $ty:ty = $default:expr
+                $field:ident : $ty:ty $(= $default:expr)?
             ),* $(,)?
         }
     ) => {
@@ -410,22 +412,17 @@ macro_rules! options {
             $( $(#[doc = $doc])+ pub $field: $ty, )*
         }
 
-        impl Default for $name {
-            fn default() -> Self {
-                $name { $( $field: $default, )* }
-            }
-        }
+        $crate::__options_default!($name; []; $($field $(= $default)?,)*);
 
         impl $crate::options::Options for $name {
             fn fields() -> Vec<$crate::options::FieldSpec> {
-                #[allow(unused_variables)]
-                let d = <$name as Default>::default();
                 vec![$(
                     $crate::options::FieldSpec {
                         name: stringify!($field),
                         ty: <$ty as $crate::options::OptValue>::type_name(),
                         default: if $crate::__is_required!($($req)?) { None } else {
-                            Some($crate::options::render(&$crate::options::OptValue::to_toml(&d.$field)))
+                            $crate::__option_default!($ty; $($default)?)
+                                .map(|d| $crate::options::render(&$crate::options::OptValue::to_toml(&d)))
                         },
                         doc: $crate::__first_doc!($($doc)+),
                         parse_cli: $crate::options::parse_cli_value::<$ty>,
@@ -441,34 +438,36 @@ macro_rules! options {
                         return Err($crate::options::unknown_key(section, k, known));
                     }
                 }
-                let mut out = <$name as Default>::default();
-                $(
-                    match t.get(stringify!($field)) {
-                        Some(v) => {
-                            out.$field = <$ty as $crate::options::OptValue>::from_toml(v).map_err(|e| {
-                                format!("{}.{}: {}", section, stringify!($field), e)
-                            })?;
-                        }
-                        None if $crate::__is_required!($($req)?) => {
-                            return Err($crate::options::required_error(
+                let out = $name {$(
+                    $field: match t.get(stringify!($field)) {
+                        Some(v) => <$ty as $crate::options::OptValue>::from_toml(v).map_err(|e| {
+                            format!("{}.{}: {}", section, stringify!($field), e)
+                        })?,
+                        None => match $crate::__option_default!($ty; $($default)?) {
+                            Some(d) if !$crate::__is_required!($($req)?) => d,
+                            _ => return Err($crate::options::required_error(
                                 section, stringify!($field), &<$ty as $crate::options::OptValue>::type_name(),
-                            ));
-                        }
-                        None => {}
-                    }
-                )*
-                $crate::options::Validate::validate(&out)?;
+                            )),
+                        },
+                    },
+                )*};
+                {
+                    // Calls `Validate::validate` if the struct implements it, else nothing (method
+                    // resolution prefers the by-reference impl, which exists only with `Validate`).
+                    #[allow(unused_imports)]
+                    use $crate::options::{__NoValidate, __WithValidate};
+                    (&out).__validate()?;
+                }
                 Ok(out)
             }
 
             #[allow(unused_mut, unused_variables)]
             fn to_table(&self) -> toml::Table {
-                let d = <$name as Default>::default();
                 let mut t = toml::Table::new();
                 $(
                     let v = $crate::options::OptValue::to_toml(&self.$field);
-                    let default = $crate::options::OptValue::to_toml(&d.$field);
-                    if !$crate::options::omitted(&v, &default, $crate::__is_skip_default!($($req)?)) {
+                    let default = $crate::__option_default!($ty; $($default)?).map(|d| $crate::options::OptValue::to_toml(&d));
+                    if !default.is_some_and(|d| $crate::options::omitted(&v, &d, $crate::__is_skip_default!($($req)?))) {
                         t.insert(stringify!($field).into(), v);
                     }
                 )*
@@ -476,6 +475,59 @@ macro_rules! options {
             }
         }
     };
+}
+
+/// Used by [`options!`](crate::options): calls [`Validate::validate`] on a struct that implements it.
+#[doc(hidden)]
+pub trait __WithValidate {
+    fn __validate(&self) -> Result<(), String>;
+}
+
+impl<T: Validate> __WithValidate for T {
+    fn __validate(&self) -> Result<(), String> {
+        self.validate()
+    }
+}
+
+/// Used by [`options!`](crate::options): no check for a struct without [`Validate`].
+#[doc(hidden)]
+pub trait __NoValidate {
+    fn __validate(&self) -> Result<(), String>;
+}
+
+impl<T> __NoValidate for &T {
+    fn __validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// `Some(default)` of a field, or `None` for a field declared without one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __option_default {
+    ($ty:ty;) => {
+        None::<$ty>
+    };
+    ($ty:ty; $default:expr) => {
+        Some::<$ty>($default)
+    };
+}
+
+/// `impl Default` for an option struct whose fields all have defaults; nothing otherwise.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __options_default {
+    ($name:ident; [$($done:tt)*];) => {
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $($done)* }
+            }
+        }
+    };
+    ($name:ident; [$($done:tt)*]; $field:ident = $default:expr, $($rest:tt)*) => {
+        $crate::__options_default!($name; [$($done)* $field: $default,]; $($rest)*);
+    };
+    ($name:ident; [$($done:tt)*]; $field:ident, $($rest:tt)*) => {};
 }
 
 #[doc(hidden)]
@@ -612,4 +664,60 @@ pub fn did_you_mean<'a>(s: &str, candidates: impl IntoIterator<Item = &'a str>) 
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Options, Validate};
+
+    crate::options! {
+        /// Options with a required field and no cross-field check (no `Validate` impl).
+        pub struct Plain {
+            /// Required, no default.
+            count: u64,
+            /// Optional.
+            sleep: f64 = 0.5,
+        }
+    }
+
+    crate::options! {
+        /// Options with a cross-field check.
+        pub struct Checked {
+            /// Low end.
+            low: u64 = 0,
+            /// High end.
+            high: u64 = 10,
+        }
+    }
+
+    impl Validate for Checked {
+        fn validate(&self) -> Result<(), String> {
+            if self.low > self.high { Err("app.low must be at most app.high".into()) } else { Ok(()) }
+        }
+    }
+
+    fn table(s: &str) -> toml::Table {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_field_without_a_default_is_required_and_has_no_default_in_help() {
+        let err = Plain::from_table(&toml::Table::new(), "app").unwrap_err();
+        assert!(err.starts_with("app.count is required (non-negative integer)"), "{}", err);
+        let o = Plain::from_table(&table("count = 3"), "app").unwrap();
+        assert_eq!((o.count, o.sleep), (3, 0.5));
+        let help: Vec<_> = Plain::fields().into_iter().map(|f| (f.name, f.default)).collect();
+        assert_eq!(help, vec![("count", None), ("sleep", Some("0.5".to_string()))]);
+        // The required field is always written; the others too (none is a none default).
+        let t = o.to_table();
+        assert_eq!(Plain::from_table(&t, "app").unwrap(), o);
+        assert_eq!(t.keys().collect::<Vec<_>>(), vec!["count", "sleep"]);
+    }
+
+    #[test]
+    fn validate_runs_when_implemented() {
+        assert_eq!(Checked::from_table(&table("low = 11"), "app").unwrap_err(), "app.low must be at most app.high");
+        assert_eq!(Checked::default(), Checked { low: 0, high: 10 });
+        assert!(Checked::from_table(&table("low = 10"), "app").is_ok());
+    }
 }

@@ -228,7 +228,7 @@ mod tests {
             submit_time: 1.0,
             received_time: Some(2.0),
             success: Some(ok),
-            exception: (!ok).then(|| TaskError::new("E", "m")),
+            exception: (!ok).then(|| TaskError::exception("E", "m")),
             execution: None,
             worker: None,
             bytes_inline: 0,

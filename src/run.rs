@@ -179,7 +179,7 @@ pub(crate) fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::R
         Some(f) => RecordWriter::create(&run_dir.join(f))?,
         None => RecordWriter::null(),
     };
-    let engine = Engine::builder(executor).data(data).records(records).try_build()?;
+    let engine = Engine::builder(executor).data(data).records(records).run_dir(run_dir).try_build()?;
     run_info!("Initialized engine (executor={}, elapsed={}s)", engine.executor_name(), secs(t));
     tracing::debug!(target: "taps.run", "Engine(executor={})", engine.executor_name());
     *CURRENT.lock().unwrap() = Some(engine.interrupter());

@@ -22,13 +22,17 @@
 //! Arguments are submitted as [`Arg`]s: a plain value, or a [`crate::engine::TaskFuture`] of an
 //! earlier task (a dependency). [`Many`] marks a variable number of top-level arguments of one type
 //! (the Python suite's `*args`), each of which may be a future.
+//!
+//! A failure is a [`TaskError`] of some [`ErrorKind`]; paths are [`FilePath`]s; a running task
+//! learns its id and run directory from [`context`].
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 use crate::engine::TaskFuture;
 
@@ -36,22 +40,181 @@ use crate::engine::TaskFuture;
 pub trait Data: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Data for T {}
 
-/// Why a task failed: the record's `exception` object.
+/// The class of a task error: the record's `exception.type`.
+///
+/// The engine's and executors' own failures have a variant each; an app's own error classes
+/// (e.g. `LinAlgError`, or the Python exception names the failures app injects) are
+/// [`Exception`](ErrorKind::Exception). Converting a string ([`ErrorKind::from`]) gives the
+/// variant of that name, so `TaskError::new("WorkerLost", …)` and
+/// `TaskError::new(ErrorKind::WorkerLost, …)` are the same error.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An error returned by a task body (`TaskError`), e.g. through `?` on an `anyhow::Error`.
+    Task,
+    /// The task body panicked (`TaskPanic`).
+    Panic,
+    /// The task did not run because a parent task failed (`ParentFailed`).
+    ParentFailed,
+    /// The worker running the task was lost (`WorkerLost`).
+    WorkerLost,
+    /// The task was cancelled before it started (`Cancelled`).
+    Cancelled,
+    /// The run was interrupted or stopped before the task finished (`Interrupted`).
+    Interrupted,
+    /// The engine was shut down before the task was submitted (`EngineShutdown`).
+    EngineShutdown,
+    /// No task of that name is registered in the worker's binary (`UnknownTask`).
+    UnknownTask,
+    /// The task got too few or too many arguments (`ArgumentError`).
+    Argument,
+    /// A value was not of the type the task expected (`TypeMismatch`).
+    TypeMismatch,
+    /// A stored value was not fetched before use (`UnresolvedReference`).
+    UnresolvedReference,
+    /// A value could not be serialised (`SerializationError`).
+    Serialization,
+    /// A value could not be deserialised (`DeserializationError`).
+    Deserialization,
+    /// A file-system or other I/O operation failed (`IoError`).
+    Io,
+    /// An external program failed: exit status, signal, or it could not start (`ProgramFailed`).
+    ProgramFailed,
+    /// Any other class, named by the app (e.g. `LinAlgError`, `ZeroDivisionError`).
+    Exception(String),
+}
+
+impl ErrorKind {
+    /// Every kind with a fixed name, with that name.
+    const NAMED: &'static [(ErrorKind, &'static str)] = &[
+        (ErrorKind::Task, "TaskError"),
+        (ErrorKind::Panic, "TaskPanic"),
+        (ErrorKind::ParentFailed, "ParentFailed"),
+        (ErrorKind::WorkerLost, "WorkerLost"),
+        (ErrorKind::Cancelled, "Cancelled"),
+        (ErrorKind::Interrupted, "Interrupted"),
+        (ErrorKind::EngineShutdown, "EngineShutdown"),
+        (ErrorKind::UnknownTask, "UnknownTask"),
+        (ErrorKind::Argument, "ArgumentError"),
+        (ErrorKind::TypeMismatch, "TypeMismatch"),
+        (ErrorKind::UnresolvedReference, "UnresolvedReference"),
+        (ErrorKind::Serialization, "SerializationError"),
+        (ErrorKind::Deserialization, "DeserializationError"),
+        (ErrorKind::Io, "IoError"),
+        (ErrorKind::ProgramFailed, "ProgramFailed"),
+    ];
+
+    /// The name written as the record's `exception.type`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::Exception(name) => name,
+            kind => Self::NAMED.iter().find(|(k, _)| k == kind).map(|(_, n)| *n).expect("every fixed kind is named"),
+        }
+    }
+}
+
+impl From<&str> for ErrorKind {
+    fn from(name: &str) -> Self {
+        Self::NAMED
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| ErrorKind::Exception(name.to_string()))
+    }
+}
+
+impl From<String> for ErrorKind {
+    fn from(name: String) -> Self {
+        ErrorKind::from(name.as_str())
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(ErrorKind::from)
+    }
+}
+
+/// The parent task a [`ErrorKind::ParentFailed`] error is about, and the parent's error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedParent {
+    /// The parent's task id (its `task_id` in `tasks.jsonl`).
+    pub task_id: uuid::Uuid,
+    /// The parent's task name.
+    pub name: String,
+    /// Why the parent failed.
+    pub error: TaskError,
+}
+
+/// Why a task failed: the record's `exception` object (`type`, `message`, `traceback`).
+///
+/// A `ParentFailed` error also names the [`parent`](TaskError::parent) and wraps the parent's
+/// error as its [`cause`](TaskError::cause) ([`std::error::Error::source`]); they stay in the
+/// driver (they are not part of the record, whose message names them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskError {
-    /// Error class, e.g. `TaskPanic`, `ParentFailed`, `WorkerLost`.
+    /// Error class, e.g. [`ErrorKind::Panic`] (`TaskPanic`), [`ErrorKind::WorkerLost`].
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ErrorKind,
     /// Human-readable message.
     pub message: String,
     /// Where it happened (error chain or panic location); may be empty.
     pub traceback: String,
+    /// For `ParentFailed`: the parent task that failed, with its error (shared down a chain).
+    #[serde(skip)]
+    pub parent: Option<Arc<FailedParent>>,
 }
 
 impl TaskError {
-    /// An error of class `kind` with `message`.
-    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskError { kind: kind.into(), message: message.into(), traceback: String::new() }
+    /// An error of class `kind` (an [`ErrorKind`], or its name) with `message`.
+    pub fn new(kind: impl Into<ErrorKind>, message: impl Into<String>) -> Self {
+        TaskError { kind: kind.into(), message: message.into(), traceback: String::new(), parent: None }
+    }
+
+    /// An error of an app's own class `name` (e.g. `LinAlgError`), see [`ErrorKind::Exception`].
+    pub fn exception(name: &str, message: impl Into<String>) -> Self {
+        TaskError::new(name, message)
+    }
+
+    /// Sets the traceback.
+    pub fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
+        self.traceback = traceback.into();
+        self
+    }
+
+    /// The error of a task that did not run because its parent failed; `message` names the
+    /// parent and the failure; the traceback is the parent's.
+    pub fn parent_failed(parent: FailedParent, message: String) -> Self {
+        let traceback = parent.error.traceback.clone();
+        TaskError { kind: ErrorKind::ParentFailed, message, traceback, parent: Some(Arc::new(parent)) }
+    }
+
+    /// The error this one wraps: for `ParentFailed`, the parent's error.
+    pub fn cause(&self) -> Option<&TaskError> {
+        self.parent.as_deref().map(|p| &p.error)
     }
 }
 
@@ -61,19 +224,83 @@ impl fmt::Display for TaskError {
     }
 }
 
-impl std::error::Error for TaskError {}
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause().map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<anyhow::Error> for TaskError {
     fn from(e: anyhow::Error) -> Self {
         let chain: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
-        TaskError { kind: "TaskError".into(), message: e.to_string(), traceback: chain.join("\ncaused by: ") }
+        TaskError::new(ErrorKind::Task, e.to_string()).with_traceback(chain.join("\ncaused by: "))
     }
 }
 
 impl From<std::io::Error> for TaskError {
     fn from(e: std::io::Error) -> Self {
-        TaskError::new("IoError", e.to_string())
+        TaskError::new(ErrorKind::Io, e.to_string())
     }
+}
+
+/// What a running task knows about itself: its id and the run directory, so it can choose its
+/// own output paths. See [`context`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskContext {
+    task_id: uuid::Uuid,
+    run_dir: Option<PathBuf>,
+}
+
+impl TaskContext {
+    /// A context for task `task_id` of the run in `run_dir` (made by the engine).
+    pub fn new(task_id: uuid::Uuid, run_dir: Option<PathBuf>) -> Self {
+        TaskContext { task_id, run_dir }
+    }
+
+    /// The task's id (its `task_id` in `tasks.jsonl`).
+    pub fn task_id(&self) -> uuid::Uuid {
+        self.task_id
+    }
+
+    /// The run directory; an error if the engine was built without one
+    /// ([`crate::engine::EngineBuilder::run_dir`]).
+    pub fn run_dir(&self) -> Result<&Path, TaskError> {
+        self.run_dir.as_deref().ok_or_else(|| {
+            TaskError::new(ErrorKind::Io, "this task has no run directory (the engine was built without one)")
+        })
+    }
+
+    /// The task's own working directory `RUN_DIR/tasks/NAME`, `NAME` being `name` or the task id;
+    /// created if missing.
+    pub fn work_dir(&self, name: Option<&str>) -> Result<PathBuf, TaskError> {
+        let id = self.task_id.to_string();
+        let dir = self.run_dir()?.join("tasks").join(name.unwrap_or(&id));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| TaskError::new(ErrorKind::Io, format!("cannot create {}: {}", dir.display(), e)))?;
+        Ok(dir)
+    }
+}
+
+thread_local! {
+    static CONTEXT: std::cell::RefCell<Option<TaskContext>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The context of the task running on this thread (in the driver's thread pool or in a worker
+/// process alike); `None` outside a task body.
+pub fn context() -> Option<TaskContext> {
+    CONTEXT.with(|c| c.borrow().clone())
+}
+
+/// Runs `f` with `context` as the current task's context (used by [`crate::engine::execute`]).
+pub(crate) fn with_context<R>(context: Option<TaskContext>, f: impl FnOnce() -> R) -> R {
+    struct Reset(Option<TaskContext>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CONTEXT.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _reset = Reset(CONTEXT.with(|c| c.replace(context)));
+    f()
 }
 
 /// A task: a named function from `Args` to `Output`.
@@ -149,11 +376,14 @@ impl Payload {
     pub fn decode<T: Data>(&self) -> Result<T, TaskError> {
         match self {
             Payload::Local(l) => l.value.downcast_ref::<T>().cloned().ok_or_else(|| {
-                TaskError::new("TypeMismatch", format!("expected a value of type {}", std::any::type_name::<T>()))
+                TaskError::new(
+                    ErrorKind::TypeMismatch,
+                    format!("expected a value of type {}", std::any::type_name::<T>()),
+                )
             }),
             Payload::Bytes(b) => decode_bytes(b),
             Payload::Ref(r) => {
-                Err(TaskError::new("UnresolvedReference", format!("reference {} was not resolved", r.key)))
+                Err(TaskError::new(ErrorKind::UnresolvedReference, format!("reference {} was not resolved", r.key)))
             }
         }
     }
@@ -184,19 +414,19 @@ impl fmt::Debug for Payload {
 }
 
 fn encode_any<T: Data>(v: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, TaskError> {
-    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new("TypeMismatch", "encode: wrong type"))?;
+    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new(ErrorKind::TypeMismatch, "encode: wrong type"))?;
     encode(v)
 }
 
 /// Serialises a value in the wire format (postcard).
 pub fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, TaskError> {
-    postcard::to_stdvec(v).map_err(|e| TaskError::new("SerializationError", e.to_string()))
+    postcard::to_stdvec(v).map_err(|e| TaskError::new(ErrorKind::Serialization, e.to_string()))
 }
 
 /// Deserialises a value from the wire format.
 pub fn decode_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, TaskError> {
     postcard::from_bytes(b)
-        .map_err(|e| TaskError::new("DeserializationError", format!("{} (as {})", e, std::any::type_name::<T>())))
+        .map_err(|e| TaskError::new(ErrorKind::Deserialization, format!("{} (as {})", e, std::any::type_name::<T>())))
 }
 
 /// One top-level argument at submission: a value, or the future of an earlier task.
@@ -251,7 +481,7 @@ fn arg_slot<T: Data>(a: Arg<T>) -> Slot {
 }
 
 fn next_payload<T: Data>(it: &mut std::vec::IntoIter<Payload>) -> Result<T, TaskError> {
-    it.next().ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))?.into_value()
+    it.next().ok_or_else(|| TaskError::new(ErrorKind::Argument, "too few arguments"))?.into_value()
 }
 
 macro_rules! scalar_args {
@@ -263,7 +493,98 @@ macro_rules! scalar_args {
         }
     )*};
 }
-scalar_args!(u8, u16, u32, u64, usize, i8, i16, i32, i64, f32, f64, bool, String, ());
+scalar_args!(u8, u16, u32, u64, usize, i8, i16, i32, i64, f32, f64, bool, String, (), FilePath);
+
+/// A file path as a task argument or result; crosses process boundaries as raw bytes, so any Unix
+/// file name works (not only UTF-8 ones, which a `PathBuf` value would need). Submit a `PathBuf`
+/// or `&Path` directly: `engine.submit::<T>((path.into(),))`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FilePath(pub PathBuf);
+
+impl FilePath {
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for FilePath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for FilePath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl From<PathBuf> for FilePath {
+    fn from(p: PathBuf) -> Self {
+        FilePath(p)
+    }
+}
+
+impl From<&Path> for FilePath {
+    fn from(p: &Path) -> Self {
+        FilePath(p.to_path_buf())
+    }
+}
+
+impl From<FilePath> for PathBuf {
+    fn from(p: FilePath) -> Self {
+        p.0
+    }
+}
+
+impl From<PathBuf> for Arg<FilePath> {
+    fn from(p: PathBuf) -> Self {
+        Arg::Value(FilePath(p))
+    }
+}
+
+impl From<&Path> for Arg<FilePath> {
+    fn from(p: &Path) -> Self {
+        Arg::Value(FilePath(p.to_path_buf()))
+    }
+}
+
+impl Serialize for FilePath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        s.serialize_bytes(self.0.as_os_str().as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for FilePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use std::os::unix::ffi::OsStringExt;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("path bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(b) = a.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        let bytes = d.deserialize_bytes(V)?;
+        Ok(FilePath(PathBuf::from(std::ffi::OsString::from_vec(bytes))))
+    }
+}
 
 /// Implements [`ArgSlots`] for a [`Data`] type so it can be a task argument.
 #[macro_export]
@@ -361,9 +682,12 @@ impl<T: Data> ArgSlots for Shared<T> {
         out.push(arg_slot(s))
     }
     fn take(it: &mut std::vec::IntoIter<Payload>, _: Option<usize>) -> Result<Self, TaskError> {
-        match it.next().ok_or_else(|| TaskError::new("ArgumentError", "too few arguments"))? {
+        match it.next().ok_or_else(|| TaskError::new(ErrorKind::Argument, "too few arguments"))? {
             Payload::Local(l) => Arc::downcast::<T>(l.value).map(Shared).map_err(|_| {
-                TaskError::new("TypeMismatch", format!("expected a value of type {}", std::any::type_name::<T>()))
+                TaskError::new(
+                    ErrorKind::TypeMismatch,
+                    format!("expected a value of type {}", std::any::type_name::<T>()),
+                )
             }),
             other => other.decode().map(|v| Shared(Arc::new(v))),
         }
@@ -395,11 +719,11 @@ macro_rules! tuple_args {
             fn from_payloads(p: Vec<Payload>) -> Result<Self, TaskError> {
                 let fixed = 0 $(+ if $name::VARIADIC { 0 } else { 1 })*;
                 let variadic = p.len().checked_sub(fixed)
-                    .ok_or_else(|| TaskError::new("ArgumentError", format!("expected at least {} arguments, got {}", fixed, p.len())))?;
+                    .ok_or_else(|| TaskError::new(ErrorKind::Argument, format!("expected at least {} arguments, got {}", fixed, p.len())))?;
                 let mut it = p.into_iter();
                 $(let $name = $name::take(&mut it, if $name::VARIADIC { Some(variadic) } else { None })?;)*
                 if it.next().is_some() {
-                    return Err(TaskError::new("ArgumentError", "too many arguments"));
+                    return Err(TaskError::new(ErrorKind::Argument, "too many arguments"));
                 }
                 Ok(($($name,)*))
             }
@@ -508,4 +832,32 @@ pub fn lookup(name: &str) -> Result<&'static TaskDef, TaskError> {
     registry()
         .get(name)
         .ok_or_else(|| TaskError::new("UnknownTask", format!("no task named {:?} in this binary", name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_path_round_trips_non_utf8() {
+        use std::os::unix::ffi::OsStringExt;
+        let p = FilePath(PathBuf::from(std::ffi::OsString::from_vec(b"/tmp/a\xffb".to_vec())));
+        let bytes = encode(&p).unwrap();
+        assert_eq!(decode_bytes::<FilePath>(&bytes).unwrap(), p);
+    }
+
+    #[test]
+    fn error_kinds_keep_their_record_names() {
+        for name in ["TaskPanic", "ParentFailed", "WorkerLost", "Cancelled", "UnknownTask", "IoError", "LinAlgError"] {
+            let kind = ErrorKind::from(name);
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("{:?}", name));
+            assert_eq!(serde_json::from_str::<ErrorKind>(&format!("{:?}", name)).unwrap(), kind);
+        }
+        assert_eq!(ErrorKind::from("WorkerLost"), ErrorKind::WorkerLost);
+        assert_eq!(ErrorKind::from("LinAlgError"), ErrorKind::Exception("LinAlgError".into()));
+        let e = TaskError::new("TaskPanic", "boom").with_traceback("at x");
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "TaskPanic", "message": "boom", "traceback": "at x"}));
+    }
 }

@@ -8,7 +8,7 @@ use taps::engine::builtin::{Fail, Panic, Sleep};
 use taps::engine::{Completions, Engine, ReturnWhen, as_completed, wait};
 use taps::executor::thread_pool::ThreadPool;
 use taps::record::{RecordWriter, read_records};
-use taps::task::{Many, Task, TaskError};
+use taps::task::{ErrorKind, Many, Task, TaskError};
 
 struct Add;
 impl Task for Add {
@@ -92,6 +92,17 @@ fn a_failed_parent_fails_its_descendants_without_running_them() {
         bad_id
     );
     assert_eq!(err.message, expected);
+    // Structured: the kind, the direct parent, and the parent's error as the cause, down the chain.
+    assert_eq!(err.kind, ErrorKind::ParentFailed);
+    let parent = err.parent.as_ref().expect("a ParentFailed error names its parent");
+    assert_eq!((parent.task_id, parent.name.as_str()), (child.task_id(), "test-after-unit"));
+    let cause = err.cause().expect("the parent's error is the cause");
+    assert_eq!(cause, &child.exception().unwrap());
+    let root = cause.cause().expect("the chain goes back to the first failure");
+    assert_eq!((&root.kind, root.message.as_str()), (&ErrorKind::Task, "boom"));
+    assert_eq!(cause.parent.as_ref().map(|p| p.task_id), Some(bad_id));
+    let source = std::error::Error::source(&err).expect("source() is the cause").to_string();
+    assert!(source.starts_with("ParentFailed: parent task fail ("), "{}", source);
     assert!(slow.result().is_ok());
     e.shutdown();
     assert_eq!(CHILD_RAN.load(Ordering::SeqCst), 0, "a child of a failed task ran");
@@ -101,7 +112,10 @@ fn a_failed_parent_fails_its_descendants_without_running_them() {
         let r = recs.iter().find(|r| r.task_id == f.task_id().to_string()).unwrap();
         assert_eq!(r.success, Some(false));
         assert!(r.execution.is_none() && r.worker.is_none(), "it never ran");
-        assert_eq!(r.exception.as_ref().unwrap(), &f.exception().unwrap());
+        // The record holds the error's type, message and traceback (not its parent and cause).
+        let (recorded, err) = (r.exception.as_ref().unwrap(), f.exception().unwrap());
+        assert_eq!(recorded.kind, "ParentFailed");
+        assert_eq!((&recorded.kind, &recorded.message, &recorded.traceback), (&err.kind, &err.message, &err.traceback));
     }
     let rb = recs.iter().find(|r| r.task_id == bad.task_id().to_string()).unwrap();
     assert_eq!(rb.success, Some(false));

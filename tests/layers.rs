@@ -1,7 +1,7 @@
 //! The layers of taps, and the check that imports point one way (DESIGN.md, "Layers"):
 //!
 //! ```text
-//! core        task, engine, data, record, protocol, worker, options, plugins, rundir, logging, app
+//! core        task, engine, data, record, protocol, worker, options, plugins, rundir, logging, app, shell
 //! executors   src/executor/**
 //! apps        apps/**            launchers   launchers/**     (neither names the other)
 //! harness     everything else in src/: config, run, cli, bench, submit, catalogue, ...
@@ -14,8 +14,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const CORE: &[&str] =
-    &["task", "engine", "data", "record", "protocol", "worker", "options", "plugins", "rundir", "logging", "app"];
+const CORE: &[&str] = &[
+    "task", "engine", "data", "record", "protocol", "worker", "options", "plugins", "rundir", "logging", "app", "shell",
+];
 
 /// Macros exported at the crate root by core modules.
 const CORE_MACROS: &[&str] = &[
@@ -28,6 +29,8 @@ const CORE_MACROS: &[&str] = &[
     "__first_doc",
     "__is_required",
     "__is_skip_default",
+    "__options_default",
+    "__option_default",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -14,7 +14,6 @@ use crate::options::Validate;
 use crate::task::{Registry, Task, TaskError};
 use crate::{app_info, opt_enum};
 
-pub mod bench;
 pub mod kernels;
 #[cfg(feature = "hdf5")]
 pub mod output;
@@ -48,9 +47,9 @@ crate::options! {
     /// Options of the `cholesky` app.
     pub struct CholeskyOptions {
         /// Order n of the n×n input matrix.
-        #[required] matrix_size: u64 = 0,
+        matrix_size: u64,
         /// Side of the square tiles; must divide matrix-size.
-        #[required] block_size: u64 = 0,
+        block_size: u64,
         /// Seed of the input matrix A = X·Xᵀ + n·I.
         #[skip_default] seed: u64 = 0,
         /// HDF5 file written in the run directory with dataset L (none = write nothing).
@@ -139,7 +138,7 @@ impl AppConfig for CholeskyOptions {
 }
 
 fn kernel_error(name: &str) -> impl FnOnce(String) -> TaskError + '_ {
-    move |m| TaskError::new("LinAlgError", format!("{}: {}", name, m))
+    move |m| TaskError::exception("LinAlgError", format!("{}: {}", name, m))
 }
 
 /// A tile as tasks pass it: shared, so a panel read by many tasks is never copied in process,

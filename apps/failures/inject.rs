@@ -70,7 +70,7 @@ pub fn fire(spec: &Injection) -> TaskError {
         FailureType::WorkerKilled => worker_killed(spec),
         FailureType::ManagerKilled => manager_killed(spec),
         FailureType::NodeKilled => node_killed(spec),
-        FailureType::Dependency | FailureType::Random => TaskError::new(
+        FailureType::Dependency | FailureType::Random => TaskError::exception(
             "InjectionError",
             format!("failure type {} is resolved by the driver and cannot fire in a task", spec.kind),
         ),
@@ -80,7 +80,7 @@ pub fn fire(spec: &Injection) -> TaskError {
 }
 
 fn injected(kind: &str, message: String) -> TaskError {
-    TaskError::new(kind, message)
+    TaskError::exception(kind, message)
 }
 
 /// An integer division by zero, caught.

@@ -27,7 +27,7 @@ use crate::app_info;
 use crate::engine::{Engine, SubmitHook, TaskCell, TaskFuture};
 use crate::options::{OptValue, Options, Validate};
 use crate::plugins::{Plugin, PluginOptions, Selected};
-use crate::task::{Payload, Registry, Slot, Task, TaskDef, TaskError};
+use crate::task::{ErrorKind, Payload, Registry, Slot, Task, TaskDef, TaskError};
 
 pub use inject::Injection;
 
@@ -154,7 +154,7 @@ crate::options! {
     /// Options of the `failures` app.
     pub struct FailuresOptions {
         /// The app to inject failures into (any app but failures).
-        #[required] base: String = String::new(),
+        base: String,
         /// The base app's options (taps run --app BASE --help lists them): an [app.config] table, or a JSON object on the CLI.
         config: toml::Table = toml::Table::new(),
         /// Probability in [0, 1] that a task gets a failure (0 never, 1 always).
@@ -307,11 +307,8 @@ impl Task for InjectedParent {
     type Output = ();
     fn run((fire,): (bool,)) -> Result<(), TaskError> {
         if fire {
-            Err(TaskError {
-                kind: "ParentDependencyError".into(),
-                message: "Simulated failure in parent task.".into(),
-                traceback: "injected by the failures app".into(),
-            })
+            Err(TaskError::exception("ParentDependencyError", "Simulated failure in parent task.")
+                .with_traceback("injected by the failures app"))
         } else {
             Ok(())
         }
@@ -325,7 +322,7 @@ fn register_tasks(r: &mut Registry) {
 }
 
 fn next_arg(it: &mut std::vec::IntoIter<Payload>, what: &str) -> Result<Payload, TaskError> {
-    it.next().ok_or_else(|| TaskError::new("ArgumentError", format!("{}: missing {}", INJECT, what)))
+    it.next().ok_or_else(|| TaskError::new(ErrorKind::Argument, format!("{}: missing {}", INJECT, what)))
 }
 
 /// Slots: [injection, base task name, base task arguments...].

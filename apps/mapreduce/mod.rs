@@ -11,19 +11,19 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::app::{App, AppConfig, AppPlugin, Footprint};
 use crate::engine::Engine;
 use crate::options::Validate;
-use crate::task::{Arg, Many, Registry, Shared, Task, TaskError};
+use crate::task::{Arg, ErrorKind, FilePath, Many, Registry, Shared, Task, TaskError};
 use crate::{app_info, task_arg};
 
 crate::options! {
     /// Options of the `mapreduce` app.
     pub struct MapreduceOptions {
         /// Directory of text files, read recursively (relative paths: against the launch directory).
-        #[required] data_dir: PathBuf = PathBuf::new(),
+        data_dir: PathBuf,
         /// Number of map tasks (none = one per file); never more than there are files.
         map_tasks: Option<u64> = Some(32),
         /// Generate random text files into data-dir (which must be missing or empty); removed at the end.
@@ -133,48 +133,6 @@ impl AppConfig for MapreduceOptions {
     }
 }
 
-/// A file path as a task argument; crosses process boundaries as raw bytes, so any Unix file
-/// name works (not only UTF-8 ones).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FilePath(pub PathBuf);
-
-impl Serialize for FilePath {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use std::os::unix::ffi::OsStrExt;
-        s.serialize_bytes(self.0.as_os_str().as_bytes())
-    }
-}
-
-impl<'de> Deserialize<'de> for FilePath {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use std::os::unix::ffi::OsStringExt;
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("path bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
-                let mut v = Vec::new();
-                while let Some(b) = a.next_element()? {
-                    v.push(b);
-                }
-                Ok(v)
-            }
-        }
-        let bytes = d.deserialize_bytes(V)?;
-        Ok(FilePath(PathBuf::from(std::ffi::OsString::from_vec(bytes))))
-    }
-}
-
-task_arg!(FilePath);
-
 /// Word counts of some files: how often each whitespace-separated token occurs, and how many
 /// files were read (so the app can check that every file was counted once).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -204,7 +162,7 @@ impl WordCounts {
     /// `errors='ignore'`).
     pub fn add_file(&mut self, path: &Path) -> Result<(), TaskError> {
         let bytes = std::fs::read(path)
-            .map_err(|e| TaskError::new("IoError", format!("cannot read {}: {}", path.display(), e)))?;
+            .map_err(|e| TaskError::new(ErrorKind::Io, format!("cannot read {}: {}", path.display(), e)))?;
         match std::str::from_utf8(&bytes) {
             Ok(text) => self.add_text(text),
             Err(_) => self.add_text(&bytes.utf8_chunks().map(|c| c.valid()).collect::<String>()),
@@ -255,7 +213,7 @@ impl Task for MapTask {
     fn run((paths,): Self::Args) -> Result<WordCounts, TaskError> {
         let mut counts = WordCounts::default();
         for p in &paths.0 {
-            counts.add_file(&p.0)?;
+            counts.add_file(p)?;
         }
         Ok(counts)
     }
@@ -552,7 +510,7 @@ impl App for MapreduceApp {
         let maps: Vec<_> = chunks
             .iter()
             .map(|c| {
-                let paths: Vec<Arg<FilePath>> = c.iter().map(|p| FilePath(p.clone()).into()).collect();
+                let paths: Vec<Arg<FilePath>> = c.iter().map(|p| p.as_path().into()).collect();
                 engine.submit::<MapTask>((paths,))
             })
             .collect();
@@ -693,14 +651,6 @@ mod tests {
         got.sort();
         assert_eq!(got, vec!["abcd", "ef", "ét"]);
         assert_eq!(c.files, 1);
-    }
-
-    #[test]
-    fn file_path_round_trips_non_utf8() {
-        use std::os::unix::ffi::OsStringExt;
-        let p = FilePath(PathBuf::from(std::ffi::OsString::from_vec(b"/tmp/a\xffb".to_vec())));
-        let bytes = crate::task::encode(&p).unwrap();
-        assert_eq!(crate::task::decode_bytes::<FilePath>(&bytes).unwrap(), p);
     }
 
     #[test]

@@ -32,9 +32,9 @@ crate::options! {
     /// Options of the `synthetic` app.
     pub struct SyntheticOptions {
         /// Workflow structure.
-        #[required] structure: Structure = Structure::Bag,
+        structure: Structure,
         /// Number of tasks in the workflow (warmup tasks not included).
-        #[required] task_count: u64 = 0,
+        task_count: u64,
         /// Bytes of random data each task receives and returns.
         task_data_bytes: u64 = 0,
         /// Seconds each task sleeps (mean, if task-std > 0).
@@ -183,7 +183,7 @@ impl Task for Noop {
         let start = Instant::now();
         for (i, d) in inputs.0.iter().enumerate() {
             if !d.verify() {
-                return Err(TaskError::new(
+                return Err(TaskError::exception(
                     "CorruptData",
                     format!("input {} of task {} ({} bytes) does not match its checksum", i, task_id, d.raw.len()),
                 ));

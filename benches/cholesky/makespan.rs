@@ -1,14 +1,15 @@
 //! Makespan benchmark: the tiled factorization through the engine on each local executor versus
 //! one whole-matrix `dpotrf` of the same OpenBLAS on every core (the practical limit).
-//! Used by `cargo bench --bench cholesky`; callable from `taps bench` too.
+//! Used by `cargo bench --bench cholesky` (kept out of the library, which does not need it).
 
 use std::time::{Duration, Instant};
 
 use ndarray::Array2;
 
-use super::{factor, kernels, task_count};
-use crate::engine::Engine;
-use crate::executor::available_cores;
+use ndarray::s;
+use taps::apps::cholesky::{factor, kernels, task_count};
+use taps::engine::Engine;
+use taps::executor::available_cores;
 
 /// Executors measured when they are compiled in.
 pub const EXECUTORS: &[&str] = &["thread-pool", "process-pool"];
@@ -18,8 +19,6 @@ pub const EXECUTORS: &[&str] = &["thread-pool", "process-pool"];
 pub struct Row {
     /// Matrix order.
     pub n: usize,
-    /// Tile side.
-    pub b: usize,
     /// `whole-matrix` or an executor name.
     pub what: String,
     /// Wall time of every repetition.
@@ -58,14 +57,13 @@ pub fn whole_matrix(a: &Array2<f64>, b: usize, reps: usize, threads: usize) -> a
         times.push(t.elapsed());
         residual = check(a, &l, b);
     }
-    Ok(Row { n: a.nrows(), b, what: format!("whole-matrix dpotrf ({} threads)", threads), times, residual })
+    Ok(Row { n: a.nrows(), what: format!("whole-matrix dpotrf ({} threads)", threads), times, residual })
 }
 
 /// `reps` tiled factorizations on `executor` (built with its default options), after one small
 /// untimed warm-up factorization that starts the workers.
 pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize) -> anyhow::Result<Row> {
-    let plugin = crate::executor::find(executor).map_err(anyhow::Error::msg)?;
-    let dir = tempfile_dir()?;
+    let plugin = taps::executor::find(executor).map_err(anyhow::Error::msg)?;
     let options = (plugin.parse)(&toml::Table::new(), "engine.executor").map_err(anyhow::Error::msg)?;
     let engine = Engine::builder(options.get_executor(&Default::default())?).try_build()?;
     let warm = kernels::generate(2 * b.min(64), 0);
@@ -78,15 +76,8 @@ pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize) -> anyhow::
         residual = check(a, &f.l, b);
     }
     let summary = engine.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(summary.failed == 0, "{} task(s) failed on {}", summary.failed, executor);
-    Ok(Row { n: a.nrows(), b, what: format!("{} ({})", executor, engine.executor_name()), times, residual })
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!("taps-cholesky-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
+    Ok(Row { n: a.nrows(), what: format!("{} ({})", executor, engine.executor_name()), times, residual })
 }
 
 /// Runs every case `(n, b)` on the baseline and every available executor of [`EXECUTORS`],
@@ -115,7 +106,7 @@ pub fn run(cases: &[(usize, usize)], reps: usize) -> anyhow::Result<Vec<Row>> {
         let limit = base.best();
         rows.push(base);
         for &e in EXECUTORS {
-            if crate::executor::find(e).is_err() {
+            if taps::executor::find(e).is_err() {
                 println!("  {:<44} not compiled into this build, skipped", e);
                 continue;
             }
@@ -135,7 +126,8 @@ pub fn run(cases: &[(usize, usize)], reps: usize) -> anyhow::Result<Vec<Row>> {
 /// tile copy is not timed).
 pub fn kernels(b: usize, reps: usize) -> Vec<(&'static str, f64)> {
     let a = kernels::generate(2 * b, 3);
-    let (a00, a10, a11) = (super::tile(&a, 0, 0, b), super::tile(&a, 1, 0, b), super::tile(&a, 1, 1, b));
+    let tile = |i: usize, j: usize| a.slice(s![i * b..(i + 1) * b, j * b..(j + 1) * b]).to_owned();
+    let (a00, a10, a11) = (tile(0, 0), tile(1, 0), tile(1, 1));
     let l = kernels::potrf(a00.clone()).expect("SPD tile");
     let p = kernels::trsm(&l, a10.clone()).expect("trsm");
     let bf = b as f64;

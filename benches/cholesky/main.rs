@@ -2,6 +2,8 @@
 //! thread-pool (and process-pool when compiled in) versus one whole-matrix OpenBLAS `dpotrf`.
 //! Defaults: 4000:500 and 8000:1000, 3 repetitions.
 
+mod makespan;
+
 fn main() {
     let mut cases = Vec::new();
     let mut reps = 3;
@@ -19,7 +21,7 @@ fn main() {
     if cases.is_empty() {
         cases = vec![(4000, 500), (8000, 1000)];
     }
-    if let Err(e) = taps::apps::cholesky::bench::run(&cases, reps) {
+    if let Err(e) = makespan::run(&cases, reps) {
         eprintln!("cholesky bench: {:#}", e);
         std::process::exit(1);
     }
