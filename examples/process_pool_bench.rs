@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             transformer: (transformer == "file").then(|| {
                 ("file".to_string(), format!("file_dir = {:?}", tmp.path().join("data").display().to_string()))
             }),
+            run_dir: None,
         };
         let data = DataLayer::from_spec(spec).map_err(anyhow::Error::msg)?;
         let path = tmp.path().join(format!("big-{}.jsonl", transformer));

@@ -18,13 +18,13 @@ use crate::shell::quote;
 /// The job script in the run directory.
 pub const SCRIPT: &str = "job.sh";
 /// What `taps submit` recorded about the job.
-pub const RECORD: &str = "job.json";
+pub(crate) const RECORD: &str = "job.json";
 /// The job's stdout.
-pub const STDOUT: &str = "job.out";
+pub(crate) const STDOUT: &str = "job.out";
 /// The job's stderr.
-pub const STDERR: &str = "job.err";
+pub(crate) const STDERR: &str = "job.err";
 /// The exit code of the job's launch command, written by the job script when it ends.
-pub const EXIT: &str = "job.exit";
+pub(crate) const EXIT: &str = "job.exit";
 
 crate::options! {
     /// `[submit]`: the batch job `taps submit` asks for. Every key is also a flag of `taps submit`.
@@ -63,7 +63,7 @@ crate::options! {
 }
 
 /// Parses a walltime into seconds: `HH:MM:SS` (any number of hours), `MM:SS`, or `D-HH:MM:SS`.
-pub fn parse_walltime(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_walltime(s: &str) -> Result<u64, String> {
     let bad = || format!("submit.walltime (--walltime): expected HH:MM:SS or D-HH:MM:SS, got {:?}", s);
     let (days, rest) = match s.split_once('-') {
         Some((d, r)) => (d.parse::<u64>().map_err(|_| bad())?, r),
@@ -93,7 +93,7 @@ pub fn parse_walltime(s: &str) -> Result<u64, String> {
 }
 
 /// Formats seconds as `HH:MM:SS` (what both Slurm and PBS accept).
-pub fn format_walltime(secs: u64) -> String {
+pub(crate) fn format_walltime(secs: u64) -> String {
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
@@ -112,7 +112,7 @@ fn one_word(key: &str, flag: &str, v: &Option<String>) -> Result<(), String> {
 
 /// Checks a `--module` entry: one or more names separated by spaces, each of letters, digits and
 /// `._+/@-` (`PrgEnv-gnu cray-hdf5`), so that `module load ENTRY` runs nothing else.
-pub fn check_module(entry: &str) -> Result<(), String> {
+pub(crate) fn check_module(entry: &str) -> Result<(), String> {
     let ok = |c: char| c.is_ascii_alphanumeric() || "._+/@-".contains(c);
     let names: Vec<&str> = entry.split(' ').filter(|n| !n.is_empty()).collect();
     if names.is_empty() || names.iter().any(|n| !n.chars().all(ok)) {
@@ -127,7 +127,7 @@ pub fn check_module(entry: &str) -> Result<(), String> {
 
 impl SubmitOptions {
     /// The directives as job-script lines (`--x` becomes `#SBATCH --x` / `#PBS --x`).
-    pub fn directive_lines(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn directive_lines(&self) -> Result<Vec<String>, String> {
         let prefix = self.scheduler.get().directive_prefix();
         let other = match self.scheduler {
             SchedulerKind::Slurm => SchedulerKind::Pbs,
@@ -366,7 +366,7 @@ impl JobSpec {
     }
 
     /// The command that submits `script` (as `job.json` records it).
-    pub fn submit_argv(&self, script: &Path) -> Vec<String> {
+    pub(crate) fn submit_argv(&self, script: &Path) -> Vec<String> {
         let files = JobFiles { script, stdout: Path::new(&self.stdout), stderr: Path::new(&self.stderr) };
         self.scheduler.get().submit_argv(files)
     }
@@ -421,7 +421,7 @@ fn bash_n(script: &str) -> Option<String> {
 /// `--setup` line with an open quote, an unterminated here-document that would swallow the
 /// launch, a broken template) is refused now rather than failing when the job starts. Names the
 /// first `setup` line that does not parse on its own.
-pub fn check_script_syntax(script: &str, setup: &[String]) -> Result<(), JobError> {
+pub(crate) fn check_script_syntax(script: &str, setup: &[String]) -> Result<(), JobError> {
     let Some(said) = bash_n(script) else { return Ok(()) };
     if let Some((line, why)) = setup.iter().find_map(|l| Some((l, bash_n(l)?))) {
         return Err(JobError::Script(format!(
@@ -463,7 +463,7 @@ pub enum JobError {
 }
 
 /// The exit code the job script wrote into `RUN/job.exit`, if it has.
-pub fn exit_code(run_dir: &Path) -> Option<i64> {
+pub(crate) fn exit_code(run_dir: &Path) -> Option<i64> {
     std::fs::read_to_string(run_dir.join(EXIT)).ok()?.trim().parse().ok()
 }
 

@@ -26,7 +26,7 @@ use crate::executor::MpiJob;
 use crate::executor::mpi::launch::{create_blank, read_status};
 
 /// After passing a signal on to the job, how long to wait before sending the launcher SIGTERM.
-pub const ESCALATE_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const ESCALATE_AFTER: Duration = Duration::from_secs(5);
 /// When the launcher ends before rank 0 has written its status (mpirun, signalled while a rank
 /// is stopped, may quit before its ranks), how long to wait for rank 0 to write it.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
@@ -66,7 +66,7 @@ fn launcher_args(o: &MpiJob) -> Result<Vec<String>, LaunchError> {
 
 /// The launch of a run in `run_dir` with `config`, whose ranks see the variables `env`; every
 /// error names the missing program, file or bad option.
-pub fn prepare(
+pub(crate) fn prepare(
     o: &MpiJob,
     run_dir: &Path,
     config: &Path,

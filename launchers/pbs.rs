@@ -6,7 +6,7 @@ use super::scheduler::{JobFiles, JobState, Reported, Scheduler, SchedulerError, 
 
 /// PBS Pro / OpenPBS (and Torque-style `qsub`/`qstat`/`qdel`).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Pbs;
+pub(crate) struct Pbs;
 
 impl Scheduler for Pbs {
     fn kind(&self) -> SchedulerKind {
@@ -65,7 +65,7 @@ impl Scheduler for Pbs {
 }
 
 /// Maps a PBS `job_state` (and `Exit_status`, when finished) to ours.
-pub fn map_state(state: &str, exit_status: Option<i64>) -> JobState {
+pub(crate) fn map_state(state: &str, exit_status: Option<i64>) -> JobState {
     match state {
         "Q" | "H" | "W" | "T" | "M" => JobState::Queued,
         "R" | "E" | "S" | "U" | "B" => JobState::Running,
@@ -99,7 +99,7 @@ fn reported(state: &str, exit_status: Option<i64>, comment: Option<&str>) -> Rep
 /// Says in words why a queued job waits, from the scheduler's `comment`: PBS Pro writes
 /// `Can Never Run: WHY` for a job that asks for more than the queue or server can ever give
 /// ([`JobState::Stuck`]), and `Not Running: WHY` for an ordinary wait.
-pub fn queued_comment(comment: &str) -> (JobState, String) {
+pub(crate) fn queued_comment(comment: &str) -> (JobState, String) {
     let after = |prefix: &str| {
         comment
             .get(..prefix.len())
@@ -123,7 +123,7 @@ pub fn queued_comment(comment: &str) -> (JobState, String) {
 }
 
 /// Reads `qstat -f -F json` output; `None` if the job is not in it.
-pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, SchedulerError> {
+pub(crate) fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, SchedulerError> {
     let query = |m: String| SchedulerError::Query(m);
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| query(format!("cannot read the JSON of qstat -f -F json: {}", e)))?;
@@ -141,7 +141,7 @@ pub fn parse_json(text: &str, job_id: &str) -> Result<Option<Reported>, Schedule
 }
 
 /// Reads the `key = value` text of `qstat -f`.
-pub fn parse_text(text: &str) -> Option<Reported> {
+pub(crate) fn parse_text(text: &str) -> Option<Reported> {
     let field = |k: &str| {
         text.lines().find_map(|l| {
             let (key, value) = l.split_once('=')?;

@@ -49,7 +49,7 @@ use serde::Deserialize;
 use crate::shell::{self, quote};
 
 /// The built-in profiles (TOML).
-pub const BUILTIN: &str = r#"
+pub(crate) const BUILTIN: &str = r#"
 # OpenMPI's mpirun. Recovery keeps the job alive when a worker rank dies (taps records its task
 # as failed and goes on with the other ranks); mpirun then exits 0 whatever the ranks return, so
 # taps reads rank 0's exit status from the run directory instead. -x passes run.env_vars to the
@@ -88,10 +88,10 @@ hint = "srun comes with Slurm: run inside an allocation on a Slurm cluster (sall
 "#;
 
 /// Where rank 0 writes its exit status, in the run directory (the launcher removes it once read).
-pub const STATUS_FILE: &str = ".taps-mpi-status";
+pub(crate) const STATUS_FILE: &str = ".taps-mpi-status";
 /// Length of the blank status record the launcher creates, which rank 0 overwrites in place
 /// (the MPI executor's `STATUS_LEN`): the exit code, padded with blanks, and a newline.
-pub const STATUS_LEN: usize = 16;
+pub(crate) const STATUS_LEN: usize = 16;
 
 /// What goes wrong with a launch profile or a launch.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +157,7 @@ pub enum LaunchError {
 /// One launcher's command-line template.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
+pub(crate) struct Profile {
     /// The launcher program (a name looked up on PATH, or a path).
     pub program: String,
     /// Arguments with placeholders.
@@ -187,7 +187,7 @@ pub struct Profile {
 
 /// What a launch needs to fill in a profile.
 #[derive(Clone, Debug, Default)]
-pub struct LaunchSpec {
+pub(crate) struct LaunchSpec {
     /// Total ranks (rank 0 is the driver).
     pub ranks: u64,
     /// The program every rank runs (taps-worker, or taps).
@@ -236,7 +236,7 @@ impl std::fmt::Display for LaunchCommand {
 /// A profile rendered into a job script: shell lines before the launch, the launch command line,
 /// and shell lines after `status=$?` that replace the launcher's exit status with rank 0's.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct ScriptLaunch {
+pub(crate) struct ScriptLaunch {
     /// Lines before the launch (the launcher's environment, root and oversubscription checks,
     /// the run's variables, the blank status file); each ends with a newline.
     pub setup: String,
@@ -300,7 +300,7 @@ impl Profile {
 
     /// The command for `spec` with no worker arguments and no variables: `spec.worker` is a
     /// stand-in (such as `true`) that checks the launcher accepts the rest.
-    pub fn probe_command(&self, spec: &LaunchSpec) -> Result<LaunchCommand, LaunchError> {
+    pub(crate) fn probe_command(&self, spec: &LaunchSpec) -> Result<LaunchCommand, LaunchError> {
         let spec = LaunchSpec { env: BTreeMap::new(), ..spec.clone() };
         self.render(&spec, &[], &[])
     }
@@ -441,7 +441,7 @@ impl Profile {
     }
 
     /// The program's full path, or an error naming it with the install hint.
-    pub fn locate(&self) -> Result<PathBuf, LaunchError> {
+    pub(crate) fn locate(&self) -> Result<PathBuf, LaunchError> {
         shell::find_program(&self.program).ok_or_else(|| LaunchError::Missing {
             program: self.program.clone(),
             hint: if self.hint.is_empty() { String::new() } else { format!(": {}", self.hint) },
@@ -476,7 +476,7 @@ fn placeholders(s: &str) -> Result<Vec<&str>, String> {
 
 /// Launch profiles by name.
 #[derive(Clone, Debug, Default)]
-pub struct Profiles(BTreeMap<String, Profile>);
+pub(crate) struct Profiles(BTreeMap<String, Profile>);
 
 impl Profiles {
     /// The built-in profiles.
@@ -544,7 +544,7 @@ impl Profiles {
 }
 
 /// The user's profile file: `$XDG_CONFIG_HOME/taps/launchers.toml`, else `~/.config/taps/launchers.toml`.
-pub fn user_file() -> Option<PathBuf> {
+pub(crate) fn user_file() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

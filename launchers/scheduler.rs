@@ -108,7 +108,7 @@ impl JobState {
     }
 
     /// The job will not change any more.
-    pub fn is_final(&self) -> bool {
+    pub(crate) fn is_final(&self) -> bool {
         matches!(self, JobState::Finished | JobState::Failed | JobState::Cancelled | JobState::NotSubmitted)
     }
 }
@@ -201,7 +201,7 @@ pub trait Scheduler: Sync {
 }
 
 /// Runs an external tool; a missing one is [`SchedulerError::Missing`].
-pub fn run_tool<S: AsRef<str>>(argv: &[S], cwd: Option<&Path>) -> Result<Output, SchedulerError> {
+pub(crate) fn run_tool<S: AsRef<str>>(argv: &[S], cwd: Option<&Path>) -> Result<Output, SchedulerError> {
     let program = argv[0].as_ref();
     let mut cmd = Command::new(program);
     cmd.args(argv[1..].iter().map(|a| a.as_ref()));
@@ -215,7 +215,7 @@ pub fn run_tool<S: AsRef<str>>(argv: &[S], cwd: Option<&Path>) -> Result<Output,
 }
 
 /// "X not found on PATH" with where to get it.
-pub fn missing_tool(program: &str) -> String {
+pub(crate) fn missing_tool(program: &str) -> String {
     let hint = match program {
         "sbatch" | "scontrol" | "scancel" | "squeue" | "sinfo" => {
             "run taps on a Slurm login node (or `module load slurm`); on Debian/Ubuntu install slurm-client \
@@ -232,7 +232,7 @@ pub fn missing_tool(program: &str) -> String {
 }
 
 /// A command's complaint on one line (stderr, else stdout).
-pub fn one_line(stderr: &str, stdout: &str) -> String {
+pub(crate) fn one_line(stderr: &str, stdout: &str) -> String {
     let s = if stderr.trim().is_empty() { stdout } else { stderr };
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -77,7 +77,7 @@ impl Scheduler for Slurm {
 
 /// Why `sbatch --test-only` did not accept a job script.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Slurm would never start the job as asked (its words).
     Rejected(String),
     /// Slurm could not be asked (sbatch missing, controller unreachable).
@@ -87,7 +87,7 @@ pub enum Refusal {
 /// Asks Slurm whether the job script `script` could run, submitting nothing
 /// (`sbatch --test-only`, script on stdin). Slurm accepts, then leaves pending for ever, a job
 /// asking for more than its partition has; `--test-only` refuses it.
-pub fn test_only(script: &str) -> Result<(), Refusal> {
+pub(crate) fn test_only(script: &str) -> Result<(), Refusal> {
     let child = Command::new("sbatch")
         .arg("--test-only")
         .stdin(Stdio::piped())
@@ -139,12 +139,12 @@ pub struct Partition {
 
 impl Partition {
     /// Nodes in all.
-    pub fn node_count(&self) -> u32 {
+    pub(crate) fn node_count(&self) -> u32 {
         self.nodes.iter().map(|n| n.count).sum()
     }
 
     /// The most CPUs any node has.
-    pub fn max_cpus(&self) -> u32 {
+    pub(crate) fn max_cpus(&self) -> u32 {
         self.nodes.iter().map(|n| n.cpus).max().unwrap_or(0)
     }
 
@@ -201,7 +201,7 @@ pub fn parse_sinfo(text: &str, partition: Option<&str>) -> Option<Partition> {
 }
 
 /// The sizes of the nodes of `partition` (None: the default partition), from `sinfo`.
-pub fn partition_nodes(partition: Option<&str>) -> Result<Partition, SchedulerError> {
+pub(crate) fn partition_nodes(partition: Option<&str>) -> Result<Partition, SchedulerError> {
     let mut argv = vec!["sinfo", "-h", "-o", "%P|%D|%c|%m"];
     if let Some(p) = partition {
         argv.extend(["-p", p]);
@@ -223,7 +223,7 @@ pub fn partition_nodes(partition: Option<&str>) -> Result<Partition, SchedulerEr
 }
 
 /// Maps a Slurm `JobState` to ours.
-pub fn map_state(state: &str) -> JobState {
+pub(crate) fn map_state(state: &str) -> JobState {
     match state {
         "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" | "CONFIGURING" => JobState::Queued,
         "RUNNING" | "COMPLETING" | "SUSPENDED" | "STOPPED" | "SIGNALING" | "STAGE_OUT" | "RESIZING" => {
@@ -238,7 +238,7 @@ pub fn map_state(state: &str) -> JobState {
 }
 
 /// Parses one line of `scontrol -o show job ID`.
-pub fn parse_scontrol(line: &str) -> Option<Reported> {
+pub(crate) fn parse_scontrol(line: &str) -> Option<Reported> {
     let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
     let state = field("JobState=")?;
     let mut detail = format!("JobState={}", state);
@@ -273,7 +273,7 @@ const RESUBMIT: &str = "cancel it (taps cancel RUN_DIR) and submit again";
 /// reasons that never resolve by waiting (squeue(1), "JOB REASON CODES"), else
 /// [`JobState::Queued`] with what it waits for. `reason` is scontrol's, e.g. `Resources` or
 /// `ReqNodeNotAvail,_UnavailableNodes:n1`.
-pub fn pending_reason(reason: &str) -> (JobState, String) {
+pub(crate) fn pending_reason(reason: &str) -> (JobState, String) {
     let code = reason.split([',', ':', '(']).next().unwrap_or(reason);
     let stuck = |why: &str, todo: &str| (JobState::Stuck, format!("can never start: {}; {}", why, todo));
     let queued = |what: &str| (JobState::Queued, format!("waiting for {}", what));

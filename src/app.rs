@@ -63,7 +63,7 @@ pub struct Footprint {
 }
 
 /// Checks that `program` is on PATH; the error names it and how to get it.
-pub fn require_program(program: &str, package_hint: &str) -> Result<(), String> {
+pub(crate) fn require_program(program: &str, package_hint: &str) -> Result<(), String> {
     match find_program(program) {
         Some(_) => Ok(()),
         None => Err(format!("{} not found on PATH: {}", program, package_hint)),
@@ -84,12 +84,12 @@ pub fn require_programs(programs: &[(&str, &str)]) -> Result<(), String> {
 
 /// Where `program` is: itself if it names a path (contains `/`), else the first executable of
 /// that name on PATH.
-pub fn find_program(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
     crate::shell::find_program(program)
 }
 
 /// How many lines of a failed program's stderr its error quotes.
-pub const STDERR_LINES: usize = 20;
+pub(crate) const STDERR_LINES: usize = 20;
 
 /// A program run by a task in the task's own working directory, `RUN_DIR/tasks/TASK-ID/` (or a
 /// name the app chooses), with stdout and stderr captured to `PROGRAM.stdout` and

@@ -314,6 +314,9 @@ pub struct DataSpec {
     pub filter: Option<(String, String)>,
     /// Transformer name and options (TOML text, as the driver's transformer gives them to workers).
     pub transformer: Option<(String, String)>,
+    /// The run directory (tasks see it in their context).
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// Filter + transformer, applied as the Python suite's `TaskTransformer`.
@@ -322,6 +325,7 @@ pub struct DataLayer {
     filter: Option<Box<dyn Filter>>,
     transformer: Option<Box<dyn Transformer>>,
     spec: DataSpec,
+    run_dir: Option<Arc<Path>>,
 }
 
 /// Bytes a value moved: inline and by reference.
@@ -369,7 +373,7 @@ impl DataLayer {
         transformer: Option<&Selected<dyn TransformerConfig>>,
         run_dir: &Path,
     ) -> Result<Self, String> {
-        let mut spec = DataSpec::default();
+        let mut spec = DataSpec { run_dir: Some(run_dir.to_path_buf()), ..Default::default() };
         let filter = match filter {
             None => None,
             Some(f) => {
@@ -385,7 +389,7 @@ impl DataLayer {
                 Some(tr)
             }
         };
-        Ok(DataLayer { filter, transformer, spec })
+        Ok(DataLayer { filter, transformer, run_dir: Some(Arc::from(run_dir)), spec })
     }
 
     /// A worker's layer, from the spec the driver sent: the transformer attaches to what the
@@ -403,7 +407,19 @@ impl DataLayer {
             None => None,
             Some((name, text)) => Some(options(TRANSFORMERS, "transformer", name, text)?.attach()?),
         };
-        Ok(DataLayer { filter, transformer, spec })
+        let run_dir = spec.run_dir.as_deref().map(Arc::from);
+        Ok(DataLayer { filter, transformer, spec, run_dir })
+    }
+
+    /// Sets the run directory tasks see in their context (sent to workers with the spec).
+    pub fn set_run_dir(&mut self, dir: &Path) {
+        self.spec.run_dir = Some(dir.to_path_buf());
+        self.run_dir = Some(Arc::from(dir));
+    }
+
+    /// The run directory, if the run has one.
+    pub fn run_dir(&self) -> Option<&Arc<Path>> {
+        self.run_dir.as_ref()
     }
 
     /// The spec to rebuild this layer in a worker.

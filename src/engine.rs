@@ -31,18 +31,19 @@ use uuid::Uuid;
 use crate::data::{DataLayer, Moved};
 use crate::record::{ExecutionInfo, RecordWriter, TaskRecord, now};
 use crate::task::{
-    Data, DataRef, ErrorKind, FailedParent, Payload, Registry, Slot, Task, TaskArgs, TaskContext, TaskDef, TaskError,
+    Data, ErrorKind, FailedParent, Payload, Registry, Slot, Task, TaskArgs, TaskContext, TaskDef, TaskError,
 };
 
 /// A task ready to run: its definition and resolved argument payloads.
 pub struct Job {
     /// Engine-internal sequence number; echo it in the [`Completion`].
     pub seq: u64,
+    /// The task's id (its record's `task_id`; pass it on to [`execute`], which gives it to the
+    /// task in its [context](crate::task::context) with the data layer's run directory).
+    pub id: Uuid,
     /// The task.
     pub def: &'static TaskDef,
-    /// Top-level arguments (in-process, serialised, or references), followed by the task's
-    /// context (its id and run directory, see [`crate::task::context`]) as one reference-like
-    /// slot: executors pass `args` on to [`execute`] unchanged, which takes the context off.
+    /// Top-level arguments (in-process, serialised, or references).
     pub args: Vec<Payload>,
 }
 
@@ -429,7 +430,7 @@ pub struct EngineSummary {
 /// Builds an [`Engine`].
 pub struct EngineBuilder {
     executor: Box<dyn Executor>,
-    data: Arc<DataLayer>,
+    data: DataLayer,
     records: RecordWriter,
     run_dir: Option<PathBuf>,
 }
@@ -444,7 +445,7 @@ impl EngineBuilder {
 
     /// Sets the data layer (default: everything inline).
     pub fn data(mut self, data: DataLayer) -> Self {
-        self.data = Arc::new(data);
+        self.data = data;
         self
     }
 
@@ -456,7 +457,11 @@ impl EngineBuilder {
 
     /// Starts the executor and the dispatcher thread.
     pub fn try_build(self) -> anyhow::Result<Engine> {
-        Engine::start(self.executor, self.data, self.records, self.run_dir)
+        let mut data = self.data;
+        if let Some(d) = &self.run_dir {
+            data.set_run_dir(d);
+        }
+        Engine::start(self.executor, Arc::new(data), self.records)
     }
 
     /// Like [`try_build`](Self::try_build), panicking if the executor cannot start.
@@ -494,15 +499,10 @@ pub trait SubmitHook: Send + Sync {
 impl Engine {
     /// An engine on `executor`, with no data layer and no record file.
     pub fn builder(executor: Box<dyn Executor>) -> EngineBuilder {
-        EngineBuilder { executor, data: Arc::new(DataLayer::none()), records: RecordWriter::null(), run_dir: None }
+        EngineBuilder { executor, data: DataLayer::none(), records: RecordWriter::null(), run_dir: None }
     }
 
-    fn start(
-        mut executor: Box<dyn Executor>,
-        data: Arc<DataLayer>,
-        records: RecordWriter,
-        run_dir: Option<PathBuf>,
-    ) -> anyhow::Result<Engine> {
+    fn start(mut executor: Box<dyn Executor>, data: Arc<DataLayer>, records: RecordWriter) -> anyhow::Result<Engine> {
         let (tx, rx) = unbounded();
         executor.start(Completer(tx.clone()), data.clone())?;
         let executor_name = executor.describe();
@@ -520,7 +520,6 @@ impl Engine {
             interrupted: false,
             signalled: false,
             write_error: None,
-            run_dir: run_dir.map(|d| d.to_string_lossy().into_owned()).unwrap_or_default(),
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
         let core = Core {
@@ -719,8 +718,6 @@ struct Dispatcher {
     signalled: bool,
     /// The first failed record write; it stops the run.
     write_error: Option<String>,
-    /// The run directory for task contexts (empty: none).
-    run_dir: String,
 }
 
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
@@ -899,10 +896,10 @@ impl Dispatcher {
             moved += Moved::of(&p);
             args.push(p);
         }
-        args.push(context_slot(w.sub.cell.id, &self.run_dir));
+        let id = w.sub.cell.id;
         self.running
             .insert(seq, Running { cell: w.sub.cell, parents: w.parents, submit_time: w.sub.submit_time, moved });
-        self.executor.submit(Job { seq, def: w.sub.def, args });
+        self.executor.submit(Job { seq, id, def: w.sub.def, args });
     }
 
     fn done(&mut self, c: Completion) {
@@ -1098,19 +1095,19 @@ pub fn execute(
     args: Vec<Payload>,
     data: &DataLayer,
     wire: bool,
+    id: Uuid,
 ) -> (Result<Payload, TaskError>, ExecutionInfo) {
     install_panic_hook();
     let mut info = ExecutionInfo { hostname: hostname().to_string(), ..Default::default() };
     info.execution_start_time = now();
     info.input_transform_start_time = now();
-    let mut args = args;
-    let context = take_context(&mut args);
+    let context = TaskContext::new(id, data.run_dir().cloned());
     let resolved: Result<Vec<Payload>, TaskError> = args.into_iter().map(|p| data.resolve(p)).collect();
     info.input_transform_end_time = now();
     let outcome = resolved.and_then(|args| {
         info.task_start_time = now();
         IN_TASK.with(|c| c.set(true));
-        let r = catch_unwind(AssertUnwindSafe(|| crate::task::with_context(context, || (def.call)(args))));
+        let r = catch_unwind(AssertUnwindSafe(|| crate::task::with_context(Some(context), || (def.call)(args))));
         IN_TASK.with(|c| c.set(false));
         info.task_end_time = now();
         match r {
@@ -1131,24 +1128,6 @@ pub fn execute(
         info.task_end_time = info.input_transform_end_time;
     }
     (outcome, info)
-}
-
-/// Marks the context slot of a [`Job`]: a reference whose key starts with a NUL byte, which no
-/// stored value's key (a file path) can.
-const CONTEXT_KEY: &str = "\0taps-context\0";
-
-/// The slot that carries a task's context to wherever it runs: `CONTEXT_KEY TASK-ID NUL RUN-DIR`.
-fn context_slot(task_id: Uuid, run_dir: &str) -> Payload {
-    Payload::Ref(DataRef { key: format!("{}{}\0{}", CONTEXT_KEY, task_id, run_dir), size: 0 })
-}
-
-/// Takes the context slot off the end of `args`, if there is one.
-fn take_context(args: &mut Vec<Payload>) -> Option<TaskContext> {
-    let Some(Payload::Ref(r)) = args.last() else { return None };
-    let (id, run_dir) = r.key.strip_prefix(CONTEXT_KEY)?.split_once('\0')?;
-    let context = TaskContext::new(Uuid::parse_str(id).ok()?, (!run_dir.is_empty()).then(|| PathBuf::from(run_dir)));
-    args.pop();
-    Some(context)
 }
 
 /// The engine's own tasks (available in every worker).

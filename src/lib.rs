@@ -5,6 +5,9 @@
 //! ([`executor`]) and writes one record per task ([`record`]). [`run`] strings it together the
 //! way `taps run` does; [`config`] reads the configuration.
 
+// Without MPI, helpers that only the MPI executor and its launcher use are unused.
+#![cfg_attr(not(feature = "mpi"), allow(dead_code))]
+
 pub mod app;
 pub mod bench;
 pub mod catalogue;
@@ -18,6 +21,7 @@ pub mod limits;
 pub mod logging;
 #[cfg(feature = "mpi")]
 pub mod mpi_job;
+#[cfg(feature = "mpi")]
 pub mod mpi_launch;
 pub mod options;
 pub mod plugins;

@@ -30,7 +30,7 @@ pub fn preflight(cfg: &Config) -> Result<(), String> {
 }
 
 /// Runs the benchmark as the MPI job `o` started from here; returns when the job has ended.
-pub fn run_launched(cfg: &Config, o: &MpiJob, run_dir: &Path) -> anyhow::Result<RunOutcome> {
+pub(crate) fn run_launched(cfg: &Config, o: &MpiJob, run_dir: &Path) -> anyhow::Result<RunOutcome> {
     let config = run_dir.join("config.toml");
     crate::run::write_atomic(&config, cfg.to_toml().as_bytes())?;
     let l = launch::prepare(o, run_dir, &config, &cfg.run.env_vars)?;

@@ -310,7 +310,7 @@ impl OptValue for toml::Table {
 }
 
 /// Parses a JSON object into a TOML table (null values are dropped).
-pub fn json_to_toml_table(s: &str) -> Result<toml::Table, String> {
+pub(crate) fn json_to_toml_table(s: &str) -> Result<toml::Table, String> {
     let j: serde_json::Value =
         serde_json::from_str(s.trim()).map_err(|e| format!("expected a JSON object, got {:?} ({})", s, e))?;
     match json_to_toml(&j) {
@@ -345,6 +345,7 @@ macro_rules! opt_enum {
         $vis enum $name { $($(#[$vm])* #[serde(rename = $s)] $variant),+ }
         impl $name {
             /// Every value, in declaration order.
+            #[allow(dead_code)]
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
             /// The value's name as written in configs.
             pub fn as_str(&self) -> &'static str { match self { $($name::$variant => $s),+ } }
@@ -560,10 +561,10 @@ macro_rules! __is_skip_default {
 
 /// The longest wait an option may ask for, in seconds (about 3·10¹⁰ years): longer ones overflow
 /// the clock (`Instant + Duration`) and cannot run.
-pub const MAX_SECONDS: f64 = 1e18;
+pub(crate) const MAX_SECONDS: f64 = 1e18;
 
 /// Checks a duration option: a finite number of seconds in `[0, max]`.
-pub fn check_seconds(key: &str, v: f64, max: f64) -> Result<(), String> {
+pub(crate) fn check_seconds(key: &str, v: f64, max: f64) -> Result<(), String> {
     if !v.is_finite() || v < 0.0 {
         return Err(format!("{} must be a finite number >= 0, got {}", key, v));
     }
@@ -602,7 +603,7 @@ pub fn required_error(section: &str, field: &str, ty: &str) -> String {
 
 /// Combines a repeated CLI flag with its earlier value: lists append, maps and tables merge (later
 /// keys win), anything else is replaced, as the Python suite's CLI does.
-pub fn combine(old: toml::Value, new: toml::Value) -> toml::Value {
+pub(crate) fn combine(old: toml::Value, new: toml::Value) -> toml::Value {
     match (old, new) {
         (toml::Value::Array(mut a), toml::Value::Array(b)) => {
             a.extend(b);
@@ -655,7 +656,7 @@ pub fn unknown_key(section: &str, key: &str, known: &[&str]) -> String {
 }
 
 /// The candidate closest to `s`, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(s: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(s: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let norm = |x: &str| x.to_ascii_lowercase().replace('-', "_");
     let s = norm(s);
     candidates
@@ -672,7 +673,7 @@ mod tests {
 
     crate::options! {
         /// Options with a required field and no cross-field check (no `Validate` impl).
-        pub struct Plain {
+        pub(crate) struct Plain {
             /// Required, no default.
             count: u64,
             /// Optional.
@@ -682,7 +683,7 @@ mod tests {
 
     crate::options! {
         /// Options with a cross-field check.
-        pub struct Checked {
+        pub(crate) struct Checked {
             /// Low end.
             low: u64 = 0,
             /// High end.

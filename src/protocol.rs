@@ -40,7 +40,7 @@
 //! ```
 //! use taps::protocol::{Frame, Message, ToWorker, WirePayload};
 //!
-//! let msg = ToWorker::Run { seq: 7, task: "echo".into(), args: vec![WirePayload::Bytes(vec![1, 2, 3].into())] };
+//! let msg = ToWorker::Run { seq: 7, id: Default::default(), task: "echo".into(), args: vec![WirePayload::Bytes(vec![1, 2, 3].into())] };
 //! let mut buf = Vec::new();
 //! msg.clone().encode().write_to(&mut buf).unwrap();
 //! let back = ToWorker::decode(Frame::read_from(&mut &buf[..]).unwrap().unwrap()).unwrap();
@@ -57,7 +57,7 @@ use crate::record::ExecutionInfo;
 use crate::task::{DataRef, Payload, TaskError};
 
 /// Protocol version; a worker refuses a `Hello` with another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest header accepted (headers hold names and references, never payload bytes).
 const MAX_HEADER: usize = 64 << 20;
@@ -75,7 +75,7 @@ pub enum WirePayload {
 
 impl WirePayload {
     /// The wire form of `p`; in-process values must be serialised first ([`Payload::into_wire`]).
-    pub fn from_payload(p: Payload) -> Result<WirePayload, TaskError> {
+    pub(crate) fn from_payload(p: Payload) -> Result<WirePayload, TaskError> {
         match p.into_wire()? {
             Payload::Bytes(b) => Ok(WirePayload::Bytes(b)),
             Payload::Ref(r) => Ok(WirePayload::Ref(r)),
@@ -100,7 +100,7 @@ pub enum ToWorker {
     Hello {
         /// [`PROTOCOL_VERSION`] of the driver.
         version: u32,
-        /// The run's filter and transformer.
+        /// The run's filter, transformer and directory.
         data: DataSpec,
         /// The name the driver uses for this worker.
         name: String,
@@ -109,6 +109,8 @@ pub enum ToWorker {
     Run {
         /// Echoed in `Done`.
         seq: u64,
+        /// The task's id (its record's `task_id`; the task sees it in its context).
+        id: uuid::Uuid,
         /// Registered task name.
         task: String,
         /// Top-level arguments.
@@ -183,7 +185,8 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// Whether the peer sent something wrong (as opposed to the connection failing).
-    pub fn is_malformed(&self) -> bool {
+    #[cfg(test)]
+    fn is_malformed(&self) -> bool {
         !matches!(self, ProtocolError::Io(_))
     }
 }
@@ -209,7 +212,7 @@ impl Frame {
     }
 
     /// Bytes of payload segments.
-    pub fn payload_len(&self) -> usize {
+    pub(crate) fn payload_len(&self) -> usize {
         self.segments.iter().map(Bytes::len).sum()
     }
 
@@ -353,7 +356,7 @@ fn unslot(s: Slot, segments: &mut std::vec::IntoIter<Bytes>) -> Result<WirePaylo
 #[derive(Serialize, Deserialize)]
 enum ToHeader {
     Hello { version: u32, data: DataSpec, name: String },
-    Run { seq: u64, task: String, args: Vec<Slot> },
+    Run { seq: u64, id: uuid::Uuid, task: String, args: Vec<Slot> },
     Shutdown,
 }
 
@@ -384,8 +387,8 @@ impl Message for ToWorker {
         let mut segments = Vec::new();
         let h = match self {
             ToWorker::Hello { version, data, name } => ToHeader::Hello { version, data, name },
-            ToWorker::Run { seq, task, args } => {
-                ToHeader::Run { seq, task, args: args.into_iter().map(|a| slot(a, &mut segments)).collect() }
+            ToWorker::Run { seq, id, task, args } => {
+                ToHeader::Run { seq, id, task, args: args.into_iter().map(|a| slot(a, &mut segments)).collect() }
             }
             ToWorker::Shutdown => ToHeader::Shutdown,
         };
@@ -397,8 +400,9 @@ impl Message for ToWorker {
         let mut segs = f.segments.into_iter();
         let m = match h {
             ToHeader::Hello { version, data, name } => ToWorker::Hello { version, data, name },
-            ToHeader::Run { seq, task, args } => ToWorker::Run {
+            ToHeader::Run { seq, id, task, args } => ToWorker::Run {
                 seq,
+                id,
                 task,
                 args: args.into_iter().map(|s| unslot(s, &mut segs)).collect::<Result<_, _>>()?,
             },
@@ -442,7 +446,7 @@ impl Message for FromWorker {
 }
 
 /// Reads and decodes one message; `Ok(None)` at a clean end of stream.
-pub fn recv<M: Message, R: Read + ?Sized>(r: &mut R) -> Result<Option<M>, ProtocolError> {
+pub(crate) fn recv<M: Message, R: Read + ?Sized>(r: &mut R) -> Result<Option<M>, ProtocolError> {
     match Frame::read_from(r)? {
         None => Ok(None),
         Some(f) => Ok(Some(M::decode(f)?)),
@@ -455,7 +459,7 @@ pub fn send<M: Message, W: Write + ?Sized>(w: &mut W, m: M) -> io::Result<()> {
 }
 
 /// How long a reader polls a socket before it blocks (see [`SpinRead`]).
-pub const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
+pub(crate) const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Reads a stream socket, polling it (non-blocking `recv`, yielding the CPU between tries) for up
 /// to [`SPIN`] before falling back to a blocking read.
@@ -513,11 +517,12 @@ mod tests {
         let r = DataRef { key: "/tmp/x".into(), size: 12 };
         roundtrip_stream(ToWorker::Hello {
             version: PROTOCOL_VERSION,
-            data: DataSpec { filter: Some(("never".into(), String::new())), transformer: None },
+            data: DataSpec { filter: Some(("never".into(), String::new())), ..Default::default() },
             name: "w0".into(),
         });
         roundtrip_stream(ToWorker::Run {
             seq: u64::MAX,
+            id: uuid::Uuid::new_v4(),
             task: "noop".into(),
             args: vec![
                 WirePayload::Bytes(Bytes::from(vec![7u8; 100_000])),
@@ -548,7 +553,12 @@ mod tests {
     #[test]
     fn segments_are_not_copied_by_from_bytes() {
         let payload = Bytes::from(vec![1u8; 4096]);
-        let m = ToWorker::Run { seq: 1, task: "echo".into(), args: vec![WirePayload::Bytes(payload)] };
+        let m = ToWorker::Run {
+            seq: 1,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(payload)],
+        };
         let buf = Bytes::from(m.encode().to_vec());
         let f = Frame::from_bytes(buf.clone()).unwrap();
         let seg = &f.segments[0];
@@ -558,8 +568,12 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_frames_are_errors() {
-        let m =
-            ToWorker::Run { seq: 1, task: "echo".into(), args: vec![WirePayload::Bytes(Bytes::from(vec![1u8; 64]))] };
+        let m = ToWorker::Run {
+            seq: 1,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(Bytes::from(vec![1u8; 64]))],
+        };
         let full = m.clone().encode().to_vec();
         for cut in [1, 7, 9, 20, full.len() - 1] {
             let mut r = &full[..cut];
@@ -578,8 +592,12 @@ mod tests {
 
     #[test]
     fn errors_say_whether_the_peer_or_the_connection_failed() {
-        let m =
-            ToWorker::Run { seq: 1, task: "echo".into(), args: vec![WirePayload::Bytes(Bytes::from(vec![1u8; 8]))] };
+        let m = ToWorker::Run {
+            seq: 1,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(Bytes::from(vec![1u8; 8]))],
+        };
         let full = m.clone().encode().to_vec();
         // A peer that died mid-frame: the connection, not the peer's words.
         let cut = Frame::read_from(&mut &full[..full.len() - 1]).unwrap_err();

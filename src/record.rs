@@ -130,7 +130,7 @@ impl RecordWriter {
     }
 
     /// Pushes buffered records to the file.
-    pub fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         let Some(out) = &mut self.out else { return Ok(()) };
         if let Some(kind) = out.failed {
             return Err(kind.into());
@@ -195,7 +195,7 @@ pub fn read_records(path: &Path) -> anyhow::Result<Vec<TaskRecord>> {
 }
 
 /// Counts the records of a `tasks.jsonl` file and the failed ones, reading one line at a time.
-pub fn count_records(path: &Path) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn count_records(path: &Path) -> anyhow::Result<(u64, u64)> {
     use std::io::BufRead;
     #[derive(Deserialize)]
     struct Outcome {

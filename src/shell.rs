@@ -28,7 +28,7 @@ pub enum SplitError {
 
 /// The program `program` names: a path (if it contains '/') or the first match on `PATH`, if it
 /// is an executable file. The one executable-on-PATH check of taps.
-pub fn find_program(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         let p = PathBuf::from(program);
         return is_executable(&p).then_some(p);

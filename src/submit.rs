@@ -36,7 +36,7 @@ pub enum SubmitError {
 
 impl SubmitError {
     /// The exit code.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             SubmitError::BadInput(_) => 2,
             SubmitError::Failed(_) => 1,
@@ -93,7 +93,7 @@ pub const FLAGS: &[SubmitFlag] = &[
 
 /// `taps submit` arguments, split.
 #[derive(Clone, Debug, Default)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// Submit flags in order: (flag as given, its spec, value).
     pub flags: Vec<(String, SubmitFlag, String)>,
     /// `--dry-run`.
@@ -106,7 +106,7 @@ pub struct SubmitArgs {
 
 /// Splits `taps submit` arguments into submit flags and `taps run` arguments. Submit flags may
 /// come anywhere before a `--`; everything after `--` belongs to `taps run`.
-pub fn split_args(args: &[String]) -> Result<SubmitArgs, String> {
+pub(crate) fn split_args(args: &[String]) -> Result<SubmitArgs, String> {
     let mut out = SubmitArgs::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -210,7 +210,7 @@ fn explain_refusal(opts: &SubmitOptions, overcommit: bool, why: &str) -> String 
 /// The size of the smallest node of the partition the job would run in (CPUs and memory in MB,
 /// from `sinfo`), whose memory a run under `taps submit` must fit; `None` for PBS, whose queues
 /// `qstat` does not size.
-pub fn partition_limits(opts: &SubmitOptions) -> Result<Option<NodeSize>, SchedulerError> {
+pub(crate) fn partition_limits(opts: &SubmitOptions) -> Result<Option<NodeSize>, SchedulerError> {
     match opts.scheduler {
         SchedulerKind::Slurm => Ok(slurm::partition_nodes(opts.partition.as_deref())?.smallest()),
         SchedulerKind::Pbs => Ok(None),
@@ -290,7 +290,7 @@ pub fn help() -> String {
 }
 
 /// `taps submit ARGS`; returns the exit code.
-pub fn main_submit(args: &[String]) -> i32 {
+pub(crate) fn main_submit(args: &[String]) -> i32 {
     let parsed = match split_args(args) {
         Ok(p) => p,
         Err(e) => return usage_error(e),
@@ -574,7 +574,7 @@ fn status_error(run_dir: &Path, e: &str) -> i32 {
 }
 
 /// `taps status RUN_DIR [--json]`.
-pub fn main_status(run_dir: &Path, json: bool) -> i32 {
+pub(crate) fn main_status(run_dir: &Path, json: bool) -> i32 {
     match status(run_dir) {
         Ok((_, st)) => {
             if json {
@@ -595,7 +595,7 @@ pub fn main_status(run_dir: &Path, json: bool) -> i32 {
 }
 
 /// `taps cancel RUN_DIR`.
-pub fn main_cancel(run_dir: &Path) -> i32 {
+pub(crate) fn main_cancel(run_dir: &Path) -> i32 {
     let (mut rec, st) = match status(run_dir) {
         Ok(x) => x,
         Err(e) => return status_error(run_dir, &e),

@@ -200,14 +200,14 @@ impl TaskError {
     }
 
     /// Sets the traceback.
-    pub fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
+    pub(crate) fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
         self.traceback = traceback.into();
         self
     }
 
     /// The error of a task that did not run because its parent failed; `message` names the
     /// parent and the failure; the traceback is the parent's.
-    pub fn parent_failed(parent: FailedParent, message: String) -> Self {
+    pub(crate) fn parent_failed(parent: FailedParent, message: String) -> Self {
         let traceback = parent.error.traceback.clone();
         TaskError { kind: ErrorKind::ParentFailed, message, traceback, parent: Some(Arc::new(parent)) }
     }
@@ -248,12 +248,12 @@ impl From<std::io::Error> for TaskError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskContext {
     task_id: uuid::Uuid,
-    run_dir: Option<PathBuf>,
+    run_dir: Option<Arc<Path>>,
 }
 
 impl TaskContext {
     /// A context for task `task_id` of the run in `run_dir` (made by the engine).
-    pub fn new(task_id: uuid::Uuid, run_dir: Option<PathBuf>) -> Self {
+    pub fn new(task_id: uuid::Uuid, run_dir: Option<Arc<Path>>) -> Self {
         TaskContext { task_id, run_dir }
     }
 
@@ -357,18 +357,10 @@ impl Payload {
     }
 
     /// Serialises the value if it is in-process; references stay references.
-    pub fn into_wire(self) -> Result<Payload, TaskError> {
+    pub(crate) fn into_wire(self) -> Result<Payload, TaskError> {
         match self {
             Payload::Local(l) => Ok(Payload::Bytes((l.encode)(&*l.value)?.into())),
             other => Ok(other),
-        }
-    }
-
-    /// Serialised size, if known without serialising.
-    pub fn wire_len(&self) -> Option<usize> {
-        match self {
-            Payload::Bytes(b) => Some(b.len()),
-            _ => None,
         }
     }
 
@@ -389,7 +381,7 @@ impl Payload {
     }
 
     /// Decodes into `T`, taking the value without a copy when this is its only holder.
-    pub fn into_value<T: Data>(self) -> Result<T, TaskError> {
+    pub(crate) fn into_value<T: Data>(self) -> Result<T, TaskError> {
         match self {
             Payload::Local(l) => match Arc::downcast::<T>(l.value) {
                 Ok(arc) => Ok(Arc::try_unwrap(arc).unwrap_or_else(|a| (*a).clone())),
@@ -424,7 +416,7 @@ pub fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, TaskError> {
 }
 
 /// Deserialises a value from the wire format.
-pub fn decode_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, TaskError> {
+pub(crate) fn decode_bytes<T: DeserializeOwned>(b: &[u8]) -> Result<T, TaskError> {
     postcard::from_bytes(b)
         .map_err(|e| TaskError::new(ErrorKind::Deserialization, format!("{} (as {})", e, std::any::type_name::<T>())))
 }
@@ -671,7 +663,7 @@ impl<T> std::ops::Deref for Shared<T> {
 
 impl<T: Data> Shared<T> {
     /// The value, without a copy if this is the last holder.
-    pub fn into_inner(self) -> T {
+    pub(crate) fn into_inner(self) -> T {
         Arc::try_unwrap(self.0).unwrap_or_else(|a| (*a).clone())
     }
 }
@@ -775,7 +767,7 @@ impl Registry {
     }
 
     /// Adds a hand-made definition (e.g. a wrapper that calls other tasks by name).
-    pub fn add_def(&mut self, d: TaskDef) -> &mut Self {
+    pub(crate) fn add_def(&mut self, d: TaskDef) -> &mut Self {
         if let Some(prev) = self.by_name.insert(d.name, d) {
             panic!("two tasks are registered under the name {:?}", prev.name);
         }
@@ -810,7 +802,7 @@ static INSTALLED: OnceLock<Registry> = OnceLock::new();
 /// start-up from the catalogue of apps (`taps::catalogue`), before any task runs, and every
 /// process of a run (driver and workers) is the same program, so each finds the same tasks by
 /// name. A second call is refused (the registry never changes while tasks run).
-pub fn install_registry(r: Registry) -> Result<(), Registry> {
+pub(crate) fn install_registry(r: Registry) -> Result<(), Registry> {
     INSTALLED.set(r)
 }
 
@@ -828,7 +820,7 @@ pub fn registry() -> &'static Registry {
 }
 
 /// Looks a task up by name in [`registry`] (how workers find the function to run).
-pub fn lookup(name: &str) -> Result<&'static TaskDef, TaskError> {
+pub(crate) fn lookup(name: &str) -> Result<&'static TaskDef, TaskError> {
     registry()
         .get(name)
         .ok_or_else(|| TaskError::new("UnknownTask", format!("no task named {:?} in this binary", name)))

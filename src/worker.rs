@@ -25,7 +25,7 @@ use crate::task::lookup;
 
 /// What to do after a message.
 #[derive(Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// Send this reply (if any) and go on.
     Continue(Option<FromWorker>),
     /// Send this reply (if any) and exit with this code.
@@ -34,7 +34,7 @@ pub enum Step {
 
 /// A worker's state: the data layer, once `Hello` has arrived.
 #[derive(Default)]
-pub struct Worker {
+pub(crate) struct Worker {
     data: Option<DataLayer>,
     name: String,
 }
@@ -45,13 +45,8 @@ impl Worker {
         Worker::default()
     }
 
-    /// The name the driver gave this worker (empty before `Hello`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Handles one message.
-    pub fn handle(&mut self, msg: ToWorker) -> Step {
+    pub(crate) fn handle(&mut self, msg: ToWorker) -> Step {
         match msg {
             ToWorker::Hello { version, data, name } => {
                 if version != PROTOCOL_VERSION {
@@ -70,13 +65,13 @@ impl Worker {
                     ),
                 }
             }
-            ToWorker::Run { seq, task, args } => {
+            ToWorker::Run { seq, id, task, args } => {
                 let Some(data) = &self.data else {
                     let message = ProtocolError::Unexpected("Run before Hello").to_string();
                     return Step::Exit(Some(FromWorker::Failed { message }), 2);
                 };
                 let (outcome, execution) = match lookup(&task) {
-                    Ok(def) => execute(def, args.into_iter().map(Into::into).collect(), data, true),
+                    Ok(def) => execute(def, args.into_iter().map(Into::into).collect(), data, true, id),
                     Err(e) => (Err(e), ExecutionInfo { hostname: hostname().into(), ..Default::default() }),
                 };
                 let outcome = outcome.and_then(WirePayload::from_payload);
@@ -114,7 +109,7 @@ pub fn serve<R: Read, W: Write>(input: R, output: W) -> Result<i32, ProtocolErro
 /// Runs the one task of `input` (a `Hello` frame, then a `Run` frame) and writes its `Done`
 /// frame (or, for a bad `Hello`, a `Failed` frame) to `output`. Returns the exit code: 0 when a
 /// `Done` frame was written, whether the task succeeded or not.
-pub fn run_one<R: Read, W: Write>(input: R, mut output: W) -> Result<i32, ProtocolError> {
+pub(crate) fn run_one<R: Read, W: Write>(input: R, mut output: W) -> Result<i32, ProtocolError> {
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut next = |what: &'static str| -> Result<ToWorker, ProtocolError> {
         protocol::recv::<ToWorker, _>(&mut input)?.ok_or(ProtocolError::Unexpected(what))
@@ -151,7 +146,7 @@ pub fn run_one<R: Read, W: Write>(input: R, mut output: W) -> Result<i32, Protoc
              (it carries the task's error if the task failed; exit code 0). A bad Hello writes a Failed frame, exit code 2; \
              input that is not such frames: one error line, exit code 2"
 )]
-pub struct RunFrameArgs {
+pub(crate) struct RunFrameArgs {
     /// File holding the Hello and Run frames, or - for stdin.
     #[arg(long, value_name = "FILE|-")]
     pub input: PathBuf,
@@ -161,7 +156,7 @@ pub struct RunFrameArgs {
 }
 
 /// The subcommand of `taps-worker` that runs one task frame ([`run_frame`]).
-pub const RUN_FRAME_COMMAND: &str = "run-frame";
+pub(crate) const RUN_FRAME_COMMAND: &str = "run-frame";
 
 /// Entry point of `taps-worker run-frame ARGS` (`argv[0]` is the subcommand); returns the exit code.
 pub fn run_frame(argv: &[String]) -> i32 {
@@ -215,7 +210,7 @@ pub fn run_frame(argv: &[String]) -> i32 {
     after_help = "One task per process (batch systems): taps-worker run-frame --input FILE|- --output FILE|- reads a Hello \
                   frame and a Run frame and writes the result frame (see taps-worker run-frame --help)"
 )]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     /// Serve the process-pool protocol on this inherited socket file descriptor.
     #[arg(long, value_name = "FD")]
     pub pipe_fd: Option<i32>,
@@ -235,10 +230,10 @@ pub struct WorkerArgs {
 
 /// The first argument that makes `taps` act as `taps-worker` (`taps worker ARGS`). Every worker
 /// is started with it, so the worker program may be either binary.
-pub const WORKER_COMMAND: &str = "worker";
+pub(crate) const WORKER_COMMAND: &str = "worker";
 
 /// Whether `argv` asks for the worker: `taps worker …`, or a program named `taps-worker…`.
-pub fn is_worker_invocation(argv: &[String]) -> bool {
+pub(crate) fn is_worker_invocation(argv: &[String]) -> bool {
     let named = argv
         .first()
         .and_then(|a| std::path::Path::new(a).file_name())

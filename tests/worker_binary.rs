@@ -35,8 +35,13 @@ fn process_pool_workers_are_the_driving_binary_itself() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let workers = wait_for(|| Some(children_of(child.id())).filter(|c| c.len() == 2));
     let taps = std::fs::canonicalize(taps_bin()).unwrap();
+    // A child that posix_spawn has just created still shows the driver's command line until
+    // its exec; wait until both workers run.
+    let started = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{}/cmdline", pid)).is_ok_and(|c| c.split('\0').nth(1) != Some("run"))
+    };
+    let workers = wait_for(|| Some(children_of(child.id())).filter(|c| c.len() == 2 && c.iter().all(started)));
     for pid in workers {
         let exe = std::fs::read_link(format!("/proc/{}/exe", pid)).unwrap();
         assert_eq!(exe, taps, "worker {} runs {}", pid, exe.display());
@@ -70,6 +75,7 @@ fn task_frames(task: &str, args: Vec<Vec<u8>>) -> Vec<u8> {
     use taps::protocol::{Message, PROTOCOL_VERSION, ToWorker, WirePayload};
     let hello = ToWorker::Hello { version: PROTOCOL_VERSION, data: Default::default(), name: "batch".into() };
     let run = ToWorker::Run {
+        id: Default::default(),
         seq: 9,
         task: task.into(),
         args: args.into_iter().map(|a| WirePayload::Bytes(a.into())).collect(),

@@ -34,20 +34,20 @@ unsafe extern "C" {
 static THREADS: Mutex<()> = Mutex::new(());
 
 /// OpenBLAS's current thread count (process-wide).
-pub fn blas_threads() -> usize {
+pub(crate) fn blas_threads() -> usize {
     // SAFETY: a plain getter of OpenBLAS's global thread count.
     unsafe { openblas_get_num_threads() as usize }
 }
 
 /// Sets OpenBLAS's thread count for the whole process.
-pub fn set_blas_threads(n: usize) {
+pub(crate) fn set_blas_threads(n: usize) {
     let _g = THREADS.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: serialised by THREADS; OpenBLAS accepts any count >= 1.
     unsafe { openblas_set_num_threads(n.clamp(1, c_int::MAX as usize) as c_int) }
 }
 
 /// Makes BLAS single-threaded (called by every tile kernel; cheap when it already is).
-pub fn single_threaded() {
+pub(crate) fn single_threaded() {
     if blas_threads() != 1 {
         set_blas_threads(1);
     }
@@ -82,7 +82,7 @@ fn square(a: &Array2<f64>, what: &str) -> Result<usize, String> {
 
 /// The diagonal minor at which a Cholesky factorization failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NotPositiveDefinite {
+pub(crate) struct NotPositiveDefinite {
     /// 1-based order of the leading minor that is not positive definite.
     pub minor: usize,
 }

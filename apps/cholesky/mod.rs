@@ -19,10 +19,10 @@ pub mod kernels;
 pub mod output;
 
 /// Largest relative residual `‖L·Lᵀ − A‖_F / ‖A‖_F` accepted; above it the run fails.
-pub const TOLERANCE: f64 = 1e-10;
+pub(crate) const TOLERANCE: f64 = 1e-10;
 
 /// Matrix sizes up to which `verify = auto` computes the full residual (sampled above).
-pub const FULL_CHECK_MAX: u64 = 4000;
+pub(crate) const FULL_CHECK_MAX: u64 = 4000;
 
 /// Random columns per block column in the sampled check (at least 64 columns in all).
 fn sample_per_block(tiles: usize) -> usize {
@@ -45,7 +45,7 @@ opt_enum! {
 
 crate::options! {
     /// Options of the `cholesky` app.
-    pub struct CholeskyOptions {
+    pub(crate) struct CholeskyOptions {
         /// Order n of the n×n input matrix.
         matrix_size: u64,
         /// Side of the square tiles; must divide matrix-size.
@@ -143,7 +143,7 @@ fn kernel_error(name: &str) -> impl FnOnce(String) -> TaskError + '_ {
 
 /// A tile as tasks pass it: shared, so a panel read by many tasks is never copied in process,
 /// and updated in place when the task holds the only reference. On the wire it is an `Array2`.
-pub type Tile = Arc<Array2<f64>>;
+pub(crate) type Tile = Arc<Array2<f64>>;
 
 crate::task_arg!(Array2<f64>, Tile);
 
@@ -153,7 +153,7 @@ fn owned(t: Tile) -> Array2<f64> {
 }
 
 /// `potrf(A_kk)`: the lower Cholesky factor `L_kk` of a diagonal tile.
-pub struct Potrf;
+pub(crate) struct Potrf;
 
 impl Task for Potrf {
     const NAME: &'static str = "potrf";
@@ -165,7 +165,7 @@ impl Task for Potrf {
 }
 
 /// `trsm(L_kk, A_ik)`: the panel tile `L_ik = A_ik·L_kk⁻ᵀ`.
-pub struct Trsm;
+pub(crate) struct Trsm;
 
 impl Task for Trsm {
     const NAME: &'static str = "trsm";
@@ -177,7 +177,7 @@ impl Task for Trsm {
 }
 
 /// `syrk(A_ii, L_ik, c0, c1)`: `A_ii − L_ik[:, c0..c1]·L_ik[:, c0..c1]ᵀ` (lower triangle).
-pub struct Syrk;
+pub(crate) struct Syrk;
 
 impl Task for Syrk {
     const NAME: &'static str = "syrk";
@@ -189,7 +189,7 @@ impl Task for Syrk {
 }
 
 /// `gemm(A_ij, L_ik, L_jk, c0, c1)`: `A_ij − L_ik[:, c0..c1]·L_jk[:, c0..c1]ᵀ`.
-pub struct Gemm;
+pub(crate) struct Gemm;
 
 impl Task for Gemm {
     const NAME: &'static str = "gemm";
@@ -318,7 +318,7 @@ impl Residual {
     }
 
     /// Fails when the residual exceeds [`TOLERANCE`] or is NaN (a skipped check passes).
-    pub fn accept(&self) -> anyhow::Result<()> {
+    pub(crate) fn accept(&self) -> anyhow::Result<()> {
         match self {
             Residual::Skipped => Ok(()),
             r if r.value() <= TOLERANCE => Ok(()),
@@ -363,17 +363,10 @@ fn small(a: &Array2<f64>) -> String {
 }
 
 /// The cholesky workflow.
-pub struct CholeskyApp {
+pub(crate) struct CholeskyApp {
     opts: CholeskyOptions,
     /// The input A and the factor L, from `run` until `save` checks and writes them.
     result: Option<(Array2<f64>, Array2<f64>)>,
-}
-
-impl CholeskyApp {
-    /// An app with these options.
-    pub fn new(opts: CholeskyOptions) -> Self {
-        CholeskyApp { opts, result: None }
-    }
 }
 
 impl App for CholeskyApp {

@@ -11,10 +11,10 @@ use ndarray::Array2;
 
 /// Deflate level: 1 is ~as small as 4 on these matrices (random doubles barely compress; the
 /// zero upper triangle compresses at any level) and much faster.
-pub const DEFLATE_LEVEL: u8 = 1;
+pub(crate) const DEFLATE_LEVEL: u8 = 1;
 
 /// Largest chunk side (HDF5 chunks must stay below 4 GiB; 4096² doubles are 128 MiB).
-pub const MAX_CHUNK: usize = 4096;
+pub(crate) const MAX_CHUNK: usize = 4096;
 
 /// Root-group attributes of the output file.
 #[derive(Clone, Debug, PartialEq)]

@@ -42,23 +42,23 @@ pub struct Injection {
 }
 
 /// A random number drawn once per process: tells the driver process from worker processes.
-pub fn process_token() -> u64 {
+pub(crate) fn process_token() -> u64 {
     static TOKEN: OnceLock<u64> = OnceLock::new();
     *TOKEN.get_or_init(rand::random)
 }
 
 impl Injection {
     /// Whether this task runs inside the taps driver (an in-process executor such as thread-pool).
-    pub fn in_driver(&self) -> bool {
+    pub(crate) fn in_driver(&self) -> bool {
         self.driver_token == process_token()
     }
 }
 
 /// The message the Python suite uses for raised failures.
-pub const MESSAGE: &str = "Failure injection error.";
+pub(crate) const MESSAGE: &str = "Failure injection error.";
 
 /// Runs the failure `spec.kind`; returns the error the task fails with.
-pub fn fire(spec: &Injection) -> TaskError {
+pub(crate) fn fire(spec: &Injection) -> TaskError {
     let mut e = match spec.kind {
         FailureType::Exception => injected("Exception", MESSAGE.into()),
         FailureType::ZeroDivision => zero_division(),
@@ -93,7 +93,7 @@ fn zero_division() -> TaskError {
 }
 
 /// A shared library no system has: loading it fails like a missing compiled module.
-pub const MISSING_LIBRARY: &str = "libtaps-injected-missing-module.so";
+pub(crate) const MISSING_LIBRARY: &str = "libtaps-injected-missing-module.so";
 
 fn import() -> TaskError {
     let name = CString::new(MISSING_LIBRARY).expect("no NUL in the name");
@@ -281,7 +281,7 @@ fn node_killed(spec: &Injection) -> TaskError {
 
 /// Processes that run the same executable as this one and are children of `parent`
 /// (the other `taps-worker`s of this run on this host), this one excluded.
-pub fn sibling_workers(parent: u32) -> Vec<u32> {
+pub(crate) fn sibling_workers(parent: u32) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
     let me = std::process::id();
     let Ok(exe) = std::fs::metadata("/proc/self/exe") else { return Vec::new() };
@@ -305,7 +305,7 @@ pub fn sibling_workers(parent: u32) -> Vec<u32> {
 }
 
 /// The parent pid of `pid`, from `/proc/<pid>/stat`.
-pub fn parent_of(pid: u32) -> Option<u32> {
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid)).ok()?;
     // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -313,7 +313,7 @@ pub fn parent_of(pid: u32) -> Option<u32> {
 }
 
 /// How long a `manager-killed` task waits for the signalled driver to stop it.
-pub const MANAGER_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const MANAGER_GRACE: Duration = Duration::from_secs(30);
 
 fn manager_killed(spec: &Injection) -> TaskError {
     if !spec.in_driver()

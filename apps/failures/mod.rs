@@ -152,7 +152,7 @@ impl OptValue for FailureType {
 
 crate::options! {
     /// Options of the `failures` app.
-    pub struct FailuresOptions {
+    pub(crate) struct FailuresOptions {
         /// The app to inject failures into (any app but failures).
         base: String,
         /// The base app's options (taps run --app BASE --help lists them): an [app.config] table, or a JSON object on the CLI.
@@ -194,7 +194,7 @@ impl Validate for FailuresOptions {
 }
 
 /// The apps a failures run can wrap (every app but this one), sorted.
-pub fn base_names() -> Vec<&'static str> {
+pub(crate) fn base_names() -> Vec<&'static str> {
     let mut v: Vec<&str> = crate::apps::ALL.iter().map(|a| a.plugin.name).filter(|n| *n != NAME).collect();
     v.sort_unstable();
     v
@@ -250,7 +250,7 @@ pub const PLUGIN: AppPlugin = AppPlugin {
 
 /// The failures app's options and its base app's, parsed by the base app itself.
 #[derive(Debug)]
-pub struct FailuresConfig {
+pub(crate) struct FailuresConfig {
     /// The failures app's own options.
     pub opts: FailuresOptions,
     /// The base app.
@@ -294,12 +294,12 @@ impl AppConfig for FailuresConfig {
 }
 
 /// Name of the wrapper that fires a failure or runs the base task.
-pub const INJECT: &str = "failures.inject";
+pub(crate) const INJECT: &str = "failures.inject";
 /// Name of the wrapper that drops its injected parent's result and runs the base task.
-pub const AFTER_PARENT: &str = "failures.after-parent";
+pub(crate) const AFTER_PARENT: &str = "failures.after-parent";
 
 /// `injected_parent_task(fire)`: the extra parent of the `dependency` failure.
-pub struct InjectedParent;
+pub(crate) struct InjectedParent;
 
 impl Task for InjectedParent {
     const NAME: &'static str = "injected_parent_task";
@@ -487,7 +487,7 @@ impl Iterator for Draws {
 }
 
 /// The submit hook: picks tasks and wraps them.
-pub struct Injector {
+pub(crate) struct Injector {
     template: Injection,
     draws: Mutex<(Draws, u64)>,
     tally: Mutex<Tally>,
@@ -568,13 +568,13 @@ impl SubmitHook for Injector {
 }
 
 /// The failures app: the base app, run through an [`Injector`].
-pub struct FailuresApp {
+pub(crate) struct FailuresApp {
     opts: FailuresOptions,
     base: Box<dyn App>,
 }
 
 /// File in the run directory created when `manager-killed` signals the driver.
-pub const MARKER: &str = "failures-manager-killed.txt";
+pub(crate) const MARKER: &str = "failures-manager-killed.txt";
 
 impl App for FailuresApp {
     fn run(&mut self, engine: &Engine, run_dir: &Path) -> anyhow::Result<()> {

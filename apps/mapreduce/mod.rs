@@ -21,7 +21,7 @@ use crate::{app_info, task_arg};
 
 crate::options! {
     /// Options of the `mapreduce` app.
-    pub struct MapreduceOptions {
+    pub(crate) struct MapreduceOptions {
         /// Directory of text files, read recursively (relative paths: against the launch directory).
         data_dir: PathBuf,
         /// Number of map tasks (none = one per file); never more than there are files.
@@ -136,7 +136,7 @@ impl AppConfig for MapreduceOptions {
 /// Word counts of some files: how often each whitespace-separated token occurs, and how many
 /// files were read (so the app can check that every file was counted once).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct WordCounts {
+pub(crate) struct WordCounts {
     /// Token → occurrences.
     pub words: HashMap<String, u64>,
     /// Files read.
@@ -147,7 +147,7 @@ task_arg!(WordCounts);
 
 impl WordCounts {
     /// Counts the tokens of `text` (split on whitespace as Python's `str.split()` does).
-    pub fn add_text(&mut self, text: &str) {
+    pub(crate) fn add_text(&mut self, text: &str) {
         for w in text.split(is_python_space).filter(|w| !w.is_empty()) {
             match self.words.get_mut(w) {
                 Some(c) => *c += 1,
@@ -160,7 +160,7 @@ impl WordCounts {
 
     /// Reads `path` and counts its tokens; bytes that are not valid UTF-8 are skipped (Python's
     /// `errors='ignore'`).
-    pub fn add_file(&mut self, path: &Path) -> Result<(), TaskError> {
+    pub(crate) fn add_file(&mut self, path: &Path) -> Result<(), TaskError> {
         let bytes = std::fs::read(path)
             .map_err(|e| TaskError::new(ErrorKind::Io, format!("cannot read {}: {}", path.display(), e)))?;
         match std::str::from_utf8(&bytes) {
@@ -172,7 +172,7 @@ impl WordCounts {
     }
 
     /// Adds another count without taking it.
-    pub fn merge_ref(&mut self, other: &WordCounts) {
+    pub(crate) fn merge_ref(&mut self, other: &WordCounts) {
         self.files += other.files;
         for (w, c) in &other.words {
             match self.words.get_mut(w.as_str()) {
@@ -204,7 +204,7 @@ fn is_python_space(c: char) -> bool {
 }
 
 /// `map_task(*paths)`: counts the words of the given files.
-pub struct MapTask;
+pub(crate) struct MapTask;
 
 impl Task for MapTask {
     const NAME: &'static str = "map_task";
@@ -220,7 +220,7 @@ impl Task for MapTask {
 }
 
 /// `reduce_task(*counts)`: sums the map tasks' counts.
-pub struct ReduceTask;
+pub(crate) struct ReduceTask;
 
 impl Task for ReduceTask {
     const NAME: &'static str = "reduce_task";
@@ -243,13 +243,13 @@ impl Task for ReduceTask {
 
 /// What a file weighs when balancing chunks: its size plus this (the cost of opening it), so
 /// many empty files still spread evenly.
-pub const FILE_OVERHEAD_BYTES: u64 = 4096;
+pub(crate) const FILE_OVERHEAD_BYTES: u64 = 4096;
 
 /// Cuts `files` (path, size in bytes), kept in order, into `min(k, files.len())` contiguous
 /// non-empty chunks of near-equal weight (size + [`FILE_OVERHEAD_BYTES`]); every file lands in
 /// exactly one chunk. Files of equal size give chunks whose lengths differ by at most one.
 /// `k = 0` or no files gives no chunks.
-pub fn chunk_files(files: &[(PathBuf, u64)], k: usize) -> Vec<Vec<PathBuf>> {
+pub(crate) fn chunk_files(files: &[(PathBuf, u64)], k: usize) -> Vec<Vec<PathBuf>> {
     let n = files.len();
     let k = k.min(n);
     let weight = |i: usize| files[i].1 as u128 + FILE_OVERHEAD_BYTES as u128;
@@ -282,7 +282,7 @@ pub fn chunk_files(files: &[(PathBuf, u64)], k: usize) -> Vec<Vec<PathBuf>> {
 /// Every file under `dir` with its size, recursively, sorted: regular files and symlinks to
 /// them; symlinked directories are not followed (no cycles). `skip` (the run directory, when
 /// it lies inside `dir`) is left out: its files are being written.
-pub fn list_files(dir: &Path, skip: Option<&Path>) -> std::io::Result<Vec<(PathBuf, u64)>> {
+pub(crate) fn list_files(dir: &Path, skip: Option<&Path>) -> std::io::Result<Vec<(PathBuf, u64)>> {
     use std::os::unix::fs::MetadataExt;
     let id = |m: std::fs::Metadata| (m.dev(), m.ino());
     let skip = skip.and_then(|s| std::fs::metadata(s).ok()).map(id);
@@ -360,7 +360,7 @@ impl Generated {
 /// Writes `files` files `0.txt`, `1.txt`, … into `dir` (missing or empty), each of `words`
 /// random lowercase ASCII words of length 2..=10 separated by single spaces (no trailing
 /// newline). On error, whatever was written is removed again.
-pub fn generate_files(dir: &Path, files: u64, words: u64, seed: u64) -> anyhow::Result<Generated> {
+pub(crate) fn generate_files(dir: &Path, files: u64, words: u64, seed: u64) -> anyhow::Result<Generated> {
     check_generate_target(dir).map_err(anyhow::Error::msg)?;
     let mut g = Generated { dir: dir.to_path_buf(), ..Default::default() };
     let result = (|| -> anyhow::Result<()> {
@@ -436,7 +436,7 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Writes `counts.csv` (`word,count` header, then `rows` in order) atomically: via a temporary
 /// file renamed into place.
-pub fn write_counts_csv(path: &Path, rows: &[(&str, u64)]) -> std::io::Result<()> {
+pub(crate) fn write_counts_csv(path: &Path, rows: &[(&str, u64)]) -> std::io::Result<()> {
     let tmp = path.with_extension("csv.tmp~");
     let result = (|| {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
@@ -458,7 +458,7 @@ pub fn write_counts_csv(path: &Path, rows: &[(&str, u64)]) -> std::io::Result<()
 }
 
 /// The word-count workflow.
-pub struct MapreduceApp {
+pub(crate) struct MapreduceApp {
     opts: MapreduceOptions,
     files: Vec<(PathBuf, u64)>,
     generated: Option<Generated>,

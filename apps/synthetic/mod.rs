@@ -16,7 +16,7 @@ use crate::{app_info, opt_enum};
 
 opt_enum! {
     /// Shape of the synthetic workflow.
-    pub enum Structure {
+    pub(crate) enum Structure {
         /// Independent tasks, at most `bag-max-running` in flight.
         Bag = "bag",
         /// One task, N tasks depending on it, one task depending on those N.
@@ -30,7 +30,7 @@ opt_enum! {
 
 crate::options! {
     /// Options of the `synthetic` app.
-    pub struct SyntheticOptions {
+    pub(crate) struct SyntheticOptions {
         /// Workflow structure.
         structure: Structure,
         /// Number of tasks in the workflow (warmup tasks not included).
@@ -173,7 +173,7 @@ pub fn checksum(b: &[u8]) -> u64 {
 
 /// `noop(*data, output_size, sleep, task_id)`: verifies its inputs, makes `output_size` random
 /// bytes, sleeps what remains of `sleep`, returns the bytes.
-pub struct Noop;
+pub(crate) struct Noop;
 
 impl Task for Noop {
     const NAME: &'static str = "noop";
@@ -199,7 +199,7 @@ impl Task for Noop {
 }
 
 /// The synthetic workflow.
-pub struct SyntheticApp {
+pub(crate) struct SyntheticApp {
     opts: SyntheticOptions,
     rng: SmallRng,
     sleep: Option<Normal<f64>>,

@@ -85,10 +85,10 @@ pub trait ExecutorConfig: PluginOptions {
 }
 
 /// An executor plugin: its name and options.
-pub type ExecutorPlugin = Plugin<dyn ExecutorConfig>;
+pub(crate) type ExecutorPlugin = Plugin<dyn ExecutorConfig>;
 
 /// Executor used when none is given (the Python suite's default).
-pub const DEFAULT_EXECUTOR: &str = "process-pool";
+pub(crate) const DEFAULT_EXECUTOR: &str = "process-pool";
 
 /// Every executor compiled into this binary.
 pub static EXECUTORS: &[ExecutorPlugin] = &[
@@ -99,7 +99,7 @@ pub static EXECUTORS: &[ExecutorPlugin] = &[
 ];
 
 /// Names of executors known to taps but not compiled into this binary, with the reason.
-pub static NOT_COMPILED: &[(&str, &str)] = &[
+pub(crate) static NOT_COMPILED: &[(&str, &str)] = &[
     #[cfg(not(feature = "mpi"))]
     (
         "mpi",
@@ -121,7 +121,7 @@ pub fn available_cores() -> usize {
 }
 
 /// The MPI library's version string, when built with MPI.
-pub fn mpi_library_version() -> Option<String> {
+pub(crate) fn mpi_library_version() -> Option<String> {
     #[cfg(feature = "mpi")]
     return mpi::library_version();
     #[cfg(not(feature = "mpi"))]

@@ -48,7 +48,7 @@ use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers
 
 crate::opt_enum! {
     /// Python's multiprocessing start method (accepted for config compatibility).
-    pub enum StartMethod {
+    pub(crate) enum StartMethod {
         /// Fork the driver.
         Fork = "fork",
         /// Start a fresh interpreter.
@@ -60,7 +60,7 @@ crate::opt_enum! {
 
 crate::options! {
     /// Options of the `process-pool` executor.
-    pub struct ProcessPoolOptions {
+    pub(crate) struct ProcessPoolOptions {
         /// Number of worker processes (none = the cores available where the run executes).
         max_processes: Option<usize> = None,
         /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
@@ -122,14 +122,14 @@ impl ProcessPoolOptions {
 }
 
 /// Environment variable naming the taps-worker binary (overrides the search next to the executable).
-pub const WORKER_ENV: &str = "TAPS_WORKER";
+pub(crate) const WORKER_ENV: &str = "TAPS_WORKER";
 
 /// Finds the program that serves as taps-worker (always started as `PROGRAM worker ARGS`):
 /// `explicit`, else `$TAPS_WORKER` (each checked to be a taps worker of this protocol), else
 /// this very executable when it is `taps` or `taps-worker` — so the driver and its workers are
 /// always the same build — else `taps` next to the running executable or one directory up (test
 /// binaries live in `target/*/deps`).
-pub fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, String> {
+pub(crate) fn locate_worker(explicit: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(p) = explicit {
         return check_worker(p).map_err(|why| format!("engine.executor.worker_path {}: {}", p.display(), why));
     }
@@ -206,7 +206,7 @@ fn check_executable(p: &Path) -> Result<PathBuf, String> {
 }
 
 /// Tasks sent ahead to one worker (the one running plus the queued ones).
-pub const PREFETCH: usize = 2;
+pub(crate) const PREFETCH: usize = 2;
 /// A slot whose worker fails to start this many times in a row is given up.
 const MAX_START_FAILURES: u32 = 3;
 /// How long start-up waits for the workers' `Ready`.
@@ -216,7 +216,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long a worker that closed its connection may take to exit before it is killed.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Default of `heartbeat_timeout`.
-pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs jobs on `taps-worker` child processes: the [remote-worker core](super::remote) over
 /// Unix socket pairs.

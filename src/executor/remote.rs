@@ -133,20 +133,21 @@ impl RemoteOptions {
 }
 
 /// How often workers send heartbeats (and the watchdog looks) for a given timeout.
-pub fn heartbeat_interval(timeout: Duration) -> Duration {
+pub(crate) fn heartbeat_interval(timeout: Duration) -> Duration {
     (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
 }
 
 /// A job in wire form (kept until its `Done`, to be re-sent if its worker is lost before starting it).
 struct Pending {
     seq: u64,
+    id: uuid::Uuid,
     task: &'static str,
     args: Vec<WirePayload>,
 }
 
 impl Pending {
     fn frame(&self) -> Frame {
-        ToWorker::Run { seq: self.seq, task: self.task.to_string(), args: self.args.clone() }.encode()
+        ToWorker::Run { seq: self.seq, id: self.id, task: self.task.to_string(), args: self.args.clone() }.encode()
     }
 }
 
@@ -324,7 +325,7 @@ impl Link {
     }
 
     /// A worker could not be started in `slot`.
-    pub fn start_failed(&self, slot: usize, why: String) {
+    pub(crate) fn start_failed(&self, slot: usize, why: String) {
         self.with(|sh, core| {
             core.slots[slot].id = None;
             sh.start_failed(core, slot, why)
@@ -333,7 +334,7 @@ impl Link {
 
     /// The transport itself failed: every unfinished task fails with `why`, and so does every
     /// later one.
-    pub fn broke(&self, why: String) {
+    pub(crate) fn broke(&self, why: String) {
         self.with(|sh, core| {
             if core.broken.is_some() {
                 return Vec::new();
@@ -661,7 +662,7 @@ impl Executor for RemoteExecutor {
                 }
                 Ok(_) if core.broken.is_some() => core.broken.clone(),
                 Ok(args) => {
-                    core.queue.push_back(Pending { seq: job.seq, task: job.def.name, args });
+                    core.queue.push_back(Pending { seq: job.seq, id: job.id, task: job.def.name, args });
                     sh.pump(&mut core);
                     None
                 }

@@ -11,7 +11,7 @@ use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers
 
 crate::options! {
     /// Options of the `thread-pool` executor.
-    pub struct ThreadPoolOptions {
+    pub(crate) struct ThreadPoolOptions {
         /// Number of worker threads (none = the cores available where the run executes).
         max_threads: Option<usize> = None,
     }
@@ -88,7 +88,7 @@ impl Executor for ThreadPool {
         let done = done.clone();
         let data = self.data.clone();
         pool.spawn(move || {
-            let (outcome, info) = execute(job.def, job.args, &data, false);
+            let (outcome, info) = execute(job.def, job.args, &data, false, job.id);
             done.complete(Completion {
                 seq: job.seq,
                 outcome,

@@ -72,13 +72,13 @@ pub fn interrupt() {
 }
 
 /// Whether a rank was lost because it went silent (stopped or hung) rather than dead.
-pub fn lost_a_silent_rank() -> bool {
+pub(crate) fn lost_a_silent_rank() -> bool {
     HUNG.load(Ordering::SeqCst)
 }
 
 /// Whether a live rank had not taken its `Shutdown` when the executor stopped (an interrupted
 /// run does not wait for running tasks): only ending the whole job stops it.
-pub fn left_ranks_running() -> bool {
+pub(crate) fn left_ranks_running() -> bool {
     LEFT_RUNNING.load(Ordering::SeqCst)
 }
 

@@ -10,17 +10,17 @@ use std::path::Path;
 
 /// Whether this is an OpenMPI job whose mpirun kills every rank when one dies: started by
 /// mpirun without recovery (`OMPI_MCA_orte_enable_recovery`, which the launch profiles set).
-pub fn launcher_kills_job() -> bool {
+pub(crate) fn launcher_kills_job() -> bool {
     std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
         && !std::env::var("OMPI_MCA_orte_enable_recovery").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes"))
 }
 
 /// Length of the status record: the exit code, padded with blanks, and a newline.
-pub const STATUS_LEN: usize = 16;
+pub(crate) const STATUS_LEN: usize = 16;
 
 /// Writes rank 0's exit `code` into the status file: in place when the launcher created it blank
 /// (no new disk space needed), else as a new file (removed again if it cannot be written whole).
-pub fn write_status(path: &Path, code: i32) -> std::io::Result<()> {
+pub(crate) fn write_status(path: &Path, code: i32) -> std::io::Result<()> {
     let record = format!("{:<width$}\n", code, width = STATUS_LEN - 1);
     match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(mut f) => f.write_all(record.as_bytes()),
@@ -34,12 +34,12 @@ pub fn write_status(path: &Path, code: i32) -> std::io::Result<()> {
 }
 
 /// Rank 0's exit code from a status file (`None` while it is blank or missing).
-pub fn read_status(path: &Path) -> Option<i32> {
+pub(crate) fn read_status(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok())
 }
 
 /// Creates the status file blank, for rank 0 to overwrite in place.
-pub fn create_blank(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_blank(path: &Path) -> std::io::Result<()> {
     std::fs::write(path, format!("{:width$}\n", "", width = STATUS_LEN - 1))
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// What the watcher reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A worker rank's connection is up.
     Connected(i32),
     /// A worker rank's connection closed: the process is gone.
@@ -31,7 +31,7 @@ pub enum Event {
 
 /// When each worker rank was last heard of on its liveness connection (heartbeat or connect).
 #[derive(Default)]
-pub struct Beats(Mutex<HashMap<i32, Instant>>);
+pub(crate) struct Beats(Mutex<HashMap<i32, Instant>>);
 
 impl Beats {
     fn note(&self, rank: i32) {
@@ -45,7 +45,7 @@ impl Beats {
 }
 
 /// Rank 0's side: the listener thread.
-pub struct Watcher {
+pub(crate) struct Watcher {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     /// What workers need to connect: `PORT;HOSTNAME;IP,IP,...;HEARTBEAT_MS`.
@@ -221,7 +221,7 @@ fn local_ipv4() -> Vec<Ipv4Addr> {
 
 /// Worker side: connects to rank 0 as `rank` (loopback first when on rank 0's host) and starts
 /// the heartbeat rank 0 asks for.
-pub fn connect(address: &str, rank: i32) -> Result<(TcpStream, Heartbeat), String> {
+pub(crate) fn connect(address: &str, rank: i32) -> Result<(TcpStream, Heartbeat), String> {
     let mut parts = address.splitn(4, ';');
     let (Some(port), Some(host), Some(ips)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(format!("bad liveness address {:?}", address));
@@ -253,7 +253,7 @@ pub fn connect(address: &str, rank: i32) -> Result<(TcpStream, Heartbeat), Strin
 }
 
 /// Whether rank 0's end of the liveness connection has closed.
-pub fn driver_gone(c: &TcpStream) -> bool {
+pub(crate) fn driver_gone(c: &TcpStream) -> bool {
     let mut f = libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
     // SAFETY: one valid pollfd, no wait.
     let n = unsafe { libc::poll(&mut f, 1, 0) };

@@ -49,7 +49,7 @@ use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, Launch, MpiJob, ava
 
 crate::options! {
     /// Options of the `mpi` executor.
-    pub struct MpiOptions {
+    pub(crate) struct MpiOptions {
         /// MPI ranks in all, rank 0 (the driver) included, when taps starts the job (default: cores + 1); inside a job the world size counts.
         ranks: usize = available_cores() + 1,
         /// Launch profile that starts the job from taps run: mpirun, mpiexec, srun, or one of your own (launchers/README.md).
@@ -158,7 +158,7 @@ pub fn interrupt() {
 }
 
 /// Whether this process is rank 0 of a running taps MPI job.
-pub fn in_world() -> bool {
+pub(crate) fn in_world() -> bool {
     WORLD.get().is_some()
 }
 
@@ -166,7 +166,7 @@ pub fn in_world() -> bool {
 const RANK_ENV: &[&str] = &["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"];
 
 /// The MPI library's version (first line), e.g. `Open MPI v4.1.4, package: Debian OpenMPI, ...`.
-pub fn library_version() -> Option<String> {
+pub(crate) fn library_version() -> Option<String> {
     ::mpi::environment::library_version().ok().map(|s| {
         let s = s.trim_end_matches('\0');
         s.lines().next().unwrap_or("").trim().trim_end_matches(',').to_string()
@@ -174,7 +174,7 @@ pub fn library_version() -> Option<String> {
 }
 
 /// The message for a world of one rank.
-pub fn singleton_error(size: i32) -> String {
+pub(crate) fn singleton_error(size: i32) -> String {
     format!(
         "mpi executor needs at least 2 ranks; got a world of {} — mpirun/srun started N singletons? check --mpi=pmix \
          (srun with OpenMPI), or start with mpirun -np N",
@@ -246,7 +246,7 @@ impl Session {
     }
 
     /// Rank 0 of a taps MPI job: from now on the mpi executor builds on this world.
-    pub fn become_driver(&self) {
+    pub(crate) fn become_driver(&self) {
         assert_eq!(self.rank, 0, "only rank 0 drives");
         let _ = WORLD.set(self.size);
     }
@@ -254,7 +254,7 @@ impl Session {
     /// Rank 0, after the run: releases worker ranks that never heard from the driver, and ends
     /// the whole job at once when a rank is still in a task (interrupted run), stopped or hung
     /// (the records are written; waiting for it could take for ever). Returns `code` otherwise.
-    pub fn finish_driver(self, code: i32) -> i32 {
+    pub(crate) fn finish_driver(self, code: i32) -> i32 {
         if !DRIVER_STARTED.load(std::sync::atomic::Ordering::SeqCst) {
             release_workers();
         }

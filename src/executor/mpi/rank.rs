@@ -29,7 +29,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(50);
 const DRAIN: Duration = Duration::from_secs(1);
 /// How long a worker rank outlives a SIGINT, SIGTERM or SIGHUP (rank 0 ends the job first when
 /// the whole job is being stopped).
-pub const SIGNAL_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const SIGNAL_GRACE: Duration = Duration::from_secs(3);
 
 /// This rank's liveness connection, for the signal thread.
 static WATCH: std::sync::Mutex<Option<TcpStream>> = std::sync::Mutex::new(None);

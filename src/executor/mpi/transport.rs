@@ -17,24 +17,24 @@ use mpi::ffi;
 use crate::protocol::{Frame, ProtocolError};
 
 /// A whole frame in one message.
-pub const TAG_FRAME: c_int = 1;
+pub(crate) const TAG_FRAME: c_int = 1;
 /// The head of a frame whose segments follow.
-pub const TAG_HEAD: c_int = 2;
+pub(crate) const TAG_HEAD: c_int = 2;
 /// A chunk of a segment.
-pub const TAG_SEG: c_int = 3;
+pub(crate) const TAG_SEG: c_int = 3;
 /// Rank 0 → worker: where to open the liveness connection (UTF-8 text).
-pub const TAG_WATCH: c_int = 4;
+pub(crate) const TAG_WATCH: c_int = 4;
 /// Rank 0 → worker: a rank was lost, so skip `MPI_Finalize` at exit (it would wait for the
 /// dead rank forever).
-pub const TAG_LOST: c_int = 5;
+pub(crate) const TAG_LOST: c_int = 5;
 
 /// Frames with at most this many payload bytes are sent as one message.
-pub const SMALL: usize = 64 << 10;
+pub(crate) const SMALL: usize = 64 << 10;
 /// Largest single MPI message (counts are C ints).
-pub const CHUNK: usize = 1 << 30;
+pub(crate) const CHUNK: usize = 1 << 30;
 
 /// This process's rank and the world size.
-pub fn rank_and_size() -> (i32, i32) {
+pub(crate) fn rank_and_size() -> (i32, i32) {
     let (mut rank, mut size) = (0, 0);
     // SAFETY: MPI is initialised (callers run after `mpi::initialize*`); out-pointers are valid.
     unsafe {
@@ -45,7 +45,7 @@ pub fn rank_and_size() -> (i32, i32) {
 }
 
 /// Makes MPI errors on the world communicator return codes instead of aborting the job.
-pub fn errors_return() {
+pub(crate) fn errors_return() {
     // SAFETY: MPI is initialised; both handles are predefined.
     unsafe { ffi::MPI_Comm_set_errhandler(ffi::RSMPI_COMM_WORLD, ffi::RSMPI_ERRORS_RETURN) };
 }
@@ -59,7 +59,7 @@ pub fn abort(code: i32) -> ! {
 
 /// Makes this thread's short sleeps precise (1 µs timer slack instead of 50 µs): the polling
 /// loops back off in steps of tens of microseconds.
-pub fn precise_sleeps() {
+pub(crate) fn precise_sleeps() {
     // SAFETY: plain prctl on the calling thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong) };
 }
@@ -80,7 +80,7 @@ fn check(rc: c_int) -> Result<(), String> {
 
 /// Outstanding non-blocking operations, with the buffers they use.
 #[derive(Default)]
-pub struct Requests {
+pub(crate) struct Requests {
     reqs: Vec<ffi::MPI_Request>,
 }
 
@@ -104,15 +104,10 @@ impl Requests {
         }
         Ok(self.reqs.is_empty())
     }
-
-    /// Whether nothing is outstanding (without testing).
-    pub fn is_empty(&self) -> bool {
-        self.reqs.is_empty()
-    }
 }
 
 /// A frame being sent: its requests and the buffers they read from.
-pub struct Sending {
+pub(crate) struct Sending {
     /// Destination rank.
     pub dest: i32,
     reqs: Requests,
@@ -146,7 +141,7 @@ fn isend(buf: &[u8], dest: i32, tag: c_int, reqs: &mut Requests) -> Result<(), S
 }
 
 /// Starts sending `frame` to `dest`.
-pub fn send_frame(dest: i32, frame: Frame) -> Result<Sending, String> {
+pub(crate) fn send_frame(dest: i32, frame: Frame) -> Result<Sending, String> {
     let mut reqs = Requests::default();
     if frame.payload_len() <= SMALL {
         let buf = frame.to_vec();
@@ -179,7 +174,7 @@ struct Piece {
 
 /// Frames arriving from any number of sources, reassembled per source in send order.
 #[derive(Default)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     by_source: HashMap<i32, VecDeque<Piece>>,
     /// Sources whose messages are no longer wanted (a lost rank); their buffers are leaked.
     dropped: Vec<i32>,
@@ -227,7 +222,7 @@ impl Inbox {
 
     /// The next complete frame, with its source and tag (the text of [`TAG_WATCH`] and
     /// [`TAG_LOST`] messages comes as a header-only frame).
-    pub fn take_frame(&mut self) -> Result<Option<(i32, c_int, Frame)>, String> {
+    pub(crate) fn take_frame(&mut self) -> Result<Option<(i32, c_int, Frame)>, String> {
         let sources: Vec<i32> = self.by_source.keys().copied().collect();
         for s in sources {
             if let Some(f) = self.next_from(s)? {
@@ -244,7 +239,7 @@ impl Inbox {
 
     /// Abandons everything from `source` (it died): its buffers are never freed, since MPI may
     /// still hold them.
-    pub fn drop_source(&mut self, source: i32) {
+    pub(crate) fn drop_source(&mut self, source: i32) {
         if let Some(q) = self.by_source.remove(&source) {
             for p in q {
                 if !p.done {
@@ -336,7 +331,7 @@ fn parse_head(b: &[u8]) -> Result<(Vec<usize>, Vec<u8>), ProtocolError> {
 }
 
 /// Sends `text` with `tag` ([`TAG_WATCH`], [`TAG_LOST`]) to `dest`.
-pub fn send_text(dest: i32, tag: c_int, text: &str) -> Result<Sending, String> {
+pub(crate) fn send_text(dest: i32, tag: c_int, text: &str) -> Result<Sending, String> {
     let buf = text.as_bytes().to_vec();
     let mut reqs = Requests::default();
     isend(&buf, dest, tag, &mut reqs)?;
