@@ -157,7 +157,7 @@ pub enum LaunchError {
 /// One launcher's command-line template.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Profile {
+pub struct Profile {
     /// The launcher program (a name looked up on PATH, or a path).
     pub program: String,
     /// Arguments with placeholders.
@@ -187,7 +187,7 @@ pub(crate) struct Profile {
 
 /// What a launch needs to fill in a profile.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct LaunchSpec {
+pub struct LaunchSpec {
     /// Total ranks (rank 0 is the driver).
     pub ranks: u64,
     /// The program every rank runs (taps-worker, or taps).
@@ -236,7 +236,7 @@ impl std::fmt::Display for LaunchCommand {
 /// A profile rendered into a job script: shell lines before the launch, the launch command line,
 /// and shell lines after `status=$?` that replace the launcher's exit status with rank 0's.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct ScriptLaunch {
+pub struct ScriptLaunch {
     /// Lines before the launch (the launcher's environment, root and oversubscription checks,
     /// the run's variables, the blank status file); each ends with a newline.
     pub setup: String,
@@ -476,7 +476,7 @@ fn placeholders(s: &str) -> Result<Vec<&str>, String> {
 
 /// Launch profiles by name.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Profiles(BTreeMap<String, Profile>);
+pub struct Profiles(BTreeMap<String, Profile>);
 
 impl Profiles {
     /// The built-in profiles.

@@ -25,7 +25,7 @@ use crate::task::lookup;
 
 /// What to do after a message.
 #[derive(Debug)]
-pub(crate) enum Step {
+pub enum Step {
     /// Send this reply (if any) and go on.
     Continue(Option<FromWorker>),
     /// Send this reply (if any) and exit with this code.
@@ -34,7 +34,7 @@ pub(crate) enum Step {
 
 /// A worker's state: the data layer, once `Hello` has arrived.
 #[derive(Default)]
-pub(crate) struct Worker {
+pub struct Worker {
     data: Option<DataLayer>,
     name: String,
 }
@@ -46,7 +46,7 @@ impl Worker {
     }
 
     /// Handles one message.
-    pub(crate) fn handle(&mut self, msg: ToWorker) -> Step {
+    pub fn handle(&mut self, msg: ToWorker) -> Step {
         match msg {
             ToWorker::Hello { version, data, name } => {
                 if version != PROTOCOL_VERSION {
