@@ -275,11 +275,13 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// The job for `app` on `executor` with `opts` (checked again here), run in `run_dir`, with
-    /// taps from `bin_dir`; the MPI executor's ranks see the variables `env_vars`.
+    /// taps from `bin_dir`; with `mpi` (an executor whose run is an MPI job) the job starts the
+    /// ranks through the launch profile, and they see the variables `env_vars`.
     pub fn new(
         opts: &SubmitOptions,
         app: &str,
         executor: &str,
+        mpi: bool,
         run_dir: &Path,
         bin_dir: &Path,
         env_vars: &BTreeMap<String, String>,
@@ -287,7 +289,6 @@ impl JobSpec {
         // Options built in code, not parsed, get the same checks: nothing unchecked reaches job.sh.
         opts.validate().map_err(JobError::Options)?;
         let s = |p: PathBuf| p.display().to_string();
-        let mpi = executor == "mpi";
         let scheduler = opts.scheduler.get();
         let launcher = opts.launcher().to_string();
         let taps = s(bin_dir.join("taps"));
@@ -534,13 +535,14 @@ mod tests {
         }
         // Options built in code are checked before they are rendered.
         let opts = SubmitOptions { modules: vec!["x; touch canary".into()], ..Default::default() };
-        let e = JobSpec::new(&opts, "synthetic", "thread-pool", Path::new("/r"), Path::new("/b"), &BTreeMap::new())
-            .unwrap_err()
-            .to_string();
+        let e =
+            JobSpec::new(&opts, "synthetic", "thread-pool", false, Path::new("/r"), Path::new("/b"), &BTreeMap::new())
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("submit.modules"), "{}", e);
         let opts = SubmitOptions { job_name: Some("a|b".into()), ..Default::default() };
         assert!(
-            JobSpec::new(&opts, "synthetic", "thread-pool", Path::new("/r"), Path::new("/b"), &BTreeMap::new())
+            JobSpec::new(&opts, "synthetic", "thread-pool", false, Path::new("/r"), Path::new("/b"), &BTreeMap::new())
                 .is_err()
         );
     }

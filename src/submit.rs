@@ -326,7 +326,7 @@ pub(crate) fn main_submit(args: &[String]) -> i32 {
 /// directory exists every error is bad input.
 pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) -> Result<(), SubmitError> {
     let failed = |e: String| SubmitError::Failed(e);
-    let mpi = cfg.executor.name == "mpi";
+    let mpi = matches!(cfg.executor.options.launch(), crate::executor::Launch::MpiJob(_));
     if mpi && u64::from(opts.nodes) * u64::from(opts.ranks_per_node) < 2 {
         return Err(bad(format!(
             "the mpi executor needs at least 2 ranks in all (rank 0 runs the app, the others run tasks), got \
@@ -346,7 +346,7 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
     let (tname, ttext) = job::template(opts)?;
     let env = &cfg.run.env_vars;
     // Render once before anything exists, so a broken template leaves nothing behind.
-    let trial_spec = JobSpec::new(opts, &cfg.app.name, &cfg.executor.name, &cwd.join("runs/x"), &bin, env)?;
+    let trial_spec = JobSpec::new(opts, &cfg.app.name, &cfg.executor.name, mpi, &cwd.join("runs/x"), &bin, env)?;
     let trial = render(&trial_spec, &tname, &ttext)?;
     check_script_syntax(&trial, &opts.setup)?;
     // Slurm accepts, and leaves pending for ever, a job its partition can never hold: ask first.
@@ -383,8 +383,8 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
         .map_err(|e| bad(format!("cannot create the run directory from {:?}: {}", cfg.run.dir_format, e)))?;
     let script_path = run_dir.join(SCRIPT);
     let written = (|| -> Result<(JobSpec, String), String> {
-        let spec =
-            JobSpec::new(opts, &cfg.app.name, &cfg.executor.name, &run_dir, &bin, env).map_err(|e| e.to_string())?;
+        let spec = JobSpec::new(opts, &cfg.app.name, &cfg.executor.name, mpi, &run_dir, &bin, env)
+            .map_err(|e| e.to_string())?;
         let script = render(&spec, &tname, &ttext).map_err(|e| e.to_string())?;
         let mut cfg = cfg.clone();
         cfg.submit = Some(opts.to_table());

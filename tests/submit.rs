@@ -117,7 +117,9 @@ fn check_syntax(script: &str) {
 fn render_case(table: &str, executor: &str, template: Option<&str>) -> String {
     let t: toml::Table = toml::from_str(table).unwrap();
     let o = effective_options(Some(&t), &[]).unwrap();
-    let spec = JobSpec::new(&o, "synthetic", executor, Path::new(RUN), Path::new(BIN), &Default::default()).unwrap();
+    let spec =
+        JobSpec::new(&o, "synthetic", executor, executor == "mpi", Path::new(RUN), Path::new(BIN), &Default::default())
+            .unwrap();
     render(&spec, "test", template.unwrap_or(o.scheduler.get().builtin_template())).unwrap()
 }
 
