@@ -144,7 +144,14 @@ pub(crate) fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::R
     let start = Instant::now();
     run_info!("CLI Arguments: {}", argv.join(" "));
     run_info!("Runtime directory: {}", run_dir.display());
-    let env = crate::environment::collect();
+    let mut env = crate::environment::collect();
+    if !cfg.run.env_vars.is_empty() {
+        // What the run's processes see of `[run.env_vars]` (the driver's own environment, which
+        // thread-pool tasks share and worker processes inherit).
+        let seen: serde_json::Map<String, serde_json::Value> =
+            cfg.run.env_vars.keys().map(|k| (k.clone(), std::env::var(k).ok().into())).collect();
+        env["run_env_vars"] = seen.into();
+    }
     run_info!("Environment:\n{}", crate::environment::pretty(&env));
     std::fs::write(run_dir.join("environment.json"), serde_json::to_string_pretty(&env)? + "\n")?;
     tracing::debug!(target: "taps.run", "Wrote environment to environment.json");

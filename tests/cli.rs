@@ -126,6 +126,19 @@ fn environment_json_describes_the_machine() {
     assert!(env["system"]["hostname"].as_str().is_some_and(|h| !h.is_empty()));
     assert!(env["software"]["rustc"].as_str().unwrap().starts_with("rustc "));
     assert_eq!(env["software"]["taps"].as_str(), Some(env!("CARGO_PKG_VERSION")));
+    assert!(env.get("run_env_vars").is_none(), "{}", env);
+}
+
+/// `[run.env_vars]` are set in the driver before the run starts, so tasks of the thread-pool
+/// (which run in the driver) see them; environment.json shows what the driver saw.
+#[test]
+fn run_env_vars_are_in_the_drivers_environment_for_in_process_tasks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = ["--engine.executor", "thread-pool", "--run.env-vars", r#"{"TAPS_PROBE": "on"}"#];
+    let run = run_ok(tmp.path(), &args(BAG, &flags));
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("environment.json")).unwrap()).unwrap();
+    assert_eq!(env["run_env_vars"]["TAPS_PROBE"].as_str(), Some("on"), "{}", env);
 }
 
 #[test]
