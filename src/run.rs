@@ -88,13 +88,18 @@ pub(crate) fn interrupt_current() {
     }
 }
 
+/// Whether this process's environment already holds every variable of `vars` with its value.
+fn env_vars_in_effect(vars: &std::collections::BTreeMap<String, String>) -> bool {
+    vars.iter().all(|(k, v)| std::env::var_os(k).is_some_and(|x| x == v.as_str()))
+}
+
 /// Sets `[run.env_vars]` in this process's environment, before any thread starts: the tasks of
 /// in-process executors (thread-pool) run in this process, and every worker process inherits
 /// it. `set_var` is sound only while this is the only thread, so when another thread already
 /// runs, taps re-executes itself with the variables set instead. Returns an error only if
 /// that re-execution fails.
 pub(crate) fn apply_env_vars(vars: &std::collections::BTreeMap<String, String>) -> std::io::Result<()> {
-    if vars.iter().all(|(k, v)| std::env::var_os(k).is_some_and(|x| x == v.as_str())) {
+    if env_vars_in_effect(vars) {
         return Ok(());
     }
     let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(usize::MAX);
@@ -164,7 +169,7 @@ pub(crate) fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::R
     write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     tracing::debug!(target: "taps.run", "Wrote config to config.toml");
     let vars = &cfg.run.env_vars;
-    if vars.iter().all(|(k, v)| std::env::var_os(k).is_some_and(|x| x == v.as_str())) {
+    if env_vars_in_effect(vars) {
         if !vars.is_empty() {
             tracing::debug!(target: "taps.run", "Updated {} environment variable(s): {}", vars.len(), vars.keys().cloned().collect::<Vec<_>>().join(", "));
         }
@@ -186,7 +191,7 @@ pub(crate) fn run_in(cfg: &Config, run_dir: &Path, argv: &[String]) -> anyhow::R
         Some(f) => RecordWriter::create(&run_dir.join(f))?,
         None => RecordWriter::null(),
     };
-    let engine = Engine::builder(executor).data(data).records(records).run_dir(run_dir).try_build()?;
+    let engine = Engine::builder(executor).data(data).records(records).try_build()?;
     run_info!("Initialized engine (executor={}, elapsed={}s)", engine.executor_name(), secs(t));
     tracing::debug!(target: "taps.run", "Engine(executor={})", engine.executor_name());
     *CURRENT.lock().unwrap() = Some(engine.interrupter());
