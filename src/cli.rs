@@ -91,6 +91,7 @@ fn clap_error_line(e: &clap::Error) -> String {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main(argv: Vec<String>) -> i32 {
+    crate::apps::cholesky::kernels::use_best_blas_kernels();
     if crate::worker::is_worker_invocation(&argv) {
         crate::catalogue::install();
         return match mpi_job_args(argv) {

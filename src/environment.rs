@@ -57,6 +57,13 @@ fn memory_gb() -> Option<f64> {
 }
 
 /// The environment as a JSON object (groups: hardware, software, system).
+/// OpenBLAS's configuration, the kernel set in use, and `OPENBLAS_CORETYPE` if set (by the user,
+/// or by taps when OpenBLAS fell back to generic kernels).
+fn blas() -> Value {
+    use crate::apps::cholesky::kernels as k;
+    json!({ "config": k::blas_config(), "core": k::blas_core(), "coretype": std::env::var(k::CORETYPE_VAR).ok() })
+}
+
 pub fn collect() -> Value {
     let logical = std::thread::available_parallelism().map(|n| n.get()).ok();
     json!({
@@ -72,6 +79,7 @@ pub fn collect() -> Value {
             "taps_git_commit": GIT_COMMIT,
             "rustc": RUSTC_VERSION,
             "mpi": crate::executor::mpi_library_version(),
+            "blas": blas(),
         },
         "system": {
             "hostname": crate::engine::hostname(),
@@ -89,7 +97,7 @@ pub(crate) fn pretty(v: &Value) -> String {
         other => other.to_string(),
     };
     format!(
-        "system:\n  hostname: {}\n  os: {} ({})\n  cpu: {} {} ({} cores / {} logical)\n  memory: {} GB\nsoftware:\n  taps: {} (commit {})\n  rustc: {}\n  mpi: {}",
+        "system:\n  hostname: {}\n  os: {} ({})\n  cpu: {} {} ({} cores / {} logical)\n  memory: {} GB\nsoftware:\n  taps: {} (commit {})\n  rustc: {}\n  mpi: {}\n  blas: {} kernels ({})",
         g("system", "hostname"),
         g("system", "platform"),
         g("system", "platform_ext"),
@@ -102,5 +110,7 @@ pub(crate) fn pretty(v: &Value) -> String {
         g("software", "taps_git_commit"),
         g("software", "rustc"),
         g("software", "mpi"),
+        v["software"]["blas"]["core"].as_str().unwrap_or("unknown"),
+        v["software"]["blas"]["config"].as_str().unwrap_or("unknown"),
     )
 }

@@ -280,3 +280,38 @@ fn bad_sizes_are_one_line_errors_before_the_run_dir() {
     }
     assert!(!dir.path().join("runs").exists());
 }
+
+/// The `software.blas` entry of a run's environment.json: (kernel set, OPENBLAS_CORETYPE).
+fn blas_of_run(dir: &Path, coretype: Option<&str>) -> (String, Option<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_taps"));
+    cmd.args(["run", "--config", &example_config(), "--app.output", "none"]).current_dir(dir);
+    match coretype {
+        Some(c) => cmd.env(kernels::CORETYPE_VAR, c),
+        None => cmd.env_remove(kernels::CORETYPE_VAR),
+    };
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let run = runs.iter().max().unwrap();
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("environment.json")).unwrap()).unwrap();
+    std::fs::remove_dir_all(dir.join("runs")).unwrap();
+    let blas = &env["software"]["blas"];
+    (blas["core"].as_str().unwrap().to_string(), blas["coretype"].as_str().map(str::to_string))
+}
+
+/// OpenBLAS falls back to generic SSE3 kernels on a CPU it does not recognise (this project's VM:
+/// Debian 12's OpenBLAS 0.3.21 says "Prescott" on an AVX-512 Xeon, 4× slower). taps then runs with
+/// the best kernel set the CPU has; a kernel set the user chose is kept.
+#[test]
+fn runs_use_the_best_blas_kernels_the_cpu_has_and_keep_the_users_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (core, coretype) = blas_of_run(dir.path(), None);
+    assert_eq!(kernels::better_core(&core), None, "the run used fallback kernels {}", core);
+    // This test process got what OpenBLAS picks by itself: whether taps had to step in.
+    if std::env::var_os(kernels::CORETYPE_VAR).is_none() {
+        assert_eq!(coretype.as_deref(), kernels::better_core(&kernels::blas_core()), "core {}", core);
+    }
+    let (core, coretype) = blas_of_run(dir.path(), Some("Haswell"));
+    assert_eq!((core.as_str(), coretype.as_deref()), ("Haswell", Some("Haswell")));
+}

@@ -29,6 +29,68 @@ use rand_distr::{ChiSquared, Distribution, StandardNormal};
 unsafe extern "C" {
     fn openblas_set_num_threads(n: c_int);
     fn openblas_get_num_threads() -> c_int;
+    fn openblas_get_corename() -> *const c_char;
+    fn openblas_get_config() -> *const c_char;
+}
+
+/// The environment variable that makes a DYNAMIC_ARCH OpenBLAS use a given kernel set.
+pub const CORETYPE_VAR: &str = "OPENBLAS_CORETYPE";
+
+/// The kernel set OpenBLAS chose at load time (e.g. `SkylakeX`, `Haswell`, `Prescott`).
+pub fn blas_core() -> String {
+    // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(openblas_get_corename()) }.to_string_lossy().into_owned()
+}
+
+/// OpenBLAS's build configuration (version, DYNAMIC_ARCH, thread model, core).
+pub fn blas_config() -> String {
+    // SAFETY: as for `blas_core`.
+    unsafe { std::ffi::CStr::from_ptr(openblas_get_config()) }.to_string_lossy().trim().to_string()
+}
+
+/// The kernel set this CPU supports when OpenBLAS fell back to a generic one.
+///
+/// OpenBLAS picks its kernels from the CPU's family and model numbers. Under a hypervisor that
+/// hides them, or on a CPU newer than the OpenBLAS release (Debian 12's 0.3.21 on Sapphire
+/// Rapids), it falls back to `Prescott`: SSE3 kernels, about 4× slower than the AVX-512 ones on
+/// the same CPU. This looks at the instruction sets the CPU and the kernel actually offer instead.
+/// `None` when OpenBLAS's choice is not a fallback, or nothing better is available.
+pub fn better_core(current: &str) -> Option<&'static str> {
+    const FALLBACKS: [&str; 6] = ["Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Unknown"];
+    if !FALLBACKS.iter().any(|f| f.eq_ignore_ascii_case(current)) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+            return Some("SkylakeX");
+        }
+        if has!("avx2") && has!("fma") {
+            return Some("Haswell");
+        }
+        if has!("avx") {
+            return Some("SandyBridge");
+        }
+    }
+    None
+}
+
+/// Restarts this process with `OPENBLAS_CORETYPE` set when OpenBLAS fell back to a generic kernel
+/// set on a CPU that has a better one (see [`better_core`]). OpenBLAS reads the variable once, when
+/// it is loaded, so it must be in the environment before the process starts; child processes
+/// (workers, mpirun and its ranks) inherit it. A value the user set is always kept. Returns only
+/// when no restart is needed (or `exec` failed, which leaves the run correct, only slower).
+pub fn use_best_blas_kernels() {
+    if std::env::var_os(CORETYPE_VAR).is_some() {
+        return;
+    }
+    let Some(core) = better_core(&blas_core()) else { return };
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    let _ = std::process::Command::new(exe).arg0(arg0).args(args).env(CORETYPE_VAR, core).exec();
 }
 
 static THREADS: Mutex<()> = Mutex::new(());

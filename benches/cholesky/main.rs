@@ -5,6 +5,7 @@
 mod makespan;
 
 fn main() {
+    taps::apps::cholesky::kernels::use_best_blas_kernels();
     let mut cases = Vec::new();
     let mut reps = 3;
     let mut args = std::env::args().skip(1);
