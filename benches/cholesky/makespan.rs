@@ -1,5 +1,6 @@
 //! Makespan benchmark: the tiled factorization through the engine on each local executor versus
-//! one whole-matrix `dpotrf` of the same OpenBLAS on every core (the practical limit).
+//! one whole-matrix `dpotrf` of the same OpenBLAS on every core (the practical limit), and a
+//! whole-matrix `dgemm` of the same n³/3 flops (the machine's BLAS speed).
 //! Used by `cargo bench --bench cholesky` (kept out of the library, which does not need it).
 
 use std::time::{Duration, Instant};
@@ -60,6 +61,43 @@ pub fn whole_matrix(a: &Array2<f64>, b: usize, reps: usize, threads: usize) -> a
     Ok(Row { n: a.nrows(), what: format!("whole-matrix dpotrf ({} threads)", threads), times, residual })
 }
 
+/// The dgemm limit: `reps` whole-matrix `dgemm` calls of the same n³/3 flops as the factorization
+/// (C[n×n] −= A[n×k]·B[n×k]ᵀ with k = n/6) on `threads` BLAS threads. dgemm is the fastest BLAS
+/// call, so this is the time the machine's cores need for the factorization's flops at BLAS speed.
+pub fn dgemm_limit(n: usize, reps: usize, threads: usize) -> Row {
+    let k = (n / 6).max(1);
+    let a = kernels::generate(n, 5).slice(s![.., ..k]).to_owned();
+    let mut c = Array2::<f64>::zeros((n, n));
+    let mut times = Vec::new();
+    let (ni, ki) = (n as i32, k as i32);
+    for _ in 0..reps {
+        let t = Instant::now();
+        kernels::with_threads(threads, || {
+            // SAFETY: contiguous row-major buffers: a is n×k (lda = k), c is n×n (ldc = n).
+            unsafe {
+                cblas_sys::cblas_dgemm(
+                    cblas_sys::CblasRowMajor,
+                    cblas_sys::CblasNoTrans,
+                    cblas_sys::CblasTrans,
+                    ni,
+                    ni,
+                    ki,
+                    -1.0,
+                    a.as_ptr(),
+                    ki,
+                    a.as_ptr(),
+                    ki,
+                    1.0,
+                    c.as_mut_ptr(),
+                    ni,
+                )
+            }
+        });
+        times.push(t.elapsed());
+    }
+    Row { n, what: format!("whole-matrix dgemm, n³/3 flops ({} threads)", threads), times, residual: f64::NAN }
+}
+
 /// `reps` tiled factorizations on `executor` (built with its default options), after one small
 /// untimed warm-up factorization that starts the workers.
 pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize) -> anyhow::Result<Row> {
@@ -91,20 +129,23 @@ pub fn run(cases: &[(usize, usize)], reps: usize) -> anyhow::Result<Vec<Row>> {
         let a = kernels::generate(n, 0);
         let tiles = (n / b) as u64;
         println!(
-            "cholesky n={} b={} ({} tiles per side, {} tasks), {} cores; input generated in {:.1}s",
+            "cholesky n={} b={} ({} tiles per side, {} tasks), {} cores, OpenBLAS {} kernels; input generated in {:.1}s",
             n,
             b,
             tiles,
             task_count(tiles),
             cores,
+            kernels::blas_core(),
             t.elapsed().as_secs_f64()
         );
         let k: Vec<String> = kernels(b, reps).iter().map(|(n, g)| format!("{} {:.1}", n, g)).collect();
         println!("  tile kernels, 1 BLAS thread, GFLOP/s (/2 = half rank): {}", k.join(", "));
+        let gemm = dgemm_limit(n, reps, cores);
+        print_row(&gemm, None, None);
         let base = whole_matrix(&a, b, reps, cores)?;
-        print_row(&base, None);
-        let limit = base.best();
-        rows.push(base);
+        print_row(&base, None, Some(gemm.best()));
+        let (limit, gemm_limit) = (base.best(), gemm.best());
+        rows.extend([gemm, base]);
         for &e in EXECUTORS {
             if taps::executor::find(e).is_err() {
                 println!("  {:<44} not compiled into this build, skipped", e);
@@ -112,7 +153,7 @@ pub fn run(cases: &[(usize, usize)], reps: usize) -> anyhow::Result<Vec<Row>> {
             }
             match tiled(e, &a, b, reps) {
                 Ok(r) => {
-                    print_row(&r, Some(limit));
+                    print_row(&r, Some(limit), Some(gemm_limit));
                     rows.push(r);
                 }
                 Err(err) => println!("  {:<44} failed: {:#}", e, err),
@@ -151,9 +192,16 @@ pub fn kernels(b: usize, reps: usize) -> Vec<(&'static str, f64)> {
     ]
 }
 
-fn print_row(r: &Row, limit: Option<Duration>) {
+fn print_row(r: &Row, limit: Option<Duration>, gemm: Option<Duration>) {
     let flops = (r.n as f64).powi(3) / 3.0;
-    let ratio = limit.map(|l| format!("  {:.2}x the whole-matrix call", r.best().as_secs_f64() / l.as_secs_f64()));
+    let x = |l: Duration| r.best().as_secs_f64() / l.as_secs_f64();
+    let ratio =
+        [limit.map(|l| format!("{:.2}x the dpotrf call", x(l))), gemm.map(|l| format!("{:.2}x the dgemm limit", x(l)))]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+    let ratio = (!ratio.is_empty()).then(|| format!("  {}", ratio));
     println!(
         "  {:<44} best {:>7.3}s  median {:>7.3}s  ({:>5.1} GFLOP/s, residual {:.1e}){}",
         r.what,
