@@ -5,7 +5,8 @@
 //! * throughput: a bag of no-op tasks with `--in-flight` tasks in flight; tasks / (last received − first submit);
 //! * data: a bag with one task in flight carrying `S` bytes in and `S` bytes out, inline and through
 //!   the `file` transformer; effective rate = 2·S / (round trip − task body);
-//! * scale (optional): a bag of `--scale-tasks` tasks run as a child `taps run`, its peak RSS.
+//! * scale (optional): a bag of `--scale-tasks` tasks run as a child `taps run`, its peak RSS;
+//! * conditions: whether the machine was idle while it ran ([`crate::conditions`]).
 
 use std::path::{Path, PathBuf};
 
@@ -330,6 +331,7 @@ pub fn main(a: BenchArgs) -> i32 {
         }
     }
     crate::engine::install_panic_hook();
+    let start = crate::conditions::Sample::now();
     let mut reps = Vec::new();
     for e in &executors {
         eprintln!("taps bench: {} ...", e);
@@ -341,13 +343,15 @@ pub fn main(a: BenchArgs) -> i32 {
             }
         }
     }
-    let md = markdown(&a, &reps);
+    let conditions = start.until_now();
+    let md = markdown(&a, &reps) + "\n" + &conditions.line() + "\n";
     println!("{}", md);
     let stamp = chrono::Local::now().format("%Y-%m-%d-%H-%M-%S");
     let json = serde_json::json!({
         "environment": crate::environment::collect(),
         "args": format!("{:?}", a),
         "results": reps,
+        "conditions": conditions,
     });
     let path = a.out.join(format!("bench-{}.json", stamp));
     if let Err(e) = std::fs::create_dir_all(&a.out)

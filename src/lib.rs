@@ -12,6 +12,7 @@ pub mod app;
 pub mod bench;
 pub mod catalogue;
 pub mod cli;
+pub mod conditions;
 pub mod config;
 pub mod data;
 pub mod engine;
