@@ -7,9 +7,11 @@
 #
 #   scripts/scale-model.sh [TAPS]        TAPS: the taps binary [target/release/taps]
 #
+# "rank-0 cores busy" = CPU per task x tasks/s: near 1 per busy driver thread, the driver is the limit.
+#
 # Environment: RANKS ["2 8 32 64"], TASKS per run [20000], IN_FLIGHT_PER_WORKER [4],
 # OUT [runs/scale-model], PERF_RECORD=1 also records a call-graph profile of rank 0 per run
-# (OUT/rN.perf.data; the top symbols are printed). Needs OpenMPI and perf (linux-perf).
+# (OUT/rN.perf.data; its top symbols in OUT/rN.top). Needs OpenMPI and perf (linux-perf).
 set -euo pipefail
 
 taps=${1:-target/release/taps}
@@ -46,8 +48,8 @@ is_below() {
   return 1
 }
 
-echo "| ranks | workers | in flight | tasks/s | rank-0 CPU per task (µs) | load before |"
-echo "|---:|---:|---:|---:|---:|---|"
+echo "| ranks | workers | in flight | tasks/s | rank-0 CPU per task (µs) | rank-0 cores busy | load before |"
+echo "|---:|---:|---:|---:|---:|---:|---|"
 for r in $ranks_list; do
   w=$((r - 1))
   inflight=$((w * per))
@@ -67,9 +69,10 @@ for r in $ranks_list; do
   tps=$(awk -F'|' '$2 ~ /mpi/ { gsub(/[^0-9.]/, "", $5); print $5 }' "$out/r$r.md")
   cpu_ms=$(awk -F, '$3 ~ /task-clock/ { print $1 }' "$out/r$r.perf")
   per_task=$(awk -v c="$cpu_ms" -v n="$tasks" 'BEGIN { printf "%.1f", c * 1000 / n }')
-  echo "| $r | $w | $inflight | $tps | $per_task | $load |"
+  busy=$(awk -v c="$per_task" -v t="$tps" 'BEGIN { printf "%.2f", c * t / 1e6 }')
+  echo "| $r | $w | $inflight | $tps | $per_task | $busy | $load |"
   if [[ "${PERF_RECORD:-0}" == 1 ]]; then
-    perf report -i "$out/r$r.perf.data" --no-children --stdio --percent-limit 3 2>/dev/null \
-      | grep -E '^ +[0-9]' | head -12 >"$out/r$r.top"
+    perf report -i "$out/r$r.perf.data" --no-children --stdio -g none --sort dso,sym \
+      --percent-limit 2 2>/dev/null | grep -E '^ +[0-9]' | head -15 >"$out/r$r.top" || true
   fi
 done

@@ -371,3 +371,128 @@ fn the_nodes_and_everything_on_them_are_removed_when_a_test_fails() {
     assert_eq!(procs.len(), 4, "three holders and the sleeper: {:?}", procs);
     assert_gone(&procs);
 }
+
+/// A two-node Slurm cluster on simulated nodes (`slurm/nodes.sh`), removed with everything on
+/// it when dropped.
+struct SlurmNodes {
+    tmp: tempfile::TempDir,
+}
+
+const SLURM_NODES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/slurm/nodes.sh");
+
+impl SlurmNodes {
+    fn cluster(&self) -> PathBuf {
+        self.tmp.path().join("cluster")
+    }
+
+    /// `CMD...` on the cluster's first node, in `cwd`.
+    fn exec(&self, cwd: &Path, cmd: &[&str]) -> Output {
+        Command::new(SLURM_NODES)
+            .arg("exec")
+            .arg(self.cluster())
+            .args(cmd)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("slurm/nodes.sh runs")
+    }
+}
+
+impl Drop for SlurmNodes {
+    fn drop(&mut self) {
+        let _ = Command::new(SLURM_NODES).arg("down").arg(self.cluster()).output();
+    }
+}
+
+#[test]
+fn taps_submit_nodes_2_runs_ranks_on_both_nodes_of_a_slurm_cluster() {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: simulated nodes need root");
+        return;
+    }
+    let slurm = SlurmNodes { tmp: tempfile::tempdir().unwrap() };
+    let (links_before, netns_before) = (host_links(), netns_list());
+    let out = Command::new(SLURM_NODES).arg("up").arg(slurm.cluster()).arg("2").stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "slurm/nodes.sh up failed: {}", show(&out));
+    let sim_nodes = std::fs::read_to_string(slurm.cluster().join("sim/nodes")).unwrap();
+    let nets: Vec<String> = sim_nodes.lines().map(|l| l.split(' ').nth(3).unwrap().to_string()).collect();
+    let work = slurm.tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+
+    let submit = [
+        "submit",
+        "--scheduler",
+        "slurm",
+        "--nodes",
+        "2",
+        "--ranks-per-node",
+        "2",
+        "--walltime",
+        "00:05:00",
+        "--",
+        "--app",
+        "synthetic",
+        "--app.structure",
+        "bag",
+        "--app.task-count",
+        "40",
+        "--app.bag-max-running",
+        "6",
+        "--app.task-data-bytes",
+        "10000",
+        "--engine.transformer",
+        "file",
+        "--engine.executor",
+        "mpi",
+    ];
+    let out = slurm.exec(&work, &[&[TAPS], &submit[..]].concat());
+    assert!(out.status.success(), "taps submit: {}", show(&out));
+    let run = the_run_dir(&work);
+    // The job script writes job.exit when it ends (a hang guard, not a speed check).
+    let waited = std::time::Instant::now();
+    while !run.join("job.exit").exists() {
+        if waited.elapsed() > Duration::from_secs(120) {
+            let q = slurm.exec(&work, &["scontrol", "show", "job"]);
+            panic!("the job did not end in 120 s: {}", show(&q));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let job_out = std::fs::read_to_string(run.join("job.out")).unwrap_or_default();
+    let job_err = std::fs::read_to_string(run.join("job.err")).unwrap_or_default();
+    assert_eq!(std::fs::read_to_string(run.join("job.exit")).unwrap(), "0\n", "{}\n{}", job_out, job_err);
+    let status = slurm.exec(&work, &[TAPS, "status", run.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&status.stdout).starts_with("finished: slurm job"), "{}", show(&status));
+
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), 40, "one record per task: {}", job_out);
+    common::check_record_invariants(&recs);
+    assert!(recs.iter().all(|r| r.success == Some(true) && r.bytes_by_reference >= 20_000), "{:?}", recs);
+    // 2 nodes x 2 ranks: rank 0 (the driver) and rank 1 on the first node, ranks 2 and 3 on
+    // the second; every worker ran tasks.
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("environment.json")).unwrap()).unwrap();
+    assert_eq!(env["system"]["hostname"], "tapsn0", "{}", env);
+    let hosts = hosts_of_ranks(&recs);
+    let expected: BTreeMap<String, String> = [("rank-1", "tapsn0"), ("rank-2", "tapsn1"), ("rank-3", "tapsn1")]
+        .iter()
+        .map(|(r, h)| (r.to_string(), h.to_string()))
+        .collect();
+    assert_eq!(hosts, expected, "{}", job_out);
+
+    // Everything ends with the cluster: the daemons, the nodes, what the script wrote.
+    let procs: Vec<(u32, String)> = common::processes()
+        .into_iter()
+        .filter(|&(p, _, st)| st != 'Z' && ns(p, "net").is_some_and(|n| nets.contains(&n)))
+        .filter_map(|(p, _, _)| Some((p, started(p)?)))
+        .collect();
+    assert!(procs.len() >= 3 + 3, "three holders, slurmctld and two slurmd: {:?}", procs);
+    for _ in 0..2 {
+        let out = Command::new(SLURM_NODES).arg("down").arg(slurm.cluster()).output().unwrap();
+        assert!(out.status.success(), "slurm/nodes.sh down failed: {}", show(&out));
+    }
+    assert!(!slurm.cluster().exists(), "slurm/nodes.sh down removes what up wrote");
+    assert_gone(&procs);
+    assert_eq!(host_links(), links_before);
+    assert_eq!(netns_list(), netns_before);
+}
