@@ -29,7 +29,7 @@ rank0_of() {
   local root=$1 p
   for _ in $(seq 6000); do
     for p in $(pgrep -d ' ' -f "worker -c|taps-worker" || true); do
-      if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=0 \
+      if tr '\0' '\n' 2>/dev/null <"/proc/$p/environ" | grep -qx OMPI_COMM_WORLD_RANK=0 \
         && grep -q "^PPid:" "/proc/$p/status" && is_below "$p" "$root"; then
         echo "$p"
         return
