@@ -103,8 +103,12 @@ impl Nodes {
         let n = self.node(name);
         common::processes()
             .into_iter()
-            .filter(|&(p, _, st)| st != 'Z' && ns(p, "net").as_ref() == Some(&n.net) && ns(p, "uts").as_ref() == Some(&n.uts))
-            .map(|(p, _, _)| (p, std::fs::read_to_string(format!("/proc/{}/comm", p)).unwrap_or_default().trim().into()))
+            .filter(|&(p, _, st)| {
+                st != 'Z' && ns(p, "net").as_ref() == Some(&n.net) && ns(p, "uts").as_ref() == Some(&n.uts)
+            })
+            .map(|(p, _, _)| {
+                (p, std::fs::read_to_string(format!("/proc/{}/comm", p)).unwrap_or_default().trim().into())
+            })
             .collect()
     }
 
@@ -317,7 +321,9 @@ fn a_node_whose_ranks_are_killed_mid_run_leaves_one_record_per_task() {
     for r in first.iter().filter(|r| r.success == Some(true)) {
         assert!(["node1", "node2"].contains(&r.execution.as_ref().unwrap().hostname.as_str()), "{:?}", r);
     }
-    assert!(first.iter().filter(|r| r.success == Some(true)).any(|r| r.execution.as_ref().unwrap().hostname == "node1"));
+    assert!(
+        first.iter().filter(|r| r.success == Some(true)).any(|r| r.execution.as_ref().unwrap().hostname == "node1")
+    );
     nodes.down();
 }
 
