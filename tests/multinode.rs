@@ -5,7 +5,7 @@
 //! the ranks of the other nodes through an ssh stand-in (`OMPI_MCA_plm_rsh_agent`), so rank 0 and
 //! its workers, each on its own node, talk over TCP. Every test removes its nodes, also when it
 //! fails, and checks that no process, namespace, interface or mount is left.
-//! Needs root (skipped otherwise).
+//! Needs root and permission to make namespaces (skipped otherwise, saying so).
 #![cfg(feature = "mpi")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +41,21 @@ fn sim(args: &[&str]) -> Output {
     Command::new(SCRIPT).args(args).stdin(Stdio::null()).output().expect("sim-nodes.sh runs")
 }
 
+/// Whether this process may make network and UTS namespaces (root, and not in a container that
+/// forbids it); says why not on stderr.
+fn can_simulate_nodes() -> bool {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: simulated nodes need root");
+        return false;
+    }
+    let ok = Command::new("unshare").args(["--net", "--uts", "true"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: `unshare --net --uts true` fails here (a container without CAP_SYS_ADMIN?)");
+    }
+    ok
+}
+
 /// Names of this namespace's network interfaces.
 fn host_links() -> BTreeSet<String> {
     let out = Command::new("ip").args(["-o", "link"]).output().expect("ip runs");
@@ -62,9 +77,7 @@ fn ns(pid: u32, kind: &str) -> Option<String> {
 impl Nodes {
     /// Makes nodes `names` (the first is the head node), or None when not root.
     fn up(names: &[&str]) -> Option<Nodes> {
-        // SAFETY: plain syscall.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: simulated nodes need root");
+        if !can_simulate_nodes() {
             return None;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -412,9 +425,7 @@ impl Drop for SlurmNodes {
 
 #[test]
 fn taps_submit_nodes_2_runs_ranks_on_both_nodes_of_a_slurm_cluster() {
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: simulated nodes need root");
+    if !can_simulate_nodes() {
         return;
     }
     let slurm = SlurmNodes { tmp: tempfile::tempdir().unwrap() };
