@@ -12,7 +12,7 @@
 #
 # `up` writes, in DIR (created if missing):
 #   nodes      one line per node: NAME ADDRESS HOLDER_PID NET_NS UTS_NS HOLDER_START (the
-#              switch is "- -  PID NET_NS - START")
+#              switch is "- - PID NET_NS - START")
 #   hostfile   an OpenMPI hostfile, NAME slots=$SIM_NODES_SLOTS (default 1) per node
 #   rsh        an ssh stand-in for mpirun (OMPI_MCA_plm_rsh_agent=DIR/rsh): `rsh [-opts] NAME
 #              CMD...` runs the shell command CMD... on node NAME with a login-like environment
@@ -35,12 +35,11 @@ shift 2
 # owner exits; prints its pid once it is inside them.
 hold() {
   local flags=$1 name=$2 pid
-  # shellcheck disable=SC2086
-  # shellcheck disable=SC2016
+  # shellcheck disable=SC2016,SC2086
   unshare $flags -- sh -c '[ "$1" = - ] || hostname "$1"; exec tail --pid="$2" -f /dev/null' \
     sh "$name" "$owner" </dev/null >/dev/null 2>&1 &
   pid=$!
-  for _ in $(seq 500); do
+  for _ in $(seq 3000); do
     if [[ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" != "$(readlink /proc/self/ns/net)" ]] \
       && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == tail ]]; then
       echo "$pid"
