@@ -3,8 +3,10 @@
 //! (10.77.0.0/24), all sharing this machine's filesystem. `taps run` runs on the head node, as a
 //! user would on a login node: mpirun reads a hostfile (`engine.executor.launcher-args`) and starts
 //! the ranks of the other nodes through an ssh stand-in (`OMPI_MCA_plm_rsh_agent`), so rank 0 and
-//! its workers, each on its own node, talk over TCP. Every test removes its nodes, also when it
-//! fails, and checks that no process, namespace, interface or mount is left.
+//! its workers, each on its own node, talk over TCP. `taps submit --nodes 2` runs the same way on a
+//! two-node Slurm cluster made of such nodes (`slurm/nodes.sh`: one slurmd per node). Every test
+//! removes its nodes, also when it fails, and checks that no process, namespace, interface or
+//! mount is left.
 //! Needs root and permission to make namespaces (skipped otherwise, saying so).
 #![cfg(feature = "mpi")]
 
