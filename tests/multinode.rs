@@ -127,9 +127,15 @@ impl Nodes {
             .collect()
     }
 
-    /// The pid of MPI rank `rank` on node `name`, once it runs.
+    /// The pid of the taps worker that is MPI rank `rank` on node `name`, once it runs (not the
+    /// `true` of taps's probe of the launch command, which has a rank too).
     fn rank_on(&self, name: &str, rank: u32) -> u32 {
-        common::wait_for(|| self.processes_on(name).into_iter().map(|(p, _)| p).find(|&p| rank_of(p) == Some(rank)))
+        let is_worker = |p: u32| {
+            std::fs::read(format!("/proc/{}/cmdline", p)).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == b"--run-dir"))
+        };
+        common::wait_for(|| {
+            self.processes_on(name).into_iter().map(|(p, _)| p).find(|&p| rank_of(p) == Some(rank) && is_worker(p))
+        })
     }
 
     /// `taps run` on the head node `head` with the mpi executor on `ranks` ranks, mpirun placing
@@ -514,4 +520,47 @@ fn taps_submit_nodes_2_runs_ranks_on_both_nodes_of_a_slurm_cluster() {
     assert_gone(&procs);
     assert_eq!(host_links(), links_before);
     assert_eq!(netns_list(), netns_before);
+}
+
+#[test]
+fn a_launcher_that_outlives_rank_0_is_stopped_and_the_run_ends() {
+    // mpirun that lost a node's daemon may wait for it for ever after every rank has ended; here
+    // a launcher that runs mpirun and then sleeps stands for it (no root needed).
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapper = tmp.path().join("lingering-launcher");
+    std::fs::write(&wrapper, "#!/bin/sh\nmpirun \"$@\"\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let profile = tmp.path().join("launchers.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[lingering]\nprogram = {:?}\nargs = [\"{{root_args}}\", \"{{oversubscribe_args}}\", \"-np\", \"{{ranks}}\", \
+             \"{{worker}}\", \"{{worker_args}}\"]\nroot_args = [\"--allow-run-as-root\"]\n\
+             oversubscribe_args = [\"--oversubscribe\"]\nenv = {{ OMPI_MCA_orte_enable_recovery = \"1\" }}\n\
+             oversubscribe_env = {{ OMPI_MCA_mpi_yield_when_idle = \"1\" }}\n",
+            wrapper.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(TAPS)
+        .current_dir(tmp.path())
+        .args(["run", "--engine.executor", "mpi", "--engine.executor.ranks", "3"])
+        .args(["--engine.executor.launcher", "lingering", "--engine.executor.launcher-profile"])
+        .arg(&profile)
+        .args(["--app", "synthetic", "--app.structure", "reduce", "--app.task-count", "4"])
+        .env_remove("TAPS_WORKER")
+        .stdin(Stdio::null())
+        .stdout(File::create(tmp.path().join("stdout")).unwrap())
+        .stderr(File::create(tmp.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = common::wait_or_kill(&mut child, 120, "taps run whose launcher outlives rank 0");
+    let out = std::fs::read_to_string(tmp.path().join("stdout")).unwrap();
+    assert_eq!(status.code(), Some(0), "rank 0's exit status is the run's: {}", out);
+    assert!(out.contains("The launcher still runs 10 s after rank 0 ended: stopping it"), "{}", out);
+    assert!(common::descendants(pid).is_empty(), "nothing of the job is left");
+    let recs = common::records(&the_run_dir(tmp.path()));
+    assert_eq!(recs.len(), 5, "one record per task");
+    assert!(recs.iter().all(|r| r.success == Some(true)));
 }
