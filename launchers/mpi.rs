@@ -27,6 +27,9 @@ use crate::executor::mpi::launch::{create_blank, read_status};
 
 /// After passing a signal on to the job, how long to wait before sending the launcher SIGTERM.
 pub(crate) const ESCALATE_AFTER: Duration = Duration::from_secs(5);
+/// How long the launcher may outlive rank 0's exit status before it is stopped: mpirun that lost
+/// a node's daemon may wait for it for ever after every rank has ended.
+pub(crate) const LINGER_AFTER_RANK0: Duration = Duration::from_secs(10);
 /// When the launcher ends before rank 0 has written its status (mpirun, signalled while a rank
 /// is stopped, may quit before its ranks), how long to wait for rank 0 to write it.
 const STATUS_WAIT: Duration = Duration::from_secs(5);
@@ -117,7 +120,7 @@ pub fn run(l: &Launch) -> Result<Ended, LaunchError> {
         let _ = std::fs::remove_file(&l.status_file);
         LaunchError::Start { program: l.program.display().to_string(), source }
     })?;
-    let (status, signalled) = wait_passing_signals(child)?;
+    let (status, signalled) = wait_passing_signals(child, &l.status_file)?;
     let waited = Instant::now();
     let mut rank0 = read_status(&l.status_file);
     while rank0.is_none() && waited.elapsed() < STATUS_WAIT {
@@ -134,10 +137,14 @@ pub fn run(l: &Launch) -> Result<Ended, LaunchError> {
 }
 
 /// Waits for the launcher `child`; a SIGINT, SIGTERM or SIGHUP meanwhile is passed on to it as
-/// SIGUSR1, and followed by SIGTERM if the job still runs [`ESCALATE_AFTER`] later. Only this
-/// thread signals and reaps the child, so a signal never reaches a reused pid. Returns the exit
-/// status and whether a signal came.
-fn wait_passing_signals(mut child: std::process::Child) -> std::io::Result<(std::process::ExitStatus, bool)> {
+/// SIGUSR1, and followed by SIGTERM if the job still runs [`ESCALATE_AFTER`] later. A launcher
+/// still running [`LINGER_AFTER_RANK0`] after rank 0 wrote its status to `status_file` gets
+/// SIGTERM too (then SIGKILL). Only this thread signals and reaps the child, so a signal never
+/// reaches a reused pid. Returns the exit status and whether a signal came.
+fn wait_passing_signals(
+    mut child: std::process::Child,
+    status_file: &Path,
+) -> std::io::Result<(std::process::ExitStatus, bool)> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let got = Arc::new(AtomicI32::new(0));
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
@@ -151,9 +158,27 @@ fn wait_passing_signals(mut child: std::process::Child) -> std::io::Result<(std:
     let pid = child.id() as libc::pid_t;
     let mut passed: Option<Instant> = None;
     let mut escalated = false;
+    let mut rank0_done: Option<Instant> = None;
+    let mut polls = 0u32;
     let status = loop {
         if let Some(s) = child.try_wait()? {
             break s;
+        }
+        polls = polls.wrapping_add(1);
+        if rank0_done.is_none() && polls.is_multiple_of(10) && read_status(status_file).is_some() {
+            rank0_done = Some(Instant::now());
+        }
+        if let Some(at) = rank0_done {
+            let waited = at.elapsed();
+            if waited >= LINGER_AFTER_RANK0 + ESCALATE_AFTER {
+                // SAFETY: our own child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            } else if waited >= LINGER_AFTER_RANK0 && !escalated {
+                tracing::warn!(target: "taps.run", "The launcher still runs {} s after rank 0 ended: stopping it", LINGER_AFTER_RANK0.as_secs());
+                // SAFETY: our own child, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                escalated = true;
+            }
         }
         let sig = got.load(Ordering::SeqCst);
         if sig != 0 && passed.is_none() {

@@ -11,7 +11,8 @@ set -euo pipefail
 
 # What taps needs: compilers + pkg-config + libclang (bindgen for rsmpi), OpenMPI, HDF5, OpenBLAS,
 # a local Slurm (+ munge) with the PBS-style qsub/qstat wrappers, the apps' science tools
-# (Montage, AutoDock Vina, Open Babel, xtb), and git + procps (pgrep/ps) for the tests.
+# (Montage, AutoDock Vina, Open Babel, xtb), git + procps (pgrep/ps) for the tests, and iproute2 +
+# util-linux (ip, unshare, nsenter) for the simulated nodes of the multi-node tests.
 PACKAGES=(
   build-essential pkg-config libclang-dev
   libopenmpi-dev openmpi-bin
@@ -19,7 +20,7 @@ PACKAGES=(
   libopenblas-dev
   slurm-wlm munge slurm-wlm-torque
   montage autodock-vina openbabel xtb
-  git procps
+  git procps iproute2 util-linux
 )
 
 LOG="${TMPDIR:-/tmp}/taps-install-deps.log"
