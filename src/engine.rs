@@ -138,7 +138,7 @@ impl TaskCell {
 
     fn wait(&self, timeout: Option<Duration>) -> Option<Result<Payload, TaskError>> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let budget = timeout.map_or(crate::spin::SPIN, |t| t.min(crate::spin::SPIN));
+        let budget = timeout.map_or(crate::spin::budget(), |t| t.min(crate::spin::budget()));
         crate::spin::until(budget, || self.finished.load(Ordering::Acquire).then_some(()));
         let mut st = self.state.lock().unwrap();
         loop {
@@ -777,7 +777,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                _ => match crate::spin::until(crate::spin::SPIN, || self.rx.try_recv().ok()) {
+                _ => match crate::spin::until(crate::spin::budget(), || self.rx.try_recv().ok()) {
                     Some(m) => Some(m),
                     None => {
                         // Nothing came while spinning: records go to the file before blocking.

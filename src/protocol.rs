@@ -458,7 +458,7 @@ pub fn send<M: Message, W: Write + ?Sized>(w: &mut W, m: M) -> io::Result<()> {
     m.encode().write_to(w)
 }
 
-/// Reads a stream socket, polling it (non-blocking `recv`) for [`crate::spin::SPIN`] before
+/// Reads a stream socket, polling it (non-blocking `recv`) for [`crate::spin::budget`] before
 /// falling back to a blocking read: the waiting policy of [`crate::spin`], for sockets.
 pub struct SpinRead<S>(pub S);
 
@@ -470,7 +470,7 @@ impl<S: std::os::fd::AsFd> Read for SpinRead<S> {
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
             if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
         };
-        let polled = crate::spin::until(crate::spin::SPIN, || match recv(libc::MSG_DONTWAIT) {
+        let polled = crate::spin::until(crate::spin::budget(), || match recv(libc::MSG_DONTWAIT) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => None,
             r => Some(r),
         });

@@ -4,11 +4,11 @@
 //!
 //! A blocked thread must be woken by the kernel; on a virtual machine whose CPUs are idle that
 //! wake-up (an inter-processor interrupt to a halted vCPU) costs tens of microseconds, several
-//! times the rest of a task's round trip. Polling for [`SPIN`] first keeps the next message's
+//! times the rest of a task's round trip. Polling for [`SPIN`] first ([`SPIN_ENV`] changes it) keeps the next message's
 //! latency at a few microseconds when messages come back to back; a thread that finds nothing
 //! within the budget blocks as before, so an idle run costs no more than [`SPIN`] of CPU per
-//! wait. For the first microseconds the polls are separated by `spin_loop` hints; after that
-//! the thread yields between polls, so on a busy machine a spinning thread gives its core to the thread it waits for.
+//! wait. For the first microseconds the polls are separated by `spin_loop` hints only; after
+//! that the thread yields between polls (a poll may be a system call), so on a busy machine a spinning thread gives its core to the thread it waits for.
 //!
 //! ```
 //! let (tx, rx) = crossbeam_channel::unbounded();
@@ -20,28 +20,47 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError};
 
-/// How long a waiting thread polls before it blocks.
+/// How long a waiting thread polls before it blocks, unless [`SPIN_ENV`] says otherwise.
 pub const SPIN: Duration = Duration::from_micros(100);
 
-/// Polls without yielding for this long, then yields between polls.
+/// Environment variable setting the polling budget in microseconds (0: block at once), e.g. on
+/// a machine whose cores are all busy, where a spinning thread only takes time from others.
+pub const SPIN_ENV: &str = "TAPS_SPIN_US";
+
+/// The polling budget: [`SPIN_ENV`] if set to a number of microseconds, else [`SPIN`].
+pub fn budget() -> Duration {
+    static B: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *B.get_or_init(|| {
+        std::env::var(SPIN_ENV).ok().and_then(|v| v.trim().parse().ok()).map_or(SPIN, Duration::from_micros)
+    })
+}
+
+/// Polls are separated by `spin_loop` hints only for this long, then by yields.
 const PURE_SPIN: Duration = Duration::from_micros(2);
 
 /// Calls `poll` until it returns something or `budget` has passed (then `None`), spinning
-/// (and, after the first [`PURE_SPIN`], yielding the CPU) between calls.
+/// (and, after the first [`PURE_SPIN`], yielding the CPU) between calls. While yielding, the
+/// clock is read every fourth poll only (on a VM a clock read costs as much as a poll).
 pub fn until<T>(budget: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
     if let Some(t) = poll() {
         return Some(t);
     }
     let start = Instant::now();
+    let mut yielding = false;
+    let mut i = 0u32;
     loop {
-        let waited = start.elapsed();
-        if waited >= budget {
-            return None;
+        i = i.wrapping_add(1);
+        if !yielding || i.is_multiple_of(4) {
+            let waited = start.elapsed();
+            if waited >= budget {
+                return None;
+            }
+            yielding = waited >= PURE_SPIN;
         }
-        if waited < PURE_SPIN {
-            std::hint::spin_loop();
-        } else {
+        if yielding {
             std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
         }
         if let Some(t) = poll() {
             return Some(t);
@@ -49,18 +68,18 @@ pub fn until<T>(budget: Duration, mut poll: impl FnMut() -> Option<T>) -> Option
     }
 }
 
-/// Receives from `rx`, polling for [`SPIN`] before blocking.
+/// Receives from `rx`, polling for [`budget`] before blocking.
 pub fn recv<T>(rx: &Receiver<T>) -> Result<T, RecvError> {
-    match until(SPIN, || rx.try_recv().ok()) {
+    match until(budget(), || rx.try_recv().ok()) {
         Some(t) => Ok(t),
         None => rx.recv(),
     }
 }
 
-/// Receives from `rx` until `deadline`, polling for [`SPIN`] (at most until the deadline)
+/// Receives from `rx` until `deadline`, polling for [`budget`] (at most until the deadline)
 /// before blocking.
 pub fn recv_deadline<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, RecvTimeoutError> {
-    let budget = SPIN.min(deadline.saturating_duration_since(Instant::now()));
+    let budget = budget().min(deadline.saturating_duration_since(Instant::now()));
     match until(budget, || rx.try_recv().ok()) {
         Some(t) => Ok(t),
         None => rx.recv_deadline(deadline),

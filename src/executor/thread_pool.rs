@@ -54,7 +54,7 @@ impl ThreadPoolOptions {
 }
 
 /// Runs jobs on `threads` threads of its own. An idle worker polls the queue for
-/// [`crate::spin::SPIN`] before it parks, and a submit wakes a parked worker only when none is
+/// [`crate::spin::budget`] before it parks, and a submit wakes a parked worker only when none is
 /// polling: with tasks coming back to back no thread is woken by the kernel.
 pub struct ThreadPool {
     threads: usize,
@@ -85,7 +85,7 @@ fn work(index: usize, rx: Receiver<Job>, shared: Arc<Shared>, done: Completer, d
     let label = format!("thread-{}", index);
     loop {
         shared.polling.fetch_add(1, Ordering::SeqCst);
-        let polled = crate::spin::until(crate::spin::SPIN, || match rx.try_recv() {
+        let polled = crate::spin::until(crate::spin::budget(), || match rx.try_recv() {
             Ok(job) => Some(Some(job)),
             Err(TryRecvError::Disconnected) => Some(None),
             Err(TryRecvError::Empty) => None,
