@@ -6,7 +6,10 @@
 //! * data: a bag with one task in flight carrying `S` bytes in and `S` bytes out, inline and through
 //!   the `file` transformer; effective rate = 2·S / (round trip − task body);
 //! * scale (optional): a bag of `--scale-tasks` tasks run as a child `taps run`, its peak RSS;
-//! * conditions: whether the machine was idle while it ran ([`crate::conditions`]).
+//! * conditions: whether the machine was idle while it ran ([`crate::conditions`]);
+//! * CPU cost of the overhead and throughput runs: CPU time of the driver (every thread of this
+//!   process) and of its workers (child processes, MPI ranks), start-up and shutdown included, per
+//!   task, and as cores kept busy (CPU seconds per wall-clock second).
 
 use std::path::{Path, PathBuf};
 
@@ -107,12 +110,38 @@ pub(crate) struct ExecutorReport {
     pub overhead_us: Quantiles,
     /// No-op tasks per second with `in_flight` in flight.
     pub throughput_tasks_per_s: f64,
+    /// CPU cost of the overhead run (one in flight).
+    pub overhead_cpu: CpuCost,
+    /// CPU cost of the throughput run.
+    pub throughput_cpu: CpuCost,
     /// Data sweep points.
     pub data: Vec<DataPoint>,
     /// Peak RSS of the scale run in MB, if run.
     pub scale_peak_rss_mb: Option<f64>,
     /// Tasks per second of the scale run.
     pub scale_tasks_per_s: Option<f64>,
+}
+
+/// CPU time a run used: the driver's threads and its workers, start-up and shutdown included.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct CpuCost {
+    /// CPU microseconds per task.
+    pub us_per_task: f64,
+    /// CPU seconds per wall-clock second (cores kept busy).
+    pub cores: f64,
+}
+
+/// User + system CPU seconds of this process (all threads) and of its waited-for descendants.
+fn cpu_seconds() -> f64 {
+    let get = |who| {
+        // SAFETY: zeroed rusage is a valid out-parameter; getrusage only writes it.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointer.
+        unsafe { libc::getrusage(who, &mut u) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    get(libc::RUSAGE_SELF) + get(libc::RUSAGE_CHILDREN)
 }
 
 /// One point of the data sweep.
@@ -137,6 +166,17 @@ fn run_bag(
     in_flight: u64,
     extra: &[String],
 ) -> anyhow::Result<Vec<TaskRecord>> {
+    run_bag_cpu(a, executor, tasks, in_flight, extra).map(|(recs, _)| recs)
+}
+
+/// [`run_bag`] and the CPU it cost.
+fn run_bag_cpu(
+    a: &BenchArgs,
+    executor: &str,
+    tasks: u64,
+    in_flight: u64,
+    extra: &[String],
+) -> anyhow::Result<(Vec<TaskRecord>, CpuCost)> {
     let mut args: Vec<String> = ["--app", "synthetic", "--app.structure", "bag", "--engine.executor", executor]
         .iter()
         .map(|s| s.to_string())
@@ -166,7 +206,11 @@ fn run_bag(
         Path::new("."),
     )?;
     crate::run::init_logging(&cfg, &dir)?;
+    let (cpu0, wall0) = (cpu_seconds(), std::time::Instant::now());
     let outcome = crate::run::run_in(&cfg, &dir, &args)?;
+    let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
+    let cost =
+        CpuCost { us_per_task: cpu * 1e6 / tasks.max(1) as f64, cores: if wall > 0.0 { cpu / wall } else { 0.0 } };
     if let Some(e) = outcome.error {
         anyhow::bail!("benchmark run in {} failed: {:#}", dir.display(), e);
     }
@@ -178,7 +222,7 @@ fn run_bag(
     if let Some(r) = recs.iter().find(|r| r.success != Some(true)) {
         anyhow::bail!("task {} failed: {:?}", r.task_id, r.exception);
     }
-    Ok(recs)
+    Ok((recs, cost))
 }
 
 /// Runs `taps run` as a child and returns (its peak RSS in MB, tasks/s).
@@ -231,13 +275,15 @@ fn scale_run(a: &BenchArgs, executor: &str) -> anyhow::Result<(f64, f64)> {
 fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Result<ExecutorReport> {
     let mut rep = ExecutorReport { executor: executor.to_string(), ..Default::default() };
     if a.latency_tasks > 0 {
-        let recs = run_bag(a, executor, a.latency_tasks, 1, &[])?;
+        let (recs, cpu) = run_bag_cpu(a, executor, a.latency_tasks, 1, &[])?;
         let mut o: Vec<f64> = overheads(&recs).into_iter().map(|s| s * 1e6).collect();
         rep.overhead_us = quantiles(&mut o);
+        rep.overhead_cpu = cpu;
     }
     if a.throughput_tasks > 0 {
-        let recs = run_bag(a, executor, a.throughput_tasks, a.in_flight, &[])?;
+        let (recs, cpu) = run_bag_cpu(a, executor, a.throughput_tasks, a.in_flight, &[])?;
         rep.throughput_tasks_per_s = throughput(&recs);
+        rep.throughput_cpu = cpu;
     }
     for &bytes in sizes {
         for transformer in ["none", "file"] {
@@ -275,13 +321,20 @@ fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Resul
 /// The report as Markdown tables.
 pub(crate) fn markdown(a: &BenchArgs, reps: &[ExecutorReport]) -> String {
     let mut s = format!(
-        "| executor | overhead median (µs) | overhead p95 (µs) | throughput ({} tasks, {} in flight) |\n|---|---:|---:|---:|\n",
+        "| executor | overhead median (µs) | overhead p95 (µs) | throughput ({} tasks, {} in flight) | CPU, overhead run (µs/task; cores busy) | CPU, throughput run (µs/task; cores busy) |\n|---|---:|---:|---:|---:|---:|\n",
         a.throughput_tasks, a.in_flight
     );
     for r in reps {
         s += &format!(
-            "| {} | {:.1} | {:.1} | {:.0} tasks/s |\n",
-            r.executor, r.overhead_us.median, r.overhead_us.p95, r.throughput_tasks_per_s
+            "| {} | {:.1} | {:.1} | {:.0} tasks/s | {:.1}; {:.2} | {:.1}; {:.2} |\n",
+            r.executor,
+            r.overhead_us.median,
+            r.overhead_us.p95,
+            r.throughput_tasks_per_s,
+            r.overhead_cpu.us_per_task,
+            r.overhead_cpu.cores,
+            r.throughput_cpu.us_per_task,
+            r.throughput_cpu.cores
         );
     }
     if reps.iter().any(|r| !r.data.is_empty()) {

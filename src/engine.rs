@@ -91,12 +91,16 @@ pub struct TaskCell {
     name: &'static str,
     state: Mutex<CellState>,
     cv: Condvar,
+    /// Set once the outcome is in (polled by waiters before they block).
+    finished: AtomicBool,
     data: Arc<DataLayer>,
 }
 
 #[derive(Default)]
 struct CellState {
     outcome: Option<Result<Payload, TaskError>>,
+    /// Threads blocked on `cv` (no wake-up call when there are none).
+    sleepers: usize,
     listeners: Vec<(Sender<usize>, usize)>,
     /// For a task that failed because a parent failed: the failure that started the chain
     /// (`task NAME (ID) failed: TYPE: MESSAGE`).
@@ -105,12 +109,15 @@ struct CellState {
 
 impl TaskCell {
     fn finish(&self, outcome: Result<Payload, TaskError>) {
-        let listeners = {
+        let (listeners, sleepers) = {
             let mut st = self.state.lock().unwrap();
             st.outcome = Some(outcome);
-            std::mem::take(&mut st.listeners)
+            self.finished.store(true, Ordering::Release);
+            (std::mem::take(&mut st.listeners), st.sleepers)
         };
-        self.cv.notify_all();
+        if sleepers > 0 {
+            self.cv.notify_all();
+        }
         for (tx, i) in listeners {
             let _ = tx.send(i);
         }
@@ -131,21 +138,26 @@ impl TaskCell {
 
     fn wait(&self, timeout: Option<Duration>) -> Option<Result<Payload, TaskError>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let budget = timeout.map_or(crate::spin::budget(), |t| t.min(crate::spin::budget()));
+        crate::spin::until(budget, || self.finished.load(Ordering::Acquire).then_some(()));
         let mut st = self.state.lock().unwrap();
         loop {
             if let Some(o) = &st.outcome {
                 return Some(o.clone());
             }
+            st.sleepers += 1;
             match deadline {
                 None => st = self.cv.wait(st).unwrap(),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
+                        st.sleepers -= 1;
                         return None;
                     }
                     st = self.cv.wait_timeout(st, left).unwrap().0;
                 }
             }
+            st.sleepers -= 1;
         }
     }
 }
@@ -186,7 +198,7 @@ impl<T> TaskFuture<T> {
 
     /// Whether the task has finished (successfully or not).
     pub fn done(&self) -> bool {
-        self.cell.state.lock().unwrap().outcome.is_some()
+        self.cell.finished.load(Ordering::Acquire)
     }
 
     /// Blocks until done; the error if it failed.
@@ -257,8 +269,8 @@ pub fn wait<T>(futures: &[TaskFuture<T>], timeout: Option<Duration>, when: Retur
     let mut n = 0;
     while n < futures.len() {
         let got = match deadline {
-            None => rx.recv().ok(),
-            Some(d) => rx.recv_deadline(d).ok(),
+            None => crate::spin::recv(&rx).ok(),
+            Some(d) => crate::spin::recv_deadline(&rx, d).ok(),
         };
         let Some(i) = got else { break };
         if !finished[i] {
@@ -304,8 +316,8 @@ impl<T> Iterator for AsCompleted<T> {
             return None;
         }
         let got = match self.deadline {
-            None => self.rx.recv().ok(),
-            Some(d) => self.rx.recv_deadline(d).ok(),
+            None => crate::spin::recv(&self.rx).ok(),
+            Some(d) => crate::spin::recv_deadline(&self.rx, d).ok(),
         };
         match got {
             Some(i) => {
@@ -374,7 +386,7 @@ impl<T> Iterator for Completions<T> {
         if self.pending == 0 {
             return None;
         }
-        let i = self.rx.recv().ok()?;
+        let i = crate::spin::recv(&self.rx).ok()?;
         self.take(i)
     }
 }
@@ -520,6 +532,7 @@ impl Engine {
             interrupted: false,
             signalled: false,
             write_error: None,
+            unflushed_since: None,
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
         let core = Core {
@@ -569,10 +582,11 @@ impl Engine {
         let seq = self.core.next_seq.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(TaskCell {
             seq,
-            id: Uuid::new_v4(),
+            id: new_task_id(),
             name,
             state: Mutex::new(CellState::default()),
             cv: Condvar::new(),
+            finished: AtomicBool::new(false),
             data: self.core.data.clone(),
         });
         self.core.counters.submitted.fetch_add(1, Ordering::Relaxed);
@@ -673,6 +687,16 @@ impl Interrupter {
     }
 }
 
+/// A random (version 4) UUID from a per-thread generator seeded once from the OS: a submit
+/// makes no system call for its id.
+fn new_task_id() -> Uuid {
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+    thread_local! {
+        static RNG: std::cell::RefCell<SmallRng> = std::cell::RefCell::new(SmallRng::from_os_rng());
+    }
+    RNG.with(|r| uuid::Builder::from_random_bytes(r.borrow_mut().random()).into_uuid())
+}
+
 /// The static definition of `T` (one per task type, created on first use).
 pub fn task_def<T: Task>() -> &'static TaskDef {
     // Registered tasks are found by name; unregistered ones (tests, examples) get a leaked
@@ -718,7 +742,13 @@ struct Dispatcher {
     signalled: bool,
     /// The first failed record write; it stops the run.
     write_error: Option<String>,
+    /// When the oldest record not yet flushed to the file was written to the buffer.
+    unflushed_since: Option<Instant>,
 }
+
+/// Records reach the file at the latest this long after they were written to the buffer (and
+/// as soon as the dispatcher has nothing else to do).
+const FLUSH_AFTER: Duration = Duration::from_millis(2);
 
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
@@ -737,14 +767,30 @@ impl Dispatcher {
                 return self.finish(reply);
             }
             let msg = match interrupt_deadline {
-                Some(d) if !self.running.is_empty() => match self.rx.recv_deadline(d) {
-                    Ok(m) => Some(m),
-                    Err(_) => {
-                        self.abandon_running();
-                        None
+                Some(d) if !self.running.is_empty() => {
+                    self.flush_records();
+                    match self.rx.recv_deadline(d) {
+                        Ok(m) => Some(m),
+                        Err(_) => {
+                            self.abandon_running();
+                            None
+                        }
+                    }
+                }
+                _ => match crate::spin::until(crate::spin::budget(), || self.rx.try_recv().ok()) {
+                    Some(m) => Some(m),
+                    None => {
+                        // Nothing came while spinning: records go to the file before blocking.
+                        if self.unflushed_since.is_some() {
+                            self.flush_records();
+                            if self.write_error.is_some() && !self.interrupted {
+                                self.stop_if_records_fail(&mut interrupt_deadline);
+                                continue;
+                            }
+                        }
+                        self.rx.recv().ok()
                     }
                 },
-                _ => self.rx.recv().ok(),
             };
             let Some(msg) = msg else {
                 if shutdown.is_some() || interrupt_deadline.is_some() {
@@ -752,7 +798,7 @@ impl Dispatcher {
                 }
                 // Every sender is gone: the engine was dropped without shutdown.
                 self.executor.shutdown(true);
-                let _ = self.records.flush();
+                self.flush_records();
                 return;
             };
             let mut next = Some(msg);
@@ -771,10 +817,19 @@ impl Dispatcher {
                 self.stop_if_records_fail(&mut interrupt_deadline);
                 next = self.rx.try_recv().ok();
             }
-            if let Err(e) = self.records.flush() {
-                self.record_error(e);
+            // Under a steady stream of messages, records still reach the file every FLUSH_AFTER.
+            if self.unflushed_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
+                self.flush_records();
             }
             self.stop_if_records_fail(&mut interrupt_deadline);
+        }
+    }
+
+    /// Writes buffered records to the file.
+    fn flush_records(&mut self) {
+        self.unflushed_since = None;
+        if let Err(e) = self.records.flush() {
+            self.record_error(e);
         }
     }
 
@@ -805,9 +860,7 @@ impl Dispatcher {
     }
 
     fn finish(mut self, reply: Sender<EngineSummary>) {
-        if let Err(e) = self.records.flush() {
-            self.record_error(e);
-        }
+        self.flush_records();
         let submitted = self.counters.submitted.load(Ordering::Relaxed);
         let records = self.records.count();
         let mut error = self.write_error.take().map(|e| {
@@ -906,16 +959,20 @@ impl Dispatcher {
         let Some(r) = self.running.remove(&c.seq) else {
             return; // abandoned after an interrupt
         };
+        let received_time = Some(now());
         let mut moved = r.moved;
         if let Ok(p) = &c.outcome {
             moved += Moved::of(p);
         }
+        // Whoever waits for the result hears first; the record is written while it goes on.
+        self.count_finished(c.outcome.is_ok());
+        r.cell.finish(c.outcome.clone());
         let record = TaskRecord {
             task_id: r.cell.id.to_string(),
             name: r.cell.name.to_string(),
             parent_task_ids: r.parents.iter().map(Uuid::to_string).collect(),
             submit_time: r.submit_time,
-            received_time: Some(now()),
+            received_time,
             success: Some(c.outcome.is_ok()),
             exception: c.outcome.as_ref().err().cloned(),
             execution: c.execution,
@@ -924,7 +981,7 @@ impl Dispatcher {
             bytes_by_reference: moved.by_reference,
         };
         self.write(&record);
-        self.settle(&r.cell, c.outcome);
+        self.release_children(&r.cell, c.outcome);
     }
 
     /// Records and finishes a task that never ran.
@@ -948,12 +1005,21 @@ impl Dispatcher {
 
     /// Finishes the cell and feeds its outcome to waiting children.
     fn settle(&mut self, cell: &Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
+        self.count_finished(outcome.is_ok());
+        cell.finish(outcome.clone());
+        self.release_children(cell, outcome);
+    }
+
+    fn count_finished(&self, ok: bool) {
         self.counters.finished.fetch_add(1, Ordering::Relaxed);
-        if outcome.is_err() {
+        if !ok {
             self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Feeds a finished task's outcome to the children waiting for it.
+    fn release_children(&mut self, cell: &Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
         let children = self.dependents.remove(&cell.seq).unwrap_or_default();
-        cell.finish(outcome.clone());
         for (child, i) in children {
             let Some(w) = self.waiting.get_mut(&child) else {
                 continue;
@@ -994,6 +1060,7 @@ impl Dispatcher {
     }
 
     fn write(&mut self, r: &TaskRecord) {
+        self.unflushed_since.get_or_insert_with(Instant::now);
         if let Err(e) = self.records.write(r) {
             self.record_error(e);
         }

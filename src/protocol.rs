@@ -458,17 +458,8 @@ pub fn send<M: Message, W: Write + ?Sized>(w: &mut W, m: M) -> io::Result<()> {
     m.encode().write_to(w)
 }
 
-/// How long a reader polls a socket before it blocks (see [`SpinRead`]).
-pub(crate) const SPIN: std::time::Duration = std::time::Duration::from_micros(100);
-
-/// Reads a stream socket, polling it (non-blocking `recv`, yielding the CPU between tries) for up
-/// to [`SPIN`] before falling back to a blocking read.
-///
-/// A blocked reader must be woken by the kernel; on a virtual machine whose CPUs are idle that
-/// wake-up (an inter-processor interrupt to a halted vCPU) costs tens of microseconds per hop,
-/// several times the rest of a task's round trip. Polling briefly keeps the next message's
-/// latency at a few microseconds when messages come back to back, and costs nothing but a few
-/// yields when they do not.
+/// Reads a stream socket, polling it (non-blocking `recv`) for [`crate::spin::budget`] before
+/// falling back to a blocking read: the waiting policy of [`crate::spin`], for sockets.
 pub struct SpinRead<S>(pub S);
 
 impl<S: std::os::fd::AsFd> Read for SpinRead<S> {
@@ -479,18 +470,16 @@ impl<S: std::os::fd::AsFd> Read for SpinRead<S> {
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
             if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
         };
-        let start = std::time::Instant::now();
+        let polled = crate::spin::until(crate::spin::budget(), || match recv(libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => None,
+            r => Some(r),
+        });
+        if let Some(r) = polled {
+            return r;
+        }
         loop {
-            match recv(libc::MSG_DONTWAIT) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && start.elapsed() < SPIN => std::thread::yield_now(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
-                    return loop {
-                        match recv(0) {
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            r => break r,
-                        }
-                    };
-                }
+            match recv(0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r,
             }
         }

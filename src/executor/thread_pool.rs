@@ -1,7 +1,10 @@
 //! `thread-pool`: tasks run on a pool of threads in the driver process; values move by
 //! reference, nothing is serialised unless a transformer asks for it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, unbounded};
 
 use crate::data::DataLayer;
 use crate::engine::{Completer, Completion, Executor, Job, execute};
@@ -50,30 +53,98 @@ impl ThreadPoolOptions {
     }
 }
 
-/// Runs jobs on `threads` threads of a rayon pool.
+/// Runs jobs on `threads` threads of its own. An idle worker polls the queue for
+/// [`crate::spin::budget`] before it parks, and a submit wakes a parked worker only when none is
+/// polling: with tasks coming back to back no thread is woken by the kernel.
 pub struct ThreadPool {
     threads: usize,
-    pool: Option<rayon::ThreadPool>,
-    done: Option<Completer>,
-    data: Arc<DataLayer>,
+    tx: Option<Sender<Job>>,
+    shared: Option<Arc<Shared>>,
+}
+
+/// What the submitter and the workers share.
+struct Shared {
+    /// Workers polling the queue (they need no wake-up).
+    polling: AtomicUsize,
+    /// Parked workers wait here.
+    park: Mutex<()>,
+    cv: Condvar,
+    /// Set by a cancelling shutdown: queued jobs are dropped, not run.
+    cancelled: AtomicBool,
 }
 
 impl ThreadPool {
     /// A pool of `threads` threads (started with the engine).
     pub fn new(threads: usize) -> Self {
-        ThreadPool { threads: threads.max(1), pool: None, done: None, data: Arc::new(DataLayer::none()) }
+        ThreadPool { threads: threads.max(1), tx: None, shared: None }
+    }
+}
+
+/// One worker thread: takes jobs until the queue is closed and empty (or the pool is cancelled).
+fn work(index: usize, rx: Receiver<Job>, shared: Arc<Shared>, done: Completer, data: Arc<DataLayer>) {
+    let label = format!("thread-{}", index);
+    loop {
+        shared.polling.fetch_add(1, Ordering::SeqCst);
+        let polled = crate::spin::until(crate::spin::budget(), || match rx.try_recv() {
+            Ok(job) => Some(Some(job)),
+            Err(TryRecvError::Disconnected) => Some(None),
+            Err(TryRecvError::Empty) => None,
+        });
+        let job = match polled {
+            Some(job) => {
+                shared.polling.fetch_sub(1, Ordering::SeqCst);
+                job
+            }
+            None => {
+                let mut g = shared.park.lock().unwrap_or_else(|e| e.into_inner());
+                shared.polling.fetch_sub(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                loop {
+                    match rx.try_recv() {
+                        Ok(job) => break Some(job),
+                        Err(TryRecvError::Disconnected) => break None,
+                        Err(TryRecvError::Empty) => g = shared.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+                    }
+                }
+            }
+        };
+        let Some(job) = job else { return };
+        if shared.cancelled.load(Ordering::Relaxed) {
+            continue;
+        }
+        let (outcome, info) = execute(job.def, job.args, &data, false, job.id);
+        done.complete(Completion { seq: job.seq, outcome, execution: Some(info), worker: Some(label.clone()) });
+    }
+}
+
+impl Shared {
+    /// Wakes a parked worker unless one is polling (it takes the job without a wake-up).
+    fn wake(&self, all: bool) {
+        fence(Ordering::SeqCst);
+        if all || self.polling.load(Ordering::SeqCst) == 0 {
+            let _g = self.park.lock().unwrap_or_else(|e| e.into_inner());
+            if all { self.cv.notify_all() } else { self.cv.notify_one() }
+        }
     }
 }
 
 impl Executor for ThreadPool {
     fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads)
-            .thread_name(|i| format!("taps-worker-{}", i))
-            .build()?;
-        self.pool = Some(pool);
-        self.done = Some(done);
-        self.data = data;
+        let (tx, rx) = unbounded();
+        let shared = Arc::new(Shared {
+            polling: AtomicUsize::new(0),
+            park: Mutex::new(()),
+            cv: Condvar::new(),
+            cancelled: AtomicBool::new(false),
+        });
+        for i in 0..self.threads {
+            let (rx, shared, done, data) = (rx.clone(), shared.clone(), done.clone(), data.clone());
+            std::thread::Builder::new()
+                .name(format!("taps-worker-{}", i))
+                .spawn(move || work(i, rx, shared, done, data))?;
+        }
+        self.tx = Some(tx);
+        self.shared = Some(shared);
         Ok(())
     }
 
@@ -82,27 +153,24 @@ impl Executor for ThreadPool {
     }
 
     fn submit(&mut self, job: Job) {
-        let (Some(pool), Some(done)) = (&self.pool, &self.done) else {
+        let (Some(tx), Some(shared)) = (&self.tx, &self.shared) else {
             return;
         };
-        let done = done.clone();
-        let data = self.data.clone();
-        pool.spawn(move || {
-            let (outcome, info) = execute(job.def, job.args, &data, false, job.id);
-            done.complete(Completion {
-                seq: job.seq,
-                outcome,
-                execution: Some(info),
-                worker: Some(format!("thread-{}", rayon::current_thread_index().unwrap_or(0))),
-            });
-        });
+        if tx.send(job).is_ok() {
+            shared.wake(false);
+        }
     }
 
-    fn shutdown(&mut self, _cancel: bool) {
-        // Dropping the pool lets running jobs finish in the background; the engine has already
-        // waited for them unless the run was interrupted.
-        self.pool = None;
-        self.done = None;
+    fn shutdown(&mut self, cancel: bool) {
+        // Closing the queue lets running jobs finish in the background; the engine has already
+        // waited for them unless the run was interrupted (then queued jobs are dropped).
+        if let Some(shared) = &self.shared {
+            shared.cancelled.store(cancel, Ordering::Relaxed);
+        }
+        self.tx = None;
+        if let Some(shared) = self.shared.take() {
+            shared.wake(true);
+        }
     }
 
     fn describe(&self) -> String {

@@ -1,0 +1,86 @@
+//! Dispatch: `taps bench` reports the CPU its figures cost, and the bounded spinning of waiting
+//! threads leaves an idle run idle.
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use common::taps_bin;
+
+#[test]
+fn bench_reports_the_cpu_cost_beside_each_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(taps_bin())
+        .args(["bench", "--executor", "thread-pool", "--executor", "process-pool"])
+        .args(["--latency-tasks", "200", "--throughput-tasks", "500", "--data-sizes", "", "--out", "b"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("CPU, overhead run (µs/task; cores busy)"), "{}", stdout);
+    assert!(stdout.contains("CPU, throughput run (µs/task; cores busy)"), "{}", stdout);
+    let report = std::fs::read_dir(dir.path().join("b"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a JSON report");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        for run in ["overhead_cpu", "throughput_cpu"] {
+            let (us, cores) = (r[run]["us_per_task"].as_f64().unwrap(), r[run]["cores"].as_f64().unwrap());
+            // Every task costs some CPU; a run on a 2-core machine keeps at most a few cores busy
+            // (the workers, the driver's threads).
+            assert!(
+                us > 0.0 && cores > 0.0 && cores < 64.0,
+                "{} {}: {} µs/task, {} cores",
+                r["executor"],
+                run,
+                us,
+                cores
+            );
+        }
+    }
+    // The process-pool's figure includes its workers (child processes): no fewer than one
+    // µs per task of CPU for a round trip through a socket and another process.
+    let pp = results.iter().find(|r| r["executor"] == "process-pool").unwrap();
+    assert!(pp["throughput_cpu"]["us_per_task"].as_f64().unwrap() > 1.0, "{}", pp);
+}
+
+/// Runs `cmd`; its wait status, user + system CPU seconds (from `wait4`) and wall-clock seconds.
+fn run_and_measure(cmd: &mut Command) -> (i32, f64, f64) {
+    let start = Instant::now();
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its CPU time
+    let child = cmd.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: our own child; valid out-pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    (status, t(usage.ru_utime) + t(usage.ru_stime), start.elapsed().as_secs_f64())
+}
+
+#[test]
+fn waiting_threads_stop_spinning_when_tasks_are_long() {
+    // Two tasks of 1.5 s each: the app, the dispatcher, the idle workers and the process-pool's
+    // readers wait the whole time. Their spinning is bounded, so the run uses a small fraction
+    // of one core (an unbounded spin would use several cores for the whole run).
+    for executor in ["thread-pool", "process-pool"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Command::new(taps_bin());
+        c.args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "2"])
+            .args(["--app.bag-max-running", "2", "--app.task-sleep", "1.5", "--engine.executor", executor])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null());
+        let (status, cpu, wall) = run_and_measure(&mut c);
+        assert_eq!(status, 0, "{}", executor);
+        assert!(wall >= 1.5, "{}: {} s", executor, wall);
+        assert!(cpu < 0.5 * wall, "{}: {:.3} CPU seconds in {:.3} s of wall-clock time", executor, cpu, wall);
+    }
+}
