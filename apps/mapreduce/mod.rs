@@ -5,7 +5,6 @@
 //! the sorted file list is cut into `min(map_tasks, files)` contiguous, non-empty chunks of
 //! near-equal weight (see [`chunk_files`]).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -133,12 +132,20 @@ impl AppConfig for MapreduceOptions {
     }
 }
 
-/// Word counts of some files: how often each whitespace-separated token occurs, and how many
-/// files were read (so the app can check that every file was counted once).
+/// Word counts of some files: each distinct whitespace-separated token with how often it
+/// occurs, and how many files were read (so the app can check that every file was counted once).
+///
+/// Compact: the distinct words are concatenated in one string, with their end offsets and
+/// counts in two parallel vectors. A count is three allocations whatever the number of words,
+/// so it is cheap to send (process-pool serialises it), to clone and to drop.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct WordCounts {
-    /// Token → occurrences.
-    pub words: HashMap<String, u64>,
+    /// The distinct words, concatenated.
+    text: String,
+    /// End of word `i` in `text` (it starts where word `i - 1` ends).
+    ends: Vec<u32>,
+    /// Occurrences of word `i`.
+    counts: Vec<u64>,
     /// Files read.
     pub files: u64,
 }
@@ -146,16 +153,128 @@ pub(crate) struct WordCounts {
 task_arg!(WordCounts);
 
 impl WordCounts {
-    /// Counts the tokens of `text` (split on whitespace as Python's `str.split()` does).
-    pub(crate) fn add_text(&mut self, text: &str) {
-        for w in text.split(is_python_space).filter(|w| !w.is_empty()) {
-            match self.words.get_mut(w) {
-                Some(c) => *c += 1,
-                None => {
-                    self.words.insert(w.to_string(), 1);
-                }
+    /// Number of distinct words.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Word `i`.
+    fn word(&self, i: usize) -> &str {
+        word_at(&self.text, &self.ends, i)
+    }
+
+    /// Every (word, count), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        (0..self.len()).map(|i| (self.word(i), self.counts[i]))
+    }
+
+    /// The count of `word`, if it occurs (a linear search: for tests).
+    #[cfg(test)]
+    fn get(&self, word: &str) -> Option<u64> {
+        self.iter().find(|(w, _)| *w == word).map(|(_, c)| c)
+    }
+
+    /// Total number of tokens.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Every (word, count), by count descending then word ascending (sorted in parallel).
+    pub fn sorted(&self) -> Vec<(&str, u64)> {
+        use rayon::slice::ParallelSliceMut;
+        let mut v: Vec<(&str, u64)> = self.iter().collect();
+        v.par_sort_unstable_by(by_count_then_word);
+        v
+    }
+
+    /// The `k` first (word, count) of [`sorted`](Self::sorted), found in one pass without
+    /// sorting everything.
+    pub fn top(&self, k: usize) -> Vec<(&str, u64)> {
+        let mut top: Vec<(&str, u64)> = Vec::with_capacity(k + 1);
+        for e in self.iter() {
+            if top.len() == k && (k == 0 || by_count_then_word(&e, &top[k - 1]).is_ge()) {
+                continue;
+            }
+            let at = top.partition_point(|t| by_count_then_word(t, &e).is_lt());
+            top.insert(at, e);
+            top.truncate(k);
+        }
+        top
+    }
+}
+
+/// The order of `counts.csv` and of the top words: count descending, then word ascending.
+fn by_count_then_word(a: &(&str, u64), b: &(&str, u64)) -> std::cmp::Ordering {
+    b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0))
+}
+
+/// Word `i` of concatenated words `text` ending at `ends`.
+fn word_at<'a>(text: &'a str, ends: &[u32], i: usize) -> &'a str {
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    &text[start..ends[i] as usize]
+}
+
+/// The hash of a word (FxHash: fast, and the words are not chosen by an adversary).
+fn hash_word(w: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(w.as_bytes());
+    h.finish()
+}
+
+/// Builds a [`WordCounts`]: an index of its words by hash, so that a word is found or added
+/// with one probe and its text is stored once.
+#[derive(Default)]
+pub(crate) struct Counter {
+    counts: WordCounts,
+    /// Indices into `counts`, by hash of the word.
+    index: hashbrown::HashTable<u32>,
+}
+
+impl Counter {
+    /// Room for `words` distinct words without rehashing.
+    fn with_capacity(words: usize) -> Self {
+        let mut c = Counter { counts: WordCounts::default(), index: hashbrown::HashTable::with_capacity(words) };
+        c.counts.ends.reserve(words);
+        c.counts.counts.reserve(words);
+        c
+    }
+
+    /// Starts from `counts` (whose words are distinct), indexing its words.
+    fn from_counts(counts: WordCounts, room: usize) -> Self {
+        let mut index = hashbrown::HashTable::with_capacity(counts.len() + room);
+        for i in 0..counts.len() {
+            let h = hash_word(counts.word(i));
+            index.insert_unique(h, i as u32, |&j| hash_word(counts.word(j as usize)));
+        }
+        Counter { counts, index }
+    }
+
+    /// Adds `n` occurrences of `word`.
+    #[inline]
+    pub(crate) fn add(&mut self, word: &str, n: u64) {
+        let WordCounts { text, ends, counts, .. } = &mut self.counts;
+        let h = hash_word(word);
+        let found = self.index.entry(
+            h,
+            |&i| word_at(text, ends, i as usize) == word,
+            |&i| hash_word(word_at(text, ends, i as usize)),
+        );
+        match found {
+            hashbrown::hash_table::Entry::Occupied(e) => counts[*e.get() as usize] += n,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let i = u32::try_from(counts.len()).expect("fewer than 2^32 distinct words in one count");
+                text.push_str(word);
+                ends.push(u32::try_from(text.len()).expect("less than 4 GiB of distinct words in one count"));
+                counts.push(n);
+                e.insert(i);
             }
         }
+    }
+
+    /// Counts the tokens of `text` (split on whitespace as Python's `str.split()` does).
+    pub(crate) fn add_text(&mut self, text: &str) {
+        for_each_word(text, |w| self.add(w, 1));
     }
 
     /// Reads `path` and counts its tokens; bytes that are not valid UTF-8 are skipped (Python's
@@ -167,40 +286,83 @@ impl WordCounts {
             Ok(text) => self.add_text(text),
             Err(_) => self.add_text(&bytes.utf8_chunks().map(|c| c.valid()).collect::<String>()),
         }
-        self.files += 1;
+        self.counts.files += 1;
         Ok(())
     }
 
-    /// Adds another count without taking it.
-    pub(crate) fn merge_ref(&mut self, other: &WordCounts) {
-        self.files += other.files;
-        for (w, c) in &other.words {
-            match self.words.get_mut(w.as_str()) {
-                Some(n) => *n += c,
-                None => {
-                    self.words.insert(w.clone(), *c);
-                }
-            }
+    /// Adds another count.
+    pub(crate) fn merge(&mut self, other: &WordCounts) {
+        self.counts.files += other.files;
+        for (w, c) in other.iter() {
+            self.add(w, c);
         }
     }
 
-    /// Total number of tokens.
-    pub fn total(&self) -> u64 {
-        self.words.values().sum()
-    }
-
-    /// Every (word, count), by count descending then word ascending (sorted in parallel).
-    pub fn sorted(&self) -> Vec<(&str, u64)> {
-        use rayon::slice::ParallelSliceMut;
-        let mut v: Vec<(&str, u64)> = self.words.iter().map(|(w, c)| (w.as_str(), *c)).collect();
-        v.par_sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        v
+    /// The counts.
+    pub(crate) fn finish(self) -> WordCounts {
+        self.counts
     }
 }
 
 /// Python's `str.isspace()`: Unicode whitespace plus the separators U+001C..U+001F.
 fn is_python_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Calls `f` on each token of `text` split as Python's `str.split()` splits (on
+/// [`is_python_space`]), scanning bytes: ASCII bytes are classified by a table, and only
+/// non-ASCII characters are decoded.
+fn for_each_word<'a>(text: &'a str, mut f: impl FnMut(&'a str)) {
+    /// Whether each ASCII byte is Python whitespace.
+    const ASCII_SPACE: [bool; 128] = {
+        let mut t = [false; 128];
+        let mut b = 0;
+        while b < 128 {
+            // \t \n \v \f \r, the separators U+001C..U+001F, and the space.
+            t[b] = matches!(b, 9..=13 | 28..=32);
+            b += 1;
+        }
+        t
+    };
+    let bytes = text.as_bytes();
+    // The length of the whitespace character at `i`, or 0 if it starts a token's character.
+    let space_at = |i: usize| -> usize {
+        let b = bytes[i];
+        if b < 0x80 {
+            ASCII_SPACE[b as usize] as usize
+        } else {
+            // `i` is a character boundary: tokens are cut only at whitespace characters.
+            let c = text[i..].chars().next().expect("a character starts here");
+            if is_python_space(c) { c.len_utf8() } else { 0 }
+        }
+    };
+    let n = bytes.len();
+    let mut i = 0;
+    while i < n {
+        match space_at(i) {
+            0 => {
+                let start = i;
+                i += 1;
+                while i < n {
+                    let b = bytes[i];
+                    if b < 0x80 {
+                        if ASCII_SPACE[b as usize] {
+                            break;
+                        }
+                        i += 1;
+                    } else if b < 0xc0 {
+                        i += 1; // a continuation byte: inside a character of the token
+                    } else if space_at(i) > 0 {
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+                f(&text[start..i]);
+            }
+            len => i += len,
+        }
+    }
 }
 
 /// `map_task(*paths)`: counts the words of the given files.
@@ -211,11 +373,11 @@ impl Task for MapTask {
     type Args = (Many<FilePath>,);
     type Output = WordCounts;
     fn run((paths,): Self::Args) -> Result<WordCounts, TaskError> {
-        let mut counts = WordCounts::default();
+        let mut counts = Counter::default();
         for p in &paths.0 {
             counts.add_file(p)?;
         }
-        Ok(counts)
+        Ok(counts.finish())
     }
 }
 
@@ -228,16 +390,17 @@ impl Task for ReduceTask {
     type Output = WordCounts;
     fn run((parts,): Self::Args) -> Result<WordCounts, TaskError> {
         let mut parts = parts.0;
-        // Merge into the largest part: the fewest insertions, and the only copy made when the
-        // parts are shared with the driver (thread-pool).
-        let Some(big) = (0..parts.len()).max_by_key(|&i| parts[i].words.len()) else {
+        // Start from the largest part: the fewest insertions. Taking it copies three vectors at
+        // most (when the driver still holds it: thread-pool).
+        let Some(big) = (0..parts.len()).max_by_key(|&i| parts[i].len()) else {
             return Ok(WordCounts::default());
         };
-        let mut total = parts.swap_remove(big).into_inner();
+        let rest: usize = parts.iter().map(|p| p.len()).sum::<usize>() - parts[big].len();
+        let mut total = Counter::from_counts(parts.swap_remove(big).into_inner(), rest);
         for p in &parts {
-            total.merge_ref(p);
+            total.merge(p);
         }
-        Ok(total)
+        Ok(total.finish())
     }
 }
 
@@ -533,10 +696,10 @@ impl App for MapreduceApp {
             self.files.len()
         );
 
-        let sorted = counts.sorted();
-        let top = &sorted[..sorted.len().min(10)];
+        // As the reference's most_common(10): a selection, not a sort (counts.csv is sorted in save).
+        let top = counts.top(10);
         app_info!("{} most frequent words:", top.len());
-        for (w, c) in top {
+        for (w, c) in &top {
             app_info!("{} ({})", w, commas(*c));
         }
         app_info!("Total number of words: {}", commas(counts.total()));
@@ -576,6 +739,7 @@ impl Drop for MapreduceApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn files(sizes: &[u64]) -> Vec<(PathBuf, u64)> {
         sizes.iter().enumerate().map(|(i, &s)| (PathBuf::from(format!("/f{:03}", i)), s)).collect()
@@ -631,13 +795,84 @@ mod tests {
 
     #[test]
     fn counts_like_python_split() {
-        let mut c = WordCounts::default();
+        let mut c = Counter::default();
         c.add_text("a b\ta\n\nc\u{1f}a\u{a0}b  ");
-        assert_eq!(c.words.get("a"), Some(&3));
-        assert_eq!(c.words.get("b"), Some(&2));
-        assert_eq!(c.words.get("c"), Some(&1));
+        let c = c.finish();
+        assert_eq!(c.get("a"), Some(3));
+        assert_eq!(c.get("b"), Some(2));
+        assert_eq!(c.get("c"), Some(1));
+        assert_eq!(c.len(), 3);
         assert_eq!(c.total(), 6);
         assert_eq!(c.sorted()[0], ("a", 3));
+    }
+
+    /// The split of `str.split()`, char by char: what [`for_each_word`] must reproduce.
+    fn reference_split(text: &str) -> Vec<&str> {
+        text.split(is_python_space).filter(|w| !w.is_empty()).collect()
+    }
+
+    #[test]
+    fn the_byte_scanner_splits_exactly_as_python() {
+        // Every ASCII byte is classified as Python classifies it.
+        for b in 0u8..128 {
+            let s = format!("x{}y", b as char);
+            let mut got = Vec::new();
+            for_each_word(&s, |w| got.push(w));
+            assert_eq!(got, reference_split(&s), "byte {:#04x}", b);
+        }
+        // Random strings over ASCII, non-ASCII letters, and whitespace of every width
+        // (U+0085, U+00A0, U+1680, U+2000, U+2028, U+3000), plus look-alikes that are not
+        // whitespace in Python (U+200B, U+FEFF, U+180E).
+        let alphabet: Vec<char> = "ab \t\n\r\x0b\x0c\x1c\x1f\u{85}\u{a0}é€😀\u{1680}\u{2000}\u{2028}\u{3000}\u{200b}\u{feff}\u{180e}"
+            .chars()
+            .collect();
+        let mut rng = StdRng::seed_from_u64(12);
+        for len in 0..400 {
+            let s: String = (0..len % 40).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
+            let mut got = Vec::new();
+            for_each_word(&s, |w| got.push(w));
+            assert_eq!(got, reference_split(&s), "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn merged_counts_equal_a_plain_count() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let words = ["a", "bb", "é", "a,b", "x\"y", "zz", "q"];
+        let mut expected: HashMap<String, u64> = HashMap::new();
+        let mut parts = Vec::new();
+        for p in 0..5 {
+            let mut c = Counter::with_capacity(2);
+            for _ in 0..(p * 37) {
+                let w = words[rng.random_range(0..words.len())];
+                c.add_text(&format!("{} ", w));
+                *expected.entry(w.to_string()).or_default() += 1;
+            }
+            parts.push(Shared(std::sync::Arc::new(c.finish())));
+        }
+        let total = ReduceTask::run((Many(parts),)).unwrap();
+        let got: HashMap<String, u64> = total.iter().map(|(w, c)| (w.to_string(), c)).collect();
+        assert_eq!(got, expected);
+        assert_eq!(total.len(), expected.len(), "each word once");
+        // A count survives the wire format.
+        let back: WordCounts = postcard::from_bytes(&postcard::to_stdvec(&total).unwrap()).unwrap();
+        assert_eq!(back, total);
+    }
+
+    #[test]
+    fn top_is_the_head_of_sorted() {
+        let mut c = Counter::default();
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..2000 {
+            let w = format!("w{}", rng.random_range(0..300) * rng.random_range(0..300) / 300);
+            c.add(&w, 1);
+        }
+        let c = c.finish();
+        let sorted = c.sorted();
+        for k in [0, 1, 3, 10, 500] {
+            assert_eq!(c.top(k), sorted[..k.min(sorted.len())], "k={}", k);
+        }
+        assert_eq!(WordCounts::default().top(10), vec![]);
     }
 
     #[test]
@@ -645,9 +880,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.txt");
         std::fs::write(&p, b"ab\xffcd ef \xc3\xa9t\xe9 \xe2\x82").unwrap();
-        let mut c = WordCounts::default();
+        let mut c = Counter::default();
         c.add_file(&p).unwrap();
-        let mut got: Vec<_> = c.words.keys().cloned().collect();
+        let c = c.finish();
+        let mut got: Vec<_> = c.iter().map(|(w, _)| w.to_string()).collect();
         got.sort();
         assert_eq!(got, vec!["abcd", "ef", "ét"]);
         assert_eq!(c.files, 1);
