@@ -138,7 +138,8 @@ impl AppConfig for MapreduceOptions {
 /// Compact: the distinct words are concatenated in one string, with their end offsets and
 /// counts in two parallel vectors. A count is three allocations whatever the number of words,
 /// so it is cheap to send (process-pool serialises it), to clone and to drop.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(try_from = "WireCounts")]
 pub(crate) struct WordCounts {
     /// The distinct words, concatenated.
     text: String,
@@ -151,6 +152,106 @@ pub(crate) struct WordCounts {
 }
 
 task_arg!(WordCounts);
+
+/// [`WordCounts`] on the wire: the word lengths and the counts as little-endian numbers of the
+/// fewest bytes (1, 2, 4 or 8) that hold the largest, in byte strings. Random words make one
+/// byte each, and a byte string serialises as one copy (postcard writes a varint per number).
+#[derive(Deserialize)]
+struct WireCounts {
+    text: String,
+    lengths: Packed,
+    counts: Packed,
+    files: u64,
+}
+
+/// [`WireCounts`] to serialise, borrowing the text.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    text: &'a str,
+    lengths: Packed,
+    counts: Packed,
+    files: u64,
+}
+
+/// Numbers of `width` bytes each, little-endian.
+#[derive(Serialize, Deserialize)]
+struct Packed {
+    width: u8,
+    bytes: bytes::Bytes,
+}
+
+impl Packed {
+    /// Packs `values` in the narrowest width that holds `max`.
+    fn new(values: impl ExactSizeIterator<Item = u64>, max: u64) -> Self {
+        let width = [1u8, 2, 4, 8].into_iter().find(|&w| w == 8 || max < 1 << (8 * w)).expect("8 fits all");
+        let mut bytes = Vec::with_capacity(values.len() * width as usize);
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes()[..width as usize]);
+        }
+        Packed { width, bytes: bytes.into() }
+    }
+
+    /// The numbers.
+    fn unpack(&self) -> Result<Vec<u64>, String> {
+        let w = self.width as usize;
+        if ![1, 2, 4, 8].contains(&w) || !self.bytes.len().is_multiple_of(w) {
+            return Err(format!("word counts: {} bytes of {}-byte numbers", self.bytes.len(), w));
+        }
+        Ok(match w {
+            1 => self.bytes.iter().map(|&b| b as u64).collect(),
+            _ => self
+                .bytes
+                .chunks_exact(w)
+                .map(|c| {
+                    let mut le = [0u8; 8];
+                    le[..w].copy_from_slice(c);
+                    u64::from_le_bytes(le)
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Serialize for WordCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ends = &self.ends;
+        let lengths = (0..ends.len()).map(|i| (ends[i] - if i == 0 { 0 } else { ends[i - 1] }) as u64);
+        let max_len = lengths.clone().max().unwrap_or(0);
+        let max_count = self.counts.iter().copied().max().unwrap_or(0);
+        WireRef {
+            text: &self.text,
+            lengths: Packed::new(lengths, max_len),
+            counts: Packed::new(self.counts.iter().copied(), max_count),
+            files: self.files,
+        }
+        .serialize(s)
+    }
+}
+
+impl TryFrom<WireCounts> for WordCounts {
+    type Error = String;
+    /// Checks what [`WordCounts::word`] relies on: one count per word, and words that end at
+    /// character boundaries, the last at the end of the text.
+    fn try_from(w: WireCounts) -> Result<Self, String> {
+        let (lengths, counts) = (w.lengths.unpack()?, w.counts.unpack()?);
+        if lengths.len() != counts.len() {
+            return Err(format!("word counts: {} words but {} counts", lengths.len(), counts.len()));
+        }
+        let mut ends = Vec::with_capacity(lengths.len());
+        let mut end = 0u64;
+        for l in lengths {
+            end += l;
+            if end > w.text.len() as u64 || !w.text.is_char_boundary(end as usize) {
+                return Err(format!("word counts: a word ends at byte {} of {}", end, w.text.len()));
+            }
+            ends.push(end as u32);
+        }
+        if end != w.text.len() as u64 {
+            return Err(format!("word counts: the words end at byte {} of {}", end, w.text.len()));
+        }
+        Ok(WordCounts { text: w.text, ends, counts, files: w.files })
+    }
+}
 
 impl WordCounts {
     /// Number of distinct words.
@@ -209,16 +310,25 @@ fn by_count_then_word(a: &(&str, u64), b: &(&str, u64)) -> std::cmp::Ordering {
 }
 
 /// Word `i` of concatenated words `text` ending at `ends`.
+#[inline]
 fn word_at<'a>(text: &'a str, ends: &[u32], i: usize) -> &'a str {
     let start = if i == 0 { 0 } else { ends[i - 1] as usize };
     &text[start..ends[i] as usize]
 }
 
+/// The bytes of word `i` (as [`word_at`], without the character-boundary checks).
+#[inline]
+fn word_bytes<'a>(text: &'a [u8], ends: &[u32], i: usize) -> &'a [u8] {
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    &text[start..ends[i] as usize]
+}
+
 /// The hash of a word (FxHash: fast, and the words are not chosen by an adversary).
-fn hash_word(w: &str) -> u64 {
+#[inline]
+fn hash_word(w: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = rustc_hash::FxHasher::default();
-    h.write(w.as_bytes());
+    h.write(w);
     h.finish()
 }
 
@@ -232,20 +342,22 @@ pub(crate) struct Counter {
 }
 
 impl Counter {
-    /// Room for `words` distinct words without rehashing.
-    fn with_capacity(words: usize) -> Self {
-        let mut c = Counter { counts: WordCounts::default(), index: hashbrown::HashTable::with_capacity(words) };
-        c.counts.ends.reserve(words);
-        c.counts.counts.reserve(words);
-        c
+    /// Makes room for `words` distinct words without rehashing, if nothing is counted yet.
+    fn reserve_if_empty(&mut self, words: usize) {
+        if self.index.is_empty() {
+            self.index = hashbrown::HashTable::with_capacity(words);
+            self.counts.ends.reserve(words);
+            self.counts.counts.reserve(words);
+        }
     }
 
     /// Starts from `counts` (whose words are distinct), indexing its words.
     fn from_counts(counts: WordCounts, room: usize) -> Self {
         let mut index = hashbrown::HashTable::with_capacity(counts.len() + room);
+        let (text, ends) = (counts.text.as_bytes(), &counts.ends);
         for i in 0..counts.len() {
-            let h = hash_word(counts.word(i));
-            index.insert_unique(h, i as u32, |&j| hash_word(counts.word(j as usize)));
+            let h = hash_word(word_bytes(text, ends, i));
+            index.insert_unique(h, i as u32, |&j| hash_word(word_bytes(text, ends, j as usize)));
         }
         Counter { counts, index }
     }
@@ -254,11 +366,12 @@ impl Counter {
     #[inline]
     pub(crate) fn add(&mut self, word: &str, n: u64) {
         let WordCounts { text, ends, counts, .. } = &mut self.counts;
-        let h = hash_word(word);
+        let bytes = text.as_bytes();
+        let h = hash_word(word.as_bytes());
         let found = self.index.entry(
             h,
-            |&i| word_at(text, ends, i as usize) == word,
-            |&i| hash_word(word_at(text, ends, i as usize)),
+            |&i| word_bytes(bytes, ends, i as usize) == word.as_bytes(),
+            |&i| hash_word(word_bytes(bytes, ends, i as usize)),
         );
         match found {
             hashbrown::hash_table::Entry::Occupied(e) => counts[*e.get() as usize] += n,
@@ -282,6 +395,9 @@ impl Counter {
     pub(crate) fn add_file(&mut self, path: &Path) -> Result<(), TaskError> {
         let bytes = std::fs::read(path)
             .map_err(|e| TaskError::new(ErrorKind::Io, format!("cannot read {}: {}", path.display(), e)))?;
+        // Room for one distinct word per 8 bytes (random words average 7 with their space): the
+        // first file rarely rehashes, and a repetitive text wastes little.
+        self.reserve_if_empty(bytes.len() / 8);
         match std::str::from_utf8(&bytes) {
             Ok(text) => self.add_text(text),
             Err(_) => self.add_text(&bytes.utf8_chunks().map(|c| c.valid()).collect::<String>()),
@@ -842,21 +958,59 @@ mod tests {
         let mut expected: HashMap<String, u64> = HashMap::new();
         let mut parts = Vec::new();
         for p in 0..5 {
-            let mut c = Counter::with_capacity(2);
+            let mut c = Counter::default();
+            c.reserve_if_empty(2);
             for _ in 0..(p * 37) {
                 let w = words[rng.random_range(0..words.len())];
                 c.add_text(&format!("{} ", w));
                 *expected.entry(w.to_string()).or_default() += 1;
             }
-            parts.push(Shared(std::sync::Arc::new(c.finish())));
+            let mut part = c.finish();
+            part.files = 1;
+            parts.push(Shared(std::sync::Arc::new(part)));
         }
-        let total = ReduceTask::run((Many(parts),)).unwrap();
+        let total = ReduceTask::run((Many(parts.clone()),)).unwrap();
         let got: HashMap<String, u64> = total.iter().map(|(w, c)| (w.to_string(), c)).collect();
         assert_eq!(got, expected);
         assert_eq!(total.len(), expected.len(), "each word once");
+        assert_eq!(total.files, 5);
         // A count survives the wire format.
         let back: WordCounts = postcard::from_bytes(&postcard::to_stdvec(&total).unwrap()).unwrap();
         assert_eq!(back, total);
+    }
+
+    #[test]
+    fn wire_counts_pack_narrowly_and_bad_ones_are_refused() {
+        let mut c = Counter::default();
+        c.add("é", 1);
+        c.add("x".repeat(300).as_str(), 70_000);
+        let c = c.finish();
+        let bytes = postcard::to_stdvec(&c).unwrap();
+        assert_eq!(postcard::from_bytes::<WordCounts>(&bytes).unwrap(), c);
+        let packed = |max| Packed::new([1u64, max].into_iter(), max);
+        assert_eq!([packed(255).width, packed(256).width, packed(70_000).width, packed(1 << 40).width], [1, 2, 4, 8]);
+        assert_eq!(packed(1 << 40).unpack().unwrap(), vec![1, 1 << 40]);
+        // Offsets inside a character, past the text, or short of it; a count missing.
+        let wire = |text: &str, lengths: &[u64], counts: &[u64]| WireCounts {
+            text: text.to_string(),
+            lengths: Packed::new(lengths.iter().copied(), 255),
+            counts: Packed::new(counts.iter().copied(), 255),
+            files: 0,
+        };
+        for (bad, why) in [
+            (wire("éa", &[1, 2], &[1, 1]), "a word ends at byte 1 of 3"),
+            (wire("ab", &[1, 2], &[1, 1]), "a word ends at byte 3 of 2"),
+            (wire("abc", &[1, 1], &[1, 1]), "the words end at byte 2 of 3"),
+            (wire("ab", &[1, 1], &[1]), "2 words but 1 counts"),
+            (WireCounts { lengths: Packed { width: 3, bytes: vec![0; 3].into() }, ..wire("", &[], &[]) }, "3 bytes of 3-byte"),
+        ] {
+            let e = WordCounts::try_from(bad).unwrap_err();
+            assert!(e.contains(why), "{}: {}", why, e);
+        }
+        // Through the wire format: an error, not a panic.
+        let mut bytes = postcard::to_stdvec(&c).unwrap();
+        bytes[2] = b'a'; // after the 2-byte length: "é" becomes invalid UTF-8
+        assert!(postcard::from_bytes::<WordCounts>(&bytes).is_err());
     }
 
     #[test]
@@ -939,5 +1093,35 @@ mod tests {
         let e = generate_files(base.path(), 1, 1, 0).unwrap_err().to_string();
         assert!(e.contains("not empty"), "{}", e);
         assert_eq!(std::fs::read(base.path().join("keep.txt")).unwrap(), b"x");
+    }
+}
+
+/// Timing of the map and reduce bodies on the configuration (16 files × 50,000 random
+/// words): `cargo test --release --lib mapreduce::speed -- --ignored --nocapture`. Not a test of speed.
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn map_and_reduce_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = generate_files(dir.path(), 16, 50_000, 1).unwrap();
+        for round in 0..5 {
+            let t = std::time::Instant::now();
+            let parts: Vec<_> = g.files.iter().map(|f| MapTask::run((Many(vec![FilePath(f.clone())]),)).unwrap()).collect();
+            let map = t.elapsed() / 16;
+            let shared: Vec<_> = parts.iter().map(|p| Shared(std::sync::Arc::new(p.clone()))).collect();
+            let t = std::time::Instant::now();
+            let total = ReduceTask::run((Many(shared),)).unwrap();
+            let reduce = t.elapsed();
+            let t = std::time::Instant::now();
+            let bytes = postcard::to_stdvec(&total).unwrap();
+            let back: WordCounts = postcard::from_bytes(&bytes).unwrap();
+            let wire = t.elapsed();
+            assert_eq!(back.len(), total.len());
+            println!("round {}: map {:?} per file, reduce {:?}, result {} words, postcard round trip {:?} ({} bytes)", round, map, reduce, total.len(), wire, bytes.len());
+        }
+        g.remove();
     }
 }
