@@ -138,6 +138,9 @@ impl AppConfig for MapreduceOptions {
 /// Compact: the distinct words are concatenated in one string, with their end offsets and
 /// counts in two parallel vectors. A count is three allocations whatever the number of words,
 /// so it is cheap to send (process-pool serialises it), to clone and to drop.
+///
+/// The words of a finished count are grouped by [`partition`] (a slice of their hash), so that
+/// the reduce can merge one partition of every part at a time, in a table that stays in cache.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(try_from = "WireCounts")]
 pub(crate) struct WordCounts {
@@ -147,8 +150,21 @@ pub(crate) struct WordCounts {
     ends: Vec<u32>,
     /// Occurrences of word `i`.
     counts: Vec<u64>,
+    /// Where each partition's words start ([`PARTITIONS`] + 1 indices, the last = the number of
+    /// words), or empty if the words are in no particular order.
+    starts: Vec<u32>,
     /// Files read.
     pub files: u64,
+}
+
+/// Partitions of a finished [`WordCounts`].
+const PARTITIONS: usize = 64;
+
+/// The partition of a word of hash `h` ([`hash_word`]): bits that the hash table uses neither
+/// for the bucket (low bits) nor for its tags (top 7 bits).
+#[inline]
+fn partition(h: u64) -> usize {
+    (h >> 40) as usize % PARTITIONS
 }
 
 task_arg!(WordCounts);
@@ -161,6 +177,7 @@ struct WireCounts {
     text: String,
     lengths: Packed,
     counts: Packed,
+    starts: Packed,
     files: u64,
 }
 
@@ -170,6 +187,7 @@ struct WireRef<'a> {
     text: &'a str,
     lengths: Packed,
     counts: Packed,
+    starts: Packed,
     files: u64,
 }
 
@@ -222,6 +240,7 @@ impl Serialize for WordCounts {
             text: &self.text,
             lengths: Packed::new(lengths, max_len),
             counts: Packed::new(self.counts.iter().copied(), max_count),
+            starts: Packed::new(self.starts.iter().map(|&s| s as u64), self.len() as u64),
             files: self.files,
         }
         .serialize(s)
@@ -249,7 +268,18 @@ impl TryFrom<WireCounts> for WordCounts {
         if end != w.text.len() as u64 {
             return Err(format!("word counts: the words end at byte {} of {}", end, w.text.len()));
         }
-        Ok(WordCounts { text: w.text, ends, counts, files: w.files })
+        let starts = w.starts.unpack()?;
+        let n = counts.len() as u64;
+        if !starts.is_empty()
+            && (starts.len() != PARTITIONS + 1
+                || starts[0] != 0
+                || starts[PARTITIONS] != n
+                || starts.windows(2).any(|s| s[0] > s[1]))
+        {
+            return Err(format!("word counts: bad partition starts for {} words", n));
+        }
+        let starts = starts.into_iter().map(|s| s as u32).collect();
+        Ok(WordCounts { text: w.text, ends, counts, starts, files: w.files })
     }
 }
 
@@ -414,9 +444,37 @@ impl Counter {
         }
     }
 
-    /// The counts.
+    /// The counts, grouped by partition.
     pub(crate) fn finish(self) -> WordCounts {
-        self.counts
+        let c = self.counts;
+        let n = c.len();
+        let bytes = c.text.as_bytes();
+        let part: Vec<u8> = (0..n).map(|i| partition(hash_word(word_bytes(bytes, &c.ends, i))) as u8).collect();
+        // Counting sort: where each partition's words and bytes start.
+        let mut starts = vec![0u32; PARTITIONS + 1];
+        let mut byte_starts = vec![0usize; PARTITIONS + 1];
+        for (i, &p) in part.iter().enumerate() {
+            starts[p as usize + 1] += 1;
+            byte_starts[p as usize + 1] += word_bytes(bytes, &c.ends, i).len();
+        }
+        for p in 0..PARTITIONS {
+            starts[p + 1] += starts[p];
+            byte_starts[p + 1] += byte_starts[p];
+        }
+        let (mut next, mut next_byte) = (starts.clone(), byte_starts.clone());
+        let mut text = vec![0u8; bytes.len()];
+        let (mut ends, mut counts) = (vec![0u32; n], vec![0u64; n]);
+        for (i, &p) in part.iter().enumerate() {
+            let (w, p) = (word_bytes(bytes, &c.ends, i), p as usize);
+            let (j, at) = (next[p] as usize, next_byte[p]);
+            text[at..at + w.len()].copy_from_slice(w);
+            ends[j] = (at + w.len()) as u32;
+            counts[j] = c.counts[i];
+            next[p] += 1;
+            next_byte[p] += w.len();
+        }
+        let text = String::from_utf8(text).expect("whole words of a str, rearranged");
+        WordCounts { text, ends, counts, starts, files: c.files }
     }
 }
 
@@ -506,6 +564,9 @@ impl Task for ReduceTask {
     type Output = WordCounts;
     fn run((parts,): Self::Args) -> Result<WordCounts, TaskError> {
         let mut parts = parts.0;
+        if !parts.is_empty() && parts.iter().all(|p| p.starts.len() == PARTITIONS + 1) {
+            return Ok(reduce_by_partition(&parts));
+        }
         // Start from the largest part: the fewest insertions. Taking it copies three vectors at
         // most (when the driver still holds it: thread-pool).
         let Some(big) = (0..parts.len()).max_by_key(|&i| parts[i].len()) else {
@@ -518,6 +579,41 @@ impl Task for ReduceTask {
         }
         Ok(total.finish())
     }
+}
+
+/// Sums `parts` (all grouped by partition) one partition at a time: each partition's table is
+/// small enough to stay in cache, and the partitions are merged in parallel (the map tasks have
+/// finished, so their cores are idle), then laid end to end.
+fn reduce_by_partition(parts: &[Shared<WordCounts>]) -> WordCounts {
+    use rayon::prelude::*;
+    let pieces: Vec<WordCounts> = (0..PARTITIONS)
+        .into_par_iter()
+        .map(|q| {
+            let range = |p: &WordCounts| p.starts[q] as usize..p.starts[q + 1] as usize;
+            let mut c = Counter::default();
+            c.reserve_if_empty(parts.iter().map(|p| range(p).len()).sum());
+            for p in parts {
+                for i in range(p) {
+                    c.add(p.word(i), p.counts[i]);
+                }
+            }
+            c.counts
+        })
+        .collect();
+    let mut out = WordCounts::default();
+    out.text.reserve(pieces.iter().map(|p| p.text.len()).sum());
+    out.ends.reserve(pieces.iter().map(|p| p.len()).sum());
+    out.counts.reserve(out.ends.capacity());
+    out.starts.push(0);
+    for p in pieces {
+        let base = u32::try_from(out.text.len()).expect("less than 4 GiB of distinct words in one count");
+        out.text.push_str(&p.text);
+        out.ends.extend(p.ends.iter().map(|&e| base.checked_add(e).expect("less than 4 GiB of distinct words")));
+        out.counts.extend_from_slice(&p.counts);
+        out.starts.push(out.ends.len() as u32);
+    }
+    out.files = parts.iter().map(|p| p.files).sum();
+    out
 }
 
 /// What a file weighs when balancing chunks: its size plus this (the cost of opening it), so
@@ -974,6 +1070,21 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(total.len(), expected.len(), "each word once");
         assert_eq!(total.files, 5);
+        // Parts in no particular order (no partition starts) give the same counts.
+        let unordered: Vec<_> =
+            parts.iter().map(|p| Shared(std::sync::Arc::new(WordCounts { starts: Vec::new(), ..(*p.0).clone() }))).collect();
+        let again = ReduceTask::run((Many(unordered),)).unwrap();
+        assert_eq!(again.iter().map(|(w, c)| (w.to_string(), c)).collect::<HashMap<_, _>>(), expected);
+        assert_eq!((again.len(), again.files), (expected.len(), 5));
+        // Finished counts are grouped by partition.
+        for c in [&total, &again] {
+            assert_eq!(c.starts.len(), PARTITIONS + 1);
+            for q in 0..PARTITIONS {
+                for i in c.starts[q] as usize..c.starts[q + 1] as usize {
+                    assert_eq!(partition(hash_word(c.word(i).as_bytes())), q);
+                }
+            }
+        }
         // A count survives the wire format.
         let back: WordCounts = postcard::from_bytes(&postcard::to_stdvec(&total).unwrap()).unwrap();
         assert_eq!(back, total);
@@ -995,6 +1106,7 @@ mod tests {
             text: text.to_string(),
             lengths: Packed::new(lengths.iter().copied(), 255),
             counts: Packed::new(counts.iter().copied(), 255),
+            starts: Packed::new(std::iter::empty(), 0),
             files: 0,
         };
         for (bad, why) in [
@@ -1003,6 +1115,11 @@ mod tests {
             (wire("abc", &[1, 1], &[1, 1]), "the words end at byte 2 of 3"),
             (wire("ab", &[1, 1], &[1]), "2 words but 1 counts"),
             (WireCounts { lengths: Packed { width: 3, bytes: vec![0; 3].into() }, ..wire("", &[], &[]) }, "3 bytes of 3-byte"),
+            (WireCounts { starts: Packed::new([0u64, 1].into_iter(), 1), ..wire("a", &[1], &[1]) }, "bad partition starts"),
+            (
+                WireCounts { starts: Packed::new((0..PARTITIONS + 1).map(|p| (p as u64).min(2)), 2), ..wire("a", &[1], &[1]) },
+                "bad partition starts for 1 words",
+            ),
         ] {
             let e = WordCounts::try_from(bad).unwrap_err();
             assert!(e.contains(why), "{}: {}", why, e);
