@@ -35,7 +35,12 @@ fn bad_arguments_exit_2_with_one_line() {
         let out = script(args);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{:?}: {}", args, err);
-        assert!(err.lines().any(|l| l.starts_with("compare-python: error: ") && l.contains(needle)), "{:?}: {}", args, err);
+        assert!(
+            err.lines().any(|l| l.starts_with("compare-python: error: ") && l.contains(needle)),
+            "{:?}: {}",
+            args,
+            err
+        );
         assert!(out.stdout.is_empty(), "{:?}", args);
     }
 }
@@ -51,10 +56,7 @@ fn both_sides_get_the_same_run_arguments() {
     // The run arguments with the per-run paths (data and run directories) blanked.
     let args = |l: &str, launcher: &str| -> String {
         let (_, rest) = l.split_once(launcher).unwrap_or_else(|| panic!("no {:?} in {}", launcher, l));
-        rest.split(' ')
-            .map(|a| if a.contains("compare-python.") { "PATH" } else { a })
-            .collect::<Vec<_>>()
-            .join(" ")
+        rest.split(' ').map(|a| if a.contains("compare-python.") { "PATH" } else { a }).collect::<Vec<_>>().join(" ")
     };
     for pair in lines.chunks(2) {
         let (t, p) = if pair[0].starts_with("taps") { (pair[0], pair[1]) } else { (pair[1], pair[0]) };
@@ -101,7 +103,10 @@ fn figures_are_parsed_and_their_medians_printed() {
     let tmp = tempfile::tempdir().unwrap();
     let venv = tmp.path().join("venv");
     // Per run, 4 python invocations (2 bags × 2 pools): run 1 gets 1000, 1000, 1000, 1000…
-    fake_venv(&venv, &["1000.00", "1000.00", "1000.00", "1000.00", "2000.00", "2000.00", "2000.00", "2000.00", "250.00"]);
+    fake_venv(
+        &venv,
+        &["1000.00", "1000.00", "1000.00", "1000.00", "2000.00", "2000.00", "2000.00", "2000.00", "250.00"],
+    );
     let out = script(&[venv.to_str().unwrap(), "--only", "bench", "--runs", "3", "--tasks", "20"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
@@ -142,7 +147,12 @@ fn the_venv_script_refuses_what_is_not_a_checkout() {
         let out = run(&args);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{:?}: {}", args, err);
-        assert!(err.lines().any(|l| l.starts_with("python-taps-venv: error: ") && l.contains(needle)), "{:?}: {}", args, err);
+        assert!(
+            err.lines().any(|l| l.starts_with("python-taps-venv: error: ") && l.contains(needle)),
+            "{:?}: {}",
+            args,
+            err
+        );
     }
     assert!(!venv.exists(), "nothing is created for bad arguments");
 }

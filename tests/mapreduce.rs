@@ -27,7 +27,8 @@ fn sequential_count(files: &[PathBuf]) -> BTreeMap<String, u64> {
     for f in files {
         let bytes = std::fs::read(f).unwrap();
         let text = String::from_utf8_lossy(&bytes).replace('\u{FFFD}', "");
-        for w in text.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)).filter(|w| !w.is_empty()) {
+        for w in text.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)).filter(|w| !w.is_empty())
+        {
             *m.entry(w.to_string()).or_insert(0) += 1;
         }
     }
@@ -165,7 +166,10 @@ fn write_test_files(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
         .collect();
     // Mostly spaces; also the whitespace Python splits on beyond ASCII and U+001C..U+001F, and
     // a character it does not split on (U+200B).
-    let seps = [" ", " ", " ", " ", " ", " ", "  ", "\t", "\n", "\r\n", "\u{a0}", "\u{3000}", "\u{2028}", "\u{85}", "\x1c", "\x1f", "\u{200b}"];
+    let seps = [
+        " ", " ", " ", " ", " ", " ", "  ", "\t", "\n", "\r\n", "\u{a0}", "\u{3000}", "\u{2028}", "\u{85}", "\x1c",
+        "\x1f", "\u{200b}",
+    ];
     let mut files = Vec::new();
     for i in 0..n {
         let sub = dir.join(format!("part{}", i % 3)).join(if i % 2 == 0 { "even" } else { "odd" });

@@ -1035,9 +1035,10 @@ mod tests {
         // Random strings over ASCII, non-ASCII letters, and whitespace of every width
         // (U+0085, U+00A0, U+1680, U+2000, U+2028, U+3000), plus look-alikes that are not
         // whitespace in Python (U+200B, U+FEFF, U+180E).
-        let alphabet: Vec<char> = "ab \t\n\r\x0b\x0c\x1c\x1f\u{85}\u{a0}é€😀\u{1680}\u{2000}\u{2028}\u{3000}\u{200b}\u{feff}\u{180e}"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> =
+            "ab \t\n\r\x0b\x0c\x1c\x1f\u{85}\u{a0}é€😀\u{1680}\u{2000}\u{2028}\u{3000}\u{200b}\u{feff}\u{180e}"
+                .chars()
+                .collect();
         let mut rng = StdRng::seed_from_u64(12);
         for len in 0..400 {
             let s: String = (0..len % 40).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
@@ -1071,8 +1072,10 @@ mod tests {
         assert_eq!(total.len(), expected.len(), "each word once");
         assert_eq!(total.files, 5);
         // Parts in no particular order (no partition starts) give the same counts.
-        let unordered: Vec<_> =
-            parts.iter().map(|p| Shared(std::sync::Arc::new(WordCounts { starts: Vec::new(), ..(*p.0).clone() }))).collect();
+        let unordered: Vec<_> = parts
+            .iter()
+            .map(|p| Shared(std::sync::Arc::new(WordCounts { starts: Vec::new(), ..(*p.0).clone() })))
+            .collect();
         let again = ReduceTask::run((Many(unordered),)).unwrap();
         assert_eq!(again.iter().map(|(w, c)| (w.to_string(), c)).collect::<HashMap<_, _>>(), expected);
         assert_eq!((again.len(), again.files), (expected.len(), 5));
@@ -1114,10 +1117,19 @@ mod tests {
             (wire("ab", &[1, 2], &[1, 1]), "a word ends at byte 3 of 2"),
             (wire("abc", &[1, 1], &[1, 1]), "the words end at byte 2 of 3"),
             (wire("ab", &[1, 1], &[1]), "2 words but 1 counts"),
-            (WireCounts { lengths: Packed { width: 3, bytes: vec![0; 3].into() }, ..wire("", &[], &[]) }, "3 bytes of 3-byte"),
-            (WireCounts { starts: Packed::new([0u64, 1].into_iter(), 1), ..wire("a", &[1], &[1]) }, "bad partition starts"),
             (
-                WireCounts { starts: Packed::new((0..PARTITIONS + 1).map(|p| (p as u64).min(2)), 2), ..wire("a", &[1], &[1]) },
+                WireCounts { lengths: Packed { width: 3, bytes: vec![0; 3].into() }, ..wire("", &[], &[]) },
+                "3 bytes of 3-byte",
+            ),
+            (
+                WireCounts { starts: Packed::new([0u64, 1].into_iter(), 1), ..wire("a", &[1], &[1]) },
+                "bad partition starts",
+            ),
+            (
+                WireCounts {
+                    starts: Packed::new((0..PARTITIONS + 1).map(|p| (p as u64).min(2)), 2),
+                    ..wire("a", &[1], &[1])
+                },
                 "bad partition starts for 1 words",
             ),
         ] {
@@ -1226,7 +1238,8 @@ mod speed {
         let mut g = generate_files(dir.path(), 16, 50_000, 1).unwrap();
         for round in 0..5 {
             let t = std::time::Instant::now();
-            let parts: Vec<_> = g.files.iter().map(|f| MapTask::run((Many(vec![FilePath(f.clone())]),)).unwrap()).collect();
+            let parts: Vec<_> =
+                g.files.iter().map(|f| MapTask::run((Many(vec![FilePath(f.clone())]),)).unwrap()).collect();
             let map = t.elapsed() / 16;
             let shared: Vec<_> = parts.iter().map(|p| Shared(std::sync::Arc::new(p.clone()))).collect();
             let t = std::time::Instant::now();
@@ -1237,7 +1250,15 @@ mod speed {
             let back: WordCounts = postcard::from_bytes(&bytes).unwrap();
             let wire = t.elapsed();
             assert_eq!(back.len(), total.len());
-            println!("round {}: map {:?} per file, reduce {:?}, result {} words, postcard round trip {:?} ({} bytes)", round, map, reduce, total.len(), wire, bytes.len());
+            println!(
+                "round {}: map {:?} per file, reduce {:?}, result {} words, postcard round trip {:?} ({} bytes)",
+                round,
+                map,
+                reduce,
+                total.len(),
+                wire,
+                bytes.len()
+            );
         }
         g.remove();
     }
