@@ -20,13 +20,15 @@ fn assert_bad_input(cwd: &Path, args: &[&str], needles: &[&str]) {
     common::assert_bad_input(cwd, &[&["run", "--app", "mapreduce"], args].concat(), needles);
 }
 
-/// The reference count: read each file in turn, drop undecodable bytes, split on whitespace.
+/// The reference count: read each file in turn, drop undecodable bytes, split on whitespace as
+/// Python's `str.split()` does (Unicode whitespace and the separators U+001C..U+001F), char by char.
 fn sequential_count(files: &[PathBuf]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for f in files {
         let bytes = std::fs::read(f).unwrap();
         let text = String::from_utf8_lossy(&bytes).replace('\u{FFFD}', "");
-        for w in text.split_whitespace() {
+        for w in text.split(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)).filter(|w| !w.is_empty())
+        {
             *m.entry(w.to_string()).or_insert(0) += 1;
         }
     }
@@ -162,7 +164,12 @@ fn write_test_files(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
             w
         })
         .collect();
-    let seps = [" ", " ", " ", "  ", "\t", "\n", "\r\n"];
+    // Mostly spaces; also the whitespace Python splits on beyond ASCII and U+001C..U+001F, and
+    // a character it does not split on (U+200B).
+    let seps = [
+        " ", " ", " ", " ", " ", " ", "  ", "\t", "\n", "\r\n", "\u{a0}", "\u{3000}", "\u{2028}", "\u{85}", "\x1c",
+        "\x1f", "\u{200b}",
+    ];
     let mut files = Vec::new();
     for i in 0..n {
         let sub = dir.join(format!("part{}", i % 3)).join(if i % 2 == 0 { "even" } else { "odd" });
@@ -208,9 +215,18 @@ fn counts_equal_an_independent_sequential_count() {
     assert!(expected.values().sum::<u64>() > 10_000, "test data too small to be meaningful");
     let before = snapshot(&data);
 
-    let (run, stdout) = run_ok(tmp.path(), &["--app.data-dir", "data", "--app.map-tasks", "6"]);
-    let rows = read_counts(&run);
-    assert_counts_equal(&rows, &expected);
+    for executor in ["process-pool", "thread-pool"] {
+        let (run, stdout) =
+            run_ok(tmp.path(), &["--app.data-dir", "data", "--app.map-tasks", "6", "--engine.executor", executor]);
+        check_counts_run(&run, &stdout, &expected);
+    }
+    assert_eq!(snapshot(&data), before, "user data changed");
+}
+
+/// The checks of [`counts_equal_an_independent_sequential_count`] on one run of 20 files and 6 maps.
+fn check_counts_run(run: &Path, stdout: &str, expected: &BTreeMap<String, u64>) {
+    let rows = read_counts(run);
+    assert_counts_equal(&rows, expected);
     let total = expected.values().sum::<u64>();
     assert!(stdout.contains(&format!("Total number of words: {}", commas(total))), "{}", stdout);
     assert!(stdout.contains("Found 20 files in"), "{}", stdout);
@@ -218,8 +234,7 @@ fn counts_equal_an_independent_sequential_count() {
     for (w, c) in rows.iter().take(10) {
         assert!(stdout.contains(&format!("> {} ({})\n", w, commas(*c))), "top word {} missing:\n{}", w, stdout);
     }
-    check_graph(&run, 6);
-    assert_eq!(snapshot(&data), before, "user data changed");
+    check_graph(run, 6);
     // The timed part (Finished app) ends with the reduce, as in the reference; counts.csv is written after it.
     let at = |s: &str| stdout.find(s).unwrap_or_else(|| panic!("log lacks {:?}:\n{}", s, stdout));
     assert!(at("Total number of words") < at("Finished app (elapsed="), "{}", stdout);
