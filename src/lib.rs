@@ -31,6 +31,7 @@ pub mod record;
 pub mod run;
 pub mod rundir;
 pub mod shell;
+pub mod shm;
 pub mod submit;
 pub mod task;
 pub mod worker;

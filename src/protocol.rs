@@ -28,12 +28,15 @@
 //! ```text
 //! u32 LE  header length H
 //! u32 LE  segment count N
-//! N × u64 LE  segment lengths
+//! N × u64 LE  segment lengths (top bit set: the segment is shared memory, not in the stream)
 //! H bytes  postcard header (the message, each payload replaced by a placeholder)
-//! segments, in order
+//! segments, in order (those in the stream)
 //! ```
 //!
-//! [`Frame::write_to`] / [`Frame::read_from`] work over any `Write` / `Read`;
+//! A large payload is usually a [shared-memory segment](crate::shm) already (it was encoded
+//! into one): [`Frame::write_to_socket`] passes such segments as descriptors beside the prefix,
+//! and [`Frame::read_from`] over a [`SpinRead`] maps them, so their bytes never go through the
+//! socket. [`Frame::write_to`] / [`Frame::read_from`] work over any `Write` / `Read`;
 //! [`Frame::to_vec`] / [`Frame::from_bytes`] give the same layout as one buffer, for transports
 //! that move whole messages (MPI); `from_bytes` slices the segments without copying.
 //!
@@ -63,6 +66,9 @@ pub const PROTOCOL_VERSION: u32 = 2;
 const MAX_HEADER: usize = 64 << 20;
 /// Largest number of segments in one frame.
 const MAX_SEGMENTS: usize = 1 << 20;
+/// Marks a segment length whose bytes are in a shared-memory segment passed beside the frame
+/// (a descriptor on a socket, a name in an MPI message) rather than in the frame.
+pub(crate) const SHARED: u64 = 1 << 63;
 
 /// A task argument or result as it crosses a process boundary.
 #[derive(Clone, Debug, PartialEq)]
@@ -217,14 +223,61 @@ impl Frame {
     }
 
     fn prefix(&self) -> Vec<u8> {
+        self.prefix_with(&[])
+    }
+
+    /// The prefix; segments whose index is in `shared` are marked [`SHARED`] (they travel as
+    /// descriptors).
+    fn prefix_with(&self, shared: &[usize]) -> Vec<u8> {
         let mut p = Vec::with_capacity(8 + 8 * self.segments.len() + self.header.len());
         p.extend_from_slice(&(self.header.len() as u32).to_le_bytes());
         p.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
-        for s in &self.segments {
-            p.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        for (i, s) in self.segments.iter().enumerate() {
+            let flag = if shared.contains(&i) { SHARED } else { 0 };
+            p.extend_from_slice(&(s.len() as u64 | flag).to_le_bytes());
         }
         p.extend_from_slice(&self.header);
         p
+    }
+
+    /// The segments that are [shared-memory segments](crate::shm::segment_of) (at most
+    /// [`MAX_FDS`](crate::shm::MAX_FDS)), by index.
+    pub(crate) fn shared_segments(&self) -> Vec<(usize, std::sync::Arc<crate::shm::Segment>)> {
+        let mut v = Vec::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            if v.len() == crate::shm::MAX_FDS {
+                break;
+            }
+            if let Some(seg) = crate::shm::segment_of(s) {
+                v.push((i, seg));
+            }
+        }
+        v
+    }
+
+    /// Writes the frame to a Unix stream socket through its buffered writer `out` (does not
+    /// flush): shared-memory segments travel as descriptors (`SCM_RIGHTS`) with the frame's
+    /// prefix, the rest as with [`write_to`](Self::write_to). The reader must read with
+    /// [`SpinRead`] (which keeps the descriptors) and [`read_from`](Self::read_from).
+    pub fn write_to_socket<S: Write + std::os::fd::AsFd>(&self, out: &mut io::BufWriter<S>) -> io::Result<()> {
+        let shared = self.shared_segments();
+        if shared.is_empty() {
+            return self.write_to(out);
+        }
+        out.flush()?;
+        let prefix = self.prefix_with(&shared.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+        for (_, s) in &shared {
+            s.sent();
+        }
+        let fds: Vec<_> = shared.iter().map(|(_, s)| s.fd()).collect();
+        let sent = crate::shm::send_with_fds(out.get_ref().as_fd(), &prefix, &fds)?;
+        out.write_all(&prefix[sent..])?;
+        for (i, s) in self.segments.iter().enumerate() {
+            if !shared.iter().any(|(j, _)| *j == i) {
+                out.write_all(s)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the frame (does not flush). Segments are written from their buffers, uncopied.
@@ -256,6 +309,16 @@ impl Frame {
         r.read_exact(&mut header)?;
         let mut segments = Vec::with_capacity(nseg);
         for c in lens.chunks_exact(8) {
+            let raw = u64::from_le_bytes(c.try_into().unwrap());
+            if raw & SHARED != 0 {
+                let len = seg_len(&(raw & !SHARED).to_le_bytes())?;
+                let fd = crate::shm::take_received()
+                    .ok_or_else(|| ProtocolError::Frame("a shared-memory segment without its descriptor".into()))?;
+                let seg = crate::shm::Segment::receive(fd, len)
+                    .map_err(|e| ProtocolError::Frame(format!("cannot map a shared-memory segment: {}", e)))?;
+                segments.push(seg);
+                continue;
+            }
             let len = seg_len(c)?;
             // Read into uninitialised capacity: no zeroing pass over large payloads.
             let mut buf = Vec::with_capacity(len);
@@ -475,9 +538,8 @@ impl<S: std::os::fd::AsFd> Read for SpinRead<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0.as_fd());
         let mut recv = |flags| {
-            // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is an open socket owned by `self.0`.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            // Descriptors passed with the bytes (shared-memory segments) are kept for `read_from`.
+            crate::shm::recv(fd, buf, flags)
         };
         let start = std::time::Instant::now();
         loop {

@@ -15,7 +15,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const CORE: &[&str] = &[
-    "task", "engine", "data", "record", "protocol", "worker", "options", "plugins", "rundir", "logging", "app", "shell",
+    "task", "engine", "data", "record", "protocol", "worker", "options", "plugins", "rundir", "logging", "app",
+    "shell", "shm",
 ];
 
 /// Macros exported at the crate root by core modules.
