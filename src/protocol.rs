@@ -629,6 +629,40 @@ mod tests {
     }
 
     #[test]
+    fn shared_segments_travel_as_descriptors_beside_the_stream() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut seg = crate::shm::SegmentMut::create(3 * crate::shm::MIN_SHARED).unwrap();
+        seg.as_mut_slice().iter_mut().enumerate().for_each(|(i, x)| *x = (i % 251) as u8);
+        let big = seg.freeze();
+        let m = ToWorker::Run {
+            seq: 1,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(big.clone()), WirePayload::Bytes(Bytes::from(vec![1u8; 1000]))],
+        };
+        let mut out = io::BufWriter::new(&a);
+        m.clone().encode().write_to_socket(&mut out).unwrap();
+        out.flush().unwrap();
+        let mut pending: libc::c_int = 0;
+        // SAFETY: FIONREAD on an open socket with a valid out-pointer.
+        assert_eq!(unsafe { libc::ioctl(b.as_raw_fd(), libc::FIONREAD, &mut pending) }, 0);
+        assert!(pending < 2000, "the big payload is not in the stream ({} bytes)", pending);
+        let mut r = io::BufReader::new(SpinRead(&b));
+        let back = ToWorker::decode(Frame::read_from(&mut r).unwrap().unwrap()).unwrap();
+        assert_eq!(back, m, "the payloads arrive intact");
+        let ToWorker::Run { args, .. } = back else { unreachable!() };
+        let WirePayload::Bytes(got) = &args[0] else { unreachable!() };
+        assert!(crate::shm::segment_of(got).is_some(), "received as a mapped segment");
+        // Without its descriptor (a plain reader), a shared segment is an error, not garbage.
+        let mut plain = Vec::new();
+        m.encode().write_to(&mut plain).unwrap();
+        let mut marked = plain.clone();
+        marked[8..16].copy_from_slice(&((3 * crate::shm::MIN_SHARED) as u64 | SHARED).to_le_bytes());
+        assert!(Frame::read_from(&mut &marked[..]).is_err());
+    }
+
+    #[test]
     fn truncated_and_garbage_frames_are_errors() {
         let m = ToWorker::Run {
             seq: 1,

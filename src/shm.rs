@@ -421,8 +421,23 @@ fn config() -> Option<Run> {
     CONFIG.read().unwrap().clone()
 }
 
-/// The directory where MPI segments live.
+/// The directory where MPI segments live, unless [`DIR_ENV`] names another.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
+/// Environment variable naming the directory of MPI segments (read by rank 0).
+pub const DIR_ENV: &str = "TAPS_SHM_DIR";
+
+/// The directory for MPI segments: `$TAPS_SHM_DIR`, else `/dev/shm`.
+pub(crate) fn shm_dir() -> PathBuf {
+    std::env::var_os(DIR_ENV).filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| SHM_DIR.into())
+}
+
+/// Drops the idle mappings kept for reuse (their memory is freed once no other process maps
+/// them): at the end of a run.
+pub fn drop_idle() {
+    let made = std::mem::take(&mut *MADE.lock().unwrap());
+    let received = std::mem::take(&mut *RECEIVED_MAPS.lock().unwrap());
+    drop((made, received));
+}
 
 impl Run {
     /// The driver's side: a fresh prefix in `dir`, with a probe file (named `{prefix}-probe`,
@@ -431,8 +446,11 @@ impl Run {
     pub fn start_driver(dir: &Path) -> io::Result<Run> {
         let prefix = format!("taps-{}", uuid::Uuid::new_v4().simple());
         let run = Run { dir: dir.to_path_buf(), prefix, who: "d".into() };
-        std::fs::OpenOptions::new().write(true).create_new(true).open(run.probe())?;
-        std::fs::write(run.probe(), run.prefix.as_bytes())?;
+        let mut probe = std::fs::OpenOptions::new().write(true).create_new(true).open(run.probe())?;
+        if let Err(e) = io::Write::write_all(&mut probe, run.prefix.as_bytes()) {
+            let _ = std::fs::remove_file(run.probe());
+            return Err(e);
+        }
         *CONFIG.write().unwrap() = Some(run.clone());
         Ok(run)
     }
@@ -602,9 +620,8 @@ mod tests {
         assert_ne!(other.0.m().key, key);
         drop((other, again));
         // Released: this one is reused.
-        let reused = (0..MADE.lock().unwrap().len() + 1)
-            .map(|_| SegmentMut::create(MIN_SHARED + 5).unwrap())
-            .collect::<Vec<_>>();
+        let idle = MADE.lock().unwrap().len();
+        let reused = (0..idle + 1).map(|_| SegmentMut::create(MIN_SHARED + 5).unwrap()).collect::<Vec<_>>();
         assert!(reused.iter().any(|s| s.0.m().key == key));
     }
 

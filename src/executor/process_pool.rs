@@ -549,6 +549,8 @@ impl Transport for Pool {
         let mut st = self.lock();
         st.link = None;
         self.update_watch(&st);
+        // The workers are gone: shared memory kept for reuse is of no more use.
+        crate::shm::drop_idle();
     }
 }
 

@@ -180,10 +180,11 @@ impl Transport for Ranks {
         let n = self.slots();
         let (lost, who) = (self.lost.clone(), self.who.clone());
         // Ranks that see this directory get large payloads as named segments in it.
-        let shm = match crate::shm::Run::start_driver(std::path::Path::new(crate::shm::SHM_DIR)) {
+        let dir = crate::shm::shm_dir();
+        let shm = match crate::shm::Run::start_driver(&dir) {
             Ok(run) => Some(run),
             Err(e) => {
-                tracing::debug!("mpi: no shared memory in {} ({}); payloads go in messages", crate::shm::SHM_DIR, e);
+                tracing::debug!("mpi: no shared memory in {} ({}); payloads go in messages", dir.display(), e);
                 None
             }
         };
@@ -240,6 +241,7 @@ impl Transport for Ranks {
         if let Some(run) = self.shm.lock().unwrap().take() {
             run.cleanup();
         }
+        crate::shm::drop_idle();
     }
 }
 
@@ -457,6 +459,9 @@ impl Comm {
             if tag == TAG_SHM {
                 if let Some(r) = self.rank_mut(src) {
                     r.shares = frame.header == b"1";
+                    if r.shares {
+                        tracing::debug!("mpi: rank {} takes large payloads through shared memory", src);
+                    }
                 }
                 continue;
             }
