@@ -32,7 +32,8 @@ fn large_payloads_go_through_shared_memory_and_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let pool = ProcessPool::new(1).worker_path(env!("CARGO_BIN_EXE_taps"));
     let watch = pool.watch();
-    let e = Engine::builder(Box::new(pool)).records(RecordWriter::create(&dir.path().join("tasks.jsonl")).unwrap()).build();
+    let e =
+        Engine::builder(Box::new(pool)).records(RecordWriter::create(&dir.path().join("tasks.jsonl")).unwrap()).build();
 
     // Several sizes, chained (a result passed on as the next argument), all intact.
     let mut submitted = 0;

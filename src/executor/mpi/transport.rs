@@ -357,8 +357,11 @@ impl Inbox {
     }
 }
 
+/// A segment's length and, for a shared-memory segment, its name.
+type SegmentHead = (usize, Option<String>);
+
 /// A head: each segment's length and, for a shared-memory segment, its name; then the header.
-fn parse_head(b: &[u8]) -> Result<(Vec<(usize, Option<String>)>, Vec<u8>), ProtocolError> {
+fn parse_head(b: &[u8]) -> Result<(Vec<SegmentHead>, Vec<u8>), ProtocolError> {
     let bad = || ProtocolError::Frame(format!("bad frame head ({} bytes)", b.len()));
     let n = u32::from_le_bytes(b.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
     let mut end = 4usize.checked_add(n.checked_mul(8).ok_or_else(bad)?).ok_or_else(bad)?;
