@@ -10,7 +10,7 @@
 //!   directory (`/dev/shm`), named in the message instead of their bytes ([`Run`]). The driver
 //!   removes whatever of its prefix is left at the end of the run ([`Run::cleanup`]: also after
 //!   a lost rank or an interrupted run), a worker rank the names it made when it exits or is
-//!   signalled ([`leave`]). Ranks on other nodes get the bytes in the message.
+//!   signalled, and every name of the run when rank 0 died ([`leave`]). Ranks on other nodes get the bytes in the message.
 //!
 //! The receiver maps a segment and hands it on as a [`Bytes`] over the mapping: the task
 //! deserialises from it in place. A received segment passed on again (a task's result given to
@@ -495,13 +495,14 @@ fn remove_prefixed(dir: &Path, prefix: &str) {
     }
 }
 
-/// A worker rank going away (a signal, rank 0 gone): removes the names it created that the
-/// driver has not taken over.
-pub(crate) fn leave() {
+/// A worker rank going away (a signal, the end of the run): removes the names it made. When
+/// rank 0 is gone (`driver_gone`), nobody else will: it removes every name of the run.
+pub(crate) fn leave(driver_gone: bool) {
     if let Some(run) = config()
         && run.who != "d"
     {
-        remove_prefixed(&run.dir, &format!("{}-{}-", run.prefix, run.who));
+        let prefix = if driver_gone { format!("{}-", run.prefix) } else { format!("{}-{}-", run.prefix, run.who) };
+        remove_prefixed(&run.dir, &prefix);
     }
 }
 

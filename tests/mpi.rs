@@ -647,12 +647,13 @@ fn a_task_longer_than_the_heartbeat_timeout_on_a_live_rank_is_not_lost() {
 #[test]
 fn a_rank_whose_driver_really_died_still_exits() {
     // With recovery, mpirun waits for every rank: the workers must end by themselves.
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
     let mut c = mpirun(3, WORKER);
     c.current_dir(dir.path())
         .args(synthetic("reduce", 12))
-        .args(["--app.task-sleep", "0.4"])
+        .args(["--app.task-sleep", "0.4", "--app.task-data-bytes", "1000000"])
         .env("OMPI_MCA_orte_enable_recovery", "1")
+        .env("TAPS_SHM_DIR", shm.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
@@ -665,6 +666,8 @@ fn a_rank_whose_driver_really_died_still_exits() {
     assert!(descendants(pid).is_empty(), "no rank is left: {}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("rank 0 (the driver) is gone; exiting"), "{}", show(&out));
+    // The ranks removed the run's shared-memory segments (rank 0 could not).
+    assert!(files(shm.path()).is_empty(), "segments left after rank 0 died: {:?}", files(shm.path()));
 }
 
 #[test]

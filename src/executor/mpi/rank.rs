@@ -52,7 +52,7 @@ fn defer_signals() {
                 while Instant::now() < until && !WATCH.lock().unwrap().as_ref().is_some_and(liveness::driver_gone) {
                     std::thread::sleep(CHECK_EVERY);
                 }
-                crate::shm::leave();
+                crate::shm::leave(WATCH.lock().unwrap().as_ref().is_some_and(liveness::driver_gone));
                 let _ = signal_hook::low_level::emulate_default_handler(sig);
             }
         });
@@ -65,13 +65,14 @@ pub fn serve(rank: i32) -> (i32, bool) {
     defer_signals();
     super::transport::precise_sleeps();
     let mut lost = false;
-    let code = serve_loop(rank, &mut lost);
-    // Names of results rank 0 did not take over (it is gone, or the run ended without them).
-    crate::shm::leave();
+    let mut gone = false;
+    let code = serve_loop(rank, &mut lost, &mut gone);
+    // Segments this rank made (and, if rank 0 died, every one of the run: nobody else will).
+    crate::shm::leave(gone);
     (code, lost)
 }
 
-fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
+fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
     let mut inbox = Inbox::default();
     let mut worker = Worker::new();
     // Dropped (the connection closed) when this function returns.
@@ -85,6 +86,7 @@ fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
             Ok(None) => {
                 eprintln!("taps-worker rank {}: rank 0 (the driver) is gone; exiting", rank);
                 *lost = true;
+                *gone = true;
                 return 1;
             }
             Err(e) => {
