@@ -60,7 +60,7 @@ use crate::record::ExecutionInfo;
 use crate::task::{DataRef, Payload, TaskError};
 
 /// Protocol version; a worker refuses a `Hello` with another version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest header accepted (headers hold names and references, never payload bytes).
 const MAX_HEADER: usize = 64 << 20;
