@@ -262,10 +262,14 @@ impl Transformer for FileTransformer {
         Ok(DataRef { key: path.display().to_string(), size: bytes.len() as u64 })
     }
 
+    /// A large value is mapped from its file (read in place from the page cache), a small one read.
     fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError> {
-        std::fs::read(&r.key)
-            .map(bytes::Bytes::from)
-            .map_err(|e| TaskError::new("IoError", format!("cannot read {}: {}", r.key, e)))
+        let err = |e: std::io::Error| TaskError::new("IoError", format!("cannot read {}: {}", r.key, e));
+        if r.size >= crate::shm::MIN_SHARED as u64 {
+            let f = std::fs::File::open(&r.key).map_err(err)?;
+            return crate::shm::map_file(&f, r.size as usize).map_err(err);
+        }
+        std::fs::read(&r.key).map(bytes::Bytes::from).map_err(err)
     }
 
     fn close(&self) -> Result<(), TaskError> {

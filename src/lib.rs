@@ -32,6 +32,7 @@ pub mod record;
 pub mod run;
 pub mod rundir;
 pub mod shell;
+pub mod shm;
 pub mod spin;
 pub mod submit;
 pub mod task;

@@ -28,12 +28,15 @@
 //! ```text
 //! u32 LE  header length H
 //! u32 LE  segment count N
-//! N × u64 LE  segment lengths
+//! N × u64 LE  segment lengths (top bit set: the segment is shared memory, not in the stream)
 //! H bytes  postcard header (the message, each payload replaced by a placeholder)
-//! segments, in order
+//! segments, in order (those in the stream)
 //! ```
 //!
-//! [`Frame::write_to`] / [`Frame::read_from`] work over any `Write` / `Read`;
+//! A large payload is usually a [shared-memory segment](crate::shm) already (it was encoded
+//! into one): [`Frame::write_to_socket`] passes such segments as descriptors beside the prefix,
+//! and [`Frame::read_from`] over a [`SpinRead`] maps them, so their bytes never go through the
+//! socket. [`Frame::write_to`] / [`Frame::read_from`] work over any `Write` / `Read`;
 //! [`Frame::to_vec`] / [`Frame::from_bytes`] give the same layout as one buffer, for transports
 //! that move whole messages (MPI); `from_bytes` slices the segments without copying.
 //!
@@ -57,12 +60,15 @@ use crate::record::ExecutionInfo;
 use crate::task::{DataRef, Payload, TaskError};
 
 /// Protocol version; a worker refuses a `Hello` with another version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest header accepted (headers hold names and references, never payload bytes).
 const MAX_HEADER: usize = 64 << 20;
 /// Largest number of segments in one frame.
 const MAX_SEGMENTS: usize = 1 << 20;
+/// Marks a segment length whose bytes are in a shared-memory segment passed beside the frame
+/// (a descriptor on a socket, a name in an MPI message) rather than in the frame.
+pub(crate) const SHARED: u64 = 1 << 63;
 
 /// A task argument or result as it crosses a process boundary.
 #[derive(Clone, Debug, PartialEq)]
@@ -217,14 +223,61 @@ impl Frame {
     }
 
     fn prefix(&self) -> Vec<u8> {
+        self.prefix_with(&[])
+    }
+
+    /// The prefix; segments whose index is in `shared` are marked [`SHARED`] (they travel as
+    /// descriptors).
+    fn prefix_with(&self, shared: &[usize]) -> Vec<u8> {
         let mut p = Vec::with_capacity(8 + 8 * self.segments.len() + self.header.len());
         p.extend_from_slice(&(self.header.len() as u32).to_le_bytes());
         p.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
-        for s in &self.segments {
-            p.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        for (i, s) in self.segments.iter().enumerate() {
+            let flag = if shared.contains(&i) { SHARED } else { 0 };
+            p.extend_from_slice(&(s.len() as u64 | flag).to_le_bytes());
         }
         p.extend_from_slice(&self.header);
         p
+    }
+
+    /// The segments that are [shared-memory segments](crate::shm::segment_of) (at most
+    /// [`MAX_FDS`](crate::shm::MAX_FDS)), by index.
+    pub(crate) fn shared_segments(&self) -> Vec<(usize, std::sync::Arc<crate::shm::Segment>)> {
+        let mut v = Vec::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            if v.len() == crate::shm::MAX_FDS {
+                break;
+            }
+            if let Some(seg) = crate::shm::segment_of(s) {
+                v.push((i, seg));
+            }
+        }
+        v
+    }
+
+    /// Writes the frame to a Unix stream socket through its buffered writer `out` (does not
+    /// flush): shared-memory segments travel as descriptors (`SCM_RIGHTS`) with the frame's
+    /// prefix, the rest as with [`write_to`](Self::write_to). The reader must read with
+    /// [`SpinRead`] (which keeps the descriptors) and [`read_from`](Self::read_from).
+    pub fn write_to_socket<S: Write + std::os::fd::AsFd>(&self, out: &mut io::BufWriter<S>) -> io::Result<()> {
+        let shared = self.shared_segments();
+        if shared.is_empty() {
+            return self.write_to(out);
+        }
+        out.flush()?;
+        let prefix = self.prefix_with(&shared.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+        for (_, s) in &shared {
+            s.sent();
+        }
+        let fds: Vec<_> = shared.iter().map(|(_, s)| s.fd()).collect();
+        let sent = crate::shm::send_with_fds(out.get_ref().as_fd(), &prefix, &fds)?;
+        out.write_all(&prefix[sent..])?;
+        for (i, s) in self.segments.iter().enumerate() {
+            if !shared.iter().any(|(j, _)| *j == i) {
+                out.write_all(s)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the frame (does not flush). Segments are written from their buffers, uncopied.
@@ -256,6 +309,16 @@ impl Frame {
         r.read_exact(&mut header)?;
         let mut segments = Vec::with_capacity(nseg);
         for c in lens.chunks_exact(8) {
+            let raw = u64::from_le_bytes(c.try_into().unwrap());
+            if raw & SHARED != 0 {
+                let len = seg_len(&(raw & !SHARED).to_le_bytes())?;
+                let fd = crate::shm::take_received()
+                    .ok_or_else(|| ProtocolError::Frame("a shared-memory segment without its descriptor".into()))?;
+                let seg = crate::shm::Segment::receive(fd, len)
+                    .map_err(|e| ProtocolError::Frame(format!("cannot map a shared-memory segment: {}", e)))?;
+                segments.push(seg);
+                continue;
+            }
             let len = seg_len(c)?;
             // Read into uninitialised capacity: no zeroing pass over large payloads.
             let mut buf = Vec::with_capacity(len);
@@ -466,9 +529,8 @@ impl<S: std::os::fd::AsFd> Read for SpinRead<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0.as_fd());
         let mut recv = |flags| {
-            // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is an open socket owned by `self.0`.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            // Descriptors passed with the bytes (shared-memory segments) are kept for `read_from`.
+            crate::shm::recv(fd, buf, flags)
         };
         let polled = crate::spin::until(crate::spin::budget(), || match recv(libc::MSG_DONTWAIT) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => None,
@@ -553,6 +615,40 @@ mod tests {
         let seg = &f.segments[0];
         let off = seg.as_ptr() as usize - buf.as_ptr() as usize;
         assert!(off < buf.len() && seg.len() == 4096, "segment points into the received buffer");
+    }
+
+    #[test]
+    fn shared_segments_travel_as_descriptors_beside_the_stream() {
+        use std::os::fd::AsRawFd;
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut seg = crate::shm::SegmentMut::create(3 * crate::shm::MIN_SHARED).unwrap();
+        seg.as_mut_slice().iter_mut().enumerate().for_each(|(i, x)| *x = (i % 251) as u8);
+        let big = seg.freeze();
+        let m = ToWorker::Run {
+            seq: 1,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(big.clone()), WirePayload::Bytes(Bytes::from(vec![1u8; 1000]))],
+        };
+        let mut out = io::BufWriter::new(&a);
+        m.clone().encode().write_to_socket(&mut out).unwrap();
+        out.flush().unwrap();
+        let mut pending: libc::c_int = 0;
+        // SAFETY: FIONREAD on an open socket with a valid out-pointer.
+        assert_eq!(unsafe { libc::ioctl(b.as_raw_fd(), libc::FIONREAD, &mut pending) }, 0);
+        assert!(pending < 2000, "the big payload is not in the stream ({} bytes)", pending);
+        let mut r = io::BufReader::new(SpinRead(&b));
+        let back = ToWorker::decode(Frame::read_from(&mut r).unwrap().unwrap()).unwrap();
+        assert_eq!(back, m, "the payloads arrive intact");
+        let ToWorker::Run { args, .. } = back else { unreachable!() };
+        let WirePayload::Bytes(got) = &args[0] else { unreachable!() };
+        assert!(crate::shm::segment_of(got).is_some(), "received as a mapped segment");
+        // Without its descriptor (a plain reader), a shared segment is an error, not garbage.
+        let mut plain = Vec::new();
+        m.encode().write_to(&mut plain).unwrap();
+        let mut marked = plain.clone();
+        marked[8..16].copy_from_slice(&((3 * crate::shm::MIN_SHARED) as u64 | SHARED).to_le_bytes());
+        assert!(Frame::read_from(&mut &marked[..]).is_err());
     }
 
     #[test]

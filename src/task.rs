@@ -333,6 +333,10 @@ pub struct LocalValue {
     pub value: Arc<dyn Any + Send + Sync>,
     /// Serialises `value` (which must be the type this function was made for).
     pub encode: fn(&(dyn Any + Send + Sync)) -> Result<Vec<u8>, TaskError>,
+    /// The length of `value` serialised.
+    pub encoded_len: fn(&(dyn Any + Send + Sync)) -> Result<usize, TaskError>,
+    /// Serialises `value` into a buffer of exactly [`encoded_len`](Self::encoded_len) bytes.
+    pub encode_to: fn(&(dyn Any + Send + Sync), &mut [u8]) -> Result<(), TaskError>,
     /// Rust type name of `value` (for the `object-type` filter).
     pub type_name: &'static str,
 }
@@ -352,14 +356,17 @@ impl Payload {
         Payload::Local(LocalValue {
             value: Arc::new(value),
             encode: encode_any::<T>,
+            encoded_len: encoded_len_any::<T>,
+            encode_to: encode_to_any::<T>,
             type_name: std::any::type_name::<T>(),
         })
     }
 
-    /// Serialises the value if it is in-process; references stay references.
+    /// Serialises the value if it is in-process (a large one into shared memory,
+    /// [`crate::shm`]); references stay references.
     pub(crate) fn into_wire(self) -> Result<Payload, TaskError> {
         match self {
-            Payload::Local(l) => Ok(Payload::Bytes((l.encode)(&*l.value)?.into())),
+            Payload::Local(l) => Ok(Payload::Bytes(crate::shm::encode(&l)?)),
             other => Ok(other),
         }
     }
@@ -408,6 +415,20 @@ impl fmt::Debug for Payload {
 fn encode_any<T: Data>(v: &(dyn Any + Send + Sync)) -> Result<Vec<u8>, TaskError> {
     let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new(ErrorKind::TypeMismatch, "encode: wrong type"))?;
     encode(v)
+}
+
+fn encoded_len_any<T: Data>(v: &(dyn Any + Send + Sync)) -> Result<usize, TaskError> {
+    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new(ErrorKind::TypeMismatch, "encode: wrong type"))?;
+    postcard::experimental::serialized_size(v).map_err(|e| TaskError::new(ErrorKind::Serialization, e.to_string()))
+}
+
+fn encode_to_any<T: Data>(v: &(dyn Any + Send + Sync), buf: &mut [u8]) -> Result<(), TaskError> {
+    let v = v.downcast_ref::<T>().ok_or_else(|| TaskError::new(ErrorKind::TypeMismatch, "encode: wrong type"))?;
+    let n = postcard::to_slice(v, buf).map_err(|e| TaskError::new(ErrorKind::Serialization, e.to_string()))?.len();
+    if n != buf.len() {
+        return Err(TaskError::new(ErrorKind::Serialization, format!("encoded {} bytes, expected {}", n, buf.len())));
+    }
+    Ok(())
 }
 
 /// Serialises a value in the wire format (postcard).

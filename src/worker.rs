@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use crate::data::DataLayer;
 use crate::engine::{execute, hostname};
-use crate::protocol::{self, FromWorker, PROTOCOL_VERSION, ProtocolError, ToWorker, WirePayload};
+use crate::protocol::{self, FromWorker, Message, PROTOCOL_VERSION, ProtocolError, ToWorker, WirePayload};
 use crate::record::ExecutionInfo;
 use crate::task::lookup;
 
@@ -84,7 +84,9 @@ impl Worker {
 
 /// Serves messages from `input`, replying on `output`, until `Shutdown` or end of input.
 /// Returns the exit code.
-pub fn serve<R: Read, W: Write>(input: R, output: W) -> Result<i32, ProtocolError> {
+/// Large results go to the driver as shared-memory segments (descriptors on the socket
+/// `output`), which `input` must be a [`protocol::SpinRead`] to receive.
+pub fn serve<R: Read, W: Write + std::os::fd::AsFd>(input: R, output: W) -> Result<i32, ProtocolError> {
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut output = BufWriter::with_capacity(1 << 16, output);
     let mut worker = Worker::new();
@@ -97,7 +99,7 @@ pub fn serve<R: Read, W: Write>(input: R, output: W) -> Result<i32, ProtocolErro
             Step::Exit(r, code) => (r, Some(code)),
         };
         if let Some(r) = reply {
-            protocol::send(&mut output, r)?;
+            r.encode().write_to_socket(&mut output)?;
             output.flush()?;
         }
         if let Some(code) = exit {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 const CORE: &[&str] = &[
     "task", "engine", "data", "record", "protocol", "worker", "options", "plugins", "rundir", "logging", "app",
-    "shell", "spin",
+    "shell", "shm", "spin",
 ];
 
 /// Macros exported at the crate root by core modules.

@@ -647,12 +647,13 @@ fn a_task_longer_than_the_heartbeat_timeout_on_a_live_rank_is_not_lost() {
 #[test]
 fn a_rank_whose_driver_really_died_still_exits() {
     // With recovery, mpirun waits for every rank: the workers must end by themselves.
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
     let mut c = mpirun(3, WORKER);
     c.current_dir(dir.path())
         .args(synthetic("reduce", 12))
-        .args(["--app.task-sleep", "0.4"])
+        .args(["--app.task-sleep", "0.4", "--app.task-data-bytes", "1000000"])
         .env("OMPI_MCA_orte_enable_recovery", "1")
+        .env("TAPS_SHM_DIR", shm.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
@@ -665,6 +666,8 @@ fn a_rank_whose_driver_really_died_still_exits() {
     assert!(descendants(pid).is_empty(), "no rank is left: {}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("rank 0 (the driver) is gone; exiting"), "{}", show(&out));
+    // The ranks removed the run's shared-memory segments (rank 0 could not).
+    assert!(files(shm.path()).is_empty(), "segments left after rank 0 died: {:?}", files(shm.path()));
 }
 
 #[test]
@@ -779,4 +782,69 @@ fn ctrl_c_ends_a_launched_run_whose_rank_is_stopped() {
     // Every rank ends, the stopped one too (mpirun may leave them to end on their own).
     let alive = |p: u32| std::fs::read_to_string(format!("/proc/{}/stat", p)).is_ok_and(|s| !s.contains(") Z "));
     wait_for(|| ranks.iter().all(|&p| !alive(p)).then_some(()));
+}
+
+/// A fresh directory on tmpfs for a run's shared-memory segments (`TAPS_SHM_DIR`), so a test
+/// sees exactly what its run left there.
+fn shm_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap()
+}
+
+#[test]
+fn large_payloads_go_through_shared_memory_and_leave_nothing_behind() {
+    let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("bag", 8))
+        .args(["--app.task-data-bytes", "3000000", "--logging.level", "DEBUG"])
+        .env("TAPS_SHM_DIR", shm.path());
+    ok(c);
+    // The app verified the checksum of every payload, each way.
+    let run = the_run_dir(dir.path());
+    check_run(&run, expected("bag", 8), 3);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    for r in [1, 2] {
+        assert!(log.contains(&format!("rank {} takes large payloads through shared memory", r)), "{}", log);
+    }
+    assert!(files(shm.path()).is_empty(), "segments left: {:?}", files(shm.path()));
+}
+
+#[test]
+fn shared_memory_is_removed_after_a_killed_rank_and_after_an_interrupt() {
+    // A rank killed while it holds a task and payloads.
+    let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("reduce", 12))
+        .args(["--app.task-sleep", "0.4", "--app.task-data-bytes", "1000000"])
+        .env("TAPS_SHM_DIR", shm.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (_, _, run, out) = signal_rank_1_mid_run(c, dir.path(), libc::SIGKILL);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), 13, "every task has its record");
+    common::check_record_invariants(&recs);
+    assert!(files(shm.path()).is_empty(), "segments left after a killed rank: {:?}", files(shm.path()));
+
+    // Ctrl-C in the middle of a run moving payloads.
+    let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
+    let n = 60;
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("reduce", n))
+        .args(["--app.task-sleep", "0.05", "--app.task-data-bytes", "1000000"])
+        .env("TAPS_SHM_DIR", shm.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let (run, _) = wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 10));
+    // SAFETY: plain syscall on the process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let out = wait_guarded(child);
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    assert!(descendants(pid).is_empty(), "no process of the job is left");
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), expected("reduce", n), "one record per submitted task");
+    common::check_record_invariants(&recs);
+    assert!(files(shm.path()).is_empty(), "segments left after an interrupt: {:?}", files(shm.path()));
 }

@@ -549,6 +549,8 @@ impl Transport for Pool {
         let mut st = self.lock();
         st.link = None;
         self.update_watch(&st);
+        // The workers are gone: shared memory kept for reuse is of no more use.
+        crate::shm::drop_idle();
     }
 }
 
@@ -685,9 +687,10 @@ fn reader(pool: Arc<Pool>, link: Link, slot: usize, id: u64, pid: u32, stream: U
     link.lost(slot, id, format!("worker pid {} died ({}){}", pid, status, why));
 }
 
-fn write_item(out: &mut impl Write, item: Outgoing) -> io::Result<()> {
+fn write_item(out: &mut BufWriter<&UnixStream>, item: Outgoing) -> io::Result<()> {
     match item {
-        Outgoing::Frame(f) => f.write_to(out),
+        // Shared-memory segments go as descriptors, not through the socket.
+        Outgoing::Frame(f) => f.write_to_socket(out),
         Outgoing::Raw(b) => out.write_all(&b),
     }
 }

@@ -34,7 +34,7 @@ use crate::executor::remote::{Link, RemoteExecutor, RemoteOptions, Transport, he
 use crate::protocol::{Frame, FromWorker, Message, ToWorker};
 
 use super::liveness::{Beats, Event, Watcher};
-use super::transport::{Inbox, Sending, TAG_LOST, TAG_WATCH, send_frame, send_text};
+use super::transport::{Inbox, Sending, TAG_LOST, TAG_SHM, TAG_WATCH, send_frame, send_frame_shared, send_text};
 
 /// How long start-up waits for every rank's `Ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -101,6 +101,7 @@ impl MpiExecutor {
             beats: Mutex::new(None),
             who: Arc::new(Mutex::new(vec![None; (size - 1).max(0) as usize])),
             lost: lost.clone(),
+            shm: Mutex::new(None),
         });
         let opts = RemoteOptions {
             prefetch,
@@ -150,6 +151,8 @@ struct Ranks {
     /// Each rank's pid and host, once it is ready (noted by the communication thread).
     who: Who,
     lost: Arc<Mutex<Vec<String>>>,
+    /// The run's named shared-memory segments (removed at stop).
+    shm: Mutex<Option<crate::shm::Run>>,
 }
 
 impl Ranks {
@@ -176,6 +179,17 @@ impl Transport for Ranks {
         *ACTIVE.lock().unwrap() = Some(link.clone());
         let n = self.slots();
         let (lost, who) = (self.lost.clone(), self.who.clone());
+        // Ranks that see this directory get large payloads as named segments in it.
+        let dir = crate::shm::shm_dir();
+        let shm = match crate::shm::Run::start_driver(&dir) {
+            Ok(run) => Some(run),
+            Err(e) => {
+                tracing::debug!("mpi: no shared memory in {} ({}); payloads go in messages", dir.display(), e);
+                None
+            }
+        };
+        let shm_text = shm.as_ref().map(|r| format!("{}\n{}", r.dir.display(), r.prefix));
+        *self.shm.lock().unwrap() = shm;
         // Built on the communication thread: MPI handles stay on it.
         let comm = move || Comm {
             rx,
@@ -186,6 +200,7 @@ impl Transport for Ranks {
             inbox: Inbox::default(),
             lost,
             who,
+            shm: shm_text,
         };
         let thread = std::thread::Builder::new().name("taps-mpi-comm".into()).spawn(move || comm().run(watcher))?;
         *self.thread.lock().unwrap() = Some(thread);
@@ -222,6 +237,11 @@ impl Transport for Ranks {
         if let Some(t) = self.thread.lock().unwrap().take() {
             let _ = t.join();
         }
+        // Whatever named segment of the run is left (results of lost ranks, an interrupted run).
+        if let Some(run) = self.shm.lock().unwrap().take() {
+            run.cleanup();
+        }
+        crate::shm::drop_idle();
     }
 }
 
@@ -248,6 +268,8 @@ struct Rank {
     host: String,
     /// Tasks sent and not yet answered.
     outstanding: usize,
+    /// It sees the run's shared-memory directory (large payloads go by name).
+    shares: bool,
 }
 
 impl Rank {
@@ -262,6 +284,7 @@ impl Rank {
             pid: 0,
             host: String::new(),
             outstanding: 0,
+            shares: false,
         }
     }
 
@@ -288,6 +311,8 @@ struct Comm {
     inbox: Inbox,
     lost: Arc<Mutex<Vec<String>>>,
     who: Who,
+    /// The run's shared-memory directory and prefix, for the ranks (`DIR\nPREFIX`).
+    shm: Option<String>,
 }
 
 impl Comm {
@@ -360,6 +385,9 @@ impl Comm {
     /// Sends every worker the liveness address and `Hello`.
     fn hello(&mut self, address: &str) -> Result<(), String> {
         for r in &self.ranks {
+            if let Some(text) = &self.shm {
+                self.sends.push(send_text(r.rank, TAG_SHM, text)?);
+            }
             self.sends.push(send_text(r.rank, TAG_WATCH, address)?);
             self.sends.push(send_frame(r.rank, self.link.hello(format!("rank-{}", r.rank)))?);
         }
@@ -398,7 +426,7 @@ impl Comm {
             Cmd::Send(rank, frame) => {
                 let Some(r) = self.rank_mut(rank).filter(|r| r.alive) else { return };
                 r.outstanding += 1;
-                match send_frame(rank, frame) {
+                match send_frame_shared(rank, frame, r.shares) {
                     Ok(s) => self.sends.push(s),
                     Err(e) => self.lose(rank, format!("cannot be reached ({})", e)),
                 }
@@ -426,8 +454,17 @@ impl Comm {
     /// Receives what has arrived, handles complete frames, retires finished sends.
     fn poll_mpi(&mut self) -> Result<bool, String> {
         let mut progress = self.inbox.poll(None)?;
-        while let Some((src, _tag, frame)) = self.inbox.take_frame()? {
+        while let Some((src, tag, frame)) = self.inbox.take_frame()? {
             progress = true;
+            if tag == TAG_SHM {
+                if let Some(r) = self.rank_mut(src) {
+                    r.shares = frame.header == b"1";
+                    if r.shares {
+                        tracing::debug!("mpi: rank {} takes large payloads through shared memory", src);
+                    }
+                }
+                continue;
+            }
             match FromWorker::decode(frame) {
                 Ok(m) => self.message(src, m),
                 Err(e) => self.lose(src, format!("sent a malformed message ({})", e)),

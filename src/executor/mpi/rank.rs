@@ -19,7 +19,7 @@ use crate::protocol::{Frame, Message, ToWorker};
 use crate::worker::{Step, Worker};
 
 use super::liveness;
-use super::transport::{Inbox, TAG_LOST, TAG_WATCH, send_frame};
+use super::transport::{Inbox, TAG_LOST, TAG_SHM, TAG_WATCH, send_frame_shared, send_text};
 
 const SPIN: Duration = Duration::from_millis(1);
 const MAX_PAUSE: Duration = Duration::from_millis(1);
@@ -52,6 +52,7 @@ fn defer_signals() {
                 while Instant::now() < until && !WATCH.lock().unwrap().as_ref().is_some_and(liveness::driver_gone) {
                     std::thread::sleep(CHECK_EVERY);
                 }
+                crate::shm::leave(WATCH.lock().unwrap().as_ref().is_some_and(liveness::driver_gone));
                 let _ = signal_hook::low_level::emulate_default_handler(sig);
             }
         });
@@ -64,15 +65,20 @@ pub fn serve(rank: i32) -> (i32, bool) {
     defer_signals();
     super::transport::precise_sleeps();
     let mut lost = false;
-    let code = serve_loop(rank, &mut lost);
+    let mut gone = false;
+    let code = serve_loop(rank, &mut lost, &mut gone);
+    // Segments this rank made (and, if rank 0 died, every one of the run: nobody else will).
+    crate::shm::leave(gone);
     (code, lost)
 }
 
-fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
+fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
     let mut inbox = Inbox::default();
     let mut worker = Worker::new();
     // Dropped (the connection closed) when this function returns.
     let mut watch: Option<(TcpStream, liveness::Heartbeat)> = None;
+    // Whether this rank sees rank 0's shared-memory directory (results then go by name).
+    let mut shares = false;
     loop {
         let conn = watch.as_ref().map(|(c, _)| c);
         let (tag, frame) = match wait(&mut inbox, conn) {
@@ -80,6 +86,7 @@ fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
             Ok(None) => {
                 eprintln!("taps-worker rank {}: rank 0 (the driver) is gone; exiting", rank);
                 *lost = true;
+                *gone = true;
                 return 1;
             }
             Err(e) => {
@@ -90,6 +97,19 @@ fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
         };
         if tag == TAG_LOST {
             *lost = true;
+            continue;
+        }
+        if tag == TAG_SHM {
+            let text = String::from_utf8_lossy(&frame.header).into_owned();
+            shares = text
+                .split_once('\n')
+                .is_some_and(|(dir, prefix)| crate::shm::Run::join(std::path::Path::new(dir), prefix, rank));
+            let answer = send_text(0, TAG_SHM, if shares { "1" } else { "0" });
+            if let Err(e) = answer.and_then(|s| wait_sent(s, conn)) {
+                eprintln!("taps-worker rank {}: {}", rank, e);
+                *lost = true;
+                return 1;
+            }
             continue;
         }
         if tag == TAG_WATCH {
@@ -118,7 +138,7 @@ fn serve_loop(rank: i32, lost: &mut bool) -> i32 {
             Step::Exit(r, code) => (r, Some(code)),
         };
         if let Some(r) = reply
-            && let Err(e) = send(r.encode(), conn)
+            && let Err(e) = send(r.encode(), conn, shares)
         {
             eprintln!("taps-worker rank {}: {}", rank, e);
             *lost = true;
@@ -163,9 +183,14 @@ fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Fra
     }
 }
 
-/// Sends a frame to rank 0 and waits until it has left (rank 0 always receives).
-fn send(frame: Frame, watch: Option<&TcpStream>) -> Result<(), String> {
-    let mut s = send_frame(0, frame)?;
+/// Sends a frame to rank 0 (with `shares`, its shared-memory segments by name) and waits until
+/// it has left (rank 0 always receives).
+fn send(frame: Frame, watch: Option<&TcpStream>, shares: bool) -> Result<(), String> {
+    wait_sent(send_frame_shared(0, frame, shares)?, watch)
+}
+
+/// Waits until a send to rank 0 has left.
+fn wait_sent(mut s: super::transport::Sending, watch: Option<&TcpStream>) -> Result<(), String> {
     let mut checked = Instant::now();
     while !s.test()? {
         // Rank 0 always receives, so this is short: spin, without sleeping through the transfer.

@@ -5,7 +5,9 @@
 //! in chunks of at most [`CHUNK`] bytes ([`TAG_SEG`]), sent straight from their `Bytes` and
 //! received straight into their own allocations. MPI keeps messages of one sender in order, so a
 //! receiver that matches a source's messages in order (`MPI_Improbe` with any tag) reassembles
-//! them without sequence numbers. Every receive is `MPI_Imrecv` and every send `MPI_Isend`: a
+//! them without sequence numbers. A segment that is a named [shared-memory segment](crate::shm)
+//! of the run goes to a rank that sees the run's directory as its name in the head (its length
+//! marked [`SHARED`]), not as bytes; the receiver maps it. Every receive is `MPI_Imrecv` and every send `MPI_Isend`: a
 //! peer that dies mid-transfer leaves a request that is abandoned, never a blocked thread.
 
 use std::collections::{HashMap, VecDeque};
@@ -14,7 +16,7 @@ use std::os::raw::{c_int, c_void};
 use bytes::Bytes;
 use mpi::ffi;
 
-use crate::protocol::{Frame, ProtocolError};
+use crate::protocol::{Frame, ProtocolError, SHARED};
 
 /// A whole frame in one message.
 pub(crate) const TAG_FRAME: c_int = 1;
@@ -27,6 +29,10 @@ pub(crate) const TAG_WATCH: c_int = 4;
 /// Rank 0 → worker: a rank was lost, so skip `MPI_Finalize` at exit (it would wait for the
 /// dead rank forever).
 pub(crate) const TAG_LOST: c_int = 5;
+
+/// Rank 0 → worker: the run's shared-memory directory and prefix (`DIR\nPREFIX`); worker →
+/// rank 0: `1` if it sees them (then named segments pass between them), else `0`.
+pub(crate) const TAG_SHM: c_int = 6;
 
 /// Frames with at most this many payload bytes are sent as one message.
 pub(crate) const SMALL: usize = 64 << 10;
@@ -140,22 +146,46 @@ fn isend(buf: &[u8], dest: i32, tag: c_int, reqs: &mut Requests) -> Result<(), S
     Ok(())
 }
 
-/// Starts sending `frame` to `dest`.
+/// Starts sending `frame` to `dest` (its shared-memory segments as bytes).
 pub(crate) fn send_frame(dest: i32, frame: Frame) -> Result<Sending, String> {
+    send_frame_shared(dest, frame, false)
+}
+
+/// Starts sending `frame` to `dest`; with `share` (`dest` sees this run's shared-memory
+/// directory), its named shared-memory segments go as their names instead of their bytes.
+pub(crate) fn send_frame_shared(dest: i32, frame: Frame, share: bool) -> Result<Sending, String> {
     let mut reqs = Requests::default();
     if frame.payload_len() <= SMALL {
         let buf = frame.to_vec();
         isend(&buf, dest, TAG_FRAME, &mut reqs)?;
         return Ok(Sending { dest, reqs, _keep: (buf, Vec::new()) });
     }
+    let names: Vec<Option<String>> = frame
+        .segments
+        .iter()
+        .map(|s| {
+            let seg = crate::shm::segment_of(s).filter(|_| share)?;
+            let name = crate::shm::name_for_send(&seg)?;
+            seg.sent();
+            Some(name)
+        })
+        .collect();
     let mut head = Vec::with_capacity(4 + 8 * frame.segments.len() + frame.header.len());
     head.extend_from_slice(&(frame.segments.len() as u32).to_le_bytes());
-    for s in &frame.segments {
-        head.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    for (s, n) in frame.segments.iter().zip(&names) {
+        let flag = if n.is_some() { SHARED } else { 0 };
+        head.extend_from_slice(&(s.len() as u64 | flag).to_le_bytes());
+    }
+    for n in names.iter().flatten() {
+        head.extend_from_slice(&(n.len() as u16).to_le_bytes());
+        head.extend_from_slice(n.as_bytes());
     }
     head.extend_from_slice(&frame.header);
     isend(&head, dest, TAG_HEAD, &mut reqs)?;
-    for s in &frame.segments {
+    for (s, n) in frame.segments.iter().zip(&names) {
+        if n.is_some() {
+            continue;
+        }
         for c in s.chunks(CHUNK) {
             isend(c, dest, TAG_SEG, &mut reqs)?;
         }
@@ -220,8 +250,8 @@ impl Inbox {
         }
     }
 
-    /// The next complete frame, with its source and tag (the text of [`TAG_WATCH`] and
-    /// [`TAG_LOST`] messages comes as a header-only frame).
+    /// The next complete frame, with its source and tag (the text of [`TAG_WATCH`],
+    /// [`TAG_LOST`] and [`TAG_SHM`] messages comes as a header-only frame).
     pub(crate) fn take_frame(&mut self) -> Result<Option<(i32, c_int, Frame)>, String> {
         let sources: Vec<i32> = self.by_source.keys().copied().collect();
         for s in sources {
@@ -271,7 +301,7 @@ impl Inbox {
             return Ok(None);
         }
         match first.tag {
-            TAG_FRAME | TAG_WATCH | TAG_LOST => {
+            TAG_FRAME | TAG_WATCH | TAG_LOST | TAG_SHM => {
                 let p = q.pop_front().unwrap();
                 let frame = if p.tag != TAG_FRAME {
                     Frame { header: p.buf, segments: Vec::new() }
@@ -282,7 +312,7 @@ impl Inbox {
             }
             TAG_HEAD => {
                 let (lens, header) = parse_head(&first.buf).map_err(|e| e.to_string())?;
-                let chunks: usize = lens.iter().map(|&l| l.div_ceil(CHUNK)).sum();
+                let chunks: usize = lens.iter().map(|l| if l.1.is_some() { 0 } else { l.0.div_ceil(CHUNK) }).sum();
                 if q.len() < 1 + chunks || !q.iter().skip(1).take(chunks).all(|p| p.done) {
                     return Ok(None);
                 }
@@ -291,7 +321,17 @@ impl Inbox {
                 }
                 q.pop_front();
                 let mut segments = Vec::with_capacity(lens.len());
-                for len in lens {
+                for (len, name) in lens {
+                    if let Some(name) = name {
+                        let seg = crate::shm::Segment::open(&name, len).map_err(|e| {
+                            format!(
+                                "protocol error: cannot open shared-memory segment {} from rank {}: {}",
+                                name, source, e
+                            )
+                        })?;
+                        segments.push(seg);
+                        continue;
+                    }
                     let n = len.div_ceil(CHUNK);
                     if n == 1 {
                         let p = q.pop_front().unwrap();
@@ -317,20 +357,32 @@ impl Inbox {
     }
 }
 
-fn parse_head(b: &[u8]) -> Result<(Vec<usize>, Vec<u8>), ProtocolError> {
+/// A segment's length and, for a shared-memory segment, its name.
+type SegmentHead = (usize, Option<String>);
+
+/// A head: each segment's length and, for a shared-memory segment, its name; then the header.
+fn parse_head(b: &[u8]) -> Result<(Vec<SegmentHead>, Vec<u8>), ProtocolError> {
     let bad = || ProtocolError::Frame(format!("bad frame head ({} bytes)", b.len()));
     let n = u32::from_le_bytes(b.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
-    let end = 4usize.checked_add(n.checked_mul(8).ok_or_else(bad)?).ok_or_else(bad)?;
-    let lens = b
-        .get(4..end)
-        .ok_or_else(bad)?
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize)
-        .collect();
+    let mut end = 4usize.checked_add(n.checked_mul(8).ok_or_else(bad)?).ok_or_else(bad)?;
+    let raw: Vec<u64> =
+        b.get(4..end).ok_or_else(bad)?.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let mut lens = Vec::with_capacity(n);
+    for r in raw {
+        let len = usize::try_from(r & !SHARED).map_err(|_| bad())?;
+        if r & SHARED == 0 {
+            lens.push((len, None));
+            continue;
+        }
+        let l = u16::from_le_bytes(b.get(end..end + 2).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let name = b.get(end + 2..end + 2 + l).ok_or_else(bad)?;
+        lens.push((len, Some(String::from_utf8(name.to_vec()).map_err(|_| bad())?)));
+        end += 2 + l;
+    }
     Ok((lens, b[end..].to_vec()))
 }
 
-/// Sends `text` with `tag` ([`TAG_WATCH`], [`TAG_LOST`]) to `dest`.
+/// Sends `text` with `tag` ([`TAG_WATCH`], [`TAG_LOST`], [`TAG_SHM`]) to `dest`.
 pub(crate) fn send_text(dest: i32, tag: c_int, text: &str) -> Result<Sending, String> {
     let buf = text.as_bytes().to_vec();
     let mut reqs = Requests::default();
