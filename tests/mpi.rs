@@ -17,7 +17,7 @@ use taps::record::TaskRecord;
 
 mod common;
 
-use common::{descendants, wait_for};
+use common::{descendants, show, the_run_dir, wait_for};
 
 const TAPS: &str = env!("CARGO_BIN_EXE_taps");
 const WORKER: &str = env!("CARGO_BIN_EXE_taps-worker");
@@ -42,25 +42,10 @@ fn taps_run(dir: &Path, ranks: usize) -> Command {
     c
 }
 
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn ok(mut c: Command) -> Output {
     let out = c.output().expect("command runs");
     assert!(out.status.success(), "{:?} failed: {}", c, show(&out));
     out
-}
-
-fn the_run_dir(dir: &Path) -> PathBuf {
-    let runs = common::run_dirs(dir);
-    assert_eq!(runs.len(), 1, "{:?}", runs);
-    runs[0].clone()
 }
 
 fn files(run: &Path) -> Vec<String> {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use taps::record::TaskRecord;
 
 mod common;
+use common::{show, the_run_dir};
 
 const TAPS: &str = env!("CARGO_BIN_EXE_taps");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sim-nodes.sh");
@@ -229,21 +230,6 @@ fn rank_of(pid: u32) -> Option<u32> {
     env.split(|&b| b == 0)
         .find_map(|kv| kv.strip_prefix(b"OMPI_COMM_WORLD_RANK="))
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn the_run_dir(work: &Path) -> PathBuf {
-    let runs = common::run_dirs(work);
-    assert_eq!(runs.len(), 1, "{:?}", runs);
-    runs[0].clone()
 }
 
 /// Hostname of each worker rank in `recs` (asserting a rank ran on one host only).

@@ -177,3 +177,20 @@ pub fn wait_or_kill(child: &mut std::process::Child, secs: u64, what: &str) -> s
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A finished process's status, stdout and stderr, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The one run directory under `cwd/runs` (asserting there is exactly one).
+pub fn the_run_dir(cwd: &Path) -> PathBuf {
+    let runs = run_dirs(cwd);
+    assert_eq!(runs.len(), 1, "{:?}", runs);
+    runs[0].clone()
+}
