@@ -762,6 +762,9 @@ impl Dispatcher {
                 && self.waiting.is_empty()
                 && self.running.is_empty()
             {
+                // Records first: stopping the executor can take seconds (a stopped or lost worker
+                // rank), and a launcher may kill this process meanwhile.
+                self.flush_records();
                 self.executor.shutdown(self.interrupted);
                 let reply = reply.clone();
                 return self.finish(reply);
@@ -797,8 +800,8 @@ impl Dispatcher {
                     continue;
                 }
                 // Every sender is gone: the engine was dropped without shutdown.
-                self.executor.shutdown(true);
                 self.flush_records();
+                self.executor.shutdown(true);
                 return;
             };
             let mut next = Some(msg);
@@ -1090,6 +1093,8 @@ impl Dispatcher {
                 worker: None,
             });
         }
+        // Records first, as at shutdown: stopping the executor may wait on a stopped worker.
+        self.flush_records();
         self.executor.shutdown(true);
     }
 }
