@@ -106,8 +106,11 @@ fn in_profile(name: &str, e: LaunchError) -> LaunchError {
 /// Runs the launch and waits for the job, passing signals on; removes the status file.
 pub fn run(l: &Launch) -> Result<Ended, LaunchError> {
     create_blank(&l.status_file)?;
+    // Rank 0 names its shared-memory files with this prefix; whatever is left of them when the
+    // job has ended (every rank killed) is removed here.
+    let shm_prefix = crate::shm::new_prefix();
     let mut c = Command::new(&l.program);
-    c.args(&l.command.args).envs(&l.command.env).stdin(Stdio::null());
+    c.args(&l.command.args).envs(&l.command.env).env(crate::shm::PREFIX_ENV, &shm_prefix).stdin(Stdio::null());
     // SAFETY: only an async-signal-safe call between fork and exec.
     unsafe {
         c.pre_exec(|| {
@@ -120,7 +123,9 @@ pub fn run(l: &Launch) -> Result<Ended, LaunchError> {
         let _ = std::fs::remove_file(&l.status_file);
         LaunchError::Start { program: l.program.display().to_string(), source }
     })?;
-    let (status, signalled) = wait_passing_signals(child, &l.status_file)?;
+    let waited = wait_passing_signals(child, &l.status_file);
+    crate::shm::remove_run_files(&shm_prefix);
+    let (status, signalled) = waited?;
     let waited = Instant::now();
     let mut rank0 = read_status(&l.status_file);
     while rank0.is_none() && waited.elapsed() < STATUS_WAIT {

@@ -427,6 +427,26 @@ pub(crate) const SHM_DIR: &str = "/dev/shm";
 pub const DIR_ENV: &str = "TAPS_SHM_DIR";
 
 /// The directory for MPI segments: `$TAPS_SHM_DIR`, else `/dev/shm`.
+/// Set by `taps run` for the MPI job it launches: the prefix rank 0 names its files with, so the
+/// launcher, which outlives the job, can remove them even when every rank was killed.
+pub const PREFIX_ENV: &str = "TAPS_SHM_PREFIX";
+
+/// A fresh prefix for a run's files (`taps-` and 32 hex digits).
+pub fn new_prefix() -> String {
+    format!("taps-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn valid_prefix(p: &str) -> bool {
+    p.strip_prefix("taps-").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Removes whatever files of the run named by `prefix` are left in the shared-memory directory.
+pub fn remove_run_files(prefix: &str) {
+    if valid_prefix(prefix) {
+        remove_prefixed(&shm_dir(), &format!("{}-", prefix));
+    }
+}
+
 pub(crate) fn shm_dir() -> PathBuf {
     std::env::var_os(DIR_ENV).filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| SHM_DIR.into())
 }
@@ -444,7 +464,10 @@ impl Run {
     /// holding the prefix) by which a rank tells that it sees the same directory. From now on
     /// this process's segments are named files.
     pub fn start_driver(dir: &Path) -> io::Result<Run> {
-        let prefix = format!("taps-{}", uuid::Uuid::new_v4().simple());
+        let prefix = std::env::var(PREFIX_ENV)
+            .ok()
+            .filter(|p| valid_prefix(p))
+            .unwrap_or_else(|| format!("taps-{}", uuid::Uuid::new_v4().simple()));
         let run = Run { dir: dir.to_path_buf(), prefix, who: "d".into() };
         let mut probe = std::fs::OpenOptions::new().write(true).create_new(true).open(run.probe())?;
         if let Err(e) = io::Write::write_all(&mut probe, run.prefix.as_bytes()) {
@@ -458,7 +481,7 @@ impl Run {
     /// A worker rank's side, from the driver's `dir` and `prefix`: whether this rank sees the
     /// driver's directory (then its segments are named files there, which the driver takes over).
     pub fn join(dir: &Path, prefix: &str, rank: i32) -> bool {
-        if !prefix.starts_with("taps-") || prefix.contains('/') {
+        if !valid_prefix(prefix) {
             return false;
         }
         let run = Run { dir: dir.to_path_buf(), prefix: prefix.into(), who: format!("r{}", rank) };

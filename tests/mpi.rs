@@ -833,3 +833,31 @@ fn shared_memory_is_removed_after_a_killed_rank_and_after_an_interrupt() {
     common::check_record_invariants(&recs);
     assert!(files(shm.path()).is_empty(), "segments left after an interrupt: {:?}", files(shm.path()));
 }
+
+/// Every rank of the job SIGKILLed at once (rank 0 too, so no rank can clean up): the launching
+/// `taps run` removes what the job left of its shared-memory files.
+#[test]
+fn shared_memory_is_removed_when_every_rank_is_killed() {
+    let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("reduce", 12))
+        .args(["--app.task-sleep", "0.4", "--app.task-data-bytes", "1000000"])
+        .env("TAPS_SHM_DIR", shm.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 1));
+    let ranks: Vec<u32> = wait_for(|| {
+        let r: Vec<u32> = descendants(pid).into_iter().filter(|&p| rank_of(p).is_some()).collect();
+        (r.len() == 3).then_some(r)
+    });
+    assert!(!files(shm.path()).is_empty(), "the job made shared-memory files");
+    for p in &ranks {
+        // SAFETY: plain syscall on a rank of the job this test started.
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+    let out = wait_guarded(child);
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(files(shm.path()).is_empty(), "files left after every rank was killed: {:?}", files(shm.path()));
+}
