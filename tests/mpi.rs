@@ -793,16 +793,23 @@ fn large_payloads_go_through_shared_memory_and_leave_nothing_behind() {
     assert!(files(shm.path()).is_empty(), "segments left: {:?}", files(shm.path()));
 }
 
+/// A 3-rank reduce of `n` tasks sleeping `sleep` s and moving 1 MB each way, its shared-memory
+/// files in `shm`, output captured.
+fn payload_run(dir: &Path, shm: &Path, n: usize, sleep: &str) -> Command {
+    let mut c = taps_run(dir, 3);
+    c.args(synthetic("reduce", n))
+        .args(["--app.task-sleep", sleep, "--app.task-data-bytes", "1000000"])
+        .env("TAPS_SHM_DIR", shm)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 #[test]
 fn shared_memory_is_removed_after_a_killed_rank_and_after_an_interrupt() {
     // A rank killed while it holds a task and payloads.
     let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
-    let mut c = taps_run(dir.path(), 3);
-    c.args(synthetic("reduce", 12))
-        .args(["--app.task-sleep", "0.4", "--app.task-data-bytes", "1000000"])
-        .env("TAPS_SHM_DIR", shm.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let c = payload_run(dir.path(), shm.path(), 12, "0.4");
     let (_, _, run, out) = signal_rank_1_mid_run(c, dir.path(), libc::SIGKILL);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let recs = common::records(&run);
@@ -813,13 +820,8 @@ fn shared_memory_is_removed_after_a_killed_rank_and_after_an_interrupt() {
     // Ctrl-C in the middle of a run moving payloads.
     let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
     let n = 60;
-    let mut c = taps_run(dir.path(), 3);
-    c.args(synthetic("reduce", n))
-        .args(["--app.task-sleep", "0.05", "--app.task-data-bytes", "1000000"])
-        .env("TAPS_SHM_DIR", shm.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    let mut c = payload_run(dir.path(), shm.path(), n, "0.05");
+    c.process_group(0);
     let child = c.spawn().unwrap();
     let pid = child.id();
     let (run, _) = wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 10));
@@ -839,13 +841,7 @@ fn shared_memory_is_removed_after_a_killed_rank_and_after_an_interrupt() {
 #[test]
 fn shared_memory_is_removed_when_every_rank_is_killed() {
     let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
-    let mut c = taps_run(dir.path(), 3);
-    c.args(synthetic("reduce", 12))
-        .args(["--app.task-sleep", "0.4", "--app.task-data-bytes", "1000000"])
-        .env("TAPS_SHM_DIR", shm.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
+    let child = payload_run(dir.path(), shm.path(), 12, "0.4").spawn().unwrap();
     let pid = child.id();
     wait_for(|| records_so_far(dir.path()).filter(|(_, n)| *n >= 1));
     let ranks: Vec<u32> = wait_for(|| {
