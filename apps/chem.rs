@@ -91,10 +91,10 @@ pub fn canonical(smiles: &[impl AsRef<str>]) -> Result<Vec<Option<String>>, Chem
     let mut result = vec![None; smiles.len()];
     for line in out.lines() {
         let mut parts = line.split_whitespace();
-        if let (Some(can), Some(i)) = (parts.next(), parts.next().and_then(|t| t.parse::<usize>().ok())) {
-            if let Some(slot) = result.get_mut(i) {
-                *slot = Some(can.to_string());
-            }
+        if let (Some(can), Some(i)) = (parts.next(), parts.next().and_then(|t| t.parse::<usize>().ok()))
+            && let Some(slot) = result.get_mut(i)
+        {
+            *slot = Some(can.to_string());
         }
     }
     Ok(result)
@@ -109,10 +109,10 @@ pub fn fingerprints(smiles: &[impl AsRef<str>]) -> Result<Vec<Option<Fingerprint
     let mut result = vec![None; smiles.len()];
     let mut current: Option<(usize, [u64; FP_BITS / 64], usize)> = None;
     let mut finish = |cur: Option<(usize, [u64; FP_BITS / 64], usize)>| {
-        if let Some((i, bits, _)) = cur {
-            if let Some(slot) = result.get_mut(i) {
-                *slot = Some(Fingerprint(bits));
-            }
+        if let Some((i, bits, _)) = cur
+            && let Some(slot) = result.get_mut(i)
+        {
+            *slot = Some(Fingerprint(bits));
         }
     };
     for line in out.lines() {

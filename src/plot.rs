@@ -76,10 +76,11 @@ pub fn running_best(points: &[(f64, f64)], better: Better) -> Vec<(f64, f64)> {
             _ => out.push((x, y)),
         }
     }
-    if let (Some(&(_, best)), Some(&(x_last, _))) = (out.last(), points.iter().max_by(|a, b| a.0.total_cmp(&b.0))) {
-        if out.last().is_some_and(|&(x, _)| x < x_last) {
-            out.push((x_last, best));
-        }
+    if let Some(&(x, best)) = out.last()
+        && let Some(x_last) = points.iter().map(|p| p.0).filter(|x| x.is_finite()).max_by(f64::total_cmp)
+        && x < x_last
+    {
+        out.push((x_last, best));
     }
     out
 }
