@@ -221,7 +221,7 @@ fn montage(cmd: TaskCommand, program: &str, dir: &Path) -> Result<Status, TaskEr
     match cmd.run_in(dir) {
         Err(mut e) => {
             if let Some(s) = status() {
-                e.message.push_str(&format!("\nits status line ({}): {}", stdout.display(), s.describe()));
+                e.message.push_str(&format!("; its status line ({}): {}", stdout.display(), s.describe()));
             }
             Err(e)
         }
@@ -432,11 +432,11 @@ impl MontageApp {
     }
 
     /// Runs a Montage program in the client, in `RUN/tasks/PROGRAM/`; logs its status at DEBUG.
-    fn client(&self, program: &str, args: &[&Path]) -> anyhow::Result<()> {
+    fn client(&self, program: &str, args: &[&Path]) -> anyhow::Result<Status> {
         let dir = self.run_dir.join("tasks").join(program);
         let status = montage(TaskCommand::new(program).args(args), program, &dir).map_err(|e| anyhow::anyhow!("{}", e))?;
         tracing::debug!("{}: {}", program, status.describe());
-        Ok(())
+        Ok(status)
     }
 }
 
@@ -461,7 +461,15 @@ impl App for MontageApp {
         let out = self.out.clone();
         std::fs::create_dir_all(&out)?;
         let (img_tbl, img_hdr) = (out.join(&self.opts.img_tbl), out.join(&self.opts.img_hdr));
-        self.client("mImgtbl", &[&self.images, &img_tbl])?;
+        let listed = self.client("mImgtbl", &[&self.images, &img_tbl])?;
+        if listed.get("count") == Some("0") {
+            anyhow::bail!(
+                "no usable FITS image in {} (mImgtbl: {}; see {})",
+                self.images.display(),
+                listed.describe(),
+                img_tbl.display()
+            );
+        }
         self.client("mMakeHdr", &[&img_tbl, &img_hdr])?;
         app_info!("Configured output directory ({})", out.display());
         let projections = out.join("projections");
