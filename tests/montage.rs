@@ -60,7 +60,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn largest_seam(mosaic: &Path, images: &[PathBuf]) -> f64 {
     let m = read_image(mosaic);
     let covered = |x: i64, y: i64| {
-        x >= 0 && y >= 0 && (x as usize) < m.nx && (y as usize) < m.ny && m.data[y as usize * m.nx + x as usize].is_finite()
+        x >= 0
+            && y >= 0
+            && (x as usize) < m.nx
+            && (y as usize) < m.ny
+            && m.data[y as usize * m.nx + x as usize].is_finite()
     };
     let mut worst: f64 = 0.0;
     for path in images {
@@ -136,10 +140,11 @@ fn check_graph(run: &Path, projections: usize) -> Vec<TaskRecord> {
     let b = table_rows(&run.join("data/images.tbl"));
     let names = by_name(&recs);
     let count = |n: &str| names.get(n).map_or(0, Vec::len);
-    let counts: Vec<(&str, usize)> = ["mproject", "mimgtbl", "moverlaps", "mdiff", "bgexec_prep", "mbackground", "madd"]
-        .iter()
-        .map(|n| (*n, count(n)))
-        .collect();
+    let counts: Vec<(&str, usize)> =
+        ["mproject", "mimgtbl", "moverlaps", "mdiff", "bgexec_prep", "mbackground", "madd"]
+            .iter()
+            .map(|n| (*n, count(n)))
+            .collect();
     assert_eq!(
         counts,
         [
@@ -167,7 +172,11 @@ fn check_graph(run: &Path, projections: usize) -> Vec<TaskRecord> {
 /// A run of the example config that must succeed with every task: the graph, the seams, the outputs.
 fn check_run(run: &Path) {
     let recs = check_graph(run, 4);
-    assert!(recs.iter().all(|r| r.success == Some(true)), "a task failed: {:?}", recs.iter().find(|r| r.success != Some(true)));
+    assert!(
+        recs.iter().all(|r| r.success == Some(true)),
+        "a task failed: {:?}",
+        recs.iter().find(|r| r.success != Some(true))
+    );
     assert_eq!(recs.len(), 2 * 4 + 6 + 4, "2x2 images overlap pairwise: D = 6");
     let seam = largest_seam(&run.join("data/m17.fits"), &corrected_images(run));
     assert!(seam < SEAM_LIMIT, "a seam of {} is left in the mosaic (limit {})", seam, SEAM_LIMIT);
@@ -348,7 +357,8 @@ fn a_missing_montage_program_is_named_with_its_install_command() {
     // A PATH with every Montage program the app runs but mDiff.
     let bin = tmp.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
-    for p in ["mImgtbl", "mMakeHdr", "mProject", "mOverlaps", "mFitExec", "mBgModel", "mBackground", "mAdd", "mViewer"] {
+    for p in ["mImgtbl", "mMakeHdr", "mProject", "mOverlaps", "mFitExec", "mBgModel", "mBackground", "mAdd", "mViewer"]
+    {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
             .map(|d| d.join(p))
             .find(|f| f.is_file())

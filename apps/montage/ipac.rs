@@ -85,7 +85,9 @@ impl Table {
         self.strings(name)?
             .into_iter()
             .enumerate()
-            .map(|(row, s)| s.parse().map_err(|_| format!("column {:?}, row {}: {:?} is not a number", name, row + 1, s)))
+            .map(|(row, s)| {
+                s.parse().map_err(|_| format!("column {:?}, row {}: {:?} is not a number", name, row + 1, s))
+            })
             .collect()
     }
 }

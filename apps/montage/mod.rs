@@ -11,10 +11,10 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
 use crate::app::{App, AppConfig, AppPlugin, Footprint, TaskCommand, require_programs};
+use crate::app_info;
 use crate::engine::{Engine, TaskFuture};
 use crate::options::Validate;
 use crate::task::{ErrorKind, FilePath, Registry, Task, TaskError};
-use crate::app_info;
 
 pub mod ipac;
 pub mod sky;
@@ -25,22 +25,23 @@ use ipac::{Status, Table};
 const INSTALL: &str = "apt-get install montage";
 
 /// Every Montage program the app runs, in the client or in its tasks.
-const PROGRAMS: &[&str] =
-    &["mImgtbl", "mMakeHdr", "mProject", "mOverlaps", "mDiff", "mFitExec", "mBgModel", "mBackground", "mAdd", "mViewer"];
+const PROGRAMS: &[&str] = &[
+    "mImgtbl",
+    "mMakeHdr",
+    "mProject",
+    "mOverlaps",
+    "mDiff",
+    "mFitExec",
+    "mBgModel",
+    "mBackground",
+    "mAdd",
+    "mViewer",
+];
 
 /// File and directory names the app writes in its output directory (the image table and
 /// header options must not take them).
-const OUTPUT_NAMES: &[&str] = &[
-    "images.tbl",
-    "diffs.tbl",
-    "fits.tbl",
-    "corrections.tbl",
-    "projections",
-    "diffs",
-    "corrections",
-    MOSAIC,
-    PREVIEW,
-];
+const OUTPUT_NAMES: &[&str] =
+    &["images.tbl", "diffs.tbl", "fits.tbl", "corrections.tbl", "projections", "diffs", "corrections", MOSAIC, PREVIEW];
 
 /// The mosaic's file name in the output directory (the Python suite's name).
 const MOSAIC: &str = "m17.fits";
@@ -116,17 +117,25 @@ impl Validate for MontageOptions {
         }
         if self.img_folder.is_none() {
             if !(2..=16).contains(&self.grid) {
-                return Err(format!("app.grid must be from 2 to 16 (images per side of the synthetic sky), got {}", self.grid));
+                return Err(format!(
+                    "app.grid must be from 2 to 16 (images per side of the synthetic sky), got {}",
+                    self.grid
+                ));
             }
             if !(16..=4096).contains(&self.image_size) {
                 return Err(format!("app.image_size must be from 16 to 4096 pixels, got {}", self.image_size));
             }
             if !(0.1..=0.9).contains(&self.overlap) {
-                return Err(format!("app.overlap must be from 0.1 to 0.9 (a fraction of the image width), got {}", self.overlap));
+                return Err(format!(
+                    "app.overlap must be from 0.1 to 0.9 (a fraction of the image width), got {}",
+                    self.overlap
+                ));
             }
-            for (key, v) in
-                [("background_offset", self.background_offset), ("background_slope", self.background_slope), ("noise", self.noise)]
-            {
+            for (key, v) in [
+                ("background_offset", self.background_offset),
+                ("background_slope", self.background_slope),
+                ("noise", self.noise),
+            ] {
                 if !(v.is_finite() && v >= 0.0) {
                     return Err(format!("app.{} must be a finite number ≥ 0, got {}", key, v));
                 }
@@ -309,7 +318,10 @@ impl Task for MDiff {
     type Args = (FilePath, FilePath, FilePath, FilePath);
     type Output = Option<FilePath>;
     fn run((image_1, image_2, template, output): Self::Args) -> Result<Option<FilePath>, TaskError> {
-        match montage_task("mDiff", &[image_1.as_os_str(), image_2.as_os_str(), output.as_os_str(), template.as_os_str()]) {
+        match montage_task(
+            "mDiff",
+            &[image_1.as_os_str(), image_2.as_os_str(), output.as_os_str(), template.as_os_str()],
+        ) {
             Ok(_) => Ok(Some(output)),
             Err(e) if e.message.ends_with(&format!("msg={}", NO_COMMON_PIXELS)) => Ok(None),
             Err(e) => Err(e),
@@ -359,13 +371,7 @@ impl Task for MAdd {
     fn run((images_tbl, template, output, corr_dir): Self::Args) -> Result<FilePath, TaskError> {
         montage_task(
             "mAdd",
-            &[
-                "-p".as_ref(),
-                corr_dir.as_os_str(),
-                images_tbl.as_os_str(),
-                template.as_os_str(),
-                output.as_os_str(),
-            ],
+            &["-p".as_ref(), corr_dir.as_os_str(), images_tbl.as_os_str(), template.as_os_str(), output.as_os_str()],
         )?;
         Ok(output)
     }
@@ -434,7 +440,8 @@ impl MontageApp {
     /// Runs a Montage program in the client, in `RUN/tasks/PROGRAM/`; logs its status at DEBUG.
     fn client(&self, program: &str, args: &[&Path]) -> anyhow::Result<Status> {
         let dir = self.run_dir.join("tasks").join(program);
-        let status = montage(TaskCommand::new(program).args(args), program, &dir).map_err(|e| anyhow::anyhow!("{}", e))?;
+        let status =
+            montage(TaskCommand::new(program).args(args), program, &dir).map_err(|e| anyhow::anyhow!("{}", e))?;
         tracing::debug!("{}: {}", program, status.describe());
         Ok(status)
     }
@@ -506,7 +513,8 @@ impl App for MontageApp {
 
         let overlaps = Table::read(&diffs_path).map_err(anyhow::Error::msg)?;
         let (plus, minus, diff) = (overlaps.strings("plus"), overlaps.strings("minus"), overlaps.strings("diff"));
-        let (plus, minus, diff) = (plus.map_err(anyhow::Error::msg)?, minus.map_err(anyhow::Error::msg)?, diff.map_err(anyhow::Error::msg)?);
+        let (plus, minus, diff) =
+            (plus.map_err(anyhow::Error::msg)?, minus.map_err(anyhow::Error::msg)?, diff.map_err(anyhow::Error::msg)?);
         app_info!("Starting difference computations");
         let diffs: Vec<TaskFuture<Option<FilePath>>> = (0..overlaps.rows.len())
             .map(|i| {
@@ -546,7 +554,8 @@ impl App for MontageApp {
         let corrections = Table::read(&corrections_path).map_err(anyhow::Error::msg)?;
         let ids: Vec<u64> = corrections.numbers("id").map_err(anyhow::Error::msg)?;
         let [a, b, c] = ["a", "b", "c"].map(|k| corrections.numbers::<f64>(k));
-        let (a, b, c) = (a.map_err(anyhow::Error::msg)?, b.map_err(anyhow::Error::msg)?, c.map_err(anyhow::Error::msg)?);
+        let (a, b, c) =
+            (a.map_err(anyhow::Error::msg)?, b.map_err(anyhow::Error::msg)?, c.map_err(anyhow::Error::msg)?);
         let images_path = images_tbl.result().map_err(|e| anyhow::anyhow!("mimgtbl failed: {}", e))?;
         let images = Table::read(&images_path).map_err(anyhow::Error::msg)?;
         let cntr: Vec<u64> = images.numbers("cntr").map_err(anyhow::Error::msg)?;
@@ -568,11 +577,17 @@ impl App for MontageApp {
             .collect();
         let (_, failed) = gather(&backgrounds);
         if !failed.is_empty() {
-            anyhow::bail!("{} of {} background corrections failed; the first: {}", failed.len(), backgrounds.len(), failed[0]);
+            anyhow::bail!(
+                "{} of {} background corrections failed; the first: {}",
+                failed.len(),
+                backgrounds.len(),
+                failed[0]
+            );
         }
         app_info!("Backgrounds completed");
 
-        let mosaic = engine.submit::<MAdd>(((&images_tbl).into(), img_hdr.into(), out.join(MOSAIC).into(), corr_dir.into()));
+        let mosaic =
+            engine.submit::<MAdd>(((&images_tbl).into(), img_hdr.into(), out.join(MOSAIC).into(), corr_dir.into()));
         let mosaic = mosaic.result().map_err(|e| anyhow::anyhow!("madd failed: {}", e))?;
         app_info!("Created output FITS file at {}", mosaic.display());
         self.mosaic = Some(mosaic.into());
@@ -585,11 +600,9 @@ impl App for MontageApp {
         let png = self.out.join(PREVIEW);
         let t = Instant::now();
         let dir = self.run_dir.join("tasks").join("mViewer");
-        let cmd = TaskCommand::new("mViewer")
-            .args(["-ct", "1", "-gray"])
-            .arg(mosaic)
-            .args(["-2s", "max", "gaussian-log", "-png"])
-            .arg(&png);
+        // Grey levels from 1σ below the median to the maximum, log-stretched: stars bright on a dark sky.
+        let cmd =
+            TaskCommand::new("mViewer").arg("-gray").arg(mosaic).args(["-1s", "max", "gaussian-log", "-png"]).arg(&png);
         montage(cmd, "mViewer", &dir).map_err(|e| anyhow::anyhow!("the preview failed: {}", e))?;
         app_info!("Wrote a preview of the mosaic to {} ({:.3}s)", png.display(), t.elapsed().as_secs_f64());
         Ok(())

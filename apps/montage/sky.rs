@@ -70,7 +70,7 @@ struct Tan {
 
 impl Tan {
     /// Sky (degrees) to pixel (FITS, 1-based); None behind the tangent plane.
-    fn to_pixel(&self, ra: f64, dec: f64) -> Option<(f64, f64)> {
+    fn to_pixel(self, ra: f64, dec: f64) -> Option<(f64, f64)> {
         let (a, d, a0, d0) = (ra.to_radians(), dec.to_radians(), self.ra0.to_radians(), self.dec0.to_radians());
         let cos_c = d0.sin() * d.sin() + d0.cos() * d.cos() * (a - a0).cos();
         if cos_c <= 0.0 {
@@ -86,7 +86,7 @@ impl Tan {
     }
 
     /// Pixel (FITS, 1-based) to sky (degrees).
-    fn to_sky(&self, x: f64, y: f64) -> (f64, f64) {
+    fn to_sky(self, x: f64, y: f64) -> (f64, f64) {
         let (sin, cos) = self.rot.to_radians().sin_cos();
         let (u, v) = ((x - self.crpix1) * -SCALE, (y - self.crpix2) * SCALE);
         let (xi, eta) = ((cos * u - sin * v).to_radians(), (sin * u + cos * v).to_radians());
