@@ -186,11 +186,12 @@ mod tests {
     #[test]
     fn keywords_and_a_single_header_line_are_read_and_every_data_row_kept() {
         // corrections.tbl has one header line; pandas took its first data row for the header.
-        let text = "\\datatype=fitshdr\n|   id   |      a       |      b       |      c       |\n          0   1.5e-03   -2.0e-03   -1.234e+01\n          1          0          0     4.5\n";
+        let text = "\\datatype=fitshdr\n|   id   |      a       |      b       |      c       |\n        0   -2.43392e-02    5.86995e-03   -4.95861e+01\n        1    1.85134e-02   -1.20649e-02   -1.62032e+01\n";
         let t = Table::parse(text).unwrap();
         assert_eq!(t.columns, ["id", "a", "b", "c"]);
         assert_eq!(t.numbers::<u64>("id").unwrap(), [0, 1]);
-        assert_eq!(t.numbers::<f64>("c").unwrap(), [-12.34, 4.5]);
+        assert_eq!(t.numbers::<f64>("a").unwrap(), [-2.43392e-02, 1.85134e-02]);
+        assert_eq!(t.numbers::<f64>("c").unwrap(), [-4.95861e+01, -1.62032e+01]);
         assert!(t.numbers::<f64>("id").is_ok());
     }
 
