@@ -227,6 +227,27 @@ fn the_mosaic_has_no_seams_and_the_check_finds_them_without_background_matching(
 }
 
 #[test]
+fn pairs_whose_outlines_only_touch_are_no_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A 3x3 grid of half-overlapping images: mOverlaps also lists pairs two columns or rows apart,
+    // whose outlines touch but which share no pixel.
+    let run = run_ok(tmp.path(), &["--engine.executor", "thread-pool", "--app.grid", "3", "--app.image-size", "48"]);
+    let recs = check_graph(&run, 9);
+    assert!(recs.iter().all(|r| r.success == Some(true)), "{:?}", recs.iter().find(|r| r.success != Some(true)));
+    let d = table_rows(&run.join("data/diffs.tbl"));
+    let written = std::fs::read_dir(run.join("data/diffs"))
+        .unwrap()
+        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().ends_with("_area.fits"))
+        .count();
+    assert!(written < d, "every one of the {} listed pairs had pixels in common", d);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let line = format!("{} of {} overlapping pairs share no pixel", d - written, d);
+    assert!(log.contains(&line), "log lacks {:?}:\n{}", line, log);
+    let seam = largest_seam(&run.join("data/m17.fits"), &corrected_images(&run));
+    assert!(seam < SEAM_LIMIT, "a seam of {} is left in the mosaic", seam);
+}
+
+#[test]
 fn process_pool_makes_the_same_graph_and_a_seamless_mosaic() {
     let tmp = tempfile::tempdir().unwrap();
     check_run(&run_ok(tmp.path(), &["--engine.executor", "process-pool"]));

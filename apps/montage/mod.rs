@@ -220,39 +220,58 @@ impl AppConfig for MontageOptions {
     }
 }
 
-/// Runs a Montage program in `dir` and returns its status line. A failure is a
-/// [`ErrorKind::ProgramFailed`] naming the command, its exit status, the end of its stderr and
-/// Montage's own message (which Montage prints on stdout, as `[struct stat="ERROR", msg=...]`).
-fn montage(cmd: TaskCommand, program: &str, dir: &Path) -> Result<Status, TaskError> {
-    let stdout = dir.join(format!("{}.stdout", program));
-    let shown = cmd.display();
-    let status = || std::fs::read_to_string(&stdout).ok().as_deref().and_then(Status::find);
-    match cmd.run_in(dir) {
-        Err(mut e) => {
-            if let Some(s) = status() {
-                e.message.push_str(&format!("; its status line ({}): {}", stdout.display(), s.describe()));
-            }
-            Err(e)
-        }
-        Ok(_) => match status() {
-            Some(s) if s.stat != "ERROR" => Ok(s),
-            Some(s) => Err(TaskError::new(
-                ErrorKind::ProgramFailed,
-                format!("`{}` reported an error (in {}): {}", shown, dir.display(), s.describe()),
-            )),
-            None => Err(TaskError::new(
-                ErrorKind::ProgramFailed,
-                format!("`{}` printed no [struct stat=...] status line in {}", shown, stdout.display()),
-            )),
-        },
+/// A failed Montage program: the task's error, and Montage's status line if it printed one.
+#[derive(Debug)]
+struct MontageFailure {
+    error: TaskError,
+    status: Option<Status>,
+}
+
+impl From<MontageFailure> for TaskError {
+    fn from(f: MontageFailure) -> TaskError {
+        f.error
     }
 }
 
+impl std::fmt::Display for MontageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// Runs a Montage program in `dir` and returns its status line. A failure is a
+/// [`ErrorKind::ProgramFailed`] naming the command, its exit status, the end of its stderr and
+/// Montage's own message (which Montage prints on stdout, as `[struct stat="ERROR", msg=...]`);
+/// a status of ERROR is a failure whatever the exit status.
+fn montage(cmd: TaskCommand, program: &str, dir: &Path) -> Result<Status, MontageFailure> {
+    let stdout = dir.join(format!("{}.stdout", program));
+    let shown = cmd.display();
+    let result = cmd.run_in(dir);
+    let status = std::fs::read_to_string(&stdout).ok().as_deref().and_then(Status::find);
+    let error = match (result, &status) {
+        (Ok(_), Some(s)) if s.stat != "ERROR" => return Ok(s.clone()),
+        (Err(mut e), Some(s)) => {
+            e.message.push_str(&format!("; its status line ({}): {}", stdout.display(), s.describe()));
+            e
+        }
+        (Err(e), None) => e,
+        (Ok(_), Some(s)) => TaskError::new(
+            ErrorKind::ProgramFailed,
+            format!("`{}` reported an error (in {}): {}", shown, dir.display(), s.describe()),
+        ),
+        (Ok(_), None) => TaskError::new(
+            ErrorKind::ProgramFailed,
+            format!("`{}` printed no [struct stat=...] status line in {}", shown, stdout.display()),
+        ),
+    };
+    Err(MontageFailure { error, status })
+}
+
 /// Runs a Montage program in the current task's working directory, `RUN_DIR/tasks/TASK-ID/`.
-fn montage_task<S: AsRef<std::ffi::OsStr>>(program: &str, args: &[S]) -> Result<Status, TaskError> {
-    let context = crate::task::context()
-        .ok_or_else(|| TaskError::new(ErrorKind::ProgramFailed, format!("{} run outside a task body", program)))?;
-    let dir = context.work_dir(None)?;
+fn montage_task<S: AsRef<std::ffi::OsStr>>(program: &str, args: &[S]) -> Result<Status, MontageFailure> {
+    let outside = || TaskError::new(ErrorKind::ProgramFailed, format!("{} run outside a task body", program));
+    let context = crate::task::context().ok_or_else(|| MontageFailure { error: outside(), status: None })?;
+    let dir = context.work_dir(None).map_err(|error| MontageFailure { error, status: None })?;
     montage(TaskCommand::new(program).args(args), program, &dir)
 }
 
@@ -323,8 +342,8 @@ impl Task for MDiff {
             &[image_1.as_os_str(), image_2.as_os_str(), output.as_os_str(), template.as_os_str()],
         ) {
             Ok(_) => Ok(Some(output)),
-            Err(e) if e.message.ends_with(&format!("msg={}", NO_COMMON_PIXELS)) => Ok(None),
-            Err(e) => Err(e),
+            Err(f) if f.status.as_ref().and_then(|s| s.get("msg")) == Some(NO_COMMON_PIXELS) => Ok(None),
+            Err(f) => Err(f.into()),
         }
     }
 }
