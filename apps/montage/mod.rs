@@ -224,7 +224,7 @@ impl AppConfig for MontageOptions {
 #[derive(Debug)]
 struct MontageFailure {
     error: TaskError,
-    status: Option<Status>,
+    status: Option<Box<Status>>,
 }
 
 impl From<MontageFailure> for TaskError {
@@ -264,7 +264,7 @@ fn montage(cmd: TaskCommand, program: &str, dir: &Path) -> Result<Status, Montag
             format!("`{}` printed no [struct stat=...] status line in {}", shown, stdout.display()),
         ),
     };
-    Err(MontageFailure { error, status })
+    Err(MontageFailure { error, status: status.map(Box::new) })
 }
 
 /// Runs a Montage program in the current task's working directory, `RUN_DIR/tasks/TASK-ID/`.
