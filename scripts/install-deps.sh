@@ -9,7 +9,8 @@
 # instead on an HPC cluster, and exits 1. apt output goes to ${TMPDIR:-/tmp}/taps-install-deps.log.
 set -euo pipefail
 
-# What taps needs: compilers + pkg-config + libclang (bindgen for rsmpi), OpenMPI, HDF5, OpenBLAS,
+# What taps needs: compilers + pkg-config + libclang (bindgen for rsmpi), OpenMPI, HDF5, cfitsio
+# (the montage app's FITS files, through the fitsio crate), OpenBLAS,
 # a local Slurm (+ munge) with the PBS-style qsub/qstat wrappers, the apps' science tools
 # (Montage, AutoDock Vina, Open Babel, xtb), a font for the apps' charts (DejaVu), git + procps
 # (pgrep/ps) for the tests, and iproute2 + util-linux (ip, unshare, nsenter) for the simulated
@@ -17,7 +18,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential pkg-config libclang-dev
   libopenmpi-dev openmpi-bin
-  libhdf5-dev hdf5-tools
+  libhdf5-dev hdf5-tools libcfitsio-dev
   libopenblas-dev
   slurm-wlm munge slurm-wlm-torque
   montage autodock-vina openbabel xtb fonts-dejavu-core
