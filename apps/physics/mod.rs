@@ -111,7 +111,11 @@ impl Validate for PhysicsOptions {
 
 /// `key` must be finite and > 0.
 fn positive(key: &str, v: f64, unit: &str) -> Result<(), String> {
-    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(format!("{} must be a finite number > 0 ({}), got {}", key, unit, v)) }
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{} must be a finite number > 0 ({}), got {}", key, unit, v))
+    }
 }
 
 impl PhysicsOptions {
@@ -143,7 +147,12 @@ impl PhysicsOptions {
 
 /// The plugin entry.
 pub const PLUGIN: AppPlugin = AppPlugin {
-    plugin: crate::plugin!(dyn AppConfig, PhysicsOptions, "physics", "golf balls rolling on a random terrain (rapier3d)"),
+    plugin: crate::plugin!(
+        dyn AppConfig,
+        PhysicsOptions,
+        "physics",
+        "golf balls rolling on a random terrain (rapier3d)"
+    ),
     register_tasks,
 };
 
@@ -236,7 +245,8 @@ impl App for PhysicsApp {
             terrain.spacing,
             bytes
         );
-        let starts = initial_balls(o.simulations, o.terrain_width as f64, o.terrain_height, o.ball_diameter / 2.0, seed);
+        let starts =
+            initial_balls(o.simulations, o.terrain_width as f64, o.terrain_height, o.ball_diameter / 2.0, seed);
         app_info!("Generated {} initial position(s)", starts.len());
 
         app_info!("Submitting simulations...");
@@ -324,7 +334,9 @@ mod tests {
             assert!(b.velocity[..2].iter().all(|&v| (-2.0..=2.0).contains(&v)) && b.velocity[2] == 0.0, "{:?}", b);
         }
         // The first n positions do not depend on n (velocities are drawn after them).
-        assert_eq!(initial_balls(3, 20.0, 3.0, 0.1, 9)[..2].iter().map(|b| b.position).collect::<Vec<_>>(),
-            a[..2].iter().map(|b| b.position).collect::<Vec<_>>());
+        assert_eq!(
+            initial_balls(3, 20.0, 3.0, 0.1, 9)[..2].iter().map(|b| b.position).collect::<Vec<_>>(),
+            a[..2].iter().map(|b| b.position).collect::<Vec<_>>()
+        );
     }
 }

@@ -8,6 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::terrain::Terrain;
+use crate::plot::{FAMILY, fonts};
 
 /// Size of `contour.png` in pixels.
 pub const CONTOUR_SIZE: (u32, u32) = (1600, 800);
@@ -26,16 +27,25 @@ pub fn contour(path: &Path, terrain: &Terrain, initial: &[[f64; 2]], last: &[[f6
     let root = BitMapBackend::new(path, CONTOUR_SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(CONTOUR_SIZE.0 / 2);
-    for (area, points) in [(&left, initial), (&right, last)] {
-        contour_panel(area, terrain, points)?;
+    for (area, points, title) in [(&left, initial, "Initial"), (&right, last, "Final")] {
+        contour_panel(area, terrain, points, title)?;
     }
     root.present()?;
     Ok(())
 }
 
-fn contour_panel(area: &Area, terrain: &Terrain, points: &[[f64; 2]]) -> anyhow::Result<()> {
+fn contour_panel(area: &Area, terrain: &Terrain, points: &[[f64; 2]], title: &str) -> anyhow::Result<()> {
     let w = terrain.extent();
-    let mut chart = ChartBuilder::on(area).margin(30).build_cartesian_2d(0.0..w, 0.0..w)?;
+    let text = fonts();
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(20);
+    if text {
+        builder.caption(title, (FAMILY, 28)).x_label_area_size(45).y_label_area_size(55);
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..w, 0.0..w)?;
+    if text {
+        chart.configure_mesh().disable_mesh().x_desc("x (m)").y_desc("y (m)").label_style((FAMILY, 16)).draw()?;
+    }
     let (min, max) = min_max(&terrain.heights);
     let levels: Vec<f64> = (1..=LEVELS).map(|k| min + (max - min) * k as f64 / (LEVELS + 1) as f64).collect();
     let band = |h: f64| levels.iter().filter(|&&l| h >= l).count();
@@ -43,15 +53,18 @@ fn contour_panel(area: &Area, terrain: &Terrain, points: &[[f64; 2]]) -> anyhow:
     let s = terrain.spacing as f64;
     // Filled bands: each grid cell in the colour of its mean height's band.
     chart.draw_series((0..d - 1).flat_map(|i| (0..d - 1).map(move |j| (i, j))).map(|(i, j)| {
-        let mean = [(i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1)].iter().map(|&(a, b)| terrain.at(a, b) as f64).sum::<f64>()
-            / 4.0;
+        let mean =
+            [(i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1)].iter().map(|&(a, b)| terrain.at(a, b) as f64).sum::<f64>()
+                / 4.0;
         let c = green(band(mean) as f64 / LEVELS as f64);
         Rectangle::new([(j as f64 * s, i as f64 * s), ((j + 1) as f64 * s, (i + 1) as f64 * s)], c.filled())
     }))?;
     // Contour lines on the mesh triangles (marching triangles: no ambiguous cells).
     let line = RGBColor(20, 60, 20).stroke_width(2);
     for &level in &levels {
-        chart.draw_series(contour_segments(terrain, level).into_iter().map(|seg| PathElement::new(seg.to_vec(), line)))?;
+        chart.draw_series(
+            contour_segments(terrain, level).into_iter().map(|seg| PathElement::new(seg.to_vec(), line)),
+        )?;
     }
     let inside = |v: f64| v.clamp(0.0, w);
     chart.draw_series(points.iter().map(|p| Circle::new((inside(p[0]), inside(p[1])), 5, WHITE.filled())))?;
@@ -93,22 +106,29 @@ pub fn surface(path: &Path, terrain: &Terrain, initial: &[[f64; 2]], last: &[[f6
     let root = BitMapBackend::new(path, TERRAIN_SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(TERRAIN_SIZE.0 / 2);
-    for (area, points) in [(&left, initial), (&right, last)] {
-        surface_panel(area, terrain, points)?;
+    for (area, points, title) in [(&left, initial, "Initial"), (&right, last, "Final")] {
+        surface_panel(area, terrain, points, title)?;
     }
     root.present()?;
     Ok(())
 }
 
-fn surface_panel(area: &Area, terrain: &Terrain, points: &[[f64; 2]]) -> anyhow::Result<()> {
+fn surface_panel(area: &Area, terrain: &Terrain, points: &[[f64; 2]], title: &str) -> anyhow::Result<()> {
     let w = terrain.extent();
     let (min, max) = min_max(&terrain.heights);
-    let top = if max > min { max } else { min + 1.0 };
-    let mut chart = ChartBuilder::on(area).margin(20).build_cartesian_3d(0.0..w, min..top, 0.0..w)?;
+    // The vertical axis spans 1.5 times the height range (at least a tenth of the width, at
+    // most all of it), so the hills fill two thirds of the box.
+    let top = min + ((max - min) * 1.5).max(w / 10.0).min(w).max(1e-3);
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(20);
+    if fonts() {
+        builder.caption(format!("{}: terrain coloured by ball density", title), (FAMILY, 28));
+    }
+    let mut chart = builder.build_cartesian_3d(0.0..w, min..top, 0.0..w)?;
     chart.with_projection(|mut p| {
         p.yaw = 0.6;
-        p.pitch = 0.45;
-        p.scale = 0.85;
+        p.pitch = 0.35;
+        p.scale = 1.0;
         p.into_matrix()
     });
     // Quads over a subsampled grid, x → x, height → up, y → z.
@@ -131,7 +151,8 @@ fn surface_panel(area: &Area, terrain: &Terrain, points: &[[f64; 2]]) -> anyhow:
     let peak = quads.iter().map(|q| q.1).fold(0.0, f64::max);
     // Painter's algorithm: farthest quads first.
     let coord = chart.as_coord_spec();
-    let depth = |q: &[(f64, f64, f64); 4]| q.iter().map(|p| coord.projected_depth(&p.0, &p.1, &p.2) as i64).sum::<i64>();
+    let depth =
+        |q: &[(f64, f64, f64); 4]| q.iter().map(|p| coord.projected_depth(&p.0, &p.1, &p.2) as i64).sum::<i64>();
     quads.sort_by_key(|(q, _)| std::cmp::Reverse(depth(q)));
     chart.draw_series(quads.into_iter().map(|(q, density)| {
         let t = if peak > 0.0 { density / peak } else { 0.0 };

@@ -72,7 +72,8 @@ struct Material {
     spinning: f32,
 }
 
-const BALL: Material = Material { friction: BALL_FRICTION, rolling: BALL_ROLLING_FRICTION, spinning: BALL_SPINNING_FRICTION };
+const BALL: Material =
+    Material { friction: BALL_FRICTION, rolling: BALL_ROLLING_FRICTION, spinning: BALL_SPINNING_FRICTION };
 const GROUND: Material = Material { friction: TERRAIN_FRICTION, rolling: 0.0, spinning: 0.0 };
 
 impl Material {
@@ -248,7 +249,8 @@ mod tests {
             let heights: Vec<f32> = (0..size * size).map(|k| s * (k % size) as f32 * 0.1).collect();
             Terrain { size: size as u32, spacing: 0.1, heights: heights.into() }
         };
-        let start = |s: f32| Ball { position: [5.0, 5.0, 5.0 * s + 0.1 * (1.0 + s * s).sqrt() + 0.001], velocity: [0.0; 3] };
+        let start =
+            |s: f32| Ball { position: [5.0, 5.0, 5.0 * s + 0.1 * (1.0 + s * s).sqrt() + 0.001], velocity: [0.0; 3] };
         // Without rolling friction a ball rolls down a slope of 0.05 (rolling needs little
         // friction): what holds it is the rotation resistance.
         let gentle = simulate(&plane(0.05), &[start(0.05)], &sim(3)).unwrap()[0];
@@ -278,5 +280,38 @@ mod tests {
         assert!(simulate(&t, &[ball], &SimConfig { tick_rate: 0, ..sim(1) }).unwrap_err().contains("tick_rate"));
         let bad = Terrain { heights: vec![0.0; 8].into(), ..t };
         assert!(simulate(&bad, &[ball], &sim(1)).unwrap_err().contains("bad terrain"));
+    }
+}
+
+/// Where a task's time goes on the default terrain (building the mesh, then 2,400 steps):
+/// `cargo test --release --lib physics::simulate::speed -- --ignored --nocapture`. Not a test of speed.
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::apps::physics::terrain::TerrainSpec;
+
+    #[test]
+    #[ignore]
+    fn mesh_and_steps() {
+        let spec = TerrainSpec {
+            width: 20,
+            height: 3.0,
+            resolution: 10,
+            scale: 10.0,
+            octaves: 3,
+            persistence: 0.2,
+            lacunarity: 2.0,
+            filter_size: 2,
+        };
+        let t0 = std::time::Instant::now();
+        let terrain = Terrain::generate(&spec, 3);
+        let generate = t0.elapsed();
+        let ball = Ball { position: [9.0, 9.0, 6.1], velocity: [1.0, -0.5, 0.0] };
+        for total_time in [0, 10] {
+            let sim = SimConfig { ball_diameter: 0.2, ball_mass: 0.05, tick_rate: 240, total_time, real_time: false };
+            let t = std::time::Instant::now();
+            simulate(&terrain, &[ball], &sim).unwrap();
+            println!("terrain {:?}; simulate with {} steps: {:?}", generate, sim.steps(), t.elapsed());
+        }
     }
 }

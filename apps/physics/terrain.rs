@@ -73,10 +73,8 @@ impl Terrain {
         let h = gaussian_filter(&h, d, spec.filter_size as f64);
         let (min, max) = h.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let range = max - min;
-        let heights: Vec<f32> = h
-            .iter()
-            .map(|&v| if range > 0.0 { ((v - min) * spec.height / range) as f32 } else { 0.0 })
-            .collect();
+        let heights: Vec<f32> =
+            h.iter().map(|&v| if range > 0.0 { ((v - min) * spec.height / range) as f32 } else { 0.0 }).collect();
         Terrain { size: d as u32, spacing: (1.0 / res) as f32, heights: heights.into() }
     }
 
@@ -279,7 +277,8 @@ mod tests {
         let s: f64 = k.iter().sum();
         for i in 0..d {
             for j in 0..d {
-                let want = if (2..=18).contains(&i) && (2..=18).contains(&j) { k[i - 2] * k[j - 2] / (s * s) } else { 0.0 };
+                let want =
+                    if (2..=18).contains(&i) && (2..=18).contains(&j) { k[i - 2] * k[j - 2] / (s * s) } else { 0.0 };
                 assert!((g[i * d + j] - want).abs() < 1e-15, "({}, {})", i, j);
             }
         }
