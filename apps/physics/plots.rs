@@ -134,7 +134,7 @@ fn surface_panel(area: &Area, terrain: &Terrain, points: &[[f64; 2]], title: &st
     // Quads over a subsampled grid, x → x, height → up, y → z.
     let d = terrain.size as usize;
     let step = (d - 1).div_ceil(SURFACE_QUADS).max(1);
-    let idx: Vec<usize> = (0..d).step_by(step).chain(((d - 1) % step != 0).then_some(d - 1)).collect();
+    let idx: Vec<usize> = (0..d).step_by(step).chain((!(d - 1).is_multiple_of(step)).then_some(d - 1)).collect();
     let s = terrain.spacing as f64;
     let clamped: Vec<[f64; 2]> = points.iter().map(|p| [p[0].clamp(0.0, w), p[1].clamp(0.0, w)]).collect();
     let kde = Kde::new(&clamped);

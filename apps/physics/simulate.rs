@@ -172,7 +172,7 @@ fn resist_rotation(
     for pair in world.narrow_phase.contact_pairs_with(collider) {
         let j = pair.total_impulse_magnitude();
         let dir = pair.total_impulse();
-        if !(j > 0.0) || dir.length_squared() == 0.0 {
+        if j.is_nan() || j <= 0.0 || dir.length_squared() == 0.0 {
             continue;
         }
         let other = if pair.collider1 == ground || pair.collider2 == ground { GROUND } else { BALL };

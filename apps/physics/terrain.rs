@@ -288,7 +288,7 @@ mod tests {
         let mut c = vec![0.0; d * d];
         c[0] = 1.0;
         assert!((gaussian_filter(&c, d, 2.0).iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        assert!(gaussian_filter(&vec![2.5; 16], 4, 3.0).iter().all(|v| (v - 2.5).abs() < 1e-12));
+        assert!(gaussian_filter(&[2.5; 16], 4, 3.0).iter().all(|v| (v - 2.5).abs() < 1e-12));
         // scipy.ndimage.gaussian_filter1d([1, 2, 3, 4], 1.0, mode="reflect") (kernel radius 4).
         let row = [1.0, 2.0, 3.0, 4.0];
         let mut grid = Vec::new();
