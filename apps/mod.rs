@@ -7,11 +7,12 @@ pub mod cholesky;
 pub mod failures;
 pub mod mapreduce;
 pub mod montage;
+pub mod physics;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
 pub static ALL: &[AppPlugin] =
-    &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, montage::PLUGIN, synthetic::PLUGIN];
+    &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, montage::PLUGIN, physics::PLUGIN, synthetic::PLUGIN];
 
 /// Finds an app by name.
 pub fn find(name: &str) -> Result<&'static AppPlugin, String> {
