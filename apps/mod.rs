@@ -5,10 +5,12 @@ pub use crate::app::{App, AppConfig, AppPlugin};
 pub mod cholesky;
 pub mod failures;
 pub mod mapreduce;
+pub mod moldesign;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
-pub static ALL: &[AppPlugin] = &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
+pub static ALL: &[AppPlugin] =
+    &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, moldesign::PLUGIN, synthetic::PLUGIN];
 
 /// Finds an app by name.
 pub fn find(name: &str) -> Result<&'static AppPlugin, String> {

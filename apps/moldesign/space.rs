@@ -1,0 +1,438 @@
+//! The search space of `moldesign`: SMILES read from a table or a SMILES file, or generated on
+//! the machine — small molecules in the spirit of QM9 (at most 9 heavy atoms of C, N, O and F,
+//! valences respected, rings included), drawn by a seeded random growth of molecular graphs and
+//! canonicalised, checked and deduplicated by Open Babel.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Reads SMILES from `path`: a whitespace-separated table whose header has a `smiles` column
+/// (the Python suite's `QM9-search.tsv`), or a SMILES file (the first token of each line).
+/// Blank lines and lines starting with `#` are skipped; duplicates are kept once, in file order.
+pub fn read_dataset(path: &Path) -> Result<Vec<String>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("app.dataset {}: cannot read: {}", path.display(), e))?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let Some(first) = lines.next() else {
+        return Err(format!("app.dataset {} holds no molecules", path.display()));
+    };
+    let header: Vec<&str> = first.split_whitespace().collect();
+    let (column, rows): (usize, Vec<&str>) = match header.iter().position(|h| h.eq_ignore_ascii_case("smiles")) {
+        Some(c) => (c, lines.collect()),
+        None => (0, std::iter::once(first).chain(lines).collect()),
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let smiles = row.split_whitespace().nth(column).ok_or_else(|| {
+            format!("app.dataset {}: row {} has no column {} (smiles)", path.display(), i + 2, column + 1)
+        })?;
+        if seen.insert(smiles) {
+            out.push(smiles.to_string());
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("app.dataset {} holds no molecules", path.display()));
+    }
+    Ok(out)
+}
+
+/// Heavy atoms of the generated space: symbol and valence (implicit hydrogens fill the rest).
+const ELEMENTS: [(&str, u8); 4] = [("C", 4), ("N", 3), ("O", 2), ("F", 1)];
+/// Relative frequencies of C, N, O, F (roughly QM9's).
+const ELEMENT_WEIGHTS: [u32; 4] = [70, 14, 13, 3];
+/// Relative frequencies of 1..=9 heavy atoms: mostly large molecules, as in QM9.
+const SIZE_WEIGHTS: [u32; 9] = [1, 1, 2, 3, 5, 8, 12, 16, 20];
+/// The most heavy atoms of a generated molecule.
+pub const MAX_HEAVY_ATOMS: usize = 9;
+
+/// A molecular graph of heavy atoms: element indices into [`ELEMENTS`] and bonds `(a, b, order)`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    atoms: Vec<usize>,
+    bonds: Vec<(usize, usize, u8)>,
+}
+
+impl Graph {
+    /// Bond orders summed per atom.
+    fn used(&self) -> Vec<u8> {
+        let mut used = vec![0u8; self.atoms.len()];
+        for &(a, b, o) in &self.bonds {
+            used[a] += o;
+            used[b] += o;
+        }
+        used
+    }
+
+    /// Valence each atom has left.
+    fn free(&self) -> Vec<u8> {
+        self.used().iter().zip(&self.atoms).map(|(u, &e)| ELEMENTS[e].1 - u).collect()
+    }
+
+    fn bonded(&self, a: usize, b: usize) -> bool {
+        self.bonds.iter().any(|&(x, y, _)| (x, y) == (a, b) || (x, y) == (b, a))
+    }
+
+    /// Neighbours of every atom with the bond order, in bond order of addition.
+    fn adjacency(&self) -> Vec<Vec<(usize, u8)>> {
+        let mut adj = vec![Vec::new(); self.atoms.len()];
+        for &(a, b, o) in &self.bonds {
+            adj[a].push((b, o));
+            adj[b].push((a, o));
+        }
+        adj
+    }
+
+    /// The atoms of a shortest path from `a` to `b` (both included), if connected.
+    fn path(&self, a: usize, b: usize) -> Option<Vec<usize>> {
+        let adj = self.adjacency();
+        let mut prev = vec![usize::MAX; self.atoms.len()];
+        prev[a] = a;
+        let mut queue = VecDeque::from([a]);
+        while let Some(u) = queue.pop_front() {
+            if u == b {
+                let mut path = vec![b];
+                let mut v = b;
+                while v != a {
+                    v = prev[v];
+                    path.push(v);
+                }
+                return Some(path);
+            }
+            for &(v, _) in &adj[u] {
+                if prev[v] == usize::MAX {
+                    prev[v] = u;
+                    queue.push_back(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// The graph as a SMILES string (Kekulé form, implicit hydrogens): a depth-first walk from
+    /// atom 0, ring closures numbered as they open.
+    pub fn smiles(&self) -> String {
+        let adj = self.adjacency();
+        let n = self.atoms.len();
+        // Depth-first order and tree parents; the other bonds close rings.
+        let mut order = Vec::with_capacity(n);
+        let mut parent = vec![usize::MAX; n];
+        let mut seen = vec![false; n];
+        let mut stack = vec![(0usize, usize::MAX)];
+        while let Some((u, p)) = stack.pop() {
+            if seen[u] {
+                continue;
+            }
+            seen[u] = true;
+            parent[u] = p;
+            order.push(u);
+            for &(v, _) in adj[u].iter().rev() {
+                if !seen[v] {
+                    stack.push((v, u));
+                }
+            }
+        }
+        let rank: Vec<usize> = {
+            let mut r = vec![0; n];
+            for (i, &u) in order.iter().enumerate() {
+                r[u] = i;
+            }
+            r
+        };
+        let children = |u: usize| -> Vec<(usize, u8)> {
+            let mut c: Vec<(usize, u8)> = adj[u].iter().copied().filter(|&(v, _)| parent[v] == u).collect();
+            c.sort_by_key(|&(v, _)| rank[v]);
+            c
+        };
+        let is_tree = |u: usize, v: usize| parent[v] == u || parent[u] == v;
+        let bond = |o: u8| match o {
+            2 => "=",
+            3 => "#",
+            _ => "",
+        };
+        // Ring-closure digits: opened at the earlier atom, closed at the later one.
+        let mut digit_of = std::collections::HashMap::new();
+        let mut free_digits: Vec<u8> = (1..=9).rev().collect();
+        let mut out = String::new();
+        fn write(
+            u: usize,
+            out: &mut String,
+            ctx: &mut dyn FnMut(usize, &mut String) -> Vec<(usize, u8)>,
+            bond: &dyn Fn(u8) -> &'static str,
+        ) {
+            let kids = ctx(u, out);
+            let last = kids.len().saturating_sub(1);
+            for (i, &(v, o)) in kids.iter().enumerate() {
+                if i < last {
+                    out.push('(');
+                    out.push_str(bond(o));
+                    write(v, out, ctx, bond);
+                    out.push(')');
+                } else {
+                    out.push_str(bond(o));
+                    write(v, out, ctx, bond);
+                }
+            }
+        }
+        let atoms = &self.atoms;
+        let mut visit = |u: usize, out: &mut String| -> Vec<(usize, u8)> {
+            out.push_str(ELEMENTS[atoms[u]].0);
+            let mut rings: Vec<(usize, u8)> = adj[u].iter().copied().filter(|&(v, _)| !is_tree(u, v)).collect();
+            rings.sort_by_key(|&(v, _)| rank[v]);
+            for (v, o) in rings {
+                let key = (u.min(v), u.max(v));
+                if rank[v] < rank[u] {
+                    let d: u8 = digit_of.remove(&key).expect("ring opened at the earlier atom");
+                    out.push_str(bond(o));
+                    out.push((b'0' + d) as char);
+                    free_digits.push(d);
+                } else {
+                    let d = free_digits.pop().expect("at most 9 open rings");
+                    digit_of.insert(key, d);
+                    out.push((b'0' + d) as char);
+                }
+            }
+            children(u)
+        };
+        write(0, &mut out, &mut visit, &bond);
+        out
+    }
+}
+
+/// Draws an index by relative weights.
+fn pick(rng: &mut ChaCha8Rng, weights: &[u32]) -> usize {
+    let total: u32 = weights.iter().sum();
+    let mut x = rng.random_range(0..total);
+    for (i, &w) in weights.iter().enumerate() {
+        if x < w {
+            return i;
+        }
+        x -= w;
+    }
+    weights.len() - 1
+}
+
+/// Whether a bond between elements `a` and `b` is allowed: fluorine only on carbon, no O–O.
+fn allowed(a: usize, b: usize) -> bool {
+    const O: usize = 2;
+    const F: usize = 3;
+    if a == F || b == F {
+        return a == 0 || b == 0;
+    }
+    !(a == O && b == O)
+}
+
+/// One random molecule of at most [`MAX_HEAVY_ATOMS`] heavy atoms: a tree grown atom by atom
+/// (single, double or triple bonds within the valences), then up to two ring closures making
+/// rings of 3 to 7 atoms (none through an atom with a triple bond).
+pub fn random_molecule(rng: &mut ChaCha8Rng) -> Graph {
+    let n = 1 + pick(rng, &SIZE_WEIGHTS);
+    let mut g = Graph { atoms: vec![pick(rng, &ELEMENT_WEIGHTS[..3])], bonds: Vec::new() };
+    while g.atoms.len() < n {
+        let free = g.free();
+        let open: Vec<usize> = (0..g.atoms.len()).filter(|&i| free[i] > 0).collect();
+        if open.is_empty() {
+            break;
+        }
+        let p = open[rng.random_range(0..open.len())];
+        let e = pick(rng, &ELEMENT_WEIGHTS);
+        if !allowed(g.atoms[p], e) {
+            continue;
+        }
+        let max = free[p].min(ELEMENTS[e].1).min(3);
+        let order = 1 + pick(rng, &[80, 15, 5][..max as usize]) as u8;
+        g.atoms.push(e);
+        g.bonds.push((p, g.atoms.len() - 1, order));
+    }
+    let rings = pick(rng, &[50, 35, 15]);
+    for _ in 0..rings {
+        let free = g.free();
+        let triple: Vec<bool> =
+            (0..g.atoms.len()).map(|i| g.bonds.iter().any(|&(a, b, o)| o == 3 && (a == i || b == i))).collect();
+        let mut pairs = Vec::new();
+        for a in 0..g.atoms.len() {
+            for b in a + 1..g.atoms.len() {
+                if free[a] == 0 || free[b] == 0 || g.bonded(a, b) || !allowed(g.atoms[a], g.atoms[b]) {
+                    continue;
+                }
+                if let Some(path) = g.path(a, b)
+                    && (3..=7).contains(&path.len())
+                    && !path.iter().any(|&v| triple[v])
+                {
+                    pairs.push((a, b, path.len()));
+                }
+            }
+        }
+        if pairs.is_empty() {
+            break;
+        }
+        let (a, b, size) = pairs[rng.random_range(0..pairs.len())];
+        let double = size >= 5 && free[a] >= 2 && free[b] >= 2 && rng.random_range(0..100) < 15;
+        g.bonds.push((a, b, if double { 2 } else { 1 }));
+    }
+    g
+}
+
+/// `count` random SMILES from `seed` (duplicates possible; canonicalise to remove them).
+pub fn random_smiles(seed: u64, count: usize) -> Vec<String> {
+    random_smiles_from(&mut ChaCha8Rng::seed_from_u64(seed), count)
+}
+
+fn random_smiles_from(rng: &mut ChaCha8Rng, count: usize) -> Vec<String> {
+    (0..count).map(|_| random_molecule(rng).smiles()).collect()
+}
+
+/// The seed of the generated search space: the same space for every run (`app.seed` only
+/// chooses which molecules are computed first).
+pub const GENERATION_SEED: u64 = 9;
+
+/// The most rounds of generation before giving up on reaching the size asked for.
+const MAX_ROUNDS: usize = 50;
+
+/// Generates `size` distinct molecules: random graphs ([`random_molecule`]) in rounds, each
+/// round's SMILES canonicalised by Open Babel in one batch ([`canonical`]); the first `size`
+/// distinct canonical SMILES in the order drawn. Deterministic.
+pub fn generate(size: usize) -> Result<Vec<String>, String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(GENERATION_SEED);
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(size);
+    for _ in 0..MAX_ROUNDS {
+        if out.len() >= size {
+            break;
+        }
+        let want = (size - out.len()) * 5 / 4 + 64;
+        for s in canonical(&random_smiles_from(&mut rng, want))?.into_iter().flatten() {
+            if out.len() < size && seen.insert(s.clone()) {
+                out.push(s);
+            }
+        }
+    }
+    if out.len() < size {
+        return Err(format!("generated only {} distinct molecules of the {} asked for", out.len(), size));
+    }
+    Ok(out)
+}
+
+/// Open Babel's canonical SMILES of each input (`None` where it cannot read one), from one
+/// `obabel -ismi -ocan` run over all of them.
+pub fn canonical(smiles: &[String]) -> Result<Vec<Option<String>>, String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut input = String::new();
+    for (i, s) in smiles.iter().enumerate() {
+        input.push_str(&format!("{} {}\n", s, i));
+    }
+    let mut child = Command::new("obabel")
+        .args(["-ismi", "-ocan"])
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run obabel: {}", e))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().map_err(|e| format!("obabel: {}", e))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("`obabel -ismi -ocan` failed ({}): {}", out.status, stderr.trim()));
+    }
+    let mut result = vec![None; smiles.len()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut words = line.split_whitespace();
+        if let (Some(can), Some(Ok(i))) = (words.next(), words.next().map(str::parse::<usize>))
+            && i < result.len()
+        {
+            result[i] = Some(can.to_string());
+        }
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(atoms: &[usize], bonds: &[(usize, usize, u8)]) -> Graph {
+        Graph { atoms: atoms.to_vec(), bonds: bonds.to_vec() }
+    }
+
+    #[test]
+    fn smiles_of_known_graphs() {
+        assert_eq!(g(&[0], &[]).smiles(), "C");
+        assert_eq!(g(&[0, 2], &[(0, 1, 2)]).smiles(), "C=O");
+        // Isobutane-like branch, then a ring: cyclopropane with a fluorine.
+        assert_eq!(g(&[0, 0, 0, 0], &[(0, 1, 1), (0, 2, 1), (0, 3, 1)]).smiles(), "C(C)(C)C");
+        assert_eq!(g(&[0, 0, 0, 3], &[(0, 1, 1), (1, 2, 1), (2, 0, 1), (2, 3, 1)]).smiles(), "C1CC1F");
+        // Benzene in Kekulé form.
+        let ring: Vec<(usize, usize, u8)> = (0..6).map(|i| (i, (i + 1) % 6, if i % 2 == 0 { 2 } else { 1 })).collect();
+        assert_eq!(g(&[0; 6], &ring).smiles(), "C1=CC=CC=C1");
+    }
+
+    #[test]
+    fn random_molecules_respect_valences_and_rules() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut with_rings = 0;
+        for _ in 0..5000 {
+            let m = random_molecule(&mut rng);
+            assert!((1..=MAX_HEAVY_ATOMS).contains(&m.atoms.len()));
+            for (u, &e) in m.used().iter().zip(&m.atoms) {
+                assert!(*u <= ELEMENTS[e].1, "{:?}", m);
+            }
+            assert!(m.bonds.iter().all(|&(a, b, _)| allowed(m.atoms[a], m.atoms[b])), "{:?}", m);
+            assert!(m.path(0, m.atoms.len() - 1).is_some(), "connected: {:?}", m);
+            with_rings += (m.bonds.len() >= m.atoms.len()) as usize;
+            let s = m.smiles();
+            assert_eq!(s.chars().filter(|c| c.is_ascii_uppercase()).count(), m.atoms.len(), "{}", s);
+        }
+        assert!(with_rings > 1000, "rings are included: {}", with_rings);
+    }
+
+    #[test]
+    #[ignore]
+    fn dump() {
+        let n: usize = std::env::var("N").map(|v| v.parse().unwrap()).unwrap_or(12000);
+        std::fs::write("/tmp/md/gen.smi", random_smiles(0, n).join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn canonical_smiles_from_open_babel() {
+        let got = canonical(&["C1=CC=CC=C1".into(), "C1CC".into(), "OCC".into()]).unwrap();
+        assert_eq!(got, [Some("c1ccccc1".to_string()), None, Some("OCC".to_string())]);
+    }
+
+    #[test]
+    fn a_generated_space_is_distinct_canonical_and_repeatable() {
+        let a = generate(300).unwrap();
+        assert_eq!(a.len(), 300);
+        assert_eq!(a.iter().collect::<HashSet<_>>().len(), 300);
+        assert_eq!(canonical(&a).unwrap().into_iter().flatten().collect::<Vec<_>>(), a, "already canonical");
+        assert_eq!(generate(300).unwrap(), a);
+        assert_eq!(generate(100).unwrap(), a[..100], "a smaller space is a prefix");
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        assert_eq!(random_smiles(0, 200), random_smiles(0, 200));
+        assert_ne!(random_smiles(0, 200), random_smiles(1, 200));
+    }
+
+    #[test]
+    fn datasets_read_tables_and_smiles_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tsv = dir.path().join("qm9.tsv");
+        std::fs::write(&tsv, "index\tsmiles\tinchi\n0\tC\tx\n1\tCO\ty\n2\tC\tz\n").unwrap();
+        assert_eq!(read_dataset(&tsv).unwrap(), ["C", "CO"]);
+        let smi = dir.path().join("x.smi");
+        std::fs::write(&smi, "# comment\nc1ccccc1 benzene\n\nNc1ccccc1\n").unwrap();
+        assert_eq!(read_dataset(&smi).unwrap(), ["c1ccccc1", "Nc1ccccc1"]);
+        std::fs::write(&smi, "\n").unwrap();
+        assert!(read_dataset(&smi).unwrap_err().contains("holds no molecules"));
+        std::fs::write(&tsv, "a smiles\n1\n").unwrap();
+        assert!(read_dataset(&tsv).unwrap_err().contains("row 2 has no column 2"));
+    }
+}
