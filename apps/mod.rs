@@ -2,6 +2,7 @@
 
 pub use crate::app::{App, AppConfig, AppPlugin};
 
+pub mod chem;
 pub mod cholesky;
 pub mod failures;
 pub mod mapreduce;
