@@ -9,7 +9,6 @@
 //! (its figure says Ha), and by default they carry GFN2-xTB's empirical IP shift so that they
 //! compare with experiment (see `empirical_shift`).
 
-mod pending;
 pub mod space;
 pub mod xtb;
 
@@ -28,7 +27,7 @@ use crate::options::Validate;
 use crate::task::{Many, Registry, Shared, Task, TaskError};
 use crate::{app_info, task_arg};
 
-use pending as chem;
+use crate::apps::chem;
 
 crate::options! {
     /// Options of the `moldesign` app.
@@ -147,7 +146,7 @@ impl Task for ComputeVertical {
 }
 
 /// The surrogate: k-nearest neighbours over fingerprints, fitted on (SMILES, ionisation energy).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Surrogate {
     knn: chem::Knn,
 }
@@ -161,8 +160,9 @@ impl Task for TrainModel {
     type Args = (Vec<(String, f64)>,);
     type Output = Surrogate;
     fn run((rows,): Self::Args) -> Result<Surrogate, TaskError> {
-        let smiles: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let smiles: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
         let (fps, ys): (Vec<_>, Vec<_>) = chem::fingerprints(&smiles)
+            .map_err(obabel_failed)?
             .into_iter()
             .zip(rows.iter().map(|r| r.1))
             .filter_map(|(f, y)| Some((f?, y)))
@@ -182,7 +182,7 @@ impl Task for RunModel {
     type Args = (Shared<Surrogate>, Vec<String>);
     type Output = Vec<(String, f64)>;
     fn run((model, smiles): Self::Args) -> Result<Vec<(String, f64)>, TaskError> {
-        let fps = chem::fingerprints(&smiles);
+        let fps = chem::fingerprints(&smiles).map_err(obabel_failed)?;
         let known: Vec<chem::Fingerprint> = fps.iter().flatten().cloned().collect();
         let mut predicted = model.knn.predict(&known).into_iter();
         Ok(smiles
@@ -191,6 +191,11 @@ impl Task for RunModel {
             .map(|(s, f)| (s, f.and_then(|_| predicted.next()).unwrap_or(f64::NAN)))
             .collect())
     }
+}
+
+/// Open Babel failed as a whole (not one molecule): a program failure.
+fn obabel_failed(e: chem::ChemError) -> TaskError {
+    TaskError::new(crate::task::ErrorKind::ProgramFailed, e.to_string())
 }
 
 /// `combine_inferences(*chunks)`: the chunks' predictions, concatenated in order.
@@ -416,8 +421,14 @@ impl App for MoldesignApp {
         let png = run_dir.join("results.png");
         let points: Vec<(f64, f64)> = self.results.iter().map(|r| (r.time, r.ie)).collect();
         let y_label = if self.opts.empirical_shift { "Ion. Energy (eV)" } else { "E(cation) - E(neutral) (eV)" };
-        chem::best_against_time(&png, "moldesign", "Walltime (s)", y_label, &points, chem::Better::Higher)
-            .map_err(|e| anyhow::anyhow!("{}", e))?;
+        crate::plot::best_against_time(
+            &png,
+            "moldesign",
+            "Walltime (s)",
+            y_label,
+            &points,
+            crate::plot::Better::Higher,
+        )?;
         app_info!("Saved figure to {}", png.display());
         Ok(())
     }

@@ -293,7 +293,7 @@ pub const GENERATION_SEED: u64 = 9;
 const MAX_ROUNDS: usize = 50;
 
 /// Generates `size` distinct molecules: random graphs ([`random_molecule`]) in rounds, each
-/// round's SMILES canonicalised by Open Babel in one batch ([`canonical`]); the first `size`
+/// round's SMILES canonicalised by Open Babel in one batch ([`crate::apps::chem::canonical`]); the first `size`
 /// distinct canonical SMILES in the order drawn. Deterministic.
 pub fn generate(size: usize) -> Result<Vec<String>, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(GENERATION_SEED);
@@ -304,7 +304,8 @@ pub fn generate(size: usize) -> Result<Vec<String>, String> {
             break;
         }
         let want = (size - out.len()) * 5 / 4 + 64;
-        for s in canonical(&random_smiles_from(&mut rng, want))?.into_iter().flatten() {
+        let drawn = random_smiles_from(&mut rng, want);
+        for s in crate::apps::chem::canonical(&drawn).map_err(|e| e.to_string())?.into_iter().flatten() {
             if out.len() < size && seen.insert(s.clone()) {
                 out.push(s);
             }
@@ -314,43 +315,6 @@ pub fn generate(size: usize) -> Result<Vec<String>, String> {
         return Err(format!("generated only {} distinct molecules of the {} asked for", out.len(), size));
     }
     Ok(out)
-}
-
-/// Open Babel's canonical SMILES of each input (`None` where it cannot read one), from one
-/// `obabel -ismi -ocan` run over all of them.
-pub fn canonical(smiles: &[String]) -> Result<Vec<Option<String>>, String> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut input = String::new();
-    for (i, s) in smiles.iter().enumerate() {
-        input.push_str(&format!("{} {}\n", s, i));
-    }
-    let mut child = Command::new("obabel")
-        .args(["-ismi", "-ocan"])
-        .env("OMP_NUM_THREADS", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run obabel: {}", e))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().map_err(|e| format!("obabel: {}", e))?;
-    let _ = writer.join();
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("`obabel -ismi -ocan` failed ({}): {}", out.status, stderr.trim()));
-    }
-    let mut result = vec![None; smiles.len()];
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut words = line.split_whitespace();
-        if let (Some(can), Some(Ok(i))) = (words.next(), words.next().map(str::parse::<usize>))
-            && i < result.len()
-        {
-            result[i] = Some(can.to_string());
-        }
-    }
-    Ok(result)
 }
 
 #[cfg(test)]
@@ -390,29 +354,6 @@ mod tests {
             assert_eq!(s.chars().filter(|c| c.is_ascii_uppercase()).count(), m.atoms.len(), "{}", s);
         }
         assert!(with_rings > 1000, "rings are included: {}", with_rings);
-    }
-
-    #[test]
-    #[ignore]
-    fn dump() {
-        let n: usize = std::env::var("N").map(|v| v.parse().unwrap()).unwrap_or(12000);
-        std::fs::write("/tmp/md/gen.smi", random_smiles(0, n).join("\n") + "\n").unwrap();
-    }
-
-    #[test]
-    fn canonical_smiles_from_open_babel() {
-        let got = canonical(&["C1=CC=CC=C1".into(), "C1CC".into(), "OCC".into()]).unwrap();
-        assert_eq!(got, [Some("c1ccccc1".to_string()), None, Some("OCC".to_string())]);
-    }
-
-    #[test]
-    fn a_generated_space_is_distinct_canonical_and_repeatable() {
-        let a = generate(300).unwrap();
-        assert_eq!(a.len(), 300);
-        assert_eq!(a.iter().collect::<HashSet<_>>().len(), 300);
-        assert_eq!(canonical(&a).unwrap().into_iter().flatten().collect::<Vec<_>>(), a, "already canonical");
-        assert_eq!(generate(300).unwrap(), a);
-        assert_eq!(generate(100).unwrap(), a[..100], "a smaller space is a prefix");
     }
 
     #[test]
