@@ -245,6 +245,13 @@ pub struct MoldesignApp {
 /// After this many failures with no success at all, the computations are taken to be broken.
 const FAILURES_BEFORE_SUCCESS: usize = 16;
 
+/// Whether a task's error means the run is ending (interrupted, engine shut down), not that
+/// the molecule failed: then no replacement is drawn.
+fn stops_the_run(e: &TaskError) -> bool {
+    use crate::task::ErrorKind;
+    matches!(e.kind, ErrorKind::Interrupted | ErrorKind::EngineShutdown | ErrorKind::Cancelled)
+}
+
 /// Which molecules have been submitted, and the seeded order in which untried ones are drawn.
 struct Picker {
     order: Vec<usize>,
@@ -310,6 +317,7 @@ impl MoldesignApp {
                     batch: 0,
                     time: start.elapsed().as_secs_f64(),
                 }),
+                Err(e) if stops_the_run(&e) => anyhow::bail!("compute_vertical: {}", e),
                 Err(e) => {
                     failed += 1;
                     if self.results.is_empty() && failed >= FAILURES_BEFORE_SUCCESS {
@@ -364,7 +372,7 @@ impl App for MoldesignApp {
             let mut predictions = combined.result().map_err(|e| anyhow::anyhow!("inference failed: {}", e))?;
             app_info!("Inference results received (size={})", predictions.len());
             // Best first; molecules without a prediction last.
-            predictions.sort_by(|a, b| b.1.total_cmp(&a.1).then(std::cmp::Ordering::Equal));
+            predictions.sort_by(|a, b| b.1.total_cmp(&a.1));
             predictions.sort_by_key(|p| p.1.is_nan());
             let mut futures = Vec::new();
             for (smiles, _) in &predictions {
@@ -389,6 +397,7 @@ impl App for MoldesignApp {
                         batch,
                         time: start.elapsed().as_secs_f64(),
                     }),
+                    Err(e) if stops_the_run(&e) => anyhow::bail!("compute_vertical: {}", e),
                     Err(e) => {
                         failed += 1;
                         tracing::warn!("Simulation task failed for {}: {}", self.space[i], e);

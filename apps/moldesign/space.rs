@@ -72,6 +72,22 @@ impl Graph {
         self.used().iter().zip(&self.atoms).map(|(u, &e)| ELEMENTS[e].1 - u).collect()
     }
 
+    /// Whether atom `a` has a double bond.
+    fn has_double(&self, a: usize) -> bool {
+        self.bonds.iter().any(|&(x, y, o)| o == 2 && (x == a || y == a))
+    }
+
+    /// Atoms that are linear (sp): a triple bond, or two double bonds (an allene's centre);
+    /// no small ring may pass through them.
+    fn linear(&self) -> Vec<bool> {
+        (0..self.atoms.len())
+            .map(|i| {
+                let orders = self.bonds.iter().filter(|&&(a, b, _)| a == i || b == i).map(|b| b.2);
+                orders.clone().any(|o| o == 3) || orders.filter(|&o| o == 2).count() >= 2
+            })
+            .collect()
+    }
+
     fn bonded(&self, a: usize, b: usize) -> bool {
         self.bonds.iter().any(|&(x, y, _)| (x, y) == (a, b) || (x, y) == (b, a))
     }
@@ -227,7 +243,7 @@ fn allowed(a: usize, b: usize) -> bool {
 
 /// One random molecule of at most [`MAX_HEAVY_ATOMS`] heavy atoms: a tree grown atom by atom
 /// (single, double or triple bonds within the valences), then up to two ring closures making
-/// rings of 3 to 7 atoms (none through an atom with a triple bond).
+/// rings of 3 to 7 atoms (none through a linear atom: a triple bond or an allene's centre).
 pub fn random_molecule(rng: &mut ChaCha8Rng) -> Graph {
     let n = 1 + pick(rng, &SIZE_WEIGHTS);
     let mut g = Graph { atoms: vec![pick(rng, &ELEMENT_WEIGHTS[..3])], bonds: Vec::new() };
@@ -250,8 +266,7 @@ pub fn random_molecule(rng: &mut ChaCha8Rng) -> Graph {
     let rings = pick(rng, &[50, 35, 15]);
     for _ in 0..rings {
         let free = g.free();
-        let triple: Vec<bool> =
-            (0..g.atoms.len()).map(|i| g.bonds.iter().any(|&(a, b, o)| o == 3 && (a == i || b == i))).collect();
+        let linear = g.linear();
         let mut pairs = Vec::new();
         for a in 0..g.atoms.len() {
             for b in a + 1..g.atoms.len() {
@@ -260,7 +275,7 @@ pub fn random_molecule(rng: &mut ChaCha8Rng) -> Graph {
                 }
                 if let Some(path) = g.path(a, b)
                     && (3..=7).contains(&path.len())
-                    && !path.iter().any(|&v| triple[v])
+                    && !path.iter().any(|&v| linear[v])
                 {
                     pairs.push((a, b, path.len()));
                 }
@@ -270,7 +285,12 @@ pub fn random_molecule(rng: &mut ChaCha8Rng) -> Graph {
             break;
         }
         let (a, b, size) = pairs[rng.random_range(0..pairs.len())];
-        let double = size >= 5 && free[a] >= 2 && free[b] >= 2 && rng.random_range(0..100) < 15;
+        let double = size >= 5
+            && free[a] >= 2
+            && free[b] >= 2
+            && !g.has_double(a)
+            && !g.has_double(b)
+            && rng.random_range(0..100) < 15;
         g.bonds.push((a, b, if double { 2 } else { 1 }));
     }
     g
@@ -350,10 +370,33 @@ mod tests {
             assert!(m.bonds.iter().all(|&(a, b, _)| allowed(m.atoms[a], m.atoms[b])), "{:?}", m);
             assert!(m.path(0, m.atoms.len() - 1).is_some(), "connected: {:?}", m);
             with_rings += (m.bonds.len() >= m.atoms.len()) as usize;
+            let linear = m.linear();
+            for (i, &(a, b, _)) in m.bonds.iter().enumerate() {
+                // A bond in a ring: without it, its atoms are still connected.
+                let rest = Graph { atoms: m.atoms.clone(), bonds: [&m.bonds[..i], &m.bonds[i + 1..]].concat() };
+                if let Some(path) = rest.path(a, b) {
+                    assert!(path.len() > 7 || !path.iter().any(|&v| linear[v]), "linear atom in a small ring: {:?}", m);
+                }
+            }
             let s = m.smiles();
             assert_eq!(s.chars().filter(|c| c.is_ascii_uppercase()).count(), m.atoms.len(), "{}", s);
         }
         assert!(with_rings > 1000, "rings are included: {}", with_rings);
+    }
+
+    #[test]
+    fn a_generated_space_is_distinct_canonical_and_repeatable() {
+        let a = generate(300).unwrap();
+        assert_eq!(a.len(), 300);
+        assert_eq!(a.iter().collect::<HashSet<_>>().len(), 300);
+        let again = crate::apps::chem::canonical(&a).unwrap();
+        assert_eq!(again.into_iter().flatten().collect::<Vec<_>>(), a, "already canonical, all readable");
+        assert_eq!(generate(300).unwrap(), a);
+        assert_eq!(generate(100).unwrap(), a[..100], "a smaller space is a prefix");
+        assert!(a.iter().any(|s| s.contains('1')) && a.iter().any(|s| s.contains('N') || s.contains('n')));
+        assert!(
+            a.iter().all(|s| s.chars().filter(|&c| c.is_ascii_alphabetic() && c != 'H').count() <= MAX_HEAVY_ATOMS)
+        );
     }
 
     #[test]
