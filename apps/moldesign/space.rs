@@ -158,63 +158,76 @@ impl Graph {
             }
             r
         };
-        let children = |u: usize| -> Vec<(usize, u8)> {
-            let mut c: Vec<(usize, u8)> = adj[u].iter().copied().filter(|&(v, _)| parent[v] == u).collect();
-            c.sort_by_key(|&(v, _)| rank[v]);
-            c
+        let mut writer = SmilesWriter {
+            atoms: &self.atoms,
+            adj,
+            parent,
+            rank,
+            digit_of: std::collections::HashMap::new(),
+            free_digits: (1..=9).rev().collect(),
+            out: String::new(),
         };
-        let is_tree = |u: usize, v: usize| parent[v] == u || parent[u] == v;
-        let bond = |o: u8| match o {
+        writer.write(0);
+        writer.out
+    }
+}
+
+/// Writes a SMILES string along a depth-first tree of a [`Graph`].
+struct SmilesWriter<'a> {
+    atoms: &'a [usize],
+    adj: Vec<Vec<(usize, u8)>>,
+    /// Tree parent of each atom (`usize::MAX` for the root).
+    parent: Vec<usize>,
+    /// Position of each atom in the depth-first order.
+    rank: Vec<usize>,
+    /// Ring-closure digits open, by bond: opened at the earlier atom, closed at the later one.
+    digit_of: std::collections::HashMap<(usize, usize), u8>,
+    free_digits: Vec<u8>,
+    out: String,
+}
+
+impl SmilesWriter<'_> {
+    fn bond(order: u8) -> &'static str {
+        match order {
             2 => "=",
             3 => "#",
             _ => "",
-        };
-        // Ring-closure digits: opened at the earlier atom, closed at the later one.
-        let mut digit_of = std::collections::HashMap::new();
-        let mut free_digits: Vec<u8> = (1..=9).rev().collect();
-        let mut out = String::new();
-        fn write(
-            u: usize,
-            out: &mut String,
-            ctx: &mut dyn FnMut(usize, &mut String) -> Vec<(usize, u8)>,
-            bond: &dyn Fn(u8) -> &'static str,
-        ) {
-            let kids = ctx(u, out);
-            let last = kids.len().saturating_sub(1);
-            for (i, &(v, o)) in kids.iter().enumerate() {
-                if i < last {
-                    out.push('(');
-                    out.push_str(bond(o));
-                    write(v, out, ctx, bond);
-                    out.push(')');
-                } else {
-                    out.push_str(bond(o));
-                    write(v, out, ctx, bond);
-                }
+        }
+    }
+
+    /// Writes atom `u`, its ring closures, then its subtrees (all but the last in parentheses).
+    fn write(&mut self, u: usize) {
+        self.out.push_str(ELEMENTS[self.atoms[u]].0);
+        let (parent, rank) = (&self.parent, &self.rank);
+        let mut rings: Vec<(usize, u8)> =
+            self.adj[u].iter().copied().filter(|&(v, _)| parent[v] != u && parent[u] != v).collect();
+        rings.sort_by_key(|&(v, _)| rank[v]);
+        let mut kids: Vec<(usize, u8)> = self.adj[u].iter().copied().filter(|&(v, _)| parent[v] == u).collect();
+        kids.sort_by_key(|&(v, _)| rank[v]);
+        for (v, o) in rings {
+            let key = (u.min(v), u.max(v));
+            if self.rank[v] < self.rank[u] {
+                let d = self.digit_of.remove(&key).expect("ring opened at the earlier atom");
+                self.out.push_str(Self::bond(o));
+                self.out.push((b'0' + d) as char);
+                self.free_digits.push(d);
+            } else {
+                let d = self.free_digits.pop().expect("at most 9 open rings");
+                self.digit_of.insert(key, d);
+                self.out.push((b'0' + d) as char);
             }
         }
-        let atoms = &self.atoms;
-        let mut visit = |u: usize, out: &mut String| -> Vec<(usize, u8)> {
-            out.push_str(ELEMENTS[atoms[u]].0);
-            let mut rings: Vec<(usize, u8)> = adj[u].iter().copied().filter(|&(v, _)| !is_tree(u, v)).collect();
-            rings.sort_by_key(|&(v, _)| rank[v]);
-            for (v, o) in rings {
-                let key = (u.min(v), u.max(v));
-                if rank[v] < rank[u] {
-                    let d: u8 = digit_of.remove(&key).expect("ring opened at the earlier atom");
-                    out.push_str(bond(o));
-                    out.push((b'0' + d) as char);
-                    free_digits.push(d);
-                } else {
-                    let d = free_digits.pop().expect("at most 9 open rings");
-                    digit_of.insert(key, d);
-                    out.push((b'0' + d) as char);
-                }
+        let last = kids.len().saturating_sub(1);
+        for (i, (v, o)) in kids.into_iter().enumerate() {
+            if i < last {
+                self.out.push('(');
             }
-            children(u)
-        };
-        write(0, &mut out, &mut visit, &bond);
-        out
+            self.out.push_str(Self::bond(o));
+            self.write(v);
+            if i < last {
+                self.out.push(')');
+            }
+        }
     }
 }
 
