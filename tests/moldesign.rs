@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 mod common;
 
@@ -17,9 +17,30 @@ fn example_config() -> String {
     format!("{}/apps/moldesign/config.toml", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `taps run --app moldesign ARGS` in `cwd`, asserting success; the run directory and stdout.
-fn run_ok(cwd: &Path, args: &[&str]) -> (PathBuf, String) {
-    common::run_ok_with_stdout(cwd, &[&["run", "--app", "moldesign"], args].concat())
+/// `taps run --app moldesign ARGS` in `cwd`, asserting success; the run directory.
+fn run_ok(cwd: &Path, args: &[&str]) -> PathBuf {
+    taps_ok(cwd, &[&["run", "--app", "moldesign"], args].concat())
+}
+
+/// `taps ARGS` in `cwd`, asserting success within a hang guard of 300 s (a run that never ends,
+/// e.g. one resubmitting a failing molecule forever, fails the test); the new run directory.
+fn taps_ok(cwd: &Path, args: &[&str]) -> PathBuf {
+    let before = common::run_dirs(cwd);
+    let (out, err) = (cwd.join("taps.stdout"), cwd.join("taps.stderr"));
+    let mut child = Command::new(common::taps_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = common::wait_or_kill(&mut child, 300, &format!("taps {:?}", args));
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert!(status.success(), "taps {:?}: {:?}\nstderr:\n{}", args, status, stderr);
+    let new: Vec<PathBuf> = common::run_dirs(cwd).into_iter().filter(|d| !before.contains(d)).collect();
+    assert_eq!(new.len(), 1, "{:?}", new);
+    new[0].clone()
 }
 
 /// Writes a SMILES table with a `smiles` column (the QM9-search.tsv format).
@@ -107,7 +128,7 @@ fn ionisation_energies_order_benzene_phenol_aniline_near_experiment() {
     let data = dataset(dir.path(), &["c1ccccc1", "Oc1ccccc1", "Nc1ccccc1", "Cc1ccccc1"]);
     let data = data.to_str().unwrap();
     let common = ["--app.dataset", data, "--app.initial-count", "4", "--app.search-count", "4"];
-    let (run, _) = run_ok(dir.path(), &[&common[..], &["--engine.executor", "thread-pool"]].concat());
+    let run = run_ok(dir.path(), &[&common[..], &["--engine.executor", "thread-pool"]].concat());
     let rows = results(&run);
     let ie: HashMap<&str, f64> = rows.iter().map(|r| (r.smiles.as_str(), r.ie)).collect();
     assert_eq!(ie.len(), 4, "{:?}", rows);
@@ -137,7 +158,7 @@ fn ionisation_energies_order_benzene_phenol_aniline_near_experiment() {
     assert!(log.contains("Loaded search space (size=4)"), "{}", log);
 
     // The raw difference, on worker processes.
-    let (raw_run, _) = run_ok(
+    let raw_run = run_ok(
         dir.path(),
         &[&common[..], &["--app.empirical-shift", "false", "--engine.executor", "process-pool"]].concat(),
     );
@@ -219,7 +240,7 @@ fn the_active_learning_loop_on_every_executor() {
     let dir = tempfile::tempdir().unwrap();
     let config = example_config();
     let base = ["--config", config.as_str()];
-    let (run, _) = common::run_ok_with_stdout(dir.path(), &[&["run"][..], &base].concat());
+    let run = taps_ok(dir.path(), &[&["run"][..], &base].concat());
     let iterations = check_task_graph(&run, 4, 2, 8, false);
     assert!(iterations >= 2, "(8 - 4) / 2 iterations at least, got {}", iterations);
     let space = std::fs::read_to_string(run.join("search-space.smi")).unwrap();
@@ -257,7 +278,7 @@ fn the_active_learning_loop_on_every_executor() {
     }
     let mut spaces = Vec::new();
     for executor in &others {
-        let (run, _) = common::run_ok_with_stdout(dir.path(), &[&["run"][..], &base, &small, executor].concat());
+        let run = taps_ok(dir.path(), &[&["run"][..], &base, &small, executor].concat());
         assert_eq!(check_task_graph(&run, 4, 2, 6, false), 1, "{:?}", executor);
         spaces.push(std::fs::read_to_string(run.join("search-space.smi")).unwrap());
         if executor.contains(&"file") {
@@ -284,7 +305,7 @@ fn failed_molecules_are_replaced_by_untried_ones() {
     let dir = tempfile::tempdir().unwrap();
     let good = ["CCO", "CCN", "CO", "CC#N"];
     let data = dataset(dir.path(), &["[U]", "C1CC", good[0], good[1], good[2], good[3]]);
-    let (run, _) = run_ok(
+    let run = run_ok(
         dir.path(),
         &[
             "--app.dataset",
@@ -382,4 +403,47 @@ fn bad_input_is_refused_before_the_run() {
     bad(&["--app.dataset", data.to_str().unwrap()], &["app.dataset", "3 distinct molecules", "app.initial_count (8)"]);
     std::fs::write(dir.path().join("empty.smi"), "# nothing\n").unwrap();
     bad(&["--app.dataset", "empty.smi"], &["app.dataset", "holds no molecules"]);
+}
+
+/// Ctrl-C while xtb or Open Babel runs: the run ends with 130 and one record per submitted
+/// task, the programs are gone, and no replacement molecules are drawn for the interrupted
+/// computations (they did not fail; the run is ending).
+#[test]
+fn an_interrupted_run_stops_its_programs_and_draws_no_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::taps_bin())
+        .args(["run", "--config", &example_config(), "--app.search-space-size", "300"])
+        .args(["--app.initial-count", "8", "--app.search-count", "64"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let is_program = |p: &u32| {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", p)).unwrap_or_default();
+        matches!(comm.trim(), "xtb" | "obabel")
+    };
+    common::wait_for(|| common::descendants(pid).iter().any(is_program).then_some(()));
+    let started = common::descendants(pid);
+    // SAFETY: signalling the process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let status = common::wait_or_kill(&mut child, 60, "interrupted moldesign run");
+    assert_eq!(status.code(), Some(130), "{:?}", status);
+    let alive: Vec<u32> =
+        started.into_iter().filter(|&p| common::processes().iter().any(|q| q.0 == p && q.2 != 'Z')).collect();
+    assert!(alive.is_empty(), "workers or programs {:?} outlived the run", alive);
+    let run = common::the_run_dir(dir.path());
+    let recs = common::records(&run);
+    common::check_record_invariants(&recs);
+    let computed = recs.iter().filter(|r| r.name == "compute_vertical").count();
+    // 8 initial computations, plus at most one replacement per worker whose program was
+    // killed before the interrupt reached the app; without the stop, every interrupted one
+    // would draw a replacement, and each of those another, through the whole space.
+    assert!((8..=10).contains(&computed), "{} compute_vertical records", computed);
+    assert!(recs.iter().any(|r| r.exception.as_ref().is_some_and(|e| e.kind.as_str() == "Interrupted")));
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("Interrupted by signal 2"), "{}", log);
+    assert!(!log.contains("Finished benchmark"), "{}", log);
 }
