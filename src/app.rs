@@ -3,7 +3,7 @@
 //! in a task's own working directory (see apps/README.md, "Adding an app").
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -191,7 +191,11 @@ impl TaskCommand {
             std::fs::File::create(p).map_err(|e| fail(format!("cannot run: cannot create {}: {}", p.display(), e)))
         };
         let (stdout, stderr) = (create(&out.stdout)?, create(&out.stderr)?);
-        let status = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure calls only async-signal-safe functions.
+        unsafe { command.pre_exec(move || die_with_parent(parent)) };
+        let status = command
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .current_dir(dir)
@@ -220,6 +224,23 @@ impl TaskCommand {
         }
         Err(fail(message))
     }
+}
+
+/// Runs in the forked child before exec: the program gets SIGKILL when the thread that started
+/// it ends, so a worker process that dies, or a run that ends while a task still waits on its
+/// program (an interrupt, a lost rank), leaves no program behind. If `parent` (the process that
+/// forked) already died before the request took effect, the child stops at once.
+fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: getppid, prctl and _exit are async-signal-safe.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
 }
 
 /// ` (SIGKILL)` for the common signals, else nothing.

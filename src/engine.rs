@@ -1242,6 +1242,22 @@ pub mod builtin {
         }
     }
 
+    /// `program`: runs a command line (program and arguments) with
+    /// [`TaskCommand`](crate::app::TaskCommand) in the task's own directory; returns its stdout.
+    pub struct Program;
+    impl Task for Program {
+        const NAME: &'static str = "program";
+        type Args = (Vec<String>,);
+        type Output = String;
+        fn run((argv,): (Vec<String>,)) -> Result<String, TaskError> {
+            let Some((program, args)) = argv.split_first() else {
+                return Err(TaskError::new(ErrorKind::ProgramFailed, "program: empty command line"));
+            };
+            let out = crate::app::TaskCommand::new(program.as_str()).args(args).run()?;
+            Ok(std::fs::read_to_string(out.stdout)?)
+        }
+    }
+
     /// `echo`: returns its bytes (a data round trip).
     pub struct Echo;
     impl Task for Echo {
@@ -1308,6 +1324,7 @@ pub fn register_builtin_tasks(r: &mut Registry) {
     r.add::<builtin::Warmup>()
         .add::<builtin::Hostname>()
         .add::<builtin::Sleep>()
+        .add::<builtin::Program>()
         .add::<builtin::Echo>()
         .add::<builtin::Fail>()
         .add::<builtin::Panic>()

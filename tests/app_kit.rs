@@ -5,9 +5,11 @@
 
 use std::path::Path;
 
+mod common;
+
 use taps::app::{TaskCommand, require_programs};
 use taps::engine::Engine;
-use taps::engine::builtin::Context;
+use taps::engine::builtin::{Context, Program};
 use taps::executor::process_pool::ProcessPool;
 use taps::executor::thread_pool::ThreadPool;
 use taps::record::{RecordWriter, read_records};
@@ -159,4 +161,29 @@ fn an_engine_without_a_run_directory_says_so() {
     let err = f.result().unwrap_err();
     assert!(err.message.contains("this task has no run directory"), "{}", err);
     assert_eq!(e.submit::<Context>(()).result().unwrap().1, "");
+}
+
+#[test]
+fn a_program_dies_with_the_worker_that_started_it_and_its_task_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine(Box::new(ProcessPool::new(1).worker_path(WORKER)), tmp.path());
+    let argv = ["sh", "-c", "echo $$; exec sleep 300"].map(String::from).to_vec();
+    let f = e.submit::<Program>((argv.into(),));
+    let out = tmp.path().join("tasks").join(f.task_id().to_string()).join("sh.stdout");
+    let program: u32 = common::wait_for(|| std::fs::read_to_string(&out).ok()?.trim().parse().ok());
+    let alive = |pid: u32| common::processes().iter().any(|&(p, _, st)| p == pid && st != 'Z');
+    let worker = common::wait_for(|| {
+        let (_, ppid, _) = common::processes().into_iter().find(|&(p, _, _)| p == program)?;
+        // The program has exec'd sleep once its command line says so.
+        let cmd = std::fs::read_to_string(format!("/proc/{}/cmdline", program)).ok()?;
+        cmd.starts_with("sleep").then_some(ppid)
+    });
+    assert_ne!(worker, std::process::id(), "the program runs under a worker process");
+    assert!(alive(program));
+    unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    common::wait_for(|| (!alive(program)).then_some(()));
+    let err = f.result().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::WorkerLost, "{}", err);
+    e.shutdown();
+    assert_eq!(read_records(&tmp.path().join("tasks.jsonl")).unwrap().len(), 1);
 }
