@@ -548,7 +548,7 @@ fn bad_options_are_rejected_before_work_starts() {
     let with =
         |extra: &[&'static str]| -> Vec<&'static str> { base.iter().copied().chain(extra.iter().copied()).collect() };
     let cfg = ["--app.config", r#"{"structure": "reduce", "task_count": 3}"#];
-    assert_bad_input(cwd, &with(&["--app.base", "nope"]), &["app.base", "\"nope\"", "mapreduce, synthetic"]);
+    assert_bad_input(cwd, &with(&["--app.base", "nope"]), &["app.base", "\"nope\"", "mapreduce, moldesign, synthetic"]);
     assert_bad_input(cwd, &with(&["--app.base", "synthetc"]), &["did you mean \"synthetic\""]);
     assert_bad_input(cwd, &with(&["--app.base", "failures"]), &["app.base", "cannot wrap itself", "synthetic"]);
     assert_bad_input(cwd, &with(&[]), &["app.base is required"]);
