@@ -6,13 +6,21 @@ pub mod chem;
 pub mod cholesky;
 pub mod failures;
 pub mod mapreduce;
+pub mod moldesign;
 pub mod montage;
 pub mod physics;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
-pub static ALL: &[AppPlugin] =
-    &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, montage::PLUGIN, physics::PLUGIN, synthetic::PLUGIN];
+pub static ALL: &[AppPlugin] = &[
+    cholesky::PLUGIN,
+    failures::PLUGIN,
+    mapreduce::PLUGIN,
+    moldesign::PLUGIN,
+    montage::PLUGIN,
+    physics::PLUGIN,
+    synthetic::PLUGIN,
+];
 
 /// Finds an app by name.
 pub fn find(name: &str) -> Result<&'static AppPlugin, String> {
