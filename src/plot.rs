@@ -168,9 +168,7 @@ pub fn line_panels(path: &Path, title: &str, x_label: &str, panels: &[(&str, &[(
         }
         mesh.draw().map_err(|e| err(&e))?;
         chart.draw_series(LineSeries::new(finite.iter().copied(), BLUE.stroke_width(2))).map_err(|e| err(&e))?;
-        chart
-            .draw_series(finite.iter().map(|&(x, y)| Circle::new((x, y), 4, BLUE.filled())))
-            .map_err(|e| err(&e))?;
+        chart.draw_series(finite.iter().map(|&(x, y)| Circle::new((x, y), 4, BLUE.filled()))).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -225,13 +223,14 @@ mod tests {
         let path = dir.path().join("lines.png");
         let acc = [(1.0, 0.5), (2.0, 0.7), (3.0, 0.8)];
         let loss = [(1.0, 1.2), (2.0, 0.8), (3.0, 0.6)];
-        line_panels(&path, "Rounds", "Round", &[("Accuracy", &acc), ("Loss", &loss)]).unwrap();
+        line_panels(&path, "Rounds", "Round", &[("Accuracy", &acc[..]), ("Loss", &loss[..])]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
         let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
         assert_eq!(h, 900);
         let empty = dir.path().join("empty.png");
-        line_panels(&empty, "Rounds", "Round", &[("Accuracy", &[]), ("Loss", &[])]).unwrap();
+        let none: &[(f64, f64)] = &[];
+        line_panels(&empty, "Rounds", "Round", &[("Accuracy", none), ("Loss", none)]).unwrap();
         assert!(bytes.len() > std::fs::metadata(&empty).unwrap().len() as usize, "lines add to the image");
     }
 

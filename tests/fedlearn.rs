@@ -144,7 +144,8 @@ fn same_seed_same_results_on_every_executor_and_through_the_file_transformer() {
     let other = rounds(&run_ok(d, &[SMALL, &["--app.seed", "1"]].concat()));
     assert_ne!(other, base, "seeds 0 and 1 gave the same results");
 
-    let pool = run_ok(d, &[SMALL, &["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"]].concat());
+    let pool =
+        run_ok(d, &[SMALL, &["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"]].concat());
     assert_eq!(rounds(&pool), base, "process-pool differs from thread-pool");
     let recs = check_records(&pool, 2, 2, "local_train");
     for r in recs.iter().filter(|r| r.name == "local_train") {
@@ -162,11 +163,8 @@ fn same_seed_same_results_on_every_executor_and_through_the_file_transformer() {
 
     let file = run_ok(
         d,
-        &[
-            SMALL,
-            &["--engine.filter", "object-size", "--engine.filter.min-size", "1", "--engine.transformer", "file"],
-        ]
-        .concat(),
+        &[SMALL, &["--engine.filter", "object-size", "--engine.filter.min-size", "1", "--engine.transformer", "file"]]
+            .concat(),
     );
     assert_eq!(rounds(&file), base, "the file transformer changed the results");
     let recs = check_records(&file, 2, 2, "local_train");

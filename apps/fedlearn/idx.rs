@@ -171,9 +171,7 @@ pub fn check(dir: &Path, split: Split) -> Result<usize, String> {
 
 fn read_data(r: &mut dyn Read, path: &Path, len: usize) -> Result<Vec<u8>, String> {
     let mut data = Vec::with_capacity(len);
-    r.take(len as u64 + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| format!("{} is corrupt: {}", path.display(), e))?;
+    r.take(len as u64 + 1).read_to_end(&mut data).map_err(|e| format!("{} is corrupt: {}", path.display(), e))?;
     if data.len() != len {
         return Err(format!(
             "{} is corrupt: its header announces {} bytes of data, it holds {}{}",
@@ -239,7 +237,10 @@ mod tests {
             assert_eq!(&im.pixels[6..12], &[6, 7, 8, 9, 10, 11]);
             assert_eq!(im.labels[11], 1);
             let s = im.select(&[3, 1]);
-            assert_eq!((&s.pixels[..], &s.labels[..]), (&[18, 19, 20, 21, 22, 23, 6, 7, 8, 9, 10, 11][..], &[3, 1][..]));
+            assert_eq!(
+                (&s.pixels[..], &s.labels[..]),
+                (&[18, 19, 20, 21, 22, 23, 6, 7, 8, 9, 10, 11][..], &[3, 1][..])
+            );
             assert!(files(d.path(), Split::Train).unwrap_err().contains("train-images-idx3-ubyte.gz not found"));
         }
     }

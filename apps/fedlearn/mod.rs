@@ -355,7 +355,9 @@ impl App for FedlearnApp {
                 let mut updates = Vec::new();
                 for f in as_completed(futures, None) {
                     let f = f.map_err(|_| anyhow::anyhow!("waiting for local training timed out"))?;
-                    updates.push(f.result().map_err(|e| anyhow::anyhow!("local training in round {} failed: {}", r + 1, e))?);
+                    updates.push(
+                        f.result().map_err(|e| anyhow::anyhow!("local training in round {} failed: {}", r + 1, e))?,
+                    );
                 }
                 app_info!("{} Finished local training", p);
                 // In the order the clients were selected, so the sum is the same whatever order they finish in.
@@ -363,7 +365,9 @@ impl App for FedlearnApp {
                 let models: Vec<(&Weights, u64)> = updates.iter().map(|u| (&u.weights, u.samples)).collect();
                 match Weights::average(&models).map_err(anyhow::Error::msg)? {
                     Some(w) => weights = w,
-                    None => tracing::warn!("{} the selected clients have no training images: the model is unchanged", p),
+                    None => {
+                        tracing::warn!("{} the selected clients have no training images: the model is unchanged", p)
+                    }
                 }
                 app_info!("{} Averaged the returned locally trained models", p);
             } else {
@@ -417,7 +421,7 @@ impl App for FedlearnApp {
                 &png,
                 &format!("fedlearn: {} clients, {}", self.opts.clients, self.opts.dataset),
                 "Round",
-                &[("Test accuracy", &acc), ("Test loss", &loss)],
+                &[("Test accuracy", &acc[..]), ("Test loss", &loss[..])],
             )?;
         }
         app_info!("Wrote {} ({} rounds)", csv.display(), self.rounds.len());
@@ -434,10 +438,18 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let even = split(40_000, 4, 1e5, None, &mut rng);
         assert_eq!(even.iter().map(Vec::len).sum::<usize>(), 40_000);
-        assert!(even.iter().all(|c| (9_500..=10_500).contains(&c.len())), "{:?}", even.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            even.iter().all(|c| (9_500..=10_500).contains(&c.len())),
+            "{:?}",
+            even.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         let skewed = split(40_000, 4, 0.05, None, &mut rng);
         let max = skewed.iter().map(Vec::len).max().unwrap();
-        assert!(max > 20_000, "alpha 0.05 should give one client most samples: {:?}", skewed.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            max > 20_000,
+            "alpha 0.05 should give one client most samples: {:?}",
+            skewed.iter().map(Vec::len).collect::<Vec<_>>()
+        );
         let capped = split(40_000, 4, 1e5, Some(1000), &mut rng);
         assert!(capped.iter().all(|c| c.len() == 1000 && c.windows(2).all(|w| w[0] < w[1])));
         let p = dirichlet(1e-3, 5, &mut rng);

@@ -65,7 +65,12 @@ impl Weights {
     fn check(&self) -> Result<(), String> {
         let want: usize = layers(&self.dims).map(|(i, o)| o * i + o).sum();
         if self.data.len() != want * 4 {
-            return Err(format!("weights of {} bytes for layers {:?}, expected {}", self.data.len(), self.dims, want * 4));
+            return Err(format!(
+                "weights of {} bytes for layers {:?}, expected {}",
+                self.data.len(),
+                self.dims,
+                want * 4
+            ));
         }
         Ok(())
     }
@@ -111,7 +116,9 @@ impl Mlp {
             at += n;
             t
         };
-        let layers = layers(&w.dims).map(|(i, o)| Ok((take(&[o, i])?, take(&[o])?))).collect::<candle_core::Result<_>>()?;
+        let layers = layers(&w.dims)
+            .map(|(i, o)| -> candle_core::Result<(Var, Var)> { Ok((take(&[o, i])?, take(&[o])?)) })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Mlp { layers })
     }
 
@@ -159,7 +166,13 @@ pub struct TrainStats {
 
 /// Trains a copy of `w` on `data` for `epochs` epochs of SGD (learning rate `lr`), batches of
 /// `batch_size` images in order (no shuffling, as the reference's DataLoader).
-pub fn train(w: &Weights, data: &Images, epochs: u64, batch_size: usize, lr: f64) -> Result<(Weights, TrainStats), String> {
+pub fn train(
+    w: &Weights,
+    data: &Images,
+    epochs: u64,
+    batch_size: usize,
+    lr: f64,
+) -> Result<(Weights, TrainStats), String> {
     let go = || -> candle_core::Result<(Weights, TrainStats)> {
         let mlp = Mlp::new(w)?;
         let mut opt = SGD::new(mlp.vars(), lr)?;
@@ -231,11 +244,12 @@ mod tests {
 
     #[test]
     fn training_lowers_the_loss_on_its_data() {
-        // Two classes told apart by which half of a 4-pixel image is lit.
-        let pixels: Vec<u8> = (0..64).flat_map(|i| if i % 2 == 0 { [255, 255, 0, 0] } else { [0, 0, 255, 255] }).collect();
+        // Two classes told apart by which half of a 4×4 image is lit.
+        let pixels: Vec<u8> =
+            (0..64).flat_map(|i| (0..16).map(move |p| if (p < 8) == (i % 2 == 0) { 255 } else { 0 })).collect();
         let labels: Vec<u8> = (0..64).map(|i| (i % 2) as u8).collect();
-        let data = Images { rows: 2, cols: 2, pixels: pixels.into(), labels: labels.into() };
-        let w = Weights::init(dims(4, 2), 1);
+        let data = Images { rows: 4, cols: 4, pixels: pixels.into(), labels: labels.into() };
+        let w = Weights::init(dims(16, 2), 1);
         let (before, _) = evaluate(&w, &data).unwrap();
         let (trained, stats) = train(&w, &data, 20, 8, 0.1).unwrap();
         assert_eq!(stats.batches, 20 * 8);
