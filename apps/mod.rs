@@ -5,6 +5,7 @@ pub use crate::app::{App, AppConfig, AppPlugin};
 pub mod chem;
 pub mod cholesky;
 pub mod failures;
+pub mod fedlearn;
 pub mod mapreduce;
 pub mod moldesign;
 pub mod montage;
@@ -15,6 +16,7 @@ pub mod synthetic;
 pub static ALL: &[AppPlugin] = &[
     cholesky::PLUGIN,
     failures::PLUGIN,
+    fedlearn::PLUGIN,
     mapreduce::PLUGIN,
     moldesign::PLUGIN,
     montage::PLUGIN,

@@ -22,6 +22,7 @@ PACKAGES=(
   libopenblas-dev
   slurm-wlm munge slurm-wlm-torque
   montage autodock-vina openbabel xtb fonts-dejavu-core
+  dataset-fashion-mnist
   git procps iproute2 util-linux
 )
 

@@ -140,6 +140,40 @@ pub fn best_against_time(
     Ok(())
 }
 
+/// Writes a PNG of line charts stacked top to bottom, one per `(y_label, points)` panel, sharing
+/// the x axis label (points joined in the given order, each marked). A panel without finite
+/// points is an empty frame.
+pub fn line_panels(path: &Path, title: &str, x_label: &str, panels: &[(&str, &[(f64, f64)])]) -> Result<(), PlotError> {
+    let text = fonts();
+    let err = |e: &dyn std::fmt::Display| PlotError::new(path, e);
+    let root = BitMapBackend::new(path, (900, 300 + 300 * panels.len().max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let body = if text { root.titled(title, (FAMILY, 24)).map_err(|e| err(&e))? } else { root.clone() };
+    for (area, (y_label, points)) in body.split_evenly((panels.len().max(1), 1)).iter().zip(panels) {
+        let finite: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        let (x0, x1) = span(finite.iter().map(|p| p.0), 0.05);
+        let (y0, y1) = span(finite.iter().map(|p| p.1), 0.1);
+        let mut builder = ChartBuilder::on(area);
+        builder.margin(15);
+        if text {
+            builder.x_label_area_size(45).y_label_area_size(70);
+        }
+        let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?;
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(WHITE.mix(0.0));
+        if text {
+            mesh.x_desc(x_label).y_desc(*y_label).label_style((FAMILY, 16));
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(|e| err(&e))?;
+        chart.draw_series(LineSeries::new(finite.iter().copied(), BLUE.stroke_width(2))).map_err(|e| err(&e))?;
+        chart.draw_series(finite.iter().map(|&(x, y)| Circle::new((x, y), 4, BLUE.filled()))).map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 /// The range of `values` widened by `pad` of its width (a unit range around a single value; 0..1
 /// when empty).
 fn span(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
@@ -181,6 +215,23 @@ mod tests {
         let empty = dir.path().join("empty.png");
         best_against_time(&empty, "t", "x", "y", &[], Better::Higher).unwrap();
         assert!(bytes.len() > std::fs::metadata(&empty).unwrap().len() as usize, "points add to the image");
+    }
+
+    #[test]
+    fn line_panels_stack_one_chart_per_panel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.png");
+        let acc = [(1.0, 0.5), (2.0, 0.7), (3.0, 0.8)];
+        let loss = [(1.0, 1.2), (2.0, 0.8), (3.0, 0.6)];
+        line_panels(&path, "Rounds", "Round", &[("Accuracy", &acc[..]), ("Loss", &loss[..])]).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+        let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+        assert_eq!(h, 900);
+        let empty = dir.path().join("empty.png");
+        let none: &[(f64, f64)] = &[];
+        line_panels(&empty, "Rounds", "Round", &[("Accuracy", none), ("Loss", none)]).unwrap();
+        assert!(bytes.len() > std::fs::metadata(&empty).unwrap().len() as usize, "lines add to the image");
     }
 
     #[test]

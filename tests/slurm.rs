@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Longest wait for a job state before the test fails.
-const WAIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_secs(300);
 
 /// `SLURM_CONF` of the local cluster, started if needed.
 fn slurm_conf() -> &'static str {
@@ -220,6 +220,37 @@ fn slurm_synthetic_run_finishes_with_complete_records() {
     // The run's config.toml can be fed back to taps run.
     let again = run_ok(tmp.path(), &["run", "-c", job.run.join("config.toml").to_str().unwrap()]);
     assert_eq!(records(&again).len(), 22);
+}
+
+#[test]
+fn slurm_jobs_run_the_file_apps_from_their_example_configs_on_mpi_ranks() {
+    // docking, moldesign and montage run real programs (vina, obabel, xtb, Montage) in each task's
+    // own directory: one job each, from the app's example config, on 3 MPI ranks in the allocation.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (app, output, min_rows) in
+        [("montage", "data/m17.fits", 0), ("docking", "results.csv", 6), ("moldesign", "results.csv", 8)]
+    {
+        let config = format!("{}/apps/{}/config.toml", root, app);
+        let bench = ["-c", &config, "--engine.executor", "mpi", "--engine.executor.ranks", "3"];
+        let job = submit(tmp.path(), &["--scheduler", "slurm", "--walltime", "00:10:00"], &bench);
+        job.wait_for(&["finished"]);
+        eprintln!("slurm {} job {}: submit -> finished in {:.2?}", app, job.id, job.submitted.elapsed());
+        assert_eq!(std::fs::read_to_string(job.run.join("job.exit")).unwrap(), "0\n", "{}", app);
+        let recs = records(&job.run);
+        check_record_invariants(&recs);
+        assert!(!recs.is_empty(), "{}: no records", app);
+        for r in recs.iter().filter(|r| r.worker.is_some()) {
+            let w = r.worker.as_deref().unwrap();
+            assert!(w.starts_with("rank-") && w != "rank-0", "{}: ran on {} (want a worker rank)", app, w);
+        }
+        let out = job.run.join(output);
+        assert!(out.is_file(), "{}: no {}", app, out.display());
+        if min_rows > 0 {
+            let rows = std::fs::read_to_string(&out).unwrap().lines().count() - 1;
+            assert!(rows >= min_rows, "{}: {} rows in {}, want at least {}", app, rows, output, min_rows);
+        }
+    }
 }
 
 #[test]
