@@ -2,13 +2,15 @@
 
 pub use crate::app::{App, AppConfig, AppPlugin};
 
+pub mod chem;
 pub mod cholesky;
+pub mod docking;
 pub mod failures;
 pub mod mapreduce;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
-pub static ALL: &[AppPlugin] = &[cholesky::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
+pub static ALL: &[AppPlugin] = &[cholesky::PLUGIN, docking::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
 
 /// Finds an app by name.
 pub fn find(name: &str) -> Result<&'static AppPlugin, String> {
