@@ -11,15 +11,16 @@ set -euo pipefail
 
 # What taps needs: compilers + pkg-config + libclang (bindgen for rsmpi), OpenMPI, HDF5, OpenBLAS,
 # a local Slurm (+ munge) with the PBS-style qsub/qstat wrappers, the apps' science tools
-# (Montage, AutoDock Vina, Open Babel, xtb), git + procps (pgrep/ps) for the tests, and iproute2 +
-# util-linux (ip, unshare, nsenter) for the simulated nodes of the multi-node tests.
+# (Montage, AutoDock Vina, Open Babel, xtb), a font for the apps' charts (DejaVu), git + procps
+# (pgrep/ps) for the tests, and iproute2 + util-linux (ip, unshare, nsenter) for the simulated
+# nodes of the multi-node tests.
 PACKAGES=(
   build-essential pkg-config libclang-dev
   libopenmpi-dev openmpi-bin
   libhdf5-dev hdf5-tools
   libopenblas-dev
   slurm-wlm munge slurm-wlm-torque
-  montage autodock-vina openbabel xtb
+  montage autodock-vina openbabel xtb fonts-dejavu-core
   git procps iproute2 util-linux
 )
 

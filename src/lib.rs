@@ -25,6 +25,7 @@ pub mod mpi_job;
 #[cfg(feature = "mpi")]
 pub mod mpi_launch;
 pub mod options;
+pub mod plot;
 pub mod plugins;
 pub mod progress;
 pub mod protocol;

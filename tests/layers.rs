@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 const CORE: &[&str] = &[
     "task", "engine", "data", "record", "protocol", "worker", "options", "plugins", "rundir", "logging", "app",
-    "shell", "shm", "spin",
+    "shell", "shm", "spin", "plot",
 ];
 
 /// Macros exported at the crate root by core modules.

@@ -35,7 +35,7 @@ pub const DEFAULT_BOX: ([f64; 3], [f64; 3]) = ([11.0, 90.5, 57.5], [22.0, 24.0, 
 pub const DEFAULT_LIGANDS: &str = include_str!("ligands.csv");
 
 /// The surrogate's neighbours; the initial sample must be at least this large.
-const NEIGHBOURS: u64 = 4;
+const NEIGHBOURS: u64 = chem::NEIGHBOURS as u64;
 
 crate::options! {
     /// Options of the `docking` app.
@@ -422,7 +422,7 @@ impl App for DockingApp {
         // The fingerprints do not change: computed once, while the initial sample docks.
         let fingerprints = if self.opts.num_iterations > 0 {
             let smiles: Vec<String> = self.ligands.iter().map(|l| l.smiles.clone()).collect();
-            chem::fingerprints(&smiles)
+            chem::fingerprints(&smiles)?
         } else {
             Vec::new()
         };
@@ -474,7 +474,7 @@ impl App for DockingApp {
 }
 
 impl DockingApp {
-    /// Writes results.csv, training-results.json and best-score.png.
+    /// Writes results.csv, training-results.json and best-score.png (the best score against time).
     fn write_results(&self, run_dir: &Path) -> anyhow::Result<()> {
         let csv_path = run_dir.join("results.csv");
         let write_csv = || -> anyhow::Result<()> {
@@ -503,6 +503,12 @@ impl DockingApp {
         std::fs::write(&json_path, serde_json::to_string(&json)?)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {}", json_path.display(), e))?;
         app_info!("Training data saved to {}", json_path.display());
+
+        let png = run_dir.join("best-score.png");
+        let points: Vec<(f64, f64)> = self.docked.iter().map(|d| (d.time, d.score)).collect();
+        let title = format!("docking: best of {} molecules", self.docked.len());
+        crate::plot::best_against_time(&png, &title, "time (s)", "vina score (kcal/mol)", &points, crate::plot::Better::Lower)?;
+        app_info!("Plot of the best score against time saved to {}", png.display());
         Ok(())
     }
 
