@@ -187,16 +187,21 @@ impl DockingOptions {
         }
     }
 
-    /// The receptor file as given (or the default), checked to exist.
+    /// The receptor file as given (or [`DEFAULT_RECEPTOR`]), checked to exist.
     fn receptor_source(&self) -> Result<PathBuf, String> {
+        self.receptor_or(Path::new(DEFAULT_RECEPTOR))
+    }
+
+    /// The receptor file as given, or `default`, checked to exist.
+    fn receptor_or(&self, default: &Path) -> Result<PathBuf, String> {
         match &self.receptor {
             Some(p) if p.is_file() => Ok(p.clone()),
             Some(p) => Err(format!("app.receptor {} is not a readable file (a receptor .pdbqt or .pdbqt.gz)", p.display())),
-            None if Path::new(DEFAULT_RECEPTOR).is_file() => Ok(DEFAULT_RECEPTOR.into()),
+            None if default.is_file() => Ok(default.into()),
             None => Err(format!(
                 "the default receptor {} is missing (apt-get install autodock-vina ships it; minimal images may strip \
                  /usr/share/doc): give one with --app.receptor FILE.pdbqt and its box (--app.center-x ... --app.size-z)",
-                DEFAULT_RECEPTOR
+                default.display()
             )),
         }
     }
@@ -523,5 +528,45 @@ impl DockingApp {
             }
         }
         let _ = std::fs::remove_dir(&tasks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Options;
+
+    fn options(toml: &str) -> Result<DockingOptions, String> {
+        DockingOptions::from_table(&toml::from_str(toml).unwrap(), "app")
+    }
+
+    #[test]
+    fn a_missing_default_receptor_names_the_option_and_the_path() {
+        let o = options("").unwrap();
+        let err = o.receptor_or(Path::new("/nonexistent/test-data/protein.pdbqt.gz")).unwrap_err();
+        assert!(err.starts_with("the default receptor /nonexistent/test-data/protein.pdbqt.gz is missing"), "{}", err);
+        assert!(err.contains("--app.receptor"), "{}", err);
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn the_box_is_the_default_receptors_or_given_in_full() {
+        assert_eq!(options("").unwrap().search_box(), Ok(DEFAULT_BOX));
+        let given = "center_x = 1\ncenter_y = 2\ncenter_z = 3\nsize_x = 4\nsize_y = 5\nsize_z = 6\n";
+        assert_eq!(options(given).unwrap().search_box(), Ok(([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])));
+        let own = format!("receptor = \"r.pdbqt\"\n{}", given);
+        assert_eq!(options(&own).unwrap().search_box(), Ok(([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])));
+        assert!(options("receptor = \"r.pdbqt\"").unwrap_err().contains("needs its search box"));
+    }
+
+    #[test]
+    fn the_shipped_ligands_are_read_and_csv_quoting_works() {
+        let shipped = options("").unwrap().ligands().unwrap();
+        assert_eq!(shipped.len(), 48);
+        assert_eq!(shipped[2], Ligand { title: "ibuprofen".into(), smiles: "CC(C)Cc1ccc(cc1)C(C)C(=O)O".into() });
+        let quoted = read_ligands("ID,SMILES,TITLE\n7,\"C(=O)O\",\"formic, acid\"\n".as_bytes(), "x").unwrap();
+        assert_eq!(quoted, [Ligand { title: "formic, acid".into(), smiles: "C(=O)O".into() }]);
+        assert!(read_ligands("TITLE,SMILES\n".as_bytes(), "x.csv").unwrap_err().contains("x.csv holds no ligands"));
+        assert!(read_ligands("TITLE,SMILES\na,\n".as_bytes(), "x.csv").unwrap_err().contains("row 2 has an empty SMILES"));
     }
 }

@@ -312,7 +312,8 @@ mod tests {
         assert_eq!(elements, [" C", "CL", " H", "BR", "CL"]);
         assert_eq!(lines[0], "COMPND    UNNAMED");
         assert_eq!(lines[6], "CONECT    1    2");
-        assert!(lines[1..6].iter().all(|l| l.len() == 78), "{:?}", lines);
+        assert!(lines[1..6].iter().all(|l| l.len() >= 78), "{:?}", lines);
+        assert_eq!(&lines[3][78..], "  ", "columns 79-80 (charge) kept");
         assert_eq!(&lines[1][..66], &pdb.lines().nth(1).unwrap()[..66], "coordinates untouched");
         assert!(set_elements("COMPND\nEND\n").is_err());
     }
