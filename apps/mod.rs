@@ -10,7 +10,8 @@ pub mod mapreduce;
 pub mod synthetic;
 
 /// Every app, in the Python suite's order.
-pub static ALL: &[AppPlugin] = &[cholesky::PLUGIN, docking::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
+pub static ALL: &[AppPlugin] =
+    &[cholesky::PLUGIN, docking::PLUGIN, failures::PLUGIN, mapreduce::PLUGIN, synthetic::PLUGIN];
 
 /// Finds an app by name.
 pub fn find(name: &str) -> Result<&'static AppPlugin, String> {

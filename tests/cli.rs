@@ -402,11 +402,11 @@ fn files_in_the_run_directory_never_share_a_name() {
 fn an_unknown_plugin_is_named_before_its_options() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let apps = "available apps: cholesky, failures, mapreduce, synthetic";
-    for extra in [&["--app.smi-file-name-ligand", "x"][..], &["--help"], &[]] {
-        let mut a = vec!["run", "--app", "docking"];
+    let apps = "available apps: cholesky, docking, failures, mapreduce, synthetic";
+    for extra in [&["--app.rounds", "x"][..], &["--help"], &[]] {
+        let mut a = vec!["run", "--app", "fedlearn"];
         a.extend_from_slice(extra);
-        assert_bad_input(d, &a, &["app \"docking\" is not implemented in taps yet", apps]);
+        assert_bad_input(d, &a, &["app \"fedlearn\" is not implemented in taps yet", apps]);
     }
     // A known plugin's help is shown even when one of its options is wrong.
     let out = taps(d, &["run", "--app", "synthetic", "--engine.task-record-file-name", "../x", "--help"]);
@@ -414,8 +414,8 @@ fn an_unknown_plugin_is_named_before_its_options() {
     for app in ["fedlearn", "moldesign", "montage", "physics"] {
         assert_bad_input(d, &["run", "--app", app, "--help"], &["not implemented in taps yet"]);
     }
-    std::fs::write(d.join("dock.toml"), "[app]\nname = \"docking\"\nnum_initial = 4\n").unwrap();
-    assert_bad_input(d, &["run", "-c", "dock.toml"], &["app \"docking\" is not implemented"]);
+    std::fs::write(d.join("fed.toml"), "[app]\nname = \"fedlearn\"\nrounds = 4\n").unwrap();
+    assert_bad_input(d, &["run", "-c", "fed.toml"], &["app \"fedlearn\" is not implemented"]);
     assert_bad_input(d, &["run", "--app", "foo", "--app.bar", "1"], &["unknown app \"foo\"", "valid apps"]);
     assert_bad_input(
         d,

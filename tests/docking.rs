@@ -349,12 +349,20 @@ fn bad_options_are_refused_before_a_run_directory_exists() {
     assert_bad_input(d, &["--app.exhaustiveness", "0"], &["app.exhaustiveness must be at least 1"]);
     assert_bad_input(d, &["--app.energy-range", "-1"], &["app.energy_range must be a positive"]);
     assert_bad_input(d, &["--app.batch-size", "x"], &["--app.batch-size", "expected non-negative integer"]);
-    assert_bad_input(d, &["--app.smi-file-name-ligand", "/nonexistent.csv"], &["app.smi_file_name_ligand /nonexistent.csv"]);
+    assert_bad_input(
+        d,
+        &["--app.smi-file-name-ligand", "/nonexistent.csv"],
+        &["app.smi_file_name_ligand /nonexistent.csv"],
+    );
     let no_smiles = d.join("no-smiles.csv");
     std::fs::write(&no_smiles, "TITLE,SMI\na,C\n").unwrap();
     assert_bad_input(d, &["--app.smi-file-name-ligand", no_smiles.to_str().unwrap()], &["has no SMILES column"]);
     let few = write_ligands(d, "few.csv", &SMALL[..3]);
-    assert_bad_input(d, &["--app.smi-file-name-ligand", few.to_str().unwrap()], &["app.initial_simulations (8) is more than the 3 ligands"]);
+    assert_bad_input(
+        d,
+        &["--app.smi-file-name-ligand", few.to_str().unwrap()],
+        &["app.initial_simulations (8) is more than the 3 ligands"],
+    );
     let with_box = ["--app.center-x", "1", "--app.center-y", "1", "--app.center-z", "1"];
     let with_box = [&with_box[..], &["--app.size-x", "9", "--app.size-y", "9", "--app.size-z", "9"]].concat();
     assert_bad_input(
@@ -437,5 +445,10 @@ fn the_surrogates_first_batch_beats_a_random_one_on_published_scores() {
         gain += (mean(&unseen) - mean(&chosen)) / 10.0;
         wins += usize::from(mean(&chosen) < mean(&unseen));
     }
-    assert!(gain > 0.3 && wins >= 7, "the surrogate's batches beat random ones by {:.2} kcal/mol on {} of 10 seeds", gain, wins);
+    assert!(
+        gain > 0.3 && wins >= 7,
+        "the surrogate's batches beat random ones by {:.2} kcal/mol on {} of 10 seeds",
+        gain,
+        wins
+    );
 }

@@ -18,11 +18,11 @@ use std::time::Instant;
 use rand::{SeedableRng, rngs::StdRng};
 
 use crate::app::{App, AppConfig, AppPlugin, require_programs};
+use crate::app_info;
 use crate::apps::chem;
 use crate::engine::{Engine, TaskFuture, as_completed};
 use crate::options::Validate;
 use crate::task::Registry;
-use crate::app_info;
 
 pub use tasks::{AutodockVina, MakeAutodockConfig, PdbToPdbqt, SetElement, SmiToPdb, VinaSettings};
 
@@ -155,7 +155,12 @@ pub fn read_ligands(csv_text: impl Read, what: &str) -> Result<Vec<Ligand>, Stri
     let headers = reader.headers().map_err(|e| format!("{}: {}", what, e))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {
-            format!("{} has no {} column (a CSV with TITLE and SMILES columns is expected; it has: {})", what, name, headers.iter().collect::<Vec<_>>().join(", "))
+            format!(
+                "{} has no {} column (a CSV with TITLE and SMILES columns is expected; it has: {})",
+                what,
+                name,
+                headers.iter().collect::<Vec<_>>().join(", ")
+            )
         })
     };
     let (title, smiles) = (column("TITLE")?, column("SMILES")?);
@@ -196,7 +201,9 @@ impl DockingOptions {
     fn receptor_or(&self, default: &Path) -> Result<PathBuf, String> {
         match &self.receptor {
             Some(p) if p.is_file() => Ok(p.clone()),
-            Some(p) => Err(format!("app.receptor {} is not a readable file (a receptor .pdbqt or .pdbqt.gz)", p.display())),
+            Some(p) => {
+                Err(format!("app.receptor {} is not a readable file (a receptor .pdbqt or .pdbqt.gz)", p.display()))
+            }
             None if default.is_file() => Ok(default.into()),
             None => Err(format!(
                 "the default receptor {} is missing (apt-get install autodock-vina ships it; minimal images may strip \
@@ -261,7 +268,9 @@ fn prepare_receptor(source: &Path, run_dir: &Path) -> anyhow::Result<PathBuf> {
         flate2::read::GzDecoder::new(std::fs::File::open(source)?).read_to_end(&mut text)?;
         std::fs::write(&target, text)
     };
-    read().map_err(|e| anyhow::anyhow!("cannot decompress the receptor {} into {}: {}", source.display(), target.display(), e))?;
+    read().map_err(|e| {
+        anyhow::anyhow!("cannot decompress the receptor {} into {}: {}", source.display(), target.display(), e)
+    })?;
     app_info!("Receptor {} decompressed into {}", source.display(), target.display());
     Ok(target)
 }
@@ -302,7 +311,8 @@ pub fn choose_batch(
     let model = chem::Knn::fit(xs, ys);
     app_info!("Model training finished");
     let candidates: Vec<usize> = (0..attempted.len()).filter(|&i| !attempted[i] && fingerprints[i].is_some()).collect();
-    let query: Vec<chem::Fingerprint> = candidates.iter().map(|&i| fingerprints[i].clone().expect("filtered")).collect();
+    let query: Vec<chem::Fingerprint> =
+        candidates.iter().map(|&i| fingerprints[i].clone().expect("filtered")).collect();
     let predicted = model.predict(&query);
     app_info!("Model inference finished");
     let mut ranked: Vec<(f64, usize)> = predicted.into_iter().zip(candidates).collect();
@@ -451,7 +461,8 @@ impl App for DockingApp {
                 app_info!("Every molecule has been simulated; stopping");
                 break;
             }
-            let batch: Vec<(usize, TaskFuture<f64>)> = chosen.into_iter().map(|i| (i, self.submit(engine, i))).collect();
+            let batch: Vec<(usize, TaskFuture<f64>)> =
+                chosen.into_iter().map(|i| (i, self.submit(engine, i))).collect();
             self.collect(batch, iteration, start);
         }
         let best = self.docked.iter().min_by(|a, b| a.score.total_cmp(&b.score));
@@ -487,7 +498,13 @@ impl DockingApp {
             w.write_record(["title", "smiles", "score", "iteration", "time"])?;
             for d in &self.docked {
                 let l = &self.ligands[d.index];
-                w.write_record([&l.title, &l.smiles, &d.score.to_string(), &d.iteration.to_string(), &format!("{:.3}", d.time)])?;
+                w.write_record([
+                    &l.title,
+                    &l.smiles,
+                    &d.score.to_string(),
+                    &d.iteration.to_string(),
+                    &format!("{:.3}", d.time),
+                ])?;
             }
             w.flush()?;
             Ok(())
@@ -512,7 +529,14 @@ impl DockingApp {
         let png = run_dir.join("best-score.png");
         let points: Vec<(f64, f64)> = self.docked.iter().map(|d| (d.time, d.score)).collect();
         let title = format!("docking: best of {} molecules", self.docked.len());
-        crate::plot::best_against_time(&png, &title, "time (s)", "vina score (kcal/mol)", &points, crate::plot::Better::Lower)?;
+        crate::plot::best_against_time(
+            &png,
+            &title,
+            "time (s)",
+            "vina score (kcal/mol)",
+            &points,
+            crate::plot::Better::Lower,
+        )?;
         app_info!("Plot of the best score against time saved to {}", png.display());
         Ok(())
     }
@@ -567,6 +591,8 @@ mod tests {
         let quoted = read_ligands("ID,SMILES,TITLE\n7,\"C(=O)O\",\"formic, acid\"\n".as_bytes(), "x").unwrap();
         assert_eq!(quoted, [Ligand { title: "formic, acid".into(), smiles: "C(=O)O".into() }]);
         assert!(read_ligands("TITLE,SMILES\n".as_bytes(), "x.csv").unwrap_err().contains("x.csv holds no ligands"));
-        assert!(read_ligands("TITLE,SMILES\na,\n".as_bytes(), "x.csv").unwrap_err().contains("row 2 has an empty SMILES"));
+        assert!(
+            read_ligands("TITLE,SMILES\na,\n".as_bytes(), "x.csv").unwrap_err().contains("row 2 has an empty SMILES")
+        );
     }
 }

@@ -135,10 +135,12 @@ impl Task for AutodockVina {
     type Output = f64;
     fn run((config, _smiles, cpu, seed): Self::Args) -> Result<f64, TaskError> {
         let dir = parent(config.path());
-        let cmd = TaskCommand::new("vina")
-            .arg("--config")
-            .arg(config.path())
-            .args(["--cpu", &cpu.to_string(), "--seed", &seed.to_string()]);
+        let cmd = TaskCommand::new("vina").arg("--config").arg(config.path()).args([
+            "--cpu",
+            &cpu.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ]);
         let shown = cmd.display();
         let out = cmd.run_in(&dir)?;
         let stdout = std::fs::read_to_string(&out.stdout).unwrap_or_default();
@@ -180,13 +182,13 @@ pub fn best_affinity_of_poses(pdbqt: &str) -> Option<f64> {
 
 /// Every element symbol, for [`set_elements`].
 const ELEMENTS: &[&str] = &[
-    "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar", "K", "Ca", "Sc",
-    "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y", "Zr",
-    "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce", "Pr",
-    "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir", "Pt",
-    "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U", "Np", "Pu", "Am", "Cm", "Bk",
-    "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh", "Fl", "Mc", "Lv",
-    "Ts", "Og",
+    "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar", "K", "Ca",
+    "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y",
+    "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce",
+    "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir",
+    "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U", "Np", "Pu", "Am", "Cm",
+    "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh", "Fl", "Mc",
+    "Lv", "Ts", "Og",
 ];
 
 /// The element symbol spelt `s` in any case (`CL`, `cl` → `Cl`), if it is one.
@@ -259,7 +261,14 @@ fn check_structure(path: &Path, command: &str, stderr: &Path, embedded: bool) ->
     let tail = said[said.len().saturating_sub(crate::app::STDERR_LINES)..].join("\n");
     Err(TaskError::new(
         ErrorKind::ProgramFailed,
-        format!("`{}` {} in {}; last lines of its stderr ({}):\n{}", command, problem, path.display(), stderr.display(), tail),
+        format!(
+            "`{}` {} in {}; last lines of its stderr ({}):\n{}",
+            command,
+            problem,
+            path.display(),
+            stderr.display(),
+            tail
+        ),
     ))
 }
 
@@ -293,7 +302,10 @@ mod tests {
         // The reference's "third line from the end" would read -5.998 here, or garbage with a trailer.
         assert_eq!(best_affinity("Computing Vina grid ... done.\n"), None);
         assert_eq!(best_affinity("-----+----\n   2  -1.0  0 0\n"), None);
-        assert_eq!(best_affinity_of_poses("MODEL 1\nREMARK VINA RESULT:    -8.393      0.000      0.000\n"), Some(-8.393));
+        assert_eq!(
+            best_affinity_of_poses("MODEL 1\nREMARK VINA RESULT:    -8.393      0.000      0.000\n"),
+            Some(-8.393)
+        );
         assert_eq!(best_affinity_of_poses("MODEL 1\nREMARK nothing\n"), None);
     }
 
