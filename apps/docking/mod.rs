@@ -306,13 +306,12 @@ pub fn choose_batch(
     batch: usize,
 ) -> Vec<usize> {
     let train: Vec<(chem::Fingerprint, f64)> =
-        scored.iter().filter_map(|&(i, s)| fingerprints[i].clone().map(|f| (f, s))).collect();
+        scored.iter().filter_map(|&(i, s)| fingerprints[i].map(|f| (f, s))).collect();
     let (xs, ys): (Vec<chem::Fingerprint>, Vec<f64>) = train.into_iter().unzip();
     let model = chem::Knn::fit(xs, ys);
     app_info!("Model training finished");
     let candidates: Vec<usize> = (0..attempted.len()).filter(|&i| !attempted[i] && fingerprints[i].is_some()).collect();
-    let query: Vec<chem::Fingerprint> =
-        candidates.iter().map(|&i| fingerprints[i].clone().expect("filtered")).collect();
+    let query: Vec<chem::Fingerprint> = candidates.iter().map(|&i| fingerprints[i].expect("filtered")).collect();
     let predicted = model.predict(&query);
     app_info!("Model inference finished");
     let mut ranked: Vec<(f64, usize)> = predicted.into_iter().zip(candidates).collect();

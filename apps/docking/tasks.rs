@@ -205,10 +205,11 @@ fn atom_element(line: &str) -> Option<&'static str> {
     }
     let name = line.get(12..16).unwrap_or_else(|| line.get(12..).unwrap_or(""));
     let letters: String = name.chars().filter(|c| c.is_ascii_alphabetic()).collect();
-    if !name.starts_with(' ') && letters.len() >= 2 {
-        if let Some(e) = element(&letters[..2]) {
-            return Some(e);
-        }
+    if !name.starts_with(' ')
+        && letters.len() >= 2
+        && let Some(e) = element(&letters[..2])
+    {
+        return Some(e);
     }
     letters.get(..1).and_then(element)
 }
