@@ -4,6 +4,7 @@ pub use crate::app::{App, AppConfig, AppPlugin};
 
 pub mod chem;
 pub mod cholesky;
+pub mod docking;
 pub mod failures;
 pub mod fedlearn;
 pub mod mapreduce;
@@ -15,6 +16,7 @@ pub mod synthetic;
 /// Every app, in the Python suite's order.
 pub static ALL: &[AppPlugin] = &[
     cholesky::PLUGIN,
+    docking::PLUGIN,
     failures::PLUGIN,
     fedlearn::PLUGIN,
     mapreduce::PLUGIN,

@@ -104,7 +104,7 @@ impl<K: ?Sized + PluginOptions> PartialEq for Selected<K> {
 
 /// Plugins of the Python suite that taps does not have yet, by kind.
 pub(crate) const NOT_YET: &[(&str, &[&str])] = &[
-    ("app", &["docking"]),
+    ("app", &[]),
     ("executor", &["dask", "globus", "parsl-htex", "parsl-local", "ray", "taskvine"]),
     ("filter", &["pickle-size"]),
     ("transformer", &["proxystore"]),
