@@ -225,15 +225,15 @@ fn slurm_synthetic_run_finishes_with_complete_records() {
 #[test]
 fn slurm_jobs_run_the_file_apps_from_their_example_configs_on_mpi_ranks() {
     // docking, moldesign and montage run real programs (vina, obabel, xtb, Montage) in each task's
-    // own directory: one job each, from the app's example config, on 3 MPI ranks in the allocation.
+    // own directory: one job each, from the app's example config, on 2 MPI ranks (rank 0 drives).
     let tmp = tempfile::tempdir().unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
     for (app, output, min_rows) in
         [("montage", "data/m17.fits", 0), ("docking", "results.csv", 6), ("moldesign", "results.csv", 8)]
     {
         let config = format!("{}/apps/{}/config.toml", root, app);
-        let bench = ["-c", &config, "--engine.executor", "mpi", "--engine.executor.ranks", "3"];
-        let job = submit(tmp.path(), &["--scheduler", "slurm", "--walltime", "00:10:00"], &bench);
+        let flags = ["--scheduler", "slurm", "--walltime", "00:10:00", "--ranks-per-node", "2"];
+        let job = submit(tmp.path(), &flags, &["-c", &config, "--engine.executor", "mpi"]);
         job.wait_for(&["finished"]);
         eprintln!("slurm {} job {}: submit -> finished in {:.2?}", app, job.id, job.submitted.elapsed());
         assert_eq!(std::fs::read_to_string(job.run.join("job.exit")).unwrap(), "0\n", "{}", app);
