@@ -353,7 +353,7 @@ impl MoldesignApp {
 impl App for MoldesignApp {
     fn run(&mut self, engine: &Engine, _run_dir: &Path) -> anyhow::Result<()> {
         let start = Instant::now();
-        app_info!("Loaded search space (size={})", commas(self.space.len()));
+        app_info!("Loaded search space (size={})", crate::apps::mapreduce::commas(self.space.len() as u64));
         let mut picker = Picker::new(self.space.len(), self.opts.seed);
         let mut failed = self.initial_set(engine, &mut picker, start)?;
         app_info!("Done computing initial set");
@@ -443,19 +443,6 @@ impl App for MoldesignApp {
     }
 }
 
-/// `n` with thousands separated by commas (Python's `{:,}`).
-fn commas(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,13 +470,5 @@ mod tests {
         assert_eq!(sorted.len(), 49);
         assert_eq!(Picker::new(50, 7).order, Picker::new(50, 7).order);
         assert_ne!(Picker::new(50, 7).order, Picker::new(50, 8).order);
-    }
-
-    #[test]
-    fn commas_group_thousands() {
-        assert_eq!(
-            (commas(999), commas(10_000), commas(1_234_567)),
-            ("999".into(), "10,000".into(), "1,234,567".into())
-        );
     }
 }
