@@ -149,8 +149,11 @@ pub struct Ligand {
 }
 
 /// Reads a ligand CSV with `TITLE` and `SMILES` columns (others are ignored), as the reference's
-/// `pd.read_csv(...)[["TITLE", "SMILES"]]`; `what` names the source in errors.
-pub fn read_ligands(csv_text: impl Read, what: &str) -> Result<Vec<Ligand>, String> {
+/// `pd.read_csv(...)[["TITLE", "SMILES"]]`; `what` names the source in errors. A SMILES that
+/// repeats an earlier row's is dropped with a warning (the reference docks it twice, and its
+/// surrogate then trains on the same molecule twice); the first row is kept. Returns the ligands
+/// and a description of each dropped row.
+pub fn read_ligands(csv_text: impl Read, what: &str) -> Result<(Vec<Ligand>, Vec<String>), String> {
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(csv_text);
     let headers = reader.headers().map_err(|e| format!("{}: {}", what, e))?.clone();
     let column = |name: &str| {
@@ -164,24 +167,39 @@ pub fn read_ligands(csv_text: impl Read, what: &str) -> Result<Vec<Ligand>, Stri
         })
     };
     let (title, smiles) = (column("TITLE")?, column("SMILES")?);
-    let mut ligands = Vec::new();
+    let mut ligands: Vec<Ligand> = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut dropped = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let row = row.map_err(|e| format!("{}: {}", what, e))?;
         let smiles = row.get(smiles).unwrap_or("").to_string();
         if smiles.is_empty() {
             return Err(format!("{}: row {} has an empty SMILES", what, i + 2));
         }
-        ligands.push(Ligand { title: row.get(title).unwrap_or("").to_string(), smiles });
+        let title = row.get(title).unwrap_or("").to_string();
+        if let Some(&first) = seen.get(&smiles) {
+            let first: &Ligand = &ligands[first];
+            dropped.push(format!("{} (row {}, same SMILES as {})", title, i + 2, first.title));
+            continue;
+        }
+        seen.insert(smiles.clone(), ligands.len());
+        ligands.push(Ligand { title, smiles });
     }
     if ligands.is_empty() {
         return Err(format!("{} holds no ligands", what));
     }
-    Ok(ligands)
+    if !dropped.is_empty() {
+        dropped.insert(
+            0,
+            format!("{}: {} ligand(s) repeat an earlier SMILES and are not docked again", what, dropped.len()),
+        );
+    }
+    Ok((ligands, dropped))
 }
 
 impl DockingOptions {
-    /// The ligands: the CSV's, or the shipped set.
-    fn ligands(&self) -> Result<Vec<Ligand>, String> {
+    /// The ligands: the CSV's, or the shipped set; and what was dropped as a repeat.
+    fn ligands(&self) -> Result<(Vec<Ligand>, Vec<String>), String> {
         match &self.smi_file_name_ligand {
             None => read_ligands(DEFAULT_LIGANDS.as_bytes(), "the shipped apps/docking/ligands.csv"),
             Some(p) => {
@@ -217,7 +235,7 @@ impl DockingOptions {
 fn preflight(o: &DockingOptions) -> Result<(), String> {
     require_programs(&[("obabel", "apt-get install openbabel"), ("vina", "apt-get install autodock-vina")])?;
     o.receptor_source()?;
-    let ligands = o.ligands()?;
+    let (ligands, _) = o.ligands()?;
     if o.initial_simulations > ligands.len() as u64 {
         return Err(format!(
             "app.initial_simulations ({}) is more than the {} ligands in {}",
@@ -237,7 +255,10 @@ impl AppConfig for DockingOptions {
                 tcl.display()
             );
         }
-        let ligands = self.ligands().map_err(anyhow::Error::msg)?;
+        let (ligands, repeated) = self.ligands().map_err(anyhow::Error::msg)?;
+        if let Some((head, rows)) = repeated.split_first() {
+            tracing::warn!("{}: {}", head, rows.join(", "));
+        }
         let receptor = prepare_receptor(&self.receptor_source().map_err(anyhow::Error::msg)?, run_dir)?;
         let (center, size) = self.search_box().map_err(anyhow::Error::msg)?;
         let settings = VinaSettings {
@@ -584,12 +605,20 @@ mod tests {
 
     #[test]
     fn the_shipped_ligands_are_read_and_csv_quoting_works() {
-        let shipped = options("").unwrap().ligands().unwrap();
+        let (shipped, repeated) = options("").unwrap().ligands().unwrap();
+        assert!(repeated.is_empty());
         assert_eq!(shipped.len(), 48);
         assert_eq!(shipped[2], Ligand { title: "ibuprofen".into(), smiles: "CC(C)Cc1ccc(cc1)C(C)C(=O)O".into() });
-        let quoted = read_ligands("ID,SMILES,TITLE\n7,\"C(=O)O\",\"formic, acid\"\n".as_bytes(), "x").unwrap();
+        let (quoted, _) = read_ligands("ID,SMILES,TITLE\n7,\"C(=O)O\",\"formic, acid\"\n".as_bytes(), "x").unwrap();
         assert_eq!(quoted, [Ligand { title: "formic, acid".into(), smiles: "C(=O)O".into() }]);
         assert!(read_ligands("TITLE,SMILES\n".as_bytes(), "x.csv").unwrap_err().contains("x.csv holds no ligands"));
+        let (twice, repeated) = read_ligands("TITLE,SMILES\na,CCO\nb,CCN\nc,CCO\n".as_bytes(), "x.csv").unwrap();
+        let titles: Vec<&str> = twice.iter().map(|l| l.title.as_str()).collect();
+        assert_eq!(titles, ["a", "b"], "a repeated SMILES is docked once, as its first row");
+        assert_eq!(
+            repeated,
+            ["x.csv: 1 ligand(s) repeat an earlier SMILES and are not docked again", "c (row 4, same SMILES as a)"]
+        );
         assert!(
             read_ligands("TITLE,SMILES\na,\n".as_bytes(), "x.csv").unwrap_err().contains("row 2 has an empty SMILES")
         );
