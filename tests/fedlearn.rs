@@ -21,13 +21,15 @@ fn example_config() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/apps/fedlearn/config.toml").to_string()
 }
 
-/// Whether the dataset is installed; the tests say so and pass without it (install-deps brings it).
-fn have_data() -> bool {
-    let ok = Path::new(FMNIST).join("t10k-images-idx3-ubyte.gz").is_file();
-    if !ok {
-        eprintln!("{} missing (apt-get install dataset-fashion-mnist); nothing to test here", FMNIST);
-    }
-    ok
+/// Fails the test when the dataset is missing.
+fn require_data() {
+    // The test command installs the dataset (scripts/install-deps.sh): a missing one is a failure,
+    // not a reason to pass without testing.
+    assert!(
+        Path::new(FMNIST).join("t10k-images-idx3-ubyte.gz").is_file(),
+        "{} missing: run scripts/install-deps.sh (apt-get install dataset-fashion-mnist)",
+        FMNIST
+    );
 }
 
 /// `taps run --config apps/fedlearn/config.toml ARGS` in `cwd`, asserting success.
@@ -108,9 +110,7 @@ fn is_png(path: &Path) {
 /// 10,000 test images: at least 70 % accuracy after round 3, from the example config as is.
 #[test]
 fn example_config_reaches_70_percent_after_3_rounds() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let run = run_ok(dir.path(), &[]);
     let acc = accuracies(&run);
@@ -132,9 +132,7 @@ fn example_config_reaches_70_percent_after_3_rounds() {
 /// A different seed gives different ones.
 #[test]
 fn same_seed_same_results_on_every_executor_and_through_the_file_transformer() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let base = rounds(&run_ok(d, SMALL));
@@ -161,11 +159,7 @@ fn same_seed_same_results_on_every_executor_and_through_the_file_transformer() {
         assert!(recs.iter().filter(|r| r.name == "local_train").all(|r| r.bytes_inline >= 2 * WEIGHT_BYTES));
     }
 
-    let file = run_ok(
-        d,
-        &[SMALL, &["--engine.filter", "object-size", "--engine.filter.min-size", "1", "--engine.transformer", "file"]]
-            .concat(),
-    );
+    let file = run_ok(d, &[SMALL, common::ALL_BY_FILE].concat());
     assert_eq!(rounds(&file), base, "the file transformer changed the results");
     let recs = check_records(&file, 2, 2, "local_train");
     for r in &recs {
@@ -192,9 +186,7 @@ fn write_plain_idx(dir: &Path, prefix: &str, n: u32) {
 /// hence its test, never changes.
 #[test]
 fn own_data_dir_participation_and_no_training() {
-    if !have_data() {
-        return;
-    }
+    require_data();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("mnist");
     std::fs::create_dir(&data).unwrap();
@@ -234,17 +226,16 @@ fn bad_input_is_one_line_before_the_run_dir() {
     assert_bad_input(d, &["--app.data-dir", e], &["train-images-idx3-ubyte.gz not found"]);
     assert_bad_input(d, &["--app.data-dir", e, "--app.train", "false"], &["t10k-images-idx3-ubyte.gz not found"]);
     assert_bad_input(d, &["--app.data-dir", "/nonexistent/fm"], &["app.data_dir /nonexistent/fm is not a directory"]);
-    if have_data() {
-        // A truncated copy of the gzipped test images.
-        for f in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
-            std::os::unix::fs::symlink(Path::new(FMNIST).join(f), empty.join(f)).unwrap();
-        }
-        let gz = std::fs::read(Path::new(FMNIST).join("t10k-images-idx3-ubyte.gz")).unwrap();
-        let mut cut = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut images = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut images).unwrap();
-        cut.write_all(&images[..images.len() - 784]).unwrap();
-        std::fs::write(empty.join("t10k-images-idx3-ubyte.gz"), cut.finish().unwrap()).unwrap();
-        assert_bad_input(d, &["--app.data-dir", e], &["t10k-images-idx3-ubyte.gz is corrupt", "7840000 bytes"]);
+    require_data();
+    // A truncated copy of the gzipped test images.
+    for f in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::os::unix::fs::symlink(Path::new(FMNIST).join(f), empty.join(f)).unwrap();
     }
+    let gz = std::fs::read(Path::new(FMNIST).join("t10k-images-idx3-ubyte.gz")).unwrap();
+    let mut cut = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut images = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut images).unwrap();
+    cut.write_all(&images[..images.len() - 784]).unwrap();
+    std::fs::write(empty.join("t10k-images-idx3-ubyte.gz"), cut.finish().unwrap()).unwrap();
+    assert_bad_input(d, &["--app.data-dir", e], &["t10k-images-idx3-ubyte.gz is corrupt", "7840000 bytes"]);
 }
