@@ -60,20 +60,14 @@ struct Row {
 
 /// results.csv, checking its header.
 fn results(run_dir: &Path) -> Vec<Row> {
-    let text = std::fs::read_to_string(run_dir.join("results.csv")).expect("results.csv");
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("title,smiles,score,iteration,time"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 5, "{}", l);
-            Row {
-                title: f[0].into(),
-                smiles: f[1].into(),
-                score: f[2].parse().unwrap(),
-                iteration: f[3].parse().unwrap(),
-                time: f[4].parse().unwrap(),
-            }
+    common::csv_rows(&run_dir.join("results.csv"), "title,smiles,score,iteration,time")
+        .into_iter()
+        .map(|f| Row {
+            title: f[0].clone(),
+            smiles: f[1].clone(),
+            score: f[2].parse().unwrap(),
+            iteration: f[3].parse().unwrap(),
+            time: f[4].parse().unwrap(),
         })
         .collect()
 }
@@ -226,18 +220,7 @@ fn active_learning_on_a_process_pool_with_the_file_transformer() {
     let dir = tempfile::tempdir().unwrap();
     let run = active_learning_run(
         dir.path(),
-        &[
-            "--engine.executor",
-            "process-pool",
-            "--engine.executor.max-processes",
-            "2",
-            "--engine.filter",
-            "object-size",
-            "--engine.filter.min-size",
-            "1",
-            "--engine.transformer",
-            "file",
-        ],
+        &[&["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"], common::ALL_BY_FILE].concat(),
     );
     let recs = common::records(&run);
     assert!(recs.iter().all(|r| r.bytes_by_reference > 0), "every argument and result went through files");

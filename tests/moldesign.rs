@@ -65,19 +65,13 @@ struct Row {
 
 /// results.csv, checking its header.
 fn results(run: &Path) -> Vec<Row> {
-    let text = std::fs::read_to_string(run.join("results.csv")).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("smiles,ie,batch,time"));
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 4, "{}", l);
-            Row {
-                smiles: f[0].into(),
-                ie: f[1].parse().unwrap(),
-                batch: f[2].parse().unwrap(),
-                time: f[3].parse().unwrap(),
-            }
+    common::csv_rows(&run.join("results.csv"), "smiles,ie,batch,time")
+        .into_iter()
+        .map(|f| Row {
+            smiles: f[0].clone(),
+            ie: f[1].parse().unwrap(),
+            batch: f[2].parse().unwrap(),
+            time: f[3].parse().unwrap(),
         })
         .collect()
 }
@@ -263,16 +257,7 @@ fn the_active_learning_loop_on_every_executor() {
     }
 
     let small = ["--app.search-space-size", "300", "--app.search-count", "6"];
-    let mut others: Vec<Vec<&str>> = vec![vec![
-        "--engine.executor",
-        "thread-pool",
-        "--engine.filter",
-        "object-size",
-        "--engine.filter.min-size",
-        "1",
-        "--engine.transformer",
-        "file",
-    ]];
+    let mut others: Vec<Vec<&str>> = vec![[&["--engine.executor", "thread-pool"], common::ALL_BY_FILE].concat()];
     if cfg!(feature = "mpi") {
         others.push(vec!["--engine.executor", "mpi", "--engine.executor.ranks", "3"]);
     }

@@ -269,8 +269,7 @@ fn the_file_transformer_moves_every_path_and_leaves_its_directory_clean() {
     let file_dir = tmp.path().join("file-dir");
     std::fs::create_dir(&file_dir).unwrap();
     let fd = file_dir.to_str().unwrap();
-    let args = ["--engine.filter", "object-size", "--engine.filter.min-size", "1", "--engine.transformer", "file"];
-    let run = run_ok(tmp.path(), &[&args[..], &["--engine.transformer.file-dir", fd]].concat());
+    let run = run_ok(tmp.path(), &[common::ALL_BY_FILE, &["--engine.transformer.file-dir", fd]].concat());
     check_run(&run);
     let recs = common::records(&run);
     assert!(recs.iter().all(|r| r.bytes_by_reference > 0), "a task's paths did not go through the transformer");
@@ -279,7 +278,7 @@ fn the_file_transformer_moves_every_path_and_leaves_its_directory_clean() {
     let other = tempfile::tempdir().unwrap();
     common::assert_bad_input(
         other.path(),
-        &[&["run", "-c", &config()], &args[..]].concat(),
+        &[&["run", "-c", &config()], common::ALL_BY_FILE].concat(),
         &["app.output_dir = \"data\" clashes", "file transformer"],
     );
 }

@@ -149,28 +149,15 @@ fn png_size(path: &Path) -> ((u32, u32), bool) {
 #[test]
 fn balls_rest_on_the_terrain_with_the_same_bits_on_every_executor() {
     let tmp = tempfile::tempdir().unwrap();
-    let runs: &[(&str, &[&str])] = &[
-        ("thread-pool", &[]),
-        ("process-pool", &["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"]),
-        ("mpi", &["--engine.executor", "mpi", "--engine.executor.ranks", "3"]),
-        (
-            "process-pool + file transformer",
-            &[
-                "--engine.executor",
-                "process-pool",
-                "--engine.executor.max-processes",
-                "2",
-                "--engine.filter",
-                "object-size",
-                "--engine.filter.min-size",
-                "1",
-                "--engine.transformer",
-                "file",
-            ],
-        ),
+    let pool: &[&str] = &["--engine.executor", "process-pool", "--engine.executor.max-processes", "2"];
+    let runs: Vec<(&str, Vec<&str>)> = vec![
+        ("thread-pool", vec![]),
+        ("process-pool", pool.to_vec()),
+        ("mpi", vec!["--engine.executor", "mpi", "--engine.executor.ranks", "3"]),
+        ("process-pool + file transformer", [pool, common::ALL_BY_FILE].concat()),
     ];
     let mut first: Option<(String, String)> = None;
-    for (what, args) in runs {
+    for (what, args) in &runs {
         let (run, stdout) = run(tmp.path(), args);
         for line in [
             "Generated terrain mesh (200 × 200 points",

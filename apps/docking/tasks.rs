@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::app::TaskCommand;
+use crate::apps::chem::obabel_task;
 use crate::task::{ErrorKind, FilePath, Task, TaskError};
 
 /// How Open Babel builds the 3-D structure (`--gen3d med`: rule-based build, force-field
@@ -14,13 +15,6 @@ use crate::task::{ErrorKind, FilePath, Task, TaskError};
 /// `fast` and `fastest`, so `med` is the fastest setting that works; the slower ones search more
 /// conformers, which buys little as vina searches the torsions itself.
 pub const GEN3D_SPEED: &str = "med";
-
-/// Open Babel's force fields use OpenMP: with one thread per core on a busy node its threads
-/// spin, and an embedding of salicylic acid took 2-6 s of CPU instead of 0.12 s. Every obabel
-/// runs single-threaded (the executor provides the parallelism).
-fn obabel() -> TaskCommand {
-    TaskCommand::new("obabel").env("OMP_NUM_THREADS", "1")
-}
 
 /// `smi_to_pdb(smiles, dir)`: a 3-D structure with hydrogens, `RUN_DIR/tasks/DIR/in.pdb`, by
 /// `obabel -:SMILES -h --gen3d med -opdb -O in.pdb` in that directory.
@@ -30,7 +24,7 @@ impl Task for SmiToPdb {
     type Args = (String, String);
     type Output = FilePath;
     fn run((smiles, dir): Self::Args) -> Result<FilePath, TaskError> {
-        let cmd = obabel()
+        let cmd = obabel_task()
             .arg(format!("-:{}", smiles))
             .args(["-h", "--gen3d", GEN3D_SPEED, "-opdb", "-O", "in.pdb"])
             .dir_name(dir);
@@ -69,7 +63,7 @@ impl Task for PdbToPdbqt {
     type Output = FilePath;
     fn run((pdb,): Self::Args) -> Result<FilePath, TaskError> {
         let dir = parent(pdb.path());
-        let cmd = obabel().arg(pdb.path()).args(["-opdbqt", "-O", "coords.pdbqt"]);
+        let cmd = obabel_task().arg(pdb.path()).args(["-opdbqt", "-O", "coords.pdbqt"]);
         let shown = cmd.display();
         let out = cmd.run_in(&dir)?;
         let pdbqt = dir.join("coords.pdbqt");

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::app::TaskCommand;
+use crate::apps::chem::obabel_task;
 use crate::task::{ErrorKind, TaskError};
 
 /// Hartree in electronvolts (CODATA 2018).
@@ -102,14 +103,9 @@ fn xtb(dir: &Path, args: &[&str]) -> Result<f64, TaskError> {
 /// 3. `xtb xtbopt.xyz --gfn 2 --sp --chrg 1 --uhf U --acc 0.05` in `dir/cation/`: the cation at
 ///    the relaxed geometry (U = 1 for a closed-shell neutral: the cation is a doublet).
 ///
-/// Every program runs on one OpenMP thread: libopenbabel uses OpenMP too, and with its default
-/// threads on a busy machine `--gen3d` of a 5-atom molecule took 52 s instead of 0.35 s.
+/// Every program runs on one OpenMP thread (see [`OBABEL_ENV`](crate::apps::chem::OBABEL_ENV)).
 pub fn vertical_ionisation(smiles: &str, dir: &Path) -> Result<f64, TaskError> {
-    TaskCommand::new("obabel")
-        .arg(format!("-:{}", smiles))
-        .args(["--gen3d", "-oxyz", "-O", "in.xyz"])
-        .env("OMP_NUM_THREADS", "1")
-        .run_in(dir)?;
+    obabel_task().arg(format!("-:{}", smiles)).args(["--gen3d", "-oxyz", "-O", "in.xyz"]).run_in(dir)?;
     let xyz = std::fs::read_to_string(dir.join("in.xyz")).unwrap_or_default();
     let nel = electrons(&xyz).map_err(|e| {
         let said = std::fs::read_to_string(dir.join("obabel.stderr")).unwrap_or_default();

@@ -194,3 +194,24 @@ pub fn the_run_dir(cwd: &Path) -> PathBuf {
     assert_eq!(runs.len(), 1, "{:?}", runs);
     runs[0].clone()
 }
+
+/// Flags that send every argument and result through the `file` transformer (the `object-size`
+/// filter from 1 byte).
+pub const ALL_BY_FILE: &[&str] =
+    &["--engine.filter", "object-size", "--engine.filter.min-size", "1", "--engine.transformer", "file"];
+
+/// The rows of a comma-separated file an app wrote (no quoting), after checking its header;
+/// each row is checked to have the header's number of fields.
+pub fn csv_rows(path: &Path, header: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {}", path.display(), e));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(header), "{}", path.display());
+    let fields = header.split(',').count();
+    lines
+        .map(|l| {
+            let f: Vec<String> = l.split(',').map(String::from).collect();
+            assert_eq!(f.len(), fields, "{}: {}", path.display(), l);
+            f
+        })
+        .collect()
+}
