@@ -62,6 +62,12 @@ pub struct Footprint {
     pub files: Vec<(String, String)>,
 }
 
+/// A fresh random seed for an app run without one (the app logs it): below 2^63, so that the
+/// user can give it back with `--app.seed` (TOML integers are signed 64-bit).
+pub fn fresh_seed() -> u64 {
+    rand::random::<u64>() >> 1
+}
+
 /// Checks that `program` is on PATH; the error names it and how to get it.
 pub(crate) fn require_program(program: &str, package_hint: &str) -> Result<(), String> {
     match find_program(program) {
@@ -282,4 +288,13 @@ fn last_lines(path: &Path, n: usize) -> String {
 fn shell_quote(s: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
     if !s.is_empty() && s.chars().all(plain) { s.to_string() } else { format!("'{}'", s.replace('\'', "'\\''")) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fresh_seeds_fit_a_toml_integer() {
+        // 64 draws of a full u64 would all be below 2^63 with probability 2^-64.
+        assert!((0..64).all(|_| super::fresh_seed() <= i64::MAX as u64));
+    }
 }

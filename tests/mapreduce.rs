@@ -262,6 +262,12 @@ fn generated_data_counts_files_times_words_and_is_removed() {
     assert_eq!(read_counts(&run2), rows, "the same seed must generate the same words");
     assert!(!tmp.path().join("new").exists(), "directories created for generated data were not removed");
 
+    // Without a seed the run logs the one it drew, and that seed repeats the run.
+    let (run4, stdout) = run_ok(tmp.path(), &["--config", config, "--app.seed", "none"]);
+    let seed = stdout.split("(seed ").nth(1).and_then(|s| s.split(')').next()).expect(&stdout);
+    let (run5, _) = run_ok(tmp.path(), &["--config", config, "--app.seed", seed]);
+    assert_eq!(read_counts(&run5), read_counts(&run4), "the logged seed {} did not repeat the run", seed);
+
     // An existing empty directory is used and kept (empty), not removed.
     std::fs::create_dir(tmp.path().join("mine")).unwrap();
     let (run3, _) = run_ok(tmp.path(), &["--config", config, "--app.data-dir", "mine", "--app.seed", "7"]);

@@ -847,7 +847,7 @@ impl MapreduceApp {
     pub fn new(opts: MapreduceOptions, run_dir: Option<&Path>) -> anyhow::Result<Self> {
         let dir = opts.data_dir.clone();
         let generated = if opts.generate {
-            let seed = opts.seed.unwrap_or_else(rand::random);
+            let seed = opts.seed.unwrap_or_else(crate::app::fresh_seed);
             let g = generate_files(&dir, opts.generated_files, opts.generated_words, seed)?;
             app_info!("Generated {} files in {} (seed {})", g.files.len(), dir.display(), seed);
             Some(g)

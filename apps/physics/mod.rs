@@ -231,7 +231,7 @@ impl App for PhysicsApp {
             Some(s) => s,
             None => {
                 // Below 2^63, so that it can be given back as app.seed (a TOML integer).
-                let s = rand::random::<u64>() >> 1;
+                let s = crate::app::fresh_seed();
                 app_info!("No seed given (app.seed): using seed {}", s);
                 s
             }
