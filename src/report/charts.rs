@@ -2,13 +2,14 @@
 //! chart of each run's tasks per worker, a histogram of each run's overhead parts, and for
 //! several runs a bar chart of makespan by executor with min–max error bars.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{Parts, Report, Run, Suite, run_parts};
+use crate::bench::quantiles;
 use crate::plot::{FAMILY, fonts};
 
 type Draw<'a, DB> = &'a DrawingArea<DB, Shift>;
@@ -32,6 +33,7 @@ fn worker_key(w: &str) -> (String, u64) {
 /// host free at its start (the Python suite's records have no worker).
 pub fn lanes(run: &Run) -> (Vec<Lane>, Vec<String>) {
     let t0 = run.records.iter().map(|r| r.submit_time).fold(f64::INFINITY, f64::min);
+    let offsets = clock_offsets(run);
     let mut names: Vec<String> = Vec::new();
     let mut ran: Vec<(f64, f64, usize, String, Option<String>)> = Vec::new();
     for r in &run.records {
@@ -40,7 +42,14 @@ pub fn lanes(run: &Run) -> (Vec<Lane>, Vec<String>) {
             names.push(r.name.clone());
             names.len() - 1
         });
-        ran.push((e.execution_start_time - t0, e.execution_end_time - t0, n, e.hostname.clone(), r.worker.clone()));
+        let shift = offsets.get(&e.hostname).copied().unwrap_or(0.0) - t0;
+        ran.push((
+            e.execution_start_time + shift,
+            e.execution_end_time + shift,
+            n,
+            e.hostname.clone(),
+            r.worker.clone(),
+        ));
     }
     ran.sort_by(|a, b| a.0.total_cmp(&b.0));
     if run.suite == Suite::Taps {
@@ -60,6 +69,25 @@ pub fn lanes(run: &Run) -> (Vec<Lane>, Vec<String>) {
         }
     }
     (by_host.into_values().flatten().collect(), names)
+}
+
+/// Per host other than the driver's, the estimated offset of the driver's clock from the host's:
+/// the median over its tasks of the driver's midpoint (ready + received) / 2 minus the host's
+/// midpoint (execution start + end) / 2, as NTP estimates it (transit taken as symmetric).
+pub fn clock_offsets(run: &Run) -> HashMap<String, f64> {
+    let Some(driver) = &run.driver_host else { return HashMap::new() };
+    let mut diffs: HashMap<String, Vec<f64>> = HashMap::new();
+    for (r, p) in run_parts(run) {
+        let (Some(e), Some(received)) = (&r.execution, r.received_time) else { continue };
+        if e.hostname != *driver {
+            let ready = r.submit_time + p.wait;
+            diffs
+                .entry(e.hostname.clone())
+                .or_default()
+                .push((ready + received) / 2.0 - (e.execution_start_time + e.execution_end_time) / 2.0);
+        }
+    }
+    diffs.into_iter().map(|(h, mut v)| (h, quantiles(&mut v).median)).collect()
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -102,7 +130,11 @@ fn gantt<DB: DrawingBackend>(root: Draw<DB>, run: &Run) -> Result<(), String> {
     mesh.disable_y_mesh().y_labels(n);
     let fmt = move |y: &f64| {
         let i = y.round();
-        if (y - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+        if (y - i).abs() < 1e-6 && i >= 0.0 {
+            labels.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
     };
     if text {
         mesh.x_desc("seconds since the first submit").label_style((FAMILY, 13)).y_label_formatter(&fmt);
@@ -113,7 +145,10 @@ fn gantt<DB: DrawingBackend>(root: Draw<DB>, run: &Run) -> Result<(), String> {
     for (name_idx, name) in names.iter().enumerate() {
         let bars = lanes.iter().enumerate().flat_map(|(i, l)| {
             l.bars.iter().filter(move |b| b.2 == name_idx).map(move |b| {
-                Rectangle::new([(b.0, i as f64 - 0.35), (b.1.max(b.0 + end * 1e-3), i as f64 + 0.35)], colour(name_idx).filled())
+                Rectangle::new(
+                    [(b.0, i as f64 - 0.35), (b.1.max(b.0 + end * 1e-3), i as f64 + 0.35)],
+                    colour(name_idx).filled(),
+                )
             })
         });
         let s = chart.draw_series(bars).map_err(err)?;
@@ -165,7 +200,11 @@ fn overhead_hist<DB: DrawingBackend>(root: Draw<DB>, run: &Run) -> Result<(), St
     let text = fonts();
     let parts: Vec<Parts> = run_parts(run).into_iter().map(|(_, p)| p).collect();
     root.fill(&WHITE).map_err(err)?;
-    let body = if text { root.titled(&format!("Overhead parts: {}", run.dir), (FAMILY, 18)).map_err(err)? } else { root.clone() };
+    let body = if text {
+        root.titled(&format!("Overhead parts: {}", run.dir), (FAMILY, 18)).map_err(err)?
+    } else {
+        root.clone()
+    };
     for (i, (area, (title, get))) in body.split_evenly((2, 2)).iter().zip(PARTS).enumerate() {
         let v: Vec<f64> = parts.iter().filter_map(get).map(|s| s * 1e6).collect();
         let (lo, w, counts) = histogram(&v, 30);
@@ -240,9 +279,11 @@ fn makespan_bars<DB: DrawingBackend>(root: Draw<DB>, r: &Report) -> Result<(), S
     for (ei, name) in executors.iter().enumerate() {
         let c = colour(ei);
         let s = chart
-            .draw_series(bars.iter().filter(|b| b.0 == ei).map(|b| {
-                Rectangle::new([(b.1, 0.0), (b.2, b.3.makespan_s.median)], c.filled())
-            }))
+            .draw_series(
+                bars.iter()
+                    .filter(|b| b.0 == ei)
+                    .map(|b| Rectangle::new([(b.1, 0.0), (b.2, b.3.makespan_s.median)], c.filled())),
+            )
             .map_err(err)?;
         if text {
             s.label(name.to_string()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
@@ -251,13 +292,15 @@ fn makespan_bars<DB: DrawingBackend>(root: Draw<DB>, r: &Report) -> Result<(), S
     for b in bars.iter().filter(|b| b.3.runs.len() > 1) {
         let (x, s) = ((b.1 + b.2) / 2.0, b.3.makespan_s);
         let q = (b.2 - b.1) / 4.0;
-        let lines = [vec![(x, s.min), (x, s.max)], vec![(x - q, s.min), (x + q, s.min)], vec![(x - q, s.max), (x + q, s.max)]];
+        let lines =
+            [vec![(x, s.min), (x, s.max)], vec![(x - q, s.min), (x + q, s.min)], vec![(x - q, s.max), (x + q, s.max)]];
         chart.draw_series(lines.into_iter().map(|l| PathElement::new(l, BLACK.stroke_width(2)))).map_err(err)?;
     }
     if text {
-        let labels = clusters.iter().enumerate().map(|(ci, (label, _))| {
-            Text::new(label.clone(), (ci as f64 + 0.1, top * 0.97), (FAMILY, 14).into_font())
-        });
+        let labels = clusters
+            .iter()
+            .enumerate()
+            .map(|(ci, (label, _))| Text::new(label.clone(), (ci as f64 + 0.1, top * 0.97), (FAMILY, 14).into_font()));
         chart.draw_series(labels).map_err(err)?;
         chart
             .configure_series_labels()

@@ -75,9 +75,8 @@ pub fn load_run(dir: &Path) -> Result<Run, String> {
         return Err("not a run directory (no config.toml)".into());
     }
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("cannot read config.toml: {}", e))?;
-    let cfg: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        format!("config.toml is not valid TOML: {}", e.message())
-    })?;
+    let cfg: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| format!("config.toml is not valid TOML: {}", e.message()))?;
     let app = str_at(&cfg, &["app", "name"]).ok_or("config.toml has no app.name: not a run directory")?.to_string();
     let executor = str_at(&cfg, &["engine", "executor", "name"]).unwrap_or("process-pool").to_string();
     let filter = str_at(&cfg, &["engine", "filter", "name"]).unwrap_or("none");
@@ -103,8 +102,7 @@ pub fn load_run(dir: &Path) -> Result<Run, String> {
             ));
         }
     };
-    let rec_name =
-        str_at(&cfg, &["engine", "task_record_file_name"]).unwrap_or("tasks.jsonl").to_string();
+    let rec_name = str_at(&cfg, &["engine", "task_record_file_name"]).unwrap_or("tasks.jsonl").to_string();
     if rec_name == "none" {
         return Err("the run wrote no task records (engine.task_record_file_name = \"none\")".into());
     }
@@ -114,7 +112,9 @@ pub fn load_run(dir: &Path) -> Result<Run, String> {
     }
     let records = read_records(&rec_path).map_err(|e| {
         let msg = e.to_string();
-        msg.strip_prefix(&format!("{}:", rec_path.display())).map(|rest| format!("{}:{}", rec_name, rest)).unwrap_or(msg)
+        msg.strip_prefix(&format!("{}:", rec_path.display()))
+            .map(|rest| format!("{}:{}", rec_name, rest))
+            .unwrap_or(msg)
     })?;
     let env: Option<serde_json::Value> =
         std::fs::read_to_string(dir.join("environment.json")).ok().and_then(|t| serde_json::from_str(&t).ok());

@@ -7,7 +7,7 @@
 //! ([`Parts`]); differences between a driver time and a worker time are split only when the task
 //! ran on the driver's host, so clocks of different hosts are never subtracted.
 
-mod charts;
+pub mod charts;
 mod load;
 mod table;
 
@@ -305,7 +305,8 @@ pub fn group(runs: &[Run], sums: &[RunSummary]) -> Vec<Group> {
         .into_iter()
         .map(|m| {
             let s = &sums[m[0]];
-            let spread = |f: &dyn Fn(&RunSummary) -> Option<f64>| Spread::of(m.iter().filter_map(|&i| f(&sums[i])).collect());
+            let spread =
+                |f: &dyn Fn(&RunSummary) -> Option<f64>| Spread::of(m.iter().filter_map(|&i| f(&sums[i])).collect());
             Group {
                 app: s.app.clone(),
                 executor: s.executor.clone(),

@@ -40,8 +40,19 @@ fn tables(r: &Report) -> Vec<Table> {
     let runs = Table {
         title: "Runs",
         headers: vec![
-            "run_dir", "app", "executor", "data", "status", "tasks", "failed", "makespan_s", "tasks_per_s",
-            "overhead_median_us", "overhead_p95_us", "bytes_inline", "bytes_by_reference",
+            "run_dir",
+            "app",
+            "executor",
+            "data",
+            "status",
+            "tasks",
+            "failed",
+            "makespan_s",
+            "tasks_per_s",
+            "overhead_median_us",
+            "overhead_p95_us",
+            "bytes_inline",
+            "bytes_by_reference",
         ],
         rows: r
             .runs
@@ -88,7 +99,16 @@ fn tables(r: &Report) -> Vec<Table> {
     let names = Table {
         title: "Per task name, µs (medians; overhead also p95)",
         headers: vec![
-            "run_dir", "name", "tasks", "failed", "wait_parents", "queue", "input", "body", "result", "overhead",
+            "run_dir",
+            "name",
+            "tasks",
+            "failed",
+            "wait_parents",
+            "queue",
+            "input",
+            "body",
+            "result",
+            "overhead",
             "overhead_p95",
         ],
         rows: r
@@ -119,7 +139,14 @@ fn tables(r: &Report) -> Vec<Table> {
         out.push(Table {
             title: "Comparison (repeated runs: median [min–max])",
             headers: vec![
-                "app", "executor", "data", "options", "runs", "makespan_s", "tasks_per_s", "overhead_median_us",
+                "app",
+                "executor",
+                "data",
+                "options",
+                "runs",
+                "makespan_s",
+                "tasks_per_s",
+                "overhead_median_us",
             ],
             rows: r.groups.iter().map(comparison_row).collect(),
         });
@@ -158,7 +185,9 @@ pub fn text(r: &Report) -> String {
         };
         out.push_str(&format!("{}\n", t.title));
         out.push_str(&line(t.headers.clone()));
-        out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect()));
+        out.push_str(&line(
+            widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect(),
+        ));
         for row in &t.rows {
             out.push_str(&line(row.iter().map(String::as_str).collect()));
         }
@@ -171,7 +200,12 @@ pub fn text(r: &Report) -> String {
 pub fn markdown(r: &Report) -> String {
     let mut out = String::new();
     for t in tables(r) {
-        out.push_str(&format!("### {}\n\n| {} |\n|{}\n", t.title, t.headers.join(" | "), "---|".repeat(t.headers.len())));
+        out.push_str(&format!(
+            "### {}\n\n| {} |\n|{}\n",
+            t.title,
+            t.headers.join(" | "),
+            "---|".repeat(t.headers.len())
+        ));
         for row in &t.rows {
             let cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
             out.push_str(&format!("| {} |\n", cells.join(" | ")));
@@ -183,10 +217,33 @@ pub fn markdown(r: &Report) -> String {
 
 /// The column names of [`csv`], `run_dir` first.
 pub const CSV_COLUMNS: &[&str] = &[
-    "run_dir", "suite", "app", "executor", "data", "options", "status", "tasks", "failed", "makespan_s",
-    "makespan_from", "throughput_per_s", "overhead_median_us", "overhead_p95_us", "wait_parents_median_us",
-    "wait_parents_p95_us", "queue_median_us", "queue_p95_us", "input_median_us", "input_p95_us", "body_median_us",
-    "body_p95_us", "result_median_us", "result_p95_us", "bytes_inline", "bytes_by_reference", "remote_tasks",
+    "run_dir",
+    "suite",
+    "app",
+    "executor",
+    "data",
+    "options",
+    "status",
+    "tasks",
+    "failed",
+    "makespan_s",
+    "makespan_from",
+    "throughput_per_s",
+    "overhead_median_us",
+    "overhead_p95_us",
+    "wait_parents_median_us",
+    "wait_parents_p95_us",
+    "queue_median_us",
+    "queue_p95_us",
+    "input_median_us",
+    "input_p95_us",
+    "body_median_us",
+    "body_p95_us",
+    "result_median_us",
+    "result_p95_us",
+    "bytes_inline",
+    "bytes_by_reference",
+    "remote_tasks",
 ];
 
 fn csv_row(s: &RunSummary) -> Vec<String> {
