@@ -170,8 +170,11 @@ fn gantt<DB: DrawingBackend>(root: Draw<DB>, run: &Run) -> Result<(), String> {
     root.present().map_err(err)
 }
 
+/// Reads one part of a task's time.
+type PartOf = fn(&Parts) -> Option<f64>;
+
 /// The overhead parts drawn as histograms, with a getter for each.
-const PARTS: [(&str, fn(&Parts) -> Option<f64>); 4] = [
+const PARTS: [(&str, PartOf); 4] = [
     ("waiting for parents", |p| Some(p.wait)),
     ("queueing", |p| p.queue),
     ("input transfer + transform", |p| Some(p.input)),
@@ -217,9 +220,16 @@ fn overhead_hist<DB: DrawingBackend>(root: Draw<DB>, run: &Run) -> Result<(), St
         }
         let mut chart = b.build_cartesian_2d(lo..lo + w * counts.len() as f64, 0.0..top * 1.1).map_err(err)?;
         let mut mesh = chart.configure_mesh();
-        mesh.disable_x_mesh();
+        mesh.disable_x_mesh().x_labels(6).y_labels(5);
+        let digits = if w * counts.len() as f64 >= 10.0 { 0 } else { 2 };
+        let x_fmt = move |x: &f64| format!("{:.*}", digits, x);
+        let y_fmt = |y: &f64| format!("{:.0}", y);
         if text {
-            mesh.x_desc("µs").y_desc("tasks").label_style((FAMILY, 12));
+            mesh.x_desc("µs")
+                .y_desc("tasks")
+                .label_style((FAMILY, 12))
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter(&y_fmt);
         } else {
             mesh.disable_x_axis().disable_y_axis();
         }

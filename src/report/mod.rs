@@ -76,10 +76,10 @@ pub fn parts(r: &TaskRecord, parents: &HashMap<&str, f64>, same_host: bool) -> O
     let body = e.task_end_time - e.task_start_time;
     Some(Parts {
         wait: ready - r.submit_time,
-        queue: same_host.then(|| e.execution_start_time - ready),
+        queue: same_host.then_some(e.execution_start_time - ready),
         input: e.task_start_time - e.execution_start_time,
         body,
-        result: same_host.then(|| received - e.task_end_time),
+        result: same_host.then_some(received - e.task_end_time),
         overhead: (received - ready) - body,
     })
 }
