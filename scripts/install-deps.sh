@@ -14,7 +14,7 @@ set -euo pipefail
 # a local Slurm (+ munge) with the PBS-style qsub/qstat wrappers, the apps' science tools
 # (Montage, AutoDock Vina, Open Babel, xtb), a font for the apps' charts (DejaVu), git + procps
 # (pgrep/ps) for the tests, and iproute2 + util-linux (ip, unshare, nsenter) for the simulated
-# nodes of the multi-node tests.
+# nodes of the multi-node tests, and chromium (the test opening taps report's HTML page headless).
 PACKAGES=(
   build-essential pkg-config libclang-dev
   libopenmpi-dev openmpi-bin
@@ -24,6 +24,7 @@ PACKAGES=(
   montage autodock-vina openbabel xtb fonts-dejavu-core
   dataset-fashion-mnist
   git procps iproute2 util-linux
+  chromium
 )
 
 LOG="${TMPDIR:-/tmp}/taps-install-deps.log"

@@ -49,6 +49,8 @@ pub enum Command {
     List,
     /// Measure dispatch overhead and throughput of executors (writes a report).
     Bench(crate::bench::BenchArgs),
+    /// Summarise run directories (taps's or the Python suite's): tables, CSV, JSON, HTML, charts.
+    Report(crate::report::ReportArgs),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate for.
@@ -120,6 +122,7 @@ pub fn main(argv: Vec<String>) -> i32 {
             0
         }
         Command::Bench(b) => crate::bench::main(b),
+        Command::Report(r) => crate::report::main(r),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "taps", &mut std::io::stdout());
             0

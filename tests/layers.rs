@@ -4,7 +4,7 @@
 //! core        task, engine, data, record, protocol, worker, options, plugins, rundir, logging, app, shell
 //! executors   src/executor/**
 //! apps        apps/**            launchers   launchers/**     (neither names the other)
-//! harness     everything else in src/: config, run, cli, bench, submit, catalogue, ...
+//! harness     everything else in src/: config, run, cli, bench, submit, report, catalogue, ...
 //! ```
 //!
 //! A file may name (`crate::x`) modules of its own layer or of lower ones only. The test reads
