@@ -84,7 +84,7 @@ def main():
                             spec.append(("slot", blobs[a["slot"]]))
                         else:
                             spec.append(("dep", len(deps)))
-                            deps.append(futures[a["dep"]])
+                            deps.append(engine.arg(futures[a["dep"]]))
                     fut = engine.submit(key, run_task, ctx, blobs[0], spec, deps)
                 except Exception as e:
                     ch.send({"op": "done", "seq": seq, "error": error_of(e)})

@@ -2,6 +2,7 @@
 options (``[engine.executor]``). Local clusters listen on loopback only."""
 
 import os
+import time
 
 
 def build(name, o):
@@ -42,6 +43,10 @@ class Dask:
     def on_done(self, fut, cb):
         fut.add_done_callback(cb)
 
+    def arg(self, fut):
+        """A task's future as a child's argument."""
+        return fut
+
     def result(self, fut):
         return fut.result()
 
@@ -77,6 +82,10 @@ class Ray:
     def on_done(self, fut, cb):
         fut[1].add_done_callback(lambda _: cb(fut))
 
+    def arg(self, fut):
+        """A task's future as a child's argument: its object reference."""
+        return fut[0]
+
     def result(self, fut):
         return fut[1].result()
 
@@ -102,6 +111,12 @@ class ParslLocal:
         )
         self.dfk = parsl.load(parsl.Config(executors=[htex], run_dir=o["run_dir"], initialize_logging=False))
         self.apps = {}
+        # The block starts in the background: the engine is ready once its workers are there.
+        deadline = time.monotonic() + 120
+        while not htex.connected_managers():
+            if time.monotonic() > deadline:
+                raise RuntimeError("no Parsl worker pool connected within 120 s")
+            time.sleep(0.05)
 
     def describe(self):
         return "parsl-local(htex)"
@@ -117,6 +132,10 @@ class ParslLocal:
 
     def on_done(self, fut, cb):
         fut.add_done_callback(cb)
+
+    def arg(self, fut):
+        """A task's future as a child's argument."""
+        return fut
 
     def result(self, fut):
         return fut.result()
