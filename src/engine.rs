@@ -1390,3 +1390,30 @@ pub fn register_builtin_tasks(r: &mut Registry) {
 
 /// Whether any engine of this process was interrupted (set by the signal handler).
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+
+    impl HeldValues for Echo {
+        fn fetch(&self, key: &str) -> Result<Payload, TaskError> {
+            Ok(Payload::Bytes(crate::task::encode(&key.to_string())?.into()))
+        }
+    }
+
+    #[test]
+    fn held_results_are_fetched_from_their_holder_while_it_is_registered() {
+        let id = register_held(Arc::new(Echo));
+        let r = held_ref(id, "noop-1:x", 9);
+        assert_eq!(held_key(&r), Some((id, "noop-1:x")));
+        assert_eq!(held_key(&crate::task::DataRef { key: "/tmp/file".into(), size: 1 }), None);
+        let p = fetch_held(Payload::Ref(r.clone())).unwrap();
+        assert_eq!(p.decode::<String>().unwrap(), "noop-1:x");
+        release_held(id);
+        let e = fetch_held(Payload::Ref(r)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnresolvedReference);
+        assert!(e.message.contains("shut down"), "{}", e.message);
+    }
+}

@@ -64,7 +64,11 @@ fn in_netns(dir: &Path, cmds: &[String]) -> Vec<(i32, String, String)> {
     (1..=cmds.len())
         .map(|i| {
             let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-            (read(format!("rc.{}", i)).trim().parse().unwrap_or(-1), read(format!("out.{}", i)), read(format!("err.{}", i)))
+            (
+                read(format!("rc.{}", i)).trim().parse().unwrap_or(-1),
+                read(format!("out.{}", i)),
+                read(format!("err.{}", i)),
+            )
         })
         .collect()
 }
@@ -113,7 +117,8 @@ fn taps_cmd(args: &str) -> String {
 
 /// The bytes the driver received from the bridge, from the run's log.
 fn bytes_from_bridge(log: &str) -> u64 {
-    let line = log.lines().find(|l| l.contains("bytes came to the driver from the bridge")).expect("the byte count is logged");
+    let line =
+        log.lines().find(|l| l.contains("bytes came to the driver from the bridge")).expect("the byte count is logged");
     line.split(": ").last().unwrap().split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -199,7 +204,13 @@ fn sigint_stops(engine: &str, opts: &str) {
     check_record_invariants(&recs);
     let ok = recs.iter().filter(|r| r.success == Some(true)).count();
     let interrupted = recs.iter().filter(|r| r.exception.as_ref().is_some_and(|e| e.kind == "Interrupted")).count();
-    assert!(ok >= 3 && interrupted > 0 && ok + interrupted == recs.len(), "{} ok, {} interrupted of {}", ok, interrupted, recs.len());
+    assert!(
+        ok >= 3 && interrupted > 0 && ok + interrupted == recs.len(),
+        "{} ok, {} interrupted of {}",
+        ok,
+        interrupted,
+        recs.len()
+    );
 }
 
 #[test]
