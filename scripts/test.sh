@@ -19,6 +19,9 @@ step() { printf '\n==> [%4d s] %s\n' "$((SECONDS - start))" "$*"; }
 step "system packages (scripts/install-deps.sh)"
 scripts/install-deps.sh
 
+step "Python engines of the dask, ray and parsl-local executors (scripts/install-engines.sh)"
+scripts/install-engines.sh
+
 if ! command -v cargo >/dev/null 2>&1; then
   # shellcheck source=/dev/null
   [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"

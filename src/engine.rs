@@ -233,8 +233,64 @@ impl<T: Data> TaskFuture<T> {
     }
 
     fn decode(&self, outcome: Result<Payload, TaskError>) -> Result<T, TaskError> {
-        let p = self.cell.data.resolve(outcome?)?;
+        let p = self.cell.data.resolve(fetch_held(outcome?)?)?;
         p.decode()
+    }
+}
+
+/// Results an executor leaves where they were made (an engine's workers) and fetches only when
+/// a caller asks ([`TaskFuture::result`]). Such a result is a [`Payload::Ref`] whose key
+/// [`held_ref`] made; the dispatcher passes it to children like any reference, and the executor
+/// turns it back into the engine's own future there, so the value moves between workers only.
+pub trait HeldValues: Send + Sync {
+    /// The value of `key` (the key given to [`held_ref`]), fetched from where it is held.
+    fn fetch(&self, key: &str) -> Result<Payload, TaskError>;
+}
+
+/// Key prefix of held results.
+const HELD_PREFIX: &str = "taps-held:";
+
+/// Holders of results, by id.
+static HOLDERS: Mutex<Option<HashMap<u64, Arc<dyn HeldValues>>>> = Mutex::new(None);
+
+/// Registers a holder of results for as long as the returned id is not [released](release_held).
+pub fn register_held(h: Arc<dyn HeldValues>) -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    HOLDERS.lock().unwrap().get_or_insert_with(HashMap::new).insert(id, h);
+    id
+}
+
+/// Forgets a holder (its results can no longer be fetched).
+pub fn release_held(id: u64) {
+    if let Some(m) = HOLDERS.lock().unwrap().as_mut() {
+        m.remove(&id);
+    }
+}
+
+/// The reference to a result of `size` bytes held by holder `id` under `key`.
+pub fn held_ref(id: u64, key: &str, size: u64) -> crate::task::DataRef {
+    crate::task::DataRef { key: format!("{}{}:{}", HELD_PREFIX, id, key), size }
+}
+
+/// The holder id and key of a held result's reference, if `r` is one.
+pub fn held_key(r: &crate::task::DataRef) -> Option<(u64, &str)> {
+    let (id, key) = r.key.strip_prefix(HELD_PREFIX)?.split_once(':')?;
+    Some((id.parse().ok()?, key))
+}
+
+/// Fetches a held result from its holder; other payloads pass through.
+fn fetch_held(p: Payload) -> Result<Payload, TaskError> {
+    let Payload::Ref(r) = &p else { return Ok(p) };
+    let Some((id, key)) = held_key(r) else { return Ok(p) };
+    let holder = HOLDERS.lock().unwrap().as_ref().and_then(|m| m.get(&id).cloned());
+    match holder {
+        Some(h) => h.fetch(key),
+        None => Err(TaskError::new(
+            ErrorKind::UnresolvedReference,
+            "this result stayed in the engine that ran the task, which has shut down: ask for it before the engine \
+             shuts down",
+        )),
     }
 }
 
@@ -1334,3 +1390,30 @@ pub fn register_builtin_tasks(r: &mut Registry) {
 
 /// Whether any engine of this process was interrupted (set by the signal handler).
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+
+    impl HeldValues for Echo {
+        fn fetch(&self, key: &str) -> Result<Payload, TaskError> {
+            Ok(Payload::Bytes(crate::task::encode(&key.to_string())?.into()))
+        }
+    }
+
+    #[test]
+    fn held_results_are_fetched_from_their_holder_while_it_is_registered() {
+        let id = register_held(Arc::new(Echo));
+        let r = held_ref(id, "noop-1:x", 9);
+        assert_eq!(held_key(&r), Some((id, "noop-1:x")));
+        assert_eq!(held_key(&crate::task::DataRef { key: "/tmp/file".into(), size: 1 }), None);
+        let p = fetch_held(Payload::Ref(r.clone())).unwrap();
+        assert_eq!(p.decode::<String>().unwrap(), "noop-1:x");
+        release_held(id);
+        let e = fetch_held(Payload::Ref(r)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnresolvedReference);
+        assert!(e.message.contains("shut down"), "{}", e.message);
+    }
+}

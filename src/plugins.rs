@@ -105,7 +105,7 @@ impl<K: ?Sized + PluginOptions> PartialEq for Selected<K> {
 /// Plugins of the Python suite that taps does not have yet, by kind.
 pub(crate) const NOT_YET: &[(&str, &[&str])] = &[
     ("app", &[]),
-    ("executor", &["dask", "globus", "parsl-htex", "parsl-local", "ray", "taskvine"]),
+    ("executor", &["globus", "parsl-htex", "taskvine"]),
     ("filter", &["pickle-size"]),
     ("transformer", &["proxystore"]),
 ];

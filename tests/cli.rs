@@ -408,13 +408,13 @@ fn an_unknown_plugin_is_named_before_its_options() {
     // A known plugin's help is shown even when one of its options is wrong.
     let out = taps(d, &["run", "--app", "synthetic", "--engine.task-record-file-name", "../x", "--help"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--app.task-count"));
-    std::fs::write(d.join("dask.toml"), "[engine.executor]\nname = \"dask\"\nworkers = 4\n").unwrap();
-    assert_bad_input(d, &["run", "--app", "synthetic", "-c", "dask.toml"], &["executor \"dask\" is not implemented"]);
+    std::fs::write(d.join("tv.toml"), "[engine.executor]\nname = \"taskvine\"\nworkers = 4\n").unwrap();
+    assert_bad_input(d, &["run", "--app", "synthetic", "-c", "tv.toml"], &["executor \"taskvine\" is not implemented"]);
     assert_bad_input(d, &["run", "--app", "foo", "--app.bar", "1"], &["unknown app \"foo\"", "valid apps"]);
     assert_bad_input(
         d,
-        &args(BAG, &["--engine.executor", "dask", "--engine.executor.scheduler", "x"]),
-        &["executor \"dask\" is not implemented in taps yet", "thread-pool"],
+        &args(BAG, &["--engine.executor", "globus", "--engine.executor.endpoint", "x"]),
+        &["executor \"globus\" is not implemented in taps yet", "thread-pool"],
     );
     assert_bad_input(
         d,

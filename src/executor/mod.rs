@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use crate::engine::Executor;
 use crate::plugins::{Plugin, PluginOptions};
 
+pub mod bridge;
+pub mod engines;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod process_pool;
@@ -96,6 +98,9 @@ pub static EXECUTORS: &[ExecutorPlugin] = &[
     thread_pool::PLUGIN,
     #[cfg(feature = "mpi")]
     mpi::PLUGIN,
+    engines::DASK,
+    engines::RAY,
+    engines::PARSL_LOCAL,
 ];
 
 /// Names of executors known to taps but not compiled into this binary, with the reason.

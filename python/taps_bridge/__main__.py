@@ -1,0 +1,133 @@
+"""``python -m taps_bridge``: serves one taps run (see the package's doc)."""
+
+import json
+import os
+import signal
+import struct
+import sys
+import threading
+import traceback
+
+from . import engines
+from .frames import run_task
+
+
+class Channel:
+    """Messages to and from the driver over the process's original stdin and stdout."""
+
+    def __init__(self):
+        self.rd = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
+        self.wr = os.fdopen(os.dup(1), "wb", buffering=0)
+        # Engines print: what they print goes to stderr, never into the protocol.
+        os.dup2(2, 1)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        self.lock = threading.Lock()
+        self.sent = 0
+
+    def recv(self):
+        head = self.rd.read(8)
+        if len(head) < 8:
+            return None, []
+        jlen, nblobs = struct.unpack("<II", head)
+        lens = struct.unpack("<%dQ" % nblobs, self.rd.read(8 * nblobs)) if nblobs else ()
+        msg = json.loads(self.rd.read(jlen))
+        return msg, [self.rd.read(n) for n in lens]
+
+    def send(self, msg, blobs=()):
+        j = json.dumps(msg).encode()
+        head = struct.pack("<II", len(j), len(blobs)) + b"".join(struct.pack("<Q", len(b)) for b in blobs)
+        with self.lock:
+            self.wr.write(head + j)
+            for b in blobs:
+                self.wr.write(b)
+            self.sent += 8 + 8 * len(blobs) + len(j) + sum(len(b) for b in blobs)
+
+
+def error_of(e):
+    """A taps TaskError for an engine-side failure."""
+    return {"type": "EngineError", "message": "%s: %s" % (type(e).__name__, e), "traceback": traceback.format_exc()}
+
+
+def main():
+    # The driver died (its death signal): end every process of the engine, which all run in
+    # this process's group.
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+    ch = Channel()
+    engine = None
+    futures = {}  # taps key -> engine future (kept until the run ends)
+    inline = 0
+    try:
+        while True:
+            msg, blobs = ch.recv()
+            if msg is None:
+                break
+            op = msg["op"]
+            if op == "start":
+                try:
+                    engine = engines.build(msg["engine"], msg["options"])
+                    inline = msg.get("inline", 0)
+                    ctx = (msg["worker"], blobs[0])
+                    ch.send({"op": "ready", "describe": engine.describe()})
+                except Exception as e:
+                    ch.send({"op": "error", "message": "%s: %s" % (type(e).__name__, e)})
+                    break
+            elif op == "submit":
+                seq, key = msg["seq"], msg["key"]
+                spec, deps = [], []
+                try:
+                    for a in msg["args"]:
+                        if "blob" in a:
+                            spec.append(("seg", blobs[a["blob"]]))
+                        elif "slot" in a:
+                            spec.append(("slot", blobs[a["slot"]]))
+                        else:
+                            spec.append(("dep", len(deps)))
+                            deps.append(engine.arg(futures[a["dep"]]))
+                    fut = engine.submit(key, run_task, ctx, blobs[0], spec, deps)
+                except Exception as e:
+                    ch.send({"op": "done", "seq": seq, "error": error_of(e)})
+                    continue
+                futures[key] = fut
+                engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline))
+            elif op == "fetch":
+                try:
+                    header, segments, _ = engine.result(futures[msg["key"]])
+                    ch.send({"op": "value", "id": msg["id"]}, [header] + list(segments))
+                except Exception as e:
+                    ch.send({"op": "value", "id": msg["id"], "error": "%s: %s" % (type(e).__name__, e)})
+            elif op == "stats":
+                ch.send({"op": "stats", "id": msg["id"], "sent": ch.sent})
+            elif op == "shutdown":
+                break
+    finally:
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception:
+                traceback.print_exc()
+        try:
+            ch.send({"op": "bye", "sent": ch.sent})
+        except Exception:
+            pass
+        # Whatever the engine left running (its workers are in this process group) ends here.
+        os.killpg(0, signal.SIGKILL)
+
+
+def report(ch, engine, fut, seq, inline):
+    """Tells the driver how a task ended: its Done header, the result's bytes only when small."""
+    try:
+        header, segments, worker = engine.result(fut)
+    except BaseException as e:  # the engine lost the task (worker died, cancelled...)
+        ch.send({"op": "done", "seq": seq, "error": error_of(e)})
+        return
+    size = sum(len(s) for s in segments)
+    if size <= inline:
+        ch.send({"op": "done", "seq": seq, "size": size, "inline": True, "worker": worker}, [header] + list(segments))
+    else:
+        ch.send({"op": "done", "seq": seq, "size": size, "worker": worker}, [header] + [b"" for _ in segments])
+
+
+if __name__ == "__main__":
+    main()

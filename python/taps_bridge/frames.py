@@ -1,0 +1,203 @@
+"""taps protocol frames, worker side: what an engine's worker process runs for each taps task.
+
+A task reaches the engine's worker as the pieces of a taps ``Run`` frame (built by the driver)
+plus the results of its parents (engine futures the engine resolved to their values). The
+worker builds the ``Run`` frame, hands it to a ``taps-worker`` process it keeps (one per thread,
+started on first use, over a Unix socket: ``taps-worker worker --pipe-fd N``), and returns the
+``Done`` frame as ``(header, segments)``: that is the engine's value of the task, which children
+receive without it passing through the driver.
+
+Frame layout (src/protocol.rs): u32 LE header length, u32 LE segment count, u64 LE per segment
+(top bit: the segment is a shared-memory descriptor passed with SCM_RIGHTS), header, segments.
+"""
+
+import array
+import os
+import socket
+import struct
+import subprocess
+import threading
+
+SHARED = 1 << 63
+_local = threading.local()
+
+
+def varint(n):
+    """postcard's unsigned varint."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def read_varint(buf, at):
+    """Decodes a varint at ``at``; returns (value, next position)."""
+    n = shift = 0
+    while True:
+        b = buf[at]
+        at += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, at
+        shift += 7
+
+
+def encode(header, segments):
+    """A frame's bytes, as a list of buffers."""
+    prefix = struct.pack("<II", len(header), len(segments))
+    prefix += b"".join(struct.pack("<Q", len(s)) for s in segments)
+    return [prefix + header] + list(segments)
+
+
+class Conn:
+    """Reads frames from a Unix socket, keeping descriptors passed with the bytes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.fds = []
+
+    def _fill(self, n):
+        while len(self.buf) < n:
+            data, anc, _, _ = self.sock.recvmsg(max(1 << 16, n - len(self.buf)), socket.CMSG_SPACE(32 * 4))
+            for level, kind, d in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    a = array.array("i")
+                    a.frombytes(d[: len(d) - len(d) % a.itemsize])
+                    self.fds.extend(a)
+            if not data:
+                raise EOFError("taps-worker closed its connection (it died)")
+            self.buf += data
+
+    def take(self, n):
+        self._fill(n)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def read_frame(self):
+        hlen, nseg = struct.unpack("<II", self.take(8))
+        lens = struct.unpack("<%dQ" % nseg, self.take(8 * nseg)) if nseg else ()
+        header = self.take(hlen)
+        segments = []
+        for raw in lens:
+            if raw & SHARED:
+                n, fd = raw & ~SHARED, self.fds.pop(0)
+                try:
+                    parts, got = [], 0
+                    while got < n:
+                        b = os.pread(fd, n - got, got)
+                        if not b:
+                            raise EOFError("short shared-memory segment")
+                        parts.append(b)
+                        got += len(b)
+                    segments.append(b"".join(parts))
+                finally:
+                    os.close(fd)
+            else:
+                segments.append(self.take(raw))
+        return header, segments
+
+    def write_frame(self, header, segments):
+        for b in encode(header, segments):
+            self.sock.sendall(b)
+
+
+class Worker:
+    """A taps-worker process serving this thread."""
+
+    def __init__(self, program, hello):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = subprocess.Popen(
+            [program, "worker", "--pipe-fd", str(theirs.fileno()), "--parent-pid", str(os.getpid())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.conn = Conn(ours)
+        self.conn.write_frame(*split(hello))
+        header, _ = self.conn.read_frame()
+        tag, at = read_varint(header, 0)
+        if tag != 0:  # Ready
+            n, at = read_varint(header, at)
+            raise RuntimeError("taps-worker refused to start: " + header[at : at + n].decode(errors="replace"))
+
+    def run(self, header, segments):
+        self.conn.write_frame(header, segments)
+        return self.conn.read_frame()
+
+    def close(self):
+        try:
+            self.conn.sock.close()
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+
+
+def split(frame):
+    """A frame's (header, segments) from its bytes (no shared segments)."""
+    hlen, nseg = struct.unpack_from("<II", frame, 0)
+    lens = struct.unpack_from("<%dQ" % nseg, frame, 8)
+    at = 8 + 8 * nseg
+    header = frame[at : at + hlen]
+    at += hlen
+    segments = []
+    for n in lens:
+        segments.append(frame[at : at + n])
+        at += n
+    return bytes(header), segments
+
+
+def result_slot(done):
+    """The result of a successful ``Done`` frame as (slot bytes, segments) to put in a child's
+    ``Run`` (the driver dispatches a child only after its parents succeeded)."""
+    header, segments = done[0], done[1]
+    tag, at = read_varint(header, 0)
+    _, at = read_varint(header, at)  # seq
+    if tag != 2 or header[at] != 0:
+        raise RuntimeError("a parent's result is not a successful Done frame")
+    at += 1
+    start = at
+    slot, at = read_varint(header, at)
+    if slot == 0:
+        return header[start:at], segments[:1]
+    n, at = read_varint(header, at)  # Ref(DataRef { key, size })
+    at += n
+    _, at = read_varint(header, at)
+    return header[start:at], []
+
+
+def run_task(ctx, head, spec, *parents):
+    """Runs one taps task: ``ctx`` = (taps-worker program, Hello frame), ``head`` = the ``Run``
+    header without its argument list, ``spec`` = one ("seg", bytes) / ("slot", bytes) /
+    ("dep", parent index) per argument. Returns the ``Done`` frame (header, segments)."""
+    header = bytearray(head)
+    header += varint(len(spec))
+    segments = []
+    for kind, v in spec:
+        if kind == "seg":
+            header.append(0)
+            segments.append(v)
+        elif kind == "slot":
+            header += v
+        else:
+            slot, segs = result_slot(parents[v])
+            header += slot
+            segments += segs
+    w = getattr(_local, "worker", None)
+    if w is not None and w.proc.poll() is not None:
+        w = None
+    if w is None:
+        w = _local.worker = Worker(*ctx)
+    try:
+        header, segments = w.run(bytes(header), segments)
+        return header, segments, "pid-%d" % w.proc.pid
+    except Exception:
+        _local.worker = None
+        w.close()
+        raise

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Per-task cost of the Python engines through taps (synthetic bag of no-op tasks, 1 and 2 in
+# flight) next to the engine's own cost for a plain Python no-op submitted through its API from
+# the same venv (python -m taps_bridge.native_bench), interleaved, ROUNDS times, in a private
+# network namespace. Prints one line per measurement: round engine inflight taps|native tasks/s.
+#
+#   scripts/bench-engines.sh [TASKS] [ROUNDS]     (defaults 300 and 3; needs root for unshare)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TASKS=${1:-300}
+ROUNDS=${2:-3}
+VENV="${TAPS_ENGINES_VENV:-$root/.venv-engines}"
+TAPS="$root/target/release/taps"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export TASKS ROUNDS VENV TAPS root work
+unshare -n bash -c '
+set -euo pipefail
+ip link set lo up
+opts() { case $1 in dask) echo "--engine.executor.workers 2";; ray) echo "--engine.executor.num-cpus 2";; parsl-local) echo "--engine.executor.workers 2";; esac; }
+native() { case $1 in dask) echo "{\"workers\": 2, \"use_threads\": false, \"daemon_workers\": true}";; ray) echo "{\"address\": \"local\", \"num_cpus\": 2}";; parsl-local) echo "{\"workers\": 2, \"run_dir\": \"$work/parsl\"}";; esac; }
+for r in $(seq "$ROUNDS"); do
+  for e in dask ray parsl-local; do
+    for k in 1 2; do
+      rate=$(cd "$work" && "$TAPS" run --app synthetic --app.structure bag --app.task-count "$TASKS" --app.bag-max-running "$k" \
+        --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 --engine.executor "$e" $(opts $e) 2>/dev/null \
+        | sed -n "s/.*Completed $TASKS\/$TASKS (rate: \([0-9.]*\) tasks\/s).*/\1/p")
+      echo "$r $e $k taps $rate"
+      rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" 2>/dev/null | sed -n "s/ tasks\/s//p")
+      echo "$r $e $k native $rate"
+    done
+  done
+done
+'

@@ -1,0 +1,170 @@
+//! Executors `dask`, `ray` and `parsl-local`: the Python engines, driven through the
+//! [bridge](super::bridge) with the Python TaPS suite's options and defaults.
+
+use std::path::PathBuf;
+
+use crate::engine::Executor;
+use crate::options::Validate;
+
+use super::bridge::{Bridge, check_installed};
+use super::process_pool::locate_worker;
+use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers};
+
+crate::options! {
+    /// Options of the `dask` executor.
+    pub(crate) struct DaskOptions {
+        /// Address of a running Dask scheduler to join (none = start a LocalCluster on loopback).
+        scheduler: Option<String> = None,
+        /// Workers are threads of one process (else processes).
+        use_threads: bool = false,
+        /// Number of workers of the LocalCluster (none = Dask's choice from the cores).
+        workers: Option<usize> = None,
+        /// LocalCluster worker processes are daemons (dask's distributed.worker.daemon).
+        daemon_workers: bool = true,
+        /// Wait for this many workers to connect before the app starts.
+        wait_for_workers: Option<usize> = None,
+        /// Seconds to wait for them (none = no limit).
+        wait_for_workers_timeout: Option<f64> = None,
+        /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
+        worker_path: Option<PathBuf> = None,
+    }
+}
+
+impl Validate for DaskOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.workers == Some(0) {
+            return Err("engine.executor.workers must be at least 1".into());
+        }
+        if self.wait_for_workers_timeout.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            return Err("engine.executor.wait_for_workers_timeout must be a positive number of seconds".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `dask` plugin entry.
+pub const DASK: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    DaskOptions,
+    "dask",
+    "Dask distributed: a LocalCluster or a running scheduler (needs scripts/install-engines.sh)"
+);
+
+impl ExecutorConfig for DaskOptions {
+    fn get_executor(&self, ctx: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        let worker = locate_worker(self.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
+        let o = serde_json::json!({
+            "scheduler": self.scheduler, "use_threads": self.use_threads, "workers": self.workers,
+            "daemon_workers": self.daemon_workers, "wait_for_workers": self.wait_for_workers,
+            "wait_for_workers_timeout": self.wait_for_workers_timeout,
+        });
+        Ok(Box::new(Bridge::new("dask", o, worker, ctx.env_vars.clone())))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        check_installed("dask", "distributed")?;
+        locate_worker(self.worker_path.as_deref()).map(|_| ())
+    }
+
+    fn workers(&self) -> Option<Workers> {
+        let kind = if self.use_threads { WorkerKind::Threads } else { WorkerKind::Processes };
+        self.workers.filter(|_| self.scheduler.is_none()).map(|n| Workers { key: "workers", count: n as u64, kind })
+    }
+}
+
+crate::options! {
+    /// Options of the `ray` executor.
+    pub(crate) struct RayOptions {
+        /// Cluster to join (`auto`, `ray://host:port`, an address), or `local` to start one on loopback.
+        address: Option<String> = Some("local".into()),
+        /// CPUs of the local cluster (none = Ray's choice: the cores).
+        num_cpus: Option<usize> = None,
+        /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
+        worker_path: Option<PathBuf> = None,
+    }
+}
+
+impl Validate for RayOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.num_cpus == Some(0) {
+            return Err("engine.executor.num_cpus must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `ray` plugin entry.
+pub const RAY: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    RayOptions,
+    "ray",
+    "Ray: a local cluster or a running one (needs scripts/install-engines.sh)"
+);
+
+impl ExecutorConfig for RayOptions {
+    fn get_executor(&self, ctx: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        let worker = locate_worker(self.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
+        let o = serde_json::json!({"address": self.address, "num_cpus": self.num_cpus});
+        Ok(Box::new(Bridge::new("ray", o, worker, ctx.env_vars.clone())))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        check_installed("ray", "ray")?;
+        locate_worker(self.worker_path.as_deref()).map(|_| ())
+    }
+
+    fn workers(&self) -> Option<Workers> {
+        let local = matches!(self.address.as_deref(), None | Some("local"));
+        self.num_cpus.filter(|_| local).map(|n| Workers {
+            key: "num_cpus",
+            count: n as u64,
+            kind: WorkerKind::Processes,
+        })
+    }
+}
+
+crate::options! {
+    /// Options of the `parsl-local` executor.
+    pub(crate) struct ParslLocalOptions {
+        /// Workers of the HighThroughputExecutor on this node (none = the cores).
+        workers: Option<usize> = None,
+        /// Parsl's run directory (relative: inside the run directory).
+        run_dir: String = "parsl-runinfo".into(),
+        /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
+        worker_path: Option<PathBuf> = None,
+    }
+}
+
+impl Validate for ParslLocalOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.workers == Some(0) {
+            return Err("engine.executor.workers must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `parsl-local` plugin entry.
+pub const PARSL_LOCAL: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    ParslLocalOptions,
+    "parsl-local",
+    "Parsl: a HighThroughputExecutor on this node (needs scripts/install-engines.sh)"
+);
+
+impl ExecutorConfig for ParslLocalOptions {
+    fn get_executor(&self, ctx: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        let worker = locate_worker(self.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
+        let o = serde_json::json!({"workers": self.workers, "run_dir": self.run_dir});
+        Ok(Box::new(Bridge::new("parsl-local", o, worker, ctx.env_vars.clone())))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        check_installed("parsl-local", "parsl")?;
+        locate_worker(self.worker_path.as_deref()).map(|_| ())
+    }
+
+    fn workers(&self) -> Option<Workers> {
+        self.workers.map(|n| Workers { key: "workers", count: n as u64, kind: WorkerKind::Processes })
+    }
+}

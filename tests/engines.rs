@@ -1,0 +1,248 @@
+//! The Python engines (dask, ray, parsl-local) through the real `taps` binary and the engines'
+//! virtual environment (scripts/install-engines.sh; scripts/test.sh installs it first).
+//!
+//! Every run that starts an engine runs inside a private network namespace this test creates
+//! (`unshare -n`, loopback up), where `ss -ltn` is sampled while it runs: nothing may listen
+//! outside 127.0.0.0/8. Afterwards the namespace is gone (no process is left in it) and no
+//! process of the engines' Python is left anywhere.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// The engines' virtual environment, as taps finds it.
+fn venv() -> PathBuf {
+    std::env::var_os("TAPS_ENGINES_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-engines"))
+}
+
+fn require_venv() {
+    assert!(
+        venv().join("bin/python").exists(),
+        "these tests need the engines' Python environment: run scripts/install-engines.sh (scripts/test.sh does)"
+    );
+}
+
+/// Runs each command line (shell words, run in its own directory `d1`, `d2`, … of `dir`) in turn
+/// inside one new network namespace; `ss -ltn` is sampled into `dir/ss` while each runs.
+const NETNS: &str = r#"
+ip link set lo up || exit 97
+readlink /proc/self/ns/net > netns
+i=0
+while IFS= read -r line; do
+  i=$((i+1)); mkdir -p d$i
+  (cd d$i && eval "exec $line") > out.$i 2> err.$i &
+  P=$!; echo $P > pid.$i.tmp; mv pid.$i.tmp pid.$i
+  while kill -0 $P 2>/dev/null; do ss -ltnH >> ss; sleep 0.1; done
+  wait $P; echo $? > rc.$i
+done < cmds
+"#;
+
+/// Starts the namespace running `cmds` in `dir`.
+fn start_netns(dir: &Path, cmds: &[String]) -> std::process::Child {
+    require_venv();
+    std::fs::write(dir.join("cmds"), cmds.join("\n") + "\n").unwrap();
+    Command::new("unshare")
+        .args(["-n", "sh", "-c", NETNS])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("unshare runs")
+}
+
+/// Runs `cmds` in a new namespace and checks it (see [`check_netns`]); returns the exit code,
+/// stdout and stderr of each.
+fn in_netns(dir: &Path, cmds: &[String]) -> Vec<(i32, String, String)> {
+    let mut child = start_netns(dir, cmds);
+    let status = wait_or_kill(&mut child, 600, "the engine runs");
+    assert!(status.success(), "the namespace script failed: {:?}", status);
+    check_netns(dir);
+    (1..=cmds.len())
+        .map(|i| {
+            let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+            (
+                read(format!("rc.{}", i)).trim().parse().unwrap_or(-1),
+                read(format!("out.{}", i)),
+                read(format!("err.{}", i)),
+            )
+        })
+        .collect()
+}
+
+/// Nothing listened outside loopback, the namespace is gone, no engine process is left.
+fn check_netns(dir: &Path) {
+    let ss = std::fs::read_to_string(dir.join("ss")).unwrap_or_default();
+    let listening: Vec<&str> = ss.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
+    assert!(!listening.is_empty(), "the engine never listened on a port (ss saw nothing)");
+    for a in &listening {
+        assert!(
+            a.starts_with("127.") || a.starts_with("[::ffff:127.") || a.starts_with("[::1]:"),
+            "something listened outside loopback: {} (all: {:?})",
+            a,
+            listening
+        );
+    }
+    let ns = std::fs::read_to_string(dir.join("netns")).unwrap();
+    let ns = ns.trim();
+    wait_for(|| {
+        let inside: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path().join("ns/net")).is_ok_and(|l| l.to_string_lossy() == ns))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        inside.is_empty().then_some(())
+    });
+    let venv = venv().display().to_string();
+    wait_for(|| {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&venv) && c.contains("taps_bridge"))
+            .collect();
+        left.is_empty().then_some(())
+    });
+}
+
+/// A `taps run` command line for the namespace script.
+fn taps_cmd(args: &str) -> String {
+    format!("{} run {}", taps_bin(), args)
+}
+
+/// The bytes the driver received from the bridge, from the run's log.
+fn bytes_from_bridge(log: &str) -> u64 {
+    let line =
+        log.lines().find(|l| l.contains("bytes came to the driver from the bridge")).expect("the byte count is logged");
+    line.split(": ").last().unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Runs synthetic (a chain of 1 MB values), cholesky and mapreduce on `engine`.
+fn three_apps(engine: &str, opts: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let e = format!("--engine.executor {} {}", engine, opts);
+    let cmds = [
+        taps_cmd(&format!(
+            "--app synthetic --app.structure sequential --app.task-count 6 --app.task-data-bytes 1000000 \
+             --app.warmup-tasks 2 {}",
+            e
+        )),
+        taps_cmd(&format!("-c {}/apps/cholesky/config.toml --app.matrix-size 60 --app.block-size 20 {}", root, e)),
+        taps_cmd(&format!("-c {}/apps/mapreduce/config.toml {}", root, e)),
+    ];
+    let outs = in_netns(d, &cmds);
+    for (i, (rc, out, err)) in outs.iter().enumerate() {
+        assert_eq!(*rc, 0, "{}\nstdout:\n{}\nstderr:\n{}", cmds[i], out, err);
+        let run = the_run_dir(&d.join(format!("d{}", i + 1)));
+        let recs = records(&run);
+        check_record_invariants(&recs);
+        assert!(!recs.is_empty());
+        for r in &recs {
+            assert_eq!(r.success, Some(true), "{:?}", r);
+            let x = r.execution.as_ref().expect("worker-side timings");
+            assert!(r.submit_time <= x.task_start_time && x.task_start_time <= x.task_end_time);
+            assert!(x.task_end_time <= r.received_time.unwrap());
+            assert!(r.worker.as_deref().is_some_and(|w| w.starts_with(&format!("{}-pid-", engine))), "{:?}", r.worker);
+        }
+    }
+    // The chain: each task's 1 MB result went to the next task inside the engine; only the last
+    // one came to the driver (with the records' headers): 6 would be 6 MB.
+    let log = std::fs::read_to_string(the_run_dir(&d.join("d1")).join("log.txt")).unwrap();
+    let got = bytes_from_bridge(&log);
+    assert!((1_000_000..1_500_000).contains(&got), "{} bytes came to the driver\n{}", got, log);
+    let recs = records(&the_run_dir(&d.join("d1")));
+    assert_eq!(recs.iter().filter(|r| !r.parent_task_ids.is_empty()).count(), 5, "the chain has 5 children");
+}
+
+#[test]
+fn dask_runs_the_apps_and_parents_results_stay_in_the_engine() {
+    three_apps("dask", "--engine.executor.workers 2");
+}
+
+#[test]
+fn ray_runs_the_apps_and_parents_results_stay_in_the_engine() {
+    three_apps("ray", "--engine.executor.num-cpus 2");
+}
+
+#[test]
+fn parsl_local_runs_the_apps_and_parents_results_stay_in_the_engine() {
+    three_apps("parsl-local", "--engine.executor.workers 2");
+}
+
+/// SIGINT to `taps run` on an engine: exit 130, one record per task, no engine process left.
+fn sigint_stops(engine: &str, opts: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cmd = taps_cmd(&format!(
+        "--app synthetic --app.structure bag --app.task-count 60 --app.bag-max-running 2 --app.task-sleep 0.3 \
+         --app.warmup-tasks 0 --engine.executor {} {}",
+        engine, opts
+    ));
+    let mut child = start_netns(d, std::slice::from_ref(&cmd));
+    let pid: i32 = wait_for(|| std::fs::read_to_string(d.join("pid.1")).ok()?.trim().parse().ok());
+    wait_for(|| {
+        let run = run_dirs(&d.join("d1")).pop()?;
+        let n = std::fs::read_to_string(run.join("tasks.jsonl")).ok()?.lines().count();
+        (n >= 3).then_some(())
+    });
+    // SAFETY: a signal to the taps process this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = wait_or_kill(&mut child, 300, "the interrupted engine run");
+    assert!(status.success());
+    check_netns(d);
+    let rc = std::fs::read_to_string(d.join("rc.1")).unwrap();
+    let err = std::fs::read_to_string(d.join("err.1")).unwrap_or_default();
+    assert_eq!(rc.trim(), "130", "{}", err);
+    let recs = records(&the_run_dir(&d.join("d1")));
+    check_record_invariants(&recs);
+    let ok = recs.iter().filter(|r| r.success == Some(true)).count();
+    let interrupted = recs.iter().filter(|r| r.exception.as_ref().is_some_and(|e| e.kind == "Interrupted")).count();
+    assert!(
+        ok >= 3 && interrupted > 0 && ok + interrupted == recs.len(),
+        "{} ok, {} interrupted of {}",
+        ok,
+        interrupted,
+        recs.len()
+    );
+}
+
+#[test]
+fn sigint_stops_dask_and_leaves_no_engine_process() {
+    sigint_stops("dask", "--engine.executor.workers 2");
+}
+
+#[test]
+fn sigint_stops_ray_and_leaves_no_engine_process() {
+    sigint_stops("ray", "--engine.executor.num-cpus 2");
+}
+
+#[test]
+fn sigint_stops_parsl_and_leaves_no_engine_process() {
+    sigint_stops("parsl-local", "--engine.executor.workers 2");
+}
+
+#[test]
+fn without_the_environment_one_line_names_the_install_script() {
+    let tmp = tempfile::tempdir().unwrap();
+    for engine in ["dask", "ray", "parsl-local"] {
+        let out = Command::new(taps_bin())
+            .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "2"])
+            .args(["--app.bag-max-running", "1", "--engine.executor", engine])
+            .env("TAPS_ENGINES_VENV", tmp.path().join("none"))
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{}", err);
+        assert!(err.starts_with("taps: error: ") && err.contains("scripts/install-engines.sh"), "{}", err);
+        assert!(!tmp.path().join("runs").exists(), "no run directory for a missing environment");
+    }
+}
