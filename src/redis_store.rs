@@ -364,6 +364,13 @@ impl Options for ProxyStoreOptions {
     fn fields() -> Vec<FieldSpec> {
         let mut f = vec![
             FieldSpec {
+                name: "connector",
+                ty: toml::Table::type_name(),
+                default: None,
+                doc: "ProxyStore connector: {kind = \"redis\", options = {hostname, port}}",
+                parse_cli: crate::options::parse_cli_value::<toml::Table>,
+            },
+            FieldSpec {
                 name: "connector.kind",
                 ty: "string".into(),
                 default: None,

@@ -423,8 +423,8 @@ fn an_unknown_plugin_is_named_before_its_options() {
     );
     assert_bad_input(
         d,
-        &args(BAG, &["--engine.transformer", "proxystore", "--engine.transformer.connector", "x"]),
-        &["transformer \"proxystore\" is not implemented", "file, none"],
+        &args(BAG, &["--engine.transformer", "proxystore", "--engine.transformer.connector.kind", "file"]),
+        &["only the redis connector of ProxyStore", "\"file\""],
     );
 }
 
