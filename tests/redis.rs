@@ -332,7 +332,7 @@ fn a_value_that_vanished_fails_its_task_naming_the_key() {
     check_record_invariants(&recs);
     let deleted = deleted.lock().unwrap();
     let missing: Vec<_> =
-        recs.iter().filter_map(|r| r.exception.as_ref()).filter(|e| e.kind.to_string() == "DataMissing").collect();
+        recs.iter().filter_map(|r| r.exception.as_ref()).filter(|e| e.kind == "DataMissing").collect();
     assert!(!missing.is_empty(), "no task failed for its vanished value: {:?}", recs);
     for e in missing {
         assert!(deleted.iter().any(|k| e.message.contains(k.as_str())), "{} names none of {:?}", e.message, deleted);
@@ -372,7 +372,7 @@ fn a_redis_that_dies_mid_run_fails_the_tasks_and_the_run_ends() {
         let failed: Vec<_> = recs.iter().filter_map(|r| r.exception.as_ref()).collect();
         assert!(!failed.is_empty(), "{}: no task failed", executor);
         assert!(
-            failed.iter().all(|e| e.kind.to_string() == "RedisError" && e.message.contains(&redis.unix_url())),
+            failed.iter().all(|e| e.kind == "RedisError" && e.message.contains(&redis.unix_url())),
             "{}: {:?}",
             executor,
             failed
