@@ -13,8 +13,10 @@ set -euo pipefail
 # (the montage app's FITS files, through the fitsio crate), OpenBLAS,
 # a local Slurm (+ munge) with the PBS-style qsub/qstat wrappers, the apps' science tools
 # (Montage, AutoDock Vina, Open Babel, xtb), a font for the apps' charts (DejaVu), git + procps
-# (pgrep/ps) for the tests, and iproute2 + util-linux (ip, unshare, nsenter) for the simulated
-# nodes of the multi-node tests, and chromium (the test opening taps report's HTML page headless).
+# (pgrep/ps) for the tests, iproute2 + util-linux (ip, unshare, nsenter) for the simulated
+# nodes of the multi-node tests, chromium (the test opening taps report's HTML page headless), and
+# redis-server for the redis transformer (its tests start a private one on a unix socket; the
+# system service Debian starts is never used).
 PACKAGES=(
   build-essential pkg-config libclang-dev
   libopenmpi-dev openmpi-bin
@@ -24,7 +26,7 @@ PACKAGES=(
   montage autodock-vina openbabel xtb fonts-dejavu-core
   dataset-fashion-mnist
   git procps iproute2 util-linux
-  chromium
+  chromium redis-server
 )
 
 LOG="${TMPDIR:-/tmp}/taps-install-deps.log"

@@ -4,7 +4,7 @@
 //! * overhead: a bag with one task in flight; per task (received − submit) − (task end − task start);
 //! * throughput: a bag of no-op tasks with `--in-flight` tasks in flight; tasks / (last received − first submit);
 //! * data: a bag with one task in flight carrying `S` bytes in and `S` bytes out, inline and through
-//!   the `file` transformer; effective rate = 2·S / (round trip − task body);
+//!   the `file` transformer (and `redis` with `--redis ADDRESS`); effective rate = 2·S / (round trip − task body);
 //! * scale (optional): a bag of `--scale-tasks` tasks run as a child `taps run`, its peak RSS;
 //! * conditions: whether the machine was idle while it ran ([`crate::conditions`]);
 //! * CPU cost of the overhead and throughput runs: CPU time of the driver (every thread of this
@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Tasks per data point.
     #[arg(long, default_value_t = 20)]
     pub data_tasks: u64,
+    /// Also move the data through the `redis` transformer at this address (e.g. unix:///tmp/redis.sock).
+    #[arg(long, value_name = "ADDRESS")]
+    pub redis: Option<String>,
     /// Also run a bag of this many tasks (64 in flight) as a child process and report its peak RSS (0 = skip).
     #[arg(long, default_value_t = 0)]
     pub scale_tasks: u64,
@@ -286,13 +289,17 @@ fn bench_executor(a: &BenchArgs, executor: &str, sizes: &[u64]) -> anyhow::Resul
         rep.throughput_cpu = cpu;
     }
     for &bytes in sizes {
-        for transformer in ["none", "file"] {
-            let extra: Vec<String> = vec![
+        let redis = a.redis.as_ref().map(|_| "redis");
+        for transformer in ["none", "file"].into_iter().chain(redis) {
+            let mut extra: Vec<String> = vec![
                 "--app.task-data-bytes".into(),
                 bytes.to_string(),
                 "--engine.transformer".into(),
                 transformer.into(),
             ];
+            if let (Some(addr), "redis") = (&a.redis, transformer) {
+                extra.extend(["--engine.transformer.address".into(), addr.clone()]);
+            }
             let recs = run_bag(a, executor, a.data_tasks, 1, &extra)?;
             let mut rt: Vec<f64> = recs.iter().map(|r| (r.received_time.unwrap() - r.submit_time) * 1e3).collect();
             let mut oh: Vec<f64> = overheads(&recs).into_iter().map(|s| s * 1e3).collect();

@@ -149,12 +149,26 @@ pub static FILTERS: &[FilterPlugin] = &[
 ];
 
 /// Transformer plugins.
-pub static TRANSFORMERS: &[TransformerPlugin] = &[crate::plugin!(
-    dyn TransformerConfig,
-    FileOptions,
-    "file",
-    "pass large values through files on a shared filesystem"
-)];
+pub static TRANSFORMERS: &[TransformerPlugin] = &[
+    crate::plugin!(
+        dyn TransformerConfig,
+        FileOptions,
+        "file",
+        "pass large values through files on a shared filesystem"
+    ),
+    crate::plugin!(
+        dyn TransformerConfig,
+        crate::redis_store::ProxyStoreOptions,
+        "proxystore",
+        "the Python suite's ProxyStore transformer with a Redis connector (runs as redis)"
+    ),
+    crate::plugin!(
+        dyn TransformerConfig,
+        crate::redis_store::RedisOptions,
+        "redis",
+        "pass large values through a Redis server as keys"
+    ),
+];
 
 impl Validate for NeverOptions {}
 

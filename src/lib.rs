@@ -30,6 +30,7 @@ pub mod plugins;
 pub mod progress;
 pub mod protocol;
 pub mod record;
+pub mod redis_store;
 pub mod report;
 pub mod run;
 pub mod rundir;

@@ -107,7 +107,7 @@ pub(crate) const NOT_YET: &[(&str, &[&str])] = &[
     ("app", &[]),
     ("executor", &["globus", "parsl-htex", "taskvine"]),
     ("filter", &["pickle-size"]),
-    ("transformer", &["proxystore"]),
+    ("transformer", &[]),
 ];
 
 /// Finds a plugin by name; the error lists the valid names and the nearest one, or says that

@@ -220,7 +220,7 @@ fn bad_input_is_one_line_exit_2_and_nothing_created() {
         &["thread-poll", "did you mean \"thread-pool\""],
     );
     assert_bad_input(d, &args(BAG, &["--engine.filter", "big"]), &["big", "object-size", "none"]);
-    assert_bad_input(d, &args(BAG, &["--engine.transformer", "redis"]), &["redis", "file", "none"]);
+    assert_bad_input(d, &args(BAG, &["--engine.transformer", "s3"]), &["\"s3\"", "file", "none", "redis"]);
     assert_bad_input(
         d,
         &args(BAG, &["--engine.executor", "thread-pool", "--engine.executor.max-threads", "0"]),
@@ -423,8 +423,8 @@ fn an_unknown_plugin_is_named_before_its_options() {
     );
     assert_bad_input(
         d,
-        &args(BAG, &["--engine.transformer", "proxystore", "--engine.transformer.connector", "x"]),
-        &["transformer \"proxystore\" is not implemented", "file, none"],
+        &args(BAG, &["--engine.transformer", "proxystore", "--engine.transformer.connector.kind", "file"]),
+        &["only the redis connector of ProxyStore", "\"file\""],
     );
 }
 

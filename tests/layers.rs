@@ -15,8 +15,22 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const CORE: &[&str] = &[
-    "task", "engine", "data", "record", "protocol", "worker", "options", "plugins", "rundir", "logging", "app",
-    "shell", "shm", "spin", "plot",
+    "task",
+    "engine",
+    "data",
+    "record",
+    "protocol",
+    "worker",
+    "options",
+    "plugins",
+    "rundir",
+    "logging",
+    "app",
+    "shell",
+    "shm",
+    "spin",
+    "plot",
+    "redis_store",
 ];
 
 /// Macros exported at the crate root by core modules.

@@ -1,0 +1,541 @@
+//! The `redis` transformer: values go into a Redis server and travel as keys; and `proxystore`,
+//! the Python suite's ProxyStore transformer configured with a Redis connector, as the same thing.
+//!
+//! Every key of a run is `PREFIX:RUN-ID:KIND:UUID`: the run id is new for each run, so two runs
+//! (or a user's own keys under the same prefix) never collide, and the driver removes exactly its
+//! run's keys at the end ([`close`](Transformer::close), which the engine calls after an
+//! interrupted run too). Before that:
+//! * an argument's key (`a`: stored by the driver when it dispatches the task) is read and deleted
+//!   in one step (`GETDEL`) by the task that takes it — nothing else ever reads it, and a task
+//!   re-sent after a lost worker had not read it yet;
+//! * a result's key (`r`) stays until the end of the run: the driver may resolve it any number of
+//!   times and children submitted later read it too.
+//!
+//! Each process holds a few connections (one per thread using it at once), reused across values.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use crate::data::{Transformer, TransformerConfig};
+use crate::options::{FieldSpec, OptValue, Options, Validate};
+use crate::task::{DataRef, TaskError};
+
+crate::options! {
+    /// `redis`: values go through a Redis server every worker can reach.
+    pub(crate) struct RedisOptions {
+        /// Redis server: host:port, redis://host:port/db, a unix socket path, or unix:///path.
+        address: String = "127.0.0.1:6379".into(),
+        /// Namespace of the run's keys (PREFIX:RUN-ID:...); the run id keeps runs apart.
+        prefix: String = "taps".into(),
+        /// Seconds to wait for Redis to connect or answer before a task fails.
+        timeout: f64 = 30.0,
+    }
+}
+
+impl Validate for RedisOptions {
+    fn validate(&self) -> Result<(), String> {
+        crate::options::check_seconds("engine.transformer.timeout", self.timeout, crate::options::MAX_SECONDS)?;
+        if self.timeout == 0.0 {
+            return Err("engine.transformer.timeout must be more than 0 seconds".into());
+        }
+        if self.prefix.is_empty() {
+            return Err("engine.transformer.prefix must not be empty".into());
+        }
+        Address::parse(&self.address).map(|_| ())
+    }
+}
+
+impl TransformerConfig for RedisOptions {
+    /// A new run id under `prefix`; workers get the run's whole namespace as their prefix.
+    fn get_transformer(&self, run_dir: &Path) -> Result<(Box<dyn Transformer>, toml::Table), String> {
+        let run = run_dir.file_name().unwrap_or_default().to_string_lossy();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let namespace = format!("{}:{}-{}", self.prefix, run, &id[..8]);
+        let t = RedisTransformer::new(self, namespace.clone(), true)?;
+        let worker = RedisOptions { prefix: namespace, ..self.clone() };
+        Ok((Box::new(t), Options::to_table(&worker)))
+    }
+
+    fn attach(&self) -> Result<Box<dyn Transformer>, String> {
+        Ok(Box::new(RedisTransformer::new(self, self.prefix.clone(), false)?))
+    }
+
+    /// Redis answers `PING` at the address.
+    fn preflight(&self) -> Result<(), String> {
+        let addr = Address::parse(&self.address)?;
+        let fail = |e: redis::RedisError| {
+            format!(
+                "engine.transformer.address {}: cannot reach Redis there ({}); start redis-server or name a running \
+                 one (host:port, redis://host:port/db, a unix socket path or unix:///path)",
+                addr.shown, e
+            )
+        };
+        let mut c = connect(&addr.client, secs(self.timeout)).map_err(fail)?;
+        redis::cmd("PING").query::<String>(&mut c).map_err(fail)?;
+        Ok(())
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+/// A parsed `address`: the client, and the address as shown in messages.
+struct Address {
+    client: redis::Client,
+    shown: String,
+}
+
+impl Address {
+    /// `redis://…`, `unix://…`, `redis+unix://…` URLs; a path (with a `/`) is a unix socket;
+    /// `host:port`, `[v6]:port` or `host` (port 6379) is TCP.
+    fn parse(s: &str) -> Result<Address, String> {
+        let bad = |why: String| {
+            format!(
+                "engine.transformer.address {:?}: {}; expected host:port, redis://host:port/db, a unix socket path \
+                 or unix:///path",
+                s, why
+            )
+        };
+        let s = s.trim();
+        if s.contains("://") {
+            let client = redis::Client::open(s).map_err(|e| bad(e.to_string()))?;
+            return Ok(Address { client, shown: s.to_string() });
+        }
+        if s.contains('/') {
+            let path = std::path::absolute(s).map_err(|e| bad(e.to_string()))?;
+            let client =
+                redis::Client::open(redis::ConnectionAddr::Unix(path.clone())).map_err(|e| bad(e.to_string()))?;
+            return Ok(Address { client, shown: format!("unix://{}", path.display()) });
+        }
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || (h.starts_with('[') && h.ends_with(']')) => {
+                let port =
+                    p.parse::<u16>().map_err(|_| bad(format!("port {:?} is not a number from 0 to 65535", p)))?;
+                (h.trim_start_matches('[').trim_end_matches(']').to_string(), port)
+            }
+            _ => (s.to_string(), 6379),
+        };
+        if host.is_empty() {
+            return Err(bad("no host".into()));
+        }
+        let shown = format!("{}:{}", host, port);
+        let client = redis::Client::open(redis::ConnectionAddr::Tcp(host, port)).map_err(|e| bad(e.to_string()))?;
+        Ok(Address { client, shown })
+    }
+}
+
+/// A connection with read and write timeouts.
+fn connect(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let c = client.get_connection_with_timeout(timeout)?;
+    c.set_read_timeout(Some(timeout))?;
+    c.set_write_timeout(Some(timeout))?;
+    Ok(c)
+}
+
+/// Values stored under one run's namespace in a Redis server.
+pub(crate) struct RedisTransformer {
+    addr: Address,
+    namespace: String,
+    timeout: Duration,
+    /// Idle connections, reused by whichever thread needs one next.
+    idle: Mutex<Vec<redis::Connection>>,
+    /// The driver's: removes the namespace at close.
+    owner: bool,
+    /// Set at close (under the write lock); stores hold the read lock, so none runs after it.
+    closed: RwLock<bool>,
+    /// A store or read failed for lack of a connection (its message says so once per process).
+    unreachable: AtomicBool,
+}
+
+impl RedisTransformer {
+    fn new(o: &RedisOptions, namespace: String, owner: bool) -> Result<Self, String> {
+        Ok(RedisTransformer {
+            addr: Address::parse(&o.address)?,
+            namespace,
+            timeout: secs(o.timeout),
+            idle: Mutex::new(Vec::new()),
+            owner,
+            closed: RwLock::new(false),
+            unreachable: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `f` on an idle connection (or a new one); a connection that failed is dropped.
+    fn with<T>(&self, f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> redis::RedisResult<T> {
+        let reused = self.idle.lock().unwrap().pop();
+        let mut c = match reused {
+            Some(c) => c,
+            None => connect(&self.addr.client, self.timeout)?,
+        };
+        let out = f(&mut c)?;
+        self.idle.lock().unwrap().push(c);
+        Ok(out)
+    }
+
+    /// The task error for a failed Redis operation.
+    fn error(&self, what: &str, e: redis::RedisError) -> TaskError {
+        self.unreachable.store(true, Ordering::Relaxed);
+        TaskError::new("RedisError", format!("Redis at {}: cannot {}: {}", self.addr.shown, what, e))
+    }
+
+    /// Whether `key` is an argument's (read once, by the task that takes it).
+    fn is_argument(&self, key: &str) -> bool {
+        key.strip_prefix(self.namespace.as_str()).is_some_and(|k| k.starts_with(":a:"))
+    }
+}
+
+/// The thread on which the engine dispatches tasks (and stores their arguments).
+const DISPATCH_THREAD: &str = "taps-dispatch";
+
+impl Transformer for RedisTransformer {
+    fn put(&self, bytes: &[u8]) -> Result<DataRef, TaskError> {
+        let closed = self.closed.read().unwrap();
+        if *closed {
+            return Err(TaskError::new("RedisError", "the run's Redis store was closed at the end of the run"));
+        }
+        let kind = if std::thread::current().name() == Some(DISPATCH_THREAD) { "a" } else { "r" };
+        let key = format!("{}:{}:{}", self.namespace, kind, uuid::Uuid::new_v4().simple());
+        self.with(|c| redis::cmd("SET").arg(&key).arg(bytes).query::<()>(c))
+            .map_err(|e| self.error(&format!("store {}", key), e))?;
+        Ok(DataRef { key, size: bytes.len() as u64 })
+    }
+
+    /// An argument's value is deleted as it is read; a result's stays until the end of the run.
+    fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError> {
+        let op = if self.is_argument(&r.key) { "GETDEL" } else { "GET" };
+        let v = self
+            .with(|c| redis::cmd(op).arg(&r.key).query::<Option<Vec<u8>>>(c))
+            .map_err(|e| self.error(&format!("read {}", r.key), e))?;
+        match v {
+            Some(v) if v.len() as u64 == r.size => Ok(bytes::Bytes::from(v)),
+            Some(v) => Err(TaskError::new(
+                "DataMissing",
+                format!("Redis at {}: key {} holds {} bytes, expected {}", self.addr.shown, r.key, v.len(), r.size),
+            )),
+            None => Err(TaskError::new(
+                "DataMissing",
+                format!(
+                    "Redis at {}: key {} is gone (deleted or evicted behind the run's back, or Redis restarted)",
+                    self.addr.shown, r.key
+                ),
+            )),
+        }
+    }
+
+    /// Deletes every key of the run (driver only); workers remove nothing.
+    fn close(&self) -> Result<(), TaskError> {
+        if !self.owner {
+            return Ok(());
+        }
+        *self.closed.write().unwrap() = true;
+        let pattern = format!("{}:*", glob_escape(&self.namespace));
+        let removed = self.with(|c| {
+            let mut cursor: u64 = 0;
+            let mut n = 0usize;
+            loop {
+                let (next, keys): (u64, Vec<String>) =
+                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(c)?;
+                if !keys.is_empty() {
+                    n += redis::cmd("UNLINK").arg(&keys).query::<usize>(c)?;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    return Ok(n);
+                }
+            }
+        });
+        let n = removed.map_err(|e| self.error(&format!("remove the run's keys ({})", pattern), e))?;
+        tracing::debug!(target: "taps.engine.transform", "Removed {} key(s) of the run from Redis at {}", n, self.addr.shown);
+        Ok(())
+    }
+}
+
+/// `s` with Redis glob characters escaped, for `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// `proxystore`: the Python suite's ProxyStore transformer. Only its Redis connector is
+/// supported; it runs as the [`redis`](RedisOptions) transformer. The ProxyStore flags
+/// (`async_resolve`, `cache_size`, `extract_target`, `metrics`, `populate_target`) are accepted
+/// and kept in `config.toml`: taps always resolves a value once, on the worker, before the task
+/// runs. Other keys (ProxyStore `Store` arguments) are accepted and kept too.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ProxyStoreOptions {
+    /// The `connector` table (`kind`, `options`).
+    pub connector: toml::Table,
+    /// The Redis transformer it runs as.
+    pub redis: RedisOptions,
+    /// Every other key, as given.
+    pub rest: toml::Table,
+}
+
+/// ProxyStore keys taps accepts and ignores, with their defaults (help only).
+const PROXYSTORE_FLAGS: &[(&str, &str, &str, &str)] = &[
+    (
+        "async_resolve",
+        "true|false",
+        "false",
+        "ProxyStore: resolve proxies asynchronously (taps resolves before the task runs)",
+    ),
+    ("cache_size", "non-negative integer", "16", "ProxyStore: Store cache size (taps reads each value once)"),
+    ("extract_target", "true|false", "false", "ProxyStore: pass the target, not the proxy (what taps always does)"),
+    ("metrics", "true|false", "false", "ProxyStore: Store metrics (taps records bytes_by_reference per task instead)"),
+    ("populate_target", "true|false", "true", "ProxyStore: proxies carry their target locally"),
+];
+
+impl ProxyStoreOptions {
+    /// The Redis transformer's options from the connector table.
+    fn from_connector(c: &toml::Table, prefix: String) -> Result<RedisOptions, String> {
+        let sec = "engine.transformer.connector";
+        let kind = match c.get("kind") {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(v) => return Err(format!("{}.kind: expected string, got {}", sec, crate::options::describe(v))),
+            None => return Err(crate::options::required_error(sec, "kind", "string")),
+        };
+        let short = kind.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+        if short != "redis" && short != "redisconnector" {
+            return Err(format!(
+                "{}.kind {:?}: taps supports only the redis connector of ProxyStore (kind = \"redis\"); for files use \
+                 --engine.transformer file",
+                sec, kind
+            ));
+        }
+        let empty = toml::Table::new();
+        let opts = match c.get("options") {
+            None => &empty,
+            Some(toml::Value::Table(t)) => t,
+            Some(v) => return Err(format!("{}.options: expected a table, got {}", sec, crate::options::describe(v))),
+        };
+        let known = ["hostname", "port", "clear", "kwargs"];
+        if let Some(k) = opts.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(crate::options::unknown_key(&format!("{}.options", sec), k, &known));
+        }
+        let kwargs = match opts.get("kwargs") {
+            None => empty.clone(),
+            Some(v) => toml::Table::from_toml(v).map_err(|e| format!("{}.options.kwargs: {}", sec, e))?,
+        };
+        let kw_known = ["unix_socket_path", "db"];
+        if let Some(k) = kwargs.keys().find(|k| !kw_known.contains(&k.as_str())) {
+            return Err(crate::options::unknown_key(&format!("{}.options.kwargs", sec), k, &kw_known));
+        }
+        let get = |t: &toml::Table, k: &str| t.get(k).map(|v| crate::options::render(v).trim_matches('"').to_string());
+        let db = get(&kwargs, "db");
+        let address = match get(&kwargs, "unix_socket_path") {
+            Some(path) => {
+                let path =
+                    PathBuf::from_cli(&path).map_err(|e| format!("{}.options.kwargs.unix_socket_path: {}", sec, e))?;
+                let url = format!("unix://{}", path.display());
+                db.map_or(url.clone(), |d| format!("{}?db={}", url, d))
+            }
+            None => {
+                let host = get(opts, "hostname").unwrap_or_else(|| "127.0.0.1".into());
+                let port = match opts.get("port") {
+                    None => 6379,
+                    Some(v) => i64::from_toml(v).ok().and_then(|p| u16::try_from(p).ok()).ok_or_else(|| {
+                        format!(
+                            "{}.options.port: expected a port from 0 to 65535, got {}",
+                            sec,
+                            crate::options::describe(v)
+                        )
+                    })?,
+                };
+                let host = if host.contains(':') { format!("[{}]", host) } else { host };
+                format!("redis://{}:{}/{}", host, port, db.unwrap_or_else(|| "0".into()))
+            }
+        };
+        let r = RedisOptions { address, prefix, ..RedisOptions::default() };
+        r.validate().map_err(|e| format!("{}: {}", sec, e))?;
+        Ok(r)
+    }
+}
+
+impl Options for ProxyStoreOptions {
+    fn fields() -> Vec<FieldSpec> {
+        let mut f = vec![
+            FieldSpec {
+                name: "connector",
+                ty: toml::Table::type_name(),
+                default: None,
+                doc: "ProxyStore connector: {kind = \"redis\", options = {hostname, port}}",
+                parse_cli: crate::options::parse_cli_value::<toml::Table>,
+            },
+            FieldSpec {
+                name: "connector.kind",
+                ty: "string".into(),
+                default: None,
+                doc: "ProxyStore connector kind: only \"redis\" is supported",
+                parse_cli: crate::options::parse_cli_value::<String>,
+            },
+            FieldSpec {
+                name: "connector.options",
+                ty: toml::Table::type_name(),
+                default: Some("{}".into()),
+                doc: "Redis connector options: hostname, port, kwargs.unix_socket_path, kwargs.db",
+                parse_cli: crate::options::parse_cli_value::<toml::Table>,
+            },
+            FieldSpec {
+                name: "prefix",
+                ty: "string".into(),
+                default: Some("\"taps\"".into()),
+                doc: "taps: namespace of the run's keys (PREFIX:RUN-ID:...)",
+                parse_cli: crate::options::parse_cli_value::<String>,
+            },
+        ];
+        for &(name, ty, default, doc) in PROXYSTORE_FLAGS {
+            let parse_cli = if ty == "true|false" {
+                crate::options::parse_cli_value::<bool>
+            } else {
+                crate::options::parse_cli_value::<u64>
+            };
+            f.push(FieldSpec { name, ty: ty.into(), default: Some(default.into()), doc, parse_cli });
+        }
+        f
+    }
+
+    /// `connector.kind` / `connector.options` keys (as CLI flags set them) merge into `connector`.
+    fn from_table(t: &toml::Table, section: &str) -> Result<Self, String> {
+        let mut connector = match t.get("connector") {
+            None => toml::Table::new(),
+            Some(v) => toml::Table::from_toml(v).map_err(|e| format!("{}.connector: {}", section, e))?,
+        };
+        let mut rest = toml::Table::new();
+        let mut prefix = RedisOptions::default().prefix;
+        for (k, v) in t {
+            match k.as_str() {
+                "name" | "connector" => {}
+                "connector.kind" | "connector.options" => {
+                    let key = k.trim_start_matches("connector.").to_string();
+                    let v = match (connector.remove(&key), v) {
+                        (Some(toml::Value::Table(mut a)), toml::Value::Table(b)) => {
+                            a.extend(b.clone());
+                            toml::Value::Table(a)
+                        }
+                        (_, v) => v.clone(),
+                    };
+                    connector.insert(key, v);
+                }
+                "prefix" => prefix = String::from_toml(v).map_err(|e| format!("{}.prefix: {}", section, e))?,
+                _ => {
+                    if let Some(&(name, ty, _, _)) = PROXYSTORE_FLAGS.iter().find(|f| f.0 == k) {
+                        let ok = if ty == "true|false" {
+                            bool::from_toml(v).map(|_| ())
+                        } else {
+                            u64::from_toml(v).map(|_| ())
+                        };
+                        ok.map_err(|e| format!("{}.{}: {}", section, name, e))?;
+                    }
+                    rest.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if connector.is_empty() {
+            return Err(format!(
+                "{}.connector is required: set it with --{}.connector.kind redis --{}.connector.options \
+                 '{{\"hostname\": \"HOST\", \"port\": PORT}}' or in the [{}.connector] table",
+                section, section, section, section
+            ));
+        }
+        let flag = |k: &str| rest.get(k).and_then(|v| bool::from_toml(v).ok()).unwrap_or(false);
+        if flag("async_resolve") && flag("extract_target") {
+            return Err(format!(
+                "{}: Options async_resolve and extract_target cannot be enabled at the same time.",
+                section
+            ));
+        }
+        let redis = Self::from_connector(&connector, prefix)?;
+        Ok(ProxyStoreOptions { connector, redis, rest })
+    }
+
+    fn to_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("connector".into(), toml::Value::Table(self.connector.clone()));
+        if self.redis.prefix != RedisOptions::default().prefix {
+            t.insert("prefix".into(), toml::Value::String(self.redis.prefix.clone()));
+        }
+        t.extend(self.rest.clone());
+        t
+    }
+}
+
+impl TransformerConfig for ProxyStoreOptions {
+    fn get_transformer(&self, run_dir: &Path) -> Result<(Box<dyn Transformer>, toml::Table), String> {
+        let (t, worker) = self.redis.get_transformer(run_dir)?;
+        let mut w = self.to_table();
+        w.insert("prefix".into(), worker.get("prefix").cloned().unwrap_or(toml::Value::String(String::new())));
+        Ok((t, w))
+    }
+
+    fn attach(&self) -> Result<Box<dyn Transformer>, String> {
+        self.redis.attach()
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        if self.rest.get("metrics").and_then(|v| bool::from_toml(v).ok()).unwrap_or(false) {
+            tracing::warn!(target: "taps.run", "engine.transformer.metrics: ProxyStore metrics are not written by taps; tasks.jsonl records bytes_by_reference per task");
+        }
+        self.redis.preflight()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Table {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn addresses_parse_to_tcp_or_unix() {
+        for (a, shown) in [
+            ("127.0.0.1:7000", "127.0.0.1:7000"),
+            ("localhost", "localhost:6379"),
+            ("[::1]:7001", "::1:7001"),
+            ("/tmp/r.sock", "unix:///tmp/r.sock"),
+            ("redis://h:1/2", "redis://h:1/2"),
+            ("unix:///tmp/r.sock", "unix:///tmp/r.sock"),
+        ] {
+            assert_eq!(Address::parse(a).unwrap().shown, shown, "{}", a);
+        }
+        for bad in ["h:port", ":1", "http://x:1"] {
+            let e = Address::parse(bad).err().unwrap();
+            assert!(e.contains("expected host:port"), "{}", e);
+        }
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn proxystore_with_a_redis_connector_is_the_redis_transformer() {
+        let o = ProxyStoreOptions::from_table(
+            &table("connector = { kind = \"redis\", options = { hostname = \"h\", port = 7000 } }\nregister = false"),
+            "engine.transformer",
+        )
+        .unwrap();
+        assert_eq!(o.redis.address, "redis://h:7000/0");
+        assert_eq!(ProxyStoreOptions::from_table(&o.to_table(), "engine.transformer").unwrap(), o);
+        let flags =
+            table("\"connector.kind\" = \"redis\"\n\"connector.options\" = { kwargs = { unix_socket_path = \"/s\" } }");
+        assert_eq!(ProxyStoreOptions::from_table(&flags, "e").unwrap().redis.address, "unix:///s");
+        let file = table("connector = { kind = \"file\", options = { store_dir = \"x\" } }");
+        let e = ProxyStoreOptions::from_table(&file, "engine.transformer").unwrap_err();
+        assert!(e.contains("only the redis connector"), "{}", e);
+        let both = table("connector = { kind = \"redis\" }\nasync_resolve = true\nextract_target = true");
+        let e = ProxyStoreOptions::from_table(&both, "engine.transformer").unwrap_err();
+        assert!(e.contains("cannot be enabled at the same time"), "{}", e);
+    }
+}

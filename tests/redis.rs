@@ -1,0 +1,381 @@
+//! The `redis` transformer (and `proxystore` with a Redis connector) through the real `taps` CLI,
+//! against a private redis-server each test starts (unix socket + loopback port) and kills at the
+//! end: values arrive intact on every executor, records count the bytes moved by reference, no
+//! key of the run is left in Redis afterwards (also after Ctrl-C), and a Redis that is down, a
+//! key deleted behind a task's back and a Redis killed mid-run each end in a clear error.
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{assert_bad_input, check_record_invariants, records, run_ok, show, the_run_dir, wait_for, wait_or_kill};
+use redis_server::RedisServer;
+
+const TAPS: &str = env!("CARGO_BIN_EXE_taps");
+
+/// `taps run` of the synthetic app through Redis at `address` on `executor`.
+fn synthetic(address: &str, executor: &str, structure: &str, tasks: u64, bytes: u64) -> Vec<String> {
+    let mut a: Vec<String> = ["run", "--app", "synthetic", "--app.structure", structure, "--app.task-count"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend([tasks.to_string(), "--app.task-data-bytes".into(), bytes.to_string()]);
+    a.extend(["--engine.executor".into(), executor.into()]);
+    match executor {
+        "process-pool" => a.extend(["--engine.executor.max-processes".into(), "2".into()]),
+        "mpi" => a.extend(["--engine.executor.ranks".into(), "3".into()]),
+        _ => a.extend(["--engine.executor.max-threads".into(), "2".into()]),
+    }
+    if structure == "bag" {
+        a.extend(["--app.bag-max-running".into(), "2".into()]);
+    }
+    a.extend(["--engine.filter", "object-size", "--engine.filter.min-size", "1000"].map(String::from));
+    a.extend(["--engine.transformer".into(), "redis".into(), "--engine.transformer.address".into(), address.into()]);
+    a
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A `taps` command in `dir` with the environment mpirun needs as root.
+fn taps_cmd(dir: &Path, args: &[String]) -> Command {
+    let mut c = Command::new(TAPS);
+    c.args(args)
+        .current_dir(dir)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_mpi_yield_when_idle", "1")
+        .env_remove("TAPS_WORKER");
+    c
+}
+
+fn run_ok_env(dir: &Path, args: &[String]) -> std::path::PathBuf {
+    let out = taps_cmd(dir, args).output().unwrap();
+    assert!(out.status.success(), "taps {:?}: {}", args, show(&out));
+    the_run_dir(dir)
+}
+
+#[test]
+fn synthetic_moves_values_through_redis_on_every_executor_and_leaves_no_key() {
+    let redis = RedisServer::start();
+    for executor in ["thread-pool", "process-pool", "mpi"] {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 + 2 tasks: the first's result goes to 4 children, whose results go to the last.
+        let args = synthetic(&redis.unix_url(), executor, "diamond", 4, 100_000);
+        let run = run_ok_env(dir.path(), &args);
+        let recs = records(&run);
+        assert_eq!(recs.len(), 6, "{}", executor);
+        check_record_invariants(&recs);
+        assert!(recs.iter().all(|r| r.success == Some(true)), "{}: {:?}", executor, recs);
+        // Every task returns 100 kB by reference; the 5 children also received theirs so.
+        assert!(recs.iter().all(|r| r.bytes_by_reference >= 100_000), "{}: {:?}", executor, recs);
+        let by_ref: u64 = recs.iter().map(|r| r.bytes_by_reference).sum();
+        assert!(by_ref >= (6 + 8) * 100_000, "{}: {} bytes by reference", executor, by_ref);
+        assert_eq!(redis.dbsize(), 0, "{}: keys left in Redis: {:?}", executor, redis.keys("*"));
+    }
+}
+
+#[test]
+fn the_tcp_address_and_a_unix_socket_path_work_too() {
+    let redis = RedisServer::start();
+    for address in [redis.tcp(), redis.socket.display().to_string()] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_ok(dir.path(), &strs(&synthetic(&address, "process-pool", "reduce", 3, 5_000)));
+        let recs = records(&run);
+        assert_eq!(recs.len(), 4);
+        assert!(recs.iter().all(|r| r.success == Some(true) && r.bytes_by_reference >= 5_000), "{:?}", recs);
+        assert_eq!(redis.dbsize(), 0, "{}: {:?}", address, redis.keys("*"));
+    }
+}
+
+#[test]
+fn cholesky_through_redis_on_process_pool_gives_the_true_factor() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}/apps/cholesky/config.toml", env!("CARGO_MANIFEST_DIR"));
+    let run = run_ok(
+        dir.path(),
+        &[
+            "run",
+            "--config",
+            &config,
+            "--app.matrix-size",
+            "90",
+            "--app.block-size",
+            "30",
+            "--app.output",
+            "none",
+            "--engine.executor",
+            "process-pool",
+            "--engine.executor.max-processes",
+            "2",
+            "--engine.transformer",
+            "redis",
+            "--engine.transformer.address",
+            &redis.unix_url(),
+        ],
+    );
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let line = log.lines().find(|l| l.contains("Residual ||L*L^T - A||_F / ||A||_F = ")).expect("residual line");
+    let r: f64 = line.split(" = ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(r < 1e-14, "{}", line);
+    let recs = records(&run);
+    check_record_invariants(&recs);
+    assert!(recs.iter().all(|r| r.success == Some(true)));
+    assert!(recs.iter().all(|r| r.bytes_by_reference > 0), "a tile did not go through Redis");
+    assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
+}
+
+/// Two runs at once under the same prefix: each removes only its own keys; a user's key under
+/// the prefix is never touched.
+#[test]
+fn runs_never_share_keys_and_a_users_keys_are_left_alone() {
+    let redis = RedisServer::start();
+    let mut c = redis.connection();
+    redis::cmd("SET").arg("taps:mine").arg("x").query::<()>(&mut c).unwrap();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = synthetic(&redis.unix_url(), "process-pool", "bag", 6, 20_000);
+    let (mut r1, mut r2) = (taps_cmd(d1.path(), &a).spawn().unwrap(), taps_cmd(d2.path(), &a).spawn().unwrap());
+    assert!(wait_or_kill(&mut r1, 120, "run 1").success());
+    assert!(wait_or_kill(&mut r2, 120, "run 2").success());
+    assert_eq!(redis.keys("*"), vec!["taps:mine".to_string()]);
+}
+
+/// An argument's key is deleted as soon as its task read it: with 2 tasks in flight, never more
+/// than 2 argument keys exist, whatever the number of tasks.
+#[test]
+fn argument_keys_are_deleted_once_their_task_read_them() {
+    let redis = Arc::new(RedisServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = synthetic(&redis.unix_url(), "process-pool", "bag", 16, 20_000);
+    args.extend(["--app.task-sleep", "0.1"].map(String::from));
+    let mut child = taps_cmd(dir.path(), &args).stdout(Stdio::null()).spawn().unwrap();
+    let (done, most, results) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let watcher = {
+        let (redis, done, most, results) = (redis.clone(), done.clone(), most.clone(), results.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                most.fetch_max(redis.keys("taps:*:a:*").len(), Ordering::SeqCst);
+                results.fetch_max(redis.keys("taps:*:r:*").len(), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let status = wait_or_kill(&mut child, 120, "taps run");
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    assert!(status.success(), "{:?}", status);
+    assert!(results.load(Ordering::SeqCst) > 2, "the watcher never saw the run's keys");
+    assert!(most.load(Ordering::SeqCst) <= 2, "{} argument keys at once", most.load(Ordering::SeqCst));
+    assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
+    assert_eq!(records(&the_run_dir(dir.path())).len(), 16);
+}
+
+/// Ctrl-C in the middle of a run: every task has a record, and the run's keys are gone.
+#[test]
+fn an_interrupted_run_leaves_no_key() {
+    let redis = RedisServer::start();
+    for executor in ["process-pool", "thread-pool"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = synthetic(&redis.unix_url(), executor, "bag", 20, 50_000);
+        args.extend(["--app.task-sleep", "0.5"].map(String::from));
+        let mut child = taps_cmd(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        wait_for(|| (!redis.keys("taps:*:r:*").is_empty()).then_some(()));
+        // SAFETY: plain syscall on the process this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = wait_or_kill(&mut child, 120, "interrupted taps run");
+        assert_eq!(status.code(), Some(130), "{}", executor);
+        let recs = records(&the_run_dir(dir.path()));
+        check_record_invariants(&recs);
+        assert!(recs.iter().any(|r| r.success == Some(false)), "{}: nothing was interrupted", executor);
+        assert_eq!(redis.dbsize(), 0, "{}: keys left: {:?}", executor, redis.keys("*"));
+    }
+}
+
+#[test]
+fn the_proxystore_config_with_a_redis_connector_runs_as_redis() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxystore.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[app]\nname = \"synthetic\"\nstructure = \"reduce\"\ntask_count = 3\ntask_data_bytes = 10000\n\n\
+             [engine.executor]\nname = \"process-pool\"\nmax_processes = 2\n\n\
+             [engine.filter]\nname = \"object-size\"\nmin_size = 1000\n\n\
+             [engine.transformer]\nname = \"proxystore\"\nextract_target = true\ncache_size = 16\n\n\
+             [engine.transformer.connector]\nkind = \"redis\"\n\n\
+             [engine.transformer.connector.options]\nhostname = \"127.0.0.1\"\nport = {}\n",
+            redis.port
+        ),
+    )
+    .unwrap();
+    let run = run_ok(dir.path(), &["run", "--config", config.to_str().unwrap()]);
+    let recs = records(&run);
+    assert_eq!(recs.len(), 4);
+    assert!(recs.iter().all(|r| r.success == Some(true) && r.bytes_by_reference >= 10_000), "{:?}", recs);
+    assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
+    // config.toml feeds back as it was given.
+    let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(written.contains("name = \"proxystore\"") && written.contains("kind = \"redis\""), "{}", written);
+    let again = tempfile::tempdir().unwrap();
+    run_ok(again.path(), &["run", "--config", run.join("config.toml").to_str().unwrap()]);
+
+    // The same through flags, with the connector's unix socket.
+    let flags = tempfile::tempdir().unwrap();
+    let options = format!("{{\"kwargs\": {{\"unix_socket_path\": \"{}\"}}}}", redis.socket.display());
+    run_ok(
+        flags.path(),
+        &[
+            "run",
+            "--app",
+            "synthetic",
+            "--app.structure",
+            "reduce",
+            "--app.task-count",
+            "2",
+            "--app.task-data-bytes",
+            "2000",
+            "--engine.transformer",
+            "proxystore",
+            "--engine.transformer.connector.kind",
+            "redis",
+            "--engine.transformer.connector.options",
+            &options,
+        ],
+    );
+    assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
+}
+
+#[test]
+fn bad_addresses_a_redis_that_is_down_and_other_connectors_are_one_line_errors() {
+    let redis = RedisServer::start();
+    let d = tempfile::tempdir().unwrap();
+    let base = ["run", "--app", "synthetic", "--app.structure", "reduce", "--app.task-count", "1"];
+    let with = |extra: &[&str]| [&base[..], extra].concat().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let nothing = d.path().join("nothing.sock");
+    let nothing = nothing.to_str().unwrap();
+    for (extra, needles) in [
+        (
+            vec!["--engine.transformer", "redis", "--engine.transformer.address", nothing],
+            vec!["cannot reach Redis", nothing],
+        ),
+        (
+            vec!["--engine.transformer", "redis", "--engine.transformer.address", "127.0.0.1:port"],
+            vec!["port \"port\"", "host:port"],
+        ),
+        (
+            vec!["--engine.transformer", "proxystore", "--engine.transformer.connector.kind", "file"],
+            vec!["only the redis connector", "\"file\""],
+        ),
+        (vec!["--engine.transformer", "proxystore"], vec!["engine.transformer.connector is required"]),
+    ] {
+        assert_bad_input(d.path(), &strs(&with(&extra)), &needles);
+    }
+    // A stopped Redis on a real address: the same one line.
+    let mut stopped = RedisServer::start();
+    let url = stopped.unix_url();
+    stopped.kill();
+    assert_bad_input(
+        d.path(),
+        &strs(&with(&["--engine.transformer", "redis", "--engine.transformer.address", &url])),
+        &["cannot reach Redis"],
+    );
+    assert_eq!(redis.dbsize(), 0);
+}
+
+/// Keys deleted behind the run's back: the task that needed one fails with an error naming it
+/// (never a hang), and the run ends.
+#[test]
+fn a_value_that_vanished_fails_its_task_naming_the_key() {
+    let redis = Arc::new(RedisServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    // One worker, 3 tasks dispatched at once: two wait 3 s behind the first, their values in Redis.
+    let mut args = synthetic(&redis.unix_url(), "process-pool", "bag", 3, 20_000);
+    for (k, v) in [("--engine.executor.max-processes", "1"), ("--app.bag-max-running", "3"), ("--app.task-sleep", "3")]
+    {
+        let i = args.iter().position(|a| a == k);
+        match i {
+            Some(i) => args[i + 1] = v.into(),
+            None => args.extend([k.to_string(), v.to_string()]),
+        }
+    }
+    let mut child = taps_cmd(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let (done, deleted) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::<String>::new())));
+    let janitor = {
+        let (redis, done, deleted) = (redis.clone(), done.clone(), deleted.clone());
+        std::thread::spawn(move || {
+            let mut c = redis.connection();
+            while !done.load(Ordering::SeqCst) {
+                for k in redis.keys("taps:*:a:*") {
+                    if redis::cmd("DEL").arg(&k).query::<usize>(&mut c).unwrap() == 1 {
+                        deleted.lock().unwrap().push(k);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let status = wait_or_kill(&mut child, 120, "taps run with vanishing keys");
+    done.store(true, Ordering::SeqCst);
+    janitor.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{:?}", status);
+    let recs = records(&the_run_dir(dir.path()));
+    check_record_invariants(&recs);
+    let deleted = deleted.lock().unwrap();
+    let missing: Vec<_> =
+        recs.iter().filter_map(|r| r.exception.as_ref()).filter(|e| e.kind == "DataMissing").collect();
+    assert!(!missing.is_empty(), "no task failed for its vanished value: {:?}", recs);
+    for e in missing {
+        assert!(deleted.iter().any(|k| e.message.contains(k.as_str())), "{} names none of {:?}", e.message, deleted);
+    }
+    assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
+}
+
+/// redis-server killed while tasks sleep: they fail with a clear Redis error, every task has a
+/// record, and the run ends saying why.
+#[test]
+fn a_redis_that_dies_mid_run_fails_the_tasks_and_the_run_ends() {
+    for executor in ["process-pool", "thread-pool"] {
+        let mut redis = RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = synthetic(&redis.unix_url(), executor, "bag", 6, 20_000);
+        args.extend(["--app.task-sleep", "1"].map(String::from));
+        let child = taps_cmd(dir.path(), &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        wait_for(|| (!redis.keys("taps:*").is_empty()).then_some(()));
+        redis.kill();
+        let pid = child.id();
+        let out = std::thread::spawn(move || child.wait_with_output().unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !out.is_finished() {
+            if std::time::Instant::now() > deadline {
+                // SAFETY: plain syscall on the process this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("{}: the run hung after Redis died", executor);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = out.join().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}: {}", executor, show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("cannot clean up the data layer") && stderr.contains("Redis at"), "{}", stderr);
+        let recs = records(&the_run_dir(dir.path()));
+        check_record_invariants(&recs);
+        let failed: Vec<_> = recs.iter().filter_map(|r| r.exception.as_ref()).collect();
+        assert!(!failed.is_empty(), "{}: no task failed", executor);
+        assert!(
+            failed.iter().all(|e| e.kind == "RedisError" && e.message.contains(&redis.unix_url())),
+            "{}: {:?}",
+            executor,
+            failed
+        );
+    }
+}
