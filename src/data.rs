@@ -34,10 +34,21 @@ pub trait Filter: Send + Sync {
     fn passes(&self, c: &Candidate) -> bool;
 }
 
+/// What a stored value is to the run: it decides how long a transformer must keep it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A task's argument, stored by the driver: read once, by the task that takes it (a task
+    /// sent again after a lost worker has not read it yet).
+    Argument,
+    /// A task's result, stored by a worker: read by the driver and by children, any number of
+    /// times until the end of the run.
+    Result,
+}
+
 /// Moves serialised values out of band.
 pub trait Transformer: Send + Sync {
     /// Stores bytes and returns a reference.
-    fn put(&self, bytes: &[u8]) -> Result<DataRef, TaskError>;
+    fn put(&self, bytes: &[u8], role: Role) -> Result<DataRef, TaskError>;
     /// Loads the bytes behind a reference.
     fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError>;
     /// Removes what the run stored (driver only).
@@ -269,7 +280,7 @@ impl FileTransformer {
 }
 
 impl Transformer for FileTransformer {
-    fn put(&self, bytes: &[u8]) -> Result<DataRef, TaskError> {
+    fn put(&self, bytes: &[u8], _role: Role) -> Result<DataRef, TaskError> {
         let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::write(&path, bytes)
             .map_err(|e| TaskError::new("IoError", format!("cannot write {}: {}", path.display(), e)))?;
@@ -446,7 +457,7 @@ impl DataLayer {
     }
 
     /// Filter, then transformer. With `wire`, an untransformed value comes back serialised.
-    pub fn transform(&self, p: Payload, wire: bool) -> Result<Payload, TaskError> {
+    pub fn transform(&self, p: Payload, role: Role, wire: bool) -> Result<Payload, TaskError> {
         let Some(tr) = &self.transformer else {
             return if wire { p.into_wire() } else { Ok(p) };
         };
@@ -461,7 +472,7 @@ impl DataLayer {
                 };
                 if passes {
                     let b = bytes().as_ref().map_err(Clone::clone)?;
-                    let r = tr.put(b)?;
+                    let r = tr.put(b, role)?;
                     tracing::trace!(target: "taps.engine.transform", "Transformed object (type={}) into identifier (type=DataRef)", l.type_name);
                     return Ok(Payload::Ref(r));
                 }
@@ -480,7 +491,7 @@ impl DataLayer {
                 if !passes {
                     return Ok(Payload::Bytes(b));
                 }
-                let r = tr.put(&b)?;
+                let r = tr.put(&b, role)?;
                 tracing::trace!(target: "taps.engine.transform", "Transformed object (type=bytes) into identifier (type=DataRef)");
                 Ok(Payload::Ref(r))
             }

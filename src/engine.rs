@@ -1001,7 +1001,7 @@ impl Dispatcher {
         for a in w.args {
             let p = a.expect("all arguments resolved");
             // Values from the caller go through the data layer; parents' results already did.
-            let p = match self.data.transform(p, self.wire) {
+            let p = match self.data.transform(p, crate::data::Role::Argument, self.wire) {
                 Ok(p) => p,
                 Err(e) => return self.fail_unstarted(w.sub, w.parents, e),
             };
@@ -1248,7 +1248,7 @@ pub fn execute(
         }
     });
     info.result_transform_start_time = now();
-    let outcome = outcome.and_then(|p| data.transform(p, wire));
+    let outcome = outcome.and_then(|p| data.transform(p, crate::data::Role::Result, wire));
     info.result_transform_end_time = now();
     info.execution_end_time = now();
     if info.task_start_time == 0.0 {

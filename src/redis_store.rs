@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use crate::data::{Transformer, TransformerConfig};
+use crate::data::{Role, Transformer, TransformerConfig};
 use crate::options::{FieldSpec, OptValue, Options, Validate};
 use crate::task::{DataRef, TaskError};
 
@@ -187,16 +187,16 @@ impl RedisTransformer {
     }
 }
 
-/// The thread on which the engine dispatches tasks (and stores their arguments).
-const DISPATCH_THREAD: &str = "taps-dispatch";
-
 impl Transformer for RedisTransformer {
-    fn put(&self, bytes: &[u8]) -> Result<DataRef, TaskError> {
+    fn put(&self, bytes: &[u8], role: Role) -> Result<DataRef, TaskError> {
         let closed = self.closed.read().unwrap();
         if *closed {
             return Err(TaskError::new("RedisError", "the run's Redis store was closed at the end of the run"));
         }
-        let kind = if std::thread::current().name() == Some(DISPATCH_THREAD) { "a" } else { "r" };
+        let kind = match role {
+            Role::Argument => "a",
+            Role::Result => "r",
+        };
         let key = format!("{}:{}:{}", self.namespace, kind, uuid::Uuid::new_v4().simple());
         self.with(|c| redis::cmd("SET").arg(&key).arg(bytes).query::<()>(c))
             .map_err(|e| self.error(&format!("store {}", key), e))?;
