@@ -49,6 +49,8 @@ pub enum Command {
     List,
     /// Measure dispatch overhead and throughput of executors (writes a report).
     Bench(crate::bench::BenchArgs),
+    /// Run a matrix of configurations (--vary KEY=V1,V2 ... --repeat N --out DIR), resumable, and write sweep.csv and the report.
+    Sweep(crate::sweep::SweepArgs),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate for.
@@ -120,6 +122,7 @@ pub fn main(argv: Vec<String>) -> i32 {
             0
         }
         Command::Bench(b) => crate::bench::main(b),
+        Command::Sweep(s) => crate::sweep::main(s),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "taps", &mut std::io::stdout());
             0
