@@ -476,8 +476,7 @@ impl Plan {
 
     /// Runs every unfinished cell, then writes `sweep.csv` and the report.
     fn run(&self) -> anyhow::Result<i32> {
-        let created = crate::rundir::create_dir_all_tracked(&self.dir.join("cells"))?;
-        let _ = created;
+        std::fs::create_dir_all(self.dir.join("cells"))?;
         if !self.resumed {
             crate::run::write_atomic(
                 &self.dir.join("sweep.json"),
@@ -706,6 +705,7 @@ impl Plan {
 
 /// The columns of `taps report --format csv` after its first, `run_dir`, and the first row of
 /// every run directory.
+#[derive(Debug)]
 struct ReportColumns {
     header: Vec<String>,
     rows: std::collections::HashMap<PathBuf, Vec<String>>,
@@ -779,6 +779,27 @@ mod tests {
         for bad in ["app.x", "app.x=", "app.x=1,,2", "app.x=1,1", "app x=1", "app.x=[1,2", "app.x=a b", "=1"] {
             assert!(parse_vary(bad).is_err(), "{} should be refused", bad);
         }
+    }
+
+    #[test]
+    fn report_columns_join_on_the_run_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        // The report may name a run as given or through another path to it; its first row wins.
+        let text = format!(
+            "run_dir,makespan_s,status\n{}/../a,1.5,x\n{},2.5,y\n{},9,z\n",
+            b.display(),
+            b.display(),
+            b.display()
+        );
+        let r = ReportColumns::parse(text.as_bytes()).unwrap();
+        assert_eq!(r.header, ["makespan_s", "status"]);
+        assert_eq!(r.row(&a), ["1.5", "x"]);
+        assert_eq!(r.row(&b), ["2.5", "y"]);
+        assert_eq!(r.row(&tmp.path().join("c")), ["", ""]);
+        assert!(ReportColumns::parse(b"app,makespan\nx,1\n").unwrap_err().contains("not run_dir"));
     }
 
     #[test]

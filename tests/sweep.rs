@@ -250,3 +250,38 @@ fn a_different_matrix_in_the_same_directory_is_refused() {
     );
     assert_eq!(std::fs::read_dir(tmp.path().join("other")).unwrap().count(), 1);
 }
+
+#[test]
+fn a_crashing_cell_does_not_stop_the_sweep_and_sigterm_stops_it_with_143() {
+    let tmp = tempfile::tempdir().unwrap();
+    base(tmp.path(), "");
+    let dir = tmp.path().join("out");
+    let stderr = tmp.path().join("stderr");
+    let running = |cell: &str| {
+        let log = dir.join("cells").join(cell).join("log.txt");
+        wait_for(|| std::fs::read_to_string(&log).ok().filter(|l| l.contains("Running app")));
+    };
+    // The first cell's run is killed outright (no records of its own making): the sweep goes on.
+    let args = ["-c", "base.toml", "--vary", "app.task_sleep=10,0.01,11", "--out", "out"];
+    let mut child =
+        sweep(tmp.path(), &args).stdout(Stdio::null()).stderr(std::fs::File::create(&stderr).unwrap()).spawn().unwrap();
+    running("app.task_sleep=10_r1");
+    let cell = wait_for(|| children_of(child.id()).first().copied());
+    // SAFETY: a plain syscall on a process this test's sweep started.
+    unsafe { libc::kill(cell as i32, libc::SIGKILL) };
+    // The third cell is stopped by SIGTERM to the sweep.
+    running("app.task_sleep=11_r1");
+    // SAFETY: a plain syscall on the process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_or_kill(&mut child, 120, "taps sweep");
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(143), "{}", err);
+    assert!(err.contains("[1/3] cells/app.task_sleep=10_r1: failed (exit 137)"), "{}", err);
+    assert!(err.contains("taps: sweep interrupted by signal 15: 1 of 3 cell(s) finished"), "{}", err);
+    let rows = csv_rows(&dir);
+    let got: Vec<(&str, &str)> = rows.iter().map(|r| (r["status"].as_str(), r["exit_code"].as_str())).collect();
+    assert_eq!(got, [("failed", "137"), ("ok", "0"), ("interrupted", "130")]);
+    let recs = records(&dir.join("cells/app.task_sleep=11_r1"));
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.success != Some(true)), "{:?}", recs);
+}
