@@ -287,24 +287,60 @@ struct CellStatus {
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// The running cell's process id (0: none).
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// The running cell's output (`cells/NAME.log`).
+static CHILD_LOG: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 /// The first signal has been passed to the running cell.
 static FORWARDED: AtomicBool = AtomicBool::new(false);
 
-/// Passes SIGINT, SIGTERM and SIGHUP on to the running cell (in its own process group, so a
-/// terminal's Ctrl-C reaches it once, through here) and remembers the first.
+/// How long the first signal waits for the running cell to say it got the signal itself.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Passes SIGINT, SIGTERM and SIGHUP on to the running cell, which runs in its own process group
+/// (a terminal's Ctrl-C reaches the sweep only), and remembers the first.
+///
+/// A batch system's cancel (Slurm's scancel) signals every process of the job, the cell too, and
+/// `taps run` takes a second SIGINT or SIGTERM as "exit at once, unrecorded". So the first
+/// signal is passed on only if the cell has not logged within [`GRACE`] that it was interrupted,
+/// and as SIGHUP, which `taps run` takes like SIGTERM but ignores when it is already stopping.
+/// A second signal is passed on as it is: the user insists.
 fn install_signal_forwarding() {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
     let _ = std::thread::Builder::new().name("taps-sweep-signals".into()).spawn(move || {
         for sig in signals.forever() {
-            let first = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-            let pid = CHILD.load(Ordering::SeqCst);
-            if pid > 0 && (!first || !FORWARDED.swap(true, Ordering::SeqCst)) {
+            if SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                pass_first_signal();
+            } else if CHILD.load(Ordering::SeqCst) > 0 {
                 // SAFETY: a plain syscall on the cell process this sweep started.
-                unsafe { libc::kill(pid, sig) };
+                unsafe { libc::kill(CHILD.load(Ordering::SeqCst), sig) };
             }
         }
     });
+}
+
+/// Passes the first signal to the running cell as SIGHUP unless it got one itself.
+fn pass_first_signal() {
+    let pid = CHILD.load(Ordering::SeqCst);
+    let log = CHILD_LOG.lock().unwrap().clone();
+    if pid <= 0 || FORWARDED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let start = Instant::now();
+    while start.elapsed() < GRACE && CHILD.load(Ordering::SeqCst) == pid {
+        let told = log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .is_some_and(|t| t.contains("Interrupted by signal"));
+        if told {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if CHILD.load(Ordering::SeqCst) == pid {
+        // SAFETY: a plain syscall on the cell process this sweep started (still running: the
+        // main thread clears CHILD before it reaps it).
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    }
 }
 
 /// Lines for the user: above a progress bar over cells on a terminal, plain lines otherwise.
@@ -569,16 +605,17 @@ impl Plan {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let start = Instant::now();
         FORWARDED.store(false, Ordering::SeqCst);
+        *CHILD_LOG.lock().unwrap() = Some(self.sibling(c, "log"));
         let mut child = cmd.spawn()?;
         CHILD.store(child.id() as i32, Ordering::SeqCst);
-        let sig = SIGNAL.load(Ordering::SeqCst);
-        if sig != 0 && !FORWARDED.swap(true, Ordering::SeqCst) {
+        if SIGNAL.load(Ordering::SeqCst) != 0 && !FORWARDED.swap(true, Ordering::SeqCst) {
+            // A signal came while the cell was starting: it cannot have had it itself.
             // SAFETY: a plain syscall on the child just started.
-            unsafe { libc::kill(child.id() as i32, sig) };
+            unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
         }
-        let exit = child.wait();
+        wait_unreaped(child.id());
         CHILD.store(0, Ordering::SeqCst);
-        let exit = exit?;
+        let exit = child.wait()?;
         let wall_s = start.elapsed().as_secs_f64();
         use std::os::unix::process::ExitStatusExt;
         let exit_code = exit.code().unwrap_or_else(|| 128 + exit.signal().unwrap_or(0));
@@ -734,6 +771,22 @@ impl ReportColumns {
     fn row(&self, dir: &Path) -> Vec<String> {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         self.rows.get(&key).cloned().unwrap_or_else(|| vec![String::new(); self.header.len()])
+    }
+}
+
+/// Waits until process `pid` (a child) has exited, leaving it unreaped: its pid cannot be reused
+/// while [`CHILD`] names it.
+fn wait_unreaped(pid: u32) {
+    loop {
+        // SAFETY: waitid on our own child with a zeroed siginfo_t to fill; WNOWAIT leaves it a
+        // zombie for Child::wait.
+        let r = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
     }
 }
 

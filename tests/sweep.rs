@@ -285,3 +285,30 @@ fn a_crashing_cell_does_not_stop_the_sweep_and_sigterm_stops_it_with_143() {
     assert_eq!(recs.len(), 2);
     assert!(recs.iter().all(|r| r.success != Some(true)), "{:?}", recs);
 }
+
+/// As Slurm's scancel does: SIGTERM to every process of the job, the sweep and its running cell.
+#[test]
+fn a_signal_to_the_sweep_and_its_cell_at_once_is_taken_once_and_every_task_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    base(tmp.path(), "");
+    let dir = tmp.path().join("out");
+    let stderr = tmp.path().join("stderr");
+    let args = ["-c", "base.toml", "--vary", "app.task_sleep=10", "--out", "out"];
+    let mut child =
+        sweep(tmp.path(), &args).stdout(Stdio::null()).stderr(std::fs::File::create(&stderr).unwrap()).spawn().unwrap();
+    let log = dir.join("cells/app.task_sleep=10_r1/log.txt");
+    wait_for(|| std::fs::read_to_string(&log).ok().filter(|l| l.contains("Running app")));
+    let cell = wait_for(|| children_of(child.id()).first().copied());
+    for pid in [cell, child.id()] {
+        // SAFETY: plain syscalls on processes this test (and its sweep) started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let status = wait_or_kill(&mut child, 120, "taps sweep");
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(143), "{}", err);
+    // The cell stopped as an interrupted run does (130), not as a second signal makes it (143).
+    assert_eq!(cell_status(&dir, "app.task_sleep=10_r1")["exit_code"], 130, "{}", err);
+    let recs = records(&dir.join("cells/app.task_sleep=10_r1"));
+    assert_eq!(recs.len(), 2, "{}", err);
+    assert!(recs.iter().all(|r| r.success != Some(true)), "{:?}", recs);
+}
