@@ -51,6 +51,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Summarise run directories (taps's or the Python suite's): tables, CSV, JSON, HTML, charts.
     Report(crate::report::ReportArgs),
+    /// Run a matrix of configurations (--vary KEY=V1,V2 ... --repeat N --out DIR), resumable, and write sweep.csv and the report.
+    Sweep(crate::sweep::SweepArgs),
     /// Print a shell completion script.
     Completions {
         /// Shell to generate for.
@@ -123,6 +125,7 @@ pub fn main(argv: Vec<String>) -> i32 {
         }
         Command::Bench(b) => crate::bench::main(b),
         Command::Report(r) => crate::report::main(r),
+        Command::Sweep(s) => crate::sweep::main(s),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "taps", &mut std::io::stdout());
             0

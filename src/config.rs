@@ -339,7 +339,7 @@ fn select(t: &mut toml::Table, section: &str, name: &str) -> Result<(), ConfigEr
 }
 
 /// Deep-merges `over` into `base`; a plugin table naming a different plugin replaces the old one.
-fn merge(base: &mut toml::Table, over: toml::Table, path: &str) {
+pub(crate) fn merge(base: &mut toml::Table, over: toml::Table, path: &str) {
     for (k, v) in over {
         let p = if path.is_empty() { k.clone() } else { format!("{}.{}", path, k) };
         let is_plugin = matches!(p.as_str(), "app" | "engine.executor" | "engine.filter" | "engine.transformer");

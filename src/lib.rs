@@ -38,6 +38,7 @@ pub mod shell;
 pub mod shm;
 pub mod spin;
 pub mod submit;
+pub mod sweep;
 pub mod task;
 pub mod worker;
 

@@ -741,3 +741,107 @@ mod mpi {
         );
     }
 }
+
+/// A batch job of its own (not `taps submit`'s): `sbatch --wrap COMMAND`; scancelled when dropped.
+struct Wrapped {
+    id: String,
+    out: PathBuf,
+}
+
+impl Wrapped {
+    fn submit(cwd: &Path, flags: &[&str], command: &str) -> Wrapped {
+        let out = cwd.join(format!("sbatch-{}.out", std::fs::read_dir(cwd).unwrap().count()));
+        let o = Command::new("sbatch")
+            .args(["--parsable", "--nodes", "1", "--time", "00:05:00", "--chdir"])
+            .arg(cwd)
+            .arg(format!("--output={}", out.display()))
+            .args(flags)
+            .args(["--wrap", command])
+            .env("SLURM_CONF", slurm_conf())
+            .output()
+            .expect("sbatch runs");
+        assert!(o.status.success(), "sbatch: {}", text(&o.stderr));
+        Wrapped { id: text(&o.stdout).trim().to_string(), out }
+    }
+
+    /// Waits until the job's output holds `needle`; returns the output.
+    fn wait_output(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let t = std::fs::read_to_string(&self.out).unwrap_or_default();
+            if t.contains(needle) {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "job {}: no {:?} after {:?}; output:\n{}", self.id, needle, WAIT, t);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn scancel(&self) {
+        let o = Command::new("scancel").arg(&self.id).env("SLURM_CONF", slurm_conf()).output().unwrap();
+        assert!(o.status.success(), "scancel {}: {}", self.id, text(&o.stderr));
+    }
+}
+
+impl Drop for Wrapped {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.id).env("SLURM_CONF", slurm_conf()).output();
+    }
+}
+
+/// `taps sweep` in a batch job: every executor (the mpi cell starts its ranks inside the
+/// allocation); a job cancelled in the middle of a cell (scancel signals the sweep and its cell
+/// at once) records the cell's tasks, and the same job submitted again resumes it.
+#[test]
+fn slurm_job_running_taps_sweep_runs_every_executor_and_resumes_after_scancel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base.toml");
+    std::fs::write(&base, "[app]\nname = \"synthetic\"\nstructure = \"bag\"\ntask_count = 3\nbag_max_running = 2\n")
+        .unwrap();
+    let sweep = |vary: &str, out: &str| {
+        format!(
+            "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; exec {} sweep -c {} --vary {} --out {}",
+            taps_bin(),
+            base.display(),
+            vary,
+            tmp.path().join(out).display()
+        )
+    };
+    let flags = ["--exclusive", "--overcommit", "--ntasks", "3"];
+    let job = Wrapped::submit(tmp.path(), &flags, &sweep("engine.executor=thread-pool,process-pool,mpi", "all"));
+    let out = job.wait_output("Sweep of 3 cell(s)");
+    assert!(out.contains("3 ok, 0 failed"), "{}", out);
+    for ex in ["thread-pool", "process-pool", "mpi"] {
+        let recs = records(&tmp.path().join(format!("all/cells/engine.executor={}_r1", ex)));
+        assert_eq!(recs.len(), 3, "{}", ex);
+        assert!(recs.iter().all(|r| r.success == Some(true)), "{}", ex);
+    }
+
+    let cmd = sweep("app.task_sleep=0,10,0.01", "resumed");
+    let cells = tmp.path().join("resumed/cells");
+    let job = Wrapped::submit(tmp.path(), &[], &cmd);
+    let log = cells.join("app.task_sleep=10_r1/log.txt");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Running app")) {
+        assert!(Instant::now() < deadline, "the second cell never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    job.scancel();
+    let out = job.wait_output("taps: sweep interrupted by signal 15: 1 of 3 cell(s) finished");
+    let recs = records(&cells.join("app.task_sleep=10_r1"));
+    assert_eq!(recs.len(), 2, "the two tasks in flight, recorded as failed: {}", out);
+    assert!(recs.iter().all(|r| r.success != Some(true)));
+    let first = cells.join("app.task_sleep=0_r1/tasks.jsonl");
+    let mtime = std::fs::metadata(&first).unwrap().modified().unwrap();
+
+    let job = Wrapped::submit(tmp.path(), &[], &cmd);
+    let out = job.wait_output("Sweep of 3 cell(s)");
+    assert!(out.contains("resuming: 1 of 3 cell(s) already finished, skipped"), "{}", out);
+    assert!(out.contains("3 ok, 0 failed"), "{}", out);
+    assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), mtime, "the finished cell ran again");
+    for c in ["app.task_sleep=0_r1", "app.task_sleep=10_r1", "app.task_sleep=0.01_r1"] {
+        let recs = records(&cells.join(c));
+        assert_eq!(recs.len(), 3, "{}", c);
+        assert!(recs.iter().all(|r| r.success == Some(true)), "{}", c);
+    }
+}
