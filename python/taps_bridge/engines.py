@@ -10,7 +10,22 @@ def build(name, o):
     return {"dask": Dask, "ray": Ray, "parsl-local": ParslLocal}[name](o)
 
 
-class Dask:
+class FutureEngine:
+    """An engine whose submissions return concurrent.futures-style futures (Dask, Parsl): a
+    future is itself a child's argument and has done callbacks."""
+
+    def on_done(self, fut, cb):
+        fut.add_done_callback(cb)
+
+    def arg(self, fut):
+        """A task's future as a child's argument."""
+        return fut
+
+    def result(self, fut):
+        return fut.result()
+
+
+class Dask(FutureEngine):
     """dask.distributed: a LocalCluster, or the scheduler at ``scheduler``."""
 
     def __init__(self, o):
@@ -39,16 +54,6 @@ class Dask:
         *first, deps = args
         # A unique key: two equal calls are two tasks (never merged as pure calls would be).
         return self.client.submit(fn, *first, *deps, key=key, pure=False)
-
-    def on_done(self, fut, cb):
-        fut.add_done_callback(cb)
-
-    def arg(self, fut):
-        """A task's future as a child's argument."""
-        return fut
-
-    def result(self, fut):
-        return fut.result()
 
     def close(self):
         self.client.close()
@@ -93,7 +98,7 @@ class Ray:
         self.ray.shutdown()
 
 
-class ParslLocal:
+class ParslLocal(FutureEngine):
     """Parsl: a HighThroughputExecutor on the LocalProvider (one block on this node)."""
 
     def __init__(self, o):
@@ -129,16 +134,6 @@ class ParslLocal:
         if app is None:
             app = self.apps[fn] = parsl.python_app(fn, executors=["taps-htex-local"])
         return app(*first, *deps)
-
-    def on_done(self, fut, cb):
-        fut.add_done_callback(cb)
-
-    def arg(self, fut):
-        """A task's future as a child's argument."""
-        return fut
-
-    def result(self, fut):
-        return fut.result()
 
     def close(self):
         self.dfk.cleanup()
