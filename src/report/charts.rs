@@ -94,6 +94,21 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Draws a chart's series labels in its upper right corner.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 13))
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
 fn colour(i: usize) -> RGBColor {
     const C: [RGBColor; 8] = [
         RGBColor(31, 119, 180),
@@ -158,14 +173,7 @@ fn gantt<DB: DrawingBackend>(root: Draw<DB>, run: &Run) -> Result<(), String> {
         }
     }
     if text {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FAMILY, 13))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
     }
     root.present().map_err(err)
 }
@@ -312,14 +320,7 @@ fn makespan_bars<DB: DrawingBackend>(root: Draw<DB>, r: &Report) -> Result<(), S
             .enumerate()
             .map(|(ci, (label, _))| Text::new(label.clone(), (ci as f64 + 0.1, top * 0.97), (FAMILY, 14).into_font()));
         chart.draw_series(labels).map_err(err)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FAMILY, 13))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart)?;
     }
     root.present().map_err(err)
 }
