@@ -67,6 +67,59 @@ fn launcher_args(o: &MpiJob) -> Result<Vec<String>, LaunchError> {
     Ok(crate::shell::split(&o.launcher_args)?)
 }
 
+/// How many ranks the launch places without oversubscribing, by OpenMPI's rules: the slots of
+/// the hostfile (`--hostfile`, `--machinefile`, `--default-hostfile`) or `--host` list in
+/// `launcher_args`, else the cores of this node. A hostfile line without `slots=N` has one slot
+/// per core of its node (this node's count is taken, as for a cluster of like nodes); a `--host`
+/// entry without `:N` has one. A hostfile that cannot be read counts as this node: the launcher's
+/// probe names the problem.
+pub(crate) fn slots(launcher_args: &[String]) -> u64 {
+    let cores = crate::executor::available_cores() as u64;
+    let mut hosts: Option<u64> = None;
+    let mut args = launcher_args.iter();
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with('-') => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let flag = flag.trim_start_matches('-');
+        let file = matches!(flag, "hostfile" | "machinefile" | "default-hostfile");
+        let list = matches!(flag, "host" | "H");
+        if !file && !list {
+            continue;
+        }
+        let Some(value) = inline.or_else(|| args.next().cloned()) else { break };
+        let n = if file {
+            match std::fs::read_to_string(&value) {
+                Ok(text) => hostfile_slots(&text, cores),
+                Err(_) => return cores,
+            }
+        } else {
+            value
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| h.rsplit_once(':').map_or(1, |(_, n)| n.parse().unwrap_or(1)))
+                .sum()
+        };
+        *hosts.get_or_insert(0) += n;
+    }
+    hosts.unwrap_or(cores)
+}
+
+/// The slots of an OpenMPI hostfile's `text`; a line without `slots=N` has `cores`.
+fn hostfile_slots(text: &str, cores: u64) -> u64 {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .find_map(|w| w.strip_prefix("slots=").and_then(|n| n.parse().ok()))
+                .unwrap_or(cores)
+        })
+        .sum()
+}
+
 /// The launch of a run in `run_dir` with `config`, whose ranks see the variables `env`; every
 /// error names the missing program, file or bad option.
 pub(crate) fn prepare(
@@ -90,7 +143,7 @@ pub(crate) fn prepare(
         launcher_args: launcher_args(o)?,
         env: env.clone(),
         root: is_root(),
-        oversubscribed: o.ranks > crate::executor::available_cores(),
+        oversubscribed: o.ranks as u64 > slots(&launcher_args(o)?),
     };
     let command = profile.command(&spec).map_err(|e| in_profile(&o.launcher, e))?;
     Ok(Launch { program, command, status_file })
@@ -238,7 +291,7 @@ pub fn probe(o: &MpiJob) -> Result<(), LaunchError> {
         worker: truth,
         launcher_args: launcher_args(o)?,
         root: is_root(),
-        oversubscribed: o.ranks > crate::executor::available_cores(),
+        oversubscribed: o.ranks as u64 > slots(&launcher_args(o)?),
         ..Default::default()
     };
     let cmd = profile.probe_command(&spec).map_err(|e| in_profile(&o.launcher, e))?;
@@ -281,4 +334,31 @@ pub fn probe(o: &MpiJob) -> Result<(), LaunchError> {
         said.push_str("...");
     }
     Err(probe_err(format!("{} rejects the launch command ({}): {}", cmd.program, out.status, said)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn slots_come_from_the_hostfile_or_host_list_else_this_node() {
+        let cores = crate::executor::available_cores() as u64;
+        assert_eq!(slots(&[]), cores);
+        assert_eq!(slots(&words("--bind-to none")), cores);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hosts");
+        std::fs::write(&f, "# nodes\nnode1 slots=4\n\nnode2 slots=2 max_slots=8  # small\nnode3\n").unwrap();
+        let f = f.display();
+        assert_eq!(slots(&words(&format!("--hostfile {}", f))), 6 + cores);
+        assert_eq!(slots(&words(&format!("-machinefile {}", f))), 6 + cores);
+        assert_eq!(slots(&words(&format!("--hostfile={}", f))), 6 + cores);
+        assert_eq!(slots(&words("--host a:3,b")), 4);
+        assert_eq!(slots(&words("-H a,b,c")), 3);
+        // An unreadable hostfile counts as this node (the launcher's probe names the problem).
+        assert_eq!(slots(&words("--hostfile /nonexistent/hosts")), cores);
+    }
 }

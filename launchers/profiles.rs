@@ -13,7 +13,7 @@
 //! program = "mpirun"
 //! args = ["{root_args}", "{oversubscribe_args}", "-np", "{ranks}", "{env_args}", "{launcher_args}", "{worker}", "{worker_args}"]
 //! root_args = ["--allow-run-as-root"]          # spliced in when running as root
-//! oversubscribe_args = ["--oversubscribe"]     # spliced in when ranks > cores of this node
+//! oversubscribe_args = ["--oversubscribe"]     # spliced in when ranks > slots (hostfile, else cores)
 //! env_args = ["-x", "{name}"]                  # per variable of run.env_vars, spliced in as {env_args}
 //! env = { OMPI_MCA_orte_enable_recovery = "1" }            # always set for the launcher
 //! root_env = {}                                             # set when running as root

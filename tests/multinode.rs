@@ -268,6 +268,10 @@ fn a_run_spreads_over_three_nodes_over_tcp_and_moves_data_through_the_shared_fil
     let mut child = c.spawn().unwrap();
     let status = common::wait_or_kill(&mut child, 120, "taps run across simulated nodes");
     assert!(status.success(), "{:?}: {}", status, nodes.output());
+    // Three ranks on the hostfile's three slots: no oversubscription, though this node has fewer cores.
+    let out = nodes.output();
+    let launch = out.lines().find(|l| l.contains("Launching MPI job")).unwrap_or_else(|| panic!("{}", out));
+    assert!(launch.contains("--hostfile") && !launch.contains("--oversubscribe"), "{}", launch);
 
     let run = the_run_dir(&nodes.work());
     let mut files: Vec<String> =
