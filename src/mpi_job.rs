@@ -36,6 +36,34 @@ pub(crate) fn worker_main(argv: &[String]) -> i32 {
     session.finish_driver(code)
 }
 
+/// The signal that stopped rank 0, if one did.
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Rank 0's exit code and the line that says why, when the run lost worker ranks (`lost`, as
+/// [`Session::lost_ranks`] words them) and ended with `code`. A run that lost ranks failed (1),
+/// unless the user interrupted it (130 after SIGINT, SIGHUP, or SIGUSR1 from `taps run`): a
+/// SIGTERM after a loss is the launcher stopping the job, as mpirun does when a node and its MPI
+/// daemon are lost with the rank, and the line names that node.
+fn lost_ranks_outcome(lost: &[String], code: i32, signal: i32) -> (i32, String) {
+    let mut line = format!("The run lost {} worker rank(s): {}", lost.len(), lost.join("; "));
+    if code != 130 {
+        return (1, line);
+    }
+    if signal != libc::SIGTERM {
+        line.push_str(&format!(", and was then interrupted by signal {}", signal));
+        return (130, line);
+    }
+    let mut nodes: Vec<&str> = lost.iter().filter_map(|l| l.split(" on ").nth(1)?.split(')').next()).collect();
+    nodes.dedup();
+    line.push_str(&format!(
+        "; then the launcher stopped the job (signal {}), as mpirun does when it loses a node's MPI daemon: node(s) {} \
+         are likely down",
+        signal,
+        nodes.join(", ")
+    ));
+    (1, line)
+}
+
 /// Rank 0's signals: SIGINT, SIGTERM, SIGHUP and SIGUSR1 (from `taps run` through mpirun) all
 /// interrupt the run. A repeated signal changes nothing: mpirun follows its SIGTERM with SIGKILL
 /// anyway, and rank 0 must not die between the two while it records.
@@ -50,6 +78,7 @@ fn install_rank0_signals() {
                 continue;
             }
             first = false;
+            STOP_SIGNAL.store(sig, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(target: "taps.run", "Interrupted by signal {}: recording unfinished tasks and stopping", sig);
             // The engine first (it fails the tasks still waiting for their inputs), then the
             // executor, whose failures reach the engine after its interrupt.
@@ -68,12 +97,14 @@ fn run_rank0(args: &[String], argv: &[String], session: &Session) -> i32 {
             match crate::run::run_in(&cfg, &run_dir, argv) {
                 Ok(o) => {
                     let lost = session.lost_ranks();
-                    let mut code = o.exit_code();
-                    if !lost.is_empty() && code != 130 {
-                        tracing::error!(target: "taps.run", "The run lost {} worker rank(s): {}", lost.len(), lost.join("; "));
-                        code = 1;
+                    if lost.is_empty() {
+                        o.exit_code()
+                    } else {
+                        let signal = STOP_SIGNAL.load(std::sync::atomic::Ordering::Relaxed);
+                        let (code, line) = lost_ranks_outcome(&lost, o.exit_code(), signal);
+                        tracing::error!(target: "taps.run", "{}", line);
+                        code
                     }
-                    code
                 }
                 Err(e) => {
                     tracing::error!(target: "taps.run", "Caught unhandled exception: {:#}", e);
@@ -122,5 +153,24 @@ fn warn_without_recovery() {
              second later, so taps then fails every unfinished task at once; add --enable-recovery (taps run \
              --engine.executor mpi does) to finish the work on the other ranks"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_ranks_outcome;
+
+    #[test]
+    fn a_lost_rank_fails_the_run_and_a_sigterm_after_it_names_the_lost_node() {
+        let lost = ["MPI rank 2 (pid 17 on node2) died".to_string()];
+        let (code, line) = lost_ranks_outcome(&lost, 1, 0);
+        assert_eq!((code, line.as_str()), (1, "The run lost 1 worker rank(s): MPI rank 2 (pid 17 on node2) died"));
+        let (code, line) = lost_ranks_outcome(&lost, 130, libc::SIGTERM);
+        assert_eq!(code, 1);
+        assert!(line.ends_with("node(s) node2 are likely down"), "{}", line);
+        // The user's interrupt stays an interrupt.
+        let (code, line) = lost_ranks_outcome(&lost, 130, libc::SIGUSR1);
+        assert_eq!(code, 130);
+        assert!(line.ends_with(&format!("interrupted by signal {}", libc::SIGUSR1)), "{}", line);
     }
 }
