@@ -103,12 +103,8 @@ impl<K: ?Sized + PluginOptions> PartialEq for Selected<K> {
 }
 
 /// Plugins of the Python suite that taps does not have yet, by kind.
-pub(crate) const NOT_YET: &[(&str, &[&str])] = &[
-    ("app", &[]),
-    ("executor", &["globus", "parsl-htex", "taskvine"]),
-    ("filter", &["pickle-size"]),
-    ("transformer", &[]),
-];
+pub(crate) const NOT_YET: &[(&str, &[&str])] =
+    &[("app", &[]), ("executor", &["globus", "taskvine"]), ("filter", &["pickle-size"]), ("transformer", &[])];
 
 /// Finds a plugin by name; the error lists the valid names and the nearest one, or says that
 /// the Python suite's plugin of that name is not implemented in taps yet.

@@ -1,4 +1,4 @@
-//! The Python engines (dask, ray, parsl-local) through the real `taps` binary and the engines'
+//! The Python engines (dask, ray, parsl-local, parsl-htex) through the real `taps` binary and the engines'
 //! virtual environment (scripts/install-engines.sh; scripts/test.sh installs it first).
 //!
 //! Every run that starts an engine runs inside a private network namespace this test creates
@@ -174,6 +174,50 @@ fn ray_runs_the_apps_and_parents_results_stay_in_the_engine() {
 #[test]
 fn parsl_local_runs_the_apps_and_parents_results_stay_in_the_engine() {
     three_apps("parsl-local", "--engine.executor.workers 2");
+}
+
+/// The reference's parsl-htex options for a LocalProvider block of 2 workers on loopback.
+const HTEX_LOCAL: &str = r#"--engine.executor.warmup true --engine.executor.htex '{"label": "taps-test", "address": "127.0.0.1", "max_workers_per_node": 2, "provider": {"kind": "parsl.providers.LocalProvider", "init_blocks": 1, "max_blocks": 1, "launcher": {"kind": "SingleNodeLauncher"}}}'"#;
+
+#[test]
+fn parsl_htex_runs_the_apps_and_parents_results_stay_in_the_engine() {
+    three_apps("parsl-htex", HTEX_LOCAL);
+}
+
+#[test]
+fn parsl_htex_options_parsl_cannot_build_are_one_line_before_the_run() {
+    require_venv();
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"{"provider": {"kind": "NoSuchProvider"}}"#,
+            "The module parsl.providers does not contain a provider named NoSuchProvider.",
+        ),
+        (
+            r#"{"provider": {"kind": "LocalProvider", "launcher": {"kind": "parsl.launchers.Nope"}}}"#,
+            "The module parsl.launchers does not contain a provider named Nope.",
+        ),
+        (
+            r#"{"address": {"kind": "address_by_nothing"}}"#,
+            "The module parsl.addresses does not contain a provider named address_by_nothing.",
+        ),
+        (r#"{"max_workers": 2}"#, "unexpected keyword argument 'max_workers'"),
+        (r#"{"a": {"label": "x"}, "b": {"label": "x"}}"#, "labels must be unique"),
+    ];
+    for (htex, expected) in cases {
+        let out = Command::new(taps_bin())
+            .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "2"])
+            .args(["--app.bag-max-running", "1", "--engine.executor", "parsl-htex", "--engine.executor.htex", htex])
+            .env("TAPS_ENGINES_VENV", venv())
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{}", err);
+        assert!(err.starts_with("taps: error: executor \"parsl-htex\": ") && err.contains(expected), "{}", err);
+        assert!(!tmp.path().join("runs").exists(), "no run directory for bad options");
+    }
 }
 
 /// SIGINT to `taps run` on an engine: exit 130, one record per task, no engine process left.

@@ -7,7 +7,14 @@ import time
 
 def build(name, o):
     """Starts (or joins) the engine ``name`` with options ``o``."""
-    return {"dask": Dask, "ray": Ray, "parsl-local": ParslLocal}[name](o)
+    return {"dask": Dask, "ray": Ray, "parsl-local": ParslLocal, "parsl-htex": ParslHtex}[name](o)
+
+
+def check(name, o):
+    """Builds what ``name`` would start with options ``o`` without starting it: raises a
+    ``ValueError`` naming the first problem (``taps`` asks before it creates the run directory)."""
+    if name == "parsl-htex":
+        htex_config(o)
 
 
 class FutureEngine:
@@ -137,3 +144,145 @@ class ParslLocal(FutureEngine):
 
     def close(self):
         self.dfk.cleanup()
+
+
+# Fields of the reference's HTExConfig (the rest of an [engine.executor.htex] table are keyword
+# arguments of HighThroughputExecutor).
+HTEX_FIELDS = ("label", "provider", "address", "manager_selector", "worker_port", "worker_port_range", "interchange_port_range")
+
+
+def _kind(module, kind, what):
+    """The object ``kind`` (a dotted path keeps its last part) of ``module``, as the reference looks it up."""
+    name = str(kind).rsplit(".", 1)[-1]
+    obj = getattr(module, name, None)
+    if obj is None:
+        raise ValueError("The module %s does not contain a %s named %s." % (module.__name__, what, name))
+    return obj
+
+
+def _table(t, where):
+    if not isinstance(t, dict):
+        raise ValueError("%s: expected a table, got %r" % (where, t))
+    if "kind" not in t:
+        raise ValueError("%s.kind is required" % where)
+    rest = {k: v for k, v in t.items() if k != "kind"}
+    return t["kind"], rest
+
+
+def _address(a, where):
+    """An address: a string as it is, or {kind = "address_by_…", …} called with the other keys."""
+    import parsl.addresses
+
+    if a is None or isinstance(a, str):
+        return a
+    kind, rest = _table(a, where)
+    return _kind(parsl.addresses, kind, "provider")(**rest)
+
+
+def _htex(c, where):
+    import parsl.executors.high_throughput.manager_selector as selectors
+    import parsl.launchers
+    import parsl.providers
+    from parsl.executors import HighThroughputExecutor
+
+    if not isinstance(c, dict):
+        raise ValueError("%s: expected a table, got %r" % (where, c))
+    kw = {k: v for k, v in c.items() if v is not None}
+    kw.setdefault("label", "taps-htex")
+    if "provider" in kw:
+        kind, rest = _table(kw["provider"], where + ".provider")
+        if rest.get("launcher") is not None:
+            lk, lrest = _table(rest["launcher"], where + ".provider.launcher")
+            rest["launcher"] = _kind(parsl.launchers, lk, "provider")(**lrest)
+        kw["provider"] = _kind(parsl.providers, kind, "provider")(**rest)
+    if "address" in kw:
+        kw["address"] = _address(kw["address"], where + ".address")
+    if "manager_selector" in kw:
+        kind, rest = _table(kw["manager_selector"], where + ".manager_selector")
+        kw["manager_selector"] = _kind(selectors, kind, "type")(**rest)
+    for r in ("worker_port_range", "interchange_port_range"):
+        if r in kw:
+            kw[r] = tuple(kw[r])
+    try:
+        return HighThroughputExecutor(**kw)
+    except TypeError as e:
+        raise ValueError("%s: %s" % (where, e)) from None
+
+
+def htex_config(o):
+    """The ``parsl.Config`` of executor ``parsl-htex`` (the reference's ParslHTExConfig): one
+    HighThroughputExecutor per ``htex`` entry (a single HTExConfig table, or tables by label),
+    None values left out, the warmup keys kept for taps."""
+    import parsl
+
+    htex = o.get("htex")
+    if not isinstance(htex, dict) or not htex:
+        raise ValueError("engine.executor.htex is required: an [engine.executor.htex] table (HTExConfig)")
+    several = all(isinstance(v, dict) for v in htex.values()) and not any(k in HTEX_FIELDS for k in htex)
+    if several:
+        executors = [_htex(dict(c, label=c.get("label", label)), "engine.executor.htex." + label) for label, c in htex.items()]
+    else:
+        executors = [_htex(htex, "engine.executor.htex")]
+    labels = [e.label for e in executors]
+    if len(set(labels)) != len(labels):
+        raise ValueError("engine.executor.htex: executor labels must be unique, got %s" % labels)
+    kw = {k: o.get(k) for k in ("retries", "strategy", "max_idletime", "run_dir") if o.get(k) is not None}
+    if o.get("monitoring") is not None:
+        from parsl.monitoring import MonitoringHub
+
+        m = dict(o["monitoring"])
+        if "hub_address" in m:
+            m["hub_address"] = _address(m["hub_address"], "engine.executor.monitoring.hub_address")
+        if "hub_port_range" in m:
+            m["hub_port_range"] = tuple(m["hub_port_range"])
+        kw["monitoring"] = MonitoringHub(**m)
+    return parsl.Config(executors=executors, initialize_logging=False, **kw)
+
+
+class ParslHtex(FutureEngine):
+    """Parsl with the HighThroughputExecutors of ``[engine.executor.htex]`` (any provider: Slurm,
+    PBS, local…). With ``warmup``, no-op tasks go out in batches until ``min_connected_nodes``
+    worker pools have connected (the reference's warmup)."""
+
+    def __init__(self, o):
+        import parsl
+
+        config = htex_config(o)
+        self.executors = config.executors
+        self.dfk = parsl.load(config)
+        self.apps = {}
+        if o.get("warmup"):
+            self.warmup(o)
+
+    def connected(self):
+        return sum(len(e.connected_managers()) for e in self.executors)
+
+    def warmup(self, o):
+        import parsl
+
+        noop = parsl.python_app(_noop)
+        for _ in range(o.get("max_warmup_batches", 1)):
+            for f in [noop() for _ in range(o.get("warmup_batch_size", 1))]:
+                f.result()
+            if self.connected() >= o.get("min_connected_nodes", 1):
+                return
+            time.sleep(o.get("warmup_sleep", 1))
+
+    def describe(self):
+        return "parsl-htex(%s)" % ", ".join(e.label for e in self.executors)
+
+    def submit(self, key, fn, *args):
+        import parsl
+
+        *first, deps = args
+        app = self.apps.get(fn)
+        if app is None:
+            app = self.apps[fn] = parsl.python_app(fn)
+        return app(*first, *deps)
+
+    def close(self):
+        self.dfk.cleanup()
+
+
+def _noop():
+    return None

@@ -1,4 +1,4 @@
-//! Executors `dask`, `ray` and `parsl-local`: the Python engines, driven through the
+//! Executors `dask`, `ray`, `parsl-local` and `parsl-htex`: the Python engines, driven through the
 //! [bridge](super::bridge) with the Python TaPS suite's options and defaults.
 
 use std::path::PathBuf;
@@ -167,4 +167,92 @@ impl ExecutorConfig for ParslLocalOptions {
     fn workers(&self) -> Option<Workers> {
         self.workers.map(|n| Workers { key: "workers", count: n as u64, kind: WorkerKind::Processes })
     }
+}
+
+crate::options! {
+    /// Options of the `parsl-htex` executor (the reference's ParslHTExConfig).
+    pub(crate) struct ParslHtexOptions {
+        /// HighThroughputExecutor(s): one HTExConfig table (label, provider {kind, launcher {kind}, …}, address, manager_selector, worker_port(_range), interchange_port_range, other HighThroughputExecutor arguments), or such tables by label
+        #[required]
+        htex: toml::Table = toml::Table::new(),
+        /// Parsl retries of a failed task (inside the engine: taps records the task once)
+        retries: u64 = 0,
+        /// Parsl's scaling strategy (none = Parsl's default)
+        strategy: Option<String> = None,
+        /// Seconds a block may idle before the strategy scales it in (none = Parsl's default)
+        max_idletime: Option<f64> = None,
+        /// MonitoringHub arguments (hub_address: string or {kind = "address_by_…"}, hub_port_range, …); needs parsl[monitoring]
+        monitoring: Option<toml::Table> = None,
+        /// Parsl's run directory (relative: inside the run directory).
+        run_dir: String = "parsl-runinfo".into(),
+        /// Send no-op tasks in batches before the app starts, until min_connected_nodes worker pools are connected
+        warmup: bool = false,
+        /// Worker pools (nodes) the warmup waits for
+        min_connected_nodes: u64 = 1,
+        /// No-op tasks per warmup batch
+        warmup_batch_size: u64 = 1,
+        /// Warmup batches at most
+        max_warmup_batches: u64 = 1,
+        /// Seconds between warmup batches
+        warmup_sleep: u64 = 1,
+        /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
+        worker_path: Option<PathBuf> = None,
+    }
+}
+
+impl ParslHtexOptions {
+    fn json(&self) -> serde_json::Value {
+        let json = |t: &toml::Table| serde_json::to_value(t).unwrap_or_default();
+        serde_json::json!({
+            "htex": json(&self.htex), "retries": self.retries, "strategy": self.strategy,
+            "max_idletime": self.max_idletime, "monitoring": self.monitoring.as_ref().map(json),
+            "run_dir": self.run_dir, "warmup": self.warmup, "min_connected_nodes": self.min_connected_nodes,
+            "warmup_batch_size": self.warmup_batch_size, "max_warmup_batches": self.max_warmup_batches,
+            "warmup_sleep": self.warmup_sleep,
+        })
+    }
+}
+
+/// The `parsl-htex` plugin entry.
+pub const PARSL_HTEX: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    ParslHtexOptions,
+    "parsl-htex",
+    "Parsl: HighThroughputExecutors on any Parsl provider (Slurm, PBS, local…) (needs scripts/install-engines.sh)"
+);
+
+impl ExecutorConfig for ParslHtexOptions {
+    fn get_executor(&self, ctx: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        let worker = locate_worker(self.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
+        Ok(Box::new(Bridge::new("parsl-htex", self.json(), worker, ctx.env_vars.clone())))
+    }
+
+    /// Parsl builds the executors, providers, launchers and addresses (without starting them):
+    /// an unknown kind or argument is one line before the run directory exists.
+    fn preflight(&self) -> Result<(), String> {
+        check_installed("parsl-htex", "parsl")?;
+        check_options("parsl-htex", &self.json())?;
+        locate_worker(self.worker_path.as_deref()).map(|_| ())
+    }
+}
+
+/// Asks the engine's Python code whether options `o` of `engine` build (without starting
+/// anything); the problem it names is the error.
+fn check_options(engine: &str, o: &serde_json::Value) -> Result<(), String> {
+    const CHECK: &str = "import json, sys\nfrom taps_bridge import engines\ntry:\n    engines.check(sys.argv[1], \
+                         json.loads(sys.argv[2]))\nexcept Exception as e:\n    msg = str(e) if isinstance(e, ValueError) \
+                         else '%s: %s' % (type(e).__name__, e)\n    print(msg.replace(chr(10), ' '), file=sys.stderr)\n    \
+                         sys.exit(3)\n";
+    let out = std::process::Command::new(super::bridge::venv().join("bin/python"))
+        .args(["-c", CHECK, engine, &o.to_string()])
+        .env("PYTHONPATH", super::bridge::python_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("executor {:?}: cannot run the engines' Python: {}", engine, e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("the options do not build");
+    Err(format!("executor {:?}: {}", engine, line.trim()))
 }
