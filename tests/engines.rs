@@ -205,18 +205,8 @@ fn parsl_htex_options_parsl_cannot_build_are_one_line_before_the_run() {
         (r#"{"a": {"label": "x"}, "b": {"label": "x"}}"#, "labels must be unique"),
     ];
     for (htex, expected) in cases {
-        let out = Command::new(taps_bin())
-            .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "2"])
-            .args(["--app.bag-max-running", "1", "--engine.executor", "parsl-htex", "--engine.executor.htex", htex])
-            .env("TAPS_ENGINES_VENV", venv())
-            .current_dir(tmp.path())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{}", err);
+        let err = refused(tmp.path(), &venv(), &["parsl-htex", "--engine.executor.htex", htex]);
         assert!(err.starts_with("taps: error: executor \"parsl-htex\": ") && err.contains(expected), "{}", err);
-        assert!(!tmp.path().join("runs").exists(), "no run directory for bad options");
     }
 }
 
@@ -276,17 +266,26 @@ fn sigint_stops_parsl_and_leaves_no_engine_process() {
 fn without_the_environment_one_line_names_the_install_script() {
     let tmp = tempfile::tempdir().unwrap();
     for engine in ["dask", "ray", "parsl-local"] {
-        let out = Command::new(taps_bin())
-            .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "2"])
-            .args(["--app.bag-max-running", "1", "--engine.executor", engine])
-            .env("TAPS_ENGINES_VENV", tmp.path().join("none"))
-            .current_dir(tmp.path())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{}", err);
+        let err = refused(tmp.path(), &tmp.path().join("none"), &[engine]);
         assert!(err.starts_with("taps: error: ") && err.contains("scripts/install-engines.sh"), "{}", err);
-        assert!(!tmp.path().join("runs").exists(), "no run directory for a missing environment");
     }
+}
+
+/// `taps run` of a small bag in `dir` with the engines' environment `venv` and
+/// `--engine.executor EXECUTOR…`, which must be refused: exit 2, one line, no run directory.
+/// Returns the line.
+fn refused(dir: &Path, venv: &Path, executor: &[&str]) -> String {
+    let out = Command::new(taps_bin())
+        .args(["run", "--app", "synthetic", "--app.structure", "bag", "--app.task-count", "2"])
+        .args(["--app.bag-max-running", "1", "--engine.executor"])
+        .args(executor)
+        .env("TAPS_ENGINES_VENV", venv)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{}", err);
+    assert!(!dir.join("runs").exists(), "no run directory for {:?}", executor);
+    err
 }
