@@ -63,6 +63,8 @@ fn makespan_overhead_and_its_parts_match_the_figures_worked_out_by_hand() {
     // makespan = last received − first submit = 106 − 100.
     assert_eq!(f("/makespan_s"), 6.0);
     assert_eq!(run["makespan_from"], "records");
+    // The app's own elapsed time comes from the fixture's log.txt line `Finished app (elapsed=6.100s)`.
+    assert_eq!(f("/app_elapsed_s"), 6.1);
     assert_eq!((run["tasks"].as_u64(), run["failed"].as_u64()), (Some(6), Some(1)));
     assert_eq!(f("/throughput_per_s"), 1.0);
     // ready = latest parent received (a: 100, g: 100.5, c, b: 102, d: max(104.75, 103.5) = 104.75).

@@ -158,6 +158,9 @@ pub struct RunSummary {
     pub makespan_from: String,
     /// Tasks per second over the makespan.
     pub throughput_per_s: f64,
+    /// The app's own elapsed time, `Finished app (elapsed=…s)` in log.txt, for either suite: the
+    /// like-for-like figure when runs of both suites are compared.
+    pub app_elapsed_s: Option<f64>,
     /// Per-task parts over every task that ran.
     pub parts: PartStats,
     /// Bytes moved inline (None: the records do not say).
@@ -225,6 +228,7 @@ pub fn summarise(run: &Run) -> RunSummary {
         makespan_s,
         makespan_from: makespan_from.into(),
         throughput_per_s: if makespan_s > 0.0 { tasks as f64 / makespan_s } else { 0.0 },
+        app_elapsed_s: run.app_elapsed,
         parts: PartStats::of(&ps),
         bytes_inline: taps.then(|| run.records.iter().map(|r| r.bytes_inline).sum()),
         bytes_by_reference: taps.then(|| run.records.iter().map(|r| r.bytes_by_reference).sum()),

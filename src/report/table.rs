@@ -244,6 +244,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "bytes_inline",
     "bytes_by_reference",
     "remote_tasks",
+    "app_elapsed_s",
 ];
 
 fn csv_row(s: &RunSummary) -> Vec<String> {
@@ -272,6 +273,7 @@ fn csv_row(s: &RunSummary) -> Vec<String> {
     row.push(s.bytes_inline.map_or(String::new(), |b| b.to_string()));
     row.push(s.bytes_by_reference.map_or(String::new(), |b| b.to_string()));
     row.push(s.remote_tasks.to_string());
+    row.push(s.app_elapsed_s.map_or(String::new(), |e| format!("{:.3}", e)));
     row
 }
 
