@@ -101,6 +101,7 @@ pub static EXECUTORS: &[ExecutorPlugin] = &[
     engines::DASK,
     engines::RAY,
     engines::PARSL_LOCAL,
+    engines::HYPERQUEUE,
 ];
 
 /// Names of executors known to taps but not compiled into this binary, with the reason.
