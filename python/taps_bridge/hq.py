@@ -145,20 +145,25 @@ class Runner:
         return "hyperqueue(%s, %s)" % (self.hyperqueue.get_version(), where)
 
     def submit(self, key, ctx, head, spec, deps):
+        """Submits a taps task: writes its input frames, runs the worker program on them."""
+        program, hello = ctx
+        t = self.task(key)
+        write_input(t.inp, hello, head, spec, deps)
+        return self.launch(t, [program, "worker", "run-frame", "--input", t.inp, "--output", t.out])
+
+    def task(self, key):
+        """A new task's files: ``frames/KEY.in``, ``.out``, ``.err``."""
+        base = os.path.join(self.frames, key)
+        return Task(key, base + ".in", base + ".out", base + ".err")
+
+    def launch(self, t, argv):
+        """Submits ``argv`` as the one program task of a new HQ job; ``t`` ends once the program
+        wrote a complete frame to ``t.out`` (or HQ failed the task)."""
         from hyperqueue import Job
         from hyperqueue.output import StdioDef
 
-        program, hello = ctx
-        base = os.path.join(self.frames, key)
-        t = Task(key, base + ".in", base + ".out", base + ".err")
-        write_input(t.inp, hello, head, spec, deps)
-        job = Job(name=key)
-        job.program(
-            [program, "worker", "run-frame", "--input", t.inp, "--output", t.out],
-            cwd=self.frames,
-            stdout=None,
-            stderr=StdioDef.remove_if_finished(t.err),
-        )
+        job = Job(name=t.key)
+        job.program(argv, cwd=self.frames, stdout=None, stderr=StdioDef.remove_if_finished(t.err))
         self.pending[os.path.basename(t.out)] = t
         try:
             with self.lock:
