@@ -340,7 +340,17 @@ exit $rc
 fn hyperqueue_bad_options_get_one_line() {
     require_venv();
     let tmp = tempfile::tempdir().unwrap();
-    let base = ["run", "--app", "synthetic", "--app.structure", "sequential", "--app.task-count", "2", "--engine.executor", "hyperqueue"];
+    let base = [
+        "run",
+        "--app",
+        "synthetic",
+        "--app.structure",
+        "sequential",
+        "--app.task-count",
+        "2",
+        "--engine.executor",
+        "hyperqueue",
+    ];
     fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
         base.iter().chain(extra).copied().collect()
     }
@@ -355,5 +365,9 @@ fn hyperqueue_bad_options_get_one_line() {
     );
     let empty = tempfile::tempdir().unwrap();
     let empty = empty.path().display().to_string();
-    assert_bad_input(tmp.path(), &with(&base, &["--engine.executor.server-dir", &empty]), &["access file", "hq-current"]);
+    assert_bad_input(
+        tmp.path(),
+        &with(&base, &["--engine.executor.server-dir", &empty]),
+        &["access file", "hq-current"],
+    );
 }
