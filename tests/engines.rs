@@ -371,3 +371,35 @@ fn hyperqueue_bad_options_get_one_line() {
         &["access file", "hq-current"],
     );
 }
+
+/// A task program that HQ sees die (SIGKILL) fails its task with HQ's error and its stderr: one
+/// record per task, and the run ends.
+#[test]
+fn hyperqueue_a_task_program_that_dies_fails_its_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let w = d.join("dying-worker.sh");
+    std::fs::write(
+        &w,
+        format!(
+            "#!/bin/sh\nif [ \"$2\" = run-frame ]; then echo dying on purpose >&2; kill -9 $$; fi\nexec {} \"$@\"\n",
+            taps_bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cmd = taps_cmd(&format!(
+        "--app synthetic --app.structure bag --app.task-count 4 --app.bag-max-running 2 --app.warmup-tasks 0 \
+         --engine.executor hyperqueue --engine.executor.worker-path {}",
+        w.display()
+    ));
+    let outs = in_netns(d, std::slice::from_ref(&cmd));
+    assert_ne!(outs[0].0, 0, "{}", outs[0].1);
+    let recs = records(&the_run_dir(&d.join("d1")));
+    check_record_invariants(&recs);
+    assert!(!recs.is_empty());
+    for r in &recs {
+        let e = r.exception.as_ref().expect("the task failed");
+        assert!(e.message.contains("HyperQueue job") && e.message.contains("dying on purpose"), "{:?}", e);
+    }
+}
