@@ -152,8 +152,8 @@ class Runner:
         return self.launch(t, [program, "worker", "run-frame", "--input", t.inp, "--output", t.out])
 
     def task(self, key):
-        """A new task's files: ``frames/KEY.in``, ``.out``, ``.err``."""
-        base = os.path.join(self.frames, key)
+        """A new task's files: ``frames/KEY.in``, ``.out``, ``.err`` (KEY is unique: name-uuid)."""
+        base = os.path.join(self.frames, key.replace(os.sep, "_"))
         return Task(key, base + ".in", base + ".out", base + ".err")
 
     def launch(self, t, argv):
