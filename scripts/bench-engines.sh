@@ -4,23 +4,29 @@
 # the same venv (python -m taps_bridge.native_bench), interleaved, ROUNDS times, in a private
 # network namespace. Prints one line per measurement: round engine inflight taps|native tasks/s.
 #
-#   scripts/bench-engines.sh [TASKS] [ROUNDS]     (defaults 300 and 3; needs root for unshare)
+# HyperQueue runs programs, not Python functions: its "native" is a plain program task (cp of an
+# empty frame into the result file, seen to end as taps' tasks are), and "hq-wait" is `true`
+# waited for through HQ's own Client.wait_for_jobs (which polls once a second; 10 tasks).
+#
+#   scripts/bench-engines.sh [TASKS] [ROUNDS] [ENGINES]   (defaults 300, 3, "dask ray parsl-local
+#                                                          hyperqueue"; needs root for unshare)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TASKS=${1:-300}
 ROUNDS=${2:-3}
+ENGINES=${3:-dask ray parsl-local hyperqueue}
 VENV="${TAPS_ENGINES_VENV:-$root/.venv-engines}"
 TAPS="$root/target/release/taps"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export TASKS ROUNDS VENV TAPS root work
+export TASKS ROUNDS ENGINES VENV TAPS root work
 unshare -n bash -c '
 set -euo pipefail
 ip link set lo up
-opts() { case $1 in dask) echo "--engine.executor.workers 2";; ray) echo "--engine.executor.num-cpus 2";; parsl-local) echo "--engine.executor.workers 2";; esac; }
-native() { case $1 in dask) echo "{\"workers\": 2, \"use_threads\": false, \"daemon_workers\": true}";; ray) echo "{\"address\": \"local\", \"num_cpus\": 2}";; parsl-local) echo "{\"workers\": 2, \"run_dir\": \"$work/parsl\"}";; esac; }
+opts() { case $1 in dask) echo "--engine.executor.workers 2";; ray) echo "--engine.executor.num-cpus 2";; parsl-local) echo "--engine.executor.workers 2";; hyperqueue) echo "--engine.executor.workers 1 --engine.executor.cpus 2";; esac; }
+native() { case $1 in dask) echo "{\"workers\": 2, \"use_threads\": false, \"daemon_workers\": true}";; ray) echo "{\"address\": \"local\", \"num_cpus\": 2}";; parsl-local) echo "{\"workers\": 2, \"run_dir\": \"$work/parsl\"}";; hyperqueue) echo "{\"workers\": 1, \"cpus\": 2}";; esac; }
 for r in $(seq "$ROUNDS"); do
-  for e in dask ray parsl-local; do
+  for e in $ENGINES; do
     for k in 1 2; do
       rate=$(cd "$work" && "$TAPS" run --app synthetic --app.structure bag --app.task-count "$TASKS" --app.bag-max-running "$k" \
         --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 --engine.executor "$e" $(opts $e) 2>/dev/null \
@@ -28,6 +34,10 @@ for r in $(seq "$ROUNDS"); do
       echo "$r $e $k taps $rate"
       rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" 2>/dev/null | sed -n "s/ tasks\/s//p")
       echo "$r $e $k native $rate"
+      if [ "$e" = hyperqueue ]; then
+        rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" 10 "$k" "{\"workers\": 1, \"cpus\": 2, \"native\": \"wait\"}" 2>/dev/null | sed -n "s/ tasks\/s//p")
+        echo "$r $e $k hq-wait $rate"
+      fi
     done
   done
 done

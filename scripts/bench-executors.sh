@@ -5,13 +5,13 @@
 #     transformer: the median per-task overhead (round trip minus body, from `taps report`);
 #   cholesky n=4000 b=500, and mapreduce over 16 generated files of 50,000 words in 16 maps:
 #   makespan (first submit to last result).
-# Executors run 2 workers (MPI: 3 ranks); the Python engines run inside a private network
+# Executors run 2 workers (MPI: 3 ranks; HyperQueue: one worker of 2 cpus); the Python engines run inside a private network
 # namespace (unshare -n, loopback up). Redis is a private redis-server on a unix socket.
 # Medians over ROUNDS interleaved rounds.
 #
 #   scripts/bench-executors.sh [--rounds N] [--executors e1,e2,...] [--keep DIR]   (root for unshare)
 set -euo pipefail
-rounds=1 executors=thread-pool,process-pool,mpi,dask,ray,parsl-local keep=
+rounds=1 executors=thread-pool,process-pool,mpi,dask,ray,parsl-local,hyperqueue keep=
 while [ $# -gt 0 ]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -40,6 +40,7 @@ workers() {
     mpi) echo --engine.executor.ranks 3 ;;
     dask|parsl-local) echo --engine.executor.workers 2 ;;
     ray) echo --engine.executor.num-cpus 2 ;;
+    hyperqueue) echo --engine.executor.workers 1 --engine.executor.cpus 2 ;;
   esac
 }
 cell() { # cell NAME EXECUTOR ARGS...: one taps run into $out/cells/NAME
@@ -47,7 +48,7 @@ cell() { # cell NAME EXECUTOR ARGS...: one taps run into $out/cells/NAME
   mkdir -p "$out/cells/$name"
   local cmd=("$taps" run --engine.executor "$e" $(workers "$e") "$@" --run-dir "$out/cells/$name")
   case $e in
-    dask|ray|parsl-local) cmd=(unshare -n bash -c 'ip link set lo up; exec "$@"' -- "${cmd[@]}") ;;
+    dask|ray|parsl-local|hyperqueue) cmd=(unshare -n bash -c 'ip link set lo up; exec "$@"' -- "${cmd[@]}") ;;
   esac
   if (cd "$out" && "${cmd[@]}" > "$out/cells/$name.log" 2>&1); then :; else
     echo "bench-executors: $name failed (see $out/cells/$name.log)" >&2

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install the Python engines taps can drive (executors dask, ray, parsl-local), idempotently:
-# python3-venv and python3-dev (apt, when missing), then a virtual environment with pinned
-# versions of Dask distributed, Ray and Parsl from PyPI.
+# Install the Python engines taps can drive (executors dask, ray, parsl-local, hyperqueue),
+# idempotently: python3-venv and python3-dev (apt, when missing), then a virtual environment with
+# pinned versions of Dask distributed, Ray, Parsl and HyperQueue (its Python API, with the
+# HyperQueue runtime inside) from PyPI.
 #
 #   scripts/install-engines.sh           install whatever is missing
 #   scripts/install-engines.sh --check   only say whether the environment is complete (exit 0 / 1)
@@ -16,9 +17,10 @@ PINS=(
   "dask[distributed]==2026.8.0" "distributed==2026.8.0"
   "ray==2.60.0"
   "parsl==2026.10.26"
+  "hyperqueue==0.27.0"
 )
 # What the pins import as (a package directory in site-packages), to check an existing venv.
-IMPORTS=(distributed ray parsl)
+IMPORTS=(distributed ray parsl hyperqueue)
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="${TAPS_ENGINES_VENV:-$root/.venv-engines}"
@@ -28,7 +30,7 @@ check_only=0
 case "${1:-}" in
   "") ;;
   --check) check_only=1 ;;
-  -h|--help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
   *) echo "install-engines: unknown argument '$1' (allowed: --check, --help)" >&2; exit 2 ;;
 esac
 

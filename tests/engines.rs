@@ -1,4 +1,4 @@
-//! The Python engines (dask, ray, parsl-local, parsl-htex) through the real `taps` binary and the engines'
+//! The Python engines (dask, ray, parsl-local, parsl-htex, hyperqueue) through the real `taps` binary and the engines'
 //! virtual environment (scripts/install-engines.sh; scripts/test.sh installs it first).
 //!
 //! Every run that starts an engine runs inside a private network namespace this test creates
@@ -32,6 +32,7 @@ fn require_venv() {
 const NETNS: &str = r#"
 ip link set lo up || exit 97
 readlink /proc/self/ns/net > netns
+ip -o link show | cut -d: -f2 > links
 i=0
 while IFS= read -r line; do
   i=$((i+1)); mkdir -p d$i
@@ -74,13 +75,27 @@ fn in_netns(dir: &Path, cmds: &[String]) -> Vec<(i32, String, String)> {
 }
 
 /// Nothing listened outside loopback, the namespace is gone, no engine process is left.
+///
+/// HyperQueue is the exception: its server binds every interface, hard-coded
+/// (`Ipv4Addr::UNSPECIFIED` in hyperqueue's `server/bootstrap.rs`, no option in its Python API).
+/// For its runs `0.0.0.0` is accepted too, and the namespace is checked to have no interface but
+/// loopback, so those ports were reachable from this node only.
 fn check_netns(dir: &Path) {
     let ss = std::fs::read_to_string(dir.join("ss")).unwrap_or_default();
     let listening: Vec<&str> = ss.lines().filter_map(|l| l.split_whitespace().nth(3)).collect();
     assert!(!listening.is_empty(), "the engine never listened on a port (ss saw nothing)");
+    let cmds = std::fs::read_to_string(dir.join("cmds")).unwrap_or_default();
+    let wildcard = cmds.contains("hyperqueue");
+    if wildcard {
+        let links = std::fs::read_to_string(dir.join("links")).unwrap_or_default();
+        assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["lo"], "the namespace had other interfaces");
+    }
     for a in &listening {
         assert!(
-            a.starts_with("127.") || a.starts_with("[::ffff:127.") || a.starts_with("[::1]:"),
+            a.starts_with("127.")
+                || a.starts_with("[::ffff:127.")
+                || a.starts_with("[::1]:")
+                || (wildcard && a.starts_with("0.0.0.0:")),
             "something listened outside loopback: {} (all: {:?})",
             a,
             listening
@@ -149,7 +164,12 @@ fn three_apps(engine: &str, opts: &str) {
             let x = r.execution.as_ref().expect("worker-side timings");
             assert!(r.submit_time <= x.task_start_time && x.task_start_time <= x.task_end_time);
             assert!(x.task_end_time <= r.received_time.unwrap());
-            assert!(r.worker.as_deref().is_some_and(|w| w.starts_with(&format!("{}-pid-", engine))), "{:?}", r.worker);
+            // HyperQueue runs a program per task: the worker is the host it ran on.
+            let worker = match engine {
+                "hyperqueue" => format!("hyperqueue-{}", x.hostname),
+                _ => format!("{}-pid-", engine),
+            };
+            assert!(r.worker.as_deref().is_some_and(|w| w.starts_with(&worker)), "{:?}", r.worker);
         }
     }
     // The chain: each task's 1 MB result went to the next task inside the engine; only the last
@@ -265,7 +285,7 @@ fn sigint_stops_parsl_and_leaves_no_engine_process() {
 #[test]
 fn without_the_environment_one_line_names_the_install_script() {
     let tmp = tempfile::tempdir().unwrap();
-    for engine in ["dask", "ray", "parsl-local"] {
+    for engine in ["dask", "ray", "parsl-local", "hyperqueue"] {
         let err = refused(tmp.path(), &tmp.path().join("none"), &[engine]);
         assert!(err.starts_with("taps: error: ") && err.contains("scripts/install-engines.sh"), "{}", err);
     }
@@ -288,4 +308,141 @@ fn refused(dir: &Path, venv: &Path, executor: &[&str]) -> String {
     assert_eq!(err.lines().count(), 1, "{}", err);
     assert!(!dir.join("runs").exists(), "no run directory for {:?}", executor);
     err
+}
+
+#[test]
+fn hyperqueue_runs_the_apps_and_parents_results_stay_in_the_engine() {
+    three_apps("hyperqueue", "--engine.executor.workers 2 --engine.executor.cpus 1");
+}
+
+#[test]
+fn sigint_stops_hyperqueue_and_leaves_no_engine_process() {
+    sigint_stops("hyperqueue", "--engine.executor.workers 2 --engine.executor.cpus 1");
+}
+
+/// The run's `hyperqueue/` directory (frames, the local server's files) is gone when it ends.
+#[test]
+fn hyperqueue_leaves_no_scratch_in_the_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cmd = taps_cmd(
+        "--app synthetic --app.structure sequential --app.task-count 3 --app.task-data-bytes 5000 \
+         --app.warmup-tasks 0 --engine.executor hyperqueue",
+    );
+    let outs = in_netns(d, std::slice::from_ref(&cmd));
+    assert_eq!(outs[0].0, 0, "{}\n{}", outs[0].1, outs[0].2);
+    let run = the_run_dir(&d.join("d1"));
+    assert_eq!(records(&run).len(), 3);
+    assert!(!run.join("hyperqueue").exists(), "the run's hyperqueue/ directory is left");
+}
+
+/// `server_dir` joins a running server (here one started through HQ's Python API in another
+/// process, as `hq server start` + `hq worker start` would be on a site): the run submits to it,
+/// starts no server of its own, and the server goes on serving after the run.
+#[test]
+fn hyperqueue_joins_a_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let server = d.join("hq-server");
+    let py = venv().join("bin/python");
+    let script = format!(
+        r#"{py} -c 'import sys, time
+from hyperqueue.cluster import LocalCluster, WorkerConfig
+c = LocalCluster(server_dir=sys.argv[1])
+c.start_worker(WorkerConfig(cores=2))
+sys.stdin.read()
+c.stop()' {dir} < fifo &
+P=$!
+exec 3> fifo
+until [ -e {dir}/hq-current/access.json ]; do sleep 0.1; done
+{taps} -c {root}/apps/cholesky/config.toml --app.matrix-size 40 --app.block-size 20 \
+  --engine.executor hyperqueue --engine.executor.server-dir {dir}
+rc=$?
+kill -0 $P || rc=98
+exec 3>&-
+wait
+exit $rc
+"#,
+        py = py.display(),
+        dir = server.display(),
+        taps = taps_cmd(""),
+        root = env!("CARGO_MANIFEST_DIR"),
+    );
+    std::fs::write(d.join("hyperqueue-join.sh"), script).unwrap();
+    let cmd = format!("sh -c 'mkfifo fifo && . {}/hyperqueue-join.sh'", d.display());
+    let outs = in_netns(d, std::slice::from_ref(&cmd));
+    assert_eq!(outs[0].0, 0, "stdout:\n{}\nstderr:\n{}", outs[0].1, outs[0].2);
+    assert!(outs[0].1.contains("joined server"), "{}", outs[0].1);
+    let recs = records(&the_run_dir(&d.join("d1")));
+    check_record_invariants(&recs);
+    assert!(!recs.is_empty() && recs.iter().all(|r| r.success == Some(true)));
+}
+
+/// A bad option or a `server_dir` without a server: one line, exit 2, no run directory.
+#[test]
+fn hyperqueue_bad_options_get_one_line() {
+    require_venv();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = [
+        "run",
+        "--app",
+        "synthetic",
+        "--app.structure",
+        "sequential",
+        "--app.task-count",
+        "2",
+        "--engine.executor",
+        "hyperqueue",
+    ];
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+    assert_bad_input(tmp.path(), &with(&base, &["--engine.executor.workers", "0"]), &["workers must be at least 1"]);
+    assert_bad_input(tmp.path(), &with(&base, &["--engine.executor.cpus", "0"]), &["cpus must be at least 1"]);
+    assert_bad_input(tmp.path(), &with(&base, &["--engine.executor.wrokers", "2"]), &["wrokers"]);
+    let absent = tmp.path().join("no-such-dir").display().to_string();
+    assert_bad_input(
+        tmp.path(),
+        &with(&base, &["--engine.executor.server-dir", &absent]),
+        &["server_dir", "no-such-dir", "hq server start"],
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().display().to_string();
+    assert_bad_input(
+        tmp.path(),
+        &with(&base, &["--engine.executor.server-dir", &empty]),
+        &["access file", "hq-current"],
+    );
+}
+
+/// A task program that HQ sees die (SIGKILL) fails its task with HQ's error and its stderr: one
+/// record per task, and the run ends.
+#[test]
+fn hyperqueue_a_task_program_that_dies_fails_its_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let w = d.join("dying-worker.sh");
+    std::fs::write(
+        &w,
+        format!(
+            "#!/bin/sh\nif [ \"$2\" = run-frame ]; then echo dying on purpose >&2; kill -9 $$; fi\nexec {} \"$@\"\n",
+            taps_bin()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cmd = taps_cmd(&format!(
+        "--app synthetic --app.structure bag --app.task-count 4 --app.bag-max-running 2 --app.warmup-tasks 0 \
+         --engine.executor hyperqueue --engine.executor.worker-path {}",
+        w.display()
+    ));
+    let outs = in_netns(d, std::slice::from_ref(&cmd));
+    assert_ne!(outs[0].0, 0, "{}", outs[0].1);
+    let recs = records(&the_run_dir(&d.join("d1")));
+    check_record_invariants(&recs);
+    assert!(!recs.is_empty());
+    for r in &recs {
+        let e = r.exception.as_ref().expect("the task failed");
+        assert!(e.message.contains("HyperQueue job") && e.message.contains("dying on purpose"), "{:?}", e);
+    }
 }

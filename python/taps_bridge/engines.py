@@ -7,7 +7,7 @@ import time
 
 def build(name, o):
     """Starts (or joins) the engine ``name`` with options ``o``."""
-    return {"dask": Dask, "ray": Ray, "parsl-local": ParslLocal, "parsl-htex": ParslHtex}[name](o)
+    return {"dask": Dask, "ray": Ray, "parsl-local": ParslLocal, "parsl-htex": ParslHtex, "hyperqueue": HyperQueue}[name](o)
 
 
 def check(name, o):
@@ -144,6 +144,39 @@ class ParslLocal(FutureEngine):
 
     def close(self):
         self.dfk.cleanup()
+
+
+class HyperQueue:
+    """HyperQueue: a local cluster (server and ``workers`` workers of ``cpus`` cores, threads of
+    this process), or the running server whose access file is in ``server_dir``. Each taps task
+    is one HQ job of one program task, ``taps worker run-frame --input IN --output OUT``, with
+    its frames in files of ``work_dir`` (the run's own ``hyperqueue/`` directory, removed at the
+    end). See :mod:`taps_bridge.hq`."""
+
+    def __init__(self, o):
+        from . import hq
+
+        self.hq = hq.Runner(o)
+
+    def describe(self):
+        return self.hq.describe()
+
+    def submit(self, key, fn, ctx, head, spec, deps):
+        # ``fn`` (run_task) is what the Python engines run; HQ runs the taps worker program.
+        return self.hq.submit(key, ctx, head, spec, deps)
+
+    def on_done(self, fut, cb):
+        fut.on_done(cb)
+
+    def arg(self, fut):
+        """A task's future as a child's argument: its result frame file stays where it is."""
+        return fut
+
+    def result(self, fut):
+        return fut.result()
+
+    def close(self):
+        self.hq.close()
 
 
 # Fields of the reference's HTExConfig (the rest of an [engine.executor.htex] table are keyword

@@ -4,11 +4,15 @@ no-op submitted through the engine's API (the bridge's engine set-up, same optio
 
     python -m taps_bridge.native_bench ENGINE TASKS INFLIGHT '{"workers": 2, ...}'
 
-prints ``tasks/s`` after 8 warm-up tasks.
+prints ``tasks/s`` after 8 warm-up tasks. HyperQueue runs programs, not Python functions: its
+plain task is ``cp`` of an empty frame into the task's result file (:func:`hq_bag`), or, with
+``"native": "wait"`` in the options, ``true`` waited for through ``Client.wait_for_jobs``.
 """
 
 import json
+import os
 import queue
+import struct
 import sys
 import time
 import uuid
@@ -28,6 +32,41 @@ def bag(engine, n, inflight):
         f = engine.submit("noop-%s" % uuid.uuid4(), noop, b"", [])
         engine.on_done(f, lambda f: done.put(engine.result(f)))
 
+    return run_bag(submit, done, n, inflight)
+
+
+def hq_bag(runner, n, inflight):
+    """HyperQueue's own cost for a plain program task: ``cp`` of an 8-byte empty frame into the
+    task's result file, seen to end as taps' tasks are (the result file is complete)."""
+    empty = os.path.join(runner.frames, "empty.frame")
+    with open(empty, "wb") as f:
+        f.write(struct.pack("<II", 0, 0))
+    done = queue.Queue()
+
+    def submit():
+        t = runner.task("true-%s" % uuid.uuid4())
+        runner.launch(t, ["cp", empty, t.out]).on_done(done.put)
+
+    return run_bag(submit, done, n, inflight)
+
+
+def hq_wait(client, n, inflight):
+    """HyperQueue's Python API alone: ``inflight`` jobs of one ``true`` task, then
+    ``Client.wait_for_jobs`` (which polls the server once a second)."""
+    from hyperqueue import Job
+
+    start = time.perf_counter()
+    for _ in range(0, n, inflight):
+        jobs = []
+        for _ in range(inflight):
+            job = Job()
+            job.program(["true"], stdout=None, stderr=None)
+            jobs.append(client.submit(job))
+        client.wait_for_jobs(jobs)
+    return n / (time.perf_counter() - start)
+
+
+def run_bag(submit, done, n, inflight):
     start = time.perf_counter()
     sent = 0
     for _ in range(min(inflight, n)):
@@ -44,6 +83,17 @@ def bag(engine, n, inflight):
 def main():
     name, n, inflight, opts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
     engine = engines.build(name, opts)
+    if name == "hyperqueue":
+        # HQ runs programs, not Python functions: the plain task is a program (see hq_bag).
+        try:
+            if opts.get("native") == "wait":
+                print("%.1f tasks/s" % hq_wait(engine.hq.client, n, inflight))
+            else:
+                hq_bag(engine.hq, 8, 8)
+                print("%.1f tasks/s" % hq_bag(engine.hq, n, inflight))
+        finally:
+            engine.close()
+        return
     try:
         bag(engine, 8, 8)
         print("%.1f tasks/s" % bag(engine, n, inflight))

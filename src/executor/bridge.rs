@@ -351,6 +351,8 @@ fn completion(inner: &Inner, seq: u64, key: Option<String>, m: Msg) -> Completio
         }
         (w, _, _, _) => Payload::from(w),
     });
+    // An engine that cannot name the worker (hyperqueue: a program task) gives its host.
+    let worker = worker.or_else(|| Some(format!("{}-{}", inner.engine, execution.hostname)));
     Completion { seq, outcome, execution: Some(execution), worker }
 }
 

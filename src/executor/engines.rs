@@ -1,7 +1,7 @@
-//! Executors `dask`, `ray`, `parsl-local` and `parsl-htex`: the Python engines, driven through the
+//! Executors `dask`, `ray`, `parsl-local`, `parsl-htex` and `hyperqueue`: the Python engines, driven through the
 //! [bridge](super::bridge) with the Python TaPS suite's options and defaults.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::engine::Executor;
 use crate::options::Validate;
@@ -166,6 +166,81 @@ impl ExecutorConfig for ParslLocalOptions {
 
     fn workers(&self) -> Option<Workers> {
         self.workers.map(|n| Workers { key: "workers", count: n as u64, kind: WorkerKind::Processes })
+    }
+}
+
+crate::options! {
+    /// Options of the `hyperqueue` executor.
+    pub(crate) struct HyperQueueOptions {
+        /// Workers of the local cluster (threads of the bridge process, like `hq worker start`).
+        workers: usize = 1,
+        /// Cores of each local worker (none = the cores of this node / workers).
+        cpus: Option<usize> = None,
+        /// Directory of a running HyperQueue server to join (`hq server start --server-dir DIR`; none = a local cluster).
+        server_dir: Option<PathBuf> = None,
+        /// The worker program, taps or taps-worker (default: $TAPS_WORKER, else the running taps itself).
+        worker_path: Option<PathBuf> = None,
+    }
+}
+
+impl Validate for HyperQueueOptions {
+    fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("engine.executor.workers must be at least 1".into());
+        }
+        if self.cpus == Some(0) {
+            return Err("engine.executor.cpus must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The `hyperqueue` plugin entry.
+pub const HYPERQUEUE: ExecutorPlugin = crate::plugin!(
+    dyn ExecutorConfig,
+    HyperQueueOptions,
+    "hyperqueue",
+    "HyperQueue: a local cluster or a running server, one program task per taps task (needs scripts/install-engines.sh)"
+);
+
+/// Checks that `dir` holds a running HyperQueue server's access file (`hq-current/access.json`).
+fn check_server_dir(dir: &Path) -> Result<(), String> {
+    let access = dir.join("hq-current").join("access.json");
+    std::fs::File::open(&access).map(|_| ()).map_err(|e| {
+        format!(
+            "engine.executor.server_dir {}: no readable HyperQueue access file {} ({}); give the directory of \
+             `hq server start --server-dir DIR`, or leave server_dir out to start a local cluster",
+            dir.display(),
+            access.display(),
+            e
+        )
+    })
+}
+
+impl ExecutorConfig for HyperQueueOptions {
+    fn get_executor(&self, ctx: &ExecutorContext) -> anyhow::Result<Box<dyn Executor>> {
+        let worker = locate_worker(self.worker_path.as_deref()).map_err(anyhow::Error::msg)?;
+        // `run_dir` (relative) is the run's own directory of frames and of the local server.
+        let o = serde_json::json!({
+            "workers": self.workers, "cpus": self.cpus, "server_dir": self.server_dir, "run_dir": "hyperqueue",
+        });
+        Ok(Box::new(Bridge::new("hyperqueue", o, worker, ctx.env_vars.clone())))
+    }
+
+    fn preflight(&self) -> Result<(), String> {
+        check_installed("hyperqueue", "hyperqueue")?;
+        if let Some(dir) = &self.server_dir {
+            check_server_dir(dir)?;
+        }
+        locate_worker(self.worker_path.as_deref()).map(|_| ())
+    }
+
+    fn workers(&self) -> Option<Workers> {
+        self.server_dir.is_none().then_some(Workers {
+            key: "workers",
+            count: self.workers as u64,
+            kind: WorkerKind::Threads,
+        })
     }
 }
 

@@ -102,6 +102,7 @@ pub static EXECUTORS: &[ExecutorPlugin] = &[
     engines::RAY,
     engines::PARSL_LOCAL,
     engines::PARSL_HTEX,
+    engines::HYPERQUEUE,
 ];
 
 /// Names of executors known to taps but not compiled into this binary, with the reason.
