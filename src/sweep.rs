@@ -341,19 +341,24 @@ impl Manifest {
         } else if self.repeat != recorded.repeat {
             format!("it was made with --repeat {}, not {}", recorded.repeat, self.repeat)
         } else if self.mpi != recorded.mpi {
-            let show = |m: &MpiDefaults| match (m.ranks, &m.launcher) {
-                (None, None) => "no --mpi-ranks or --mpi-launcher".to_string(),
-                (r, l) => format!(
-                    "--mpi-ranks {} --mpi-launcher {}",
-                    r.map(|r| r.to_string()).unwrap_or("(none)".into()),
-                    l.as_deref().unwrap_or("(none)")
-                ),
+            let show = |m: &MpiDefaults| {
+                let r = m.ranks.map(|r| format!("--mpi-ranks {}", r));
+                let l = m.launcher.as_ref().map(|l| format!("--mpi-launcher {}", l));
+                r.into_iter().chain(l).collect::<Vec<_>>().join(" ")
             };
-            format!(
-                "it was made with {} (a batch job's ranks and launcher: resume it with the same taps submit), not {}",
-                show(&recorded.mpi),
-                show(&self.mpi)
-            )
+            match (recorded.mpi.is_empty(), self.mpi.is_empty()) {
+                (false, true) => format!(
+                    "it was made for a batch job ({}); resume it by submitting it again with taps submit ... sweep",
+                    show(&recorded.mpi)
+                ),
+                (true, _) => format!("it was made without the batch job's {}", show(&self.mpi)),
+                _ => format!(
+                    "it was made with the batch job's {}, not {} (submit it with the same --nodes, \
+                     --ranks-per-node and --launcher)",
+                    show(&recorded.mpi),
+                    show(&self.mpi)
+                ),
+            }
         } else if self.config_files != recorded.config_files {
             let show =
                 |m: &Manifest| m.config_files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ");
