@@ -10,6 +10,10 @@
 //! ([`crate::launchers::profiles`], the same as `taps run --engine.executor mpi` uses); rank 0
 //! writes the results into the same directory. The job's stdout and stderr go to `job.out` and
 //! `job.err` there, and its exit code to `job.exit`.
+//!
+//! `taps submit [SUBMIT OPTIONS] sweep SWEEP-ARGUMENTS` submits a whole [`crate::sweep`] as one
+//! job ([`submit_sweep`]): the sweep directory takes the run directory's place, and the job runs
+//! `taps sweep` once on its first node, its MPI cells on the allocation's ranks.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -255,8 +259,10 @@ pub fn help() -> String {
     let mut out = String::from(
         "Submit a benchmark run as a Slurm or PBS batch job.\n\n\
          Usage: taps submit --scheduler slurm|pbs [SUBMIT OPTIONS] [--] TAPS-RUN-ARGUMENTS\n\
+         \x20      taps submit --scheduler slurm|pbs [SUBMIT OPTIONS] sweep TAPS-SWEEP-ARGUMENTS\n\
          \x20      e.g. taps submit --scheduler slurm --nodes 1 --walltime 00:10:00 -- --app synthetic ...\n\
-         \x20           taps submit -c apps/synthetic/config.toml -c slurm/site-example.toml\n\n\
+         \x20           taps submit -c apps/synthetic/config.toml -c slurm/site-example.toml\n\
+         \x20           taps submit --scheduler slurm --ranks-per-node 3 sweep -c base.toml --vary executor=thread-pool,mpi --out DIR\n\n\
          The benchmark options are those of `taps run` (taps run --app NAME --help lists them); they are\n\
          checked now. The run directory is created at once and holds config.toml, the job script job.sh,\n\
          job.json (scheduler, job id, submit time, command) and later job.out/job.err (the job's stdout and\n\
@@ -265,6 +271,10 @@ pub fn help() -> String {
          `taps worker -c RUN/config.toml --run-dir RUN` with the launch profile of --launcher (rank 0 writes\n\
          the results), the same profiles as taps run --engine.executor mpi uses; the default for Slurm is\n\
          mpirun with recovery, so that a lost rank's task is recorded and the other ranks finish the work.\n\n\
+         With `sweep`, the whole sweep is one job: every cell is checked now, DIR (--out) holds sweep.json,\n\
+         job.sh, job.json and the cells, and the job runs `taps sweep` once on its first node; the cells on the\n\
+         mpi executor start nodes x ranks-per-node ranks (or their own engine.executor.ranks, never more) with\n\
+         the launch profile of --launcher. Submit the same command again to resume it; taps status DIR.\n\n\
          Every option can also be set in a [submit] table of a -c file, under the key named in brackets\n\
          (slurm/site-example.toml is one). Flags override the table; --directive, --module, --setup and\n\
          --launcher-arg add entries to its lists. A directive asking Slurm for --overcommit makes the\n\
@@ -449,7 +459,7 @@ fn send(
         );
         return Ok(());
     }
-    match scheduler.submit(&argv, &run_dir) {
+    match scheduler.submit(&argv, run_dir) {
         Ok(id) => {
             record.submitted = true;
             record.job_id = Some(id);

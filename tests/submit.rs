@@ -898,7 +898,10 @@ fn a_sweep_is_one_job_running_taps_sweep_once_for_slurm_and_pbs() {
     let vary = ["--vary", "engine.executor=thread-pool,process-pool,mpi", "--vary", "app.task_count=2,3"];
     for (sched, flags) in [
         ("slurm", &["--ranks-per-node", "3", "--directive", "--exclusive", "--directive", "--overcommit"][..]),
-        ("pbs", &["--nodes", "2", "--ranks-per-node", "2", "--launcher-arg", "--bind-to", "--launcher-arg", "none"][..]),
+        (
+            "pbs",
+            &["--nodes", "2", "--ranks-per-node", "2", "--launcher-arg", "--bind-to", "--launcher-arg", "none"][..],
+        ),
     ] {
         let out_dir = d.join(format!("sweep-{}", sched));
         let o = out_dir.to_str().unwrap();
@@ -1028,9 +1031,11 @@ fn pbs_double_submits_a_sweep_refuses_a_second_job_while_it_runs_and_resumes() {
     let o = out_dir.to_str().unwrap();
     let executors = if cfg!(feature = "mpi") { "thread-pool,process-pool,mpi" } else { "thread-pool,process-pool" };
     let vary = format!("engine.executor={}", executors);
-    let args = submit_sweep_args(&["--scheduler", "pbs", "--ranks-per-node", "3"], base.to_str().unwrap(), &[
-        "--vary", &vary, "--out", o,
-    ]);
+    let args = submit_sweep_args(
+        &["--scheduler", "pbs", "--ranks-per-node", "3"],
+        base.to_str().unwrap(),
+        &["--vary", &vary, "--out", o],
+    );
     let out = taps_env(d, &args, Some(&path));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
