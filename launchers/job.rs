@@ -252,8 +252,11 @@ pub struct JobSpec {
     pub app: String,
     /// The executor.
     pub executor: String,
-    /// The executor is `mpi`: the job starts `ntasks` ranks of taps-worker.
+    /// The executor is `mpi`: the job starts `ntasks` ranks of taps-worker (for a sweep: some
+    /// cell runs on it, and starts its ranks itself).
     pub mpi: bool,
+    /// The job runs `taps sweep` (`taps submit ... sweep`): `run_dir` is the sweep directory.
+    pub sweep: bool,
     /// A directive asks Slurm for `--overcommit` (more tasks than cores): the allocation then
     /// asks for `--ntasks`, as Slurm refuses `--ntasks-per-node` above the core count.
     pub overcommit: bool,
@@ -356,6 +359,7 @@ impl JobSpec {
             app: app.into(),
             executor: executor.into(),
             mpi,
+            sweep: false,
             overcommit,
             launcher,
             taps_worker: s(bin_dir.join("taps-worker")),

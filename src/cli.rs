@@ -69,7 +69,7 @@ pub(crate) fn usage_error(e: impl std::fmt::Display) -> i32 {
 }
 
 /// A clap error as one line: its message, and for an unknown subcommand the valid ones.
-fn clap_error_line(e: &clap::Error) -> String {
+pub(crate) fn clap_error_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let body = text.split("Usage:").next().unwrap_or("");
     let mut msg = String::new();

@@ -305,7 +305,7 @@ fn plugin_sections() -> Vec<(&'static str, &'static str, Vec<Entry>)> {
     ]
 }
 
-fn get_path<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
+pub(crate) fn get_path<'a>(t: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
     let mut parts = path.split('.');
     let mut v = t.get(parts.next()?)?;
     for p in parts {

@@ -10,6 +10,10 @@
 //! ([`crate::launchers::profiles`], the same as `taps run --engine.executor mpi` uses); rank 0
 //! writes the results into the same directory. The job's stdout and stderr go to `job.out` and
 //! `job.err` there, and its exit code to `job.exit`.
+//!
+//! `taps submit [SUBMIT OPTIONS] sweep SWEEP-ARGUMENTS` submits a whole [`crate::sweep`] as one
+//! job ([`submit_sweep`]): the sweep directory takes the run directory's place, and the job runs
+//! `taps sweep` once on its first node, its MPI cells on the allocation's ranks.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -255,8 +259,10 @@ pub fn help() -> String {
     let mut out = String::from(
         "Submit a benchmark run as a Slurm or PBS batch job.\n\n\
          Usage: taps submit --scheduler slurm|pbs [SUBMIT OPTIONS] [--] TAPS-RUN-ARGUMENTS\n\
+         \x20      taps submit --scheduler slurm|pbs [SUBMIT OPTIONS] sweep TAPS-SWEEP-ARGUMENTS\n\
          \x20      e.g. taps submit --scheduler slurm --nodes 1 --walltime 00:10:00 -- --app synthetic ...\n\
-         \x20           taps submit -c apps/synthetic/config.toml -c slurm/site-example.toml\n\n\
+         \x20           taps submit -c apps/synthetic/config.toml -c slurm/site-example.toml\n\
+         \x20           taps submit --scheduler slurm --ranks-per-node 3 sweep -c base.toml --vary executor=thread-pool,mpi --out DIR\n\n\
          The benchmark options are those of `taps run` (taps run --app NAME --help lists them); they are\n\
          checked now. The run directory is created at once and holds config.toml, the job script job.sh,\n\
          job.json (scheduler, job id, submit time, command) and later job.out/job.err (the job's stdout and\n\
@@ -265,6 +271,10 @@ pub fn help() -> String {
          `taps worker -c RUN/config.toml --run-dir RUN` with the launch profile of --launcher (rank 0 writes\n\
          the results), the same profiles as taps run --engine.executor mpi uses; the default for Slurm is\n\
          mpirun with recovery, so that a lost rank's task is recorded and the other ranks finish the work.\n\n\
+         With `sweep`, the whole sweep is one job: every cell is checked now, DIR (--out) holds sweep.json,\n\
+         job.sh, job.json and the cells, and the job runs `taps sweep` once on its first node; the cells on the\n\
+         mpi executor start nodes x ranks-per-node ranks (or their own engine.executor.ranks, never more) with\n\
+         the launch profile of --launcher. Submit the same command again to resume it; taps status DIR.\n\n\
          Every option can also be set in a [submit] table of a -c file, under the key named in brackets\n\
          (slurm/site-example.toml is one). Flags override the table; --directive, --module, --setup and\n\
          --launcher-arg add entries to its lists. A directive asking Slurm for --overcommit makes the\n\
@@ -303,6 +313,9 @@ pub(crate) fn main_submit(args: &[String]) -> i32 {
         return usage_error(
             "nothing to submit: add the benchmark as for taps run (--app NAME ... or -c FILE) after the submit options",
         );
+    }
+    if parsed.run_args[0] == SWEEP {
+        return main_submit_sweep(&parsed);
     }
     let cfg = match crate::cli::load_config(&parsed.run_args) {
         Ok(c) => c,
@@ -402,6 +415,22 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
             return Err(failed(e));
         }
     };
+    send(opts, &spec, &script, &run_dir, dry_run, "Run directory")
+}
+
+/// Submits `script` (written to `dir/job.sh`), or, dry, only says how; records the job in
+/// `dir/job.json` either way.
+fn send(
+    opts: &SubmitOptions,
+    spec: &JobSpec,
+    script: &str,
+    run_dir: &Path,
+    dry_run: bool,
+    dir_label: &str,
+) -> Result<(), SubmitError> {
+    let failed = |e: String| SubmitError::Failed(e);
+    let scheduler = opts.scheduler.get();
+    let script_path = run_dir.join(SCRIPT);
     let argv = spec.submit_argv(&script_path);
     let mut record = JobRecord {
         scheduler: opts.scheduler,
@@ -409,7 +438,7 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
         job_id: None,
         submit_time: crate::record::now(),
         command: argv.clone(),
-        run_dir: run_dir.clone(),
+        run_dir: run_dir.to_path_buf(),
         script: script_path.clone(),
         nodes: opts.nodes,
         ranks_per_node: opts.ranks_per_node,
@@ -417,7 +446,7 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
         cancel_time: None,
     };
     let save = |r: &JobRecord| {
-        r.write(&run_dir).map_err(|e| failed(format!("cannot write {}: {}", run_dir.join(RECORD).display(), e)))
+        r.write(run_dir).map_err(|e| failed(format!("cannot write {}: {}", run_dir.join(RECORD).display(), e)))
     };
     if dry_run {
         record.error = Some("dry run".into());
@@ -430,7 +459,7 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
         );
         return Ok(());
     }
-    match scheduler.submit(&argv, &run_dir) {
+    match scheduler.submit(&argv, run_dir) {
         Ok(id) => {
             record.submitted = true;
             record.job_id = Some(id);
@@ -458,9 +487,228 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
         ))
     })?;
     println!("Submitted {} job {}", opts.scheduler, id);
-    println!("Run directory: {}", run_dir.display());
+    println!("{}: {}", dir_label, run_dir.display());
     println!("Check it with: taps status {}", run_dir.display());
     Ok(())
+}
+
+/// The word after the submit options that submits a sweep: `taps submit [OPTIONS] sweep ARGS`.
+const SWEEP: &str = "sweep";
+
+/// The arguments of `taps submit [SUBMIT OPTIONS] sweep SWEEP-ARGUMENTS` after `sweep`.
+#[derive(clap::Parser, Debug)]
+#[command(name = "taps submit [SUBMIT OPTIONS] sweep", no_binary_name = true)]
+struct SweepCommand {
+    #[command(flatten)]
+    args: crate::sweep::SweepArgs,
+}
+
+/// `taps submit [SUBMIT OPTIONS] sweep SWEEP-ARGUMENTS`; returns the exit code.
+fn main_submit_sweep(parsed: &SubmitArgs) -> i32 {
+    use clap::Parser;
+    let args = match SweepCommand::try_parse_from(&parsed.run_args[1..]) {
+        Ok(c) => c.args,
+        Err(e) if e.use_stderr() => {
+            return usage_error(crate::cli::clap_error_line(&e).replace("(taps --help)", "(taps sweep --help)"));
+        }
+        Err(e) => {
+            let _ = e.print();
+            return 0;
+        }
+    };
+    let dry_run = parsed.dry_run || args.dry_run;
+    match submit_sweep(&args, &parsed.flags, dry_run) {
+        Ok(()) => 0,
+        Err(e @ SubmitError::BadInput(_)) => usage_error(e),
+        Err(e) => {
+            eprintln!("taps: error: {}", e.to_string().split_whitespace().collect::<Vec<_>>().join(" "));
+            e.exit_code()
+        }
+    }
+}
+
+/// Checks a sweep as `taps sweep` would run it inside the job, then writes the sweep directory
+/// (`sweep.json`, `job.sh`) and submits (or, dry, only writes) one job that runs `taps sweep` on
+/// its first node; the cells on the MPI executor start their ranks inside the allocation
+/// (`--mpi-ranks` nodes x ranks-per-node, `--mpi-launcher` and, for PBS, the host file). Before
+/// the directory is touched every error is bad input.
+pub(crate) fn submit_sweep(
+    args: &crate::sweep::SweepArgs,
+    flags: &[(String, SubmitFlag, String)],
+    dry_run: bool,
+) -> Result<(), SubmitError> {
+    let failed = |e: String| SubmitError::Failed(e);
+    for (flag, given) in [
+        ("--mpi-ranks", args.mpi_ranks.is_some()),
+        ("--mpi-launcher", args.mpi_launcher.is_some()),
+        ("--mpi-launcher-args", args.mpi_launcher_args.is_some()),
+    ] {
+        if given {
+            return Err(bad(format!(
+                "{} is set by taps submit from the batch job (--nodes x --ranks-per-node, --launcher, --launcher-arg); \
+                 leave it out",
+                flag
+            )));
+        }
+    }
+    for v in &args.vary {
+        if let Ok(a) = crate::sweep::parse_vary(v)
+            && (a.key == "submit" || a.key.starts_with("submit."))
+        {
+            return Err(bad(format!(
+                "--vary {}: the whole sweep is one batch job; give the [submit] options as flags of taps submit",
+                v
+            )));
+        }
+    }
+    // The [submit] table of the base files, the flags over it.
+    let files: Vec<PathBuf> =
+        args.config.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
+    let raw = crate::config::RawArgs { config_files: files, sets: vec![], help: false };
+    let base = crate::config::layered_table(&raw).map_err(bad)?;
+    let opts = effective_options(base.get("submit").and_then(toml::Value::as_table), flags).map_err(bad)?;
+    let scheduler = opts.scheduler.get();
+    let ntasks = u64::from(opts.nodes) * u64::from(opts.ranks_per_node);
+    let launcher = opts.launcher().to_string();
+    let user_args = shell_join(&opts.launcher_args, &[]);
+    let mut checked = args.clone();
+    checked.mpi_ranks = (ntasks >= 2).then_some(ntasks);
+    checked.mpi_launcher = Some(launcher.clone());
+    checked.mpi_launcher_args = (!user_args.is_empty()).then(|| user_args.clone());
+    // The cells are checked here against no machine: against the partition's nodes below.
+    let anywhere =
+        crate::config::Limits { place: String::new(), memory_bytes: None, max_processes: None, max_threads: None };
+    let plan = crate::sweep::plan(&checked, &anywhere).map_err(bad)?;
+    let mpi: Vec<&str> =
+        plan.cells.iter().filter(|c| crate::mpi_launch::job(&c.config).is_some()).map(|c| c.name.as_str()).collect();
+    if !mpi.is_empty() && ntasks < 2 {
+        return Err(bad(format!(
+            "cell {} runs on the mpi executor, which needs at least 2 ranks in all (rank 0 runs the app, the others \
+             run tasks), got --nodes {} x --ranks-per-node {}: pass --ranks-per-node 2 or more",
+            mpi[0], opts.nodes, opts.ranks_per_node
+        )));
+    }
+    let bin = bin_dir(&opts).map_err(bad)?;
+    if !dry_run && crate::shell::find_program(scheduler.submit_program()).is_none() {
+        return Err(bad(missing_tool(scheduler.submit_program())));
+    }
+    let dir = plan.dir.clone();
+    check_job_path(&dir).map_err(bad)?;
+    // Two jobs must not run one sweep.
+    if dir.join(RECORD).is_file() {
+        let (rec, st) =
+            status(&dir).map_err(|e| failed(format!("cannot tell whether the sweep's job still runs: {}", e)))?;
+        if rec.submitted && !st.state.is_final() {
+            return Err(bad(format!(
+                "--out {}: its {} job {} is {}; wait until it ends, or cancel it with taps cancel {}",
+                dir.display(),
+                rec.scheduler,
+                rec.job_id.as_deref().unwrap_or("?"),
+                st.state.as_str(),
+                shell_quote(&dir.display().to_string())
+            )));
+        }
+    }
+
+    // The job script: `taps sweep` with the same matrix, and the allocation for the MPI cells.
+    let distinct = |names: Vec<&str>| {
+        let mut v: Vec<&str> = Vec::new();
+        for n in names {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+        }
+        v.join(",")
+    };
+    let apps = distinct(plan.cells.iter().map(|c| c.config.app.name.as_str()).collect());
+    let executors = distinct(plan.cells.iter().map(|c| c.config.executor.name.as_str()).collect());
+    let mut spec = JobSpec::new(&opts, &apps, &executors, false, &dir, &bin, &Default::default())?;
+    spec.sweep = true;
+    spec.mpi = !mpi.is_empty();
+    spec.config = dir.join("sweep.json").display().to_string();
+    if opts.job_name.is_none() {
+        spec.job_name = "taps-sweep".into();
+    }
+    let mut words: Vec<String> = vec![spec.taps.clone(), SWEEP.into(), "-c".into()];
+    words.extend(plan.config_files().iter().map(|f| f.display().to_string()));
+    for v in &args.vary {
+        words.extend(["--vary".to_string(), v.clone()]);
+    }
+    words.extend(["--repeat".into(), args.repeat.to_string(), "--out".into(), dir.display().to_string()]);
+    if !mpi.is_empty() {
+        words.extend(["--mpi-ranks".into(), ntasks.to_string(), "--mpi-launcher".into(), launcher.clone()]);
+    }
+    let mut launch = shell_join(&words, &[]);
+    if !mpi.is_empty() {
+        // The host file is known when the job runs: the script quotes its path for the launcher.
+        match scheduler.hostfile().filter(|_| launcher != "srun") {
+            Some(h) => {
+                let rest = if user_args.is_empty() { String::new() } else { shell_quote(&format!(" {}", user_args)) };
+                let _ = write!(launch, " --mpi-launcher-args \"--hostfile $(printf %q {})\"{}", h, rest);
+            }
+            None if !user_args.is_empty() => {
+                let _ = write!(launch, " --mpi-launcher-args {}", shell_quote(&user_args));
+            }
+            None => {}
+        }
+    }
+    spec.launch = launch;
+    let (tname, ttext) = job::template(&opts)?;
+    let script = render(&spec, &tname, &ttext)?;
+    check_script_syntax(&script, &opts.setup)?;
+    if !dry_run && opts.scheduler == SchedulerKind::Slurm {
+        match slurm::test_only(&script) {
+            Ok(()) => {}
+            Err(Refusal::Rejected(why)) => return Err(bad(explain_refusal(&opts, spec.overcommit, &why))),
+            Err(Refusal::Unreachable(why)) => {
+                return Err(failed(format!(
+                    "cannot ask Slurm whether the job could run (nothing was created): {}",
+                    why
+                )));
+            }
+        }
+        // Every cell must fit the partition's nodes, not this login node.
+        if let Some(node) = partition_limits(&opts).map_err(|e| failed(e.to_string()))? {
+            let limits = crate::config::Limits {
+                place: match &opts.partition {
+                    Some(p) => format!("a node of partition {}", p),
+                    None => "a node of the default partition".into(),
+                },
+                memory_bytes: Some(crate::limits::Limit::new(
+                    node.memory_mb.saturating_mul(1 << 20),
+                    "the RealMemory of its smallest node (sinfo)",
+                )),
+                max_processes: None,
+                max_threads: None,
+            };
+            for c in &plan.cells {
+                crate::config::check_limits(&c.config, &limits).map_err(|e| bad(format!("cell {}: {}", c.name, e)))?;
+            }
+        }
+    }
+
+    let existed = dir.exists();
+    let written = (|| -> Result<(), String> {
+        let io = |e: std::io::Error| format!("cannot write into {}: {}", dir.display(), e);
+        plan.create().map_err(|e| format!("cannot create the sweep in {}: {:#}", dir.display(), e))?;
+        // An earlier job's exit code is not this job's.
+        match std::fs::remove_file(dir.join(job::EXIT)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let script_path = dir.join(SCRIPT);
+        crate::run::write_atomic(&script_path, script.as_bytes()).map_err(io)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script_path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        if !existed {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(failed(e));
+    }
+    send(&opts, &spec, &script, &dir, dry_run, "Sweep directory")
 }
 
 /// `job.json`: what `taps submit` did.

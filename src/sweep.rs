@@ -38,6 +38,74 @@ pub struct SweepArgs {
     /// List the cells and their overrides; create nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Ranks of the cells on the MPI executor that do not set engine.executor.ranks, and the most
+    /// any may set: the ranks of the batch job (`taps submit ... sweep` passes nodes x ranks-per-node).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..))]
+    pub mpi_ranks: Option<u64>,
+    /// Launch profile of the MPI cells that do not set engine.executor.launcher.
+    #[arg(long, value_name = "PROFILE")]
+    pub mpi_launcher: Option<String>,
+    /// Launcher arguments of the MPI cells that do not set engine.executor.launcher_args.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    pub mpi_launcher_args: Option<String>,
+}
+
+/// Settings of the cells on the MPI executor that the cells do not set themselves: those of the
+/// batch job the sweep runs in (`--mpi-ranks`, `--mpi-launcher`, `--mpi-launcher-args`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MpiDefaults {
+    /// Ranks in all, and the most a cell may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<u64>,
+    /// Launch profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<String>,
+    /// Launcher arguments (not recorded in `sweep.json`: a job's host file differs per job).
+    #[serde(skip)]
+    pub launcher_args: Option<String>,
+}
+
+impl MpiDefaults {
+    fn is_empty(&self) -> bool {
+        *self == MpiDefaults::default()
+    }
+
+    /// Adds the settings a cell on the MPI executor does not set (`merged`: base and overrides)
+    /// to its overrides; refuses more ranks than [`Self::ranks`].
+    fn apply(&self, merged: &toml::Table, over: &mut toml::Table) -> Result<(), String> {
+        let set = |k: &str| config::get_path(merged, &format!("engine.executor.{}", k)).is_some();
+        let mut add = |k: &str, v: toml::Value| {
+            if !set(k) {
+                let engine = over.entry("engine").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let executor = engine
+                    .as_table_mut()
+                    .map(|t| t.entry("executor").or_insert_with(|| toml::Value::Table(toml::Table::new())));
+                if let Some(t) = executor.and_then(toml::Value::as_table_mut) {
+                    t.insert(k.to_string(), v);
+                }
+            }
+        };
+        if let Some(n) = self.ranks {
+            add("ranks", toml::Value::Integer(n as i64));
+        }
+        if let Some(l) = &self.launcher {
+            add("launcher", toml::Value::String(l.clone()));
+        }
+        if let Some(a) = &self.launcher_args {
+            add("launcher_args", toml::Value::String(a.clone()));
+        }
+        if let (Some(max), Some(asked)) =
+            (self.ranks, config::get_path(merged, "engine.executor.ranks").and_then(toml::Value::as_integer))
+            && asked > max as i64
+        {
+            return Err(format!(
+                "engine.executor.ranks = {} is more than the {} rank(s) of the batch job (--nodes x --ranks-per-node, \
+                 --mpi-ranks): ask for more ranks per node or nodes, or fewer ranks",
+                asked, max
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One varied key and its values.
@@ -190,8 +258,15 @@ fn overrides(axes: &[Axis], values: &[toml::Value]) -> Result<toml::Table, Strin
     Ok(t)
 }
 
-/// Every cell of the matrix, validated as `taps run` would validate it; the error names the cell.
-pub fn cells(base: &toml::Table, axes: &[Axis], repeat: u32) -> Result<Vec<Cell>, String> {
+/// Every cell of the matrix, validated as `taps run` would validate it (against `limits`, and
+/// cells on the MPI executor with the settings of `mpi` they do not set); the error names the cell.
+pub(crate) fn cells(
+    base: &toml::Table,
+    axes: &[Axis],
+    repeat: u32,
+    mpi: &MpiDefaults,
+    limits: &config::Limits,
+) -> Result<Vec<Cell>, String> {
     let mut combos: Vec<Vec<toml::Value>> = vec![vec![]];
     for a in axes {
         combos = combos
@@ -199,20 +274,26 @@ pub fn cells(base: &toml::Table, axes: &[Axis], repeat: u32) -> Result<Vec<Cell>
             .flat_map(|c| a.values.iter().map(move |v| [c.clone(), vec![v.clone()]].concat()))
             .collect();
     }
-    let limits = config::Limits::here();
     let mut checked = Vec::with_capacity(combos.len());
     for values in combos {
-        let over = overrides(axes, &values)?;
+        let mut over = overrides(axes, &values)?;
         let what = || {
             let kv: Vec<String> =
                 axes.iter().zip(&values).map(|(a, v)| format!("{}={}", a.key, show_value(v))).collect();
             if kv.is_empty() { "the base configuration".to_string() } else { format!("cell {}", kv.join(" ")) }
         };
-        let mut t = base.clone();
-        config::merge(&mut t, over.clone(), "");
-        let cfg = config::from_table(t).map_err(|e| format!("{}: {}", what(), e))?;
+        let merged = |over: &toml::Table| {
+            let mut t = base.clone();
+            config::merge(&mut t, over.clone(), "");
+            t
+        };
+        let mut cfg = config::from_table(merged(&over)).map_err(|e| format!("{}: {}", what(), e))?;
+        if crate::mpi_launch::job(&cfg).is_some() && !mpi.is_empty() {
+            mpi.apply(&merged(&over), &mut over).map_err(|e| format!("{}: {}", what(), e))?;
+            cfg = config::from_table(merged(&over)).map_err(|e| format!("{}: {}", what(), e))?;
+        }
         crate::run::preflight(&cfg).map_err(|e| format!("{}: {}", what(), e))?;
-        config::check_limits(&cfg, &limits).map_err(|e| format!("{}: {}", what(), e))?;
+        config::check_limits(&cfg, limits).map_err(|e| format!("{}: {}", what(), e))?;
         checked.push((values, over, cfg));
     }
     let mut out = Vec::new();
@@ -243,6 +324,9 @@ struct Manifest {
     vary: Vec<(String, Vec<String>)>,
     /// Runs of every combination.
     repeat: u32,
+    /// The settings of the MPI cells from the batch job (`--mpi-ranks`, `--mpi-launcher`).
+    #[serde(default, skip_serializing_if = "MpiDefaults::is_empty")]
+    mpi: MpiDefaults,
 }
 
 impl Manifest {
@@ -256,6 +340,25 @@ impl Manifest {
             format!("it was made with {}, not {}", show(recorded), show(self))
         } else if self.repeat != recorded.repeat {
             format!("it was made with --repeat {}, not {}", recorded.repeat, self.repeat)
+        } else if self.mpi != recorded.mpi {
+            let show = |m: &MpiDefaults| {
+                let r = m.ranks.map(|r| format!("--mpi-ranks {}", r));
+                let l = m.launcher.as_ref().map(|l| format!("--mpi-launcher {}", l));
+                r.into_iter().chain(l).collect::<Vec<_>>().join(" ")
+            };
+            match (recorded.mpi.is_empty(), self.mpi.is_empty()) {
+                (false, true) => format!(
+                    "it was made for a batch job ({}); resume it by submitting it again with taps submit ... sweep",
+                    show(&recorded.mpi)
+                ),
+                (true, _) => format!("it was made without the batch job's {}", show(&self.mpi)),
+                _ => format!(
+                    "it was made with the batch job's {}, not {} (submit it with the same --nodes, \
+                     --ranks-per-node and --launcher)",
+                    show(&recorded.mpi),
+                    show(&self.mpi)
+                ),
+            }
         } else if self.config_files != recorded.config_files {
             let show =
                 |m: &Manifest| m.config_files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" ");
@@ -393,7 +496,7 @@ impl Ui {
 /// `taps sweep`: returns the exit code (0 every cell ok, 1 a cell failed, 2 bad input, 128 +
 /// signal when interrupted).
 pub fn main(args: SweepArgs) -> i32 {
-    let plan = match plan(&args) {
+    let plan = match plan(&args, &config::Limits::here()) {
         Ok(p) => p,
         Err(e) => return usage_error(e),
     };
@@ -411,18 +514,20 @@ pub fn main(args: SweepArgs) -> i32 {
 }
 
 /// A checked sweep, before anything is created.
-struct Plan {
-    dir: PathBuf,
+pub(crate) struct Plan {
+    /// The sweep directory (absolute).
+    pub dir: PathBuf,
     axes: Vec<Axis>,
-    cells: Vec<Cell>,
+    /// Every cell, in the order they run.
+    pub cells: Vec<Cell>,
     manifest: Manifest,
     /// `sweep.json` is already there (a resumed sweep).
-    resumed: bool,
+    pub resumed: bool,
     argv: String,
 }
 
-/// Checks the arguments, every cell's configuration and the sweep directory.
-fn plan(args: &SweepArgs) -> Result<Plan, String> {
+/// Checks the arguments, every cell's configuration (against `limits`) and the sweep directory.
+pub(crate) fn plan(args: &SweepArgs, limits: &config::Limits) -> Result<Plan, String> {
     let mut axes: Vec<Axis> = Vec::new();
     for v in &args.vary {
         let a = parse_vary(v)?;
@@ -435,12 +540,23 @@ fn plan(args: &SweepArgs) -> Result<Plan, String> {
         args.config.iter().map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())).collect();
     let raw = RawArgs { config_files: config_files.clone(), sets: vec![], help: false };
     let base = config::layered_table(&raw).map_err(|e| e.to_string())?;
-    let cells = cells(&base, &axes, args.repeat)?;
+    let mpi = MpiDefaults {
+        ranks: args.mpi_ranks,
+        launcher: args.mpi_launcher.clone(),
+        launcher_args: args.mpi_launcher_args.clone(),
+    };
+    let cells = cells(&base, &axes, args.repeat, &mpi, limits)?;
     let manifest = Manifest {
         config_files,
         base: toml::to_string(&base).map_err(|e| e.to_string())?,
         vary: axes.iter().map(|a| (a.key.clone(), a.values.iter().map(|v| v.to_string()).collect())).collect(),
         repeat: args.repeat,
+        // Recorded where it matters: a sweep without MPI cells may resume in or out of a job.
+        mpi: if cells.iter().any(|c| crate::mpi_launch::job(&c.config).is_some()) {
+            MpiDefaults { launcher_args: None, ..mpi }
+        } else {
+            MpiDefaults::default()
+        },
     };
     let dir = std::path::absolute(&args.out).map_err(|e| format!("--out {}: {}", args.out.display(), e))?;
     let recorded_path = dir.join("sweep.json");
@@ -474,6 +590,23 @@ fn plan(args: &SweepArgs) -> Result<Plan, String> {
 }
 
 impl Plan {
+    /// The absolute base configuration files.
+    pub fn config_files(&self) -> &[PathBuf] {
+        &self.manifest.config_files
+    }
+
+    /// Creates the sweep directory and records the matrix in `sweep.json` (a resumed sweep has it).
+    pub fn create(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(self.dir.join("cells"))?;
+        if !self.resumed {
+            crate::run::write_atomic(
+                &self.dir.join("sweep.json"),
+                serde_json::to_string_pretty(&self.manifest)?.as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
     fn cell_dir(&self, c: &Cell) -> PathBuf {
         self.dir.join("cells").join(&c.name)
     }
@@ -512,13 +645,7 @@ impl Plan {
 
     /// Runs every unfinished cell, then writes `sweep.csv` and the report.
     fn run(&self) -> anyhow::Result<i32> {
-        std::fs::create_dir_all(self.dir.join("cells"))?;
-        if !self.resumed {
-            crate::run::write_atomic(
-                &self.dir.join("sweep.json"),
-                serde_json::to_string_pretty(&self.manifest)?.as_bytes(),
-            )?;
-        }
+        self.create()?;
         install_signal_forwarding();
         let exe = std::env::current_exe()?;
         let total = self.cells.len();

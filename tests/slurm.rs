@@ -742,101 +742,86 @@ mod mpi {
     }
 }
 
-/// A batch job of its own (not `taps submit`'s): `sbatch --wrap COMMAND`; scancelled when dropped.
-struct Wrapped {
-    id: String,
-    out: PathBuf,
+/// `taps submit ... sweep` with `-c BASE SWEEP-ARGUMENTS` in `cwd`; the job (its run
+/// directory is the sweep's `--out`).
+#[cfg(feature = "mpi")]
+fn submit_sweep(cwd: &Path, base: &Path, sweep: &[&str], out: &Path) -> Job {
+    let flags = ["--scheduler", "slurm", "--ranks-per-node", "3", "--walltime", "00:10:00"];
+    // 3 ranks on 2 cores: the whole node, oversubscribed.
+    let node = ["--directive", "--exclusive", "--directive", "--overcommit"];
+    let args = [
+        &["submit"],
+        &flags[..],
+        &node,
+        &["sweep", "-c", base.to_str().unwrap()],
+        sweep,
+        &["--out", out.to_str().unwrap()],
+    ]
+    .concat();
+    let submitted = Instant::now();
+    let o = taps_slurm(cwd, &args);
+    assert!(o.status.success(), "taps {:?}: {}", args, text(&o.stderr));
+    let job: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("job.json")).unwrap()).unwrap();
+    let id = job["job_id"].as_str().expect("job.json has the job id").to_string();
+    assert!(text(&o.stdout).starts_with(&format!("Submitted slurm job {}\nSweep directory: {}\n", id, out.display())));
+    Job { run: out.to_path_buf(), id, submitted }
 }
 
-impl Wrapped {
-    fn submit(cwd: &Path, flags: &[&str], command: &str) -> Wrapped {
-        let out = cwd.join(format!("sbatch-{}.out", std::fs::read_dir(cwd).unwrap().count()));
-        let o = Command::new("sbatch")
-            .args(["--parsable", "--nodes", "1", "--time", "00:05:00", "--chdir"])
-            .arg(cwd)
-            .arg(format!("--output={}", out.display()))
-            .args(flags)
-            .args(["--wrap", command])
-            .env("SLURM_CONF", slurm_conf())
-            .output()
-            .expect("sbatch runs");
-        assert!(o.status.success(), "sbatch: {}", text(&o.stderr));
-        Wrapped { id: text(&o.stdout).trim().to_string(), out }
-    }
-
-    /// Waits until the job's output holds `needle`; returns the output.
-    fn wait_output(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let t = std::fs::read_to_string(&self.out).unwrap_or_default();
-            if t.contains(needle) {
-                return t;
-            }
-            assert!(Instant::now() < deadline, "job {}: no {:?} after {:?}; output:\n{}", self.id, needle, WAIT, t);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn scancel(&self) {
-        let o = Command::new("scancel").arg(&self.id).env("SLURM_CONF", slurm_conf()).output().unwrap();
-        assert!(o.status.success(), "scancel {}: {}", self.id, text(&o.stderr));
-    }
-}
-
-impl Drop for Wrapped {
-    fn drop(&mut self) {
-        let _ = Command::new("scancel").arg(&self.id).env("SLURM_CONF", slurm_conf()).output();
-    }
-}
-
-/// `taps sweep` in a batch job: every executor (the mpi cell starts its ranks inside the
-/// allocation); a job cancelled in the middle of a cell (scancel signals the sweep and its cell
-/// at once) records the cell's tasks, and the same job submitted again resumes it.
+/// A whole sweep as one Slurm job (`taps submit ... sweep`): one `taps sweep` on the first node
+/// runs every executor, the mpi cell starting its 3 ranks inside the allocation; `taps status`
+/// follows it. `taps cancel` in the middle of a cell (scancel signals the sweep and its cell at
+/// once) records the cell's tasks, and the same command submitted again resumes the sweep.
+#[cfg(feature = "mpi")]
 #[test]
-fn slurm_job_running_taps_sweep_runs_every_executor_and_resumes_after_scancel() {
+fn slurm_submitted_sweep_runs_every_executor_in_one_job_and_resumes_after_taps_cancel() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base.toml");
     std::fs::write(&base, "[app]\nname = \"synthetic\"\nstructure = \"bag\"\ntask_count = 3\nbag_max_running = 2\n")
         .unwrap();
-    let sweep = |vary: &str, out: &str| {
-        format!(
-            "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; exec {} sweep -c {} --vary {} --out {}",
-            taps_bin(),
-            base.display(),
-            vary,
-            tmp.path().join(out).display()
-        )
-    };
-    let flags = ["--exclusive", "--overcommit", "--ntasks", "3"];
-    let job = Wrapped::submit(tmp.path(), &flags, &sweep("engine.executor=thread-pool,process-pool,mpi", "all"));
-    let out = job.wait_output("Sweep of 3 cell(s)");
-    assert!(out.contains("3 ok, 0 failed"), "{}", out);
+    let all = tmp.path().join("all");
+    let job = submit_sweep(tmp.path(), &base, &["--vary", "engine.executor=thread-pool,process-pool,mpi"], &all);
+    job.wait_for(&["finished"]);
+    eprintln!("slurm sweep job {}: submit -> finished in {:.2?}", job.id, job.submitted.elapsed());
+    assert!(job.status_line().starts_with(&format!("finished: slurm job {} (", job.id)), "{}", job.status_line());
+    let out = std::fs::read_to_string(all.join("job.out")).unwrap();
+    assert!(out.contains(&format!("Sweep of 3 cell(s) in {}: 3 ok, 0 failed", all.display())), "{}", out);
+    assert_eq!(std::fs::read_to_string(all.join("job.exit")).unwrap(), "0\n");
     for ex in ["thread-pool", "process-pool", "mpi"] {
-        let recs = records(&tmp.path().join(format!("all/cells/engine.executor={}_r1", ex)));
+        let cell = all.join(format!("cells/engine.executor={}_r1", ex));
+        let recs = records(&cell);
+        check_record_invariants(&recs);
         assert_eq!(recs.len(), 3, "{}", ex);
         assert!(recs.iter().all(|r| r.success == Some(true)), "{}", ex);
     }
+    let mpi = all.join("cells/engine.executor=mpi_r1");
+    let cfg = std::fs::read_to_string(mpi.join("config.toml")).unwrap();
+    assert!(cfg.contains("ranks = 3\n"), "the mpi cell takes the allocation's ranks:\n{}", cfg);
+    let ranks: std::collections::BTreeSet<_> = records(&mpi).into_iter().filter_map(|r| r.worker).collect();
+    assert!(ranks.iter().all(|w| w == "rank-1" || w == "rank-2"), "{:?}", ranks);
 
-    let cmd = sweep("app.task_sleep=0,10,0.01", "resumed");
-    let cells = tmp.path().join("resumed/cells");
-    let job = Wrapped::submit(tmp.path(), &[], &cmd);
+    let resumed = tmp.path().join("resumed");
+    let sweep = ["--vary", "app.task_sleep=0,10,0.01"];
+    let job = submit_sweep(tmp.path(), &base, &sweep, &resumed);
+    let cells = resumed.join("cells");
     let log = cells.join("app.task_sleep=10_r1/log.txt");
-    let deadline = Instant::now() + WAIT;
-    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Running app")) {
-        assert!(Instant::now() < deadline, "the second cell never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    job.scancel();
-    let out = job.wait_output("taps: sweep interrupted by signal 15: 1 of 3 cell(s) finished");
+    job.wait_for(&["running"]);
+    wait_for(|| std::fs::read_to_string(&log).ok().filter(|l| l.contains("Running app")));
+    let o = taps_slurm(tmp.path(), &["cancel", resumed.to_str().unwrap()]);
+    assert!(o.status.success(), "taps cancel: {}", text(&o.stderr));
+    job.wait_for(&["cancelled"]);
+    let interrupted = "taps: sweep interrupted by signal 15: 1 of 3 cell(s) finished";
+    let err = wait_for(|| std::fs::read_to_string(resumed.join("job.err")).ok().filter(|e| e.contains(interrupted)));
     let recs = records(&cells.join("app.task_sleep=10_r1"));
-    assert_eq!(recs.len(), 2, "the two tasks in flight, recorded as failed: {}", out);
+    assert_eq!(recs.len(), 2, "the two tasks in flight, recorded as failed: {}", err);
     assert!(recs.iter().all(|r| r.success != Some(true)));
     let first = cells.join("app.task_sleep=0_r1/tasks.jsonl");
     let mtime = std::fs::metadata(&first).unwrap().modified().unwrap();
 
-    let job = Wrapped::submit(tmp.path(), &[], &cmd);
-    let out = job.wait_output("Sweep of 3 cell(s)");
-    assert!(out.contains("resuming: 1 of 3 cell(s) already finished, skipped"), "{}", out);
+    let job = submit_sweep(tmp.path(), &base, &sweep, &resumed);
+    job.wait_for(&["finished"]);
+    let err = std::fs::read_to_string(resumed.join("job.err")).unwrap();
+    assert!(err.contains("resuming: 1 of 3 cell(s) already finished, skipped"), "{}", err);
+    let out = std::fs::read_to_string(resumed.join("job.out")).unwrap();
     assert!(out.contains("3 ok, 0 failed"), "{}", out);
     assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), mtime, "the finished cell ran again");
     for c in ["app.task_sleep=0_r1", "app.task_sleep=10_r1", "app.task_sleep=0.01_r1"] {

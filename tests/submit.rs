@@ -867,3 +867,240 @@ fn an_mpi_job_of_one_rank_is_refused_at_submit() {
     let out = taps(d, &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+// ---- a whole sweep as one job: taps submit [SUBMIT OPTIONS] sweep SWEEP-ARGUMENTS ---------------
+
+/// A tiny synthetic base config for sweeps, in `d`.
+fn sweep_base(d: &Path) -> PathBuf {
+    let base = d.join("base.toml");
+    std::fs::write(&base, "[app]\nname = \"synthetic\"\nstructure = \"bag\"\ntask_count = 3\nbag_max_running = 2\n")
+        .unwrap();
+    base
+}
+
+/// `taps submit FLAGS sweep -c BASE SWEEP` in `d`.
+fn submit_sweep_args<'a>(flags: &[&'a str], base: &'a str, sweep: &[&'a str]) -> Vec<&'a str> {
+    [&["submit"], flags, &["sweep", "-c", base], sweep].concat()
+}
+
+/// The job script's one line that runs taps.
+fn sweep_lines(script: &str) -> Vec<&str> {
+    script.lines().filter(|l| !l.starts_with('#') && (l.contains("/taps sweep ") || l.contains("/taps run "))).collect()
+}
+
+#[test]
+fn a_sweep_is_one_job_running_taps_sweep_once_for_slurm_and_pbs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = sweep_base(d);
+    let b = base.to_str().unwrap();
+    let bin = Path::new(taps_bin()).parent().unwrap().display().to_string();
+    let vary = ["--vary", "engine.executor=thread-pool,process-pool,mpi", "--vary", "app.task_count=2,3"];
+    for (sched, flags) in [
+        ("slurm", &["--ranks-per-node", "3", "--directive", "--exclusive", "--directive", "--overcommit"][..]),
+        (
+            "pbs",
+            &["--nodes", "2", "--ranks-per-node", "2", "--launcher-arg", "--bind-to", "--launcher-arg", "none"][..],
+        ),
+    ] {
+        let out_dir = d.join(format!("sweep-{}", sched));
+        let o = out_dir.to_str().unwrap();
+        let flags = [&["--scheduler", sched, "--walltime", "00:10:00", "--dry-run"], flags].concat();
+        let out = taps(d, &submit_sweep_args(&flags, b, &[&vary[..], &["--repeat", "2", "--out", o]].concat()));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let script = std::fs::read_to_string(out_dir.join("job.sh")).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), script, "--dry-run prints the script it wrote");
+        check_syntax(&script);
+        let lines = sweep_lines(&script);
+        assert_eq!(lines.len(), 1, "one taps line, run once on the first node (no mpirun/srun around it):\n{}", script);
+        assert!(lines[0].starts_with(&format!("{}/taps sweep -c {} --vary ", bin, b)), "{}", lines[0]);
+        let golden = script.replace(o, RUN).replace(b, "/home/alice/base.toml").replace(&bin, BIN);
+        check_golden(&format!("{}_sweep.sh", sched), &golden);
+        let mut names: Vec<String> =
+            std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        names.sort();
+        assert_eq!(names, ["cells", "job.json", "job.sh", "sweep.json"]);
+        let job: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("job.json")).unwrap()).unwrap();
+        assert_eq!((job["run_dir"].as_str(), job["error"].as_str()), (Some(o), Some("dry run")));
+        let st = taps(d, &["status", o]);
+        assert_eq!(String::from_utf8_lossy(&st.stdout), format!("not-submitted: {} job (dry run)\n", sched));
+        // The sweep records the job's ranks for its MPI cells: a plain taps sweep does not resume it.
+        assert_bad_input(
+            d,
+            &[&["sweep", "-c", b], &vary[..], &["--repeat", "2", "--out", o]].concat(),
+            &["holds a different sweep", "made for a batch job (--mpi-ranks ", "submitting it again with taps submit"],
+        );
+    }
+    let slurm = std::fs::read_to_string(d.join("sweep-slurm/job.sh")).unwrap();
+    for l in ["#SBATCH --job-name=taps-sweep", "#SBATCH --ntasks=3", "#SBATCH --exclusive", "#SBATCH --overcommit"] {
+        assert!(slurm.lines().any(|x| x == l), "{} missing:\n{}", l, slurm);
+    }
+    let tail = format!(" --repeat 2 --out {}/sweep-slurm --mpi-ranks 3 --mpi-launcher mpirun", d.display());
+    assert!(sweep_lines(&slurm)[0].ends_with(&tail), "{}", slurm);
+    let pbs = std::fs::read_to_string(d.join("sweep-pbs/job.sh")).unwrap();
+    for l in ["#PBS -N taps-sweep", "#PBS -l select=2:ncpus=2:mpiprocs=2", "#PBS -l walltime=00:10:00"] {
+        assert!(pbs.lines().any(|x| x == l), "{} missing:\n{}", l, pbs);
+    }
+    // The MPI cells get PBS's host file, quoted when the job runs, and the --launcher-arg words.
+    assert!(pbs.contains("PBS_NODEFILE=${PBS_NODEFILE:-$(generate_pbs_nodefile)}\n"), "{}", pbs);
+    assert!(
+        sweep_lines(&pbs)[0].ends_with(
+            " --mpi-ranks 4 --mpi-launcher mpiexec --mpi-launcher-args \"--hostfile $(printf %q \"$PBS_NODEFILE\")\"' --bind-to none'"
+        ),
+        "{}",
+        pbs
+    );
+    // Without an MPI cell, no MPI settings.
+    let o = d.join("plain");
+    let out = taps(
+        d,
+        &submit_sweep_args(
+            &["--scheduler", "slurm", "--dry-run"],
+            b,
+            &["--vary", "app.task_count=1,2", "--out", o.to_str().unwrap()],
+        ),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(sweep_lines(&script)[0].ends_with(&format!("--repeat 1 --out {}", o.display())), "{}", script);
+    assert!(!script.contains("PBS_NODEFILE") && !script.contains("--mpi-"));
+}
+
+#[test]
+fn bad_sweep_input_is_one_line_exit_2_and_nothing_created_or_submitted() {
+    let pbs = PbsDouble::new();
+    let path = pbs.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = sweep_base(d);
+    let b = base.to_str().unwrap();
+    let bad = |flags: &[&str], sweep: &[&str], needles: &[&str]| {
+        let out_dir = d.join("never");
+        let args = submit_sweep_args(flags, b, &[sweep, &["--out", out_dir.to_str().unwrap()]].concat());
+        let out = taps_env(d, &args, Some(&path));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{:?}: {}", args, err);
+        assert_eq!(err.lines().count(), 1, "{}", err);
+        assert!(err.starts_with("taps: error: "), "{}", err);
+        for n in needles {
+            assert!(err.contains(n), "{:?} should mention {:?}", err, n);
+        }
+        assert!(!out_dir.exists(), "{:?} created the sweep directory", args);
+        assert!(pbs.take_calls().is_empty(), "{:?} called the scheduler", args);
+    };
+    let pbs3 = ["--scheduler", "pbs", "--ranks-per-node", "3"];
+    bad(&pbs3, &["--vary", "app.nosuch=1,2"], &["cell app.nosuch=1", "unknown option app.nosuch", "task_count"]);
+    bad(&pbs3, &["--vary", "app.task_count=2,x"], &["cell app.task_count=x", "non-negative integer"]);
+    bad(&pbs3, &["--vary", "app.task_count=2,,3"], &["--vary app.task_count=2,,3", "an empty value"]);
+    bad(
+        &pbs3,
+        &["--vary", "executor=mpi", "--vary", "engine.executor.ranks=3,4"],
+        &["engine.executor.ranks=4", "more than the 3 rank(s) of the batch job"],
+    );
+    bad(
+        &["--scheduler", "pbs"],
+        &["--vary", "executor=thread-pool,mpi"],
+        &["cell engine.executor=mpi_r1", "at least 2 ranks", "--ranks-per-node 2"],
+    );
+    bad(&pbs3, &["--vary", "submit.nodes=1,2"], &["--vary submit.nodes=1,2", "flags of taps submit"]);
+    bad(&pbs3, &["--mpi-ranks", "3"], &["--mpi-ranks is set by taps submit"]);
+    bad(&pbs3, &["--bogus"], &["--bogus", "taps sweep --help"]);
+    bad(&["--scheduler", "pbs", "--walltime", "1h"], &[], &["walltime", "HH:MM:SS"]);
+    bad(&["--ranks-per-node", "3"], &[], &["no scheduler", "--scheduler slurm|pbs"]);
+    // A directory that holds something else, or another sweep, is left as it is.
+    let other = d.join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let out = taps_env(d, &submit_sweep_args(&pbs3, b, &["--out", other.to_str().unwrap()]), Some(&path));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no sweep"));
+    let names: Vec<_> = std::fs::read_dir(&other).unwrap().collect();
+    assert_eq!(names.len(), 1);
+    assert!(pbs.take_calls().is_empty());
+}
+
+#[test]
+fn pbs_double_submits_a_sweep_refuses_a_second_job_while_it_runs_and_resumes() {
+    let pbs = PbsDouble::new();
+    let path = pbs.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = sweep_base(d);
+    let out_dir = d.join("sweep");
+    let o = out_dir.to_str().unwrap();
+    let executors = if cfg!(feature = "mpi") { "thread-pool,process-pool,mpi" } else { "thread-pool,process-pool" };
+    let vary = format!("engine.executor={}", executors);
+    let args = submit_sweep_args(
+        &["--scheduler", "pbs", "--ranks-per-node", "3"],
+        base.to_str().unwrap(),
+        &["--vary", &vary, "--out", o],
+    );
+    let out = taps_env(d, &args, Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("Submitted pbs job 1234.pbs01\nSweep directory: {o}\nCheck it with: taps status {o}\n")
+    );
+    assert_eq!(pbs.take_calls(), [format!("qsub -o {o}/job.out -e {o}/job.err {o}/job.sh [cwd={o}]")]);
+    assert_eq!(status_of(d, &out_dir, &path), "queued: pbs job 1234.pbs01 (job_state=Q)");
+    pbs.take_calls();
+
+    // Two jobs must not run one sweep.
+    let out = taps_env(d, &args, Some(&path));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", err);
+    assert!(err.contains("its pbs job 1234.pbs01 is queued") && err.contains("taps cancel"), "{}", err);
+    assert_eq!(pbs.take_calls(), ["qstat -f -F json -x 1234.pbs01"], "nothing submitted");
+
+    // The job runs (here: its script, as PBS would run it, with a host file of 3 slots).
+    let nodefile = d.join("nodefile");
+    std::fs::write(&nodefile, "localhost\nlocalhost\nlocalhost\n").unwrap();
+    pbs.set_state("R");
+    let run = Command::new("bash")
+        .arg(out_dir.join("job.sh"))
+        .env("PBS_NODEFILE", &nodefile)
+        .env("PATH", &path)
+        .stdout(std::fs::File::create(out_dir.join("job.out")).unwrap())
+        .stderr(std::fs::File::create(out_dir.join("job.err")).unwrap())
+        .status()
+        .unwrap();
+    let job_err = std::fs::read_to_string(out_dir.join("job.err")).unwrap();
+    assert!(run.success(), "job.err:\n{}", job_err);
+    pbs.set_state("F 0");
+    assert_eq!(status_of(d, &out_dir, &path), "finished: pbs job 1234.pbs01 (job_state=F Exit_status=0)");
+    let job_out = std::fs::read_to_string(out_dir.join("job.out")).unwrap();
+    let n = executors.split(',').count();
+    assert!(job_out.contains(&format!("Sweep of {n} cell(s) in {o}: {n} ok, 0 failed")), "{}", job_out);
+    for ex in executors.split(',') {
+        let recs = records(&out_dir.join(format!("cells/engine.executor={}_r1", ex)));
+        check_record_invariants(&recs);
+        assert_eq!(recs.len(), 3, "{}", ex);
+        assert!(recs.iter().all(|r| r.success == Some(true)), "{}", ex);
+    }
+    if cfg!(feature = "mpi") {
+        let cfg = std::fs::read_to_string(out_dir.join("cells/engine.executor=mpi_r1/config.toml")).unwrap();
+        assert!(cfg.contains("ranks = 3\n") && cfg.contains("launcher = \"mpiexec\"\n"), "{}", cfg);
+        assert!(cfg.contains(&format!("launcher_args = \"--hostfile {}\"", nodefile.display())), "{}", cfg);
+    }
+
+    // Submitted again: a new job, the finished cells skipped, the old job's exit code gone.
+    pbs.take_calls();
+    let out = taps_env(d, &args, Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out_dir.join("job.exit").exists(), "the earlier job's exit code would answer for the new job");
+    pbs.set_state("Q");
+    assert_eq!(status_of(d, &out_dir, &path), "queued: pbs job 1234.pbs01 (job_state=Q)");
+    let first = out_dir.join(format!("cells/engine.executor={}_r1/tasks.jsonl", "thread-pool"));
+    let mtime = std::fs::metadata(&first).unwrap().modified().unwrap();
+    let run = Command::new("bash")
+        .arg(out_dir.join("job.sh"))
+        .env("PBS_NODEFILE", &nodefile)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{}", err);
+    assert!(err.contains(&format!("resuming: {n} of {n} cell(s) already finished, skipped")), "{}", err);
+    assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), mtime, "a finished cell ran again");
+}

@@ -312,3 +312,44 @@ fn a_signal_to_the_sweep_and_its_cell_at_once_is_taken_once_and_every_task_recor
     assert_eq!(recs.len(), 2, "{}", err);
     assert!(recs.iter().all(|r| r.success != Some(true)), "{:?}", recs);
 }
+
+/// `--mpi-ranks`/`--mpi-launcher`/`--mpi-launcher-args` (what `taps submit ... sweep` passes, or a
+/// hand-written job): the MPI cells that do not set them get them, none may ask for more ranks,
+/// and other cells are untouched.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpi_settings_of_the_job_reach_the_mpi_cells_that_do_not_set_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let b = base(d, "");
+    let b = b.to_str().unwrap();
+    let job = ["--mpi-ranks", "3", "--mpi-launcher", "mpirun", "--mpi-launcher-args", "--bind-to none"];
+    let args = [&["-c", b, "--vary", "executor=thread-pool,mpi", "--out", "s"][..], &job].concat();
+    let out = sweep(d, &args).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let cfg = std::fs::read_to_string(d.join("s/cells/engine.executor=mpi_r1/config.toml")).unwrap();
+    for line in ["ranks = 3\n", "launcher = \"mpirun\"\n", "launcher_args = \"--bind-to none\"\n"] {
+        assert!(cfg.contains(line), "{} missing:\n{}", line, cfg);
+    }
+    let recs = records(&d.join("s/cells/engine.executor=mpi_r1"));
+    assert_eq!(recs.len(), 3);
+    let workers: std::collections::BTreeSet<_> = recs.iter().filter_map(|r| r.worker.clone()).collect();
+    assert!(workers.iter().all(|w| w == "rank-1" || w == "rank-2"), "{:?}", workers);
+    let tp = std::fs::read_to_string(d.join("s/cells/engine.executor=thread-pool_r1.toml")).unwrap();
+    assert!(!tp.contains("ranks"), "{}", tp);
+
+    // A cell's own ranks win, up to the job's.
+    let own = [&["-c", b, "--vary", "executor=mpi", "--vary", "engine.executor.ranks=2,4"][..], &job].concat();
+    let err = assert_bad_input(
+        d,
+        &[&["sweep"][..], &own, &["--out", "t"]].concat(),
+        &["cell engine.executor.name=mpi engine.executor.ranks=4", "more than the 3 rank(s) of the batch job"],
+    );
+    assert!(!d.join("t").exists(), "{}", err);
+    // Resuming without the job's settings is refused.
+    assert_bad_input(
+        d,
+        &["sweep", "-c", b, "--vary", "executor=thread-pool,mpi", "--out", "s"],
+        &["made for a batch job (--mpi-ranks 3 --mpi-launcher mpirun)"],
+    );
+}
