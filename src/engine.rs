@@ -1126,9 +1126,9 @@ impl Dispatcher {
                 // The parent's result went to this task inside the executor.
                 Some(Ok(v)) => moved += Moved::of(&v),
                 // It did not run (the executor failed it for its parent): recorded as a child
-                // of a failed parent is, unless the run was interrupted.
+                // of a failed parent is, or as interrupted with its parent.
                 Some(Err(e)) if !matches!(&outcome, Err(own) if own.kind == ErrorKind::Interrupted) => {
-                    outcome = Err(parent_failed(&r.cell, p, &e));
+                    outcome = Err(if e.kind == ErrorKind::Interrupted { e } else { parent_failed(&r.cell, p, &e) });
                     (execution, worker) = (None, None);
                     break;
                 }

@@ -168,14 +168,20 @@ fn argument_keys_are_deleted_once_their_task_read_them() {
     let mut args = synthetic(&redis.unix_url(), "process-pool", "bag", 16, 20_000);
     args.extend(["--app.task-sleep", "0.1"].map(String::from));
     let mut child = taps_cmd(dir.path(), &args).stdout(Stdio::null()).spawn().unwrap();
-    let (done, most, results) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (done, most, results, samples) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let watcher = {
-        let (redis, done, most, results) = (redis.clone(), done.clone(), most.clone(), results.clone());
+        let (redis, done, most, results, samples) =
+            (redis.clone(), done.clone(), most.clone(), results.clone(), samples.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
                 most.fetch_max(redis.keys("taps:*:a:*").len(), Ordering::SeqCst);
                 results.fetch_max(redis.keys("taps:*:r:*").len(), Ordering::SeqCst);
+                samples.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
@@ -184,8 +190,10 @@ fn argument_keys_are_deleted_once_their_task_read_them() {
     done.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
     assert!(status.success(), "{:?}", status);
+    // The keys come and go within milliseconds: the watcher need not see one, but it watched
+    // the whole run (which takes at least 0.8 s) — before, the 16 result keys piled up.
+    assert!(samples.load(Ordering::SeqCst) >= 5, "the watcher did not watch the run");
     let results = results.load(Ordering::SeqCst);
-    assert!(results > 0, "the watcher never saw the run's keys");
     assert!(results <= 4, "{} result keys at once: results are not released", results);
     assert!(most.load(Ordering::SeqCst) <= 2, "{} argument keys at once", most.load(Ordering::SeqCst));
     assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
