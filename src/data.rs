@@ -41,7 +41,8 @@ pub enum Role {
     /// sent again after a lost worker has not read it yet).
     Argument,
     /// A task's result, stored by a worker: read by the driver and by children, any number of
-    /// times until the end of the run.
+    /// times until it is [released](Transformer::release) (nothing can read it any more) or the
+    /// run ends.
     Result,
 }
 
@@ -53,6 +54,10 @@ pub trait Transformer: Send + Sync {
     fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError>;
     /// Removes what the run stored (driver only).
     fn close(&self) -> Result<(), TaskError>;
+    /// Removes a result nothing will read again (driver only, before close; any thread): its
+    /// task's futures are dropped and the children that take it finished. Best effort (what it
+    /// leaves, close removes). Default: kept until close.
+    fn release(&self, _r: &DataRef) {}
 }
 
 crate::options! {
@@ -297,6 +302,18 @@ impl Transformer for FileTransformer {
         std::fs::read(&r.key).map(bytes::Bytes::from).map_err(err)
     }
 
+    /// Deletes the result's file: nothing reads it again, and a value still mapped from it
+    /// stays valid (the kernel keeps an unlinked file's pages while they are mapped).
+    fn release(&self, r: &DataRef) {
+        let path = Path::new(&r.key);
+        // Only a file of this run's own directory.
+        if path.parent() == Some(self.dir.as_path())
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::debug!(target: "taps.engine.transform", "cannot remove {}: {}", r.key, e);
+        }
+    }
+
     fn close(&self) -> Result<(), TaskError> {
         let Some(parents) = &self.owned else { return Ok(()) };
         // The run's own directory with everything in it, then the parents it created if empty.
@@ -355,6 +372,8 @@ pub struct DataLayer {
     transformer: Option<Box<dyn Transformer>>,
     spec: DataSpec,
     run_dir: Option<Arc<Path>>,
+    /// Set at close: nothing is released after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes a value moved: inline and by reference.
@@ -418,7 +437,7 @@ impl DataLayer {
                 Some(tr)
             }
         };
-        Ok(DataLayer { filter, transformer, run_dir: Some(Arc::from(run_dir)), spec })
+        Ok(DataLayer { filter, transformer, run_dir: Some(Arc::from(run_dir)), spec, ..Default::default() })
     }
 
     /// A worker's layer, from the spec the driver sent: the transformer attaches to what the
@@ -437,7 +456,7 @@ impl DataLayer {
             Some((name, text)) => Some(options(TRANSFORMERS, "transformer", name, text)?.attach()?),
         };
         let run_dir = spec.run_dir.as_deref().map(Arc::from);
-        Ok(DataLayer { filter, transformer, spec, run_dir })
+        Ok(DataLayer { filter, transformer, spec, run_dir, ..Default::default() })
     }
 
     /// Sets the run directory tasks see in their context (sent to workers with the spec).
@@ -517,8 +536,18 @@ impl DataLayer {
         }
     }
 
+    /// Releases a result nothing will read again ([`Transformer::release`]); nothing after close.
+    pub fn release(&self, r: &DataRef) {
+        if let Some(t) = &self.transformer
+            && !self.closed.load(std::sync::atomic::Ordering::Acquire)
+        {
+            t.release(r);
+        }
+    }
+
     /// Removes what the transformer stored (driver, at engine shutdown).
     pub fn close(&self) -> Result<(), TaskError> {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
         match &self.transformer {
             Some(t) => t.close(),
             None => Ok(()),

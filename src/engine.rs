@@ -71,6 +71,15 @@ pub trait Executor: Send {
     fn shutdown(&mut self, cancel: bool);
     /// Short description for the log.
     fn describe(&self) -> String;
+    /// The reference a child may take as the argument of job `seq`, which was submitted and has
+    /// not finished, if this executor resolves dependencies itself (an engine whose results stay
+    /// on its workers: Dask, Ray, Parsl). Where it gives one for every unfinished parent, the
+    /// dispatcher hands the child over at once instead of waiting for its parents; the
+    /// executor's child then fails if a parent fails, and the engine records it as `ParentFailed`.
+    /// Default: none (children wait until their parents finished).
+    fn pending_ref(&self, _seq: u64) -> Option<crate::task::DataRef> {
+        None
+    }
 }
 
 /// Where executors report completions.
@@ -127,6 +136,10 @@ impl TaskCell {
         self.state.lock().unwrap().outcome.clone()
     }
 
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
     fn subscribe(&self, tx: &Sender<usize>, i: usize) {
         let mut st = self.state.lock().unwrap();
         if st.outcome.is_some() {
@@ -158,6 +171,19 @@ impl TaskCell {
                 }
             }
             st.sleepers -= 1;
+        }
+    }
+}
+
+/// The last holder of a task's cell is gone (every future of it dropped, every child that takes it
+/// finished): nothing can read its result again, so where it is stored out of band (a
+/// transformer's key or file, an engine's worker) it is released now rather than at the end of the run.
+impl Drop for TaskCell {
+    fn drop(&mut self) {
+        if let Ok(st) = self.state.get_mut()
+            && let Some(Ok(Payload::Ref(r))) = &st.outcome
+        {
+            release_ref(&self.data, r);
         }
     }
 }
@@ -245,6 +271,9 @@ impl<T: Data> TaskFuture<T> {
 pub trait HeldValues: Send + Sync {
     /// The value of `key` (the key given to [`held_ref`]), fetched from where it is held.
     fn fetch(&self, key: &str) -> Result<Payload, TaskError>;
+    /// Nothing will ask for `key` again (its task's futures are dropped and its children
+    /// finished): the holder may forget it. Called from any thread, at most once per key.
+    fn release(&self, _key: &str) {}
 }
 
 /// Key prefix of held results.
@@ -291,6 +320,20 @@ fn fetch_held(p: Payload) -> Result<Payload, TaskError> {
             "this result stayed in the engine that ran the task, which has shut down: ask for it before the engine \
              shuts down",
         )),
+    }
+}
+
+/// Releases a result stored out of band: a held one at its holder (if still registered), any
+/// other reference at the data layer's transformer.
+fn release_ref(data: &DataLayer, r: &crate::task::DataRef) {
+    match held_key(r) {
+        Some((id, key)) => {
+            let holder = HOLDERS.lock().unwrap().as_ref().and_then(|m| m.get(&id).cloned());
+            if let Some(h) = holder {
+                h.release(key);
+            }
+        }
+        None => data.release(r),
     }
 }
 
@@ -585,6 +628,7 @@ impl Engine {
             waiting: HashMap::new(),
             running: HashMap::new(),
             dependents: HashMap::new(),
+            early: HashMap::new(),
             interrupted: false,
             signalled: false,
             write_error: None,
@@ -772,6 +816,10 @@ struct Waiting {
     args: Vec<Option<Payload>>,
     missing: usize,
     parents: Vec<Uuid>,
+    /// The parents' cells, kept until this task finished (their results stay readable for it).
+    cells: Vec<Arc<TaskCell>>,
+    /// Parents not finished when this task went to the executor ([`Executor::pending_ref`]).
+    pending: Vec<Arc<TaskCell>>,
 }
 
 struct Running {
@@ -779,6 +827,9 @@ struct Running {
     parents: Vec<Uuid>,
     submit_time: f64,
     moved: Moved,
+    /// Kept alive until this task finished: see [`Waiting::cells`].
+    _cells: Vec<Arc<TaskCell>>,
+    pending: Vec<Arc<TaskCell>>,
 }
 
 struct Dispatcher {
@@ -792,6 +843,9 @@ struct Dispatcher {
     running: HashMap<u64, Running>,
     /// parent seq → (child seq, argument index)
     dependents: HashMap<u64, Vec<(u64, usize)>>,
+    /// Completions of tasks that went to the executor before their parents finished and came
+    /// back before one of them (by the unfinished parent's seq): handled once it finished.
+    early: HashMap<u64, Vec<Completion>>,
     /// No more dispatch: every unfinished task fails as `Interrupted`.
     interrupted: bool,
     /// Interrupted by [`Msg::Interrupt`] (a signal), not by a failed record write.
@@ -959,8 +1013,10 @@ impl Dispatcher {
         let seq = sub.cell.seq;
         let mut parents = Vec::new();
         let mut args = Vec::with_capacity(sub.slots.len());
-        let mut missing = 0;
         let mut failed_parent = None;
+        let mut cells = Vec::new();
+        let mut pending = Vec::new();
+        let mut unfinished = Vec::new();
         let Submission { cell, def, slots, submit_time } = sub;
         let sub = Submission { cell, def, slots: Vec::new(), submit_time };
         for (i, slot) in slots.into_iter().enumerate() {
@@ -975,15 +1031,37 @@ impl Dispatcher {
                             args.push(None);
                         }
                         None => {
-                            missing += 1;
-                            self.dependents.entry(parent.seq).or_default().push((seq, i));
+                            unfinished.push((parent.seq, i));
+                            pending.push(parent.clone());
                             args.push(None);
                         }
+                    }
+                    cells.push(parent);
+                }
+            }
+        }
+        let mut missing = unfinished.len();
+        if missing > 0 {
+            // An executor that resolves dependencies itself takes the child at once, with a
+            // reference to each unfinished parent; otherwise the child waits for them here.
+            let refs: Option<Vec<_>> =
+                unfinished.iter().map(|&(p, i)| self.executor.pending_ref(p).map(|r| (i, r))).collect();
+            match refs {
+                Some(refs) => {
+                    for (i, r) in refs {
+                        args[i] = Some(Payload::Ref(r));
+                    }
+                    missing = 0;
+                }
+                None => {
+                    pending.clear();
+                    for (p, i) in unfinished {
+                        self.dependents.entry(p).or_default().push((seq, i));
                     }
                 }
             }
         }
-        let w = Waiting { sub, args, missing, parents };
+        let w = Waiting { sub, args, missing, parents, cells, pending };
         if let Some((parent, e)) = failed_parent {
             return self.fail_child(w, &parent, &e);
         }
@@ -1009,38 +1087,78 @@ impl Dispatcher {
             args.push(p);
         }
         let id = w.sub.cell.id;
-        self.running
-            .insert(seq, Running { cell: w.sub.cell, parents: w.parents, submit_time: w.sub.submit_time, moved });
+        let r = Running {
+            cell: w.sub.cell,
+            parents: w.parents,
+            submit_time: w.sub.submit_time,
+            moved,
+            _cells: w.cells,
+            pending: w.pending,
+        };
+        self.running.insert(seq, r);
         self.executor.submit(Job { seq, id, def: w.sub.def, args });
     }
 
     fn done(&mut self, c: Completion) {
-        let Some(r) = self.running.remove(&c.seq) else {
+        let mut next = vec![c];
+        while let Some(c) = next.pop() {
+            self.done_one(c, &mut next);
+        }
+    }
+
+    /// Records one completion; completions that waited for this task go to `next`.
+    fn done_one(&mut self, c: Completion, next: &mut Vec<Completion>) {
+        let Some(r) = self.running.get(&c.seq) else {
             return; // abandoned after an interrupt
         };
+        // A child that went to the executor before its parents finished is recorded after
+        // them, so that a parent's failure is known.
+        if let Some(p) = r.pending.iter().find(|p| !p.is_finished()) {
+            self.early.entry(p.seq).or_default().push(c);
+            return;
+        }
+        let r = self.running.remove(&c.seq).expect("running");
         let received_time = Some(now());
         let mut moved = r.moved;
-        if let Ok(p) = &c.outcome {
+        let (mut outcome, mut execution, mut worker) = (c.outcome, c.execution, c.worker);
+        for p in &r.pending {
+            match p.outcome() {
+                // The parent's result went to this task inside the executor.
+                Some(Ok(v)) => moved += Moved::of(&v),
+                // It did not run (the executor failed it for its parent): recorded as a child
+                // of a failed parent is, or as interrupted with its parent.
+                Some(Err(e)) if !matches!(&outcome, Err(own) if own.kind == ErrorKind::Interrupted) => {
+                    outcome = Err(if e.kind == ErrorKind::Interrupted { e } else { parent_failed(&r.cell, p, &e) });
+                    (execution, worker) = (None, None);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if let Ok(p) = &outcome {
             moved += Moved::of(p);
         }
         // Whoever waits for the result hears first; the record is written while it goes on.
-        self.count_finished(c.outcome.is_ok());
-        r.cell.finish(c.outcome.clone());
+        self.count_finished(outcome.is_ok());
+        r.cell.finish(outcome.clone());
         let record = TaskRecord {
             task_id: r.cell.id.to_string(),
             name: r.cell.name.to_string(),
             parent_task_ids: r.parents.iter().map(Uuid::to_string).collect(),
             submit_time: r.submit_time,
             received_time,
-            success: Some(c.outcome.is_ok()),
-            exception: c.outcome.as_ref().err().cloned(),
-            execution: c.execution,
-            worker: c.worker,
+            success: Some(outcome.is_ok()),
+            exception: outcome.as_ref().err().cloned(),
+            execution,
+            worker,
             bytes_inline: moved.inline,
             bytes_by_reference: moved.by_reference,
         };
         self.write(&record);
-        self.release_children(&r.cell, c.outcome);
+        self.release_children(&r.cell, outcome);
+        if let Some(waited) = self.early.remove(&r.cell.seq) {
+            next.extend(waited);
+        }
     }
 
     /// Records and finishes a task that never ran.
@@ -1104,17 +1222,7 @@ impl Dispatcher {
     /// the parent and wrapping its error; the message names the parent and the failure that
     /// started the chain (so messages do not grow down a chain).
     fn fail_child(&mut self, w: Waiting, parent: &TaskCell, e: &TaskError) {
-        let upstream = parent.state.lock().unwrap().origin.clone();
-        let (message, origin): (String, Arc<str>) = match upstream {
-            Some(o) => (format!("parent task {} ({}) failed because {}", parent.name, parent.id, o), o),
-            None => {
-                let o = format!("task {} ({}) failed: {}: {}", parent.name, parent.id, e.kind, e.message);
-                (format!("parent {}", o), o.into())
-            }
-        };
-        w.sub.cell.state.lock().unwrap().origin = Some(origin);
-        let parent = FailedParent { task_id: parent.id, name: parent.name.to_string(), error: e.clone() };
-        let err = TaskError::parent_failed(parent, message);
+        let err = parent_failed(&w.sub.cell, parent, e);
         self.fail_unstarted(w.sub, w.parents, err);
     }
 
@@ -1153,6 +1261,22 @@ impl Dispatcher {
         self.flush_records();
         self.executor.shutdown(true);
     }
+}
+
+/// The error of `child`, which did not run because `parent` failed with `e` (see
+/// [`Dispatcher::fail_child`]); notes in `child` the failure that started the chain.
+fn parent_failed(child: &TaskCell, parent: &TaskCell, e: &TaskError) -> TaskError {
+    let upstream = parent.state.lock().unwrap().origin.clone();
+    let (message, origin): (String, Arc<str>) = match upstream {
+        Some(o) => (format!("parent task {} ({}) failed because {}", parent.name, parent.id, o), o),
+        None => {
+            let o = format!("task {} ({}) failed: {}: {}", parent.name, parent.id, e.kind, e.message);
+            (format!("parent {}", o), o.into())
+        }
+    };
+    child.state.lock().unwrap().origin = Some(origin);
+    let parent = FailedParent { task_id: parent.id, name: parent.name.to_string(), error: e.clone() };
+    TaskError::parent_failed(parent, message)
 }
 
 /// Whether the current thread is running a task body (panics there are recorded, not printed).
@@ -1415,5 +1539,77 @@ mod tests {
         let e = fetch_held(Payload::Ref(r)).unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnresolvedReference);
         assert!(e.message.contains("shut down"), "{}", e.message);
+    }
+
+    /// A child of `()`.
+    struct After;
+    impl Task for After {
+        const NAME: &'static str = "test-after";
+        type Args = ((),);
+        type Output = ();
+        fn run(_: ((),)) -> Result<(), TaskError> {
+            Ok(())
+        }
+    }
+
+    /// An executor that resolves dependencies itself and reports a child before its parent,
+    /// as an engine's callbacks may: the second job's completion comes first. (No real engine
+    /// does this on demand; the order of the reports is what this test is about.)
+    struct Reversed {
+        done: Option<Completer>,
+        jobs: Vec<u64>,
+        child_ok: bool,
+    }
+
+    impl Executor for Reversed {
+        fn start(&mut self, done: Completer, _: Arc<DataLayer>) -> anyhow::Result<()> {
+            self.done = Some(done);
+            Ok(())
+        }
+        fn needs_wire(&self) -> bool {
+            false
+        }
+        fn submit(&mut self, job: Job) {
+            self.jobs.push(job.seq);
+            if let [parent, child] = self.jobs[..] {
+                let done = self.done.as_ref().unwrap();
+                let outcome = |ok| if ok { Ok(Payload::local(())) } else { Err(TaskError::new("EngineError", "x")) };
+                let c = |seq, outcome| Completion { seq, outcome, execution: None, worker: None };
+                done.complete(c(child, outcome(self.child_ok)));
+                done.complete(c(parent, outcome(self.child_ok)));
+            }
+        }
+        fn shutdown(&mut self, _: bool) {}
+        fn describe(&self) -> String {
+            "reversed".into()
+        }
+        fn pending_ref(&self, seq: u64) -> Option<crate::task::DataRef> {
+            Some(crate::task::DataRef { key: format!("pending-{}", seq), size: 0 })
+        }
+    }
+
+    #[test]
+    fn a_child_sent_before_its_parent_finished_is_recorded_after_it_and_fails_as_its_child() {
+        for ok in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("tasks.jsonl");
+            let executor = Reversed { done: None, jobs: Vec::new(), child_ok: ok };
+            let e = Engine::builder(Box::new(executor)).records(RecordWriter::create(&path).unwrap()).build();
+            let parent = e.submit::<builtin::Warmup>(());
+            let child = e.submit::<After>(((&parent).into(),));
+            assert_eq!(child.result().is_ok(), ok);
+            let summary = e.shutdown();
+            assert_eq!((summary.records, summary.failed), (2, if ok { 0 } else { 2 }));
+            let recs = crate::record::read_records(&path).unwrap();
+            assert_eq!(recs[0].task_id, parent.task_id().to_string(), "the parent's record comes first");
+            assert_eq!(recs[1].parent_task_ids, vec![parent.task_id().to_string()]);
+            if !ok {
+                let err = child.exception().unwrap();
+                assert_eq!(err.kind, ErrorKind::ParentFailed);
+                assert!(err.message.contains(&parent.task_id().to_string()), "{}", err.message);
+                assert_eq!(err.cause().unwrap().kind, "EngineError");
+                assert!(recs[1].execution.is_none());
+            }
+        }
     }
 }

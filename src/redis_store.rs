@@ -8,8 +8,10 @@
 //! * an argument's key (`a`: stored by the driver when it dispatches the task) is read and deleted
 //!   in one step (`GETDEL`) by the task that takes it — nothing else ever reads it, and a task
 //!   re-sent after a lost worker had not read it yet;
-//! * a result's key (`r`) stays until the end of the run: the driver may resolve it any number of
-//!   times and children submitted later read it too.
+//! * a result's key (`r`) stays while something may read it — the driver may resolve it any
+//!   number of times and children submitted later read it too — and is deleted when the engine
+//!   [releases](Transformer::release) it: its task's futures are dropped and every child that takes
+//!   it finished.
 //!
 //! Each process holds a few connections (one per thread using it at once), reused across values.
 
@@ -222,6 +224,17 @@ impl Transformer for RedisTransformer {
                     self.addr.shown, r.key
                 ),
             )),
+        }
+    }
+
+    /// Deletes a result's key of this run (as long as the store is open).
+    fn release(&self, r: &DataRef) {
+        let closed = self.closed.read().unwrap();
+        if *closed || self.is_argument(&r.key) || !r.key.starts_with(self.namespace.as_str()) {
+            return;
+        }
+        if let Err(e) = self.with(|c| redis::cmd("UNLINK").arg(&r.key).query::<usize>(c)) {
+            tracing::debug!(target: "taps.engine.transform", "Redis at {}: cannot delete {}: {}", self.addr.shown, r.key, e);
         }
     }
 

@@ -1,6 +1,8 @@
 //! The engine's API on the thread-pool executor: dataflow, failure propagation, panics, wait,
 //! as_completed, map, cancellation, and records for every task.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -343,4 +345,33 @@ fn shared_arguments_are_not_copied_in_process() {
     // The parent's cell and the child hold the same allocation: no copy was made.
     assert!(holders.result().unwrap() >= 2);
     assert_eq!(big.result().unwrap().len(), 1_000_000);
+}
+
+/// The file transformer deletes a result's file as soon as nothing can read it (its futures
+/// dropped, its children finished), while the run goes on; a value already read stays intact.
+#[test]
+fn a_results_file_is_deleted_once_its_futures_are_dropped_and_its_children_finished() {
+    use taps::data::{DataLayer, DataSpec};
+    use taps::engine::builtin::Echo;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let options = format!("file_dir = {:?}\n", dir.display().to_string());
+    let spec = DataSpec { transformer: Some(("file".into(), options)), ..Default::default() };
+    let e = Engine::builder(Box::new(ThreadPool::new(2))).data(DataLayer::from_spec(spec).unwrap()).build();
+    let files = || std::fs::read_dir(&dir).unwrap().count();
+    // Large enough to be mapped from its file rather than read.
+    let value = bytes::Bytes::from(vec![3u8; 1 << 20]);
+    let parent = e.submit::<Echo>((value.clone().into(),));
+    let child = e.submit::<Echo>(((&parent).into(),));
+    assert_eq!(child.result().unwrap(), value);
+    let read = parent.result().unwrap();
+    // The argument's file stays until close (the file transformer deletes no argument).
+    assert_eq!(files(), 3);
+    drop(parent);
+    common::wait_for(|| (files() == 2).then_some(()));
+    assert_eq!(read, value, "a value mapped from a deleted file stays intact");
+    drop(child);
+    common::wait_for(|| (files() == 1).then_some(()));
+    assert_eq!(e.shutdown().records, 2);
 }

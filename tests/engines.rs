@@ -446,3 +446,122 @@ fn hyperqueue_a_task_program_that_dies_fails_its_task() {
         assert!(e.message.contains("HyperQueue job") && e.message.contains("dying on purpose"), "{:?}", e);
     }
 }
+
+/// The bridge's figures at the end of a run, from its log: engine futures held at the end, at
+/// most at once, the tasks the engine's scheduler still held (Dask), and tasks that went to the
+/// engine before their parents finished.
+fn bridge_figures(log: &str) -> (u64, u64, Option<u64>, u64) {
+    let line = log.lines().find(|l| l.contains("engine future(s) held at the end")).expect("the bridge's figures");
+    let after = |what: &str| -> Option<u64> {
+        let at = line.find(what)? + what.len();
+        line[at..].split(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty())?.parse().ok()
+    };
+    let before = |what: &str| -> u64 {
+        let head = &line[..line.find(what).expect(what)];
+        head.rsplit(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()).unwrap().parse().unwrap()
+    };
+    (
+        before(" engine future(s) held at the end"),
+        after("at most ").unwrap(),
+        after("scheduler holds "),
+        before(" task(s) went to the engine before"),
+    )
+}
+
+/// A bag of 30 tasks, 2 at a time, each returning 10 kB (held in the engine): the app drops
+/// each future once it checked the result, so the bridge drops the engine's future and Dask
+/// forgets the task. Before, the bridge kept all 30 futures, and Dask all 30 results, to the end.
+#[test]
+fn dask_forgets_the_results_nothing_needs_any_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cmd = taps_cmd(
+        "--app synthetic --app.structure bag --app.task-count 30 --app.bag-max-running 2 \
+         --app.task-data-bytes 10000 --app.warmup-tasks 0 --engine.executor dask --engine.executor.workers 2",
+    );
+    let outs = in_netns(tmp.path(), std::slice::from_ref(&cmd));
+    let (rc, out, err) = &outs[0];
+    assert_eq!(*rc, 0, "{}\n{}", out, err);
+    let run = the_run_dir(&tmp.path().join("d1"));
+    let recs = records(&run);
+    assert_eq!(recs.iter().filter(|r| r.success == Some(true)).count(), 30);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let (held, peak, scheduler, _) = bridge_figures(&log);
+    assert_eq!(held, 0, "{}", log);
+    assert!((1..=6).contains(&peak), "{} futures at once\n{}", peak, log);
+    // Releases reach the scheduler asynchronously: the last few may still be on their way.
+    let scheduler = scheduler.expect("dask reports its scheduler's tasks");
+    assert!(scheduler <= 6, "the scheduler still holds {} tasks\n{}", scheduler, log);
+}
+
+/// A chain of 3 tasks of 2 s on each engine: each child goes to the engine while its parent
+/// still runs (the engine waits for the parent itself), and the records are as before. Then a
+/// chain whose first task fails (after 1 s, an injected timeout) through the failures app: the
+/// children, already in the engine, fail with one record each, `ParentFailed`, naming the parent.
+fn children_go_before_their_parents_finish(engine: &str, opts: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let e = format!("--engine.executor {} {}", engine, opts);
+    let chain = r#"{"structure": "sequential", "task_count": 3, "task_data_bytes": 10000, "warmup_tasks": 0}"#;
+    let cmds = [
+        taps_cmd(&format!(
+            "--app synthetic --app.structure sequential --app.task-count 3 --app.task-sleep 2 \
+             --app.task-data-bytes 10000 --app.warmup-tasks 0 {}",
+            e
+        )),
+        taps_cmd(&format!(
+            "--app failures --app.base synthetic --app.config '{}' --app.failure-type timeout \
+             --app.failure-rate 1 --app.timeout-seconds 1 --app.seed 1 {}",
+            chain, e
+        )),
+    ];
+    let outs = in_netns(d, &cmds);
+    assert_eq!(outs[0].0, 0, "{}\n{}", outs[0].1, outs[0].2);
+    let run = the_run_dir(&d.join("d1"));
+    let recs = records(&run);
+    check_record_invariants(&recs);
+    assert_eq!(recs.len(), 3);
+    let end = |id: &str| recs.iter().find(|r| r.task_id == id).unwrap().execution.as_ref().unwrap().task_end_time;
+    for r in &recs {
+        assert_eq!(r.success, Some(true), "{:?}", r);
+        if let Some(p) = r.parent_task_ids.first() {
+            assert!(r.submit_time < end(p), "a child was submitted after its parent ended: {:?}", r);
+            assert!(r.execution.as_ref().unwrap().task_start_time >= end(p), "a child started before its parent ended");
+            assert!(r.bytes_inline + r.bytes_by_reference >= 2 * 10_000, "the parent's result is counted: {:?}", r);
+        }
+    }
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let (_, _, _, early) = bridge_figures(&log);
+    assert!(early >= 1, "no child went to {} before its parent finished\n{}", engine, log);
+
+    let (rc, out, err) = &outs[1];
+    let run = the_run_dir(&d.join("d2"));
+    let recs = records(&run);
+    check_record_invariants(&recs);
+    assert_eq!(recs.len(), 3, "rc {}\n{}\n{}", rc, out, err);
+    let first = recs.iter().find(|r| r.parent_task_ids.is_empty()).unwrap();
+    assert_eq!(first.exception.as_ref().map(|e| e.kind.as_str()), Some("Timeout"), "{:?}", first);
+    for r in recs.iter().filter(|r| !r.parent_task_ids.is_empty()) {
+        let e = r.exception.as_ref().expect("the child failed");
+        assert_eq!(e.kind, "ParentFailed", "{:?}", r);
+        assert!(e.message.contains(&first.task_id) && e.message.contains("Timeout"), "{}", e.message);
+        assert!(r.execution.is_none(), "a child of a failed parent does not run: {:?}", r);
+    }
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let (_, _, _, early) = bridge_figures(&log);
+    assert!(early >= 1, "no child went to {} before its parent failed\n{}", engine, log);
+}
+
+#[test]
+fn dask_takes_children_before_their_parents_finish() {
+    children_go_before_their_parents_finish("dask", "--engine.executor.workers 2");
+}
+
+#[test]
+fn ray_takes_children_before_their_parents_finish() {
+    children_go_before_their_parents_finish("ray", "--engine.executor.num-cpus 2");
+}
+
+#[test]
+fn parsl_local_takes_children_before_their_parents_finish() {
+    children_go_before_their_parents_finish("parsl-local", "--engine.executor.workers 2");
+}

@@ -56,6 +56,16 @@ fn taps_cmd(dir: &Path, args: &[String]) -> Command {
     c
 }
 
+/// Waits until the run in `dir` has written `n` records (its keys come and go too fast to watch:
+/// a result's key is deleted once the app dropped its future).
+fn wait_for_records(dir: &Path, n: usize) {
+    wait_for(|| {
+        let run = common::run_dirs(dir).pop()?;
+        let have = std::fs::read_to_string(run.join("tasks.jsonl")).ok()?.lines().count();
+        (have >= n).then_some(())
+    });
+}
+
 fn run_ok_env(dir: &Path, args: &[String]) -> std::path::PathBuf {
     let out = taps_cmd(dir, args).output().unwrap();
     assert!(out.status.success(), "taps {:?}: {}", args, show(&out));
@@ -148,8 +158,9 @@ fn runs_never_share_keys_and_a_users_keys_are_left_alone() {
     assert_eq!(redis.keys("*"), vec!["taps:mine".to_string()]);
 }
 
-/// An argument's key is deleted as soon as its task read it: with 2 tasks in flight, never more
-/// than 2 argument keys exist, whatever the number of tasks.
+/// An argument's key is deleted as soon as its task read it, a result's as soon as the app
+/// dropped its future (the bag app checks each result and drops it): with 2 tasks in flight,
+/// never more than 2 argument keys and a few result keys exist, whatever the number of tasks.
 #[test]
 fn argument_keys_are_deleted_once_their_task_read_them() {
     let redis = Arc::new(RedisServer::start());
@@ -157,14 +168,20 @@ fn argument_keys_are_deleted_once_their_task_read_them() {
     let mut args = synthetic(&redis.unix_url(), "process-pool", "bag", 16, 20_000);
     args.extend(["--app.task-sleep", "0.1"].map(String::from));
     let mut child = taps_cmd(dir.path(), &args).stdout(Stdio::null()).spawn().unwrap();
-    let (done, most, results) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (done, most, results, samples) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let watcher = {
-        let (redis, done, most, results) = (redis.clone(), done.clone(), most.clone(), results.clone());
+        let (redis, done, most, results, samples) =
+            (redis.clone(), done.clone(), most.clone(), results.clone(), samples.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
                 most.fetch_max(redis.keys("taps:*:a:*").len(), Ordering::SeqCst);
                 results.fetch_max(redis.keys("taps:*:r:*").len(), Ordering::SeqCst);
+                samples.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
@@ -173,7 +190,11 @@ fn argument_keys_are_deleted_once_their_task_read_them() {
     done.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
     assert!(status.success(), "{:?}", status);
-    assert!(results.load(Ordering::SeqCst) > 2, "the watcher never saw the run's keys");
+    // The keys come and go within milliseconds: the watcher need not see one, but it watched
+    // the whole run (which takes at least 0.8 s) — before, the 16 result keys piled up.
+    assert!(samples.load(Ordering::SeqCst) >= 5, "the watcher did not watch the run");
+    let results = results.load(Ordering::SeqCst);
+    assert!(results <= 4, "{} result keys at once: results are not released", results);
     assert!(most.load(Ordering::SeqCst) <= 2, "{} argument keys at once", most.load(Ordering::SeqCst));
     assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
     assert_eq!(records(&the_run_dir(dir.path())).len(), 16);
@@ -188,7 +209,7 @@ fn an_interrupted_run_leaves_no_key() {
         let mut args = synthetic(&redis.unix_url(), executor, "bag", 20, 50_000);
         args.extend(["--app.task-sleep", "0.5"].map(String::from));
         let mut child = taps_cmd(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        wait_for(|| (!redis.keys("taps:*:r:*").is_empty()).then_some(()));
+        wait_for_records(dir.path(), 2);
         // SAFETY: plain syscall on the process this test started.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let status = wait_or_kill(&mut child, 120, "interrupted taps run");
@@ -350,7 +371,7 @@ fn a_redis_that_dies_mid_run_fails_the_tasks_and_the_run_ends() {
         let mut args = synthetic(&redis.unix_url(), executor, "bag", 6, 20_000);
         args.extend(["--app.task-sleep", "1"].map(String::from));
         let child = taps_cmd(dir.path(), &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        wait_for(|| (!redis.keys("taps:*").is_empty()).then_some(()));
+        wait_for_records(dir.path(), 1);
         redis.kill();
         let pid = child.id();
         let out = std::thread::spawn(move || child.wait_with_output().unwrap());
@@ -378,4 +399,49 @@ fn a_redis_that_dies_mid_run_fails_the_tasks_and_the_run_ends() {
             failed
         );
     }
+}
+
+/// A result's key lives while something can read it: a future of its task (clones included,
+/// `result()` any number of times) or a child that takes it and has not finished. Then the engine
+/// deletes it, while the run goes on: a fan-out keeps its parent's key until the parent's last
+/// future is dropped, a chain whose futures are dropped as it is built keeps only its last result.
+#[test]
+fn a_results_key_is_deleted_once_its_futures_are_dropped_and_its_children_finished() {
+    use taps::data::{DataLayer, DataSpec};
+    use taps::engine::{Engine, builtin::Echo};
+    let redis = RedisServer::start();
+    let prefix = "taps-release";
+    let options = format!("address = {:?}\nprefix = {:?}\n", redis.unix_url(), prefix);
+    let spec = DataSpec { transformer: Some(("redis".into(), options)), ..Default::default() };
+    let data = DataLayer::from_spec(spec).unwrap();
+    let engine = Engine::builder(Box::new(taps::executor::thread_pool::ThreadPool::new(2))).data(data).build();
+    let results = || redis.keys(&format!("{}:r:*", prefix)).len();
+    let value = bytes::Bytes::from(vec![7u8; 100_000]);
+
+    let parent = engine.submit::<Echo>((value.clone().into(),));
+    let copy = parent.clone();
+    let children: Vec<_> = (0..3).map(|_| engine.submit::<Echo>(((&parent).into(),))).collect();
+    for c in &children {
+        assert_eq!(c.result().unwrap(), value);
+    }
+    assert_eq!(parent.result().unwrap(), value);
+    assert_eq!(parent.result().unwrap(), value, "a result can be read again");
+    assert_eq!(results(), 4, "the parent's and the children's results: their futures are held");
+    drop(parent);
+    assert_eq!(copy.result().unwrap(), value, "a clone keeps the result");
+    assert_eq!(results(), 4);
+    drop(copy);
+    wait_for(|| (results() == 3).then_some(()));
+
+    let mut last = engine.submit::<Echo>((value.clone().into(),));
+    for _ in 0..10 {
+        last = engine.submit::<Echo>(((&last).into(),));
+    }
+    assert_eq!(last.result().unwrap(), value);
+    wait_for(|| (results() == 4).then_some(()));
+    drop(children);
+    drop(last);
+    wait_for(|| redis.keys(&format!("{}:*", prefix)).is_empty().then_some(()));
+    let summary = engine.shutdown();
+    assert_eq!((summary.records, summary.failed), (15, 0), "{:?}", summary);
 }

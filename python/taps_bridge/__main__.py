@@ -56,8 +56,12 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     ch = Channel()
     engine = None
-    futures = {}  # taps key -> engine future (kept until the run ends)
+    # taps key -> engine future, kept until the driver releases it: the engine keeps a task's
+    # value while its future lives (and while a task that takes it has not run).
+    futures = {}
+    peak = early = 0
     inline = 0
+    pending = False
     try:
         while True:
             msg, blobs = ch.recv()
@@ -69,7 +73,10 @@ def main():
                     engine = engines.build(msg["engine"], msg["options"])
                     inline = msg.get("inline", 0)
                     ctx = (msg["worker"], blobs[0])
-                    ch.send({"op": "ready", "describe": engine.describe()})
+                    # An engine that resolves futures as arguments itself takes a child before its
+                    # parents finished (the driver then sends it at once).
+                    pending = getattr(engine, "pending_parents", False)
+                    ch.send({"op": "ready", "describe": engine.describe(), "pending_parents": pending})
                 except Exception as e:
                     ch.send({"op": "error", "message": "%s: %s" % (type(e).__name__, e)})
                     break
@@ -84,13 +91,19 @@ def main():
                             spec.append(("slot", blobs[a["slot"]]))
                         else:
                             spec.append(("dep", len(deps)))
-                            deps.append(engine.arg(futures[a["dep"]]))
-                    fut = engine.submit(key, run_task, ctx, blobs[0], spec, deps)
+                            deps.append(futures[a["dep"]])
+                    # A parent not finished yet: the engine runs the child once it has.
+                    early += pending and any(not engine.done(d) for d in deps)
+                    fut = engine.submit(key, run_task, ctx, blobs[0], spec, [engine.arg(d) for d in deps])
                 except Exception as e:
                     ch.send({"op": "done", "seq": seq, "error": error_of(e)})
-                    continue
-                futures[key] = fut
-                engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline))
+                else:
+                    futures[key] = fut
+                    peak = max(peak, len(futures))
+                    engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline))
+                release(futures, msg.get("release", ()))
+            elif op == "release":
+                release(futures, msg["keys"])
             elif op == "fetch":
                 try:
                     header, segments, _ = engine.result(futures[msg["key"]])
@@ -102,17 +115,30 @@ def main():
             elif op == "shutdown":
                 break
     finally:
+        bye = {"op": "bye", "held": len(futures), "peak": peak, "early": early}
         if engine is not None:
+            try:
+                # What the engine itself still holds (Dask: its scheduler's tasks), if it says.
+                if hasattr(engine, "tasks"):
+                    bye["engine_tasks"] = engine.tasks()
+            except Exception:
+                traceback.print_exc()
             try:
                 engine.close()
             except Exception:
                 traceback.print_exc()
         try:
-            ch.send({"op": "bye", "sent": ch.sent})
+            ch.send(dict(bye, sent=ch.sent))
         except Exception:
             pass
         # Whatever the engine left running (its workers are in this process group) ends here.
         os.killpg(0, signal.SIGKILL)
+
+
+def release(futures, keys):
+    """Drops the engine futures of ``keys``: nothing will take them as an argument or fetch them."""
+    for k in keys:
+        futures.pop(k, None)
 
 
 def report(ch, engine, fut, seq, inline):

@@ -19,10 +19,16 @@ def check(name, o):
 
 class FutureEngine:
     """An engine whose submissions return concurrent.futures-style futures (Dask, Parsl): a
-    future is itself a child's argument and has done callbacks."""
+    future is itself a child's argument and has done callbacks. A child may be submitted before
+    its parents finished: the engine runs it once they have (and fails it if one failed)."""
+
+    pending_parents = True
 
     def on_done(self, fut, cb):
         fut.add_done_callback(cb)
+
+    def done(self, fut):
+        return fut.done()
 
     def arg(self, fut):
         """A task's future as a child's argument."""
@@ -62,12 +68,19 @@ class Dask(FutureEngine):
         # A unique key: two equal calls are two tasks (never merged as pure calls would be).
         return self.client.submit(fn, *first, *deps, key=key, pure=False)
 
+    def tasks(self):
+        """How many tasks the scheduler holds (their results among them)."""
+        return self.client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
     def close(self):
         self.client.close()
 
 
 class Ray:
-    """Ray: a new local cluster (``address = "local"``), or the cluster at ``address``."""
+    """Ray: a new local cluster (``address = "local"``), or the cluster at ``address``. Object
+    references of unfinished tasks are arguments too (``pending_parents``)."""
+
+    pending_parents = True
 
     def __init__(self, o):
         import ray
@@ -93,6 +106,9 @@ class Ray:
 
     def on_done(self, fut, cb):
         fut[1].add_done_callback(lambda _: cb(fut))
+
+    def done(self, fut):
+        return fut[1].done()
 
     def arg(self, fut):
         """A task's future as a child's argument: its object reference."""

@@ -153,14 +153,21 @@ def split(frame):
     return bytes(header), segments
 
 
+class ParentFailed(Exception):
+    """A parent of the task failed: the task does not run (the driver records it as
+    ``ParentFailed``, naming the parent)."""
+
+
 def result_slot(done):
     """The result of a successful ``Done`` frame as (slot bytes, segments) to put in a child's
-    ``Run`` (the driver dispatches a child only after its parents succeeded)."""
+    ``Run`` (a child goes to the engine before its parents finish: one may have failed)."""
     header, segments = done[0], done[1]
     tag, at = read_varint(header, 0)
     _, at = read_varint(header, at)  # seq
-    if tag != 2 or header[at] != 0:
-        raise RuntimeError("a parent's result is not a successful Done frame")
+    if tag != 2:
+        raise RuntimeError("a parent's result is not a Done frame")
+    if header[at] != 0:
+        raise ParentFailed("a parent task failed")
     at += 1
     start = at
     slot, at = read_varint(header, at)

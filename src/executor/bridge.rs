@@ -13,6 +13,13 @@
 //! ([`TaskFuture::result`](crate::engine::TaskFuture::result)) — unless it is at most
 //! [`INLINE_MAX`] bytes, which come with the header (one round trip less for small results).
 //!
+//! A child goes to the engine as soon as it is submitted, naming its unfinished parents' keys
+//! ([`Executor::pending_ref`]): the engine waits for them on its own. The bridge keeps each task's
+//! engine future only while something may need it: a held result until the engine
+//! [releases](HeldValues::release) it (its futures dropped, its children finished), any other
+//! task (small result, failure) until the driver has its completion; then the engine forgets it
+//! (Dask releases the key, Ray frees the object, Parsl drops the app future).
+//!
 //! The bridge runs in a process group of its own; at shutdown (also after an interrupt) it
 //! closes the engine, and the whole group is killed.
 
@@ -162,14 +169,20 @@ struct Inner {
     stdin: Mutex<Option<BufWriter<std::process::ChildStdin>>>,
     /// Tasks sent and not finished: seq → key.
     running: Mutex<HashMap<u64, String>>,
-    /// Keys of tasks that finished successfully with a held result.
-    keys: Mutex<HashSet<String>>,
+    /// Keys whose engine future the bridge keeps (submitted and not released).
+    live: Mutex<HashSet<String>>,
+    /// Keys of finished tasks whose result is not held (small, or a failure): the bridge may
+    /// forget them once no child can take them as a pending parent (they left `running` first),
+    /// with the next submission (which may still name them) or at shutdown.
+    unheld: Mutex<Vec<String>>,
     fetches: Mutex<HashMap<u64, Sender<Msg>>>,
     next_fetch: AtomicU64,
     /// The bridge is gone (died or shut down): why.
     gone: Mutex<Option<String>>,
     received: AtomicU64,
     pid: u32,
+    /// The engine takes a child before its parents finished (its `ready` message says so).
+    pending_parents: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -212,6 +225,13 @@ impl HeldValues for Inner {
             Ok(FromWorker::Done { outcome, .. }) => outcome.map(Payload::from),
             Ok(_) => Err(lost(format!("{}: the bridge sent something other than a result", self.engine))),
             Err(e) => Err(lost(format!("{}: {}", self.engine, e))),
+        }
+    }
+
+    /// Tells the bridge to drop the key's engine future.
+    fn release(&self, key: &str) {
+        if self.live.lock().unwrap().remove(key) {
+            let _ = self.send(serde_json::json!({"op": "release", "keys": [key]}), &[]);
         }
     }
 }
@@ -296,7 +316,11 @@ fn read_loop(inner: Arc<Inner>, out: std::process::ChildStdout, done: Completer,
             "done" => {
                 let seq = m.json["seq"].as_u64().unwrap_or_default();
                 let key = inner.running.lock().unwrap().remove(&seq);
-                done.complete(completion(&inner, seq, key, m));
+                let c = completion(&inner, seq, key.clone(), m);
+                if !matches!(&c.outcome, Ok(Payload::Ref(r)) if held_key(r).is_some()) {
+                    inner.unheld.lock().unwrap().extend(key);
+                }
+                done.complete(c);
             }
             "value" | "stats" => {
                 let id = m.json["id"].as_u64().unwrap_or_default();
@@ -304,7 +328,21 @@ fn read_loop(inner: Arc<Inner>, out: std::process::ChildStdout, done: Completer,
                     let _ = tx.send(m);
                 }
             }
-            "bye" => break format!("the {} bridge is shut down", inner.engine),
+            "bye" => {
+                let n = |k: &str| m.json.get(k).and_then(|v| v.as_u64()).unwrap_or_default();
+                let engine = m.json.get("engine_tasks").and_then(|v| v.as_u64());
+                tracing::info!(
+                    target: "taps.run",
+                    "{} bridge: {} engine future(s) held at the end, at most {} at once{}; {} task(s) went to the \
+                     engine before their parents finished",
+                    inner.engine,
+                    n("held"),
+                    n("peak"),
+                    engine.map(|t| format!(" (the engine's scheduler holds {} task(s))", t)).unwrap_or_default(),
+                    n("early")
+                );
+                break format!("the {} bridge is shut down", inner.engine);
+            }
             _ => {}
         }
     };
@@ -344,11 +382,7 @@ fn completion(inner: &Inner, seq: u64, key: Option<String>, m: Msg) -> Completio
     let inline = m.json.get("inline").and_then(|v| v.as_bool()).unwrap_or(false);
     let size = m.json.get("size").and_then(|v| v.as_u64()).unwrap_or_default();
     let outcome = outcome.map(|w| match (w, inline, key, *inner.held.lock().unwrap()) {
-        (WirePayload::Bytes(_), false, Some(key), Some(id)) => {
-            let r = held_ref(id, &key, size);
-            inner.keys.lock().unwrap().insert(key);
-            Payload::Ref(r)
-        }
+        (WirePayload::Bytes(_), false, Some(key), Some(id)) => Payload::Ref(held_ref(id, &key, size)),
         (w, _, _, _) => Payload::from(w),
     });
     // An engine that cannot name the worker (hyperqueue: a program task) gives its host.
@@ -367,12 +401,14 @@ impl Executor for Bridge {
             held: Mutex::new(None),
             stdin: Mutex::new(Some(stdin)),
             running: Mutex::default(),
-            keys: Mutex::default(),
+            live: Mutex::default(),
+            unheld: Mutex::default(),
             fetches: Mutex::default(),
             next_fetch: AtomicU64::new(1),
             gone: Mutex::new(None),
             received: AtomicU64::new(0),
             pid: child.id(),
+            pending_parents: Default::default(),
         });
         self.child = Some(child);
         self.inner = Some(inner.clone());
@@ -429,6 +465,8 @@ impl Executor for Bridge {
             );
         }
         self.describe = m.json["describe"].as_str().unwrap_or(self.engine).to_string();
+        let pending = m.json["pending_parents"].as_bool().unwrap_or(false);
+        inner.pending_parents.store(pending, Ordering::Relaxed);
         *inner.held.lock().unwrap() = Some(register_held(inner.clone()));
         tracing::info!("{} bridge started (pid {}): {}", self.engine, inner.pid, self.describe);
         Ok(())
@@ -455,7 +493,7 @@ impl Executor for Bridge {
                     blobs.push(b);
                 }
                 Ok(WirePayload::Ref(r)) => match held_key(&r) {
-                    Some((id, k)) if Some(id) == held && inner.keys.lock().unwrap().contains(k) => {
+                    Some((id, k)) if Some(id) == held && inner.live.lock().unwrap().contains(k) => {
                         args.push(serde_json::json!({"dep": k}));
                     }
                     Some(_) => {
@@ -473,7 +511,17 @@ impl Executor for Bridge {
                 Err(e) => error = Some(e),
             }
         }
-        let msg = serde_json::json!({"op": "submit", "seq": job.seq, "key": key, "args": args});
+        // Finished tasks no child can take as a pending parent any more (see `unheld`): dropped
+        // after this submission, which may still name them.
+        let release = std::mem::take(&mut *inner.unheld.lock().unwrap());
+        {
+            let mut live = inner.live.lock().unwrap();
+            for k in &release {
+                live.remove(k);
+            }
+            live.insert(key.clone());
+        }
+        let msg = serde_json::json!({"op": "submit", "seq": job.seq, "key": key, "args": args, "release": release});
         inner.running.lock().unwrap().insert(job.seq, key);
         let sent = match error {
             Some(e) => Err(e),
@@ -492,6 +540,8 @@ impl Executor for Bridge {
         if let Some(id) = inner.held.lock().unwrap().take() {
             release_held(id);
         }
+        let release = std::mem::take(&mut *inner.unheld.lock().unwrap());
+        let _ = inner.send(serde_json::json!({"op": "release", "keys": release}), &[]);
         let _ = inner.send(serde_json::json!({"op": "shutdown", "cancel": cancel}), &[]);
         inner.stdin.lock().unwrap().take(); // end of input: the bridge stops in any case
         if let Some(mut child) = self.child.take() {
@@ -526,6 +576,13 @@ impl Executor for Bridge {
 
     fn describe(&self) -> String {
         self.describe.clone()
+    }
+
+    /// The held reference of a running task: the engine resolves the dependency on its workers.
+    fn pending_ref(&self, seq: u64) -> Option<DataRef> {
+        let inner = self.inner.as_ref().filter(|i| i.pending_parents.load(Ordering::Relaxed))?;
+        let id = (*inner.held.lock().unwrap())?;
+        inner.running.lock().unwrap().get(&seq).map(|key| held_ref(id, key, 0))
     }
 }
 
