@@ -565,3 +565,37 @@ fn ray_takes_children_before_their_parents_finish() {
 fn parsl_local_takes_children_before_their_parents_finish() {
     children_go_before_their_parents_finish("parsl-local", "--engine.executor.workers 2");
 }
+
+/// A bag of 30 tasks, 2 at a time, on HyperQueue: once the app has checked a result and dropped
+/// its future, the task's result file goes (the bridge's release). Sampled while the run runs,
+/// the run's `hyperqueue/frames/` holds a few result files at a time, not all 30.
+#[test]
+fn hyperqueue_removes_the_result_files_nothing_needs_any_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let cmd = taps_cmd(
+        "--app synthetic --app.structure bag --app.task-count 30 --app.bag-max-running 2 \
+         --app.task-data-bytes 10000 --app.warmup-tasks 0 --engine.executor hyperqueue \
+         --engine.executor.workers 2 --engine.executor.cpus 1",
+    );
+    let mut child = start_netns(d, std::slice::from_ref(&cmd));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let (mut most, mut samples) = (0, 0);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the run hung");
+        let frames = run_dirs(&d.join("d1")).pop().map(|r| r.join("hyperqueue/frames"));
+        if let Some(Ok(dir)) = frames.map(std::fs::read_dir) {
+            let n = dir.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".out")).count();
+            most = most.max(n);
+            samples += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    check_netns(d);
+    let rc = std::fs::read_to_string(d.join("rc.1")).unwrap();
+    assert_eq!(rc.trim(), "0", "{}", std::fs::read_to_string(d.join("err.1")).unwrap_or_default());
+    let recs = records(&the_run_dir(&d.join("d1")));
+    assert_eq!(recs.iter().filter(|r| r.success == Some(true)).count(), 30);
+    assert!(samples >= 10, "the frames directory was seen {} times only", samples);
+    assert!((1..=6).contains(&most), "{} result files at once", most);
+}

@@ -101,9 +101,9 @@ def main():
                     futures[key] = fut
                     peak = max(peak, len(futures))
                     engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline))
-                release(futures, msg.get("release", ()))
+                release(engine, futures, msg.get("release", ()))
             elif op == "release":
-                release(futures, msg["keys"])
+                release(engine, futures, msg["keys"])
             elif op == "fetch":
                 try:
                     header, segments, _ = engine.result(futures[msg["key"]])
@@ -135,10 +135,14 @@ def main():
         os.killpg(0, signal.SIGKILL)
 
 
-def release(futures, keys):
-    """Drops the engine futures of ``keys``: nothing will take them as an argument or fetch them."""
+def release(engine, futures, keys):
+    """Drops the engine futures of ``keys``: nothing will take them as an argument or fetch them.
+    An engine that keeps results of its own (HyperQueue's result files) frees them then."""
+    free = getattr(engine, "release", None)
     for k in keys:
-        futures.pop(k, None)
+        f = futures.pop(k, None)
+        if f is not None and free is not None:
+            free(f)
 
 
 def report(ch, engine, fut, seq, inline):

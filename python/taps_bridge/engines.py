@@ -191,6 +191,10 @@ class HyperQueue:
     def result(self, fut):
         return fut.result()
 
+    def release(self, fut):
+        """Nothing needs the task's result any more: its result file goes."""
+        self.hq.release(fut)
+
     def close(self):
         self.hq.close()
 

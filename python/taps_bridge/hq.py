@@ -234,6 +234,10 @@ class Runner:
                 ctx = next(iter(tasks.values()))
                 t.end("HyperQueue job %d failed: %s%s" % (job, ctx.error.strip(), _tail(t.err)))
 
+    def release(self, t):
+        """Removes ``t``'s result file once the task has ended (nothing reads it any more)."""
+        t.on_done(lambda t: _unlink(t.out))
+
     def close(self):
         self.closing = True
         if self.cluster is not None:
