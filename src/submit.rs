@@ -54,6 +54,37 @@ impl From<job::JobError> for SubmitError {
     }
 }
 
+/// Asks Slurm whether it could ever run `script` (it accepts, and leaves pending for ever, a job
+/// its partition can never hold), then returns the limits of the partition's smallest node, which
+/// the run must fit rather than this login node.
+fn slurm_preflight(
+    opts: &SubmitOptions,
+    script: &str,
+    overcommit: bool,
+) -> Result<Option<crate::config::Limits>, SubmitError> {
+    let failed = |e: String| SubmitError::Failed(e);
+    match slurm::test_only(script) {
+        Ok(()) => {}
+        Err(Refusal::Rejected(why)) => return Err(bad(explain_refusal(opts, overcommit, &why))),
+        Err(Refusal::Unreachable(why)) => {
+            return Err(failed(format!("cannot ask Slurm whether the job could run (nothing was created): {}", why)));
+        }
+    }
+    let Some(node) = partition_limits(opts).map_err(|e| failed(e.to_string()))? else { return Ok(None) };
+    Ok(Some(crate::config::Limits {
+        place: match &opts.partition {
+            Some(p) => format!("a node of partition {}", p),
+            None => "a node of the default partition".into(),
+        },
+        memory_bytes: Some(crate::limits::Limit::new(
+            node.memory_mb.saturating_mul(1 << 20),
+            "the RealMemory of its smallest node (sinfo)",
+        )),
+        max_processes: None,
+        max_threads: None,
+    }))
+}
+
 fn bad(e: impl std::fmt::Display) -> SubmitError {
     SubmitError::BadInput(e.to_string())
 }
@@ -363,33 +394,12 @@ pub fn submit(cfg: &crate::config::Config, opts: &SubmitOptions, dry_run: bool) 
     let trial = render(&trial_spec, &tname, &ttext)?;
     check_script_syntax(&trial, &opts.setup)?;
     // Slurm accepts, and leaves pending for ever, a job its partition can never hold: ask first.
-    if !dry_run && opts.scheduler == SchedulerKind::Slurm {
-        match slurm::test_only(&trial) {
-            Ok(()) => {}
-            Err(Refusal::Rejected(why)) => return Err(bad(explain_refusal(opts, trial_spec.overcommit, &why))),
-            Err(Refusal::Unreachable(why)) => {
-                return Err(failed(format!(
-                    "cannot ask Slurm whether the job could run (nothing was created): {}",
-                    why
-                )));
-            }
-        }
+    if !dry_run
+        && opts.scheduler == SchedulerKind::Slurm
+        && let Some(limits) = slurm_preflight(opts, &trial, trial_spec.overcommit)?
+    {
         // The run must fit the partition's nodes, not this login node.
-        if let Some(node) = partition_limits(opts).map_err(|e| failed(e.to_string()))? {
-            let limits = crate::config::Limits {
-                place: match &opts.partition {
-                    Some(p) => format!("a node of partition {}", p),
-                    None => "a node of the default partition".into(),
-                },
-                memory_bytes: Some(crate::limits::Limit::new(
-                    node.memory_mb.saturating_mul(1 << 20),
-                    "the RealMemory of its smallest node (sinfo)",
-                )),
-                max_processes: None,
-                max_threads: None,
-            };
-            crate::config::check_limits(cfg, &limits).map_err(bad)?;
-        }
+        crate::config::check_limits(cfg, &limits).map_err(bad)?;
     }
 
     let run_dir = crate::run::create_run_dir(cfg, &cwd)
@@ -656,34 +666,13 @@ pub(crate) fn submit_sweep(
     let (tname, ttext) = job::template(&opts)?;
     let script = render(&spec, &tname, &ttext)?;
     check_script_syntax(&script, &opts.setup)?;
-    if !dry_run && opts.scheduler == SchedulerKind::Slurm {
-        match slurm::test_only(&script) {
-            Ok(()) => {}
-            Err(Refusal::Rejected(why)) => return Err(bad(explain_refusal(&opts, spec.overcommit, &why))),
-            Err(Refusal::Unreachable(why)) => {
-                return Err(failed(format!(
-                    "cannot ask Slurm whether the job could run (nothing was created): {}",
-                    why
-                )));
-            }
-        }
+    if !dry_run
+        && opts.scheduler == SchedulerKind::Slurm
+        && let Some(limits) = slurm_preflight(&opts, &script, spec.overcommit)?
+    {
         // Every cell must fit the partition's nodes, not this login node.
-        if let Some(node) = partition_limits(&opts).map_err(|e| failed(e.to_string()))? {
-            let limits = crate::config::Limits {
-                place: match &opts.partition {
-                    Some(p) => format!("a node of partition {}", p),
-                    None => "a node of the default partition".into(),
-                },
-                memory_bytes: Some(crate::limits::Limit::new(
-                    node.memory_mb.saturating_mul(1 << 20),
-                    "the RealMemory of its smallest node (sinfo)",
-                )),
-                max_processes: None,
-                max_threads: None,
-            };
-            for c in &plan.cells {
-                crate::config::check_limits(&c.config, &limits).map_err(|e| bad(format!("cell {}: {}", c.name, e)))?;
-            }
+        for c in &plan.cells {
+            crate::config::check_limits(&c.config, &limits).map_err(|e| bad(format!("cell {}: {}", c.name, e)))?;
         }
     }
 
