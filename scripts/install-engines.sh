@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Python engines taps can drive (executors dask, ray, parsl-local, hyperqueue),
+# Install the Python engines taps can drive (executors dask, ray, parsl-local, parsl-htex, hyperqueue),
 # idempotently: python3-venv and python3-dev (apt, when missing), then a virtual environment with
 # pinned versions of Dask distributed, Ray, Parsl and HyperQueue (its Python API, with the
 # HyperQueue runtime inside) from PyPI.

@@ -19,7 +19,7 @@ step() { printf '\n==> [%4d s] %s\n' "$((SECONDS - start))" "$*"; }
 step "system packages (scripts/install-deps.sh)"
 scripts/install-deps.sh
 
-step "Python engines of the dask, ray and parsl-local executors (scripts/install-engines.sh)"
+step "Python engines of the dask, ray, parsl-local, parsl-htex and hyperqueue executors (scripts/install-engines.sh)"
 scripts/install-engines.sh
 
 if ! command -v cargo >/dev/null 2>&1; then
