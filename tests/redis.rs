@@ -105,6 +105,30 @@ fn the_tcp_address_and_a_unix_socket_path_work_too() {
     }
 }
 
+/// The database of a `redis://host:port/DB` address holds the values (the plain connections for
+/// values select it too): a run killed mid-way leaves its keys in database 3, none in 0.
+#[test]
+fn values_go_to_the_database_the_address_names() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("redis://{}/3", redis.tcp());
+    // One thread, four tasks in flight: three wait with their argument keys stored.
+    let args = synthetic(&address, "thread-pool", "bag", 40, 5_000)
+        .join(" ")
+        .replace("--engine.executor.max-threads 2", "--engine.executor.max-threads 1")
+        .replace("--app.bag-max-running 2", "--app.bag-max-running 4 --app.task-sleep 0.5");
+    let args: Vec<String> = args.split(' ').map(String::from).collect();
+    let mut child = taps_cmd(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut db3 = redis.connection();
+    redis::cmd("SELECT").arg(3).query::<()>(&mut db3).unwrap();
+    let keys = |c: &mut redis::Connection| redis::cmd("DBSIZE").query::<usize>(c).unwrap();
+    wait_for(|| (keys(&mut db3) > 0).then_some(()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(keys(&mut db3) > 0);
+    assert_eq!(redis.dbsize(), 0, "database 0 holds {:?}", redis.keys("*"));
+}
+
 #[test]
 fn cholesky_through_redis_on_process_pool_gives_the_true_factor() {
     let redis = RedisServer::start();
