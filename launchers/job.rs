@@ -505,15 +505,32 @@ pub fn resolve(reported: Option<Reported>, exit: Option<i64>, cancel_requested: 
 }
 
 /// Why the run of a job went wrong, in its own words: the last ERROR line of the run's log in
-/// the job's stdout (such as `The run lost 1 worker rank(s): …`), if any.
+/// the job's stdout (such as `The run lost 1 worker rank(s): …`), else the last `taps: …` line of
+/// its stderr (a sweep's `taps: sweep: 1 cell(s) failed; …`, an error before the run), if any.
 pub fn run_error(run_dir: &Path) -> Option<String> {
-    let out = std::fs::read_to_string(run_dir.join(STDOUT)).ok()?;
-    out.lines().rev().find_map(|l| l.split_once("ERROR (taps.run) > ").map(|(_, m)| m.trim().to_string()))
+    let read = |f: &str| std::fs::read_to_string(run_dir.join(f)).unwrap_or_default();
+    let out = read(STDOUT);
+    let logged = out.lines().rev().find_map(|l| l.split_once("ERROR (taps.run) > ").map(|(_, m)| m.trim().to_string()));
+    logged.or_else(|| {
+        let err = read(STDERR);
+        err.lines().rev().find_map(|l| l.strip_prefix("taps: ").map(|m| m.trim().to_string()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobs_run_error_is_its_logged_error_else_its_last_taps_line_on_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(run_error(dir.path()), None);
+        std::fs::write(dir.path().join(STDERR), "noise\ntaps: sweep: 1 cell(s) failed; rerun …\nmore noise\n").unwrap();
+        assert_eq!(run_error(dir.path()).as_deref(), Some("sweep: 1 cell(s) failed; rerun …"));
+        std::fs::write(dir.path().join(STDOUT), "[t] ERROR (taps.run) > The run lost 1 worker rank(s): x\n[t] INFO\n")
+            .unwrap();
+        assert_eq!(run_error(dir.path()).as_deref(), Some("The run lost 1 worker rank(s): x"));
+    }
 
     #[test]
     fn walltimes() {
