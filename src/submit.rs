@@ -590,7 +590,7 @@ pub(crate) fn submit_sweep(
         crate::config::Limits { place: String::new(), memory_bytes: None, max_processes: None, max_threads: None };
     let plan = crate::sweep::plan(&checked, &anywhere).map_err(bad)?;
     let mpi: Vec<&str> =
-        plan.cells.iter().filter(|c| crate::mpi_launch::job(&c.config).is_some()).map(|c| c.name.as_str()).collect();
+        plan.cells.iter().filter(|c| crate::sweep::runs_on_mpi(&c.config)).map(|c| c.name.as_str()).collect();
     if !mpi.is_empty() && ntasks < 2 {
         return Err(bad(format!(
             "cell {} runs on the mpi executor, which needs at least 2 ranks in all (rank 0 runs the app, the others \

@@ -288,7 +288,7 @@ pub(crate) fn cells(
             t
         };
         let mut cfg = config::from_table(merged(&over)).map_err(|e| format!("{}: {}", what(), e))?;
-        if crate::mpi_launch::job(&cfg).is_some() && !mpi.is_empty() {
+        if runs_on_mpi(&cfg) && !mpi.is_empty() {
             mpi.apply(&merged(&over), &mut over).map_err(|e| format!("{}: {}", what(), e))?;
             cfg = config::from_table(merged(&over)).map_err(|e| format!("{}: {}", what(), e))?;
         }
@@ -552,7 +552,7 @@ pub(crate) fn plan(args: &SweepArgs, limits: &config::Limits) -> Result<Plan, St
         vary: axes.iter().map(|a| (a.key.clone(), a.values.iter().map(|v| v.to_string()).collect())).collect(),
         repeat: args.repeat,
         // Recorded where it matters: a sweep without MPI cells may resume in or out of a job.
-        mpi: if cells.iter().any(|c| crate::mpi_launch::job(&c.config).is_some()) {
+        mpi: if cells.iter().any(|c| runs_on_mpi(&c.config)) {
             MpiDefaults { launcher_args: None, ..mpi }
         } else {
             MpiDefaults::default()
@@ -930,6 +930,16 @@ fn last_error_line(log: &Path) -> String {
         .unwrap_or_else(|| "no output".into())
 }
 
+/// Whether `cfg` runs as an MPI job (never in a build without the mpi feature).
+pub(crate) fn runs_on_mpi(cfg: &crate::config::Config) -> bool {
+    #[cfg(feature = "mpi")]
+    return crate::mpi_launch::job(cfg).is_some();
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = cfg;
+        false
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
