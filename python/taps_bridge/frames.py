@@ -179,10 +179,10 @@ def result_slot(done):
     return header[start:at], []
 
 
-def run_task(ctx, head, spec, *parents):
-    """Runs one taps task: ``ctx`` = (taps-worker program, Hello frame), ``head`` = the ``Run``
-    header without its argument list, ``spec`` = one ("seg", bytes) / ("slot", bytes) /
-    ("dep", parent index) per argument. Returns the ``Done`` frame (header, segments)."""
+def run_header(head, spec, result_of):
+    """A ``Run`` frame's header and segments: ``head`` = the header without its argument list,
+    ``spec`` = one ("seg", bytes) / ("slot", bytes) / ("dep", parent index) per argument;
+    ``result_of(i)`` is parent ``i``'s ``Done`` frame (header, segments)."""
     header = bytearray(head)
     header += varint(len(spec))
     segments = []
@@ -193,9 +193,17 @@ def run_task(ctx, head, spec, *parents):
         elif kind == "slot":
             header += v
         else:
-            slot, segs = result_slot(parents[v])
+            slot, segs = result_slot(result_of(v))
             header += slot
             segments += segs
+    return header, segments
+
+
+def run_task(ctx, head, spec, *parents):
+    """Runs one taps task: ``ctx`` = (taps-worker program, Hello frame), ``head`` and ``spec`` as
+    :func:`run_header` takes them, ``parents`` the parents' ``Done`` frames. Returns the ``Done``
+    frame (header, segments)."""
+    header, segments = run_header(head, spec, lambda i: parents[i])
     w = getattr(_local, "worker", None)
     if w is not None and w.proc.poll() is not None:
         w = None

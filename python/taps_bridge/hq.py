@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 
-from .frames import result_slot, varint
+from .frames import run_header
 
 IN_CLOSE_WRITE = 0x8
 IN_MOVED_TO = 0x80
@@ -251,26 +251,20 @@ def write_input(path, hello, head, spec, parents):
     """Writes a task's input file: ``hello`` (a whole frame), then its ``Run`` frame from ``head``
     (the header without the argument list) and ``spec`` (see :func:`frames.run_task`); a parent's
     result segments are copied from its result file by the kernel."""
-    header = bytearray(head)
-    header += varint(len(spec))
-    segments = []  # bytes, or (fd, offset, length) in a parent's result file
     fds = []
+
+    def result_of(i):
+        # The parent's result frame, its segments as (fd, offset, length) in its result file.
+        fd = os.open(parents[i].out, os.O_RDONLY)
+        fds.append(fd)
+        layout = frame_layout(fd)
+        if layout is None:
+            raise RuntimeError("the result of %s is incomplete" % parents[i].key)
+        return layout[0], [(fd, a, n) for a, n in layout[1]]
+
     try:
-        for kind, v in spec:
-            if kind == "seg":
-                header.append(0)
-                segments.append(v)
-            elif kind == "slot":
-                header += v
-            else:
-                fd = os.open(parents[v].out, os.O_RDONLY)
-                fds.append(fd)
-                layout = frame_layout(fd)
-                if layout is None:
-                    raise RuntimeError("the result of %s is incomplete" % parents[v].key)
-                slot, segs = result_slot((layout[0], [(fd, a, n) for a, n in layout[1]]))
-                header += slot
-                segments += segs
+        # segments: bytes, or (fd, offset, length) in a parent's result file
+        header, segments = run_header(head, spec, result_of)
         lens = [len(s) if isinstance(s, (bytes, bytearray, memoryview)) else s[2] for s in segments]
         prefix = struct.pack("<II", len(header), len(segments)) + b"".join(struct.pack("<Q", n) for n in lens)
         out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
