@@ -662,7 +662,15 @@ pub(crate) fn submit_sweep(
             None => {}
         }
     }
-    spec.launch = launch;
+    // `taps sweep` plans the cells again in the job: relative paths of the base files and the
+    // --vary values resolve against the directory taps submit ran in, as they did here.
+    let here = std::env::current_dir().map_err(|e| bad(format!("cannot read the current directory: {}", e)))?;
+    let gone = shell_quote(&format!(
+        "taps: error: cannot enter {}, the directory taps submit ran in (the sweep's relative paths resolve there)",
+        here.display()
+    ));
+    let here = shell_quote(&here.display().to_string());
+    spec.launch = format!("{{ cd {here} 2>/dev/null || {{ echo {gone} >&2; false; }}; }} && {launch}");
     let (tname, ttext) = job::template(&opts)?;
     let script = render(&spec, &tname, &ttext)?;
     check_script_syntax(&script, &opts.setup)?;

@@ -913,8 +913,15 @@ fn a_sweep_is_one_job_running_taps_sweep_once_for_slurm_and_pbs() {
         check_syntax(&script);
         let lines = sweep_lines(&script);
         assert_eq!(lines.len(), 1, "one taps line, run once on the first node (no mpirun/srun around it):\n{}", script);
-        assert!(lines[0].starts_with(&format!("{}/taps sweep -c {} --vary ", bin, b)), "{}", lines[0]);
-        let golden = script.replace(o, RUN).replace(b, "/home/alice/base.toml").replace(&bin, BIN);
+        // It runs where taps submit ran: the sweep's relative paths resolve there.
+        let cd = format!("{{ cd {} 2>/dev/null || ", d.display());
+        assert!(lines[0].starts_with(&cd), "{}", lines[0]);
+        assert!(lines[0].contains(&format!("}}; }} && {}/taps sweep -c {} --vary ", bin, b)), "{}", lines[0]);
+        let golden = script
+            .replace(o, RUN)
+            .replace(b, "/home/alice/base.toml")
+            .replace(&bin, BIN)
+            .replace(&d.display().to_string(), "/home/alice");
         check_golden(&format!("{}_sweep.sh", sched), &golden);
         let mut names: Vec<String> =
             std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
@@ -1103,4 +1110,56 @@ fn pbs_double_submits_a_sweep_refuses_a_second_job_while_it_runs_and_resumes() {
     assert!(run.status.success(), "{}", err);
     assert!(err.contains(&format!("resuming: {n} of {n} cell(s) already finished, skipped")), "{}", err);
     assert_eq!(std::fs::metadata(&first).unwrap().modified().unwrap(), mtime, "a finished cell ran again");
+}
+
+#[test]
+fn a_submitted_sweeps_relative_paths_resolve_where_taps_submit_ran() {
+    // base.toml names its input relative to the directory taps submit runs in; the job runs in the
+    // sweep directory, and must read the same input (as `taps run` would from there).
+    let pbs = PbsDouble::new();
+    let path = pbs.path();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let corpus = d.join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    std::fs::write(corpus.join("a.txt"), "alpha beta alpha\n").unwrap();
+    std::fs::write(d.join("base.toml"), "[app]\nname = \"mapreduce\"\ndata_dir = \"corpus\"\nmap_tasks = 1\n").unwrap();
+    let out_dir = d.join("sweep");
+    let o = out_dir.to_str().unwrap();
+    let args = submit_sweep_args(
+        &["--scheduler", "pbs"],
+        "base.toml",
+        &["--vary", "engine.executor=thread-pool,process-pool", "--out", o],
+    );
+    let out = taps_env(d, &args, Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = Command::new("bash").arg(out_dir.join("job.sh")).env("PATH", &path).current_dir("/").output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{}", err);
+    for ex in ["thread-pool", "process-pool"] {
+        let cell = out_dir.join(format!("cells/engine.executor={}_r1", ex));
+        let counts = std::fs::read_to_string(cell.join("counts.csv")).unwrap();
+        assert!(counts.contains("alpha,2"), "{}: {}", ex, counts);
+        let cfg = std::fs::read_to_string(cell.join("config.toml")).unwrap();
+        assert!(cfg.contains(&format!("data_dir = \"{}\"", corpus.display())), "{}", cfg);
+    }
+
+    // The directory taps submit ran in is gone when the job starts: one line says so.
+    let moved = tmp.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    let gone = d.join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    std::fs::rename(d.join("base.toml"), gone.join("base.toml")).unwrap();
+    std::fs::rename(&corpus, gone.join("corpus")).unwrap();
+    let out2 = moved.join("sweep");
+    let o2 = out2.to_str().unwrap();
+    let args = submit_sweep_args(&["--scheduler", "pbs"], "base.toml", &["--vary", "app.map_tasks=1", "--out", o2]);
+    let out = taps_env(&gone, &args, Some(&path));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&gone).unwrap();
+    let run = Command::new("bash").arg(out2.join("job.sh")).env("PATH", &path).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{}", err);
+    assert!(err.contains(&format!("taps: error: cannot enter {}", gone.display())), "{}", err);
+    assert_eq!(std::fs::read_to_string(out2.join("job.exit")).unwrap().trim(), "1");
 }

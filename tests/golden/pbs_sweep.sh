@@ -13,7 +13,7 @@ echo "taps job ${PBS_JOBID:-${SLURM_JOB_ID:-?}} on $(hostname) at $(date '+%Y-%m
 PBS_NODEFILE=${PBS_NODEFILE:-$(generate_pbs_nodefile)}
 # One taps sweep on the first node runs every cell in turn under cells/ here; an mpi
 # cell starts its 4 ranks in the allocation. Submit it again to resume.
-/opt/taps/bin/taps sweep -c /home/alice/base.toml --vary engine.executor=thread-pool,process-pool,mpi --vary app.task_count=2,3 --repeat 2 --out /scratch/alice/runs/run-1 --mpi-ranks 4 --mpi-launcher mpiexec --mpi-launcher-args "--hostfile $(printf %q "$PBS_NODEFILE")"' --bind-to none'
+{ cd /home/alice 2>/dev/null || { echo 'taps: error: cannot enter /home/alice, the directory taps submit ran in (the sweep'\''s relative paths resolve there)' >&2; false; }; } && /opt/taps/bin/taps sweep -c /home/alice/base.toml --vary engine.executor=thread-pool,process-pool,mpi --vary app.task_count=2,3 --repeat 2 --out /scratch/alice/runs/run-1 --mpi-ranks 4 --mpi-launcher mpiexec --mpi-launcher-args "--hostfile $(printf %q "$PBS_NODEFILE")"' --bind-to none'
 status=$?
 echo "$status" > /scratch/alice/runs/run-1/job.exit
 exit "$status"

@@ -15,7 +15,7 @@ cd /scratch/alice/runs/run-1 || exit 1
 echo "taps job ${SLURM_JOB_ID:-?} on $(hostname) at $(date '+%Y-%m-%d %H:%M:%S'): synthetic on thread-pool,process-pool,mpi"
 # One taps sweep on the first node runs every cell in turn under cells/ here; an mpi
 # cell starts its 3 ranks in the allocation. Submit it again to resume.
-/opt/taps/bin/taps sweep -c /home/alice/base.toml --vary engine.executor=thread-pool,process-pool,mpi --vary app.task_count=2,3 --repeat 2 --out /scratch/alice/runs/run-1 --mpi-ranks 3 --mpi-launcher mpirun
+{ cd /home/alice 2>/dev/null || { echo 'taps: error: cannot enter /home/alice, the directory taps submit ran in (the sweep'\''s relative paths resolve there)' >&2; false; }; } && /opt/taps/bin/taps sweep -c /home/alice/base.toml --vary engine.executor=thread-pool,process-pool,mpi --vary app.task_count=2,3 --repeat 2 --out /scratch/alice/runs/run-1 --mpi-ranks 3 --mpi-launcher mpirun
 status=$?
 echo "$status" > /scratch/alice/runs/run-1/job.exit
 exit "$status"
