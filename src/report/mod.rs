@@ -53,7 +53,8 @@ pub struct ReportArgs {
 /// One task's round trip cut into parts, in seconds (see the README, "taps report").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Parts {
-    /// `ready − submit_time`, `ready` = the latest `received_time` of its parents (driver clock).
+    /// `ready − submit_time`, `ready` = the latest `received_time` of its parents (driver clock),
+    /// or the task's start if that came first (an engine that passes values between its workers).
     pub wait: f64,
     /// `execution_start_time − ready`: dispatch and inline input transfer (None off the driver's host).
     pub queue: Option<f64>,
@@ -72,7 +73,14 @@ pub struct Parts {
 pub fn parts(r: &TaskRecord, parents: &HashMap<&str, f64>, same_host: bool) -> Option<Parts> {
     let e = r.execution.as_ref()?;
     let received = r.received_time?;
-    let ready = r.parent_task_ids.iter().filter_map(|p| parents.get(p.as_str()).copied()).fold(r.submit_time, f64::max);
+    let mut ready =
+        r.parent_task_ids.iter().filter_map(|p| parents.get(p.as_str()).copied()).fold(r.submit_time, f64::max);
+    // Engines that pass parents' values between their own workers (dask, ray, parsl) start a
+    // child before the driver has received its parents: it waited for them until it started.
+    // One clock only: on another host the start cannot be compared with `ready`.
+    if same_host && e.execution_start_time < ready {
+        ready = e.execution_start_time.max(r.submit_time);
+    }
     let body = e.task_end_time - e.task_start_time;
     Some(Parts {
         wait: ready - r.submit_time,
@@ -423,4 +431,50 @@ pub fn main(a: ReportArgs) -> i32 {
     use std::io::Write;
     let _ = std::io::stdout().write_all(out.as_bytes());
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ExecutionInfo, TaskRecord};
+
+    fn rec(id: &str, parents: &[&str], submit: f64, start: f64, end: f64, received: f64) -> TaskRecord {
+        TaskRecord {
+            task_id: id.into(),
+            name: "t".into(),
+            parent_task_ids: parents.iter().map(|p| p.to_string()).collect(),
+            submit_time: submit,
+            received_time: Some(received),
+            success: Some(true),
+            exception: None,
+            execution: Some(ExecutionInfo {
+                execution_start_time: start,
+                task_start_time: start,
+                task_end_time: end,
+                execution_end_time: end,
+                ..Default::default()
+            }),
+            worker: None,
+            bytes_inline: 0,
+            bytes_by_reference: 0,
+        }
+    }
+
+    #[test]
+    fn a_child_started_before_the_driver_received_its_parent_waited_until_it_started() {
+        // The parent's result reached the driver at 5.0; the engine had started the child at 4.0.
+        let child = rec("c", &["p"], 1.0, 4.0, 6.0, 7.0);
+        let parents = HashMap::from([("p", 5.0)]);
+        let p = parts(&child, &parents, true).unwrap();
+        assert_eq!((p.wait, p.queue, p.input, p.body, p.result), (3.0, Some(0.0), 0.0, 2.0, Some(1.0)));
+        assert_eq!(p.overhead, 1.0);
+        assert_eq!(p.wait + p.queue.unwrap() + p.input + p.body + p.result.unwrap(), 7.0 - 1.0);
+        // The usual order is untouched: the child started after the driver had its parent.
+        let late = rec("c", &["p"], 1.0, 5.5, 6.0, 7.0);
+        let p = parts(&late, &parents, true).unwrap();
+        assert_eq!((p.wait, p.queue, p.overhead), (4.0, Some(0.5), 1.5));
+        // Another host's clock is not compared with the driver's.
+        let p = parts(&child, &parents, false).unwrap();
+        assert_eq!((p.wait, p.queue), (4.0, None));
+    }
 }
