@@ -140,6 +140,11 @@ impl TaskCell {
         self.finished.load(Ordering::Acquire)
     }
 
+    /// Whether the result is a reference to a value stored out of band (released on drop).
+    fn stored_out_of_band(&self) -> bool {
+        matches!(self.state.lock().unwrap().outcome, Some(Ok(Payload::Ref(_))))
+    }
+
     fn subscribe(&self, tx: &Sender<usize>, i: usize) {
         let mut st = self.state.lock().unwrap();
         if st.outcome.is_some() {
@@ -1087,12 +1092,17 @@ impl Dispatcher {
             args.push(p);
         }
         let id = w.sub.cell.id;
+        // Only a parent whose result is stored out of band must outlive this task (its release
+        // waits for it); an in-process result is in `args`, and holding its cell as well would
+        // make a task that could update the value in place copy it (cholesky's tiles).
+        let mut cells = w.cells;
+        cells.retain(|c| c.stored_out_of_band());
         let r = Running {
             cell: w.sub.cell,
             parents: w.parents,
             submit_time: w.sub.submit_time,
             moved,
-            _cells: w.cells,
+            _cells: cells,
             pending: w.pending,
         };
         self.running.insert(seq, r);
@@ -1155,8 +1165,9 @@ impl Dispatcher {
             bytes_by_reference: moved.by_reference,
         };
         self.write(&record);
-        self.release_children(&r.cell, outcome);
-        if let Some(waited) = self.early.remove(&r.cell.seq) {
+        let seq = r.cell.seq;
+        self.release_children(r.cell, outcome);
+        if let Some(waited) = self.early.remove(&seq) {
             next.extend(waited);
         }
     }
@@ -1177,11 +1188,11 @@ impl Dispatcher {
             bytes_by_reference: 0,
         };
         self.write(&record);
-        self.settle(&sub.cell, Err(err));
+        self.settle(sub.cell, Err(err));
     }
 
     /// Finishes the cell and feeds its outcome to waiting children.
-    fn settle(&mut self, cell: &Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
+    fn settle(&mut self, cell: Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
         self.count_finished(outcome.is_ok());
         cell.finish(outcome.clone());
         self.release_children(cell, outcome);
@@ -1194,25 +1205,36 @@ impl Dispatcher {
         }
     }
 
-    /// Feeds a finished task's outcome to the children waiting for it.
-    fn release_children(&mut self, cell: &Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
+    /// Feeds a finished task's outcome to the children waiting for it. The dispatcher's hold on
+    /// the parent (`cell`, `outcome`) ends before the children go to the executor: a child that is
+    /// then the only holder of an in-process value takes it in place instead of copying it.
+    fn release_children(&mut self, cell: Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
         let children = self.dependents.remove(&cell.seq).unwrap_or_default();
-        for (child, i) in children {
-            let Some(w) = self.waiting.get_mut(&child) else {
-                continue;
-            };
-            match &outcome {
-                Ok(p) => {
+        match outcome {
+            Ok(p) => {
+                drop(cell);
+                let mut ready = Vec::new();
+                for (child, i) in children {
+                    let Some(w) = self.waiting.get_mut(&child) else {
+                        continue;
+                    };
                     w.args[i] = Some(p.clone());
                     w.missing -= 1;
                     if w.missing == 0 {
-                        let w = self.waiting.remove(&child).unwrap();
-                        self.dispatch(w);
+                        ready.push(child);
                     }
                 }
-                Err(e) => {
-                    let w = self.waiting.remove(&child).unwrap();
-                    self.fail_child(w, cell, e);
+                drop(p);
+                for child in ready {
+                    let w = self.waiting.remove(&child).expect("waiting");
+                    self.dispatch(w);
+                }
+            }
+            Err(e) => {
+                for (child, _) in children {
+                    if let Some(w) = self.waiting.remove(&child) {
+                        self.fail_child(w, &cell, &e);
+                    }
                 }
             }
         }

@@ -84,3 +84,58 @@ fn waiting_threads_stop_spinning_when_tasks_are_long() {
         assert!(cpu < 0.5 * wall, "{}: {:.3} CPU seconds in {:.3} s of wall-clock time", executor, cpu, wall);
     }
 }
+
+/// Tasks that started [`Together`].
+static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits (up to 20 s, a hang guard) until a second `Together` has started: whether the two ran
+/// at the same time.
+struct Together;
+impl taps::task::Task for Together {
+    const NAME: &'static str = "test-together";
+    type Args = ((),);
+    type Output = bool;
+    fn run(_: ((),)) -> Result<bool, taps::task::TaskError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        STARTED.fetch_add(1, SeqCst);
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while STARTED.load(SeqCst) < 2 {
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(true)
+    }
+}
+
+/// Run by [`two_jobs_queued_at_once_run_on_two_threads`] with a 300 ms polling budget.
+#[test]
+#[ignore = "run by two_jobs_queued_at_once_run_on_two_threads, with TAPS_SPIN_US set"]
+fn two_children_of_one_parent_on_a_pool_of_two() {
+    use taps::engine::{Engine, builtin::Warmup};
+    let e = Engine::builder(Box::new(taps::executor::thread_pool::ThreadPool::new(2))).build();
+    // Both workers polled for their budget and parked.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    // The parent wakes one worker, which polls again once it ran it; the two children are
+    // queued back to back while it polls: neither submit wakes the parked worker.
+    let parent = e.submit::<Warmup>(());
+    let a = e.submit::<Together>(((&parent).into(),));
+    let b = e.submit::<Together>(((&parent).into(),));
+    assert!(a.result().unwrap() && b.result().unwrap(), "the two ready tasks did not run at the same time");
+    assert_eq!(e.shutdown().failed, 0);
+}
+
+/// Two jobs queued while one idle worker polls and the other is parked run at once: the worker
+/// that takes the first wakes the parked one for the second (it used to wait until the first
+/// finished).
+#[test]
+fn two_jobs_queued_at_once_run_on_two_threads() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["two_children_of_one_parent_on_a_pool_of_two", "--exact", "--ignored", "--test-threads", "1"])
+        .env("TAPS_SPIN_US", "300000")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "{}", text);
+}

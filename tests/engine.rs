@@ -347,6 +347,59 @@ fn shared_arguments_are_not_copied_in_process() {
     assert_eq!(big.result().unwrap().len(), 1_000_000);
 }
 
+/// A value whose copies are counted.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Counted(Vec<u8>);
+taps::task_arg!(Counted);
+
+static COPIES: AtomicUsize = AtomicUsize::new(0);
+static GO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        COPIES.fetch_add(1, Ordering::SeqCst);
+        Counted(self.0.clone())
+    }
+}
+
+/// Makes a `Counted` once the test lets it ([`GO`]).
+struct MakeCounted;
+impl Task for MakeCounted {
+    const NAME: &'static str = "test-make-counted";
+    type Args = ();
+    type Output = Counted;
+    fn run(_: ()) -> Result<Counted, TaskError> {
+        common::wait_for(|| GO.load(Ordering::SeqCst).then_some(()));
+        Ok(Counted(vec![7; 1 << 20]))
+    }
+}
+
+/// Takes its argument by value: the copies made to give it one.
+struct TakeCounted;
+impl Task for TakeCounted {
+    const NAME: &'static str = "test-take-counted";
+    type Args = (Counted,);
+    type Output = u64;
+    fn run((c,): (Counted,)) -> Result<u64, TaskError> {
+        assert_eq!(c.0.len(), 1 << 20);
+        Ok(COPIES.load(Ordering::SeqCst) as u64)
+    }
+}
+
+/// A child that takes its parent's result by value, once the app dropped the parent's future,
+/// gets the value itself: nothing else holds it (cholesky's updates work on their tile in place;
+/// a child holding its parent's cell until it finished made each of them copy a tile).
+#[test]
+fn a_child_takes_a_value_nothing_else_holds_without_a_copy() {
+    let e = Engine::builder(Box::new(ThreadPool::new(2))).build();
+    let parent = e.submit::<MakeCounted>(());
+    let child = e.submit::<TakeCounted>(((&parent).into(),));
+    drop(parent);
+    GO.store(true, Ordering::SeqCst);
+    assert_eq!(child.result().unwrap(), 0, "copies made of the parent's value");
+    assert_eq!(e.shutdown().failed, 0);
+}
+
 /// The file transformer deletes a result's file as soon as nothing can read it (its futures
 /// dropped, its children finished), while the run goes on; a value already read stays intact.
 #[test]

@@ -55,7 +55,8 @@ impl ThreadPoolOptions {
 
 /// Runs jobs on `threads` threads of its own. An idle worker polls the queue for
 /// [`crate::spin::budget`] before it parks, and a submit wakes a parked worker only when none is
-/// polling: with tasks coming back to back no thread is woken by the kernel.
+/// polling: with tasks coming back to back no thread is woken by the kernel. A worker that takes
+/// a job from a queue that still holds more wakes a parked worker for them.
 pub struct ThreadPool {
     threads: usize,
     tx: Option<Sender<Job>>,
@@ -83,14 +84,14 @@ impl ThreadPool {
 /// One worker thread: takes jobs until the queue is closed and empty (or the pool is cancelled).
 fn work(index: usize, rx: Receiver<Job>, shared: Arc<Shared>, done: Completer, data: Arc<DataLayer>) {
     let label = format!("thread-{}", index);
+    let take = || match rx.try_recv() {
+        Ok(job) => Some(Some(job)),
+        Err(TryRecvError::Disconnected) => Some(None),
+        Err(TryRecvError::Empty) => None,
+    };
     loop {
         shared.polling.fetch_add(1, Ordering::SeqCst);
-        let polled = crate::spin::until(crate::spin::budget(), || match rx.try_recv() {
-            Ok(job) => Some(Some(job)),
-            Err(TryRecvError::Disconnected) => Some(None),
-            Err(TryRecvError::Empty) => None,
-        });
-        let job = match polled {
+        let job = match crate::spin::until(crate::spin::budget(), take) {
             Some(job) => {
                 shared.polling.fetch_sub(1, Ordering::SeqCst);
                 job
@@ -109,6 +110,13 @@ fn work(index: usize, rx: Receiver<Job>, shared: Arc<Shared>, done: Completer, d
             }
         };
         let Some(job) = job else { return };
+        // A job queued while this worker still counted as polling woke nobody (its submitter saw
+        // a poller): wake a parked worker for it rather than leave it queued until this one is
+        // free. (Either the submitter sees `polling` without this worker, or this sees the job.)
+        fence(Ordering::SeqCst);
+        if !rx.is_empty() {
+            shared.wake(false);
+        }
         if shared.cancelled.load(Ordering::Relaxed) {
             continue;
         }
