@@ -12,6 +12,10 @@ from . import engines
 from .frames import native_status, run_task
 
 
+# At most this many buffers per writev (Linux's IOV_MAX).
+IOV_MAX = 1024
+
+
 class Channel:
     """Messages to and from the driver over the process's original stdin and stdout."""
 
@@ -43,7 +47,7 @@ class Channel:
         with self.lock:
             # One system call for the whole message (the driver's reader wakes once).
             while parts:
-                n = os.writev(fd, parts)
+                n = os.writev(fd, parts[:IOV_MAX])
                 while parts and n >= len(parts[0]):
                     n -= len(parts[0])
                     parts.pop(0)
@@ -170,7 +174,9 @@ def report(ch, engine, fut, seq, inline, counts):
     Counts the tasks that ran inside the engine's workers (``counts["in_process"]``)."""
     try:
         header, segments, worker, *how = engine.result(fut)
-        counts["in_process"] += bool(how and how[0])
+        if how and how[0]:
+            with ch.lock:  # callbacks may run on several threads
+                counts["in_process"] += 1
     except BaseException as e:  # the engine lost the task (worker died, cancelled...)
         ch.send({"op": "done", "seq": seq, "error": error_of(e)})
         return

@@ -226,7 +226,7 @@ def native_status(build):
     except ImportError as e:
         return False, "no taps_native module (%s)" % e
     if taps_native.build_id() != build:
-        return False, "%s is of build %s, the driver of %s" % (taps_native.__file__, taps_native.build_id(), build)
+        return False, "%s is of build %s, not of the driver's %s" % (taps_native.__file__, taps_native.build_id(), build)
     return True, taps_native.__file__
 
 
