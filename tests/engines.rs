@@ -609,8 +609,8 @@ fn in_process_tasks(log: &str) -> u64 {
 
 /// Every task runs inside the engine's worker processes (`taps_native`, which
 /// scripts/install-engines.sh builds for this taps), with records as through a taps-worker; a
-/// task that panics there is one record with its `TaskPanic`, and the engine's worker goes on to
-/// run the next ones. With `TAPS_IN_PROCESS=0` the tasks run in taps-worker processes again.
+/// task that panics there is one record with its `TaskPanic` (the app then fails, as on any
+/// executor). With `TAPS_IN_PROCESS=0` the tasks run in taps-worker processes again.
 fn tasks_run_inside_the_workers(engine: &str, opts: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
@@ -644,17 +644,16 @@ fn tasks_run_inside_the_workers(engine: &str, opts: &str) {
     let run = the_run_dir(&d.join("d2"));
     let recs = records(&run);
     check_record_invariants(&recs);
-    assert_eq!(recs.len(), 8, "rc {}\n{}\n{}", outs[1].0, outs[1].1, outs[1].2);
+    assert_ne!(outs[1].0, 0, "the app fails with its first failed task\n{}", outs[1].1);
+    assert!(!recs.is_empty(), "{}\n{}", outs[1].1, outs[1].2);
     for r in &recs {
         let e = r.exception.as_ref().expect("the task panicked");
         assert_eq!(e.kind, "TaskPanic", "{:?}", r);
         assert!(e.traceback.contains("panicked at"), "{:?}", e);
         assert!(r.worker.as_deref().is_some_and(|w| w.starts_with(&format!("{}-pid-", engine))), "{:?}", r);
     }
-    let workers: std::collections::HashSet<_> = recs.iter().map(|r| r.worker.clone()).collect();
-    assert!(workers.len() < recs.len(), "an engine worker ran a task after a panic: {:?}", workers);
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
-    assert_eq!(in_process_tasks(&log), 8, "{}", log);
+    assert_eq!(in_process_tasks(&log), recs.len() as u64, "{}", log);
 
     assert_eq!(outs[2].0, 0, "{}\n{}", outs[2].1, outs[2].2);
     let run = the_run_dir(&d.join("d3"));
