@@ -2,7 +2,9 @@
 # Per-task cost of the Python engines through taps (synthetic bag of no-op tasks, 1 and 2 in
 # flight) next to the engine's own cost for a plain Python no-op submitted through its API from
 # the same venv (python -m taps_bridge.native_bench), interleaved, ROUNDS times, in a private
-# network namespace. Prints one line per measurement: round engine inflight taps|native tasks/s.
+# network namespace. Prints one line per measurement:
+#   round engine inflight taps|native|VARIANT tasks/s median-µs-between-completions
+# (the median is robust to bursts of other load on a shared machine; the rate is not).
 #
 # HyperQueue runs programs, not Python functions: its "native" is a plain program task (cp of an
 # empty frame into the result file, seen to end as taps' tasks are), and "hq-wait" is `true`
@@ -10,6 +12,11 @@
 #
 #   scripts/bench-engines.sh [TASKS] [ROUNDS] [ENGINES]   (defaults 300, 3, "dask ray parsl-local
 #                                                          hyperqueue"; needs root for unshare)
+#
+# Variants measured in the same rounds (before/after comparisons in one sitting):
+#   TAPS_BENCH_BEFORE=DIR   also "before": DIR/taps with the Python package of DIR/python, or of
+#                           TAPS_BENCH_BEFORE_PYTHON (e.g. a copy of an older build and checkout)
+#   TAPS_BENCH_PROCESS=1    also "taps-process": TAPS_IN_PROCESS=0 (tasks in taps-worker processes)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TASKS=${1:-300}
@@ -17,22 +24,38 @@ ROUNDS=${2:-3}
 ENGINES=${3:-dask ray parsl-local hyperqueue}
 VENV="${TAPS_ENGINES_VENV:-$root/.venv-engines}"
 TAPS="$root/target/release/taps"
+BEFORE=${TAPS_BENCH_BEFORE:-}
+BEFORE_PY=${TAPS_BENCH_BEFORE_PYTHON:-${BEFORE:+$BEFORE/python}}
+PROCESS=${TAPS_BENCH_PROCESS:-0}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export TASKS ROUNDS ENGINES VENV TAPS root work
+export TASKS ROUNDS ENGINES VENV TAPS root work BEFORE BEFORE_PY PROCESS
 unshare -n bash -c '
 set -euo pipefail
 ip link set lo up
 opts() { case $1 in dask) echo "--engine.executor.workers 2";; ray) echo "--engine.executor.num-cpus 2";; parsl-local) echo "--engine.executor.workers 2";; hyperqueue) echo "--engine.executor.workers 1 --engine.executor.cpus 2";; esac; }
 native() { case $1 in dask) echo "{\"workers\": 2, \"use_threads\": false, \"daemon_workers\": true}";; ray) echo "{\"address\": \"local\", \"num_cpus\": 2}";; parsl-local) echo "{\"workers\": 2, \"run_dir\": \"$work/parsl\"}";; hyperqueue) echo "{\"workers\": 1, \"cpus\": 2}";; esac; }
+# The median time between two completions of the last run (its non-warm-up tasks), in µs.
+median() { "$VENV/bin/python" -c "import json, sys
+t = sorted(r[\"received_time\"] for r in map(json.loads, open(sys.argv[1])) if r[\"name\"] != \"warmup\")
+g = sorted(b - a for a, b in zip(t, t[1:]))
+print(\"%.0f\" % (g[len(g) // 2] * 1e6) if g else \"-\")" "$(ls -td "$work"/runs/*/ | head -1)tasks.jsonl"; }
+# taps LABEL PROGRAM PYTHON-DIR [ENV=VALUE...]
+taps() {
+  local label=$1 prog=$2 py=$3 rate
+  shift 3
+  rate=$(cd "$work" && env "$@" TAPS_PYTHON_DIR="$py" "$prog" run --app synthetic --app.structure bag --app.task-count "$TASKS" \
+    --app.bag-max-running "$k" --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 --engine.executor "$e" $(opts $e) \
+    2>/dev/null | sed -n "s/.*Completed $TASKS\/$TASKS (rate: \([0-9.]*\) tasks\/s).*/\1/p")
+  echo "$r $e $k $label $rate $(median)"
+}
 for r in $(seq "$ROUNDS"); do
   for e in $ENGINES; do
     for k in 1 2; do
-      rate=$(cd "$work" && "$TAPS" run --app synthetic --app.structure bag --app.task-count "$TASKS" --app.bag-max-running "$k" \
-        --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 --engine.executor "$e" $(opts $e) 2>/dev/null \
-        | sed -n "s/.*Completed $TASKS\/$TASKS (rate: \([0-9.]*\) tasks\/s).*/\1/p")
-      echo "$r $e $k taps $rate"
-      rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" 2>/dev/null | sed -n "s/ tasks\/s//p")
+      [ -n "$BEFORE" ] && taps before "$BEFORE/taps" "$BEFORE_PY" TAPS_BENCH=1
+      taps taps "$TAPS" "$root/python" TAPS_BENCH=1
+      [ "$PROCESS" = 1 ] && [ "$e" != hyperqueue ] && taps taps-process "$TAPS" "$root/python" TAPS_IN_PROCESS=0
+      rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" 2>/dev/null | sed -n "s/ tasks\/s median \([0-9]*\) us/ \1/p")
       echo "$r $e $k native $rate"
       if [ "$e" = hyperqueue ]; then
         rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" 10 "$k" "{\"workers\": 1, \"cpus\": 2, \"native\": \"wait\"}" 2>/dev/null | sed -n "s/ tasks\/s//p")

@@ -2,10 +2,15 @@
 # Install the Python engines taps can drive (executors dask, ray, parsl-local, parsl-htex, hyperqueue),
 # idempotently: python3-venv and python3-dev (apt, when missing), then a virtual environment with
 # pinned versions of Dask distributed, Ray, Parsl and HyperQueue (its Python API, with the
-# HyperQueue runtime inside) from PyPI.
+# HyperQueue runtime inside) from PyPI; then taps_native, the in-process task runner the engines'
+# workers import (python/taps-native, a PyO3 module built with cargo into target/ beside taps, and
+# copied to python/taps_native.abi3.so; rebuilt whenever the script runs, so after changing taps
+# run the script again — a module of another build is not used, tasks then run in taps-worker
+# processes).
 #
 #   scripts/install-engines.sh           install whatever is missing
 #   scripts/install-engines.sh --check   only say whether the environment is complete (exit 0 / 1)
+#   TAPS_NATIVE=0 scripts/install-engines.sh   the environment only, no taps_native
 #
 # The environment is $TAPS_ENGINES_VENV, else .venv-engines/ in the repository (where taps looks
 # for it). Only these executors need it; nothing else in taps uses Python.
@@ -30,7 +35,7 @@ check_only=0
 case "${1:-}" in
   "") ;;
   --check) check_only=1 ;;
-  -h|--help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,18s/^# \{0,1\}//p' "$0"; exit 0 ;;
   *) echo "install-engines: unknown argument '$1' (allowed: --check, --help)" >&2; exit 2 ;;
 esac
 
@@ -44,8 +49,31 @@ complete() {
   done
 }
 
+# taps_native for this checkout's taps (cargo; the compiled taps library in target/ is reused).
+build_native() {
+  [[ "${TAPS_NATIVE:-1}" == 0 ]] && return 0
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-engines: no cargo: taps_native not built (tasks run in taps-worker processes)" >&2
+    return 0
+  fi
+  local t=$SECONDS
+  echo "install-engines: building taps_native (python/taps-native; log in $LOG)"
+  if ! PYO3_PYTHON="$VENV/bin/python" cargo build --release --manifest-path "$root/python/taps-native/Cargo.toml" \
+    --target-dir "${CARGO_TARGET_DIR:-$root/target}" >>"$LOG" 2>&1; then
+    echo "install-engines: cargo failed to build taps_native; see $LOG" >&2
+    tail -n 20 "$LOG" >&2
+    exit 1
+  fi
+  # Replaced, not overwritten: a worker that has the old one mapped keeps it.
+  # Without its debug information (a tenth of the size).
+  strip --strip-debug -o "$root/python/taps_native.abi3.so.tmp" "${CARGO_TARGET_DIR:-$root/target}/release/libtaps_native.so"
+  mv -f "$root/python/taps_native.abi3.so.tmp" "$root/python/taps_native.abi3.so"
+  echo "install-engines: taps_native built in $((SECONDS - t)) s ($root/python/taps_native.abi3.so)"
+}
+
 if complete; then
   echo "install-engines: $VENV is complete (${PINS[*]})"
+  [[ $check_only == 1 ]] || build_native
   exit 0
 fi
 if [[ $check_only == 1 ]]; then
@@ -87,3 +115,4 @@ if ! { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q "$
 fi
 echo "${PINS[*]}" >"$VENV/.taps-pins"
 echo "install-engines: done in $((SECONDS - start)) s ($(du -sh "$VENV" | cut -f1))"
+build_native

@@ -599,3 +599,103 @@ fn hyperqueue_removes_the_result_files_nothing_needs_any_more() {
     assert!(samples >= 10, "the frames directory was seen {} times only", samples);
     assert!((1..=6).contains(&most), "{} result files at once", most);
 }
+
+/// The tasks that ran inside the engine's workers (`taps_native`), from the run's log.
+fn in_process_tasks(log: &str) -> u64 {
+    let line = log.lines().find(|l| l.contains("engine future(s) held at the end")).expect("the bridge's figures");
+    let head = &line[..line.find(" task(s) ran inside the engine's workers").expect("the in-process count")];
+    head.rsplit(|c: char| !c.is_ascii_digit()).find(|s| !s.is_empty()).unwrap().parse().unwrap()
+}
+
+/// Every task runs inside the engine's worker processes (`taps_native`, which
+/// scripts/install-engines.sh builds for this taps), with records as through a taps-worker; a
+/// task that panics there is one record with its `TaskPanic` (the app then fails, as on any
+/// executor). With `TAPS_IN_PROCESS=0` the tasks run in taps-worker processes again.
+fn tasks_run_inside_the_workers(engine: &str, opts: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let e = format!("--engine.executor {} {}", engine, opts);
+    let bag = r#"{"structure": "bag", "task_count": 8, "bag_max_running": 2, "warmup_tasks": 0}"#;
+    let synthetic = format!(
+        "--app synthetic --app.structure sequential --app.task-count 6 --app.task-data-bytes 100000 \
+         --app.warmup-tasks 2 {}",
+        e
+    );
+    let cmds = [
+        taps_cmd(&synthetic),
+        taps_cmd(&format!(
+            "--app failures --app.base synthetic --app.config '{}' --app.failure-type panic --app.failure-rate 1 \
+             --app.seed 1 {}",
+            bag, e
+        )),
+        format!("env TAPS_IN_PROCESS=0 {}", taps_cmd(&synthetic)),
+    ];
+    let outs = in_netns(d, &cmds);
+    assert_eq!(outs[0].0, 0, "{}\n{}", outs[0].1, outs[0].2);
+    let run = the_run_dir(&d.join("d1"));
+    let recs = records(&run);
+    check_record_invariants(&recs);
+    assert_eq!(recs.len(), 8);
+    assert!(recs.iter().all(|r| r.success == Some(true)), "{:?}", recs);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("tasks run inside the engine's workers"), "{}", log);
+    assert_eq!(in_process_tasks(&log), 8, "{}", log);
+
+    let run = the_run_dir(&d.join("d2"));
+    let recs = records(&run);
+    check_record_invariants(&recs);
+    assert_ne!(outs[1].0, 0, "the app fails with its first failed task\n{}", outs[1].1);
+    assert!(!recs.is_empty(), "{}\n{}", outs[1].1, outs[1].2);
+    for r in &recs {
+        let e = r.exception.as_ref().expect("the task panicked");
+        assert_eq!(e.kind, "TaskPanic", "{:?}", r);
+        assert!(e.traceback.contains("panicked at"), "{:?}", e);
+        assert!(r.worker.as_deref().is_some_and(|w| w.starts_with(&format!("{}-pid-", engine))), "{:?}", r);
+    }
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert_eq!(in_process_tasks(&log), recs.len() as u64, "{}", log);
+
+    assert_eq!(outs[2].0, 0, "{}\n{}", outs[2].1, outs[2].2);
+    let run = the_run_dir(&d.join("d3"));
+    assert!(records(&run).iter().all(|r| r.success == Some(true)));
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("tasks run in a taps-worker process"), "{}", log);
+    assert_eq!(in_process_tasks(&log), 0, "{}", log);
+}
+
+#[test]
+fn ray_runs_tasks_inside_its_workers() {
+    tasks_run_inside_the_workers("ray", "--engine.executor.num-cpus 2");
+}
+
+#[test]
+fn parsl_local_runs_tasks_inside_its_workers() {
+    tasks_run_inside_the_workers("parsl-local", "--engine.executor.workers 2");
+}
+
+/// HyperQueue runs each task as `taps-frame` (beside taps; no MPI, no HDF5 linked), cholesky's
+/// BLAS tasks among them, with the records of `taps worker run-frame`.
+#[test]
+fn hyperqueue_runs_cholesky_tasks_with_taps_frame() {
+    let frame = Path::new(&taps_bin()).with_file_name("taps-frame");
+    let ldd = Command::new("ldd").arg(&frame).output().expect("ldd runs");
+    let libs = String::from_utf8_lossy(&ldd.stdout);
+    assert!(ldd.status.success() && libs.contains("blas"), "{}", libs);
+    assert!(!libs.contains("libmpi") && !libs.contains("hdf5"), "taps-frame links MPI or HDF5:\n{}", libs);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cmd = taps_cmd(&format!(
+        "-c {}/apps/cholesky/config.toml --app.matrix-size 60 --app.block-size 20 --engine.executor hyperqueue \
+         --engine.executor.workers 1 --engine.executor.cpus 2",
+        root
+    ));
+    let outs = in_netns(d, std::slice::from_ref(&cmd));
+    assert_eq!(outs[0].0, 0, "{}\n{}", outs[0].1, outs[0].2);
+    let run = the_run_dir(&d.join("d1"));
+    let recs = records(&run);
+    check_record_invariants(&recs);
+    assert!(recs.len() > 10 && recs.iter().all(|r| r.success == Some(true)), "{:?}", recs);
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains(&format!("program {}", frame.display())), "{}", log);
+}

@@ -9,7 +9,11 @@ import threading
 import traceback
 
 from . import engines
-from .frames import run_task
+from .frames import native_status, run_task
+
+
+# At most this many buffers per writev (Linux's IOV_MAX).
+IOV_MAX = 1024
 
 
 class Channel:
@@ -38,10 +42,17 @@ class Channel:
     def send(self, msg, blobs=()):
         j = json.dumps(msg).encode()
         head = struct.pack("<II", len(j), len(blobs)) + b"".join(struct.pack("<Q", len(b)) for b in blobs)
+        parts = [memoryview(head + j)] + [memoryview(b) for b in blobs if len(b)]
+        fd = self.wr.fileno()
         with self.lock:
-            self.wr.write(head + j)
-            for b in blobs:
-                self.wr.write(b)
+            # One system call for the whole message (the driver's reader wakes once).
+            while parts:
+                n = os.writev(fd, parts[:IOV_MAX])
+                while parts and n >= len(parts[0]):
+                    n -= len(parts[0])
+                    parts.pop(0)
+                if n:
+                    parts[0] = parts[0][n:]
             self.sent += 8 + 8 * len(blobs) + len(j) + sum(len(b) for b in blobs)
 
 
@@ -60,6 +71,7 @@ def main():
     # value while its future lives (and while a task that takes it has not run).
     futures = {}
     peak = early = 0
+    counts = {"in_process": 0}
     inline = 0
     pending = False
     try:
@@ -72,11 +84,23 @@ def main():
                 try:
                     engine = engines.build(msg["engine"], msg["options"])
                     inline = msg.get("inline", 0)
-                    ctx = (msg["worker"], blobs[0])
+                    # Tasks run inside the engine's workers (taps_native) when the module is of
+                    # the driver's build, unless the driver said not to.
+                    build = msg.get("build")
+                    native, where = native_status(build) if build else (False, "turned off (TAPS_IN_PROCESS=0)")
+                    ctx = (msg["worker"], blobs[0], build if native else None)
                     # An engine that resolves futures as arguments itself takes a child before its
                     # parents finished (the driver then sends it at once).
                     pending = getattr(engine, "pending_parents", False)
-                    ch.send({"op": "ready", "describe": engine.describe(), "pending_parents": pending})
+                    ch.send(
+                        {
+                            "op": "ready",
+                            "describe": engine.describe(),
+                            "pending_parents": pending,
+                            "in_process": native,
+                            "runner": where,
+                        }
+                    )
                 except Exception as e:
                     ch.send({"op": "error", "message": "%s: %s" % (type(e).__name__, e)})
                     break
@@ -100,13 +124,13 @@ def main():
                 else:
                     futures[key] = fut
                     peak = max(peak, len(futures))
-                    engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline))
+                    engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline, counts))
                 release(engine, futures, msg.get("release", ()))
             elif op == "release":
                 release(engine, futures, msg["keys"])
             elif op == "fetch":
                 try:
-                    header, segments, _ = engine.result(futures[msg["key"]])
+                    header, segments = engine.result(futures[msg["key"]])[:2]
                     ch.send({"op": "value", "id": msg["id"]}, [header] + list(segments))
                 except Exception as e:
                     ch.send({"op": "value", "id": msg["id"], "error": "%s: %s" % (type(e).__name__, e)})
@@ -115,7 +139,7 @@ def main():
             elif op == "shutdown":
                 break
     finally:
-        bye = {"op": "bye", "held": len(futures), "peak": peak, "early": early}
+        bye = {"op": "bye", "held": len(futures), "peak": peak, "early": early, "in_process": counts["in_process"]}
         if engine is not None:
             try:
                 # What the engine itself still holds (Dask: its scheduler's tasks), if it says.
@@ -145,10 +169,14 @@ def release(engine, futures, keys):
             free(f)
 
 
-def report(ch, engine, fut, seq, inline):
-    """Tells the driver how a task ended: its Done header, the result's bytes only when small."""
+def report(ch, engine, fut, seq, inline, counts):
+    """Tells the driver how a task ended: its Done header, the result's bytes only when small.
+    Counts the tasks that ran inside the engine's workers (``counts["in_process"]``)."""
     try:
-        header, segments, worker = engine.result(fut)
+        header, segments, worker, *how = engine.result(fut)
+        if how and how[0]:
+            with ch.lock:  # callbacks may run on several threads
+                counts["in_process"] += 1
     except BaseException as e:  # the engine lost the task (worker died, cancelled...)
         ch.send({"op": "done", "seq": seq, "error": error_of(e)})
         return

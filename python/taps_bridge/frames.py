@@ -2,10 +2,12 @@
 
 A task reaches the engine's worker as the pieces of a taps ``Run`` frame (built by the driver)
 plus the results of its parents (engine futures the engine resolved to their values). The
-worker builds the ``Run`` frame, hands it to a ``taps-worker`` process it keeps (one per thread,
-started on first use, over a Unix socket: ``taps-worker worker --pipe-fd N``), and returns the
-``Done`` frame as ``(header, segments)``: that is the engine's value of the task, which children
-receive without it passing through the driver.
+worker builds the ``Run`` frame and runs it in its own process with ``taps_native`` (the PyO3
+module of python/taps-native, built by scripts/install-engines.sh) when that module is of the
+driver's build; otherwise it hands the frame to a ``taps-worker`` process it keeps (one per
+thread, started on first use, over a Unix socket: ``taps-worker worker --pipe-fd N``). It returns
+the ``Done`` frame as ``(header, segments, worker, in_process)``: that is the engine's value of
+the task, which children receive without it passing through the driver.
 
 Frame layout (src/protocol.rs): u32 LE header length, u32 LE segment count, u64 LE per segment
 (top bit: the segment is a shared-memory descriptor passed with SCM_RIGHTS), header, segments.
@@ -199,19 +201,53 @@ def run_header(head, spec, result_of):
     return header, segments
 
 
+def native_runner(ctx):
+    """This thread's in-process runner (``taps_native.Runner``), or None: the driver did not ask
+    for one (``ctx[2]`` is None), or ``taps_native`` is missing here or of another build."""
+    r = getattr(_local, "runner", None)
+    if r is None:
+        r = False
+        if ctx[2] is not None:
+            try:
+                import taps_native
+            except ImportError:
+                taps_native = None
+            if taps_native is not None and taps_native.build_id() == ctx[2]:
+                r = taps_native.Runner(*split(ctx[1]))
+        _local.runner = r
+    return r or None
+
+
+def native_status(build):
+    """Whether the driver of build ``build`` can have its tasks run in process: (True, where) or
+    (False, why not)."""
+    try:
+        import taps_native
+    except ImportError as e:
+        return False, "no taps_native module (%s)" % e
+    if taps_native.build_id() != build:
+        return False, "%s is of build %s, not of the driver's %s" % (taps_native.__file__, taps_native.build_id(), build)
+    return True, taps_native.__file__
+
+
 def run_task(ctx, head, spec, *parents):
-    """Runs one taps task: ``ctx`` = (taps-worker program, Hello frame), ``head`` and ``spec`` as
-    :func:`run_header` takes them, ``parents`` the parents' ``Done`` frames. Returns the ``Done``
-    frame (header, segments)."""
+    """Runs one taps task: ``ctx`` = (taps-worker program, Hello frame, build id of the driver
+    for ``taps_native`` or None), ``head`` and ``spec`` as :func:`run_header` takes them,
+    ``parents`` the parents' ``Done`` frames. Returns the ``Done`` frame (header, segments), the
+    worker's name and whether it ran in this process."""
     header, segments = run_header(head, spec, lambda i: parents[i])
+    r = native_runner(ctx)
+    if r is not None:
+        header, segments = r.run(bytes(header), segments)
+        return header, segments, "pid-%d" % os.getpid(), True
     w = getattr(_local, "worker", None)
     if w is not None and w.proc.poll() is not None:
         w = None
     if w is None:
-        w = _local.worker = Worker(*ctx)
+        w = _local.worker = Worker(*ctx[:2])
     try:
         header, segments = w.run(bytes(header), segments)
-        return header, segments, "pid-%d" % w.proc.pid
+        return header, segments, "pid-%d" % w.proc.pid, False
     except Exception:
         _local.worker = None
         w.close()

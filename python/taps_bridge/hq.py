@@ -1,7 +1,9 @@
 """HyperQueue through its Python API (``pip install hyperqueue``: the runtime is inside, no ``hq``).
 
-Each taps task is one HQ job of one *program* task: ``PROGRAM worker run-frame --input IN
---output OUT``, the taps worker's one-shot mode. ``IN`` holds the task's ``Hello`` and ``Run``
+Each taps task is one HQ job of one *program* task: ``taps-frame --input IN --output OUT`` (the
+one-frame runner beside the taps binary, which links neither MPI nor HDF5 and so starts fast),
+or ``PROGRAM worker run-frame --input IN --output OUT`` (the taps worker's one-shot mode, the same
+code) when there is no ``taps-frame``. ``IN`` holds the task's ``Hello`` and ``Run``
 frames, ``OUT`` receives its ``Done`` frame; both are files in ``frames/`` of the run's own
 ``hyperqueue/`` directory (a shared filesystem when the workers are on other nodes).
 
@@ -112,6 +114,8 @@ class Runner:
         if not work or not os.path.isabs(work):
             work = tempfile.mkdtemp(prefix="taps-hyperqueue-")
         self.work = work
+        # taps-frame (the one-frame runner, fast to start) when the driver found it, else taps.
+        self.frame_program = o.get("frame_program")
         self.frames = os.path.join(work, "frames")
         os.makedirs(self.frames, exist_ok=True)
         self.lock = threading.Lock()  # the client connection is not shared between threads
@@ -142,14 +146,16 @@ class Runner:
 
     def describe(self):
         where = "local %d worker(s) x %d cpus" % (self.workers, self.cpus) if self.cluster else "joined server"
-        return "hyperqueue(%s, %s)" % (self.hyperqueue.get_version(), where)
+        program = self.frame_program or "the worker program's run-frame"
+        return "hyperqueue(%s, %s, program %s)" % (self.hyperqueue.get_version(), where, program)
 
     def submit(self, key, ctx, head, spec, deps):
         """Submits a taps task: writes its input frames, runs the worker program on them."""
-        program, hello = ctx
+        program, hello = ctx[:2]
         t = self.task(key)
         write_input(t.inp, hello, head, spec, deps)
-        return self.launch(t, [program, "worker", "run-frame", "--input", t.inp, "--output", t.out])
+        argv = [self.frame_program] if self.frame_program else [program, "worker", "run-frame"]
+        return self.launch(t, argv + ["--input", t.inp, "--output", t.out])
 
     def task(self, key):
         """A new task's files: ``frames/KEY.in``, ``.out``, ``.err`` (KEY is unique: name-uuid)."""

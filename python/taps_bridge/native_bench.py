@@ -4,7 +4,8 @@ no-op submitted through the engine's API (the bridge's engine set-up, same optio
 
     python -m taps_bridge.native_bench ENGINE TASKS INFLIGHT '{"workers": 2, ...}'
 
-prints ``tasks/s`` after 8 warm-up tasks. HyperQueue runs programs, not Python functions: its
+prints ``tasks/s`` after 8 warm-up tasks, and the median time between two completions (robust
+to the bursts of other load on a shared machine), ``N tasks/s median M us``. HyperQueue runs programs, not Python functions: its
 plain task is ``cp`` of an empty frame into the task's result file (:func:`hq_bag`), or, with
 ``"native": "wait"`` in the options, ``true`` waited for through ``Client.wait_for_jobs``.
 """
@@ -67,17 +68,21 @@ def hq_wait(client, n, inflight):
 
 
 def run_bag(submit, done, n, inflight):
+    """Runs ``n`` tasks, ``inflight`` at a time: (tasks/s, median µs between completions)."""
     start = time.perf_counter()
     sent = 0
+    ends = [start]
     for _ in range(min(inflight, n)):
         submit()
         sent += 1
     for _ in range(n):
         done.get()
+        ends.append(time.perf_counter())
         if sent < n:
             submit()
             sent += 1
-    return n / (time.perf_counter() - start)
+    gaps = sorted(b - a for a, b in zip(ends, ends[1:]))
+    return n / (ends[-1] - start), gaps[len(gaps) // 2] * 1e6
 
 
 def main():
@@ -90,13 +95,13 @@ def main():
                 print("%.1f tasks/s" % hq_wait(engine.hq.client, n, inflight))
             else:
                 hq_bag(engine.hq, 8, 8)
-                print("%.1f tasks/s" % hq_bag(engine.hq, n, inflight))
+                print("%.1f tasks/s median %.0f us" % hq_bag(engine.hq, n, inflight))
         finally:
             engine.close()
         return
     try:
         bag(engine, 8, 8)
-        print("%.1f tasks/s" % bag(engine, n, inflight))
+        print("%.1f tasks/s median %.0f us" % bag(engine, n, inflight))
     finally:
         engine.close()
 

@@ -54,6 +54,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Environment variable naming the engines' virtual environment.
 pub const VENV_ENV: &str = "TAPS_ENGINES_VENV";
+/// Environment variable that, set to `0`, keeps tasks out of the engine's worker processes: each
+/// engine worker then runs them in a `taps-worker` process of its own, as without `taps_native`.
+pub const IN_PROCESS_ENV: &str = "TAPS_IN_PROCESS";
 /// Environment variable naming the directory holding the `taps_bridge` Python package.
 pub const PYTHON_DIR_ENV: &str = "TAPS_PYTHON_DIR";
 
@@ -71,6 +74,17 @@ pub fn python_dir() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+}
+
+/// What identifies this build of taps (version, commit, protocol version): the engines' workers
+/// run tasks in process (`taps_native`, python/taps-native) only when the module's build is this one.
+pub fn build_id() -> String {
+    format!(
+        "{}-{}-p{}",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("TAPS_GIT_COMMIT").unwrap_or("unknown"),
+        PROTOCOL_VERSION
+    )
 }
 
 /// Checks that the virtual environment has Python package `package` (for executor `engine`);
@@ -334,12 +348,13 @@ fn read_loop(inner: Arc<Inner>, out: std::process::ChildStdout, done: Completer,
                 tracing::info!(
                     target: "taps.run",
                     "{} bridge: {} engine future(s) held at the end, at most {} at once{}; {} task(s) went to the \
-                     engine before their parents finished",
+                     engine before their parents finished; {} task(s) ran inside the engine's workers",
                     inner.engine,
                     n("held"),
                     n("peak"),
                     engine.map(|t| format!(" (the engine's scheduler holds {} task(s))", t)).unwrap_or_default(),
-                    n("early")
+                    n("early"),
+                    n("in_process")
                 );
                 break format!("the {} bridge is shut down", inner.engine);
             }
@@ -433,9 +448,11 @@ impl Executor for Bridge {
                 o.insert("run_dir".into(), d.into());
             }
         }
+        let in_process = std::env::var(IN_PROCESS_ENV).map_or(true, |v| v.trim() != "0");
         let start = serde_json::json!({
             "op": "start", "engine": self.engine, "options": options,
             "worker": self.worker, "inline": INLINE_MAX,
+            "build": in_process.then(build_id),
         });
         let answer = inner.send(start, &[Bytes::from(hello)]).map_err(anyhow::Error::msg).and_then(|_| {
             rx.recv_timeout(START_TIMEOUT).map_err(|_| {
@@ -469,6 +486,17 @@ impl Executor for Bridge {
         inner.pending_parents.store(pending, Ordering::Relaxed);
         *inner.held.lock().unwrap() = Some(register_held(inner.clone()));
         tracing::info!("{} bridge started (pid {}): {}", self.engine, inner.pid, self.describe);
+        let runner = m.json["runner"].as_str().unwrap_or_default();
+        if m.json["in_process"].as_bool().unwrap_or(false) {
+            tracing::info!("{}: tasks run inside the engine's workers ({})", self.engine, runner);
+        } else if self.engine != "hyperqueue" {
+            tracing::info!(
+                "{}: tasks run in a taps-worker process per engine worker thread: {} (scripts/install-engines.sh \
+                 builds taps_native for this taps)",
+                self.engine,
+                runner
+            );
+        }
         Ok(())
     }
 

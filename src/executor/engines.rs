@@ -203,6 +203,15 @@ pub const HYPERQUEUE: ExecutorPlugin = crate::plugin!(
     "HyperQueue: a local cluster or a running server, one program task per taps task (needs scripts/install-engines.sh)"
 );
 
+/// The program HyperQueue runs for each task: `taps-frame` beside the worker program `worker`
+/// (one build), which runs one task frame and starts several times faster than `taps` (it links
+/// neither MPI nor HDF5); none if it is not there (then `WORKER worker run-frame`).
+fn frame_program(worker: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = worker.with_file_name(format!("taps-frame{}", std::env::consts::EXE_SUFFIX));
+    std::fs::metadata(&p).ok().filter(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).map(|_| p)
+}
+
 /// Checks that `dir` holds a running HyperQueue server's access file (`hq-current/access.json`).
 fn check_server_dir(dir: &Path) -> Result<(), String> {
     let access = dir.join("hq-current").join("access.json");
@@ -223,6 +232,7 @@ impl ExecutorConfig for HyperQueueOptions {
         // `run_dir` (relative) is the run's own directory of frames and of the local server.
         let o = serde_json::json!({
             "workers": self.workers, "cpus": self.cpus, "server_dir": self.server_dir, "run_dir": "hyperqueue",
+            "frame_program": frame_program(&worker),
         });
         Ok(Box::new(Bridge::new("hyperqueue", o, worker, ctx.env_vars.clone())))
     }
