@@ -58,8 +58,9 @@ build_native() {
   fi
   local t=$SECONDS
   echo "install-engines: building taps_native (python/taps-native; log in $LOG)"
-  if ! PYO3_PYTHON="$VENV/bin/python" cargo build --release --manifest-path "$root/python/taps-native/Cargo.toml" \
-    --target-dir "${CARGO_TARGET_DIR:-$root/target}" >>"$LOG" 2>&1; then
+  # A member of the taps workspace: the same lock file and target directory as taps.
+  if ! PYO3_PYTHON="$VENV/bin/python" cargo build --release --manifest-path "$root/Cargo.toml" -p taps-native \
+    >>"$LOG" 2>&1; then
     echo "install-engines: cargo failed to build taps_native; see $LOG" >&2
     tail -n 20 "$LOG" >&2
     exit 1
