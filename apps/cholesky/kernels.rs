@@ -17,7 +17,7 @@ use cblas_sys::{
     CblasLower, CblasNoTrans, CblasNonUnit, CblasRight, CblasRowMajor, CblasTrans, cblas_dgemm, cblas_dsyrk,
     cblas_dtrsm,
 };
-use ndarray::{Array2, Axis, s};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use rand::{Rng, SeedableRng, seq::index};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
@@ -134,7 +134,15 @@ fn standard(a: &mut Array2<f64>) {
     }
 }
 
-fn square(a: &Array2<f64>, what: &str) -> Result<usize, String> {
+/// The buffer of a matrix being written in place, which must be row-major contiguous.
+fn buffer(a: &mut ArrayViewMut2<f64>, what: &str) -> Result<*mut f64, String> {
+    if !a.is_standard_layout() {
+        return Err(format!("{}: the tile being written must be row-major contiguous", what));
+    }
+    Ok(a.as_mut_ptr())
+}
+
+fn square(a: &ArrayViewMut2<f64>, what: &str) -> Result<usize, String> {
     let (r, c) = a.dim();
     if r != c {
         return Err(format!("{} must be square, got {}x{}", what, r, c));
@@ -159,15 +167,21 @@ impl std::fmt::Display for NotPositiveDefinite {
 /// the strict upper triangle is set to zero. One LAPACK `dpotrf` call with the current BLAS threads.
 pub fn cholesky_in_place(a: &mut Array2<f64>) -> Result<(), String> {
     standard(a);
-    let n = square(a, "the matrix")?;
+    potrf_view(a.view_mut())
+}
+
+/// [`cholesky_in_place`] of a row-major contiguous view.
+fn potrf_view(mut a: ArrayViewMut2<f64>) -> Result<(), String> {
+    let n = square(&a, "the matrix")?;
     if n == 0 {
         return Ok(());
     }
     let nn = blas_int(n, "matrix size")?;
+    let ptr = buffer(&mut a, "potrf")?;
     let uplo = b'U' as c_char;
     let mut info: c_int = 0;
     // SAFETY: `a` is a contiguous n×n buffer; lda = n; see the module doc for 'U' on row-major data.
-    unsafe { lapack_sys::dpotrf_(&uplo, &nn, a.as_mut_ptr(), &nn, &mut info) };
+    unsafe { lapack_sys::dpotrf_(&uplo, &nn, ptr, &nn, &mut info) };
     if info > 0 {
         return Err(NotPositiveDefinite { minor: info as usize }.to_string());
     }
@@ -182,15 +196,27 @@ pub fn cholesky_in_place(a: &mut Array2<f64>) -> Result<(), String> {
 
 /// `potrf` tile kernel: the lower Cholesky factor of a diagonal tile (single-threaded BLAS).
 pub fn potrf(mut a: Array2<f64>) -> Result<Array2<f64>, String> {
-    single_threaded();
-    cholesky_in_place(&mut a)?;
+    standard(&mut a);
+    potrf_in_place(a.view_mut())?;
     Ok(a)
+}
+
+/// [`potrf`] in place on a row-major contiguous tile.
+pub fn potrf_in_place(a: ArrayViewMut2<f64>) -> Result<(), String> {
+    single_threaded();
+    potrf_view(a)
 }
 
 /// `trsm` tile kernel: `B·L⁻ᵀ` (solves `X·Lᵀ = B`) for a lower-triangular tile `l`.
 pub fn trsm(l: &Array2<f64>, mut b: Array2<f64>) -> Result<Array2<f64>, String> {
-    single_threaded();
     standard(&mut b);
+    trsm_in_place(l.view(), b.view_mut())?;
+    Ok(b)
+}
+
+/// [`trsm`] in place on a row-major contiguous tile `b`.
+pub fn trsm_in_place(l: ArrayView2<f64>, mut b: ArrayViewMut2<f64>) -> Result<(), String> {
+    single_threaded();
     let (n, ln) = l.dim();
     if n != ln {
         return Err(format!("trsm: the diagonal factor must be square, got {}x{}", n, ln));
@@ -201,9 +227,10 @@ pub fn trsm(l: &Array2<f64>, mut b: Array2<f64>) -> Result<Array2<f64>, String> 
         return Err(format!("trsm: the tile has {} columns but the factor is {}x{}", bn, n, n));
     }
     if m == 0 || n == 0 {
-        return Ok(b);
+        return Ok(());
     }
     let (mi, ni) = (blas_int(m, "rows")?, blas_int(n, "columns")?);
+    let ptr = buffer(&mut b, "trsm")?;
     // SAFETY: both buffers are contiguous row-major with the leading dimensions passed.
     unsafe {
         cblas_dtrsm(
@@ -217,14 +244,14 @@ pub fn trsm(l: &Array2<f64>, mut b: Array2<f64>) -> Result<Array2<f64>, String> 
             1.0,
             l.as_ptr(),
             ni,
-            b.as_mut_ptr(),
+            ptr,
             ni,
         )
     };
-    Ok(b)
+    Ok(())
 }
 
-fn check_cols(p: &Array2<f64>, c0: usize, c1: usize, what: &str) -> Result<(), String> {
+fn check_cols(p: &ArrayView2<f64>, c0: usize, c1: usize, what: &str) -> Result<(), String> {
     if c0 > c1 || c1 > p.ncols() {
         return Err(format!("{}: column range {}..{} outside a tile with {} columns", what, c0, c1, p.ncols()));
     }
@@ -234,44 +261,51 @@ fn check_cols(p: &Array2<f64>, c0: usize, c1: usize, what: &str) -> Result<(), S
 /// `syrk` tile kernel: `C − P·Pᵀ` on the lower triangle of the diagonal tile `c`, with
 /// `P = p[:, c0..c1]` (a rank-(c1−c0) update).
 pub fn syrk(mut c: Array2<f64>, p: &Array2<f64>, c0: usize, c1: usize) -> Result<Array2<f64>, String> {
-    single_threaded();
     standard(&mut c);
+    syrk_in_place(c.view_mut(), p.view(), c0, c1)?;
+    Ok(c)
+}
+
+/// [`syrk`] in place on a row-major contiguous tile `c`.
+pub fn syrk_in_place(mut c: ArrayViewMut2<f64>, p: ArrayView2<f64>, c0: usize, c1: usize) -> Result<(), String> {
+    single_threaded();
     let n = square(&c, "syrk: the diagonal tile")?;
-    check_cols(p, c0, c1, "syrk")?;
+    check_cols(&p, c0, c1, "syrk")?;
     if p.nrows() != n {
         return Err(format!("syrk: the panel has {} rows, the tile {}", p.nrows(), n));
     }
     if c0 == c1 || n == 0 {
-        return Ok(c);
+        return Ok(());
     }
     let p = p.as_standard_layout();
     let (ni, ki, lda) = (blas_int(n, "rows")?, blas_int(c1 - c0, "rank")?, blas_int(p.ncols(), "columns")?);
+    let ptr = buffer(&mut c, "syrk")?;
     // SAFETY: `p` is contiguous row-major; the sub-block starts at column c0 with stride lda and
     // spans c1−c0 ≤ lda−c0 columns; `c` is contiguous n×n.
     unsafe {
-        cblas_dsyrk(
-            CblasRowMajor,
-            CblasLower,
-            CblasNoTrans,
-            ni,
-            ki,
-            -1.0,
-            p.as_ptr().add(c0),
-            lda,
-            1.0,
-            c.as_mut_ptr(),
-            ni,
-        )
+        cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, ni, ki, -1.0, p.as_ptr().add(c0), lda, 1.0, ptr, ni)
     };
-    Ok(c)
+    Ok(())
 }
 
 /// `gemm` tile kernel: `C − P·Qᵀ` with `P = p[:, c0..c1]`, `Q = q[:, c0..c1]`.
 pub fn gemm(mut c: Array2<f64>, p: &Array2<f64>, q: &Array2<f64>, c0: usize, c1: usize) -> Result<Array2<f64>, String> {
-    single_threaded();
     standard(&mut c);
-    check_cols(p, c0, c1, "gemm")?;
-    check_cols(q, c0, c1, "gemm")?;
+    gemm_in_place(c.view_mut(), p.view(), q.view(), c0, c1)?;
+    Ok(c)
+}
+
+/// [`gemm`] in place on a row-major contiguous tile `c`.
+pub fn gemm_in_place(
+    mut c: ArrayViewMut2<f64>,
+    p: ArrayView2<f64>,
+    q: ArrayView2<f64>,
+    c0: usize,
+    c1: usize,
+) -> Result<(), String> {
+    single_threaded();
+    check_cols(&p, c0, c1, "gemm")?;
+    check_cols(&q, c0, c1, "gemm")?;
     let (m, n) = c.dim();
     if p.nrows() != m || q.nrows() != n {
         return Err(format!(
@@ -283,11 +317,12 @@ pub fn gemm(mut c: Array2<f64>, p: &Array2<f64>, q: &Array2<f64>, c0: usize, c1:
         ));
     }
     if c0 == c1 || m == 0 || n == 0 {
-        return Ok(c);
+        return Ok(());
     }
     let (p, q) = (p.as_standard_layout(), q.as_standard_layout());
     let (mi, ni, ki) = (blas_int(m, "rows")?, blas_int(n, "columns")?, blas_int(c1 - c0, "rank")?);
     let (lda, ldb) = (blas_int(p.ncols(), "columns")?, blas_int(q.ncols(), "columns")?);
+    let ptr = buffer(&mut c, "gemm")?;
     // SAFETY: as in `syrk`; every buffer is contiguous row-major with the leading dimension passed.
     unsafe {
         cblas_dgemm(
@@ -303,11 +338,11 @@ pub fn gemm(mut c: Array2<f64>, p: &Array2<f64>, q: &Array2<f64>, c0: usize, c1:
             q.as_ptr().add(c0),
             ldb,
             1.0,
-            c.as_mut_ptr(),
+            ptr,
             ni,
         )
     };
-    Ok(c)
+    Ok(())
 }
 
 /// The seeded SPD input `A = W + n·I` with `W` Wishart-distributed like `X·Xᵀ` for an n×n
