@@ -149,7 +149,9 @@ fn tile_of(a: Array2<f64>) -> Tile {
     Arc::new(Block::from(a))
 }
 
-/// `potrf(A_kk)`: the lower Cholesky factor `L_kk` of a diagonal tile.
+/// `potrf(A_kk)`: the lower Cholesky factor `L_kk` of a diagonal tile, with the strict upper
+/// triangle of `L_kk⁻ᵀ` above its diagonal (which `trsm` multiplies by instead of solving;
+/// [`factor`] keeps only `L_kk`).
 pub(crate) struct Potrf;
 
 impl Task for Potrf {
@@ -158,12 +160,13 @@ impl Task for Potrf {
     type Output = Tile;
     fn run((a,): Self::Args) -> Result<Tile, TaskError> {
         let mut out = Out::of(a);
-        kernels::potrf_in_place(out.view_mut()).map_err(kernel_error(Self::NAME))?;
+        kernels::potrf_with_inverse_in_place(out.view_mut()).map_err(kernel_error(Self::NAME))?;
         Ok(out.done())
     }
 }
 
-/// `trsm(L_kk, A_ik)`: the panel tile `L_ik = A_ik·L_kk⁻ᵀ`.
+/// `trsm(L_kk, A_ik)`: the panel tile `L_ik = A_ik·L_kk⁻ᵀ` (one `dtrmm` by the inverse that
+/// `potrf` left above the diagonal; a solve when there is none).
 pub(crate) struct Trsm;
 
 impl Task for Trsm {
@@ -172,7 +175,7 @@ impl Task for Trsm {
     type Output = Tile;
     fn run((l, a): Self::Args) -> Result<Tile, TaskError> {
         let mut out = Out::of(a);
-        kernels::trsm_in_place(l.view(), out.view_mut()).map_err(kernel_error(Self::NAME))?;
+        kernels::trsm_by_inverse_in_place(l.view(), out.view_mut()).map_err(kernel_error(Self::NAME))?;
         Ok(out.done())
     }
 }
@@ -297,7 +300,12 @@ pub fn factor(engine: &Engine, a: &Array2<f64>, b: usize) -> anyhow::Result<Fact
     for (i, row) in grid.0.iter().enumerate() {
         for (j, t) in row.iter().enumerate() {
             let t = t.as_ref().expect("every tile is back after its barrier");
-            l.slice_mut(s![i * b..(i + 1) * b, j * b..(j + 1) * b]).assign(&t.view());
+            let mut block = l.slice_mut(s![i * b..(i + 1) * b, j * b..(j + 1) * b]);
+            block.assign(&t.view());
+            if i == j {
+                // potrf's tile holds L_kk⁻ᵀ above the diagonal.
+                kernels::lower(block);
+            }
         }
     }
     Ok(Factorization { l, tasks, elapsed })

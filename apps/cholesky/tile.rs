@@ -250,7 +250,11 @@ impl Out {
         if t.in_place()
             && let Some(mut out) = Out::segment(v.nrows(), v.ncols())
         {
-            out.view_mut().assign(&v);
+            let mut o = out.view_mut();
+            match (o.as_slice_mut(), v.as_slice()) {
+                (Some(o), Some(v)) => o.copy_from_slice(v),
+                _ => o.assign(&v),
+            }
             return out;
         }
         Out::Owned(v.as_standard_layout().into_owned())
