@@ -24,10 +24,17 @@ use crate::shm::SegmentMut;
 pub(crate) type Tile = Arc<Block>;
 
 /// A tile's matrix: in ordinary memory, or read in place from the payload it arrived in.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Block(Storage);
 
-#[derive(Clone, Debug)]
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.in_place() { "in place" } else { "owned" };
+        write!(f, "Block({}, {:?})", kind, self.view())
+    }
+}
+
+#[derive(Clone)]
 enum Storage {
     /// Row-major or not, in ordinary memory.
     Owned(Array2<f64>),
