@@ -482,24 +482,21 @@ impl DataLayer {
         };
         match p {
             Payload::Local(l) => {
-                let encoded: OnceLock<Result<Vec<u8>, TaskError>> = OnceLock::new();
-                let bytes = || encoded.get_or_init(|| (l.encode)(&*l.value));
-                let size = || bytes().as_ref().map(|b| b.len()).unwrap_or(0);
+                let encoded_len: OnceLock<Result<usize, TaskError>> = OnceLock::new();
+                let size = || *encoded_len.get_or_init(|| (l.encoded_len)(&*l.value)).as_ref().unwrap_or(&0);
                 let passes = match &self.filter {
                     None => true,
                     Some(f) => f.passes(&Candidate { type_name: l.type_name, size: &size }),
                 };
                 if passes {
-                    let b = bytes().as_ref().map_err(Clone::clone)?;
-                    let r = tr.put(b, role)?;
+                    // Encoded where large values are (a reused shared-memory segment, whose pages
+                    // are already there), not into fresh memory, then stored from there.
+                    let b = crate::shm::encode(&l)?;
+                    let r = tr.put(&b, role)?;
                     tracing::trace!(target: "taps.engine.transform", "Transformed object (type={}) into identifier (type=DataRef)", l.type_name);
                     return Ok(Payload::Ref(r));
                 }
-                match (wire, encoded.into_inner()) {
-                    (true, Some(b)) => Ok(Payload::Bytes(b?.into())),
-                    (true, None) => Payload::Local(l).into_wire(),
-                    (false, _) => Ok(Payload::Local(l)),
-                }
+                if wire { Payload::Local(l).into_wire() } else { Ok(Payload::Local(l)) }
             }
             Payload::Bytes(b) => {
                 let len = b.len();

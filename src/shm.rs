@@ -13,7 +13,10 @@
 //!   signalled, and every name of the run when rank 0 died ([`leave`]). Ranks on other nodes get the bytes in the message.
 //!
 //! The receiver maps a segment and hands it on as a [`Bytes`] over the mapping: the task
-//! deserialises from it in place. A received segment passed on again (a task's result given to
+//! deserialises from it in place, and a value may keep parts of it without copying them
+//! ([`borrow`]: a tile or a byte string read where it lies, the segment kept from reuse while it
+//! is borrowed). A value that borrows its whole encoding from a segment is passed on as that
+//! segment when it is sent again ([`offer`]). A received segment passed on again (a task's result given to
 //! the next task) goes as the same segment, without a copy ([`segment_of`]). Faulting in fresh
 //! shared memory costs more than copying the payload, so both sides keep idle mappings for
 //! reuse (up to [`KEEP_BYTES`] each): the maker writes into a segment again once no other
@@ -136,6 +139,8 @@ fn keep(pool: &Mutex<Vec<Mapping>>, m: Mapping) {
 pub struct Segment {
     map: Option<Mapping>,
     len: usize,
+    /// Received from another process (its use is counted in the trailer until dropped).
+    received: bool,
 }
 
 // SAFETY: shared access is read-only (the bytes are written only through `SegmentMut`, before
@@ -195,10 +200,13 @@ impl Segment {
             return Err(io::Error::last_os_error());
         }
         let key = (st.st_dev, st.st_ino);
-        let cached = {
-            let mut c = RECEIVED_MAPS.lock().unwrap();
+        let take = |pool: &Mutex<Vec<Mapping>>| {
+            let mut c = pool.lock().unwrap();
             c.iter().position(|m| m.key == key && m.cap == st.st_size as usize).map(|i| c.remove(i))
         };
+        // One of ours coming back (a result of this worker passed to its next task) is read
+        // through the mapping we wrote it in: a new mapping costs a page-table fill.
+        let cached = take(&RECEIVED_MAPS).or_else(|| take(&MADE));
         let map = match cached {
             Some(m) => m,
             None => Mapping::new(fd, name, false)?,
@@ -207,7 +215,7 @@ impl Segment {
         if len == 0 || map.room() < len {
             return Err(io::Error::other(format!("shared-memory segment of {} bytes, expected {}", map.room(), len)));
         }
-        Ok(Arc::new(Segment { map: Some(map), len }).into_bytes())
+        Ok(Arc::new(Segment { map: Some(map), len, received: true }).into_bytes())
     }
 
     /// Opens a named segment of the run (MPI), as bytes of length `len`.
@@ -234,13 +242,11 @@ impl Drop for Segment {
         if let Some(live) = LIVE.lock().unwrap().as_mut() {
             live.remove(&(m.ptr as usize));
         }
-        if m.made {
-            keep(&MADE, m);
-        } else {
+        if self.received {
             // This process's use of it is over: its maker may write into it again.
             let _ = m.uses().fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-            keep(&RECEIVED_MAPS, m);
         }
+        keep(if m.made { &MADE } else { &RECEIVED_MAPS }, m);
     }
 }
 
@@ -296,7 +302,7 @@ impl SegmentMut {
             Some(m) => m,
             None => Self::fresh(need.div_ceil(GRAIN) * GRAIN, named)?,
         };
-        Ok(SegmentMut(Segment { map: Some(map), len }))
+        Ok(SegmentMut(Segment { map: Some(map), len, received: false }))
     }
 
     fn fresh(cap: usize, named: Option<Run>) -> io::Result<Mapping> {
@@ -393,8 +399,19 @@ pub(crate) fn map_file(file: &std::fs::File, len: usize) -> io::Result<Bytes> {
 
 /// Encodes a value into a segment when its serialised form is at least [`MIN_SHARED`] bytes and
 /// a segment can be made; otherwise into ordinary memory.
+/// A value whose whole encoding is a segment it borrows ([`offer`]) is that segment, sent again
+/// without a copy.
 pub(crate) fn encode(l: &crate::task::LocalValue) -> Result<Bytes, crate::task::TaskError> {
-    let len = (l.encoded_len)(&*l.value)?;
+    let (len, offered) = measuring(|| (l.encoded_len)(&*l.value));
+    let len = len?;
+    // One offer as long as the whole encoding: every other part of the value encodes to
+    // nothing, so the encoding is the offered bytes.
+    if let Some(wire) = offered
+        && wire.len() == len
+        && segment_of(&wire).is_some()
+    {
+        return Ok(wire);
+    }
     if len >= MIN_SHARED
         && let Ok(mut seg) = SegmentMut::create(len)
     {
@@ -402,6 +419,106 @@ pub(crate) fn encode(l: &crate::task::LocalValue) -> Result<Bytes, crate::task::
         return Ok(seg.freeze());
     }
     (l.encode)(&*l.value).map(Bytes::from)
+}
+
+thread_local! {
+    /// The large payload being decoded on this thread ([`decoding`]).
+    static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    /// What values offered while one is measured for encoding ([`measuring`]).
+    static OFFERS: RefCell<Offers> = const { RefCell::new(Offers::Off) };
+}
+
+/// Runs `decode` with `payload` as the payload being decoded on this thread, so that the value
+/// can [`borrow`] parts of it instead of copying them. Only payloads of at least [`MIN_SHARED`]
+/// bytes are lent (a shared-memory segment or a mapped file; a small inline payload is copied).
+pub(crate) fn decoding<R>(payload: &Bytes, decode: impl FnOnce() -> R) -> R {
+    if payload.len() < MIN_SHARED {
+        return decode();
+    }
+    struct Restore(Option<Bytes>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SOURCE.with(|s| *s.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(SOURCE.with(|s| s.replace(Some(payload.clone()))));
+    decode()
+}
+
+/// The payload being decoded on this thread and the offset of `part` in it, if `part` (bytes a
+/// deserialiser handed to a `Deserialize` impl) lies inside it: the value may keep
+/// `payload[offset..offset + part.len()]` instead of a copy. The payload's memory stays valid,
+/// and a shared-memory segment is not reused by its maker, while any of it is kept.
+pub fn source_of(part: &[u8]) -> Option<(Bytes, usize)> {
+    SOURCE.with(|s| {
+        let s = s.borrow();
+        let src = s.as_ref()?;
+        let (start, at) = (src.as_ptr() as usize, part.as_ptr() as usize);
+        (at >= start && at + part.len() <= start + src.len()).then(|| (src.clone(), at - start))
+    })
+}
+
+/// `part` of the payload being decoded on this thread, without a copy (see [`source_of`]).
+pub fn borrow(part: &[u8]) -> Option<Bytes> {
+    source_of(part).map(|(src, at)| src.slice(at..at + part.len()))
+}
+
+/// Deserialises a byte string as [`Bytes`] that borrow the payload being decoded when they can
+/// ([`borrow`]), else a copy: `#[serde(deserialize_with = "taps::shm::bytes_in_place")]`.
+pub fn bytes_in_place<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Bytes;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Bytes, E> {
+            Ok(borrow(b).unwrap_or_else(|| Bytes::copy_from_slice(b)))
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, b: Vec<u8>) -> Result<Bytes, E> {
+            Ok(b.into())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            let mut b = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(x) = seq.next_element::<u8>()? {
+                b.push(x);
+            }
+            Ok(b.into())
+        }
+    }
+    d.deserialize_bytes(V)
+}
+
+/// Offers while a value is measured for encoding.
+enum Offers {
+    /// Not measuring.
+    Off,
+    /// Measuring; these offers so far.
+    On(Vec<Bytes>),
+}
+
+/// Declares, while a value is serialised, that `wire` is exactly this part's encoding (a value
+/// that borrows its encoding from a received segment, see [`source_of`]). When the part is the
+/// whole of a task's argument or result and `wire` is a whole shared-memory segment, the segment
+/// is sent as it is instead of being encoded again. Elsewhere a no-op.
+pub fn offer(wire: &Bytes) {
+    OFFERS.with(|o| {
+        if let Offers::On(v) = &mut *o.borrow_mut() {
+            v.push(wire.clone());
+        }
+    })
+}
+
+/// Runs `measure` (which serialises a value to size it) and returns its result with the one
+/// [`offer`] made meanwhile, if exactly one was.
+fn measuring<R>(measure: impl FnOnce() -> R) -> (R, Option<Bytes>) {
+    let outer = OFFERS.with(|o| o.replace(Offers::On(Vec::new())));
+    let r = measure();
+    let offers = OFFERS.with(|o| o.replace(outer));
+    match offers {
+        Offers::On(mut v) if v.len() == 1 => (r, v.pop()),
+        _ => (r, None),
+    }
 }
 
 /// This process's part in a run's named segments (MPI).
@@ -647,6 +764,44 @@ mod tests {
         let idle = MADE.lock().unwrap().len();
         let reused = (0..idle + 1).map(|_| SegmentMut::create(MIN_SHARED + 5).unwrap()).collect::<Vec<_>>();
         assert!(reused.iter().any(|s| s.0.m().key == key));
+    }
+
+    /// Bytes that a decoded value reads in place ([`bytes_in_place`]).
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Raw(#[serde(deserialize_with = "bytes_in_place")] Bytes);
+
+    #[test]
+    fn a_value_read_in_place_keeps_its_segment_from_reuse_until_dropped() {
+        use crate::task::Payload;
+        let n = 4 * MIN_SHARED; // a size class no other test of this binary uses
+        let Ok(Payload::Bytes(b)) = Payload::local(Raw(vec![7u8; n].into())).into_wire() else { panic!("bytes") };
+        let seg = segment_of(&b).expect("a large value is encoded into a segment");
+        let (key, len) = (seg.m().key, b.len());
+        // Another process's view of it: sent (counted) and received by its descriptor.
+        seg.sent();
+        let fd = seg.fd().try_clone_to_owned().unwrap();
+        drop((seg, b));
+        let got = Segment::receive(fd, len).unwrap();
+        let start = got.as_ptr() as usize;
+        let v: Raw = Payload::Bytes(got).decode().unwrap();
+        assert!(v.0.iter().all(|&x| x == 7) && v.0.len() == n);
+        // In place: the bytes lie in the mapping, after the length's varint.
+        assert_eq!(v.0.as_ptr() as usize - start, len - n);
+        // The payload is gone, the value borrows it: its maker does not write into it.
+        let idle = MADE.lock().unwrap().len();
+        let fresh = (0..idle + 1).map(|_| SegmentMut::create(len).unwrap()).collect::<Vec<_>>();
+        assert!(fresh.iter().all(|s| s.0.m().key != key), "a borrowed segment was reused");
+        assert!(v.0.iter().all(|&x| x == 7));
+        drop((fresh, v));
+        // Dropped: reused.
+        let idle = MADE.lock().unwrap().len();
+        let again = (0..idle + 1).map(|_| SegmentMut::create(len).unwrap()).collect::<Vec<_>>();
+        assert!(again.iter().any(|s| s.0.m().key == key));
+        // A small payload is copied (nothing to lend), and so is anything outside a decode.
+        let small: Bytes = crate::task::encode(&Raw(vec![1u8; 100].into())).unwrap().into();
+        let v: Raw = Payload::Bytes(small.clone()).decode().unwrap();
+        assert!(v.0.as_ptr() < small.as_ptr() || v.0.as_ptr() >= small.as_ptr().wrapping_add(small.len()));
+        assert!(borrow(&small).is_none());
     }
 
     #[test]

@@ -380,7 +380,8 @@ impl Payload {
                     format!("expected a value of type {}", std::any::type_name::<T>()),
                 )
             }),
-            Payload::Bytes(b) => decode_bytes(b),
+            // A large payload is lent to the value, which may keep parts of it in place.
+            Payload::Bytes(b) => crate::shm::decoding(b, || decode_bytes(b)),
             Payload::Ref(r) => {
                 Err(TaskError::new(ErrorKind::UnresolvedReference, format!("reference {} was not resolved", r.key)))
             }

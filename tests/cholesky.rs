@@ -315,3 +315,44 @@ fn runs_use_the_best_blas_kernels_the_cpu_has_and_keep_the_users_choice() {
     let (core, coretype) = blas_of_run(dir.path(), Some("Haswell"));
     assert_eq!((core.as_str(), coretype.as_deref()), ("Haswell", Some("Haswell")));
 }
+
+/// Tiles of 320 kB, above the shared-memory threshold, on process-pool, MPI and process-pool with
+/// the `file` transformer: tiles are read in place from the segments (or mapped files) they arrive
+/// in, results are written into segments and passed on as they are, `trsm` multiplies by the
+/// inverse `potrf` leaves above the diagonal — and the factor is still exact, the output's upper
+/// triangle zero, and the run leaves nothing in the shared-memory directory.
+#[test]
+fn large_tiles_through_shared_memory_give_the_exact_factor_and_leave_nothing() {
+    let cases: &[(&str, &[&str])] = &[
+        ("process-pool", &[]),
+        ("mpi", &["--engine.executor.ranks", "3"]),
+        ("process-pool", &["--engine.transformer", "file"]),
+    ];
+    for (executor, extra) in cases {
+        if taps::executor::find(executor).is_err() {
+            eprintln!("{} is not compiled into this build; skipped", executor);
+            continue;
+        }
+        let (dir, shm) = (tempfile::tempdir().unwrap(), tempfile::tempdir_in("/dev/shm").unwrap());
+        let config = example_config();
+        let mut args = vec!["run", "--config", &config, "--engine.executor", executor];
+        args.extend(["--app.matrix-size", "800", "--app.block-size", "200", "--app.seed", "9"]);
+        args.extend(extra.iter());
+        let o = Command::new(env!("CARGO_BIN_EXE_taps"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("TAPS_SHM_DIR", shm.path())
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{} {:?}:\n{}", executor, extra, text(&o));
+        let run = std::fs::read_dir(dir.path().join("runs")).unwrap().next().unwrap().unwrap().path();
+        let (r, _) = logged_residual(&run);
+        assert!(r < 1e-14, "{} {:?}: residual {}", executor, extra, r);
+        assert_task_graph(&run, 4);
+        assert_factor_of_input(&read_l(&run.join("cholesky.h5")), 800, 9);
+        let left: Vec<_> = std::fs::read_dir(shm.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{} {:?}: left in the shared-memory directory: {:?}", executor, extra, left);
+    }
+}

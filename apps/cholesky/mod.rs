@@ -17,6 +17,10 @@ use crate::{app_info, opt_enum};
 pub mod kernels;
 #[cfg(feature = "hdf5")]
 pub mod output;
+pub mod tile;
+
+pub use tile::Block;
+use tile::{Out, Tile};
 
 /// Largest relative residual `‖L·Lᵀ − A‖_F / ‖A‖_F` accepted; above it the run fails.
 pub(crate) const TOLERANCE: f64 = 1e-10;
@@ -141,101 +145,13 @@ fn kernel_error(name: &str) -> impl FnOnce(String) -> TaskError + '_ {
     move |m| TaskError::exception("LinAlgError", format!("{}: {}", name, m))
 }
 
-/// A tile as tasks pass it: shared, so a panel read by many tasks is never copied in process,
-/// and updated in place when the task holds the only reference.
-pub(crate) type Tile = Arc<Block>;
-
-/// A tile's matrix. On the wire it is its shape and its elements as one little-endian byte
-/// string: one copy each way (ndarray's own serde form writes and reads element by element,
-/// which cost process-pool and MPI more than the kernels at b = 500).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Block(pub Array2<f64>);
-
-impl std::ops::Deref for Block {
-    type Target = Array2<f64>;
-    fn deref(&self) -> &Array2<f64> {
-        &self.0
-    }
-}
-
-/// The elements of a standard-layout matrix as bytes, for `serialize_bytes`.
-struct Elements<'a>(&'a [f64]);
-
-impl serde::Serialize for Elements<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if cfg!(target_endian = "little") {
-            // SAFETY: f64 has no padding and every bit pattern is a valid u8; the length is in bytes.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), std::mem::size_of_val(self.0)) };
-            s.serialize_bytes(bytes)
-        } else {
-            s.serialize_bytes(&self.0.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
-        }
-    }
-}
-
-impl serde::Serialize for Block {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let a = self.0.as_standard_layout();
-        let data = a.as_slice().expect("standard layout is contiguous");
-        (a.nrows() as u64, a.ncols() as u64, Elements(data)).serialize(s)
-    }
-}
-
-/// Reads the byte string of [`Elements`] into `f64`s.
-struct ElementsVisitor;
-
-impl<'de> serde::de::Visitor<'de> for ElementsVisitor {
-    type Value = Vec<f64>;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("the elements of a tile as little-endian bytes")
-    }
-    fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Vec<f64>, E> {
-        if !b.len().is_multiple_of(8) {
-            return Err(E::custom(format!("a tile of {} bytes is not a whole number of f64", b.len())));
-        }
-        Ok(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<f64>, A::Error> {
-        let mut b = Vec::new();
-        while let Some(x) = seq.next_element::<u8>()? {
-            b.push(x);
-        }
-        self.visit_bytes(&b)
-    }
-}
-
-struct ElementsDe(Vec<f64>);
-
-impl<'de> serde::Deserialize<'de> for ElementsDe {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_bytes(ElementsVisitor).map(ElementsDe)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Block {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let (rows, cols, ElementsDe(v)) = <(u64, u64, ElementsDe)>::deserialize(d)?;
-        let shape = (rows as usize, cols as usize);
-        Array2::from_shape_vec(shape, v)
-            .map(Block)
-            .map_err(|e| D::Error::custom(format!("a {}x{} tile: {}", rows, cols, e)))
-    }
-}
-
-crate::task_arg!(Block, Tile);
-
-/// The tile itself: moved out when this is the only reference, copied otherwise.
-fn owned(t: Tile) -> Array2<f64> {
-    Arc::try_unwrap(t).map(|b| b.0).unwrap_or_else(|t| t.0.clone())
-}
-
 fn tile_of(a: Array2<f64>) -> Tile {
-    Arc::new(Block(a))
+    Arc::new(Block::from(a))
 }
 
-/// `potrf(A_kk)`: the lower Cholesky factor `L_kk` of a diagonal tile.
+/// `potrf(A_kk)`: the lower Cholesky factor `L_kk` of a diagonal tile, with the strict upper
+/// triangle of `L_kk⁻ᵀ` above its diagonal (which `trsm` multiplies by instead of solving;
+/// [`factor`] keeps only `L_kk`).
 pub(crate) struct Potrf;
 
 impl Task for Potrf {
@@ -243,11 +159,14 @@ impl Task for Potrf {
     type Args = (Tile,);
     type Output = Tile;
     fn run((a,): Self::Args) -> Result<Tile, TaskError> {
-        kernels::potrf(owned(a)).map(tile_of).map_err(kernel_error(Self::NAME))
+        let mut out = Out::of(a);
+        kernels::potrf_with_inverse_in_place(out.view_mut()).map_err(kernel_error(Self::NAME))?;
+        Ok(out.done())
     }
 }
 
-/// `trsm(L_kk, A_ik)`: the panel tile `L_ik = A_ik·L_kk⁻ᵀ`.
+/// `trsm(L_kk, A_ik)`: the panel tile `L_ik = A_ik·L_kk⁻ᵀ` (one `dtrmm` by the inverse that
+/// `potrf` left above the diagonal; a solve when there is none).
 pub(crate) struct Trsm;
 
 impl Task for Trsm {
@@ -255,7 +174,9 @@ impl Task for Trsm {
     type Args = (Tile, Tile);
     type Output = Tile;
     fn run((l, a): Self::Args) -> Result<Tile, TaskError> {
-        kernels::trsm(&l, owned(a)).map(tile_of).map_err(kernel_error(Self::NAME))
+        let mut out = Out::of(a);
+        kernels::trsm_by_inverse_in_place(l.view(), out.view_mut()).map_err(kernel_error(Self::NAME))?;
+        Ok(out.done())
     }
 }
 
@@ -267,7 +188,9 @@ impl Task for Syrk {
     type Args = (Tile, Tile, u64, u64);
     type Output = Tile;
     fn run((a, l, c0, c1): Self::Args) -> Result<Tile, TaskError> {
-        kernels::syrk(owned(a), &l, c0 as usize, c1 as usize).map(tile_of).map_err(kernel_error(Self::NAME))
+        let mut out = Out::of(a);
+        kernels::syrk_in_place(out.view_mut(), l.view(), c0 as usize, c1 as usize).map_err(kernel_error(Self::NAME))?;
+        Ok(out.done())
     }
 }
 
@@ -279,7 +202,10 @@ impl Task for Gemm {
     type Args = (Tile, Tile, Tile, u64, u64);
     type Output = Tile;
     fn run((a, li, lj, c0, c1): Self::Args) -> Result<Tile, TaskError> {
-        kernels::gemm(owned(a), &li, &lj, c0 as usize, c1 as usize).map(tile_of).map_err(kernel_error(Self::NAME))
+        let mut out = Out::of(a);
+        kernels::gemm_in_place(out.view_mut(), li.view(), lj.view(), c0 as usize, c1 as usize)
+            .map_err(kernel_error(Self::NAME))?;
+        Ok(out.done())
     }
 }
 
@@ -374,7 +300,12 @@ pub fn factor(engine: &Engine, a: &Array2<f64>, b: usize) -> anyhow::Result<Fact
     for (i, row) in grid.0.iter().enumerate() {
         for (j, t) in row.iter().enumerate() {
             let t = t.as_ref().expect("every tile is back after its barrier");
-            l.slice_mut(s![i * b..(i + 1) * b, j * b..(j + 1) * b]).assign(t);
+            let mut block = l.slice_mut(s![i * b..(i + 1) * b, j * b..(j + 1) * b]);
+            block.assign(&t.view());
+            if i == j {
+                // potrf's tile holds L_kk⁻ᵀ above the diagonal.
+                kernels::lower(block);
+            }
         }
     }
     Ok(Factorization { l, tasks, elapsed })
@@ -547,29 +478,6 @@ mod tests {
         let t: toml::Table =
             toml::from_str(&format!("matrix_size = {}\nblock_size = {}\noutput = {}", m, b, output)).unwrap();
         CholeskyOptions::from_table(&t, "app")
-    }
-
-    #[test]
-    fn tiles_cross_the_wire_as_one_byte_string_and_come_back_equal() {
-        let a = kernels::generate(6, 1).slice(s![.., ..4]).to_owned();
-        let wire = postcard::to_stdvec(&Block(a.clone())).unwrap();
-        // Shape (2 varint bytes), the byte length (192: 2 varint bytes), then the 24 elements.
-        assert_eq!(wire.len(), 2 + 2 + 24 * 8);
-        assert_eq!(&wire[4..12], &a[[0, 0]].to_le_bytes());
-        assert_eq!(postcard::from_bytes::<Block>(&wire).unwrap(), Block(a.clone()));
-        // A transposed (non-standard) view is sent in row-major order.
-        let t = Block(a.t().to_owned());
-        let back: Block =
-            postcard::from_bytes(&postcard::to_stdvec(&Block(a.clone().reversed_axes())).unwrap()).unwrap();
-        assert_eq!(back, t);
-        // Bytes that are not whole f64s, or not the stated shape, are an error, not a panic.
-        let mut bad = wire.clone();
-        bad[2] -= 1;
-        bad.pop();
-        assert!(postcard::from_bytes::<Block>(&bad).is_err());
-        let mut bad = wire;
-        bad[0] = 7;
-        assert!(postcard::from_bytes::<Block>(&bad).is_err());
     }
 
     #[test]

@@ -134,7 +134,8 @@ impl AppConfig for SyntheticOptions {
 /// Random bytes with their checksum, so the receiving task can verify what arrived.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Data {
-    /// The payload.
+    /// The payload (read in place from a large received payload, [`crate::shm::borrow`]).
+    #[serde(deserialize_with = "crate::shm::bytes_in_place")]
     pub raw: bytes::Bytes,
     /// [`checksum`] of `raw`.
     pub checksum: u64,

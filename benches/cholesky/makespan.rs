@@ -182,9 +182,15 @@ pub fn kernels(b: usize, reps: usize) -> Vec<(&'static str, f64)> {
         }
         flops / t / 1e9
     };
+    let mut li = a00.clone();
+    kernels::potrf_with_inverse_in_place(li.view_mut()).expect("SPD tile");
+    let with_inverse = |mut x: Array2<f64>| kernels::potrf_with_inverse_in_place(x.view_mut()).map(|_| x);
+    let by_inverse = |mut x: Array2<f64>| kernels::trsm_by_inverse_in_place(li.view(), x.view_mut()).map(|_| x);
     vec![
         ("potrf", best(bf.powi(3) / 3.0, &a00, &kernels::potrf)),
+        ("potrf+inverse (the task)", best(bf.powi(3) / 3.0, &a00, &with_inverse)),
         ("trsm", best(bf.powi(3), &a10, &|x| kernels::trsm(&l, x))),
+        ("trsm by the inverse (the task)", best(bf.powi(3), &a10, &by_inverse)),
         ("syrk", best(bf.powi(3), &a11, &|x| kernels::syrk(x, &p, 0, b))),
         ("gemm", best(2.0 * bf.powi(3), &a10, &|x| kernels::gemm(x, &p, &p, 0, b))),
         ("syrk/2", best(bf.powi(3) / 2.0, &a11, &|x| kernels::syrk(x, &p, 0, b / 2))),
