@@ -38,7 +38,7 @@ while IFS= read -r line; do
   i=$((i+1)); mkdir -p d$i
   (cd d$i && eval "exec $line") > out.$i 2> err.$i &
   P=$!; echo $P > pid.$i.tmp; mv pid.$i.tmp pid.$i
-  while kill -0 $P 2>/dev/null; do ss -ltnH >> ss; sleep 0.1; done
+  while kill -0 $P 2>/dev/null; do ss -ltnH >> ss; sleep 0.02; done
   wait $P; echo $? > rc.$i
 done < cmds
 "#;
@@ -326,13 +326,14 @@ fn hyperqueue_leaves_no_scratch_in_the_run_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let cmd = taps_cmd(
-        "--app synthetic --app.structure sequential --app.task-count 3 --app.task-data-bytes 5000 \
+        // Enough tasks that the port check samples the server (taps-frame makes 3 tasks too quick).
+        "--app synthetic --app.structure sequential --app.task-count 12 --app.task-data-bytes 5000 \
          --app.warmup-tasks 0 --engine.executor hyperqueue",
     );
     let outs = in_netns(d, std::slice::from_ref(&cmd));
     assert_eq!(outs[0].0, 0, "{}\n{}", outs[0].1, outs[0].2);
     let run = the_run_dir(&d.join("d1"));
-    assert_eq!(records(&run).len(), 3);
+    assert_eq!(records(&run).len(), 12);
     assert!(!run.join("hyperqueue").exists(), "the run's hyperqueue/ directory is left");
 }
 
