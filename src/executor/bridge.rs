@@ -490,12 +490,18 @@ impl Executor for Bridge {
         if m.json["in_process"].as_bool().unwrap_or(false) {
             tracing::info!("{}: tasks run inside the engine's workers ({})", self.engine, runner);
         } else if self.engine != "hyperqueue" {
-            tracing::info!(
+            let line = format!(
                 "{}: tasks run in a taps-worker process per engine worker thread: {} (scripts/install-engines.sh \
                  builds taps_native for this taps)",
-                self.engine,
-                runner
+                self.engine, runner
             );
+            // Asked for and not there (not built, or of another build: after a pull, say): slower
+            // than it could be, so said where the user looks; TAPS_IN_PROCESS=0 chose it.
+            if in_process {
+                tracing::warn!("{}", line);
+            } else {
+                tracing::info!("{}", line);
+            }
         }
         Ok(())
     }
