@@ -76,15 +76,12 @@ pub fn python_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
 }
 
-/// What identifies this build of taps (version, commit, protocol version): the engines' workers
-/// run tasks in process (`taps_native`, python/taps-native) only when the module's build is this one.
+/// What identifies this build's task code (version, a hash of the sources it is built from, see
+/// build.rs, and the protocol version): the engines' workers run tasks in process (`taps_native`,
+/// python/taps-native) only when the module's build is this one. A commit that changes no source
+/// (documentation, tests, scripts) leaves it as it was.
 pub fn build_id() -> String {
-    format!(
-        "{}-{}-p{}",
-        env!("CARGO_PKG_VERSION"),
-        option_env!("TAPS_GIT_COMMIT").unwrap_or("unknown"),
-        PROTOCOL_VERSION
-    )
+    format!("{}-src{}-p{}", env!("CARGO_PKG_VERSION"), env!("TAPS_SOURCE_ID"), PROTOCOL_VERSION)
 }
 
 /// Checks that the virtual environment has Python package `package` (for executor `engine`);
