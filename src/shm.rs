@@ -78,7 +78,10 @@ impl Mapping {
         if cap <= TRAILER || !cap.is_multiple_of(GRAIN) {
             return Err(io::Error::other(format!("not a taps shared-memory segment ({} bytes)", cap)));
         }
-        let flags = libc::MAP_SHARED | if made { 0 } else { libc::MAP_POPULATE };
+        // Page tables filled at once: the pages exist (`fallocate`, or the sender wrote them), and
+        // faulting them in one by one as a tile is written or read cost ~30,000 page faults
+        // (~8 % of the CPU time) per cholesky factorisation n=4000 on process-pool.
+        let flags = libc::MAP_SHARED | libc::MAP_POPULATE;
         // SAFETY: mapping a whole file of `cap` bytes; unmapped in drop.
         let ptr = unsafe {
             libc::mmap(std::ptr::null_mut(), cap, libc::PROT_READ | libc::PROT_WRITE, flags, fd.as_raw_fd(), 0)
@@ -802,6 +805,27 @@ mod tests {
         let v: Raw = Payload::Bytes(small.clone()).decode().unwrap();
         assert!(v.0.as_ptr() < small.as_ptr() || v.0.as_ptr() >= small.as_ptr().wrapping_add(small.len()));
         assert!(borrow(&small).is_none());
+    }
+
+    /// Minor page faults of this thread so far.
+    fn minor_faults() -> i64 {
+        // SAFETY: zeroed rusage is a valid out-parameter.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer.
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
+        u.ru_minflt
+    }
+
+    #[test]
+    fn a_fresh_segment_is_written_without_page_faults() {
+        let n = 8 * MIN_SHARED + GRAIN; // 2 MB + 64 kB: a size class no other test here uses
+        let mut seg = SegmentMut::create(n).unwrap();
+        let before = minor_faults();
+        seg.as_mut_slice().fill(1);
+        let faults = minor_faults() - before;
+        // Without its page tables filled at mmap, each of its 528 pages faults once.
+        assert!(faults < 16, "{} page faults writing a fresh {} byte segment", faults, n);
+        assert!(seg.freeze().iter().all(|&b| b == 1));
     }
 
     #[test]
