@@ -6,7 +6,9 @@
 //! finds its next task waiting when it finishes one. The thread spins for `SPIN` (1 ms) after the
 //! last thing that happened (yielding the CPU now and then), keeps spinning while a message is
 //! under way, then backs off to sleeping up to `MAX_PAUSE` (1 ms) while answers are due, and blocks on
-//! its channel when nothing is outstanding at all.
+//! its channel when nothing is outstanding at all. A rank that answers after a long task rings
+//! rank 0's liveness watcher, which wakes the thread through its channel; a task sent to a rank
+//! that has waited longer than it spins rings that rank ([`liveness`](super::liveness)'s doorbell).
 //!
 //! A rank whose process ends fails its running task with `WorkerLost` naming the rank, pid and
 //! host; the tasks queued behind it go to the other ranks (a dead MPI rank cannot be replaced).
@@ -46,6 +48,9 @@ const SPIN: Duration = Duration::from_millis(1);
 const YIELD_EVERY: u32 = 16;
 /// Spin this long while a message is under way.
 const TRANSFER_SPIN: Duration = Duration::from_millis(20);
+/// A rank waiting this long for work is dozing (it spins 1 ms, from before rank 0 saw its last
+/// answer): work sent to it rings its doorbell.
+const RING_AFTER: Duration = Duration::from_micros(800);
 /// Longest sleep between polls while answers are due.
 const MAX_PAUSE: Duration = Duration::from_millis(1);
 /// At the end of a run, how long to wait for every rank to take its `Shutdown`.
@@ -268,6 +273,8 @@ struct Rank {
     host: String,
     /// Tasks sent and not yet answered.
     outstanding: usize,
+    /// Since when it has had nothing to do (its last answer, or `Ready`).
+    idle_since: Option<Instant>,
     /// It sees the run's shared-memory directory (large payloads go by name).
     shares: bool,
 }
@@ -284,6 +291,7 @@ impl Rank {
             pid: 0,
             host: String::new(),
             outstanding: 0,
+            idle_since: None,
             shares: false,
         }
     }
@@ -333,7 +341,7 @@ impl Comm {
                     Ok(Cmd::Shutdown(cancel)) => return self.finish(cancel, &mut watcher),
                     Ok(c) => {
                         progress = true;
-                        self.command(c);
+                        self.command(c, &watcher);
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return self.finish(true, &mut watcher),
@@ -374,7 +382,7 @@ impl Comm {
                 Ok(Cmd::Shutdown(cancel)) => return self.finish(cancel, &mut watcher),
                 Ok(c) => {
                     idle_since = None;
-                    self.command(c);
+                    self.command(c, &watcher);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return self.finish(true, &mut watcher),
@@ -421,16 +429,24 @@ impl Comm {
         starting
     }
 
-    fn command(&mut self, c: Cmd) {
+    fn command(&mut self, c: Cmd, watcher: &Watcher) {
         match c {
             Cmd::Send(rank, frame) => {
                 let Some(r) = self.rank_mut(rank).filter(|r| r.alive) else { return };
                 r.outstanding += 1;
+                let dozing = r.idle_since.take().is_some_and(|at| at.elapsed() >= RING_AFTER);
                 match send_frame_shared(rank, frame, r.shares) {
-                    Ok(s) => self.sends.push(s),
+                    Ok(s) => {
+                        self.sends.push(s);
+                        if dozing {
+                            watcher.ring(rank);
+                        }
+                    }
                     Err(e) => self.lose(rank, format!("cannot be reached ({})", e)),
                 }
             }
+            // The rank's answer is on its way: the poll that follows takes it.
+            Cmd::Watch(Event::Wake(_)) => {}
             Cmd::Forget(rank) => self.forget(rank),
             Cmd::Watch(Event::Connected(r)) => {
                 if let Some(rk) = self.rank_mut(r) {
@@ -492,12 +508,16 @@ impl Comm {
         match m {
             FromWorker::Ready { pid, hostname } => {
                 rk.ready = Some(Instant::now());
+                rk.idle_since = rk.ready;
                 rk.pid = pid;
                 rk.host = hostname;
             }
             FromWorker::Failed { message } => self.lose(src, format!("failed: {}", message)),
             FromWorker::Done { seq, outcome, execution } => {
                 rk.outstanding = rk.outstanding.saturating_sub(1);
+                if rk.outstanding == 0 {
+                    rk.idle_since = Some(Instant::now());
+                }
                 let slot = rk.slot();
                 self.link.done(slot, 0, seq, outcome, execution);
             }

@@ -9,7 +9,15 @@
 //!
 //! Rank 0 runs a [`Watcher`] thread that accepts the connections, takes the heartbeats and
 //! reports each connection's end; a worker checks [`driver_gone`] while it waits for work, so it
-//! exits if rank 0 dies. Rank 0 never sends anything on the connection.
+//! exits if rank 0 dies.
+//!
+//! The connection is also a *doorbell* in both directions: a side that polls MPI backs off to
+//! short sleeps once it has waited a while, and a message that arrives then would wait for the
+//! sleep to end (up to a millisecond, on average half of it, for every task of a millisecond or
+//! more). So a sender that expects its peer to be asleep rings it after the MPI send, with one
+//! [`WAKE`] byte: a worker rank dozes in `ppoll` on its connection ([`doze`]) instead of
+//! sleeping, and rank 0's watcher reports a ring as [`Event::Wake`], which wakes the
+//! communication thread. Rings are hints only: a missed one costs what the sleep costs.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -27,6 +35,28 @@ pub(crate) enum Event {
     Connected(i32),
     /// A worker rank's connection closed: the process is gone.
     Closed(i32),
+    /// A worker rank rang the doorbell: it sent something over MPI.
+    Wake(i32),
+}
+
+/// A heartbeat byte.
+const BEAT: u8 = 0;
+/// A doorbell byte: the sender has just sent an MPI message to the other side.
+pub(crate) const WAKE: u8 = 1;
+
+/// Sends one byte without blocking (a full socket buffer already rings); whether it went or
+/// the buffer was full.
+fn send_byte(c: &TcpStream, b: u8) -> bool {
+    // SAFETY: valid socket and buffer; MSG_NOSIGNAL avoids SIGPIPE on a closed peer.
+    let n = unsafe {
+        libc::send(c.as_raw_fd(), [b].as_ptr() as *const libc::c_void, 1, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    n == 1 || io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+/// Rings the other side of a liveness connection (see the module's doorbell).
+pub(crate) fn ring(c: &TcpStream) {
+    send_byte(c, WAKE);
 }
 
 /// When each worker rank was last heard of on its liveness connection (heartbeat or connect).
@@ -52,6 +82,8 @@ pub(crate) struct Watcher {
     pub address: String,
     /// Heartbeats received.
     pub beats: Arc<Beats>,
+    /// Each connected rank's connection, to ring it.
+    doors: Arc<Mutex<HashMap<i32, TcpStream>>>,
 }
 
 impl Watcher {
@@ -65,10 +97,20 @@ impl Watcher {
         let address = format!("{};{};{};{}", port, crate::engine::hostname(), ips.join(","), beat.as_millis().max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let beats = Arc::new(Beats::default());
-        let (s, b) = (stop.clone(), beats.clone());
-        let thread =
-            std::thread::Builder::new().name("taps-mpi-watch".into()).spawn(move || watch(listener, s, b, report))?;
-        Ok(Watcher { stop, thread: Some(thread), address, beats })
+        let doors = Arc::new(Mutex::new(HashMap::new()));
+        let (s, b, d) = (stop.clone(), beats.clone(), doors.clone());
+        let thread = std::thread::Builder::new()
+            .name("taps-mpi-watch".into())
+            .spawn(move || watch(listener, s, b, d, report))?;
+        Ok(Watcher { stop, thread: Some(thread), address, beats, doors })
+    }
+
+    /// Rings `rank` (it dozes on its connection while it waits for work); nothing if it has
+    /// no connection.
+    pub fn ring(&self, rank: i32) {
+        if let Some(c) = self.doors.lock().unwrap().get(&rank) {
+            ring(c);
+        }
     }
 
     /// Stops watching (ranks that exit from now on are not reported). The thread notices
@@ -85,7 +127,13 @@ impl Drop for Watcher {
     }
 }
 
-fn watch(listener: TcpListener, stop: Arc<AtomicBool>, beats: Arc<Beats>, report: impl Fn(Event)) {
+fn watch(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+    beats: Arc<Beats>,
+    doors: Arc<Mutex<HashMap<i32, TcpStream>>>,
+    report: impl Fn(Event),
+) {
     let mut conns: Vec<(i32, TcpStream)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
@@ -107,6 +155,9 @@ fn watch(listener: TcpListener, stop: Arc<AtomicBool>, beats: Arc<Beats>, report
                     keepalive(&c);
                     let _ = c.set_nonblocking(true);
                     beats.note(rank);
+                    if let Ok(d) = c.try_clone() {
+                        doors.lock().unwrap().insert(rank, d);
+                    }
                     conns.push((rank, c));
                     report(Event::Connected(rank));
                 }
@@ -117,14 +168,20 @@ fn watch(listener: TcpListener, stop: Arc<AtomicBool>, beats: Arc<Beats>, report
             if f.revents != 0 {
                 let (rank, c) = &conns[i - 1];
                 match drain(c) {
-                    Some(true) => beats.note(*rank),
-                    Some(false) => {}
+                    Some(got) if got.any => {
+                        beats.note(*rank);
+                        if got.wake {
+                            report(Event::Wake(*rank));
+                        }
+                    }
+                    Some(_) => {}
                     None => closed.push(i - 1),
                 }
             }
         }
         for i in closed.into_iter().rev() {
             let (rank, _) = conns.remove(i);
+            doors.lock().unwrap().remove(&rank);
             if !stop.load(Ordering::SeqCst) {
                 report(Event::Closed(rank));
             }
@@ -132,11 +189,20 @@ fn watch(listener: TcpListener, stop: Arc<AtomicBool>, beats: Arc<Beats>, report
     }
 }
 
-/// Reads the heartbeats waiting on a worker's connection: whether any came, or `None` if the
-/// connection is closed (or broken).
-fn drain(c: &TcpStream) -> Option<bool> {
+/// What [`drain`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Drained {
+    /// Some byte came (a heartbeat or a ring).
+    pub any: bool,
+    /// A [`WAKE`] byte came.
+    pub wake: bool,
+}
+
+/// Reads the bytes waiting on a liveness connection (heartbeats, rings): what came, or `None`
+/// if the connection is closed (or broken).
+pub(crate) fn drain(c: &TcpStream) -> Option<Drained> {
     let mut b = [0u8; 64];
-    let mut any = false;
+    let mut got = Drained::default();
     loop {
         // SAFETY: valid buffer and socket.
         let n = unsafe { libc::recv(c.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, b.len(), libc::MSG_DONTWAIT) };
@@ -146,30 +212,14 @@ fn drain(c: &TcpStream) -> Option<bool> {
         if n < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {
-                io::ErrorKind::WouldBlock => Some(any),
+                io::ErrorKind::WouldBlock => Some(got),
                 io::ErrorKind::Interrupted => continue,
                 _ => None,
             };
         }
-        any = true;
+        got.any = true;
+        got.wake |= b[..n as usize].iter().any(|&x| x != BEAT);
     }
-}
-
-/// Whether the peer closed the connection (rank 0 never sends data; anything else is an error too).
-fn is_closed(c: &TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: valid buffer and socket.
-    let n = unsafe {
-        libc::recv(c.as_raw_fd(), b.as_mut_ptr() as *mut libc::c_void, 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
-    };
-    if n == 0 {
-        return true;
-    }
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted);
-    }
-    false
 }
 
 /// TCP keepalive: a vanished node is noticed within about 20 s.
@@ -252,12 +302,25 @@ pub(crate) fn connect(address: &str, rank: i32) -> Result<(TcpStream, Heartbeat)
     Err(format!("cannot reach rank 0 ({}): {}", host, errors.join("; ")))
 }
 
-/// Whether rank 0's end of the liveness connection has closed.
+/// Whether rank 0's end of the liveness connection has closed (rings waiting on it are read).
 pub(crate) fn driver_gone(c: &TcpStream) -> bool {
+    doze(c, Duration::ZERO)
+}
+
+/// Waits up to `timeout` for rank 0 to ring (or close) the liveness connection, and reads
+/// the rings: whether rank 0's end has closed. Called by one thread at a time.
+pub(crate) fn doze(c: &TcpStream, timeout: Duration) -> bool {
     let mut f = libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
-    // SAFETY: one valid pollfd, no wait.
-    let n = unsafe { libc::poll(&mut f, 1, 0) };
-    n > 0 && is_closed(c)
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+    // SAFETY: one valid pollfd and timespec; no signal mask change.
+    let n = unsafe { libc::ppoll(&mut f, 1, &ts, std::ptr::null()) };
+    if n <= 0 {
+        return false;
+    }
+    if f.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+        return true;
+    }
+    drain(c).is_none()
 }
 
 /// A worker's heartbeat: one byte on the liveness connection every interval, from a thread of
@@ -273,7 +336,7 @@ impl Heartbeat {
             .name("taps-mpi-heartbeat".into())
             .spawn(move || {
                 // Ends when the connection is shut down or broken.
-                while c.write_all(&[0]).is_ok() {
+                while c.write_all(&[BEAT]).is_ok() {
                     std::thread::sleep(every);
                 }
             })
@@ -287,5 +350,61 @@ impl Drop for Heartbeat {
     /// rank is done.
     fn drop(&mut self) {
         let _ = self.conn.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected loopback pair (the accepting side first).
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (l.accept().unwrap().0, c)
+    }
+
+    #[test]
+    fn a_ring_ends_a_doze_and_a_close_is_seen() {
+        let (rank0, worker) = pair();
+        // Hang guard only: the doze must end at the ring, long before its timeout.
+        let guard = Duration::from_secs(60);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            ring(&rank0);
+            std::thread::sleep(Duration::from_millis(50));
+            drop(rank0);
+        });
+        let start = Instant::now();
+        assert!(!doze(&worker, guard), "a ring is not a close");
+        assert!(start.elapsed() < guard, "the ring ended the doze");
+        assert!(!driver_gone(&worker), "the ring was read: nothing is left to see");
+        assert!(doze(&worker, guard), "rank 0 closed its end");
+        assert!(start.elapsed() < guard);
+        assert!(driver_gone(&worker), "and it stays closed");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn the_watcher_reports_rings_not_heartbeats() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let w = Watcher::start(Duration::from_secs(3600), move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+        let (c, _beat) = connect(&w.address, 7).unwrap();
+        let guard = Duration::from_secs(60);
+        assert_eq!(rx.recv_timeout(guard), Ok(Event::Connected(7)));
+        // The heartbeat thread sent its first beat at connect; another one, then a ring.
+        (&c).write_all(&[BEAT]).unwrap();
+        ring(&c);
+        assert_eq!(rx.recv_timeout(guard), Ok(Event::Wake(7)), "a ring is reported");
+        assert!(w.beats.last(7).is_some());
+        // Rank 0 rings the worker through the watcher.
+        w.ring(7);
+        assert!(!doze(&c, guard));
+        assert!(rx.try_recv().is_err(), "heartbeats alone report nothing");
+        drop((c, _beat));
+        assert_eq!(rx.recv_timeout(guard), Ok(Event::Closed(7)));
     }
 }

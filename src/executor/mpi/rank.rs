@@ -2,8 +2,10 @@
 //!
 //! The first message from rank 0 is the liveness address; the worker connects (so rank 0 learns
 //! at once if this process dies) and sends heartbeats on it, then serves protocol frames one at
-//! a time. While it waits it spins briefly, then sleeps with a growing pause, and checks that
-//! rank 0 is still alive. On `Shutdown` it closes the liveness connection before anything else:
+//! a time. While it waits it spins briefly, then dozes with a growing pause on the liveness
+//! connection (rank 0 rings it when it sends work to a rank that has waited a while: see
+//! [`liveness`]), and checks that rank 0 is still alive. After a task that ran longer than
+//! rank 0 spins, it rings rank 0 once its answer is sent. On `Shutdown` it closes the liveness connection before anything else:
 //! that is how rank 0 knows the rank has been told.
 //!
 //! Signals: SIGINT, SIGTERM and SIGHUP reach a worker rank when the whole job is being stopped
@@ -22,6 +24,10 @@ use super::liveness;
 use super::transport::{Inbox, TAG_LOST, TAG_SHM, TAG_WATCH, send_frame_shared, send_text};
 
 const SPIN: Duration = Duration::from_millis(1);
+/// A task that ran at least this long finds rank 0 dozing: its answer rings rank 0 (rank 0 spins
+/// as long as [`SPIN`] after the last thing that happened; a little less, since its clock
+/// started when it sent the task).
+const RING_AFTER: Duration = Duration::from_micros(800);
 const MAX_PAUSE: Duration = Duration::from_millis(1);
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// After rank 0's liveness connection closes, how long to keep taking messages already on
@@ -133,12 +139,14 @@ fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
                 return 2;
             }
         };
+        let took = Instant::now();
         let (reply, exit) = match worker.handle(msg) {
             Step::Continue(r) => (r, None),
             Step::Exit(r, code) => (r, Some(code)),
         };
+        let ring = took.elapsed() >= RING_AFTER;
         if let Some(r) = reply
-            && let Err(e) = send(r.encode(), conn, shares)
+            && let Err(e) = send(r.encode(), conn, shares, ring)
         {
             eprintln!("taps-worker rank {}: {}", rank, e);
             *lost = true;
@@ -179,14 +187,27 @@ fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Fra
             std::hint::spin_loop();
             continue;
         }
-        std::thread::sleep((idle / 8).min(MAX_PAUSE));
+        let pause = (idle / 8).min(MAX_PAUSE);
+        match watch {
+            // Rank 0 rings after sending work: the doze ends as soon as it does.
+            Some(c) if gone.is_none() => {
+                if liveness::doze(c, pause) {
+                    gone = Some(Instant::now());
+                }
+            }
+            _ => std::thread::sleep(pause),
+        }
     }
 }
 
 /// Sends a frame to rank 0 (with `shares`, its shared-memory segments by name) and waits until
-/// it has left (rank 0 always receives).
-fn send(frame: Frame, watch: Option<&TcpStream>, shares: bool) -> Result<(), String> {
-    wait_sent(send_frame_shared(0, frame, shares)?, watch)
+/// it has left (rank 0 always receives); with `ring`, rings rank 0 once the send is under way.
+fn send(frame: Frame, watch: Option<&TcpStream>, shares: bool, ring: bool) -> Result<(), String> {
+    let sending = send_frame_shared(0, frame, shares)?;
+    if ring && let Some(c) = watch {
+        liveness::ring(c);
+    }
+    wait_sent(sending, watch)
 }
 
 /// Waits until a send to rank 0 has left.
