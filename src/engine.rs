@@ -808,7 +808,9 @@ impl Engine {
         let w = Ready { cell: cell.clone(), def, args, parents, submit_time, cells, pending: Vec::new() };
         let closed = || match book.interrupted.load(Ordering::Acquire) {
             true => TaskError::new(ErrorKind::Interrupted, "the run was interrupted before this task started"),
-            false => TaskError::new(ErrorKind::EngineShutdown, "the engine was shut down before this task was submitted"),
+            false => {
+                TaskError::new(ErrorKind::EngineShutdown, "the engine was shut down before this task was submitted")
+            }
         };
         if let Some((cell, outcome)) = book.dispatch(w, &self.core.executor, closed) {
             let _ = book.tx.send(Msg::Released(cell, outcome));
@@ -1067,7 +1069,13 @@ impl Book {
     }
 
     /// Records and finishes a task that never ran.
-    fn fail_unstarted(&self, cell: Arc<TaskCell>, parents: &[Uuid], submit_time: f64, err: TaskError) -> Option<Released> {
+    fn fail_unstarted(
+        &self,
+        cell: Arc<TaskCell>,
+        parents: &[Uuid],
+        submit_time: f64,
+        err: TaskError,
+    ) -> Option<Released> {
         self.push_record(TaskRecord {
             task_id: cell.id.to_string(),
             name: cell.name.to_string(),

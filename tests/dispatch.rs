@@ -186,11 +186,11 @@ fn independent_tasks_on_the_thread_pool_bypass_the_dispatcher_thread() {
     let cpu = thread_cpu_ns("taps-dispatch").unwrap() - before;
     let s = e.shutdown();
     assert_eq!((s.submitted, s.records, s.failed), (tasks, tasks, 0));
-    // Serialising a record costs the dispatcher about 1 µs; handling the tasks themselves
-    // would cost it several times that.
+    // Serialising a record costs the dispatcher about 1 µs (0.9 measured on a loaded machine);
+    // when every task passed through it, it used 4.4 µs per task there.
     let per_task = cpu as f64 / tasks as f64 / 1000.0;
     eprintln!("the dispatcher thread: {:.2} µs of CPU per task", per_task);
-    assert!(per_task < 3.0, "the dispatcher thread used {:.2} µs of CPU per task", per_task);
+    assert!(per_task < 2.0, "the dispatcher thread used {:.2} µs of CPU per task", per_task);
     let recs = taps::record::read_records(&dir.path().join("tasks.jsonl")).unwrap();
     assert_eq!(recs.len(), tasks as usize);
     common::check_record_invariants(&recs);
