@@ -541,7 +541,8 @@ pub enum Msg {
     /// A task the dispatcher watches finished on another thread (its record is queued): feed
     /// its outcome to the children waiting for it.
     Released(Arc<TaskCell>, Result<Payload, TaskError>),
-    /// Records were queued while none were: write them within [`FLUSH_AFTER`].
+    /// Records were queued while none were: write them within [`FLUSH_AFTER`]. ([`Msg::Released`]
+    /// says so too.)
     Records,
     /// The last running task finished while the dispatcher waits for them all.
     Drained,
@@ -1007,16 +1008,19 @@ impl Book {
     }
 
     /// Queues a record (before the task's outcome is visible: a parent's record comes before
-    /// its children's).
+    /// its children's) and tells the dispatcher when the queue was empty.
     fn push_record(&self, r: TaskRecord) {
-        let first = {
-            let mut q = self.records.lock().unwrap_or_else(|e| e.into_inner());
-            q.push(r);
-            q.len() == 1
-        };
-        if first && self.direct {
+        if self.queue_record(r) {
             let _ = self.tx.send(Msg::Records);
         }
+    }
+
+    /// Queues a record; whether the dispatcher must be told (a direct executor's first record
+    /// since the queue was last written).
+    fn queue_record(&self, r: TaskRecord) -> bool {
+        let mut q = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        q.push(r);
+        q.len() == 1 && self.direct
     }
 
     fn count_finished(&self, ok: bool) {
@@ -1103,8 +1107,15 @@ impl Book {
             t.settling += 1;
             r
         };
-        if let Some(released) = self.settle(r, c) {
-            let _ = self.tx.send(Msg::Released(released.0, released.1));
+        // One message at most: the dispatcher takes `Released` as news of queued records too.
+        match self.settle(r, c) {
+            (Some((cell, outcome)), _) => {
+                let _ = self.tx.send(Msg::Released(cell, outcome));
+            }
+            (None, true) => {
+                let _ = self.tx.send(Msg::Records);
+            }
+            (None, false) => {}
         }
         let mut t = self.table();
         t.settling -= 1;
@@ -1115,8 +1126,9 @@ impl Book {
         }
     }
 
-    /// Records a running task's completion and finishes it.
-    fn settle(&self, r: Running, c: Completion) -> Option<Released> {
+    /// Records a running task's completion and finishes it; also whether the dispatcher must
+    /// be told of the queued record ([`queue_record`](Self::queue_record)).
+    fn settle(&self, r: Running, c: Completion) -> (Option<Released>, bool) {
         let received_time = Some(now());
         let mut moved = r.moved;
         let (mut outcome, mut execution, mut worker) = (c.outcome, c.execution, c.worker);
@@ -1137,7 +1149,7 @@ impl Book {
         if let Ok(p) = &outcome {
             moved += Moved::of(p);
         }
-        self.push_record(TaskRecord {
+        let tell = self.queue_record(TaskRecord {
             task_id: r.cell.id.to_string(),
             name: r.cell.name.to_string(),
             parent_task_ids: r.parents.iter().map(Uuid::to_string).collect(),
@@ -1152,7 +1164,8 @@ impl Book {
         });
         // Whoever waits for the result hears now; the record is serialised later, by the dispatcher.
         self.count_finished(outcome.is_ok());
-        if r.cell.finish(outcome.clone()) { Some((r.cell, outcome)) } else { None }
+        let released = if r.cell.finish(outcome.clone()) { Some((r.cell, outcome)) } else { None };
+        (released, tell)
     }
 }
 
@@ -1373,7 +1386,10 @@ impl Dispatcher {
         match msg {
             Msg::Submit(sub) => self.submit(*sub),
             Msg::Done(c) => self.done(c),
-            Msg::Released(cell, outcome) => self.release_children(cell, outcome),
+            Msg::Released(cell, outcome) => {
+                self.unflushed_since.get_or_insert_with(Instant::now);
+                self.release_children(cell, outcome);
+            }
             Msg::Cancel(seq) => {
                 if let Some(w) = self.waiting.remove(&seq) {
                     let err = TaskError::new(ErrorKind::Cancelled, "the task was cancelled before it started");
@@ -1499,7 +1515,9 @@ impl Dispatcher {
             t.running.remove(&c.seq).expect("running")
         };
         let seq = r.cell.seq;
-        if let Some((cell, outcome)) = self.book.settle(r, c) {
+        let (released, _) = self.book.settle(r, c);
+        self.unflushed_since.get_or_insert_with(Instant::now);
+        if let Some((cell, outcome)) = released {
             self.release_children(cell, outcome);
         }
         if let Some(waited) = self.early.remove(&seq) {
