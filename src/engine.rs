@@ -1,8 +1,11 @@
 //! The engine: submits tasks, resolves dependencies, dispatches ready tasks to an executor,
 //! records every task, and hands results back through [`TaskFuture`]s.
 //!
-//! All bookkeeping happens on one dispatcher thread fed by a channel, so `submit` never blocks on
-//! execution and a million submissions do not stall the caller.
+//! `submit` never blocks on execution. A task whose arguments are all ready goes to a
+//! [direct](Executor::direct) executor from the submitting thread, and is finished (record
+//! queued, future set) on the thread that reports its completion; everything else — tasks
+//! waiting for parents, cancellation, interrupts, shutdown, other executors' jobs — is handled on
+//! one dispatcher thread fed by a channel, which also writes the records.
 //!
 //! ```
 //! use taps::engine::{Engine, builtin::Sleep};
