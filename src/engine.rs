@@ -544,7 +544,7 @@ pub enum Msg {
     /// A task the dispatcher watches finished on another thread (its record is queued): feed
     /// its outcome to the children waiting for it.
     Released(Arc<TaskCell>, Result<Payload, TaskError>),
-    /// Records were queued while none were: write them within [`FLUSH_AFTER`]. ([`Msg::Released`]
+    /// Records were queued while none were: write them within 2 ms. ([`Msg::Released`]
     /// says so too.)
     Records,
     /// The last running task finished while the dispatcher waits for them all.
