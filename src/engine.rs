@@ -1,8 +1,11 @@
 //! The engine: submits tasks, resolves dependencies, dispatches ready tasks to an executor,
 //! records every task, and hands results back through [`TaskFuture`]s.
 //!
-//! All bookkeeping happens on one dispatcher thread fed by a channel, so `submit` never blocks on
-//! execution and a million submissions do not stall the caller.
+//! `submit` never blocks on execution. A task whose arguments are all ready goes to a
+//! [direct](Executor::direct) executor from the submitting thread, and is finished (record
+//! queued, future set) on the thread that reports its completion; everything else — tasks
+//! waiting for parents, cancellation, interrupts, shutdown, other executors' jobs — is handled on
+//! one dispatcher thread fed by a channel, which also writes the records.
 //!
 //! ```
 //! use taps::engine::{Engine, builtin::Sleep};
@@ -80,16 +83,33 @@ pub trait Executor: Send {
     fn pending_ref(&self, _seq: u64) -> Option<crate::task::DataRef> {
         None
     }
+    /// Whether the engine may bypass its dispatcher thread: call [`submit`](Executor::submit)
+    /// from the thread that submits a task whose arguments are all ready (under a lock, never two
+    /// at once), and finish a task on the thread that reports its [`Completion`]. An executor
+    /// that says so must not give [`pending_ref`](Executor::pending_ref)s. Default: no (every job
+    /// and completion passes through the dispatcher thread).
+    fn direct(&self) -> bool {
+        false
+    }
 }
 
 /// Where executors report completions.
 #[derive(Clone)]
-pub struct Completer(Sender<Msg>);
+pub struct Completer {
+    tx: Sender<Msg>,
+    /// For a [direct](Executor::direct) executor: the task is finished on the reporting thread.
+    book: Option<Arc<Book>>,
+}
 
 impl Completer {
     /// Reports one finished job.
     pub fn complete(&self, c: Completion) {
-        let _ = self.0.send(Msg::Done(c));
+        match &self.book {
+            Some(book) => book.complete(c),
+            None => {
+                let _ = self.tx.send(Msg::Done(c));
+            }
+        }
     }
 }
 
@@ -114,15 +134,19 @@ struct CellState {
     /// For a task that failed because a parent failed: the failure that started the chain
     /// (`task NAME (ID) failed: TYPE: MESSAGE`).
     origin: Option<Arc<str>>,
+    /// The dispatcher saw this task unfinished while a child waited for it: its outcome must
+    /// reach the dispatcher (set and read under the lock, with `outcome`).
+    watched: bool,
 }
 
 impl TaskCell {
-    fn finish(&self, outcome: Result<Payload, TaskError>) {
-        let (listeners, sleepers) = {
+    /// Stores the outcome and wakes its waiters; whether the dispatcher watches this task.
+    fn finish(&self, outcome: Result<Payload, TaskError>) -> bool {
+        let (listeners, sleepers, watched) = {
             let mut st = self.state.lock().unwrap();
             st.outcome = Some(outcome);
             self.finished.store(true, Ordering::Release);
-            (std::mem::take(&mut st.listeners), st.sleepers)
+            (std::mem::take(&mut st.listeners), st.sleepers, st.watched)
         };
         if sleepers > 0 {
             self.cv.notify_all();
@@ -130,10 +154,20 @@ impl TaskCell {
         for (tx, i) in listeners {
             let _ = tx.send(i);
         }
+        watched
     }
 
     fn outcome(&self) -> Option<Result<Payload, TaskError>> {
         self.state.lock().unwrap().outcome.clone()
+    }
+
+    /// The outcome, or (when there is none yet) a note that the dispatcher waits for it.
+    fn outcome_or_watch(&self) -> Option<Result<Payload, TaskError>> {
+        let mut st = self.state.lock().unwrap();
+        if st.outcome.is_none() {
+            st.watched = true;
+        }
+        st.outcome.clone()
     }
 
     fn is_finished(&self) -> bool {
@@ -507,6 +541,14 @@ pub enum Msg {
     Interrupt,
     /// Drain and stop; the summary goes back on the channel.
     Shutdown(Sender<EngineSummary>),
+    /// A task the dispatcher watches finished on another thread (its record is queued): feed
+    /// its outcome to the children waiting for it.
+    Released(Arc<TaskCell>, Result<Payload, TaskError>),
+    /// Records were queued while none were: write them within 2 ms. ([`Msg::Released`]
+    /// says so too.)
+    Records,
+    /// The last running task finished while the dispatcher waits for them all.
+    Drained,
 }
 
 /// A task as submitted (internal).
@@ -598,6 +640,9 @@ struct Core {
     tx: Sender<Msg>,
     data: Arc<DataLayer>,
     counters: Arc<Counters>,
+    book: Arc<Book>,
+    /// The executor (submitted to directly when it is [direct](Executor::direct)).
+    executor: Arc<Mutex<Box<dyn Executor>>>,
     next_seq: AtomicU64,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     summary: Mutex<Option<EngineSummary>>,
@@ -620,30 +665,43 @@ impl Engine {
 
     fn start(mut executor: Box<dyn Executor>, data: Arc<DataLayer>, records: RecordWriter) -> anyhow::Result<Engine> {
         let (tx, rx) = unbounded();
-        executor.start(Completer(tx.clone()), data.clone())?;
-        let executor_name = executor.describe();
         let counters = Arc::new(Counters::default());
+        let book = Arc::new(Book {
+            tx: tx.clone(),
+            data: data.clone(),
+            counters: counters.clone(),
+            wire: executor.needs_wire(),
+            direct: executor.direct(),
+            table: Mutex::new(Table::default()),
+            records: Mutex::new(Vec::new()),
+            interrupted: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        let done = Completer { tx: tx.clone(), book: book.direct.then(|| book.clone()) };
+        executor.start(done, data.clone())?;
+        let executor_name = executor.describe();
+        let executor = Arc::new(Mutex::new(executor));
         let d = Dispatcher {
             rx,
-            wire: executor.needs_wire(),
-            executor,
-            data: data.clone(),
+            executor: executor.clone(),
+            book: book.clone(),
             records,
-            counters: counters.clone(),
             waiting: HashMap::new(),
-            running: HashMap::new(),
             dependents: HashMap::new(),
             early: HashMap::new(),
             interrupted: false,
             signalled: false,
             write_error: None,
             unflushed_since: None,
+            queued: Vec::new(),
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
         let core = Core {
             tx,
             data,
             counters,
+            book,
+            executor,
             next_seq: AtomicU64::new(0),
             dispatcher: Mutex::new(Some(handle)),
             summary: Mutex::new(None),
@@ -698,6 +756,13 @@ impl Engine {
         // The arguments are only evaluated when TRACE lines are wanted.
         tracing::trace!(target: "taps.engine", "Submitted task to executor (id={}, name={}, parents=[{}])", cell.id, name,
             slots.iter().filter_map(|s| match s { Slot::Future(p) => Some(p.id.to_string()), _ => None }).collect::<Vec<_>>().join(", "));
+        let slots = match self.core.book.direct {
+            true => match self.submit_direct(&cell, def, slots, submit_time) {
+                Ok(()) => return cell,
+                Err(slots) => slots,
+            },
+            false => slots,
+        };
         let sub = Submission { cell: cell.clone(), def, slots, submit_time };
         if self.core.tx.send(Msg::Submit(Box::new(sub))).is_err() {
             cell.finish(Err(TaskError::new(
@@ -706,6 +771,55 @@ impl Engine {
             )));
         }
         cell
+    }
+
+    /// The fast path of a [direct](Executor::direct) executor: a task whose parents all
+    /// finished successfully goes to the executor from this thread, without the dispatcher.
+    /// Gives the slots back when the task needs the dispatcher (a parent unfinished or failed,
+    /// the run interrupted or closing).
+    fn submit_direct(
+        &self,
+        cell: &Arc<TaskCell>,
+        def: &'static TaskDef,
+        slots: Vec<Slot>,
+        submit_time: f64,
+    ) -> Result<(), Vec<Slot>> {
+        let book = &self.core.book;
+        let ready = |s: &Slot| match s {
+            Slot::Value(_) => true,
+            Slot::Future(p) => p.is_finished() && matches!(p.state.lock().unwrap().outcome, Some(Ok(_))),
+        };
+        if book.interrupted.load(Ordering::Acquire) || book.closed.load(Ordering::Acquire) || !slots.iter().all(ready) {
+            return Err(slots);
+        }
+        let mut args = Vec::with_capacity(slots.len());
+        let mut parents = Vec::new();
+        let mut cells = Vec::new();
+        for slot in slots {
+            match slot {
+                Slot::Value(p) => args.push(p),
+                Slot::Future(parent) => {
+                    parents.push(parent.id);
+                    let Some(Ok(p)) = parent.outcome() else { unreachable!("a finished, successful parent") };
+                    args.push(p);
+                    // As in `Dispatcher::dispatch`: only a result stored out of band must outlive this task.
+                    if parent.stored_out_of_band() {
+                        cells.push(parent);
+                    }
+                }
+            }
+        }
+        let w = Ready { cell: cell.clone(), def, args, parents, submit_time, cells, pending: Vec::new() };
+        let closed = || match book.interrupted.load(Ordering::Acquire) {
+            true => TaskError::new(ErrorKind::Interrupted, "the run was interrupted before this task started"),
+            false => {
+                TaskError::new(ErrorKind::EngineShutdown, "the engine was shut down before this task was submitted")
+            }
+        };
+        if let Some((cell, outcome)) = book.dispatch(w, &self.core.executor, closed) {
+            let _ = book.tx.send(Msg::Released(cell, outcome));
+        }
+        Ok(())
     }
 
     /// Submits one task per argument tuple, eagerly; futures in input order.
@@ -827,6 +941,18 @@ struct Waiting {
     pending: Vec<Arc<TaskCell>>,
 }
 
+/// A task whose arguments are all there, on its way to the executor.
+struct Ready {
+    cell: Arc<TaskCell>,
+    def: &'static TaskDef,
+    args: Vec<Payload>,
+    parents: Vec<Uuid>,
+    submit_time: f64,
+    /// Parents whose results are stored out of band: see [`Running::_cells`].
+    cells: Vec<Arc<TaskCell>>,
+    pending: Vec<Arc<TaskCell>>,
+}
+
 struct Running {
     cell: Arc<TaskCell>,
     parents: Vec<Uuid>,
@@ -837,15 +963,221 @@ struct Running {
     pending: Vec<Arc<TaskCell>>,
 }
 
+/// A task that finished and is recorded, whose outcome the dispatcher must feed to the children
+/// waiting for it (it was [watched](CellState::watched)).
+type Released = (Arc<TaskCell>, Result<Payload, TaskError>);
+
+/// What the dispatcher thread shares with the threads that submit and finish tasks: the running
+/// tasks and the records not yet written. With a [direct](Executor::direct) executor a task whose
+/// arguments are ready goes to the executor from the submitting thread, and a completion is
+/// handled on the thread that reports it; the dispatcher keeps what needs one thread (tasks
+/// waiting for parents, cancellation, interrupts, shutdown) and writes the records.
+struct Book {
+    tx: Sender<Msg>,
+    data: Arc<DataLayer>,
+    counters: Arc<Counters>,
+    wire: bool,
+    direct: bool,
+    table: Mutex<Table>,
+    /// Records queued for the dispatcher to write, in the order the tasks finished.
+    records: Mutex<Vec<TaskRecord>>,
+    /// Set at an interrupt: new tasks go through the dispatcher.
+    interrupted: AtomicBool,
+    /// Mirrors [`Table::closed`], read without the lock.
+    closed: AtomicBool,
+}
+
+/// The tasks at the executor.
+#[derive(Default)]
+struct Table {
+    running: HashMap<u64, Running>,
+    /// Completions taken out of `running` on other threads whose record is not queued yet.
+    settling: usize,
+    /// The dispatcher waits for `running` to empty (shutdown, interrupt): tell it when it does.
+    draining: bool,
+    /// No task goes to the executor any more (it is stopping).
+    closed: bool,
+}
+
+impl Table {
+    fn idle(&self) -> bool {
+        self.running.is_empty() && self.settling == 0
+    }
+}
+
+impl Book {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a record (before the task's outcome is visible: a parent's record comes before
+    /// its children's) and tells the dispatcher when the queue was empty.
+    fn push_record(&self, r: TaskRecord) {
+        if self.queue_record(r) {
+            let _ = self.tx.send(Msg::Records);
+        }
+    }
+
+    /// Queues a record; whether the dispatcher must be told (a direct executor's first record
+    /// since the queue was last written).
+    fn queue_record(&self, r: TaskRecord) -> bool {
+        let mut q = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        q.push(r);
+        q.len() == 1 && self.direct
+    }
+
+    fn count_finished(&self, ok: bool) {
+        self.counters.finished.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Transforms the arguments and hands the task to the executor. What must be released
+    /// comes back if it failed before it started and was watched; `closed` is its error when the
+    /// executor takes no more tasks.
+    fn dispatch(
+        &self,
+        w: Ready,
+        executor: &Mutex<Box<dyn Executor>>,
+        closed: impl FnOnce() -> TaskError,
+    ) -> Option<Released> {
+        let seq = w.cell.seq;
+        let mut moved = Moved::default();
+        let mut args = Vec::with_capacity(w.args.len());
+        for p in w.args {
+            // Values from the caller go through the data layer; parents' results already did.
+            let p = match self.data.transform(p, crate::data::Role::Argument, self.wire) {
+                Ok(p) => p,
+                Err(e) => return self.fail_unstarted(w.cell, &w.parents, w.submit_time, e),
+            };
+            moved += Moved::of(&p);
+            args.push(p);
+        }
+        let (id, def) = (w.cell.id, w.def);
+        {
+            let mut t = self.table();
+            if t.closed {
+                drop(t);
+                return self.fail_unstarted(w.cell, &w.parents, w.submit_time, closed());
+            }
+            let r = Running {
+                cell: w.cell,
+                parents: w.parents,
+                submit_time: w.submit_time,
+                moved,
+                _cells: w.cells,
+                pending: w.pending,
+            };
+            t.running.insert(seq, r);
+        }
+        executor.lock().unwrap_or_else(|e| e.into_inner()).submit(Job { seq, id, def, args });
+        None
+    }
+
+    /// Records and finishes a task that never ran.
+    fn fail_unstarted(
+        &self,
+        cell: Arc<TaskCell>,
+        parents: &[Uuid],
+        submit_time: f64,
+        err: TaskError,
+    ) -> Option<Released> {
+        self.push_record(TaskRecord {
+            task_id: cell.id.to_string(),
+            name: cell.name.to_string(),
+            parent_task_ids: parents.iter().map(Uuid::to_string).collect(),
+            submit_time,
+            received_time: Some(now()),
+            success: Some(false),
+            exception: Some(err.clone()),
+            execution: None,
+            worker: None,
+            bytes_inline: 0,
+            bytes_by_reference: 0,
+        });
+        self.count_finished(false);
+        cell.finish(Err(err.clone())).then(|| (cell, Err(err)))
+    }
+
+    /// A completion reported on an executor's thread ([`Executor::direct`]).
+    fn complete(&self, c: Completion) {
+        let r = {
+            let mut t = self.table();
+            let Some(r) = t.running.remove(&c.seq) else {
+                return; // abandoned after an interrupt
+            };
+            t.settling += 1;
+            r
+        };
+        // One message at most: the dispatcher takes `Released` as news of queued records too.
+        match self.settle(r, c) {
+            (Some((cell, outcome)), _) => {
+                let _ = self.tx.send(Msg::Released(cell, outcome));
+            }
+            (None, true) => {
+                let _ = self.tx.send(Msg::Records);
+            }
+            (None, false) => {}
+        }
+        let mut t = self.table();
+        t.settling -= 1;
+        if t.draining && t.idle() {
+            t.draining = false;
+            drop(t);
+            let _ = self.tx.send(Msg::Drained);
+        }
+    }
+
+    /// Records a running task's completion and finishes it; also whether the dispatcher must
+    /// be told of the queued record ([`queue_record`](Self::queue_record)).
+    fn settle(&self, r: Running, c: Completion) -> (Option<Released>, bool) {
+        let received_time = Some(now());
+        let mut moved = r.moved;
+        let (mut outcome, mut execution, mut worker) = (c.outcome, c.execution, c.worker);
+        for p in &r.pending {
+            match p.outcome() {
+                // The parent's result went to this task inside the executor.
+                Some(Ok(v)) => moved += Moved::of(&v),
+                // It did not run (the executor failed it for its parent): recorded as a child
+                // of a failed parent is, or as interrupted with its parent.
+                Some(Err(e)) if !matches!(&outcome, Err(own) if own.kind == ErrorKind::Interrupted) => {
+                    outcome = Err(if e.kind == ErrorKind::Interrupted { e } else { parent_failed(&r.cell, p, &e) });
+                    (execution, worker) = (None, None);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if let Ok(p) = &outcome {
+            moved += Moved::of(p);
+        }
+        let tell = self.queue_record(TaskRecord {
+            task_id: r.cell.id.to_string(),
+            name: r.cell.name.to_string(),
+            parent_task_ids: r.parents.iter().map(Uuid::to_string).collect(),
+            submit_time: r.submit_time,
+            received_time,
+            success: Some(outcome.is_ok()),
+            exception: outcome.as_ref().err().cloned(),
+            execution,
+            worker,
+            bytes_inline: moved.inline,
+            bytes_by_reference: moved.by_reference,
+        });
+        // Whoever waits for the result hears now; the record is serialised later, by the dispatcher.
+        self.count_finished(outcome.is_ok());
+        let released = if r.cell.finish(outcome.clone()) { Some((r.cell, outcome)) } else { None };
+        (released, tell)
+    }
+}
+
 struct Dispatcher {
     rx: Receiver<Msg>,
-    executor: Box<dyn Executor>,
-    wire: bool,
-    data: Arc<DataLayer>,
+    executor: Arc<Mutex<Box<dyn Executor>>>,
+    book: Arc<Book>,
     records: RecordWriter,
-    counters: Arc<Counters>,
     waiting: HashMap<u64, Waiting>,
-    running: HashMap<u64, Running>,
     /// parent seq → (child seq, argument index)
     dependents: HashMap<u64, Vec<(u64, usize)>>,
     /// Completions of tasks that went to the executor before their parents finished and came
@@ -857,12 +1189,14 @@ struct Dispatcher {
     signalled: bool,
     /// The first failed record write; it stops the run.
     write_error: Option<String>,
-    /// When the oldest record not yet flushed to the file was written to the buffer.
+    /// Since when records are queued or buffered but not in the file.
     unflushed_since: Option<Instant>,
+    /// A spare record queue (swapped with the shared one).
+    queued: Vec<TaskRecord>,
 }
 
-/// Records reach the file at the latest this long after they were written to the buffer (and
-/// as soon as the dispatcher has nothing else to do).
+/// Records reach the file at the latest this long after they were queued (with a direct
+/// executor) or written to the buffer (and, otherwise, as soon as the dispatcher has nothing else to do).
 const FLUSH_AFTER: Duration = Duration::from_millis(2);
 
 /// How long an interrupted run waits for running tasks before recording them as interrupted.
@@ -872,20 +1206,22 @@ impl Dispatcher {
     fn run(mut self) {
         let mut shutdown: Option<Sender<EngineSummary>> = None;
         let mut interrupt_deadline: Option<Instant> = None;
+        // Whether the last messages were work (then the next is awaited spinning).
+        let mut hot = true;
         loop {
             if let Some(reply) = &shutdown
                 && self.waiting.is_empty()
-                && self.running.is_empty()
+                && self.close_if_idle()
             {
                 // Records first: stopping the executor can take seconds (a stopped or lost worker
                 // rank), and a launcher may kill this process meanwhile.
                 self.flush_records();
-                self.executor.shutdown(self.interrupted);
+                self.executor.lock().unwrap_or_else(|e| e.into_inner()).shutdown(self.interrupted);
                 let reply = reply.clone();
                 return self.finish(reply);
             }
             let msg = match interrupt_deadline {
-                Some(d) if !self.running.is_empty() => {
+                Some(d) if !self.book.table().idle() => {
                     self.flush_records();
                     match self.rx.recv_deadline(d) {
                         Ok(m) => Some(m),
@@ -895,34 +1231,47 @@ impl Dispatcher {
                         }
                     }
                 }
-                _ => match crate::spin::until(crate::spin::budget(), || self.rx.try_recv().ok()) {
-                    Some(m) => Some(m),
-                    None => {
-                        // Nothing came while spinning: records go to the file before blocking.
-                        if self.unflushed_since.is_some() {
-                            self.flush_records();
-                            if self.write_error.is_some() && !self.interrupted {
-                                self.stop_if_records_fail(&mut interrupt_deadline);
+                _ => {
+                    let budget = if hot { crate::spin::budget() } else { Duration::ZERO };
+                    match crate::spin::until(budget, || self.rx.try_recv().ok()) {
+                        Some(m) => Some(m),
+                        None => {
+                            // Nothing came while spinning: records go to the file before blocking
+                            // (a direct executor's once they are due: they come while the
+                            // dispatcher has nothing else to do).
+                            let due = self.unflushed_since.map(|t| t + FLUSH_AFTER);
+                            if due.is_some_and(|d| !self.book.direct || d <= Instant::now()) {
+                                self.flush_records();
+                                if self.write_error.is_some() && !self.interrupted {
+                                    self.stop_if_records_fail(&mut interrupt_deadline);
+                                }
                                 continue;
                             }
+                            match due {
+                                Some(d) => self.rx.recv_deadline(d).ok(),
+                                None => self.rx.recv().ok(),
+                            }
                         }
-                        self.rx.recv().ok()
                     }
-                },
+                }
             };
             let Some(msg) = msg else {
-                if shutdown.is_some() || interrupt_deadline.is_some() {
+                if shutdown.is_some() || interrupt_deadline.is_some() || self.unflushed_since.is_some() {
                     continue;
                 }
                 // Every sender is gone: the engine was dropped without shutdown.
                 self.flush_records();
-                self.executor.shutdown(true);
+                self.executor.lock().unwrap_or_else(|e| e.into_inner()).shutdown(true);
                 return;
             };
+            hot = false;
             let mut next = Some(msg);
             while let Some(m) = next {
                 match m {
-                    Msg::Shutdown(reply) => shutdown = Some(reply),
+                    Msg::Shutdown(reply) => {
+                        self.book.table().draining = true;
+                        shutdown = Some(reply);
+                    }
                     Msg::Interrupt => {
                         self.signalled = true;
                         if !self.interrupted {
@@ -930,10 +1279,20 @@ impl Dispatcher {
                             interrupt_deadline = Some(Instant::now() + INTERRUPT_GRACE);
                         }
                     }
-                    other => self.handle(other),
+                    Msg::Records => {
+                        self.unflushed_since.get_or_insert_with(Instant::now);
+                    }
+                    Msg::Drained => {}
+                    other => {
+                        hot = true;
+                        self.handle(other);
+                    }
                 }
                 self.stop_if_records_fail(&mut interrupt_deadline);
                 next = self.rx.try_recv().ok();
+            }
+            if !self.book.direct {
+                self.write_queued();
             }
             // Under a steady stream of messages, records still reach the file every FLUSH_AFTER.
             if self.unflushed_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
@@ -943,8 +1302,37 @@ impl Dispatcher {
         }
     }
 
-    /// Writes buffered records to the file.
+    /// Whether no task is at the executor; then none may go there any more.
+    fn close_if_idle(&mut self) -> bool {
+        let mut t = self.book.table();
+        if !t.idle() {
+            t.draining = true;
+            return false;
+        }
+        t.closed = true;
+        self.book.closed.store(true, Ordering::Release);
+        true
+    }
+
+    /// Writes the queued records to the buffer.
+    fn write_queued(&mut self) {
+        {
+            let mut q = self.book.records.lock().unwrap_or_else(|e| e.into_inner());
+            if q.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *q, &mut self.queued);
+        }
+        let mut queued = std::mem::take(&mut self.queued);
+        for r in queued.drain(..) {
+            self.write(&r);
+        }
+        self.queued = queued;
+    }
+
+    /// Writes queued and buffered records to the file.
     fn flush_records(&mut self) {
+        self.write_queued();
         self.unflushed_since = None;
         if let Err(e) = self.records.flush() {
             self.record_error(e);
@@ -979,18 +1367,19 @@ impl Dispatcher {
 
     fn finish(mut self, reply: Sender<EngineSummary>) {
         self.flush_records();
-        let submitted = self.counters.submitted.load(Ordering::Relaxed);
+        let counters = &self.book.counters;
+        let submitted = counters.submitted.load(Ordering::Relaxed);
         let records = self.records.count();
         let mut error = self.write_error.take().map(|e| {
             format!("{}; {} of {} submitted tasks have no record", e, submitted.saturating_sub(records), submitted)
         });
-        if let Err(e) = self.data.close() {
+        if let Err(e) = self.book.data.close() {
             error.get_or_insert(format!("cannot clean up the data layer: {}", e));
         }
         let _ = reply.send(EngineSummary {
             submitted,
             records,
-            failed: self.counters.failed.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
             interrupted: self.signalled,
             error,
         });
@@ -1000,13 +1389,17 @@ impl Dispatcher {
         match msg {
             Msg::Submit(sub) => self.submit(*sub),
             Msg::Done(c) => self.done(c),
+            Msg::Released(cell, outcome) => {
+                self.unflushed_since.get_or_insert_with(Instant::now);
+                self.release_children(cell, outcome);
+            }
             Msg::Cancel(seq) => {
                 if let Some(w) = self.waiting.remove(&seq) {
                     let err = TaskError::new(ErrorKind::Cancelled, "the task was cancelled before it started");
                     self.fail_unstarted(w.sub, w.parents, err);
                 }
             }
-            Msg::Shutdown(_) | Msg::Interrupt => unreachable!("handled in run"),
+            Msg::Shutdown(_) | Msg::Interrupt | Msg::Records | Msg::Drained => unreachable!("handled in run"),
         }
     }
 
@@ -1029,7 +1422,8 @@ impl Dispatcher {
                 Slot::Value(p) => args.push(Some(p)),
                 Slot::Future(parent) => {
                     parents.push(parent.id);
-                    match parent.outcome() {
+                    // An unfinished parent's outcome comes to this thread when it finishes.
+                    match parent.outcome_or_watch() {
                         Some(Ok(p)) => args.push(Some(p)),
                         Some(Err(e)) => {
                             failed_parent.get_or_insert((parent.clone(), e));
@@ -1049,8 +1443,10 @@ impl Dispatcher {
         if missing > 0 {
             // An executor that resolves dependencies itself takes the child at once, with a
             // reference to each unfinished parent; otherwise the child waits for them here.
-            let refs: Option<Vec<_>> =
-                unfinished.iter().map(|&(p, i)| self.executor.pending_ref(p).map(|r| (i, r))).collect();
+            let refs: Option<Vec<_>> = {
+                let ex = self.executor.lock().unwrap_or_else(|e| e.into_inner());
+                unfinished.iter().map(|&(p, i)| ex.pending_ref(p).map(|r| (i, r))).collect()
+            };
             match refs {
                 Some(refs) => {
                     for (i, r) in refs {
@@ -1078,35 +1474,25 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, w: Waiting) {
-        let seq = w.sub.cell.seq;
-        let mut moved = Moved::default();
-        let mut args = Vec::with_capacity(w.args.len());
-        for a in w.args {
-            let p = a.expect("all arguments resolved");
-            // Values from the caller go through the data layer; parents' results already did.
-            let p = match self.data.transform(p, crate::data::Role::Argument, self.wire) {
-                Ok(p) => p,
-                Err(e) => return self.fail_unstarted(w.sub, w.parents, e),
-            };
-            moved += Moved::of(&p);
-            args.push(p);
-        }
-        let id = w.sub.cell.id;
         // Only a parent whose result is stored out of band must outlive this task (its release
         // waits for it); an in-process result is in `args`, and holding its cell as well would
         // make a task that could update the value in place copy it (cholesky's tiles).
         let mut cells = w.cells;
         cells.retain(|c| c.stored_out_of_band());
-        let r = Running {
+        let r = Ready {
             cell: w.sub.cell,
+            def: w.sub.def,
+            args: w.args.into_iter().map(|a| a.expect("all arguments resolved")).collect(),
             parents: w.parents,
             submit_time: w.sub.submit_time,
-            moved,
-            _cells: cells,
+            cells,
             pending: w.pending,
         };
-        self.running.insert(seq, r);
-        self.executor.submit(Job { seq, id, def: w.sub.def, args });
+        let stopped = self.stopped();
+        let closed = || TaskError::new(ErrorKind::Interrupted, format!("{} before this task started", stopped));
+        if let Some((cell, outcome)) = self.book.dispatch(r, &self.executor, closed) {
+            self.release_children(cell, outcome);
+        }
     }
 
     fn done(&mut self, c: Completion) {
@@ -1118,55 +1504,25 @@ impl Dispatcher {
 
     /// Records one completion; completions that waited for this task go to `next`.
     fn done_one(&mut self, c: Completion, next: &mut Vec<Completion>) {
-        let Some(r) = self.running.get(&c.seq) else {
-            return; // abandoned after an interrupt
-        };
-        // A child that went to the executor before its parents finished is recorded after
-        // them, so that a parent's failure is known.
-        if let Some(p) = r.pending.iter().find(|p| !p.is_finished()) {
-            self.early.entry(p.seq).or_default().push(c);
-            return;
-        }
-        let r = self.running.remove(&c.seq).expect("running");
-        let received_time = Some(now());
-        let mut moved = r.moved;
-        let (mut outcome, mut execution, mut worker) = (c.outcome, c.execution, c.worker);
-        for p in &r.pending {
-            match p.outcome() {
-                // The parent's result went to this task inside the executor.
-                Some(Ok(v)) => moved += Moved::of(&v),
-                // It did not run (the executor failed it for its parent): recorded as a child
-                // of a failed parent is, or as interrupted with its parent.
-                Some(Err(e)) if !matches!(&outcome, Err(own) if own.kind == ErrorKind::Interrupted) => {
-                    outcome = Err(if e.kind == ErrorKind::Interrupted { e } else { parent_failed(&r.cell, p, &e) });
-                    (execution, worker) = (None, None);
-                    break;
-                }
-                _ => {}
+        let r = {
+            let mut t = self.book.table();
+            let Some(r) = t.running.get(&c.seq) else {
+                return; // abandoned after an interrupt, or finished on another thread
+            };
+            // A child that went to the executor before its parents finished is recorded after
+            // them, so that a parent's failure is known.
+            if let Some(p) = r.pending.iter().find(|p| !p.is_finished()) {
+                self.early.entry(p.seq).or_default().push(c);
+                return;
             }
-        }
-        if let Ok(p) = &outcome {
-            moved += Moved::of(p);
-        }
-        // Whoever waits for the result hears first; the record is written while it goes on.
-        self.count_finished(outcome.is_ok());
-        r.cell.finish(outcome.clone());
-        let record = TaskRecord {
-            task_id: r.cell.id.to_string(),
-            name: r.cell.name.to_string(),
-            parent_task_ids: r.parents.iter().map(Uuid::to_string).collect(),
-            submit_time: r.submit_time,
-            received_time,
-            success: Some(outcome.is_ok()),
-            exception: outcome.as_ref().err().cloned(),
-            execution,
-            worker,
-            bytes_inline: moved.inline,
-            bytes_by_reference: moved.by_reference,
+            t.running.remove(&c.seq).expect("running")
         };
-        self.write(&record);
         let seq = r.cell.seq;
-        self.release_children(r.cell, outcome);
+        let (released, _) = self.book.settle(r, c);
+        self.unflushed_since.get_or_insert_with(Instant::now);
+        if let Some((cell, outcome)) = released {
+            self.release_children(cell, outcome);
+        }
         if let Some(waited) = self.early.remove(&seq) {
             next.extend(waited);
         }
@@ -1174,34 +1530,8 @@ impl Dispatcher {
 
     /// Records and finishes a task that never ran.
     fn fail_unstarted(&mut self, sub: Submission, parents: Vec<Uuid>, err: TaskError) {
-        let record = TaskRecord {
-            task_id: sub.cell.id.to_string(),
-            name: sub.cell.name.to_string(),
-            parent_task_ids: parents.iter().map(Uuid::to_string).collect(),
-            submit_time: sub.submit_time,
-            received_time: Some(now()),
-            success: Some(false),
-            exception: Some(err.clone()),
-            execution: None,
-            worker: None,
-            bytes_inline: 0,
-            bytes_by_reference: 0,
-        };
-        self.write(&record);
-        self.settle(sub.cell, Err(err));
-    }
-
-    /// Finishes the cell and feeds its outcome to waiting children.
-    fn settle(&mut self, cell: Arc<TaskCell>, outcome: Result<Payload, TaskError>) {
-        self.count_finished(outcome.is_ok());
-        cell.finish(outcome.clone());
-        self.release_children(cell, outcome);
-    }
-
-    fn count_finished(&self, ok: bool) {
-        self.counters.finished.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some((cell, outcome)) = self.book.fail_unstarted(sub.cell, &parents, sub.submit_time, err) {
+            self.release_children(cell, outcome);
         }
     }
 
@@ -1257,6 +1587,7 @@ impl Dispatcher {
 
     fn interrupt(&mut self) {
         self.interrupted = true;
+        self.book.interrupted.store(true, Ordering::Release);
         let err = TaskError::new(ErrorKind::Interrupted, format!("{} before this task started", self.stopped()));
         // Every waiting task is interrupted (not failed by its interrupted parent).
         let mut waiting: Vec<Waiting> = self.waiting.drain().map(|(_, w)| w).collect();
@@ -1264,11 +1595,17 @@ impl Dispatcher {
         for w in waiting {
             self.fail_unstarted(w.sub, w.parents, err.clone());
         }
+        self.book.table().draining = true;
     }
 
     /// After the grace period: running tasks are recorded as interrupted.
     fn abandon_running(&mut self) {
-        let mut seqs: Vec<u64> = self.running.keys().copied().collect();
+        let mut seqs: Vec<u64> = {
+            let mut t = self.book.table();
+            t.closed = true;
+            self.book.closed.store(true, Ordering::Release);
+            t.running.keys().copied().collect()
+        };
         seqs.sort_unstable();
         let message = format!("{} while this task was running", self.stopped());
         for seq in seqs {
@@ -1281,7 +1618,7 @@ impl Dispatcher {
         }
         // Records first, as at shutdown: stopping the executor may wait on a stopped worker.
         self.flush_records();
-        self.executor.shutdown(true);
+        self.executor.lock().unwrap_or_else(|e| e.into_inner()).shutdown(true);
     }
 }
 
@@ -1372,9 +1709,12 @@ pub fn execute(
     id: Uuid,
 ) -> (Result<Payload, TaskError>, ExecutionInfo) {
     install_panic_hook();
+    // Adjacent boundaries share one clock reading (a few instructions apart; on a VM a reading
+    // costs more than that): the wrapper's entry and the argument resolution's start, the body's
+    // end and the result transformation's start, that transformation's end and the wrapper's exit.
     let mut info = ExecutionInfo { hostname: hostname().to_string(), ..Default::default() };
     info.execution_start_time = now();
-    info.input_transform_start_time = now();
+    info.input_transform_start_time = info.execution_start_time;
     let context = TaskContext::new(id, data.run_dir().cloned());
     let resolved: Result<Vec<Payload>, TaskError> = args.into_iter().map(|p| data.resolve(p)).collect();
     info.input_transform_end_time = now();
@@ -1393,10 +1733,10 @@ pub fn execute(
             }
         }
     });
-    info.result_transform_start_time = now();
+    info.result_transform_start_time = if info.task_end_time == 0.0 { now() } else { info.task_end_time };
     let outcome = outcome.and_then(|p| data.transform(p, crate::data::Role::Result, wire));
     info.result_transform_end_time = now();
-    info.execution_end_time = now();
+    info.execution_end_time = info.result_transform_end_time;
     if info.task_start_time == 0.0 {
         info.task_start_time = info.input_transform_end_time;
         info.task_end_time = info.input_transform_end_time;

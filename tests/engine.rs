@@ -232,7 +232,7 @@ fn cancelling_a_waiting_task_records_it_as_cancelled() {
 
 #[test]
 fn completions_queue_and_many_submissions() {
-    // 200,000 submissions return at once (dispatch is off the caller's thread) and all complete.
+    // 200,000 submissions return at once (a submit never waits for execution) and all complete.
     let tmp = tempfile::tempdir().unwrap();
     let e = engine_with_records(tmp.path(), 2);
     let mut q = Completions::new();
@@ -427,4 +427,38 @@ fn a_results_file_is_deleted_once_its_futures_are_dropped_and_its_children_finis
     drop(child);
     common::wait_for(|| (files() == 1).then_some(()));
     assert_eq!(e.shutdown().records, 2);
+}
+
+#[test]
+fn children_submitted_while_their_parents_finish_on_the_workers_all_run() {
+    // A thread-pool task is finished on the worker that ran it, while the dispatcher registers a
+    // child of it on its own thread: each child is submitted the moment its parent starts, so
+    // the two race (a child that missed its parent's outcome would wait forever). The last
+    // batch is still running at shutdown, which waits for it.
+    let tmp = tempfile::tempdir().unwrap();
+    let e = engine_with_records(tmp.path(), 2);
+    let mut children = Vec::new();
+    for i in 0..4_000u64 {
+        let parent = e.submit::<Add>((i.into(), 1.into()));
+        children.push((i, e.submit::<Add>(((&parent).into(), (&parent).into()))));
+    }
+    for (i, c) in children.iter().take(3_000) {
+        let r = c.result_timeout(Duration::from_secs(120)).expect("the child ran (no lost wake-up)");
+        assert_eq!(r.unwrap(), 2 * (i + 1));
+    }
+    let s = e.shutdown();
+    assert_eq!((s.submitted, s.records, s.failed), (8_000, 8_000, 0));
+    for (i, c) in &children {
+        assert_eq!(c.result().unwrap(), 2 * (i + 1));
+    }
+    let recs = read_records(&tmp.path().join("tasks.jsonl")).unwrap();
+    assert_eq!(recs.len(), 8_000);
+    // A parent's record comes before its child's.
+    let at: std::collections::HashMap<&str, usize> =
+        recs.iter().enumerate().map(|(i, r)| (r.task_id.as_str(), i)).collect();
+    for (i, r) in recs.iter().enumerate() {
+        for p in &r.parent_task_ids {
+            assert!(at[p.as_str()] < i, "the record of parent {} comes after its child's", p);
+        }
+    }
 }

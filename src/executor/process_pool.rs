@@ -341,6 +341,10 @@ impl Executor for ProcessPool {
     fn describe(&self) -> String {
         format!("ProcessPool(max_processes={})", self.processes)
     }
+
+    fn direct(&self) -> bool {
+        true
+    }
 }
 
 /// The process-pool transport: `taps-worker` children, one socket pair each for frames and

@@ -690,6 +690,11 @@ impl Executor for RemoteExecutor {
     fn describe(&self) -> String {
         format!("{}(workers={}, prefetch={})", self.opts.name, self.transport.slots(), self.opts.prefetch)
     }
+
+    /// Submitting queues the job under the core's lock; completions come from the transport's threads.
+    fn direct(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for RemoteExecutor {

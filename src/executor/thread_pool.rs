@@ -184,4 +184,9 @@ impl Executor for ThreadPool {
     fn describe(&self) -> String {
         format!("ThreadPool(max_threads={})", self.threads)
     }
+
+    /// Submitting is a queue push and a wake-up check; a completion is finished on the worker.
+    fn direct(&self) -> bool {
+        true
+    }
 }

@@ -143,6 +143,10 @@ impl Executor for MpiExecutor {
     fn describe(&self) -> String {
         format!("Mpi(ranks={}, workers={}, prefetch={})", self.size, self.size - 1, self.inner.options().prefetch)
     }
+
+    fn direct(&self) -> bool {
+        self.inner.direct()
+    }
 }
 
 /// The MPI transport: worker rank `r` is slot `r - 1`; every MPI call is made on the
