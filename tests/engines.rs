@@ -702,3 +702,72 @@ fn hyperqueue_runs_cholesky_tasks_with_taps_frame() {
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
     assert!(log.contains(&format!("program {}", frame.display())), "{}", log);
 }
+
+/// What Ray gets of a taps task: every argument and the result are `bytes` (Ray passes them as
+/// they are; a tuple or a list is msgpacked and pickled, which cost a no-op task 15 %), or a
+/// parent's object reference; the bridge's context is not an argument. Checked on the bridge's
+/// own functions with every kind of argument (segments of 0 bytes, at the inline limit and over
+/// it, a reference slot, parents), read back as the worker reads them.
+#[test]
+fn ray_gets_every_argument_and_result_as_bytes() {
+    require_venv();
+    let script = r#"
+from taps_bridge import frames
+n = frames.RAY_INLINE
+spec = [("seg", b""), ("dep", 1), ("seg", b"a" * n), ("slot", b"\x01\x05key-1\x07"), ("seg", b"b" * (n + 1)), ("dep", 0)]
+deps = [object(), object()]
+args = frames.ray_args(b"HEAD", spec, deps)
+assert all(type(a) is bytes or any(a is d for d in deps) for a in args), [type(a) for a in args]
+assert args[1] is deps[1] and args[2] == b"b" * (n + 1) and args[3] is deps[0], "parents and large values as arguments, in order"
+head, back, parents = frames.ray_spec(args[0], ["p1", args[2], "p0"])
+assert head == b"HEAD" and parents == ["p1", "p0"], (head, parents)
+assert [(k, v if k == "dep" else bytes(v)) for k, v in back] == [(k, [1, 0][v] if k == "dep" else v) for k, v in spec], back
+done = frames.pack_done(b"HDR", [b"", b"x" * 3], 4242, True)
+assert type(done) is bytes
+header, segments, worker, in_process = frames.unpack_done(done)
+assert (header, [bytes(s) for s in segments], worker, in_process) == (b"HDR", [b"", b"xxx"], "pid-4242", True)
+assert frames.unpack_done(frames.pack_done(b"H", [], 7, False))[2:] == ("pid-7", False)
+print("ok")
+"#;
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-c", script])
+        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A chain on Ray whose values go every way an argument can: inline (10 kB), as an argument of
+/// their own (100 kB, over the inline limit), and as a reference to a file (the `file`
+/// transformer's slot): every task succeeds with its parent's value, one record each.
+#[test]
+fn ray_passes_values_of_every_kind_along_a_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let chain = |bytes: u64, extra: &str| {
+        taps_cmd(&format!(
+            "--app synthetic --app.structure sequential --app.task-count 4 --app.task-data-bytes {} \
+             --app.warmup-tasks 0 --engine.executor ray --engine.executor.num-cpus 2 {}",
+            bytes, extra
+        ))
+    };
+    let cmds = [
+        chain(10_000, ""),
+        chain(100_000, ""),
+        chain(100_000, "--engine.filter object-size --engine.filter.min-size 50000 --engine.transformer file"),
+    ];
+    let outs = in_netns(d, &cmds);
+    for (i, (rc, out, err)) in outs.iter().enumerate() {
+        assert_eq!(*rc, 0, "{}\nstdout:\n{}\nstderr:\n{}", cmds[i], out, err);
+        let recs = records(&the_run_dir(&d.join(format!("d{}", i + 1))));
+        check_record_invariants(&recs);
+        assert_eq!(recs.len(), 4, "{}", cmds[i]);
+        assert!(recs.iter().all(|r| r.success == Some(true)), "{:?}", recs);
+        assert_eq!(recs.iter().filter(|r| !r.parent_task_ids.is_empty()).count(), 3);
+    }
+}

@@ -9,7 +9,7 @@ import threading
 import traceback
 
 from . import engines
-from .frames import native_status, run_task
+from .frames import native_status
 
 
 # At most this many buffers per writev (Linux's IOV_MAX).
@@ -118,7 +118,7 @@ def main():
                             deps.append(futures[a["dep"]])
                     # A parent not finished yet: the engine runs the child once it has.
                     early += pending and any(not engine.done(d) for d in deps)
-                    fut = engine.submit(key, run_task, ctx, blobs[0], spec, [engine.arg(d) for d in deps])
+                    fut = engine.submit_task(key, ctx, blobs[0], spec, [engine.arg(d) for d in deps])
                 except Exception as e:
                     ch.send({"op": "done", "seq": seq, "error": error_of(e)})
                 else:

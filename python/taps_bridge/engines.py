@@ -4,6 +4,8 @@ options (``[engine.executor]``). Local clusters listen on loopback only."""
 import os
 import time
 
+from . import frames
+
 
 def build(name, o):
     """Starts (or joins) the engine ``name`` with options ``o``."""
@@ -24,6 +26,11 @@ class FutureEngine:
 
     pending_parents = True
 
+    def submit_task(self, key, ctx, head, spec, deps):
+        """Submits the taps task ``key`` (:func:`frames.run_task`'s arguments; ``deps`` the
+        parents' futures as arguments)."""
+        return self.submit(key, frames.run_task, ctx, head, spec, deps)
+
     def on_done(self, fut, cb):
         fut.add_done_callback(cb)
 
@@ -34,7 +41,12 @@ class FutureEngine:
         """A task's future as a child's argument."""
         return fut
 
+    def value(self, fut):
+        """What the task returned."""
+        return fut.result()
+
     def result(self, fut):
+        """A taps task's outcome: (``Done`` header, segments, worker, in process)."""
         return fut.result()
 
 
@@ -92,6 +104,7 @@ class Ray:
             kw = {"_node_ip_address": "127.0.0.1", "include_dashboard": False}
         ray.init(address=address, configure_logging=False, num_cpus=o.get("num_cpus"), **kw)
         self.remote = {}
+        self.task = None
 
     def describe(self):
         return "ray(cpus=%s)" % self.ray.cluster_resources().get("CPU")
@@ -104,6 +117,15 @@ class Ray:
         ref = f.options(name=key).remote(*first, *deps)
         return (ref, ref.future())
 
+    def submit_task(self, key, ctx, head, spec, deps):
+        """Submits the taps task ``key``: ``ctx`` goes to Ray's workers once, inside the remote
+        function (:func:`frames.ray_task`), and every argument and result is ``bytes``, which Ray
+        passes as they are (a tuple or list is msgpacked and pickled: +15 % on a no-op task)."""
+        if self.task is None:
+            self.task = self.ray.remote(frames.ray_task(ctx))
+        ref = self.task.options(name=key).remote(*frames.ray_args(head, spec, deps))
+        return (ref, ref.future())
+
     def on_done(self, fut, cb):
         fut[1].add_done_callback(lambda _: cb(fut))
 
@@ -114,8 +136,13 @@ class Ray:
         """A task's future as a child's argument: its object reference."""
         return fut[0]
 
-    def result(self, fut):
+    def value(self, fut):
+        """What the task returned."""
         return fut[1].result()
+
+    def result(self, fut):
+        """A taps task's outcome (see :meth:`FutureEngine.result`) from its ``bytes``."""
+        return frames.unpack_done(fut[1].result())
 
     def close(self):
         self.ray.shutdown()
@@ -177,8 +204,9 @@ class HyperQueue:
     def describe(self):
         return self.hq.describe()
 
-    def submit(self, key, fn, ctx, head, spec, deps):
-        # ``fn`` (run_task) is what the Python engines run; HQ runs the taps worker program.
+    def submit_task(self, key, ctx, head, spec, deps):
+        """Submits the taps task ``key`` (see :meth:`FutureEngine.submit_task`): HQ runs the
+        taps worker program."""
         return self.hq.submit(key, ctx, head, spec, deps)
 
     def on_done(self, fut, cb):

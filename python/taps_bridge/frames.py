@@ -142,7 +142,8 @@ class Worker:
 
 
 def split(frame):
-    """A frame's (header, segments) from its bytes (no shared segments)."""
+    """A frame's (header, segments) from its bytes (no shared segments); the segments are slices
+    of ``frame`` (memoryviews when ``frame`` is one: no copy)."""
     hlen, nseg = struct.unpack_from("<II", frame, 0)
     lens = struct.unpack_from("<%dQ" % nseg, frame, 8)
     at = 8 + 8 * nseg
@@ -153,6 +154,96 @@ def split(frame):
         segments.append(frame[at : at + n])
         at += n
     return bytes(header), segments
+
+
+# A task's outcome as one ``bytes`` value (:func:`pack_done`): whether it ran in the engine's
+# worker process, the pid of the process that ran it, then its ``Done`` frame.
+DONE_PREFIX = struct.Struct("<BI")
+
+
+def pack_done(header, segments, pid, in_process):
+    """The ``Done`` frame ``header`` + ``segments`` of a task run by process ``pid`` as one
+    ``bytes`` value: Ray stores and passes ``bytes`` as they are (anything else is msgpacked and
+    pickled, which costs a tenth of a no-op task's time on each side)."""
+    return b"".join([DONE_PREFIX.pack(in_process, pid)] + encode(header, segments))
+
+
+def unpack_done(value):
+    """A :func:`pack_done` value as ``(header, segments, worker, in_process)``; the segments are
+    memoryviews of ``value`` (no copy)."""
+    in_process, pid = DONE_PREFIX.unpack_from(value, 0)
+    header, segments = split(memoryview(value)[DONE_PREFIX.size :])
+    return header, segments, "pid-%d" % pid, bool(in_process)
+
+
+# A task's arguments as Ray gets them (:func:`ray_args`): one ``bytes`` value holding the
+# ``Run`` header's start and every argument of at most ``RAY_INLINE`` bytes, then the larger ones
+# and the parents' object references as arguments of their own. Each kind is one byte: a
+# segment "s" or slot "l" inside, "S" or "L" in an argument of its own, a parent "d".
+RAY_INLINE = 64 << 10
+_PACK = struct.Struct("<II")
+
+
+def ray_args(head, spec, deps):
+    """A task's arguments as Ray takes them: ``bytes`` values (Ray passes them as they are; a
+    tuple or a list is msgpacked and pickled, and every argument costs Ray time of its own) and
+    the parents' object references (``deps[i]``). See :data:`RAY_INLINE`."""
+    kinds, lens, inline, rest = bytearray(), [], [], []
+    for k, v in spec:
+        if k == "dep":
+            kinds += b"d"
+            rest.append(deps[v])
+        elif len(v) > RAY_INLINE:
+            kinds += b"S" if k == "seg" else b"L"
+            rest.append(v)
+        else:
+            kinds += b"s" if k == "seg" else b"l"
+            lens.append(len(v))
+            inline.append(v)
+    packed = [_PACK.pack(len(head), len(kinds)), head, bytes(kinds), struct.pack("<%dI" % len(lens), *lens)]
+    return (b"".join(packed + inline), *rest)
+
+
+def ray_spec(packed, rest):
+    """:func:`ray_args`' arguments back as (``Run`` header start, spec, parents' values)."""
+    m = memoryview(packed)
+    hlen, n = _PACK.unpack_from(m, 0)
+    at = _PACK.size
+    head = m[at : at + hlen]
+    at += hlen
+    kinds = bytes(m[at : at + n])
+    at += n
+    ninline = sum(k in b"sl" for k in kinds)
+    lens = struct.unpack_from("<%dI" % ninline, m, at)
+    at += 4 * ninline
+    spec, parents, rest, lens = [], [], iter(rest), iter(lens)
+    for k in kinds:
+        if k == 100:  # "d"
+            spec.append(("dep", len(parents)))
+            parents.append(next(rest))
+            continue
+        if k in b"sl":
+            size = next(lens)
+            v = m[at : at + size]
+            at += size
+        else:
+            v = next(rest)
+        spec.append(("seg" if k in b"sS" else "slot", v))
+    return bytes(head), spec, parents
+
+
+def ray_task(ctx):
+    """The function Ray runs for each taps task, with ``ctx`` (see :func:`run_task`) inside it:
+    Ray ships a remote function to its workers once, its arguments with every task. Takes
+    :func:`ray_args`' arguments (a parent's object reference arrives as the parent's value) and
+    returns a :func:`pack_done` value."""
+
+    def taps_task(packed, *rest):
+        head, spec, parents = ray_spec(packed, rest)
+        header, segments, pid, in_process = execute(ctx, head, spec, lambda i: unpack_done(parents[i]))
+        return pack_done(header, segments, pid, in_process)
+
+    return taps_task
 
 
 class ParentFailed(Exception):
@@ -235,11 +326,19 @@ def run_task(ctx, head, spec, *parents):
     for ``taps_native`` or None), ``head`` and ``spec`` as :func:`run_header` takes them,
     ``parents`` the parents' ``Done`` frames. Returns the ``Done`` frame (header, segments), the
     worker's name and whether it ran in this process."""
-    header, segments = run_header(head, spec, lambda i: parents[i])
+    header, segments, pid, in_process = execute(ctx, head, spec, lambda i: parents[i])
+    return header, segments, "pid-%d" % pid, in_process
+
+
+def execute(ctx, head, spec, result_of):
+    """Runs the task of :func:`run_header`'s arguments in this process (``taps_native``) or in
+    this thread's taps-worker: (``Done`` header, segments, pid that ran it, in this process)."""
+    header, segments = run_header(head, spec, result_of)
+    segments = [s if isinstance(s, bytes) else bytes(s) for s in segments]
     r = native_runner(ctx)
     if r is not None:
         header, segments = r.run(bytes(header), segments)
-        return header, segments, "pid-%d" % os.getpid(), True
+        return header, segments, os.getpid(), True
     w = getattr(_local, "worker", None)
     if w is not None and w.proc.poll() is not None:
         w = None
@@ -247,7 +346,7 @@ def run_task(ctx, head, spec, *parents):
         w = _local.worker = Worker(*ctx[:2])
     try:
         header, segments = w.run(bytes(header), segments)
-        return header, segments, "pid-%d" % w.proc.pid, False
+        return header, segments, w.proc.pid, False
     except Exception:
         _local.worker = None
         w.close()

@@ -31,7 +31,7 @@ def bag(engine, n, inflight):
 
     def submit():
         f = engine.submit("noop-%s" % uuid.uuid4(), noop, b"", [])
-        engine.on_done(f, lambda f: done.put(engine.result(f)))
+        engine.on_done(f, lambda f: done.put(engine.value(f)))
 
     return run_bag(submit, done, n, inflight)
 
