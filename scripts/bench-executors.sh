@@ -28,7 +28,12 @@ out=${keep:-$(mktemp -d)}
 mkdir -p "$out/cells"
 redis-server --port 0 --unixsocket "$out/redis.sock" --save '' --appendonly no --daemonize yes \
   --pidfile "$out/redis.pid" --logfile "$out/redis.log"
-cleanup() { kill "$(cat "$out/redis.pid" 2>/dev/null)" 2>/dev/null || true; [ -n "$keep" ] || rm -rf "$out"; }
+cleanup() {
+  local pid; pid=$(cat "$out/redis.pid" 2>/dev/null) || pid=
+  # Wait for redis to go: it writes its log as it shuts down (and would be left behind in $out).
+  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done; fi
+  [ -n "$keep" ] || rm -rf "$out"
+}
 trap cleanup EXIT
 for _ in $(seq 50); do [ -S "$out/redis.sock" ] && break; sleep 0.1; done
 IFS=, read -ra EXECS <<<"$executors"
