@@ -29,9 +29,11 @@ fn require_venv() {
 
 /// Runs each command line (shell words, run in its own directory `d1`, `d2`, … of `dir`) in turn
 /// inside one new network namespace; `ss -ltn` is sampled into `dir/ss` while each runs.
+/// `TMPDIR` is `dir/tmp`, which the runs must leave empty.
 const NETNS: &str = r#"
 ip link set lo up || exit 97
 readlink /proc/self/ns/net > netns
+mkdir -p tmp; export TMPDIR=$PWD/tmp
 ip -o link show | cut -d: -f2 > links
 i=0
 while IFS= read -r line; do
@@ -74,7 +76,9 @@ fn in_netns(dir: &Path, cmds: &[String]) -> Vec<(i32, String, String)> {
         .collect()
 }
 
-/// Nothing listened outside loopback, the namespace is gone, no engine process is left.
+/// Nothing listened outside loopback, the namespace is gone, no engine process is left, and
+/// nothing is left in `TMPDIR` (Ray's sessions, Dask's scratch space, Python's and HyperQueue's
+/// sockets go to a directory of the run's own there, removed when it ends).
 ///
 /// HyperQueue is the exception: its server binds every interface, hard-coded
 /// (`Ipv4Addr::UNSPECIFIED` in hyperqueue's `server/bootstrap.rs`, no option in its Python API).
@@ -112,6 +116,8 @@ fn check_netns(dir: &Path) {
             .collect();
         inside.is_empty().then_some(())
     });
+    let left: Vec<_> = std::fs::read_dir(dir.join("tmp")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the runs left {:?} in their TMPDIR", left);
     let venv = venv().display().to_string();
     wait_for(|| {
         let left: Vec<String> = std::fs::read_dir("/proc")
@@ -347,7 +353,7 @@ fn hyperqueue_joins_a_running_server() {
     let server = d.join("hq-server");
     let py = venv().join("bin/python");
     let script = format!(
-        r#"{py} -c 'import sys, time
+        r#"mkdir -p server-tmp; TMPDIR=$PWD/server-tmp {py} -c 'import sys, time
 from hyperqueue.cluster import LocalCluster, WorkerConfig
 c = LocalCluster(server_dir=sys.argv[1])
 c.start_worker(WorkerConfig(cores=2))

@@ -258,6 +258,9 @@ pub struct Bridge {
     reader: Option<std::thread::JoinHandle<()>>,
     describe: String,
     done: Option<Completer>,
+    /// The engine's temporary directory (`TMPDIR` of the bridge and every process it starts:
+    /// Ray's session, Dask's scratch space, Python's and HyperQueue's sockets), removed at the end.
+    tmp: Option<tempfile::TempDir>,
 }
 
 impl Bridge {
@@ -274,6 +277,7 @@ impl Bridge {
             reader: None,
             describe: engine.to_string(),
             done: None,
+            tmp: None,
         }
     }
 
@@ -282,7 +286,7 @@ impl Bridge {
         self.inner.as_ref().map_or(0, |i| i.received.load(Ordering::Relaxed))
     }
 
-    fn spawn(&self) -> anyhow::Result<Child> {
+    fn spawn(&self, tmp: &Path) -> anyhow::Result<Child> {
         let venv = venv();
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![venv.join("bin")];
@@ -292,6 +296,7 @@ impl Bridge {
             .env("PYTHONPATH", python_dir())
             .env("PATH", std::env::join_paths(paths)?)
             .env("VIRTUAL_ENV", &venv)
+            .env("TMPDIR", tmp)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -405,7 +410,11 @@ fn completion(inner: &Inner, seq: u64, key: Option<String>, m: Msg) -> Completio
 impl Executor for Bridge {
     fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
         self.done = Some(done.clone());
-        let mut child = self.spawn()?;
+        let tmp = tempfile::Builder::new().prefix(&format!("taps-{}-", self.engine)).tempdir().map_err(|e| {
+            anyhow::anyhow!("cannot create a temporary directory in {}: {}", std::env::temp_dir().display(), e)
+        })?;
+        let mut child = self.spawn(tmp.path())?;
+        self.tmp = Some(tmp);
         let stdin = BufWriter::with_capacity(1 << 16, child.stdin.take().expect("piped"));
         let stdout = child.stdout.take().expect("piped");
         let inner = Arc::new(Inner {
@@ -593,6 +602,17 @@ impl Executor for Bridge {
             // SAFETY: plain syscall on the group we created.
             unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
+        }
+        if let Some(tmp) = self.tmp.take() {
+            let path = tmp.path().to_path_buf();
+            if let Err(e) = tmp.close() {
+                tracing::warn!(
+                    "cannot remove the {} engine's temporary directory {}: {}",
+                    self.engine,
+                    path.display(),
+                    e
+                );
+            }
         }
         if let Some(r) = self.reader.take() {
             let _ = r.join();
