@@ -792,6 +792,60 @@ mod tests {
     }
 
     #[test]
+    fn a_doorbell_reader_gets_every_frame_rung_or_not() {
+        use std::os::fd::AsFd;
+        // Two mappings of one page, as the driver and its worker have.
+        let writer_bell = Doorbell::create().unwrap();
+        let reader_bell = std::sync::Arc::new(Doorbell::from_fd(writer_bell.fd().try_clone_to_owned().unwrap()).unwrap());
+        writer_bell.ring(Side::ToWorker);
+        assert_eq!(reader_bell.rung(Side::ToWorker), 1, "a ring shows in the other mapping");
+        assert_eq!(reader_bell.rung(Side::ToDriver), 0, "each side has its own counter");
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut seg = crate::shm::SegmentMut::create(crate::shm::MIN_SHARED).unwrap();
+        seg.as_mut_slice().iter_mut().enumerate().for_each(|(i, x)| *x = (i % 253) as u8);
+        let big = seg.freeze();
+        let msg = |seq: u64, arg: Bytes| ToWorker::Run {
+            seq,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(arg)],
+        };
+        // Frame 1 rung; frame 2 written by a peer that never rings (the reader must still get
+        // it, from its blocking `recv`); frame 3 (a shared-memory segment, a descriptor beside
+        // the bytes) rung after a pause long enough for the reader to have given up polling.
+        let sent = vec![msg(1, Bytes::from_static(b"one")), msg(2, Bytes::from(vec![2u8; 70_000])), msg(3, big)];
+        let to_send = sent.clone();
+        let peer = std::thread::spawn(move || {
+            let mut out = io::BufWriter::new(&a);
+            for (i, m) in to_send.into_iter().enumerate() {
+                if i == 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                m.encode().write_to_socket(&mut out).unwrap();
+                out.flush().unwrap();
+                if i != 1 {
+                    writer_bell.ring(Side::ToDriver);
+                }
+            }
+            writer_bell
+        });
+        let mut r = io::BufReader::new(BellRead { sock: b.as_fd(), bell: reader_bell.clone(), side: Side::ToDriver });
+        for m in &sent {
+            let back = ToWorker::decode(Frame::read_from(&mut r).unwrap().unwrap()).unwrap();
+            assert_eq!(&back, m);
+        }
+        let writer_bell = peer.join().unwrap();
+        assert_eq!(reader_bell.rung(Side::ToDriver), 2);
+        drop(writer_bell);
+        assert_eq!(reader_bell.rung(Side::ToDriver), 2, "the page outlives the other mapping");
+        // Any other descriptor is refused in one line.
+        let not_bell = crate::shm::SegmentMut::create(crate::shm::MIN_SHARED).unwrap().freeze();
+        let fd = crate::shm::segment_of(&not_bell).unwrap().fd().try_clone_to_owned().unwrap();
+        let e = Doorbell::from_fd(fd).err().expect("not a doorbell").to_string();
+        assert!(e.starts_with("not a taps doorbell"), "{}", e);
+    }
+
+    #[test]
     fn truncated_and_garbage_frames_are_errors() {
         let m = ToWorker::Run {
             seq: 1,
