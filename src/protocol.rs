@@ -796,7 +796,8 @@ mod tests {
         use std::os::fd::AsFd;
         // Two mappings of one page, as the driver and its worker have.
         let writer_bell = Doorbell::create().unwrap();
-        let reader_bell = std::sync::Arc::new(Doorbell::from_fd(writer_bell.fd().try_clone_to_owned().unwrap()).unwrap());
+        let reader_bell =
+            std::sync::Arc::new(Doorbell::from_fd(writer_bell.fd().try_clone_to_owned().unwrap()).unwrap());
         writer_bell.ring(Side::ToWorker);
         assert_eq!(reader_bell.rung(Side::ToWorker), 1, "a ring shows in the other mapping");
         assert_eq!(reader_bell.rung(Side::ToDriver), 0, "each side has its own counter");
