@@ -59,8 +59,9 @@ use crate::data::DataSpec;
 use crate::record::ExecutionInfo;
 use crate::task::{DataRef, Payload, TaskError};
 
-/// Protocol version; a worker refuses a `Hello` with another version.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Protocol version; a worker refuses a `Hello` with another version. 4: process-pool workers
+/// are started with `--doorbell-fd` (a [`Doorbell`] page), which a version-3 worker rejects.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest header accepted (headers hold names and references, never payload bytes).
 const MAX_HEADER: usize = 64 << 20;
