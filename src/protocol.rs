@@ -59,8 +59,9 @@ use crate::data::DataSpec;
 use crate::record::ExecutionInfo;
 use crate::task::{DataRef, Payload, TaskError};
 
-/// Protocol version; a worker refuses a `Hello` with another version.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Protocol version; a worker refuses a `Hello` with another version. 4: process-pool workers
+/// are started with `--doorbell-fd` (a [`Doorbell`] page), which a version-3 worker rejects.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest header accepted (headers hold names and references, never payload bytes).
 const MAX_HEADER: usize = 64 << 20;
@@ -527,24 +528,164 @@ pub struct SpinRead<S>(pub S);
 
 impl<S: std::os::fd::AsFd> Read for SpinRead<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0.as_fd());
-        let mut recv = |flags| {
-            // Descriptors passed with the bytes (shared-memory segments) are kept for `read_from`.
-            crate::shm::recv(fd, buf, flags)
-        };
-        let polled = crate::spin::until(crate::spin::budget(), || match recv(libc::MSG_DONTWAIT) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => None,
-            r => Some(r),
-        });
-        if let Some(r) = polled {
-            return r;
-        }
-        loop {
-            match recv(0) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
+        spin_read(self.0.as_fd(), buf, None)
+    }
+}
+
+/// Like [`SpinRead`], but while it polls it watches the peer's counter in a [`Doorbell`] (a
+/// memory load) and calls `recv` only when the counter moved, instead of one `recv` system call
+/// per poll. The socket stays the only way bytes and descriptors travel, and a reader that
+/// stops polling blocks in `recv` as before, so the doorbell only makes polling cheaper: a peer
+/// that never rings is read all the same, one polling budget later.
+pub struct BellRead<S> {
+    /// The socket.
+    pub sock: S,
+    /// The page shared with the peer.
+    pub bell: std::sync::Arc<Doorbell>,
+    /// The counter the peer rings after each write to `sock`.
+    pub side: Side,
+}
+
+impl<S: std::os::fd::AsFd> Read for BellRead<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        spin_read(self.sock.as_fd(), buf, Some((&self.bell, self.side)))
+    }
+}
+
+/// Reads what the socket `fd` holds: polls (non-blocking `recv`; with a doorbell, only when its
+/// counter moved) for the polling budget, then blocks in `recv`.
+fn spin_read(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8], bell: Option<(&Doorbell, Side)>) -> io::Result<usize> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut recv = |flags| {
+        // Descriptors passed with the bytes (shared-memory segments) are kept for `read_from`.
+        crate::shm::recv(fd, buf, flags)
+    };
+    let mut try_recv = || match recv(libc::MSG_DONTWAIT) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => None,
+        r => Some(r),
+    };
+    let polled = match bell {
+        None => crate::spin::until(crate::spin::budget(), try_recv),
+        Some((bell, side)) => {
+            // The peer rings after its bytes are in the socket: read before the `recv` that found
+            // nothing, a counter that moved since means bytes may have come.
+            let mut seen = bell.rung(side);
+            match try_recv() {
+                Some(r) => Some(r),
+                None => crate::spin::until(crate::spin::budget(), || {
+                    let now = bell.rung(side);
+                    if now == seen {
+                        return None;
+                    }
+                    seen = now;
+                    try_recv()
+                }),
             }
         }
+    };
+    if let Some(r) = polled {
+        return r;
+    }
+    loop {
+        match recv(0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Which way a [`Doorbell`] counter counts writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Written by the driver, read by the worker.
+    ToWorker = 0,
+    /// Written by the worker, read by the driver.
+    ToDriver = 1,
+}
+
+/// One page of shared memory (a `memfd`) between a driver and one worker process, holding a
+/// counter per direction on cache lines of their own. A side [rings](Doorbell::ring) its counter
+/// after each write to the socket; the reader of the other side polls the counter while it spins
+/// ([`BellRead`]). Nothing but the counters lives in it: a worker that dies leaves at worst a
+/// counter that does not move, and its reader learns of the death from the socket.
+pub struct Doorbell {
+    ptr: std::ptr::NonNull<u8>,
+    fd: std::os::fd::OwnedFd,
+}
+
+// SAFETY: the mapping is shared memory valid until drop, used only through atomics.
+unsafe impl Send for Doorbell {}
+// SAFETY: as above.
+unsafe impl Sync for Doorbell {}
+
+/// Size of a doorbell page; each counter sits on a 128-byte line of its own.
+const BELL_LEN: usize = 4096;
+
+impl Doorbell {
+    /// A new page (zeroed counters), to be shared through [`fd`](Self::fd).
+    pub fn create() -> io::Result<Doorbell> {
+        // SAFETY: plain syscall; the result is checked and owned below.
+        let fd = unsafe { libc::memfd_create(c"taps-doorbell".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: valid descriptor.
+        if unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), BELL_LEN as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Doorbell::from_fd(fd)
+    }
+
+    /// Maps the page behind `fd` (a descriptor of [`create`](Self::create)'s page, inherited).
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Doorbell> {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        // SAFETY: zeroed stat is a valid out-parameter.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and out-pointer.
+        if unsafe { libc::fstat(raw, &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if st.st_size as usize != BELL_LEN {
+            return Err(io::Error::other(format!("not a taps doorbell ({} bytes, not {})", st.st_size, BELL_LEN)));
+        }
+        // SAFETY: mapping a whole file of BELL_LEN bytes; unmapped in drop.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), BELL_LEN, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, raw, 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr as *mut u8).ok_or_else(|| io::Error::other("mmap gave a null pointer"))?;
+        Ok(Doorbell { ptr, fd })
+    }
+
+    /// The page's descriptor (to hand to the peer).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
+    fn counter(&self, side: Side) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: offsets 0 and 128 are inside the page and 8-byte aligned (the page is).
+        unsafe { &*(self.ptr.as_ptr().add(side as usize * 128) as *const std::sync::atomic::AtomicU64) }
+    }
+
+    /// Says that bytes of `side` are in the socket (call after they were written).
+    pub fn ring(&self, side: Side) {
+        self.counter(side).fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How often `side` was rung.
+    pub fn rung(&self, side: Side) -> u64 {
+        self.counter(side).load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for Doorbell {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in from_fd, not used after this.
+        unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, BELL_LEN) };
     }
 }
 
@@ -649,6 +790,61 @@ mod tests {
         let mut marked = plain.clone();
         marked[8..16].copy_from_slice(&((3 * crate::shm::MIN_SHARED) as u64 | SHARED).to_le_bytes());
         assert!(Frame::read_from(&mut &marked[..]).is_err());
+    }
+
+    #[test]
+    fn a_doorbell_reader_gets_every_frame_rung_or_not() {
+        use std::os::fd::AsFd;
+        // Two mappings of one page, as the driver and its worker have.
+        let writer_bell = Doorbell::create().unwrap();
+        let reader_bell =
+            std::sync::Arc::new(Doorbell::from_fd(writer_bell.fd().try_clone_to_owned().unwrap()).unwrap());
+        writer_bell.ring(Side::ToWorker);
+        assert_eq!(reader_bell.rung(Side::ToWorker), 1, "a ring shows in the other mapping");
+        assert_eq!(reader_bell.rung(Side::ToDriver), 0, "each side has its own counter");
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut seg = crate::shm::SegmentMut::create(crate::shm::MIN_SHARED).unwrap();
+        seg.as_mut_slice().iter_mut().enumerate().for_each(|(i, x)| *x = (i % 253) as u8);
+        let big = seg.freeze();
+        let msg = |seq: u64, arg: Bytes| ToWorker::Run {
+            seq,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(arg)],
+        };
+        // Frame 1 rung; frame 2 written by a peer that never rings (the reader must still get
+        // it, from its blocking `recv`); frame 3 (a shared-memory segment, a descriptor beside
+        // the bytes) rung after a pause long enough for the reader to have given up polling.
+        let sent = vec![msg(1, Bytes::from_static(b"one")), msg(2, Bytes::from(vec![2u8; 70_000])), msg(3, big)];
+        let to_send = sent.clone();
+        let peer = std::thread::spawn(move || {
+            let mut out = io::BufWriter::new(&a);
+            for (i, m) in to_send.into_iter().enumerate() {
+                if i == 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                m.encode().write_to_socket(&mut out).unwrap();
+                out.flush().unwrap();
+                if i != 1 {
+                    writer_bell.ring(Side::ToDriver);
+                }
+            }
+            writer_bell
+        });
+        let mut r = io::BufReader::new(BellRead { sock: b.as_fd(), bell: reader_bell.clone(), side: Side::ToDriver });
+        for m in &sent {
+            let back = ToWorker::decode(Frame::read_from(&mut r).unwrap().unwrap()).unwrap();
+            assert_eq!(&back, m);
+        }
+        let writer_bell = peer.join().unwrap();
+        assert_eq!(reader_bell.rung(Side::ToDriver), 2);
+        drop(writer_bell);
+        assert_eq!(reader_bell.rung(Side::ToDriver), 2, "the page outlives the other mapping");
+        // Any other descriptor is refused in one line.
+        let not_bell = crate::shm::SegmentMut::create(crate::shm::MIN_SHARED).unwrap().freeze();
+        let fd = crate::shm::segment_of(&not_bell).unwrap().fd().try_clone_to_owned().unwrap();
+        let e = Doorbell::from_fd(fd).err().expect("not a doorbell").to_string();
+        assert!(e.starts_with("not a taps doorbell"), "{}", e);
     }
 
     #[test]

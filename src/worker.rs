@@ -19,7 +19,9 @@ use std::path::PathBuf;
 
 use crate::data::DataLayer;
 use crate::engine::{execute, hostname};
-use crate::protocol::{self, FromWorker, Message, PROTOCOL_VERSION, ProtocolError, ToWorker, WirePayload};
+use crate::protocol::{
+    self, BellRead, Doorbell, FromWorker, Message, PROTOCOL_VERSION, ProtocolError, Side, ToWorker, WirePayload,
+};
 use crate::record::ExecutionInfo;
 use crate::task::lookup;
 
@@ -87,6 +89,16 @@ impl Worker {
 /// Large results go to the driver as shared-memory segments (descriptors on the socket
 /// `output`), which `input` must be a [`protocol::SpinRead`] to receive.
 pub fn serve<R: Read, W: Write + std::os::fd::AsFd>(input: R, output: W) -> Result<i32, ProtocolError> {
+    serve_ringing(input, output, None)
+}
+
+/// [`serve`], ringing `bell` (its [`Side::ToDriver`] counter) after each reply is written, so
+/// that a driver polling the doorbell reads it at once.
+pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
+    input: R,
+    output: W,
+    bell: Option<&Doorbell>,
+) -> Result<i32, ProtocolError> {
     let mut input = BufReader::with_capacity(1 << 16, input);
     let mut output = BufWriter::with_capacity(1 << 16, output);
     let mut worker = Worker::new();
@@ -101,6 +113,9 @@ pub fn serve<R: Read, W: Write + std::os::fd::AsFd>(input: R, output: W) -> Resu
         if let Some(r) = reply {
             r.encode().write_to_socket(&mut output)?;
             output.flush()?;
+            if let Some(b) = bell {
+                b.ring(Side::ToDriver);
+            }
         }
         if let Some(code) = exit {
             return Ok(code);
@@ -222,6 +237,10 @@ pub(crate) struct WorkerArgs {
     /// Send heartbeats on this inherited socket file descriptor.
     #[arg(long, value_name = "FD", requires = "pipe_fd")]
     pub heartbeat_fd: Option<i32>,
+    /// A doorbell page (shared memory) on this inherited file descriptor: the worker polls it
+    /// instead of its socket while it waits, and rings it after each reply.
+    #[arg(long, value_name = "FD", requires = "pipe_fd")]
+    pub doorbell_fd: Option<i32>,
     /// Seconds between heartbeats.
     #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
     pub heartbeat_interval: f64,
@@ -283,7 +302,7 @@ pub fn main(mut argv: Vec<String>) -> i32 {
         }
     }
     match args.pipe_fd {
-        Some(fd) => match serve_fd(fd) {
+        Some(fd) => match serve_fd(fd, args.doorbell_fd) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("taps-worker: {}", e);
@@ -315,11 +334,29 @@ fn inherited_socket(fd: i32, flag: &str) -> io::Result<std::os::unix::net::UnixS
     Ok(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) })
 }
 
-/// Serves the protocol on the inherited socket `fd`.
-fn serve_fd(fd: i32) -> Result<i32, String> {
+/// Serves the protocol on the inherited socket `fd`, with the doorbell page `bell` if given.
+fn serve_fd(fd: i32, bell: Option<i32>) -> Result<i32, String> {
     let stream = inherited_socket(fd, "--pipe-fd").map_err(|e| e.to_string())?;
-    let input = protocol::SpinRead(stream.try_clone().map_err(|e| e.to_string())?);
-    serve(input, stream).map_err(|e| e.to_string())
+    let sock = stream.try_clone().map_err(|e| e.to_string())?;
+    let Some(bell) = bell else {
+        return serve(protocol::SpinRead(sock), stream).map_err(|e| e.to_string());
+    };
+    let bell = std::sync::Arc::new(inherited_doorbell(bell).map_err(|e| format!("--doorbell-fd {}: {}", bell, e))?);
+    let input = BellRead { sock, bell: bell.clone(), side: Side::ToWorker };
+    serve_ringing(input, stream, Some(&bell)).map_err(|e| e.to_string())
+}
+
+/// Maps the inherited doorbell page `fd` (close-on-exec from now on).
+fn inherited_doorbell(fd: i32) -> io::Result<Doorbell> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::other("not an open file descriptor (3 or above)"));
+    }
+    // SAFETY: fd is open (checked above); setting FD_CLOEXEC has no other effect.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the driver handed this descriptor to us alone; nothing else in this process owns it.
+    Doorbell::from_fd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// Starts the thread that writes a heartbeat byte to `fd` every `interval`, independently of the

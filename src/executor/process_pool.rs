@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::data::DataLayer;
 use crate::engine::{Completer, Executor, Job};
 use crate::options::Validate;
-use crate::protocol::{self, Frame, FromWorker, Message, ProtocolError, ToWorker};
+use crate::protocol::{self, BellRead, Doorbell, Frame, FromWorker, Message, ProtocolError, Side, ToWorker};
 
 use super::remote::{Link, RemoteExecutor, RemoteOptions, Transport, heartbeat_interval};
 use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers, available_cores};
@@ -389,6 +389,8 @@ struct Proc {
     heartbeat: UnixStream,
     /// When the last heartbeat arrived.
     heard: Instant,
+    /// The page shared with the worker: rung after each write to `conn`.
+    bell: Arc<Doorbell>,
 }
 
 /// What the writer thread writes.
@@ -410,8 +412,11 @@ impl Proc {
         if self.queued == 0 && frame.len() <= DIRECT_MAX {
             let buf = frame.to_vec();
             match send_nonblocking(&self.conn, &buf) {
-                Some(n) if n == buf.len() => {}
+                Some(n) if n == buf.len() => self.bell.ring(Side::ToWorker),
                 Some(n) => {
+                    if n > 0 {
+                        self.bell.ring(Side::ToWorker);
+                    }
                     self.queued += 1;
                     let _ = tx.send(Outgoing::Raw(buf[n..].to_vec()));
                 }
@@ -584,7 +589,7 @@ fn spawner(pool: Arc<Pool>, rx: Receiver<Spawn>) {
 
 /// Registers a freshly started worker, says Hello, and starts its threads.
 fn install(pool: &Arc<Pool>, link: &Link, slot: usize, spawned: Spawned) {
-    let Spawned { pid, conn: stream, heartbeat } = spawned;
+    let Spawned { pid, conn: stream, heartbeat, bell } = spawned;
     let streams = stream.try_clone().and_then(|w| Ok((w, stream.try_clone()?)));
     let mut st = pool.lock();
     let (wstream, rstream) = match streams {
@@ -606,7 +611,8 @@ fn install(pool: &Arc<Pool>, link: &Link, slot: usize, spawned: Spawned) {
     st.next_id += 1;
     let (tx, rx) = unbounded();
     let conn = Arc::new(stream);
-    let mut p = Proc { pid, conn: conn.clone(), tx: Some(tx), queued: 0, heartbeat, heard: Instant::now() };
+    let mut p =
+        Proc { pid, conn: conn.clone(), tx: Some(tx), queued: 0, heartbeat, heard: Instant::now(), bell: bell.clone() };
     p.send(link.hello(format!("worker-{}", slot)));
     st.procs.insert(id, p);
     st.current[slot] = Some(id);
@@ -615,12 +621,13 @@ fn install(pool: &Arc<Pool>, link: &Link, slot: usize, spawned: Spawned) {
     drop(st);
     link.started(slot, id);
     let mut st = pool.lock();
-    let s = pool.clone();
-    let w = std::thread::Builder::new().name(format!("taps-pool-w{}", pid)).spawn(move || writer(s, id, wstream, rx));
+    let (s, b) = (pool.clone(), bell.clone());
+    let w =
+        std::thread::Builder::new().name(format!("taps-pool-w{}", pid)).spawn(move || writer(s, id, wstream, rx, b));
     let (s, l) = (pool.clone(), link.clone());
     let r = std::thread::Builder::new()
         .name(format!("taps-pool-r{}", pid))
-        .spawn(move || reader(s, l, slot, id, pid, rstream));
+        .spawn(move || reader(s, l, slot, id, pid, rstream, bell));
     for t in [w, r] {
         match t {
             Ok(h) => st.threads.push(h),
@@ -634,7 +641,7 @@ fn install(pool: &Arc<Pool>, link: &Link, slot: usize, spawned: Spawned) {
 }
 
 /// Writes frames to one worker until the channel closes or the worker is gone.
-fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>) {
+fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>, bell: Arc<Doorbell>) {
     let mut out = BufWriter::with_capacity(1 << 16, &stream);
     let ok = (|| -> io::Result<()> {
         while let Ok(item) = rx.recv() {
@@ -646,6 +653,7 @@ fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>) 
                 n += 1;
             }
             out.flush()?;
+            bell.ring(Side::ToWorker);
             // Everything handed over so far is in the socket: direct sends may resume.
             if let Some(p) = pool.lock().procs.get_mut(&id) {
                 p.queued -= n;
@@ -661,8 +669,9 @@ fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>) 
 }
 
 /// Reads one worker's frames; on end of stream, reaps it and reports its loss.
-fn reader(pool: Arc<Pool>, link: Link, slot: usize, id: u64, pid: u32, stream: UnixStream) {
-    let mut input = BufReader::with_capacity(1 << 16, protocol::SpinRead(&stream));
+fn reader(pool: Arc<Pool>, link: Link, slot: usize, id: u64, pid: u32, stream: UnixStream, bell: Arc<Doorbell>) {
+    // While it waits it polls the worker's doorbell counter, not the socket.
+    let mut input = BufReader::with_capacity(1 << 16, BellRead { sock: &stream, bell, side: Side::ToDriver });
     let protocol_error = loop {
         match protocol::recv::<FromWorker, _>(&mut input) {
             Ok(Some(m)) => link.message(slot, id, m),
@@ -822,16 +831,19 @@ fn set_send_buffer(s: &UnixStream, bytes: usize) {
 /// The worker's fds for its connection and its heartbeat socket.
 const WORKER_CONN_FD: i32 = 3;
 const WORKER_HEARTBEAT_FD: i32 = 4;
+const WORKER_DOORBELL_FD: i32 = 5;
 
 /// A freshly started worker: its pid, connection and heartbeat socket (driver ends).
 struct Spawned {
     pid: u32,
     conn: UnixStream,
     heartbeat: UnixStream,
+    bell: Arc<Doorbell>,
 }
 
-/// Starts the worker program `path` as `taps-worker worker --pipe-fd 3 --heartbeat-fd 4 …` (named
-/// `taps-worker` in `ps`) with the other ends of two fresh socket pairs on fds 3 and 4, in its own
+/// Starts the worker program `path` as `taps-worker worker --pipe-fd 3 --heartbeat-fd 4
+/// --doorbell-fd 5 …` (named `taps-worker` in `ps`) with the other ends of two fresh socket pairs
+/// on fds 3 and 4 and a fresh [`Doorbell`] page on fd 5, in its own
 /// process group, stdin from `/dev/null`, and the driver's environment plus `env`.
 ///
 /// It uses `posix_spawn`, never `fork`: a fork runs the `pthread_atfork` handlers of every library
@@ -848,7 +860,7 @@ fn spawn_process(path: &Path, heartbeat_interval: Duration, env: &[(String, Stri
     }
     heartbeat.set_nonblocking(true)?;
     // Above the target fds, so that placing one cannot overwrite the other (close-on-exec here).
-    let high = |s: &UnixStream| -> io::Result<std::os::fd::OwnedFd> {
+    let high = |s: &dyn AsRawFd| -> io::Result<std::os::fd::OwnedFd> {
         // SAFETY: duplicating an open descriptor; the result is owned below.
         let fd = unsafe { libc::fcntl(s.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
         if fd < 0 {
@@ -857,7 +869,8 @@ fn spawn_process(path: &Path, heartbeat_interval: Duration, env: &[(String, Stri
         // SAFETY: fd is a fresh descriptor nobody else owns.
         Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
     };
-    let (conn_fd, hb_fd) = (high(&theirs)?, high(&hb_theirs)?);
+    let bell = Arc::new(Doorbell::create()?);
+    let (conn_fd, hb_fd, bell_fd) = (high(&theirs)?, high(&hb_theirs)?, high(&bell.fd())?);
     drop((theirs, hb_theirs));
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::other("a NUL byte in an argument"));
     let program = cstr(path.as_os_str().as_bytes())?;
@@ -868,6 +881,8 @@ fn spawn_process(path: &Path, heartbeat_interval: Duration, env: &[(String, Stri
         WORKER_CONN_FD.to_string().as_bytes(),
         b"--heartbeat-fd",
         WORKER_HEARTBEAT_FD.to_string().as_bytes(),
+        b"--doorbell-fd",
+        WORKER_DOORBELL_FD.to_string().as_bytes(),
         b"--heartbeat-interval",
         format!("{}", heartbeat_interval.as_secs_f64()).as_bytes(),
         b"--parent-pid",
@@ -906,6 +921,7 @@ fn spawn_process(path: &Path, heartbeat_interval: Duration, env: &[(String, Stri
             check(libc::posix_spawn_file_actions_addopen(&mut actions, 0, c"/dev/null".as_ptr(), libc::O_RDONLY, 0))?;
             check(libc::posix_spawn_file_actions_adddup2(&mut actions, conn_fd.as_raw_fd(), WORKER_CONN_FD))?;
             check(libc::posix_spawn_file_actions_adddup2(&mut actions, hb_fd.as_raw_fd(), WORKER_HEARTBEAT_FD))?;
+            check(libc::posix_spawn_file_actions_adddup2(&mut actions, bell_fd.as_raw_fd(), WORKER_DOORBELL_FD))?;
             let flags = libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK;
             check(libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short))?;
             check(libc::posix_spawnattr_setpgroup(&mut attr, 0))?;
@@ -917,5 +933,5 @@ fn spawn_process(path: &Path, heartbeat_interval: Duration, env: &[(String, Stri
         libc::posix_spawnattr_destroy(&mut attr);
         rc?;
     }
-    Ok(Spawned { pid: pid as u32, conn, heartbeat })
+    Ok(Spawned { pid: pid as u32, conn, heartbeat, bell })
 }
