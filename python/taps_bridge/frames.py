@@ -292,9 +292,32 @@ def run_header(head, spec, result_of):
     return header, segments
 
 
+def for_run(ctx):
+    """Makes this thread's cached runner and taps-worker those of the run of ``ctx``: an engine
+    worker may outlive a run (a running Dask scheduler or Ray cluster that several taps runs join
+    in turn), and another run's ``Hello`` has another run directory, data layer, build. Both are
+    dropped (the taps-worker closed) when ``ctx`` differs from the one they were made for.
+    ``ctx`` is the very same object for every task of a run on Ray (inside the remote function);
+    Dask and Parsl unpickle an equal copy per task: a tuple comparison."""
+    old = getattr(_local, "ctx", None)
+    if old is ctx:
+        return
+    if old is not None and old == ctx:
+        _local.ctx = ctx
+        return
+    w = getattr(_local, "worker", None)
+    _local.worker = None
+    _local.runner = None
+    _local.ctx = ctx
+    if w is not None:
+        w.close()
+
+
 def native_runner(ctx):
-    """This thread's in-process runner (``taps_native.Runner``), or None: the driver did not ask
-    for one (``ctx[2]`` is None), or ``taps_native`` is missing here or of another build."""
+    """This thread's in-process runner (``taps_native.Runner``) for the run of ``ctx``, or None:
+    the driver did not ask for one (``ctx[2]`` is None), or ``taps_native`` is missing here or of
+    another build."""
+    for_run(ctx)
     r = getattr(_local, "runner", None)
     if r is None:
         r = False
