@@ -246,6 +246,46 @@ def ray_task(ctx):
     return taps_task
 
 
+# The run's context (:func:`run_task`'s ``ctx``) as one ``bytes`` value (:func:`pack_ctx`), for
+# engines that serialize every argument of every task themselves (Parsl: with dill, a pure-Python
+# pickler, whose cost grows with the number of objects).
+_CTX = struct.Struct("<III")
+_ctx_seen = (None, None)
+
+
+def pack_ctx(ctx):
+    """``ctx`` = (taps-worker program, Hello frame, build id or None) as one ``bytes`` value."""
+    program, hello, build = ctx[0].encode(), bytes(ctx[1]), (ctx[2] or "").encode()
+    return b"".join([_CTX.pack(len(program), len(hello), len(build)), program, hello, build])
+
+
+def ctx_of(packed):
+    """:func:`pack_ctx`'s value back as ``ctx``: the same tuple object as long as the same run's
+    tasks come (this process's last one is kept; :func:`for_run` then finds it at once)."""
+    global _ctx_seen
+    seen, ctx = _ctx_seen
+    if seen == packed:
+        return ctx
+    a, b, c = _CTX.unpack_from(packed, 0)
+    at = _CTX.size
+    program = bytes(packed[at : at + a]).decode()
+    hello = bytes(packed[at + a : at + a + b])
+    build = bytes(packed[at + a + b : at + a + b + c]).decode() or None
+    ctx = (program, hello, build)
+    _ctx_seen = (bytes(packed), ctx)
+    return ctx
+
+
+def bytes_task(ctx, packed, *rest):
+    """The function Parsl runs for each taps task: every argument and the result are ``bytes``
+    (:func:`pack_ctx`, then :func:`ray_args`' arguments, a parent's :func:`pack_done` value in
+    place of its future), which dill serializes as one object each; returns a :func:`pack_done`
+    value."""
+    head, spec, parents = ray_spec(packed, rest)
+    header, segments, pid, in_process = execute(ctx_of(ctx), head, spec, lambda i: unpack_done(parents[i]))
+    return pack_done(header, segments, pid, in_process)
+
+
 class ParentFailed(Exception):
     """A parent of the task failed: the task does not run (the driver records it as
     ``ParentFailed``, naming the parent)."""
