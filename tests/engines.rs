@@ -777,3 +777,81 @@ fn ray_passes_values_of_every_kind_along_a_chain() {
         assert_eq!(recs.iter().filter(|r| !r.parent_task_ids.is_empty()).count(), 3);
     }
 }
+
+/// A running Dask scheduler and worker (started here with `taps_bridge` importable, as a user
+/// would: `PYTHONPATH=<checkout>/python`, one worker of one thread, so every task of every run
+/// lands on the same thread) joined by four taps runs in turn, each with the `file` transformer
+/// into a directory of its own (`files1`…`files4`, created before): the first two run their tasks
+/// in the worker's process (`taps_native`), the last two in a taps-worker process
+/// (`TAPS_IN_PROCESS=0`). An engine worker outlives a run: each run's tasks must use that run's
+/// `Hello` (its file directory), not the cached runner or taps-worker of the run before (whose
+/// directory is gone: "cannot write"). Every run completes with complete records, its values
+/// went to its own directory only (sampled while it ran), the runs left their directories empty,
+/// and the cluster, still serving after the last run, is stopped.
+#[test]
+fn dask_runs_twice_on_one_running_cluster_each_with_its_own_data() {
+    require_venv();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = format!(
+        r#"mkdir -p cluster-tmp files1 files2 files3 files4 r1 r2 r3 r4
+export PYTHONPATH={root}/python
+TMPDIR=$PWD/cluster-tmp {venv}/bin/dask scheduler --host 127.0.0.1 --port 0 --dashboard-address 127.0.0.1:0 \
+  --scheduler-file sched.json > scheduler.log 2>&1 &
+S=$!
+until [ -s sched.json ]; do kill -0 $S || exit 96; sleep 0.1; done
+TMPDIR=$PWD/cluster-tmp {venv}/bin/dask worker --scheduler-file sched.json --host 127.0.0.1 --nworkers 1 \
+  --nthreads 1 --dashboard-address 127.0.0.1:0 --local-directory $PWD/cluster-tmp > worker.log 2>&1 &
+W=$!
+ADDR=$({venv}/bin/python -c 'import json; print(json.load(open("sched.json"))["address"])')
+unset PYTHONPATH
+i=0
+for native in 1 1 0 0; do
+  i=$((i+1))
+  (cd r$i && TAPS_IN_PROCESS=$native exec {taps} --app synthetic --app.structure sequential --app.task-count 6 \
+    --app.task-data-bytes 100000 --app.task-sleep 0.2 --app.warmup-tasks 0 \
+    --engine.executor dask --engine.executor.scheduler $ADDR --engine.executor.wait-for-workers 1 \
+    --engine.filter object-size --engine.filter.min-size 50000 \
+    --engine.transformer file --engine.transformer.file-dir ../files$i) > run.$i.out 2>&1 &
+  R=$!
+  while kill -0 $R 2>/dev/null; do find files1 files2 files3 files4 -type f >> seen.$i; sleep 0.02; done
+  wait $R; echo $? > run.$i.rc
+done
+alive=0
+kill -0 $S && kill -0 $W && alive=1
+kill $W; wait $W
+kill $S; wait $S
+[ $alive = 1 ] || exit 98
+"#,
+        root = root,
+        venv = venv().display(),
+        taps = taps_cmd(""),
+    );
+    std::fs::write(d.join("dask-join.sh"), script).unwrap();
+    let cmd = format!("sh -c '. {}/dask-join.sh'", d.display());
+    let outs = in_netns(d, std::slice::from_ref(&cmd));
+    let d1 = d.join("d1");
+    let read = |f: &str| std::fs::read_to_string(d1.join(f)).unwrap_or_default();
+    let logs = || format!("scheduler:\n{}\nworker:\n{}", read("scheduler.log"), read("worker.log"));
+    assert_eq!(outs[0].0, 0, "the cluster stopped early or failed\n{}\n{}\n{}", outs[0].1, outs[0].2, logs());
+    for i in 1..=4 {
+        let out = read(&format!("run.{}.out", i));
+        assert_eq!(read(&format!("run.{}.rc", i)).trim(), "0", "run {}:\n{}\n{}", i, out, logs());
+        let run = the_run_dir(&d1.join(format!("r{}", i)));
+        let recs = records(&run);
+        check_record_invariants(&recs);
+        assert_eq!(recs.len(), 6, "run {}", i);
+        assert!(recs.iter().all(|r| r.success == Some(true)), "run {}: {:?}", i, recs);
+        assert!(recs.iter().all(|r| r.execution.is_some() && r.received_time.is_some()), "run {}: {:?}", i, recs);
+        let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+        assert_eq!(in_process_tasks(&log), if i <= 2 { 6 } else { 0 }, "run {}:\n{}", i, log);
+        // What the file transformer wrote while run i ran: only under its own files<i>.
+        let seen = read(&format!("seen.{}", i));
+        let own = format!("files{}/taps-", i);
+        assert!(seen.lines().any(|l| l.starts_with(&own)), "run {} wrote nothing under files{}:\n{}", i, i, seen);
+        assert!(seen.lines().all(|l| l.starts_with(&own)), "run {} wrote elsewhere:\n{}", i, seen);
+        let left: Vec<_> = std::fs::read_dir(d1.join(format!("files{}", i))).unwrap().flatten().collect();
+        assert!(left.is_empty(), "run {} left {:?}", i, left);
+    }
+}

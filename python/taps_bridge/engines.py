@@ -148,7 +148,26 @@ class Ray:
         self.ray.shutdown()
 
 
-class ParslLocal(FutureEngine):
+class ParslEngine(FutureEngine):
+    """Parsl's engines: each taps task is one Parsl app call of :func:`frames.bytes_task`, whose
+    arguments and result are ``bytes`` (and parents' futures): Parsl serializes every argument of
+    every task with dill, a pure-Python pickler, on both sides, and a tuple of tuples costs it
+    several times one ``bytes`` value."""
+
+    ctx = None
+
+    def submit_task(self, key, ctx, head, spec, deps):
+        if self.ctx is None:
+            self.ctx = frames.pack_ctx(ctx)
+        packed, *rest = frames.ray_args(head, spec, deps)
+        return self.submit(key, frames.bytes_task, self.ctx, packed, rest)
+
+    def result(self, fut):
+        """A taps task's outcome (see :meth:`FutureEngine.result`) from its ``bytes``."""
+        return frames.unpack_done(fut.result())
+
+
+class ParslLocal(ParslEngine):
     """Parsl: a HighThroughputExecutor on the LocalProvider (one block on this node)."""
 
     def __init__(self, o):
@@ -320,7 +339,7 @@ def htex_config(o):
     return parsl.Config(executors=executors, initialize_logging=False, **kw)
 
 
-class ParslHtex(FutureEngine):
+class ParslHtex(ParslEngine):
     """Parsl with the HighThroughputExecutors of ``[engine.executor.htex]`` (any provider: Slurm,
     PBS, local…). With ``warmup``, no-op tasks go out in batches until ``min_connected_nodes``
     worker pools have connected (the reference's warmup)."""

@@ -246,6 +246,46 @@ def ray_task(ctx):
     return taps_task
 
 
+# The run's context (:func:`run_task`'s ``ctx``) as one ``bytes`` value (:func:`pack_ctx`), for
+# engines that serialize every argument of every task themselves (Parsl: with dill, a pure-Python
+# pickler, whose cost grows with the number of objects).
+_CTX = struct.Struct("<III")
+_ctx_seen = (None, None)
+
+
+def pack_ctx(ctx):
+    """``ctx`` = (taps-worker program, Hello frame, build id or None) as one ``bytes`` value."""
+    program, hello, build = ctx[0].encode(), bytes(ctx[1]), (ctx[2] or "").encode()
+    return b"".join([_CTX.pack(len(program), len(hello), len(build)), program, hello, build])
+
+
+def ctx_of(packed):
+    """:func:`pack_ctx`'s value back as ``ctx``: the same tuple object as long as the same run's
+    tasks come (this process's last one is kept; :func:`for_run` then finds it at once)."""
+    global _ctx_seen
+    seen, ctx = _ctx_seen
+    if seen == packed:
+        return ctx
+    a, b, c = _CTX.unpack_from(packed, 0)
+    at = _CTX.size
+    program = bytes(packed[at : at + a]).decode()
+    hello = bytes(packed[at + a : at + a + b])
+    build = bytes(packed[at + a + b : at + a + b + c]).decode() or None
+    ctx = (program, hello, build)
+    _ctx_seen = (bytes(packed), ctx)
+    return ctx
+
+
+def bytes_task(ctx, packed, *rest):
+    """The function Parsl runs for each taps task: every argument and the result are ``bytes``
+    (:func:`pack_ctx`, then :func:`ray_args`' arguments, a parent's :func:`pack_done` value in
+    place of its future), which dill serializes as one object each; returns a :func:`pack_done`
+    value."""
+    head, spec, parents = ray_spec(packed, rest)
+    header, segments, pid, in_process = execute(ctx_of(ctx), head, spec, lambda i: unpack_done(parents[i]))
+    return pack_done(header, segments, pid, in_process)
+
+
 class ParentFailed(Exception):
     """A parent of the task failed: the task does not run (the driver records it as
     ``ParentFailed``, naming the parent)."""
@@ -292,9 +332,32 @@ def run_header(head, spec, result_of):
     return header, segments
 
 
+def for_run(ctx):
+    """Makes this thread's cached runner and taps-worker those of the run of ``ctx``: an engine
+    worker may outlive a run (a running Dask scheduler or Ray cluster that several taps runs join
+    in turn), and another run's ``Hello`` has another run directory, data layer, build. Both are
+    dropped (the taps-worker closed) when ``ctx`` differs from the one they were made for.
+    ``ctx`` is the very same object for every task of a run on Ray (inside the remote function);
+    Dask and Parsl unpickle an equal copy per task: a tuple comparison."""
+    old = getattr(_local, "ctx", None)
+    if old is ctx:
+        return
+    if old is not None and old == ctx:
+        _local.ctx = ctx
+        return
+    w = getattr(_local, "worker", None)
+    _local.worker = None
+    _local.runner = None
+    _local.ctx = ctx
+    if w is not None:
+        w.close()
+
+
 def native_runner(ctx):
-    """This thread's in-process runner (``taps_native.Runner``), or None: the driver did not ask
-    for one (``ctx[2]`` is None), or ``taps_native`` is missing here or of another build."""
+    """This thread's in-process runner (``taps_native.Runner``) for the run of ``ctx``, or None:
+    the driver did not ask for one (``ctx[2]`` is None), or ``taps_native`` is missing here or of
+    another build."""
+    for_run(ctx)
     r = getattr(_local, "runner", None)
     if r is None:
         r = False
