@@ -58,6 +58,9 @@ pub trait Transformer: Send + Sync {
     /// task's futures are dropped and the children that take it finished. Best effort (what it
     /// leaves, close removes). Default: kept until close.
     fn release(&self, _r: &DataRef) {}
+    /// Removes an argument the driver stored, once its task finished (driver only, before
+    /// close): no worker reads it again. Best effort. Default: kept until close.
+    fn release_argument(&self, _r: &DataRef) {}
 }
 
 crate::options! {
@@ -257,10 +260,39 @@ impl TransformerConfig for FileOptions {
 /// and removes it, with everything in it, at [`close`](Transformer::close); workers
 /// [attach](FileTransformer::attach) to it and remove nothing. Nothing else under the user's
 /// `file-dir` is ever touched.
+///
+/// Files are recycled: a released large value's file (a result nothing reads any more, an
+/// argument whose task finished) is moved into the run's `free/` subdirectory instead of being
+/// deleted, and the next value stored, by any process, takes one from there (an atomic `rename`
+/// back under a new name) and overwrites it in place: its pages are still in the page cache, so
+/// the write is a plain copy instead of allocating and zeroing fresh pages. A reader that maps a
+/// value holds a shared `flock` on its file as long as the mapping lives, and a file is
+/// overwritten only under an exclusive one taken without waiting: a file still mapped anywhere
+/// (a value the app keeps) is put back and left alone.
 pub(crate) struct FileTransformer {
     dir: PathBuf,
     /// Set on the driver: the parents of the run's directory that it created (removed at close if empty).
     owned: Option<Vec<PathBuf>>,
+}
+
+/// The subdirectory of released files waiting to be reused.
+const FREE: &str = "free";
+/// At most this many files wait in `free/`, holding at most [`FREE_BYTES`]; more are deleted.
+const FREE_FILES: usize = 16;
+/// See [`FREE_FILES`].
+const FREE_BYTES: u64 = 256 << 20;
+/// Files a store tries to take from `free/` before it makes a new one.
+const CLAIM_TRIES: usize = 4;
+
+/// `flock` on `f` without waiting; false if another open file holds a conflicting lock.
+fn try_flock(f: &std::fs::File, op: libc::c_int) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
 }
 
 impl FileTransformer {
@@ -275,43 +307,127 @@ impl FileTransformer {
             crate::rundir::remove_created(&parents);
             io(&base.join(name), e)
         })?;
-        Ok(FileTransformer { dir, owned: Some(parents) })
+        let t = FileTransformer { dir, owned: Some(parents) };
+        // Without it files are deleted rather than recycled.
+        if let Err(e) = std::fs::create_dir(t.free_dir()) {
+            tracing::debug!(target: "taps.engine.transform", "cannot create {}: {}", t.free_dir().display(), e);
+        }
+        Ok(t)
     }
 
     /// Uses a directory the driver created (a worker's view).
     pub(crate) fn attach(dir: &Path) -> Self {
         FileTransformer { dir: dir.to_path_buf(), owned: None }
     }
+
+    fn free_dir(&self) -> PathBuf {
+        self.dir.join(FREE)
+    }
+
+    /// A released file taken from `free/` and renamed to `path`, locked exclusively (no reader
+    /// maps it), or None.
+    fn claim(&self, path: &Path) -> Option<std::fs::File> {
+        let free = std::fs::read_dir(self.free_dir()).ok()?;
+        for entry in free.flatten().take(CLAIM_TRIES) {
+            let from = entry.path();
+            // Atomic: of processes taking the same file, one wins; the others see it gone.
+            if std::fs::rename(&from, path).is_err() {
+                continue;
+            }
+            let f = std::fs::OpenOptions::new().write(true).open(path);
+            match f.as_ref().map(|f| try_flock(f, libc::LOCK_EX)) {
+                Ok(Ok(true)) => return f.ok(),
+                _ => {
+                    // Still mapped somewhere (or unusable): back to free/, or gone (a mapping
+                    // keeps its pages either way).
+                    drop(f);
+                    if std::fs::rename(path, &from).is_err() {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Moves a released file of this run's directory into `free/` (deletes it when `free/` is
+    /// full or the value small).
+    fn recycle(&self, r: &DataRef) {
+        let path = Path::new(&r.key);
+        // Only a file of this run's own directory.
+        if path.parent() != Some(self.dir.as_path()) {
+            return;
+        }
+        if r.size >= crate::shm::MIN_SHARED as u64
+            && let Some(name) = path.file_name()
+            && self.free_room(r.size)
+            && std::fs::rename(path, self.free_dir().join(name)).is_ok()
+        {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::debug!(target: "taps.engine.transform", "cannot remove {}: {}", r.key, e);
+        }
+    }
+
+    /// Whether `free/` has room for a file of `size` bytes.
+    fn free_room(&self, size: u64) -> bool {
+        let Ok(free) = std::fs::read_dir(self.free_dir()) else { return false };
+        let (mut n, mut bytes) = (0, size);
+        for e in free.flatten() {
+            n += 1;
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            if n >= FREE_FILES || bytes > FREE_BYTES {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl Transformer for FileTransformer {
+    /// Into a recycled file if `free/` has one no reader maps (overwritten in place), else a new one.
     fn put(&self, bytes: &[u8], _role: Role) -> Result<DataRef, TaskError> {
+        use std::os::unix::fs::FileExt;
         let path = self.dir.join(uuid::Uuid::new_v4().simple().to_string());
-        std::fs::write(&path, bytes)
-            .map_err(|e| TaskError::new("IoError", format!("cannot write {}: {}", path.display(), e)))?;
+        let err = |e: std::io::Error| TaskError::new("IoError", format!("cannot write {}: {}", path.display(), e));
+        let reused = if bytes.len() >= crate::shm::MIN_SHARED { self.claim(&path) } else { None };
+        match reused {
+            Some(f) => {
+                f.write_all_at(bytes, 0).map_err(err)?;
+                if f.metadata().map_err(err)?.len() != bytes.len() as u64 {
+                    f.set_len(bytes.len() as u64).map_err(err)?;
+                }
+            }
+            None => std::fs::write(&path, bytes).map_err(err)?,
+        }
         Ok(DataRef { key: path.display().to_string(), size: bytes.len() as u64 })
     }
 
-    /// A large value is mapped from its file (read in place from the page cache), a small one read.
+    /// A large value is mapped from its file (read in place from the page cache) under a shared
+    /// lock held while the mapping lives; a small one is read.
     fn get(&self, r: &DataRef) -> Result<bytes::Bytes, TaskError> {
         let err = |e: std::io::Error| TaskError::new("IoError", format!("cannot read {}: {}", r.key, e));
         if r.size >= crate::shm::MIN_SHARED as u64 {
             let f = std::fs::File::open(&r.key).map_err(err)?;
-            return crate::shm::map_file(&f, r.size as usize).map_err(err);
+            // Never contended: a value is read before it is released, a file rewritten after.
+            if !try_flock(&f, libc::LOCK_SH).map_err(err)? {
+                return Err(err(std::io::Error::other("locked by a writer")));
+            }
+            return crate::shm::map_file(f, r.size as usize).map_err(err);
         }
         std::fs::read(&r.key).map(bytes::Bytes::from).map_err(err)
     }
 
-    /// Deletes the result's file: nothing reads it again, and a value still mapped from it
-    /// stays valid (the kernel keeps an unlinked file's pages while they are mapped).
+    /// Recycles the result's file: nothing reads it again, and a value still mapped from it
+    /// stays valid (its reader's lock keeps the file from being rewritten).
     fn release(&self, r: &DataRef) {
-        let path = Path::new(&r.key);
-        // Only a file of this run's own directory.
-        if path.parent() == Some(self.dir.as_path())
-            && let Err(e) = std::fs::remove_file(path)
-        {
-            tracing::debug!(target: "taps.engine.transform", "cannot remove {}: {}", r.key, e);
-        }
+        self.recycle(r);
+    }
+
+    /// Recycles the argument's file once its task finished.
+    fn release_argument(&self, r: &DataRef) {
+        self.recycle(r);
     }
 
     fn close(&self) -> Result<(), TaskError> {
@@ -539,6 +655,16 @@ impl DataLayer {
             && !self.closed.load(std::sync::atomic::Ordering::Acquire)
         {
             t.release(r);
+        }
+    }
+
+    /// Releases an argument this layer stored whose task finished
+    /// ([`Transformer::release_argument`]); nothing after close.
+    pub fn release_argument(&self, r: &DataRef) {
+        if let Some(t) = &self.transformer
+            && !self.closed.load(std::sync::atomic::Ordering::Acquire)
+        {
+            t.release_argument(r);
         }
     }
 

@@ -961,6 +961,8 @@ struct Running {
     /// Kept alive until this task finished: see [`Waiting::cells`].
     _cells: Vec<Arc<TaskCell>>,
     pending: Vec<Arc<TaskCell>>,
+    /// Its arguments the data layer stored: released when it finished.
+    stored: Vec<crate::task::DataRef>,
 }
 
 /// A task that finished and is recorded, whose outcome the dispatcher must feed to the children
@@ -1045,12 +1047,17 @@ impl Book {
         let seq = w.cell.seq;
         let mut moved = Moved::default();
         let mut args = Vec::with_capacity(w.args.len());
+        let mut stored = Vec::new();
         for p in w.args {
             // Values from the caller go through the data layer; parents' results already did.
+            let was_ref = matches!(p, Payload::Ref(_));
             let p = match self.data.transform(p, crate::data::Role::Argument, self.wire) {
                 Ok(p) => p,
                 Err(e) => return self.fail_unstarted(w.cell, &w.parents, w.submit_time, e),
             };
+            if let (false, Payload::Ref(r)) = (was_ref, &p) {
+                stored.push(r.clone());
+            }
             moved += Moved::of(&p);
             args.push(p);
         }
@@ -1068,6 +1075,7 @@ impl Book {
                 moved,
                 _cells: w.cells,
                 pending: w.pending,
+                stored,
             };
             t.running.insert(seq, r);
         }
@@ -1165,6 +1173,10 @@ impl Book {
             bytes_inline: moved.inline,
             bytes_by_reference: moved.by_reference,
         });
+        // No worker reads its arguments again.
+        for a in &r.stored {
+            self.data.release_argument(a);
+        }
         // Whoever waits for the result hears now; the record is serialised later, by the dispatcher.
         self.count_finished(outcome.is_ok());
         let released = if r.cell.finish(outcome.clone()) { Some((r.cell, outcome)) } else { None };

@@ -353,10 +353,12 @@ impl SegmentMut {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A whole file mapped read-only (for reading a large file in place).
+/// A whole file mapped read-only (for reading a large file in place), with the file kept open
+/// as long as the mapping lives (so a lock taken on it is held that long).
 struct FileMap {
     ptr: *mut u8,
     len: usize,
+    _file: std::fs::File,
 }
 
 // SAFETY: a read-only mapping, valid until drop.
@@ -377,8 +379,10 @@ impl Drop for FileMap {
 }
 
 /// The bytes of `file`, which must be `len` bytes long, mapped read-only: read in place from
-/// the page cache, without a copy. The file must not shrink while the bytes live.
-pub(crate) fn map_file(file: &std::fs::File, len: usize) -> io::Result<Bytes> {
+/// the page cache, without a copy. The file stays open while the bytes live (with any `flock`
+/// taken on it: the `file` transformer's readers hold a shared one, so that it never rewrites a
+/// file still mapped). The file must not shrink or change while the bytes live.
+pub(crate) fn map_file(file: std::fs::File, len: usize) -> io::Result<Bytes> {
     let size = file.metadata()?.len();
     if size != len as u64 || len == 0 {
         return Err(io::Error::other(format!("{} bytes, expected {}", size, len)));
@@ -397,7 +401,7 @@ pub(crate) fn map_file(file: &std::fs::File, len: usize) -> io::Result<Bytes> {
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    Ok(Bytes::from_owner(FileMap { ptr: ptr as *mut u8, len }))
+    Ok(Bytes::from_owner(FileMap { ptr: ptr as *mut u8, len, _file: file }))
 }
 
 /// Encodes a value into a segment when its serialised form is at least [`MIN_SHARED`] bytes and

@@ -419,14 +419,112 @@ fn a_results_file_is_deleted_once_its_futures_are_dropped_and_its_children_finis
     let child = e.submit::<Echo>(((&parent).into(),));
     assert_eq!(child.result().unwrap(), value);
     let read = parent.result().unwrap();
-    // The argument's file stays until close (the file transformer deletes no argument).
-    assert_eq!(files(), 3);
+    // The argument's file went when its task finished (no `free/` here to recycle it into).
+    assert_eq!(files(), 2);
     drop(parent);
-    common::wait_for(|| (files() == 2).then_some(()));
+    common::wait_for(|| (files() == 1).then_some(()));
     assert_eq!(read, value, "a value mapped from a deleted file stays intact");
     drop(child);
-    common::wait_for(|| (files() == 1).then_some(()));
+    common::wait_for(|| (files() == 0).then_some(()));
     assert_eq!(e.shutdown().records, 2);
+}
+
+/// Bytes a decoded value reads in place (from a mapped file, with the `file` transformer).
+#[derive(Clone, PartialEq, Debug, serde::Serialize, serde::Deserialize)]
+struct InPlace(#[serde(deserialize_with = "taps::shm::bytes_in_place")] bytes::Bytes);
+taps::task_arg!(InPlace);
+
+/// Returns its argument.
+struct EchoInPlace;
+impl Task for EchoInPlace {
+    const NAME: &'static str = "test-echo-in-place";
+    type Args = (InPlace,);
+    type Output = InPlace;
+    fn run((b,): (InPlace,)) -> Result<InPlace, TaskError> {
+        Ok(b)
+    }
+}
+
+/// The file mapped at `ptr` in this process, from /proc/self/maps.
+fn mapped_file(ptr: *const u8) -> Option<String> {
+    let p = ptr as usize;
+    std::fs::read_to_string("/proc/self/maps").unwrap().lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (lo, hi) = f.next()?.split_once('-')?;
+        let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+        (lo <= p && p < hi).then(|| f.nth(4).unwrap_or("").to_string())
+    })
+}
+
+/// Inodes of the regular files directly in `dir`.
+fn inodes(dir: &std::path::Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.ino())
+        .collect()
+}
+
+#[test]
+fn a_recycled_file_is_never_overwritten_while_a_value_is_mapped_from_it() {
+    use taps::data::{DataLayer, DataSpec};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let free = dir.join("free");
+    // As the driver makes it: the run's directory and its pool of released files.
+    std::fs::create_dir_all(&free).unwrap();
+    let options = format!("file_dir = {:?}\n", dir.display().to_string());
+    let spec = DataSpec { transformer: Some(("file".into(), options)), ..Default::default() };
+    let e = Engine::builder(Box::new(ThreadPool::new(1))).data(DataLayer::from_spec(spec).unwrap()).build();
+    let value = |k: u8| InPlace((0..1u32 << 20).map(|i| (i as u8) ^ k).collect::<Vec<u8>>().into());
+
+    // A result read in place and kept after its future is dropped: its file goes to free/.
+    let a = value(1);
+    let fa = e.submit::<EchoInPlace>((a.clone().into(),));
+    let held = fa.result().unwrap();
+    assert_eq!(held, a);
+    let file = mapped_file(held.0.as_ptr()).expect("the value is read in place from a mapping");
+    assert!(file.starts_with(&dir.display().to_string()), "mapped from the run's file, not {}", file);
+    let [arg_ino] = inodes(&free)[..] else { panic!("the finished task's argument file is in free/") };
+    let [held_ino] = inodes(&dir)[..] else { panic!("one live file: the result's") };
+    drop(fa);
+    common::wait_for(|| (inodes(&free).len() == 2).then_some(()));
+
+    // Values stored while it is held reuse the other free file, never the held one.
+    let mut live = Vec::new();
+    for k in 2..10u8 {
+        let v = value(k);
+        let f = e.submit::<EchoInPlace>((v.clone().into(),));
+        assert_eq!(f.result().unwrap(), v);
+        live.extend(inodes(&dir));
+        assert!(inodes(&free).contains(&held_ino), "the held value's file stays in free/");
+        assert!(held == a, "a value mapped from a released file stays intact");
+    }
+    assert!(live.contains(&arg_ino), "released files are reused");
+    assert!(!live.contains(&held_ino));
+
+    // Once unmapped it is reused: tasks whose results are kept drain free/ until it is taken.
+    drop(held);
+    let mut kept = Vec::new();
+    for k in 10..20u8 {
+        let v = value(k);
+        let f = e.submit::<EchoInPlace>((v.clone().into(),));
+        assert_eq!(f.result().unwrap(), v);
+        kept.push((f, v));
+        if inodes(&dir).contains(&held_ino) {
+            break;
+        }
+    }
+    assert!(inodes(&dir).contains(&held_ino), "a file no longer mapped is reused");
+    for (f, v) in &kept {
+        assert!(&f.result().unwrap() == v, "every kept result intact");
+    }
+    let n = kept.len() as u64;
+    drop(kept);
+    assert_eq!(e.shutdown().records, 9 + n);
 }
 
 #[test]
