@@ -16,6 +16,7 @@
 //! assert_eq!(taps::spin::recv(&rx), Ok(7));
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError};
@@ -27,12 +28,33 @@ pub const SPIN: Duration = Duration::from_micros(100);
 /// a machine whose cores are all busy, where a spinning thread only takes time from others.
 pub const SPIN_ENV: &str = "TAPS_SPIN_US";
 
-/// The polling budget: [`SPIN_ENV`] if set to a number of microseconds, else [`SPIN`].
+/// The budget in µs, `u64::MAX` until first read.
+static BUDGET_US: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The budget [`SPIN_ENV`] sets, if it is set to a number of microseconds.
+fn from_env() -> Option<u64> {
+    std::env::var(SPIN_ENV).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// The polling budget: [`SPIN_ENV`] if set to a number of microseconds, else what the run's
+/// executor [prefers](prefer_budget), else [`SPIN`].
 pub fn budget() -> Duration {
-    static B: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *B.get_or_init(|| {
-        std::env::var(SPIN_ENV).ok().and_then(|v| v.trim().parse().ok()).map_or(SPIN, Duration::from_micros)
-    })
+    let us = BUDGET_US.load(Ordering::Relaxed);
+    if us != u64::MAX {
+        return Duration::from_micros(us);
+    }
+    let us = from_env().unwrap_or(SPIN.as_micros() as u64);
+    BUDGET_US.store(us, Ordering::Relaxed);
+    Duration::from_micros(us)
+}
+
+/// Sets the budget of this process unless [`SPIN_ENV`] sets it: an executor whose messages come
+/// milliseconds apart (a Python engine through the bridge) prefers 0, since polling for the next
+/// one never pays off there and only takes CPU from the engine's own processes on the same cores.
+pub fn prefer_budget(budget: Duration) {
+    if from_env().is_none() {
+        BUDGET_US.store(budget.as_micros().min(u64::MAX as u128 - 1) as u64, Ordering::Relaxed);
+    }
 }
 
 /// Polls are separated by `spin_loop` hints only for this long, then by yields.
@@ -110,5 +132,15 @@ mod tests {
         let (tx, rx) = crossbeam_channel::unbounded::<u8>();
         drop(tx);
         assert!(recv(&rx).is_err(), "a disconnected channel ends the wait");
+    }
+
+    #[test]
+    fn an_executor_can_prefer_a_budget_the_environment_overrides() {
+        // The only test that changes the process's budget (others read it).
+        let env = from_env();
+        prefer_budget(Duration::ZERO);
+        assert_eq!(budget(), env.map_or(Duration::ZERO, Duration::from_micros));
+        prefer_budget(SPIN);
+        assert_eq!(budget(), env.map_or(SPIN, Duration::from_micros));
     }
 }

@@ -409,6 +409,9 @@ fn completion(inner: &Inner, seq: u64, key: Option<String>, m: Msg) -> Completio
 
 impl Executor for Bridge {
     fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
+        // Completions come a millisecond or more apart: the driver's threads block at once
+        // instead of polling (unless TAPS_SPIN_US says otherwise), leaving the cores to the engine.
+        crate::spin::prefer_budget(Duration::ZERO);
         self.done = Some(done.clone());
         let tmp = tempfile::Builder::new().prefix(&format!("taps-{}-", self.engine)).tempdir().map_err(|e| {
             anyhow::anyhow!("cannot create a temporary directory in {}: {}", std::env::temp_dir().display(), e)
