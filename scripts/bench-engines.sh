@@ -17,8 +17,9 @@
 #   TAPS_BENCH_BEFORE=DIR   also "before": DIR/taps with the Python package of DIR/python, or of
 #                           TAPS_BENCH_BEFORE_PYTHON (e.g. a copy of an older build and checkout)
 #   TAPS_BENCH_PROCESS=1    also "taps-process": TAPS_IN_PROCESS=0 (tasks in taps-worker processes)
-#   TAPS_BENCH_NOSPIN=1     also "nospin": TAPS_SPIN_US=0 (the driver's threads block at once
-#                           instead of polling 100 µs first; see src/spin.rs)
+#   TAPS_BENCH_SPIN=1       also "spin": TAPS_SPIN_US=100 (the driver's threads poll 100 µs before
+#                           they block, as with taps' own executors; with an engine they block at
+#                           once by default; see src/spin.rs)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TASKS=${1:-300}
@@ -29,10 +30,11 @@ TAPS="$root/target/release/taps"
 BEFORE=${TAPS_BENCH_BEFORE:-}
 BEFORE_PY=${TAPS_BENCH_BEFORE_PYTHON:-${BEFORE:+$BEFORE/python}}
 PROCESS=${TAPS_BENCH_PROCESS:-0}
-NOSPIN=${TAPS_BENCH_NOSPIN:-0}
+SPIN=${TAPS_BENCH_SPIN:-0}
 work=$(mktemp -d)
+mkdir -p "$work/tmp"; export TMPDIR=$work/tmp  # Ray's, Dask's and Python's temporary files of the "engine alone" runs go with $work
 trap 'rm -rf "$work"' EXIT
-export TASKS ROUNDS ENGINES VENV TAPS root work BEFORE BEFORE_PY PROCESS NOSPIN
+export TASKS ROUNDS ENGINES VENV TAPS root work BEFORE BEFORE_PY PROCESS SPIN
 unshare -n bash -c '
 set -euo pipefail
 ip link set lo up
@@ -58,7 +60,7 @@ for r in $(seq "$ROUNDS"); do
       [ -n "$BEFORE" ] && taps before "$BEFORE/taps" "$BEFORE_PY" TAPS_BENCH=1
       taps taps "$TAPS" "$root/python" TAPS_BENCH=1
       [ "$PROCESS" = 1 ] && [ "$e" != hyperqueue ] && taps taps-process "$TAPS" "$root/python" TAPS_IN_PROCESS=0
-      [ "$NOSPIN" = 1 ] && taps nospin "$TAPS" "$root/python" TAPS_BENCH=1 TAPS_SPIN_US=0
+      [ "$SPIN" = 1 ] && taps spin "$TAPS" "$root/python" TAPS_BENCH=1 TAPS_SPIN_US=100
       rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" 2>/dev/null | sed -n "s/ tasks\/s median \([0-9]*\) us/ \1/p")
       echo "$r $e $k native $rate"
       if [ "$e" = hyperqueue ]; then
