@@ -506,19 +506,32 @@ fn a_recycled_file_is_never_overwritten_while_a_value_is_mapped_from_it() {
     assert!(live.contains(&arg_ino), "released files are reused");
     assert!(!live.contains(&held_ino));
 
-    // Once unmapped it is reused: tasks whose results are kept drain free/ until it is taken.
+    // Once unmapped it is reused: tasks whose results are kept drain free/ until it is taken —
+    // for an argument (back in free/ once its task finished) or a result (kept in the run's
+    // directory), so it is seen by its contents, overwritten with another value.
+    let contents = |ino: u64| {
+        use std::os::unix::fs::MetadataExt;
+        [&free, &dir]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+            .find(|e| e.metadata().is_ok_and(|m| m.is_file() && m.ino() == ino))
+            .map(|e| std::fs::read(e.path()).unwrap())
+    };
+    let before = contents(held_ino).expect("the held value's file is in free/");
     drop(held);
     let mut kept = Vec::new();
-    for k in 10..20u8 {
+    let mut reused = false;
+    for k in 10..40u8 {
         let v = value(k);
         let f = e.submit::<EchoInPlace>((v.clone().into(),));
         assert_eq!(f.result().unwrap(), v);
         kept.push((f, v));
-        if inodes(&dir).contains(&held_ino) {
+        reused = contents(held_ino).is_some_and(|c| c != before);
+        if reused {
             break;
         }
     }
-    assert!(inodes(&dir).contains(&held_ino), "a file no longer mapped is reused");
+    assert!(reused, "a file no longer mapped is reused");
     for (f, v) in &kept {
         assert!(&f.result().unwrap() == v, "every kept result intact");
     }
