@@ -492,8 +492,20 @@ fn a_recycled_file_is_never_overwritten_while_a_value_is_mapped_from_it() {
     let [held_ino] = inodes(&dir)[..] else { panic!("one live file: the result's") };
     drop(fa);
     common::wait_for(|| (inodes(&free).len() == 2).then_some(()));
+    // A file of the run by its inode, wherever it is (free/ or in use), read whole.
+    let contents = |ino: u64| {
+        use std::os::unix::fs::MetadataExt;
+        [&free, &dir]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+            .find(|e| e.metadata().is_ok_and(|m| m.is_file() && m.ino() == ino))
+            .map(|e| std::fs::read(e.path()).unwrap())
+    };
+    let arg_before = contents(arg_ino).expect("the argument's file is in free/");
 
-    // Values stored while it is held reuse the other free file, never the held one.
+    // Values stored while it is held reuse the other free file, never the held one. The other
+    // is taken by the next argument or result, whichever reads free/ first (directory order),
+    // so its reuse is seen by its contents, not by where it is.
     let mut live = Vec::new();
     for k in 2..10u8 {
         let v = value(k);
@@ -503,20 +515,12 @@ fn a_recycled_file_is_never_overwritten_while_a_value_is_mapped_from_it() {
         assert!(inodes(&free).contains(&held_ino), "the held value's file stays in free/");
         assert!(held == a, "a value mapped from a released file stays intact");
     }
-    assert!(live.contains(&arg_ino), "released files are reused");
+    assert!(contents(arg_ino).is_some_and(|c| c != arg_before), "released files are reused");
     assert!(!live.contains(&held_ino));
 
     // Once unmapped it is reused: tasks whose results are kept drain free/ until it is taken —
     // for an argument (back in free/ once its task finished) or a result (kept in the run's
     // directory), so it is seen by its contents, overwritten with another value.
-    let contents = |ino: u64| {
-        use std::os::unix::fs::MetadataExt;
-        [&free, &dir]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
-            .find(|e| e.metadata().is_ok_and(|m| m.is_file() && m.ino() == ino))
-            .map(|e| std::fs::read(e.path()).unwrap())
-    };
     let before = contents(held_ino).expect("the held value's file is in free/");
     drop(held);
     let mut kept = Vec::new();

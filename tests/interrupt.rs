@@ -193,12 +193,10 @@ fn a_full_disk_stops_the_run_and_keeps_whole_records() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = wait_or_kill(&mut child, 120, "a run on a full disk");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(1), "{}", stderr);
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    // The bag logs a line per completion: stdout is read while the run goes (it outgrows a pipe).
+    let out = output_or_kill(&mut child, 120, "a run on a full disk");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr);
     assert!(!stdout.contains("Finished benchmark"), "a run that lost records did not finish:\n{}", stdout);
     // One line on stderr: what failed, and how many submitted tasks have no record.
     let lines: Vec<&str> = stderr.lines().collect();

@@ -279,11 +279,7 @@ fn headless(profile: &Path) -> Command {
 /// Runs `c` with a hang guard of 120 s.
 fn output_within(mut c: Command, what: &str) -> Output {
     let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let status = common::wait_or_kill(&mut child, 120, what);
-    Output { status, stdout: out.join().unwrap().into_bytes(), stderr: err.join().unwrap().into_bytes() }
+    common::output_or_kill(&mut child, 120, what)
 }
 
 #[test]

@@ -159,12 +159,29 @@ pub fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Waits for `child` to exit. After `secs` (a hang guard, not a speed check) it kills the child and
-/// its descendants and panics, naming `what`.
+/// its descendants and panics, naming `what`. A stdout or stderr still piped to the test is drained
+/// meanwhile (and dropped): a pipe nobody reads fills up and stalls the child in a write.
 pub fn wait_or_kill(child: &mut std::process::Child, secs: u64, what: &str) -> std::process::ExitStatus {
+    output_or_kill(child, secs, what).status
+}
+
+/// Like [`wait_or_kill`], returning what the child wrote to the stdout and stderr still piped to the
+/// test (read while it runs; empty for a stream not piped or already taken).
+pub fn output_or_kill(child: &mut std::process::Child, secs: u64, what: &str) -> Output {
+    fn drain(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         if let Some(status) = child.try_wait().expect("wait for the child") {
-            return status;
+            return Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() };
         }
         if std::time::Instant::now() >= deadline {
             for p in descendants(child.id()).into_iter().chain([child.id()]) {
