@@ -282,28 +282,8 @@ fn signal_rank_1_mid_run(mut c: Command, dir: &Path, signal: i32) -> (u32, u32, 
 
 /// Waits for `child`; should it run for more than 120 s (a hang guard, not a speed check), it
 /// and its descendants are killed and the test fails.
-fn wait_guarded(child: Child) -> Output {
-    let pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let guard = std::thread::spawn(move || {
-        let start = Instant::now();
-        while !d.load(Ordering::SeqCst) {
-            if start.elapsed() > Duration::from_secs(120) {
-                for p in descendants(pid).into_iter().chain([pid]) {
-                    // SAFETY: plain syscall on processes this test started.
-                    unsafe { libc::kill(p as i32, libc::SIGKILL) };
-                }
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    });
-    let out = child.wait_with_output().unwrap();
-    done.store(true, Ordering::SeqCst);
-    assert!(!guard.join().unwrap(), "the job hung and was killed after 120 s: {}", show(&out));
-    out
+fn wait_guarded(mut child: Child) -> Output {
+    common::output_or_kill(&mut child, 120, "the job")
 }
 
 /// Records written so far in the only run directory under `dir`.

@@ -188,8 +188,9 @@ pub fn output_or_kill(child: &mut std::process::Child, secs: u64, what: &str) ->
                 // SAFETY: plain syscall on processes this test started.
                 unsafe { libc::kill(p as i32, libc::SIGKILL) };
             }
-            let _ = child.wait();
-            panic!("{}: still running after {} s (hung); killed", what, secs);
+            let status = child.wait().expect("wait for the child");
+            let out = Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() };
+            panic!("{}: still running after {} s (hung); killed: {}", what, secs, show(&out));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
