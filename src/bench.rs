@@ -5,6 +5,8 @@
 //! * throughput: a bag of no-op tasks with `--in-flight` tasks in flight; tasks / (last received − first submit);
 //! * data: a bag with one task in flight carrying `S` bytes in and `S` bytes out, inline and through
 //!   the `file` transformer (and `redis` with `--redis ADDRESS`); effective rate = 2·S / (round trip − task body);
+//! * Redis alone (with `--redis`): the redis rows' four transfers of `S` bytes from one client
+//!   without taps (two `SET` + `GETDEL` pairs), the floor of what the transformer can reach;
 //! * scale (optional): a bag of `--scale-tasks` tasks run as a child `taps run`, its peak RSS;
 //! * conditions: whether the machine was idle while it ran ([`crate::conditions`]);
 //! * CPU cost of the overhead and throughput runs: CPU time of the driver (every thread of this
@@ -372,6 +374,20 @@ pub(crate) fn markdown(a: &BenchArgs, reps: &[ExecutorReport]) -> String {
     s
 }
 
+/// The Redis floor as a Markdown table (empty without `--redis`).
+fn floor_markdown(floor: &[(u64, Quantiles)]) -> String {
+    if floor.is_empty() {
+        return String::new();
+    }
+    let mut s = "\nRedis alone: the `redis` rows' four transfers (SET + GETDEL of the argument, then of the result) \
+                 from one client, no taps\n\n| bytes in + out | median (ms) | p95 (ms) |\n|---:|---:|---:|\n"
+        .to_string();
+    for (b, q) in floor {
+        s += &format!("| {} + {} | {:.3} | {:.3} |\n", b, b, q.median, q.p95);
+    }
+    s
+}
+
 /// Runs the benchmark; returns the exit code.
 pub fn main(a: BenchArgs) -> i32 {
     let sizes: Result<Vec<u64>, String> =
@@ -403,14 +419,28 @@ pub fn main(a: BenchArgs) -> i32 {
             }
         }
     }
+    // Redis's own share of the `redis` rows: the same four transfers from one client, no taps.
+    let mut floor = Vec::new();
+    if let Some(addr) = &a.redis {
+        for &bytes in &sizes {
+            match crate::redis_store::floor_ms(addr, bytes as usize, a.data_tasks.max(1)) {
+                Ok(mut t) => floor.push((bytes, quantiles(&mut t))),
+                Err(e) => {
+                    eprintln!("taps: error: {}", e);
+                    return 1;
+                }
+            }
+        }
+    }
     let conditions = start.until_now();
-    let md = markdown(&a, &reps) + "\n" + &conditions.line() + "\n";
+    let md = markdown(&a, &reps) + &floor_markdown(&floor) + "\n" + &conditions.line() + "\n";
     println!("{}", md);
     let stamp = chrono::Local::now().format("%Y-%m-%d-%H-%M-%S");
     let json = serde_json::json!({
         "environment": crate::environment::collect(),
         "args": format!("{:?}", a),
         "results": reps,
+        "redis_floor_ms": floor.iter().map(|(b, q)| serde_json::json!({"bytes": b, "ms": q})).collect::<Vec<_>>(),
         "conditions": conditions,
     });
     let path = a.out.join(format!("bench-{}.json", stamp));

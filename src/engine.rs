@@ -583,6 +583,9 @@ pub struct EngineSummary {
     pub interrupted: bool,
     /// Error closing the data layer or writing records, if any.
     pub error: Option<String>,
+    /// Submissions and completions the dispatcher thread handled itself (with a
+    /// [direct](Executor::direct) executor, only those of tasks that waited for a parent).
+    pub through_dispatcher: u64,
 }
 
 /// Builds an [`Engine`].
@@ -694,6 +697,7 @@ impl Engine {
             write_error: None,
             unflushed_since: None,
             queued: Vec::new(),
+            handled: 0,
         };
         let handle = std::thread::Builder::new().name("taps-dispatch".into()).spawn(move || d.run())?;
         let core = Core {
@@ -1205,6 +1209,8 @@ struct Dispatcher {
     unflushed_since: Option<Instant>,
     /// A spare record queue (swapped with the shared one).
     queued: Vec<TaskRecord>,
+    /// Submissions and completions handled here ([`EngineSummary::through_dispatcher`]).
+    handled: u64,
 }
 
 /// Records reach the file at the latest this long after they were queued (with a direct
@@ -1394,13 +1400,20 @@ impl Dispatcher {
             failed: counters.failed.load(Ordering::Relaxed),
             interrupted: self.signalled,
             error,
+            through_dispatcher: self.handled,
         });
     }
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Submit(sub) => self.submit(*sub),
-            Msg::Done(c) => self.done(c),
+            Msg::Submit(sub) => {
+                self.handled += 1;
+                self.submit(*sub)
+            }
+            Msg::Done(c) => {
+                self.handled += 1;
+                self.done(c)
+            }
             Msg::Released(cell, outcome) => {
                 self.unflushed_since.get_or_insert_with(Instant::now);
                 self.release_children(cell, outcome);

@@ -310,6 +310,38 @@ impl Raw {
     }
 }
 
+/// What Redis itself costs one task's values through the `redis` transformer, for `taps bench`:
+/// the transformer's four transfers of `bytes` (the driver stores the argument, the task takes it,
+/// the task stores its result, the driver reads it) as two `SET` + `GETDEL` pairs from one plain
+/// connection, `reps` times after one warm-up; the milliseconds of each repetition.
+pub(crate) fn floor_ms(address: &str, bytes: usize, reps: u64) -> Result<Vec<f64>, String> {
+    let addr = Address::parse(address)?;
+    let mut raw = match Raw::connect(addr.client.get_connection_info(), secs(30.0)) {
+        Some(r) => r.map_err(|e| format!("Redis at {}: {}", addr.shown, e))?,
+        None => return Err(format!("Redis at {}: a TLS address has no plain connection to measure", addr.shown)),
+    };
+    let key = format!("taps-bench-floor:{}", uuid::Uuid::new_v4().simple());
+    let value: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+    let mut times = Vec::new();
+    for rep in 0..=reps {
+        let mut took = 0.0;
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            raw.set(&key, &value).map_err(|e| format!("Redis at {}: SET: {}", addr.shown, e))?;
+            let got = raw.get("GETDEL", &key).map_err(|e| format!("Redis at {}: GETDEL: {}", addr.shown, e))?;
+            took += t.elapsed().as_secs_f64() * 1e3;
+            // Checked off the clock: the value came back whole.
+            if got.as_deref() != Some(value.as_slice()) {
+                return Err(format!("Redis at {}: GETDEL did not return the value just stored", addr.shown));
+            }
+        }
+        if rep > 0 {
+            times.push(took);
+        }
+    }
+    Ok(times)
+}
+
 /// Values stored under one run's namespace in a Redis server.
 pub(crate) struct RedisTransformer {
     addr: Address,

@@ -469,3 +469,54 @@ fn a_results_key_is_deleted_once_its_futures_are_dropped_and_its_children_finish
     let summary = engine.shutdown();
     assert_eq!((summary.records, summary.failed), (15, 0), "{:?}", summary);
 }
+
+/// `taps bench --redis` puts Redis's own cost beside the `redis` rows: the same four transfers
+/// from one client (a real server, a positive time per size), and it leaves no key behind.
+#[test]
+fn bench_reports_what_redis_alone_costs_beside_the_redis_rows() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let args: Vec<String> = [
+        "bench",
+        "--executor",
+        "thread-pool",
+        "--latency-tasks",
+        "0",
+        "--throughput-tasks",
+        "0",
+        "--data-sizes",
+        "10k,1M",
+        "--data-tasks",
+        "3",
+        "--redis",
+        &redis.unix_url(),
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        "--engine.executor.max-threads",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let o = taps_cmd(dir.path(), &args).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let md = String::from_utf8_lossy(&o.stdout);
+    assert!(md.contains("| thread-pool | redis | 1000000 + 1000000 |"), "{}", md);
+    assert!(md.contains("Redis alone"), "{}", md);
+    let json = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a bench json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let floor = v["redis_floor_ms"].as_array().expect("redis_floor_ms");
+    let sizes: Vec<u64> = floor.iter().map(|f| f["bytes"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [10_000, 1_000_000]);
+    for f in floor {
+        let ms = f["ms"]["median"].as_f64().unwrap();
+        assert!(ms > 0.0 && ms.is_finite(), "{}", v["redis_floor_ms"]);
+    }
+    assert_eq!(redis.dbsize(), 0, "keys left in Redis: {:?}", redis.keys("*"));
+}
