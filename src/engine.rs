@@ -191,7 +191,7 @@ impl TaskCell {
     fn wait(&self, timeout: Option<Duration>) -> Option<Result<Payload, TaskError>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let budget = timeout.map_or(crate::spin::budget(), |t| t.min(crate::spin::budget()));
-        crate::spin::until(budget, || self.finished.load(Ordering::Acquire).then_some(()));
+        crate::spin::until_helping(budget, || self.finished.load(Ordering::Acquire).then_some(()));
         let mut st = self.state.lock().unwrap();
         loop {
             if let Some(o) = &st.outcome {

@@ -61,7 +61,9 @@ use crate::task::{DataRef, Payload, TaskError};
 
 /// Protocol version; a worker refuses a `Hello` with another version. 4: process-pool workers
 /// are started with `--doorbell-fd` (a [`Doorbell`] page), which a version-3 worker rejects.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: the driver's reader sleeps on the doorbell page, which a worker must wake
+/// ([`Doorbell::ring_driver`]).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest header accepted (headers hold names and references, never payload bytes).
 const MAX_HEADER: usize = 64 << 20;
@@ -680,6 +682,92 @@ impl Doorbell {
     pub fn rung(&self, side: Side) -> u64 {
         self.counter(side).load(std::sync::atomic::Ordering::Acquire)
     }
+
+    /// A flag word of the page (futex-sized, on a cache line of its own).
+    fn flag(&self, f: Flag) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: offsets 256 and 384 are inside the page and 4-byte aligned.
+        unsafe { &*(self.ptr.as_ptr().add(f as usize) as *const std::sync::atomic::AtomicU32) }
+    }
+
+    /// The low half of the driver's counter, as a futex word (the page is little- or big-endian
+    /// alike for this: both sides are one machine).
+    fn driver_word(&self) -> *const u32 {
+        let c = self.counter(Side::ToDriver) as *const std::sync::atomic::AtomicU64 as *const u32;
+        // The half that changes with every ring.
+        if cfg!(target_endian = "little") { c } else { c.wrapping_add(1) }
+    }
+
+    /// The worker's ring for a frame it wrote whole: counts it, and wakes the driver's reader
+    /// if it sleeps on the page ([`wait_driver`](Self::wait_driver)).
+    pub fn ring_driver(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.counter(Side::ToDriver).fetch_add(1, SeqCst);
+        if self.flag(Flag::DriverWaits).load(SeqCst) != 0 {
+            self.wake_driver();
+        }
+    }
+
+    /// Says (before writing it) that a frame of `big` bytes may not fit in the socket's buffer:
+    /// the driver's reader must read while it is written, so it is woken now; `false` once the
+    /// frame is written.
+    pub fn writing_big(&self, big: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.flag(Flag::Writing).store(u32::from(big), SeqCst);
+        if big {
+            self.wake_driver();
+        }
+    }
+
+    /// Whether the worker is writing a frame that may not fit in the socket's buffer.
+    pub fn is_writing_big(&self) -> bool {
+        self.flag(Flag::Writing).load(std::sync::atomic::Ordering::SeqCst) != 0
+    }
+
+    fn wake_driver(&self) {
+        // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
+        unsafe { libc::syscall(libc::SYS_futex, self.driver_word(), libc::FUTEX_WAKE, 1) };
+    }
+
+    /// Wakes the driver's reader if it sleeps ([`sleep_reader`](Self::sleep_reader)), so that it
+    /// looks again (and sleeps announced, if it slept unannounced).
+    pub fn wake_reader(&self) {
+        self.wake_driver();
+    }
+
+    /// The driver's reader sleeps until the worker rings past `seen`, starts a big write, is
+    /// [woken](Self::wake_reader), or `timeout` passes (or a signal comes); returns at once if
+    /// the worker rang or writes a big frame. With `announce`, the worker wakes it when it rings;
+    /// without, only a big frame or [`wake_reader`](Self::wake_reader) does (other threads take
+    /// the frames meanwhile).
+    pub fn sleep_reader(&self, seen: u64, timeout: std::time::Duration, announce: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let waits = self.flag(Flag::DriverWaits);
+        if announce {
+            waits.store(1, SeqCst);
+        }
+        // After announcing the wait, look again: a ring before it is seen here, one after it wakes us.
+        if self.counter(Side::ToDriver).load(SeqCst) == seen && !self.is_writing_big() {
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_nsec: timeout.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: FUTEX_WAIT on a word of our shared mapping, with a valid timeout; it returns
+            // at once if the word no longer holds the low half of `seen`.
+            unsafe { libc::syscall(libc::SYS_futex, self.driver_word(), libc::FUTEX_WAIT, seen as u32, &ts) };
+        }
+        if announce {
+            waits.store(0, SeqCst);
+        }
+    }
+}
+
+/// Flag words of a [`Doorbell`] page (their byte offsets).
+#[derive(Clone, Copy)]
+enum Flag {
+    /// The driver's reader sleeps on the page (the worker must wake it).
+    DriverWaits = 256,
+    /// The worker writes a frame that may not fit in the socket's buffer.
+    Writing = 384,
 }
 
 impl Drop for Doorbell {

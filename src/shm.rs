@@ -702,6 +702,25 @@ pub(crate) fn take_received() -> Option<OwnedFd> {
     RECEIVED.with(|r| r.borrow_mut().pop_front())
 }
 
+/// Moves the descriptors received on this thread and not yet taken into `into` (after them):
+/// a connection read by several threads in turn keeps its own (see [`restore_received`]).
+pub(crate) fn stash_received(into: &mut VecDeque<OwnedFd>) {
+    RECEIVED.with(|r| into.extend(r.borrow_mut().drain(..)));
+}
+
+/// Puts `from`'s descriptors before those received on this thread, in order, to be taken next.
+pub(crate) fn restore_received(from: &mut VecDeque<OwnedFd>) {
+    if from.is_empty() {
+        return;
+    }
+    RECEIVED.with(|r| {
+        let mut r = r.borrow_mut();
+        while let Some(fd) = from.pop_back() {
+            r.push_front(fd);
+        }
+    });
+}
+
 /// Sends `buf` on the stream socket `sock` with `fds` attached to its first byte; the bytes
 /// sent (at least one, unless `buf` is empty).
 pub(crate) fn send_with_fds(sock: BorrowedFd<'_>, buf: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {

@@ -16,7 +16,8 @@
 //! assert_eq!(taps::spin::recv(&rx), Ok(7));
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError};
@@ -94,22 +95,102 @@ pub fn until<T>(budget: Duration, mut poll: impl FnMut() -> Option<T>) -> Option
     }
 }
 
-/// Receives from `rx`, polling for [`budget`] before blocking.
+/// Receives from `rx`, polling (and [helping](help)) for [`budget`] before blocking: how a
+/// thread waiting for results waits.
 pub fn recv<T>(rx: &Receiver<T>) -> Result<T, RecvError> {
-    match until(budget(), || rx.try_recv().ok()) {
+    match until_helping(budget(), || rx.try_recv().ok()) {
         Some(t) => Ok(t),
         None => rx.recv(),
     }
 }
 
-/// Receives from `rx` until `deadline`, polling for [`budget`] (at most until the deadline)
-/// before blocking.
+/// Receives from `rx` until `deadline`, polling (and [helping](help)) for [`budget`] (at most
+/// until the deadline) before blocking.
 pub fn recv_deadline<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, RecvTimeoutError> {
     let budget = budget().min(deadline.saturating_duration_since(Instant::now()));
-    match until(budget, || rx.try_recv().ok()) {
+    match until_helping(budget, || rx.try_recv().ok()) {
         Some(t) => Ok(t),
         None => rx.recv_deadline(deadline),
     }
+}
+
+/// [`until`], running the registered [helpers](Helper) between polls: a thread that waits for
+/// a result may take it (a finished task's completion) itself instead of waiting for the thread
+/// that would hand it over.
+pub fn until_helping<T>(budget: Duration, mut poll: impl FnMut() -> Option<T>) -> Option<T> {
+    if HELPER_COUNT.load(Ordering::Acquire) == 0 {
+        return until(budget, poll);
+    }
+    POLLING.fetch_add(1, Ordering::SeqCst);
+    let got = until(budget, || poll().or_else(|| if help() { poll() } else { None }));
+    if POLLING.fetch_sub(1, Ordering::SeqCst) == 1 && got.is_none() {
+        // The last thread that took work stops and blocks: the helpers' own threads take over.
+        // (One that got what it waited for is usually back soon; until it is, the helpers'
+        // threads look every millisecond or so.)
+        let all = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, h) in all.iter() {
+            h.idle();
+        }
+    }
+    got
+}
+
+/// Whether a thread is polling with the helpers now (in [`until_helping`]).
+pub fn helpers_polling() -> bool {
+    POLLING.load(Ordering::SeqCst) > 0
+}
+
+/// Work that a thread waiting for results may do while it polls (see [`register`]): an
+/// executor whose completions arrive on its own threads lets the waiting thread take the ones
+/// that are ready, one thread hand-off less per task.
+pub trait Helper: Send + Sync {
+    /// Does what is ready now without blocking; whether it did anything.
+    fn help(&self) -> bool;
+    /// No thread polls with the helpers any more: the work goes back to the helper's own threads.
+    fn idle(&self) {}
+}
+
+/// The registered helpers, by registration number.
+static HELPERS: Mutex<Vec<(u64, Arc<dyn Helper>)>> = Mutex::new(Vec::new());
+/// How many there are (read without the lock on every poll).
+static HELPER_COUNT: AtomicUsize = AtomicUsize::new(0);
+static NEXT_HELPER: AtomicU64 = AtomicU64::new(0);
+/// Threads in [`until_helping`] now.
+static POLLING: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps a helper registered; dropping it unregisters it (waiting until no thread runs it).
+#[must_use = "the helper is unregistered when this is dropped"]
+pub struct Registered(u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut h = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+        h.retain(|(n, _)| *n != self.0);
+        HELPER_COUNT.store(h.len(), Ordering::Release);
+    }
+}
+
+/// Registers `h`: every thread that waits for a result through [`recv`], [`recv_deadline`] or
+/// [`until_helping`] runs it between polls (one thread at a time).
+pub fn register(h: Arc<dyn Helper>) -> Registered {
+    let n = NEXT_HELPER.fetch_add(1, Ordering::Relaxed);
+    let mut all = HELPERS.lock().unwrap_or_else(|e| e.into_inner());
+    all.push((n, h));
+    HELPER_COUNT.store(all.len(), Ordering::Release);
+    Registered(n)
+}
+
+/// Runs the registered helpers unless another thread is running them; whether one did anything.
+pub fn help() -> bool {
+    if HELPER_COUNT.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let Ok(all) = HELPERS.try_lock() else { return false };
+    let mut did = false;
+    for (_, h) in all.iter() {
+        did |= h.help();
+    }
+    did
 }
 
 #[cfg(test)]

@@ -92,6 +92,11 @@ pub fn serve<R: Read, W: Write + std::os::fd::AsFd>(input: R, output: W) -> Resu
     serve_ringing(input, output, None)
 }
 
+/// Replies longer than this are announced to a driver that may sleep on the doorbell page
+/// ([`Doorbell::writing_big`]): the socket's buffer (4 MiB asked for, capped by the kernel's
+/// `net.core.wmem_max`, 208 KiB by default) may not hold them whole.
+const BIG_FRAME: usize = 64 << 10;
+
 /// [`serve`], ringing `bell` (its [`Side::ToDriver`] counter) after each reply is written, so
 /// that a driver polling the doorbell reads it at once.
 pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
@@ -111,10 +116,19 @@ pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
             Step::Exit(r, code) => (r, Some(code)),
         };
         if let Some(r) = reply {
-            r.encode().write_to_socket(&mut output)?;
+            let frame = r.encode();
+            // A frame the socket may not hold whole: the driver reads while it is written.
+            let big = bell.is_some() && frame.len() > BIG_FRAME;
+            if big && let Some(b) = bell {
+                b.writing_big(true);
+            }
+            frame.write_to_socket(&mut output)?;
             output.flush()?;
             if let Some(b) = bell {
-                b.ring(Side::ToDriver);
+                if big {
+                    b.writing_big(false);
+                }
+                b.ring_driver();
             }
         }
         if let Some(code) = exit {

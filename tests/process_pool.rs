@@ -547,3 +547,50 @@ fn run_env_vars_reach_the_workers_through_their_spawn_not_the_driver() {
     assert!(std::env::var_os("TAPS_TEST_RUN_VAR").is_none(), "the driver's environment is untouched");
     e.shutdown();
 }
+
+/// Run by [`waiting_threads_take_completions_and_readers_take_the_rest`] in a process of its own
+/// (every thread waiting for results in a process helps every pool of it).
+#[test]
+#[ignore = "run by waiting_threads_take_completions_and_readers_take_the_rest, in a process of its own"]
+fn frames_by_who_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, watch) = engine(2, dir.path());
+    // A bag with 2 in flight: the app's thread waits (polling) for each next result and takes
+    // the worker's frame itself.
+    let mut running = taps::engine::Completions::new();
+    for _ in 0..2 {
+        running.push(e.submit::<Sleep>((0.0.into(),)));
+    }
+    let mut submitted = 2;
+    while let Some(f) = running.next() {
+        assert_eq!(f.result().unwrap(), 0.0);
+        if submitted < 2_000 {
+            running.push(e.submit::<Sleep>((0.0.into(),)));
+            submitted += 1;
+        }
+    }
+    let (waiting, _) = watch.frames_taken();
+    assert!(waiting > 0, "no frame was taken by the waiting thread: {:?}", watch.frames_taken());
+    // Tasks nobody waits for: the reader threads take their frames (the workers wake them).
+    let readers_before = watch.frames_taken().1;
+    let fs: Vec<_> = (0..20).map(|i| e.submit::<Sleep>(((i as f64 * 0.002).into(),))).collect();
+    wait_for(|| fs.iter().all(|f| f.done()).then_some(()));
+    let (waiting_after, readers) = watch.frames_taken();
+    assert_eq!(waiting_after, waiting, "nothing waited, yet a waiting thread took frames");
+    assert!(readers >= readers_before + 20, "{:?}", watch.frames_taken());
+    let s = e.shutdown();
+    assert_eq!((s.submitted, s.records, s.failed), (2_020, 2_020, 0));
+}
+
+/// A thread waiting for results takes the workers' frames itself, one hand-off less per task;
+/// when nothing waits, the pool's reader threads take them.
+#[test]
+fn waiting_threads_take_completions_and_readers_take_the_rest() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["frames_by_who_reads_them", "--exact", "--ignored", "--test-threads", "1"])
+        .env_remove("TAPS_SPIN_US")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "{}", text);
+}

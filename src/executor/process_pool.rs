@@ -4,7 +4,11 @@
 //! module is its transport (starting, feeding, watching and reaping the processes) and options.
 //!
 //! Per worker the driver keeps a writer thread (a 100 MB argument never blocks the engine's
-//! dispatcher) and a reader thread (turns `Done` frames into [`Completion`]s). Up to
+//! dispatcher) and a reader thread (turns `Done` frames into [`Completion`]s). A thread that
+//! waits for a result (the app's) takes the frames a worker rang for itself while it polls (the
+//! pool registers its workers' inboxes as a [`crate::spin::Helper`]), so in a busy run a result goes
+//! from the worker to the thread that waits for it; the reader threads sleep on the workers'
+//! doorbell pages meanwhile, and a worker wakes its reader only when no thread polls. Up to
 //! [`PREFETCH`] tasks are sent to a worker ahead, so it never idles between tasks; it runs them
 //! one at a time, in order.
 //!
@@ -26,12 +30,14 @@
 //! engine.shutdown();
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,7 +47,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::data::DataLayer;
 use crate::engine::{Completer, Executor, Job};
 use crate::options::Validate;
-use crate::protocol::{self, BellRead, Doorbell, Frame, FromWorker, Message, ProtocolError, Side, ToWorker};
+use crate::protocol::{self, Doorbell, Frame, FromWorker, Message, ProtocolError, Side, ToWorker};
 
 use super::remote::{Link, RemoteExecutor, RemoteOptions, Transport, heartbeat_interval};
 use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers, available_cores};
@@ -231,7 +237,16 @@ pub struct ProcessPool {
 
 /// A view of a running pool's workers (for tests and diagnostics).
 #[derive(Clone, Default)]
-pub struct PoolWatch(Arc<Mutex<WatchState>>);
+pub struct PoolWatch(Arc<Mutex<WatchState>>, Arc<Taken>);
+
+/// Frames from the workers, by who read them.
+#[derive(Default)]
+struct Taken {
+    /// Threads waiting for results (the [`Inboxes`] helper).
+    waiting: AtomicU64,
+    /// The pool's reader threads.
+    readers: AtomicU64,
+}
 
 #[derive(Default)]
 struct WatchState {
@@ -248,6 +263,12 @@ impl PoolWatch {
     /// Worker processes started so far (replacements included).
     pub fn started(&self) -> u64 {
         self.0.lock().unwrap().started
+    }
+
+    /// Frames from the workers read by threads waiting for results, and by the pool's reader
+    /// threads (see the module documentation).
+    pub fn frames_taken(&self) -> (u64, u64) {
+        (self.1.waiting.load(SeqCst), self.1.readers.load(SeqCst))
     }
 }
 
@@ -305,6 +326,8 @@ impl Executor for ProcessPool {
             watch: self.watch.clone(),
             state: Mutex::new(PoolState::default()),
             cv: Condvar::new(),
+            inboxes: Arc::default(),
+            helping: Mutex::new(None),
         });
         let opts = RemoteOptions {
             prefetch: PREFETCH,
@@ -360,6 +383,10 @@ struct Pool {
     state: Mutex<PoolState>,
     /// Signalled when a worker is reaped.
     cv: Condvar,
+    /// The live workers' incoming frames, for the threads that wait for results ([`Inboxes`]).
+    inboxes: Arc<Inboxes>,
+    /// The inboxes' registration as a [`crate::spin::Helper`] while the pool runs.
+    helping: Mutex<Option<crate::spin::Registered>>,
 }
 
 #[derive(Default)]
@@ -470,6 +497,7 @@ impl Transport for Pool {
         }
         // All workers are started from this one long-lived thread: PR_SET_PDEATHSIG fires when the
         // starting *thread* exits, so short-lived threads must not start them.
+        *self.helping.lock().unwrap() = Some(crate::spin::register(self.inboxes.clone()));
         let me = self.arc();
         let spawner = std::thread::Builder::new().name("taps-pool-spawner".into()).spawn(move || spawner(me, rx))?;
         self.lock().spawner = Some(spawner);
@@ -518,6 +546,8 @@ impl Transport for Pool {
     }
 
     fn stop(&self, cancel: bool, _alive: &[bool]) {
+        // Waiting threads take no more frames (this waits for one that is taking some).
+        drop(self.helping.lock().unwrap().take());
         let mut st = self.lock();
         st.closing = true;
         for p in st.procs.values_mut() {
@@ -668,18 +698,173 @@ fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>, 
     }
 }
 
-/// Reads one worker's frames; on end of stream, reaps it and reports its loss.
+/// One worker's incoming frames. Its reader thread sleeps on the worker's doorbell page and
+/// reads them when woken; a thread waiting for a result (a [`crate::spin::Helper`]: see
+/// [`Inboxes`]) takes the frames the worker rang for first, so in a busy run a completion goes
+/// to the waiting thread without waking another. The worker rings once per frame, after it is
+/// in the socket whole, so a rung frame is read without blocking.
+struct Inbox {
+    slot: usize,
+    id: u64,
+    link: Link,
+    bell: Arc<Doorbell>,
+    fd: i32,
+    /// Frames read so far.
+    taken: AtomicU64,
+    /// The pool's count of frames by who read them.
+    taken_by: Arc<Taken>,
+    io: Mutex<InboxIo>,
+}
+
+struct InboxIo {
+    input: BufReader<Plain>,
+    /// Descriptors (shared-memory segments) that came with bytes read and are not yet taken by
+    /// a frame: the threads taking turns keep them here, not in their own thread's queue.
+    fds: VecDeque<OwnedFd>,
+    /// The stream ended (`Some(None)`) or broke (`Some(Some(error))`).
+    end: Option<Option<ProtocolError>>,
+}
+
+/// Plain blocking reads of a worker's socket that keep the descriptors passed with the bytes.
+struct Plain(UnixStream);
+
+impl io::Read for Plain {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match crate::shm::recv(self.0.as_raw_fd(), buf, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// Whether `fd` has bytes to read, or its end, now.
+fn readable_now(fd: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+}
+
+impl Inbox {
+    /// Reads and hands over the frames the worker rang for; the reader thread (`reader`) also
+    /// what it did not ring for (the stream's end, a frame being written). A helper gives up at
+    /// once if another thread is reading. Whether it handed over anything.
+    fn take(&self, reader: bool) -> bool {
+        let mut io = if reader {
+            self.io.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.io.try_lock() {
+                Ok(io) => io,
+                Err(_) => return false,
+            }
+        };
+        let io = &mut *io;
+        if io.end.is_some() {
+            return false;
+        }
+        crate::shm::restore_received(&mut io.fds);
+        let mut did = false;
+        loop {
+            let whole = self.bell.rung(Side::ToDriver) > self.taken.load(SeqCst);
+            let more = reader && (!io.input.buffer().is_empty() || self.bell.is_writing_big() || readable_now(self.fd));
+            if !whole && !more {
+                break;
+            }
+            match protocol::recv::<FromWorker, _>(&mut io.input) {
+                Ok(Some(m)) => {
+                    self.taken.fetch_add(1, SeqCst);
+                    let by = if reader { &self.taken_by.readers } else { &self.taken_by.waiting };
+                    by.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    did = true;
+                    self.link.message(self.slot, self.id, m);
+                }
+                Ok(None) | Err(ProtocolError::Io(_)) => {
+                    io.end = Some(None);
+                    break;
+                }
+                Err(e) => {
+                    io.end = Some(Some(e));
+                    break;
+                }
+            }
+        }
+        crate::shm::stash_received(&mut io.fds);
+        did
+    }
+
+    /// The end of the stream, once seen.
+    fn ended(&self) -> Option<Option<ProtocolError>> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner()).end.take()
+    }
+}
+
+/// The live workers' inboxes, registered as a [`crate::spin::Helper`] while the pool runs.
+#[derive(Default)]
+struct Inboxes(Mutex<Vec<Arc<Inbox>>>);
+
+impl crate::spin::Helper for Inboxes {
+    fn help(&self) -> bool {
+        let Ok(all) = self.0.try_lock() else { return false };
+        let mut did = false;
+        for ib in all.iter() {
+            if ib.bell.rung(Side::ToDriver) > ib.taken.load(SeqCst) {
+                did |= ib.take(false);
+            }
+        }
+        did
+    }
+
+    /// The last waiting thread stopped polling: the readers sleep so that the workers wake them.
+    fn idle(&self) {
+        for ib in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            ib.bell.wake_reader();
+        }
+    }
+}
+
+/// How long a reader sleeps on its doorbell page at most before it looks at the socket (the
+/// end of the stream: a worker that exited or died rings no more).
+const READER_CHECK: Duration = Duration::from_millis(20);
+/// The same while threads waiting for results take the frames: the workers do not wake the
+/// reader then (when the last of them stops polling, it wakes the readers).
+const READER_CHECK_HELPED: Duration = Duration::from_millis(1);
+
+/// Reads one worker's frames (with the threads that wait for results: [`Inbox`]); on end of
+/// stream, reaps it and reports its loss.
 fn reader(pool: Arc<Pool>, link: Link, slot: usize, id: u64, pid: u32, stream: UnixStream, bell: Arc<Doorbell>) {
-    // While it waits it polls the worker's doorbell counter, not the socket.
-    let mut input = BufReader::with_capacity(1 << 16, BellRead { sock: &stream, bell, side: Side::ToDriver });
+    let inbox = Arc::new(Inbox {
+        slot,
+        id,
+        link: link.clone(),
+        bell: bell.clone(),
+        fd: stream.as_raw_fd(),
+        taken: AtomicU64::new(0),
+        taken_by: pool.watch.1.clone(),
+        io: Mutex::new(InboxIo {
+            input: BufReader::with_capacity(1 << 16, Plain(stream)),
+            fds: VecDeque::new(),
+            end: None,
+        }),
+    });
+    pool.inboxes.0.lock().unwrap_or_else(|e| e.into_inner()).push(inbox.clone());
     let protocol_error = loop {
-        match protocol::recv::<FromWorker, _>(&mut input) {
-            Ok(Some(m)) => link.message(slot, id, m),
-            Ok(None) => break None,
-            Err(ProtocolError::Io(_)) => break None,
-            Err(e) => break Some(e),
+        inbox.take(true);
+        if let Some(end) = inbox.ended() {
+            break end;
+        }
+        let rung = bell.rung(Side::ToDriver);
+        if rung > inbox.taken.load(SeqCst) {
+            continue;
+        }
+        // Sleep until the worker rings again (or starts a big frame, or the check is due).
+        if crate::spin::helpers_polling() {
+            bell.sleep_reader(rung, READER_CHECK_HELPED, false);
+        } else {
+            bell.sleep_reader(rung, READER_CHECK, true);
         }
     };
+    pool.inboxes.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|i| !Arc::ptr_eq(i, &inbox));
     if protocol_error.is_some() {
         // SAFETY: our unreaped child; a worker that speaks garbage is stopped.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
