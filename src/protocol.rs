@@ -703,7 +703,7 @@ impl Doorbell {
         use std::sync::atomic::Ordering::SeqCst;
         self.counter(Side::ToDriver).fetch_add(1, SeqCst);
         if self.flag(Flag::DriverWaits).load(SeqCst) != 0 {
-            self.wake_driver();
+            self.wake_reader();
         }
     }
 
@@ -714,7 +714,7 @@ impl Doorbell {
         use std::sync::atomic::Ordering::SeqCst;
         self.flag(Flag::Writing).store(u32::from(big), SeqCst);
         if big {
-            self.wake_driver();
+            self.wake_reader();
         }
     }
 
@@ -723,15 +723,11 @@ impl Doorbell {
         self.flag(Flag::Writing).load(std::sync::atomic::Ordering::SeqCst) != 0
     }
 
-    fn wake_driver(&self) {
-        // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
-        unsafe { libc::syscall(libc::SYS_futex, self.driver_word(), libc::FUTEX_WAKE, 1) };
-    }
-
     /// Wakes the driver's reader if it sleeps ([`sleep_reader`](Self::sleep_reader)), so that it
     /// looks again (and sleeps announced, if it slept unannounced).
     pub fn wake_reader(&self) {
-        self.wake_driver();
+        // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
+        unsafe { libc::syscall(libc::SYS_futex, self.driver_word(), libc::FUTEX_WAKE, 1) };
     }
 
     /// The driver's reader sleeps until the worker rings past `seen`, starts a big write, is
