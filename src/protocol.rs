@@ -698,7 +698,7 @@ impl Doorbell {
     }
 
     /// The worker's ring for a frame it wrote whole: counts it, and wakes the driver's reader
-    /// if it sleeps on the page ([`wait_driver`](Self::wait_driver)).
+    /// if it announced its sleep on the page ([`sleep_reader`](Self::sleep_reader)).
     pub fn ring_driver(&self) {
         use std::sync::atomic::Ordering::SeqCst;
         self.counter(Side::ToDriver).fetch_add(1, SeqCst);
