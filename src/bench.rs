@@ -7,6 +7,9 @@
 //!   the `file` transformer (and `redis` with `--redis ADDRESS`); effective rate = 2·S / (round trip − task body);
 //! * Redis alone (with `--redis`): the redis rows' four transfers of `S` bytes from one client
 //!   without taps (two `SET` + `GETDEL` pairs), the floor of what the transformer can reach;
+//! * what the machine allows a process pool (with `process-pool` among the executors): the
+//!   throughput run's requests between one thread and forked worker processes without taps,
+//!   over Unix sockets and over shared memory ([`crate::floor`]);
 //! * scale (optional): a bag of `--scale-tasks` tasks run as a child `taps run`, its peak RSS;
 //! * conditions: whether the machine was idle while it ran ([`crate::conditions`]);
 //! * CPU cost of the overhead and throughput runs: CPU time of the driver (every thread of this
@@ -388,6 +391,63 @@ fn floor_markdown(floor: &[(u64, Quantiles)]) -> String {
     s
 }
 
+/// How many times each transport of the process-pool floor is measured (the median is reported).
+const FLOOR_ROUNDS: usize = 3;
+
+/// The process-pool's worker count in these runs: `--engine.executor.max-processes` (or
+/// `max_processes`) among the extra options, else the pool's default (the available cores).
+fn pool_workers(extra: &[String]) -> usize {
+    let mut it = extra.iter();
+    while let Some(a) = it.next() {
+        let (key, value) = match a.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        if (key == "--engine.executor.max-processes" || key == "--engine.executor.max_processes")
+            && let Some(n) = value.or_else(|| it.next().cloned()).and_then(|v| v.parse().ok())
+        {
+            return n;
+        }
+    }
+    crate::executor::available_cores()
+}
+
+/// The process-pool floor ([`crate::floor`]): median tasks/s of each transport over
+/// [`FLOOR_ROUNDS`] interleaved rounds, with the pool's workers and `--in-flight`.
+fn process_pool_floor(a: &BenchArgs) -> std::io::Result<(usize, Vec<(crate::floor::Transport, f64)>)> {
+    let workers = pool_workers(&a.extra);
+    let mut rates = vec![Vec::new(); crate::floor::Transport::ALL.len()];
+    for _ in 0..FLOOR_ROUNDS {
+        for (i, t) in crate::floor::Transport::ALL.into_iter().enumerate() {
+            rates[i].push(crate::floor::measure(t, workers, a.in_flight as usize, a.throughput_tasks)?.per_second());
+        }
+    }
+    let rows =
+        crate::floor::Transport::ALL.into_iter().zip(rates).map(|(t, mut r)| (t, quantiles(&mut r).median)).collect();
+    Ok((workers, rows))
+}
+
+/// The process-pool floor as a Markdown table (empty when it was not measured).
+fn pool_floor_markdown(a: &BenchArgs, floor: &Option<(usize, Vec<(crate::floor::Transport, f64)>)>) -> String {
+    let Some((workers, rows)) = floor else {
+        return String::new();
+    };
+    let mut s = format!(
+        "\nWhat the machine allows a process pool: the throughput run without taps — one thread, {} forked \
+         worker processes, {} requests in flight, {} answered at once ({}-byte messages on sockets), median of {} rounds\n\n\
+         | transport | tasks/s |\n|---|---:|\n",
+        workers,
+        a.in_flight,
+        a.throughput_tasks,
+        crate::floor::MESSAGE,
+        FLOOR_ROUNDS
+    );
+    for (t, rate) in rows {
+        s += &format!("| {} | {:.0} |\n", t.describe(), rate);
+    }
+    s
+}
+
 /// Runs the benchmark; returns the exit code.
 pub fn main(a: BenchArgs) -> i32 {
     let sizes: Result<Vec<u64>, String> =
@@ -432,14 +492,36 @@ pub fn main(a: BenchArgs) -> i32 {
             }
         }
     }
+    // What the transport itself allows the process-pool's throughput run.
+    let mut pool_floor = None;
+    if a.throughput_tasks > 0 && executors.iter().any(|e| e == "process-pool") {
+        match process_pool_floor(&a) {
+            Ok(f) => pool_floor = Some(f),
+            Err(e) => {
+                eprintln!("taps: error: {}", e);
+                return 1;
+            }
+        }
+    }
     let conditions = start.until_now();
-    let md = markdown(&a, &reps) + &floor_markdown(&floor) + "\n" + &conditions.line() + "\n";
+    let md = markdown(&a, &reps)
+        + &pool_floor_markdown(&a, &pool_floor)
+        + &floor_markdown(&floor)
+        + "\n"
+        + &conditions.line()
+        + "\n";
     println!("{}", md);
     let stamp = chrono::Local::now().format("%Y-%m-%d-%H-%M-%S");
     let json = serde_json::json!({
         "environment": crate::environment::collect(),
         "args": format!("{:?}", a),
         "results": reps,
+        "process_pool_floor": pool_floor.as_ref().map(|(workers, rows)| serde_json::json!({
+            "workers": workers,
+            "in_flight": a.in_flight,
+            "tasks": a.throughput_tasks,
+            "tasks_per_s": rows.iter().map(|(t, r)| serde_json::json!({"transport": t.describe(), "rate": r})).collect::<Vec<_>>(),
+        })),
         "redis_floor_ms": floor.iter().map(|(b, q)| serde_json::json!({"bytes": b, "ms": q})).collect::<Vec<_>>(),
         "conditions": conditions,
     });
@@ -466,6 +548,14 @@ mod tests {
         assert_eq!((q.median, q.p95), (50.5, 95.0));
         let mut one = vec![3.0];
         assert_eq!(quantiles(&mut one), Quantiles { median: 3.0, p95: 3.0 });
+    }
+
+    #[test]
+    fn the_pool_floor_uses_the_runs_worker_count() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(pool_workers(&v(&["--engine.executor.max-processes", "5"])), 5);
+        assert_eq!(pool_workers(&v(&["--app.task-count", "3", "--engine.executor.max_processes=7"])), 7);
+        assert_eq!(pool_workers(&[]), crate::executor::available_cores());
     }
 
     #[test]

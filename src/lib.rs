@@ -18,6 +18,7 @@ pub mod data;
 pub mod engine;
 pub mod environment;
 pub mod executor;
+pub mod floor;
 pub mod limits;
 pub mod logging;
 #[cfg(feature = "mpi")]

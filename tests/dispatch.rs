@@ -49,6 +49,31 @@ fn bench_reports_the_cpu_cost_beside_each_figure() {
     // µs per task of CPU for a round trip through a socket and another process.
     let pp = results.iter().find(|r| r["executor"] == "process-pool").unwrap();
     assert!(pp["throughput_cpu"]["us_per_task"].as_f64().unwrap() > 1.0, "{}", pp);
+    // Beside the process-pool: what its throughput run would make without taps, per transport.
+    assert!(stdout.contains("What the machine allows a process pool"), "{}", stdout);
+    let floor = &json["process_pool_floor"];
+    assert_eq!(floor["tasks"], 500, "{}", floor);
+    let rows = floor["tasks_per_s"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{}", floor);
+    for r in rows {
+        assert!(r["rate"].as_f64().unwrap() > 0.0, "{}", r);
+        assert!(stdout.contains(r["transport"].as_str().unwrap()), "{}", stdout);
+    }
+}
+
+#[test]
+fn bench_measures_the_process_pool_floor_only_with_the_process_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(taps_bin())
+        .args(["bench", "--executor", "thread-pool", "--latency-tasks", "50", "--throughput-tasks", "100"])
+        .args(["--data-sizes", "", "--out", "b"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("| thread-pool |"), "{}", stdout);
+    assert!(!stdout.contains("What the machine allows a process pool"), "{}", stdout);
 }
 
 /// Runs `cmd`; its wait status, user + system CPU seconds (from `wait4`) and wall-clock seconds.
