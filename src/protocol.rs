@@ -63,7 +63,7 @@ use crate::task::{DataRef, Payload, TaskError};
 /// are started with `--doorbell-fd` (a [`Doorbell`] page), which a version-3 worker rejects.
 /// 5: the driver's reader sleeps on the doorbell page, which a worker must wake
 /// ([`Doorbell::ring_driver`]).
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Largest header accepted (headers hold names and references, never payload bytes).
 const MAX_HEADER: usize = 64 << 20;
@@ -530,62 +530,23 @@ pub struct SpinRead<S>(pub S);
 
 impl<S: std::os::fd::AsFd> Read for SpinRead<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        spin_read(self.0.as_fd(), buf, None)
+        spin_read(self.0.as_fd(), buf)
     }
 }
 
-/// Like [`SpinRead`], but while it polls it watches the peer's counter in a [`Doorbell`] (a
-/// memory load) and calls `recv` only when the counter moved, instead of one `recv` system call
-/// per poll. The socket stays the only way bytes and descriptors travel, and a reader that
-/// stops polling blocks in `recv` as before, so the doorbell only makes polling cheaper: a peer
-/// that never rings is read all the same, one polling budget later.
-pub struct BellRead<S> {
-    /// The socket.
-    pub sock: S,
-    /// The page shared with the peer.
-    pub bell: std::sync::Arc<Doorbell>,
-    /// The counter the peer rings after each write to `sock`.
-    pub side: Side,
-}
-
-impl<S: std::os::fd::AsFd> Read for BellRead<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        spin_read(self.sock.as_fd(), buf, Some((&self.bell, self.side)))
-    }
-}
-
-/// Reads what the socket `fd` holds: polls (non-blocking `recv`; with a doorbell, only when its
-/// counter moved) for the polling budget, then blocks in `recv`.
-fn spin_read(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8], bell: Option<(&Doorbell, Side)>) -> io::Result<usize> {
+/// Reads what the socket `fd` holds: polls (non-blocking `recv`) for the polling budget, then
+/// blocks in `recv`.
+fn spin_read(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
     let mut recv = |flags| {
         // Descriptors passed with the bytes (shared-memory segments) are kept for `read_from`.
         crate::shm::recv(fd, buf, flags)
     };
-    let mut try_recv = || match recv(libc::MSG_DONTWAIT) {
+    let try_recv = || match recv(libc::MSG_DONTWAIT) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => None,
         r => Some(r),
     };
-    let polled = match bell {
-        None => crate::spin::until(crate::spin::budget(), try_recv),
-        Some((bell, side)) => {
-            // The peer rings after its bytes are in the socket: read before the `recv` that found
-            // nothing, a counter that moved since means bytes may have come.
-            let mut seen = bell.rung(side);
-            match try_recv() {
-                Some(r) => Some(r),
-                None => crate::spin::until(crate::spin::budget(), || {
-                    let now = bell.rung(side);
-                    if now == seen {
-                        return None;
-                    }
-                    seen = now;
-                    try_recv()
-                }),
-            }
-        }
-    };
-    if let Some(r) = polled {
+    if let Some(r) = crate::spin::until(crate::spin::budget(), try_recv) {
         return r;
     }
     loop {
@@ -605,23 +566,53 @@ pub enum Side {
     ToDriver = 1,
 }
 
-/// One page of shared memory (a `memfd`) between a driver and one worker process, holding a
-/// counter per direction on cache lines of their own. A side [rings](Doorbell::ring) its counter
-/// after each write to the socket; the reader of the other side polls the counter while it spins
-/// ([`BellRead`]). Nothing but the counters lives in it: a worker that dies leaves at worst a
-/// counter that does not move, and its reader learns of the death from the socket.
+/// Shared memory (a `memfd`) between a driver and one worker process: a page holding a counter
+/// per direction on cache lines of their own, then a ring of frames per direction. A side
+/// [rings](Doorbell::ring) its counter after each entry it puts; the reader of the other side
+/// polls the counter while it spins, and sleeps on it (a futex) after.
+///
+/// Frames travel in the rings ([`put_frame`](Doorbell::put_frame)): no system call per frame
+/// while the reader polls. A frame too large for a ring, or carrying shared-memory segments
+/// (descriptors), goes through the socket, announced in the ring first
+/// ([`put_on_socket`](Doorbell::put_on_socket)), so the reader takes every frame in order from
+/// the ring and reads the socket only when an entry says so. A worker that dies leaves at worst
+/// entries that do not come, and its reader learns of the death from the socket's end.
 pub struct Doorbell {
     ptr: std::ptr::NonNull<u8>,
     fd: std::os::fd::OwnedFd,
 }
 
-// SAFETY: the mapping is shared memory valid until drop, used only through atomics.
+// SAFETY: the mapping is shared memory valid until drop, used through atomics, and through
+// copies into and out of the rings that the rings' atomic indices order (one writer and one
+// reader per ring).
 unsafe impl Send for Doorbell {}
 // SAFETY: as above.
 unsafe impl Sync for Doorbell {}
 
-/// Size of a doorbell page; each counter sits on a 128-byte line of its own.
-const BELL_LEN: usize = 4096;
+/// Size of a doorbell's page of counters and flags; each sits on a 128-byte line of its own.
+const PAGE_LEN: usize = 4096;
+/// Bytes of each direction's ring of frames ([`Doorbell::put_frame`]), after the page.
+pub const RING_LEN: usize = 64 << 10;
+/// Frames of at most this many bytes (and no shared-memory segment) may travel inline in a
+/// ring; larger ones go through the socket, announced in the ring ([`Entry::OnSocket`]).
+pub const RING_INLINE_MAX: usize = 4 << 10;
+/// Size of a doorbell mapping: the page, then the ring to the worker, then the ring to the driver.
+const BELL_LEN: usize = PAGE_LEN + 2 * RING_LEN;
+/// A ring entry's length word meaning "the next frame is on the socket".
+const ON_SOCKET: u32 = u32::MAX;
+/// A ring entry's length word meaning "the rest of the ring is padding: go on at its start".
+const WRAP: u32 = u32::MAX - 1;
+
+/// The next entry of a ring ([`Doorbell::next`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Nothing was put in the ring since the last entry taken.
+    Empty,
+    /// A whole frame's bytes (as [`Frame::to_vec`] has them).
+    Inline(Vec<u8>),
+    /// The next frame comes through the socket (it may still be being written).
+    OnSocket,
+}
 
 impl Doorbell {
     /// A new page (zeroed counters), to be shared through [`fd`](Self::fd).
@@ -685,14 +676,140 @@ impl Doorbell {
 
     /// A flag word of the page (futex-sized, on a cache line of its own).
     fn flag(&self, f: Flag) -> &std::sync::atomic::AtomicU32 {
-        // SAFETY: offsets 256 and 384 are inside the page and 4-byte aligned.
+        // SAFETY: the offsets of Flag are inside the page and 4-byte aligned.
         unsafe { &*(self.ptr.as_ptr().add(f as usize) as *const std::sync::atomic::AtomicU32) }
     }
 
-    /// The low half of the driver's counter, as a futex word (the page is little- or big-endian
+    /// The bytes put into `side`'s ring so far (written by its writer only) and taken from it (by
+    /// its reader only), each on a cache line of its own.
+    fn ring_index(&self, side: Side, taken: bool) -> &std::sync::atomic::AtomicU64 {
+        let at = 512 + side as usize * 256 + usize::from(taken) * 128;
+        // SAFETY: offsets 512..=896 are inside the page and 8-byte aligned.
+        unsafe { &*(self.ptr.as_ptr().add(at) as *const std::sync::atomic::AtomicU64) }
+    }
+
+    /// `side`'s ring of frames.
+    fn ring_bytes(&self, side: Side) -> *mut u8 {
+        // SAFETY: the rings follow the page inside the mapping.
+        unsafe { self.ptr.as_ptr().add(PAGE_LEN + side as usize * RING_LEN) }
+    }
+
+    /// Puts an entry of `len` bytes (the concatenation of `parts`, or no bytes with the length
+    /// word `word`) into `side`'s ring if it has room: whether it did. Only the side's writer
+    /// calls it (one thread at a time).
+    fn put(&self, side: Side, word: u32, parts: &[&[u8]], len: usize) -> bool {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let need = 4 + len.next_multiple_of(4);
+        let put = self.ring_index(side, false).load(Relaxed);
+        let taken = self.ring_index(side, true).load(Acquire);
+        let at = (put % RING_LEN as u64) as usize;
+        // An entry never wraps: the end of the ring is skipped when it does not fit there.
+        let pad = if RING_LEN - at < need { RING_LEN - at } else { 0 };
+        if put + (pad + need) as u64 - taken > RING_LEN as u64 {
+            return false;
+        }
+        let ring = self.ring_bytes(side);
+        // SAFETY: [at, at + pad) and the entry's bytes are inside the ring, in the part the reader
+        // has taken (the check above), and published only by the Release store below.
+        unsafe {
+            if pad > 0 {
+                std::ptr::write_unaligned(ring.add(at) as *mut u32, WRAP.to_le());
+            }
+            let start = (at + pad) % RING_LEN;
+            std::ptr::write_unaligned(ring.add(start) as *mut u32, word.to_le());
+            let mut to = ring.add(start + 4);
+            for p in parts {
+                std::ptr::copy_nonoverlapping(p.as_ptr(), to, p.len());
+                to = to.add(p.len());
+            }
+        }
+        self.ring_index(side, false).store(put + (pad + need) as u64, Release);
+        true
+    }
+
+    /// Puts `frame` whole into `side`'s ring if it may travel inline (at most
+    /// [`RING_INLINE_MAX`] bytes, no shared-memory segment) and the ring has room: whether it
+    /// did. The reader learns of it from the side's counter: [`ring`](Self::ring) (or
+    /// [`ring_driver`](Self::ring_driver)) after it.
+    pub fn put_frame(&self, side: Side, frame: &Frame) -> bool {
+        let len = frame.len();
+        if len > RING_INLINE_MAX || frame.segments.iter().any(|s| crate::shm::segment_of(s).is_some()) {
+            return false;
+        }
+        let prefix = frame.prefix();
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + frame.segments.len());
+        parts.push(&prefix);
+        parts.extend(frame.segments.iter().map(|s| &s[..]));
+        self.put(side, len as u32, &parts, len)
+    }
+
+    /// Says in `side`'s ring that the next frame comes through the socket, if the ring has room
+    /// (whether it did). Call it before writing the frame to the socket, and ring after it.
+    pub fn put_on_socket(&self, side: Side) -> bool {
+        self.put(side, ON_SOCKET, &[], 0)
+    }
+
+    /// [`put_on_socket`](Self::put_on_socket), waiting for room if the reader is behind (the
+    /// worker's way: its driver takes entries as long as it lives, and takes its workers with
+    /// it when it dies).
+    pub fn put_on_socket_waiting(&self, side: Side) {
+        let mut tries = 0u32;
+        while !self.put_on_socket(side) {
+            tries = tries.wrapping_add(1);
+            if tries < 1000 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// Takes the next entry of `side`'s ring (only the side's reader calls it, one thread at a
+    /// time). An [`Entry::OnSocket`] is taken only with `take_on_socket`: without, it stays for
+    /// the next call (a thread that must not block on the socket leaves it to one that may). An
+    /// entry that is not one the writer can put is an error (the peer wrote garbage).
+    pub fn next(&self, side: Side, take_on_socket: bool) -> Result<Entry, ProtocolError> {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let mut taken = self.ring_index(side, true).load(Relaxed);
+        let put = self.ring_index(side, false).load(Acquire);
+        let ring = self.ring_bytes(side);
+        loop {
+            if put <= taken {
+                return Ok(Entry::Empty);
+            }
+            let at = (taken % RING_LEN as u64) as usize;
+            // SAFETY: `at` is 4-byte aligned inside the ring (every entry's length is rounded up).
+            let word = u32::from_le(unsafe { std::ptr::read_unaligned(ring.add(at) as *const u32) });
+            let (entry, len) = match word {
+                WRAP => {
+                    taken += (RING_LEN - at) as u64;
+                    continue;
+                }
+                ON_SOCKET if !take_on_socket => return Ok(Entry::OnSocket),
+                ON_SOCKET => (Entry::OnSocket, 0),
+                n if (n as usize) <= RING_INLINE_MAX && at + 4 + n as usize <= RING_LEN => {
+                    let mut v = vec![0u8; n as usize];
+                    // SAFETY: the entry's bytes are inside the ring, published before `put`.
+                    unsafe { std::ptr::copy_nonoverlapping(ring.add(at + 4), v.as_mut_ptr(), v.len()) };
+                    (Entry::Inline(v), n as usize)
+                }
+                n => {
+                    return Err(ProtocolError::Unexpected(if n as usize > RING_INLINE_MAX {
+                        "a ring entry longer than an inline frame may be"
+                    } else {
+                        "a ring entry past the ring's end"
+                    }));
+                }
+            };
+            self.ring_index(side, true).store(taken + (4 + len.next_multiple_of(4)) as u64, Release);
+            return Ok(entry);
+        }
+    }
+
+    /// The low half of `side`'s counter, as a futex word (the page is little- or big-endian
     /// alike for this: both sides are one machine).
-    fn driver_word(&self) -> *const u32 {
-        let c = self.counter(Side::ToDriver) as *const std::sync::atomic::AtomicU64 as *const u32;
+    fn word(&self, side: Side) -> *const u32 {
+        let c = self.counter(side) as *const std::sync::atomic::AtomicU64 as *const u32;
         // The half that changes with every ring.
         if cfg!(target_endian = "little") { c } else { c.wrapping_add(1) }
     }
@@ -707,34 +824,49 @@ impl Doorbell {
         }
     }
 
-    /// Says (before writing it) that a frame of `big` bytes may not fit in the socket's buffer:
-    /// the driver's reader must read while it is written, so it is woken now; `false` once the
-    /// frame is written.
-    pub fn writing_big(&self, big: bool) {
+    /// The driver's ring for a frame it put in the worker's ring (or on the socket): counts it,
+    /// and wakes the worker if it sleeps on the page ([`sleep_worker`](Self::sleep_worker)).
+    pub fn ring_worker(&self) {
         use std::sync::atomic::Ordering::SeqCst;
-        self.flag(Flag::Writing).store(u32::from(big), SeqCst);
-        if big {
-            self.wake_reader();
+        self.counter(Side::ToWorker).fetch_add(1, SeqCst);
+        if self.flag(Flag::WorkerWaits).load(SeqCst) != 0 {
+            self.wake_worker();
         }
     }
 
-    /// Whether the worker is writing a frame that may not fit in the socket's buffer.
-    pub fn is_writing_big(&self) -> bool {
-        self.flag(Flag::Writing).load(std::sync::atomic::Ordering::SeqCst) != 0
+    /// Wakes the worker if it sleeps on the page, so that it looks again (at the socket's end,
+    /// say: the driver calls it after it shut the socket down).
+    pub fn wake_worker(&self) {
+        // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
+        unsafe { libc::syscall(libc::SYS_futex, self.word(Side::ToWorker), libc::FUTEX_WAKE, 1) };
+    }
+
+    /// The worker sleeps until the driver rings past `seen` ([`ring_worker`](Self::ring_worker)),
+    /// wakes it, or `timeout` passes (or a signal comes); returns at once if the driver rang.
+    pub fn sleep_worker(&self, seen: u64, timeout: std::time::Duration) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let waits = self.flag(Flag::WorkerWaits);
+        waits.store(1, SeqCst);
+        // After announcing the wait, look again: a ring before it is seen here, one after it wakes us.
+        if self.counter(Side::ToWorker).load(SeqCst) == seen {
+            futex_wait(self.word(Side::ToWorker), seen as u32, timeout);
+        }
+        waits.store(0, SeqCst);
     }
 
     /// Wakes the driver's reader if it sleeps ([`sleep_reader`](Self::sleep_reader)), so that it
     /// looks again (and sleeps announced, if it slept unannounced).
     pub fn wake_reader(&self) {
         // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
-        unsafe { libc::syscall(libc::SYS_futex, self.driver_word(), libc::FUTEX_WAKE, 1) };
+        unsafe { libc::syscall(libc::SYS_futex, self.word(Side::ToDriver), libc::FUTEX_WAKE, 1) };
     }
 
-    /// The driver's reader sleeps until the worker rings past `seen`, starts a big write, is
+    /// The driver's reader sleeps until the worker rings past `seen`, is
     /// [woken](Self::wake_reader), or `timeout` passes (or a signal comes); returns at once if
-    /// the worker rang or writes a big frame. With `announce`, the worker wakes it when it rings;
-    /// without, only a big frame or [`wake_reader`](Self::wake_reader) does (other threads take
-    /// the frames meanwhile).
+    /// the worker rang. With `announce`, the worker wakes it when it rings; without, only
+    /// [`wake_reader`](Self::wake_reader) does (other threads take the frames meanwhile; a
+    /// worker that writes a frame to the socket wakes the reader, which reads it while it is
+    /// written).
     pub fn sleep_reader(&self, seen: u64, timeout: std::time::Duration, announce: bool) {
         use std::sync::atomic::Ordering::SeqCst;
         let waits = self.flag(Flag::DriverWaits);
@@ -742,14 +874,8 @@ impl Doorbell {
             waits.store(1, SeqCst);
         }
         // After announcing the wait, look again: a ring before it is seen here, one after it wakes us.
-        if self.counter(Side::ToDriver).load(SeqCst) == seen && !self.is_writing_big() {
-            let ts = libc::timespec {
-                tv_sec: timeout.as_secs() as libc::time_t,
-                tv_nsec: timeout.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: FUTEX_WAIT on a word of our shared mapping, with a valid timeout; it returns
-            // at once if the word no longer holds the low half of `seen`.
-            unsafe { libc::syscall(libc::SYS_futex, self.driver_word(), libc::FUTEX_WAIT, seen as u32, &ts) };
+        if self.counter(Side::ToDriver).load(SeqCst) == seen {
+            futex_wait(self.word(Side::ToDriver), seen as u32, timeout);
         }
         if announce {
             waits.store(0, SeqCst);
@@ -757,13 +883,22 @@ impl Doorbell {
     }
 }
 
+/// Sleeps until the futex word `word` is woken, no longer holds `value`, or `timeout` passes.
+fn futex_wait(word: *const u32, value: u32, timeout: std::time::Duration) {
+    let ts =
+        libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: FUTEX_WAIT on a word of a live shared mapping, with a valid timeout; it returns at
+    // once if the word no longer holds `value`.
+    unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAIT, value, &ts) };
+}
+
 /// Flag words of a [`Doorbell`] page (their byte offsets).
 #[derive(Clone, Copy)]
 enum Flag {
     /// The driver's reader sleeps on the page (the worker must wake it).
     DriverWaits = 256,
-    /// The worker writes a frame that may not fit in the socket's buffer.
-    Writing = 384,
+    /// The worker sleeps on the page (the driver must wake it).
+    WorkerWaits = 1024,
 }
 
 impl Drop for Doorbell {
@@ -877,7 +1012,7 @@ mod tests {
     }
 
     #[test]
-    fn a_doorbell_reader_gets_every_frame_rung_or_not() {
+    fn frames_come_in_order_through_the_ring_or_the_socket_it_names() {
         use std::os::fd::AsFd;
         // Two mappings of one page, as the driver and its worker have.
         let writer_bell = Doorbell::create().unwrap();
@@ -896,34 +1031,50 @@ mod tests {
             task: "echo".into(),
             args: vec![WirePayload::Bytes(arg)],
         };
-        // Frame 1 rung; frame 2 written by a peer that never rings (the reader must still get
-        // it, from its blocking `recv`); frame 3 (a shared-memory segment, a descriptor beside
-        // the bytes) rung after a pause long enough for the reader to have given up polling.
-        let sent = vec![msg(1, Bytes::from_static(b"one")), msg(2, Bytes::from(vec![2u8; 70_000])), msg(3, big)];
+        // Inline, then one too large for the ring (more than the socket's buffer holds: the reader
+        // reads while it is written), inline, one with a shared-memory segment (a descriptor
+        // beside the bytes), inline after a pause.
+        let sent = vec![
+            msg(1, Bytes::from_static(b"one")),
+            msg(2, Bytes::from(vec![2u8; 3 << 20])),
+            msg(3, Bytes::from_static(b"three")),
+            msg(4, big),
+            msg(5, Bytes::from_static(b"five")),
+        ];
         let to_send = sent.clone();
         let peer = std::thread::spawn(move || {
             let mut out = io::BufWriter::new(&a);
             for (i, m) in to_send.into_iter().enumerate() {
-                if i == 2 {
+                if i == 4 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                m.encode().write_to_socket(&mut out).unwrap();
-                out.flush().unwrap();
-                if i != 1 {
+                let f = m.encode();
+                if !writer_bell.put_frame(Side::ToDriver, &f) {
+                    assert!(writer_bell.put_on_socket(Side::ToDriver));
                     writer_bell.ring(Side::ToDriver);
+                    f.write_to_socket(&mut out).unwrap();
+                    out.flush().unwrap();
+                    continue;
                 }
+                writer_bell.ring(Side::ToDriver);
             }
             writer_bell
         });
-        let mut r = io::BufReader::new(BellRead { sock: b.as_fd(), bell: reader_bell.clone(), side: Side::ToDriver });
+        let mut r = io::BufReader::new(SpinRead(b.as_fd()));
         for m in &sent {
-            let back = ToWorker::decode(Frame::read_from(&mut r).unwrap().unwrap()).unwrap();
-            assert_eq!(&back, m);
+            let f = loop {
+                match reader_bell.next(Side::ToDriver, true).unwrap() {
+                    Entry::Inline(v) => break Frame::from_bytes(v.into()).unwrap(),
+                    Entry::OnSocket => break Frame::read_from(&mut r).unwrap().unwrap(),
+                    Entry::Empty => std::thread::yield_now(),
+                }
+            };
+            assert_eq!(&ToWorker::decode(f).unwrap(), m);
         }
         let writer_bell = peer.join().unwrap();
-        assert_eq!(reader_bell.rung(Side::ToDriver), 2);
+        assert_eq!(reader_bell.rung(Side::ToDriver), 5);
         drop(writer_bell);
-        assert_eq!(reader_bell.rung(Side::ToDriver), 2, "the page outlives the other mapping");
+        assert_eq!(reader_bell.rung(Side::ToDriver), 5, "the page outlives the other mapping");
         // Any other descriptor is refused in one line.
         let not_bell = crate::shm::SegmentMut::create(crate::shm::MIN_SHARED).unwrap().freeze();
         let fd = crate::shm::segment_of(&not_bell).unwrap().fd().try_clone_to_owned().unwrap();
@@ -977,5 +1128,91 @@ mod tests {
         for e in [cut, garbage, bad, v] {
             assert_eq!(e.to_string().lines().count(), 1, "{}", e);
         }
+    }
+
+    fn run_of(n: usize) -> Frame {
+        ToWorker::Run {
+            seq: n as u64,
+            id: Default::default(),
+            task: "echo".into(),
+            args: vec![WirePayload::Bytes(Bytes::from(vec![n as u8; n]))],
+        }
+        .encode()
+    }
+
+    fn seq_of(e: Entry) -> u64 {
+        let Entry::Inline(b) = e else { panic!("not inline: {:?}", e) };
+        match ToWorker::decode(Frame::from_bytes(b.into()).unwrap()).unwrap() {
+            ToWorker::Run { seq, args, .. } => {
+                let WirePayload::Bytes(a) = &args[0] else { panic!("not bytes") };
+                assert!(a.len() == seq as usize && a.iter().all(|&x| x == seq as u8), "payload of {}", seq);
+                seq
+            }
+            m => panic!("not a Run: {:?}", m),
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_frames_and_socket_entries_in_order_across_its_end() {
+        let bell = Doorbell::create().unwrap();
+        // A peer mapping of the same pages (the worker's side).
+        let peer = Doorbell::from_fd(bell.fd().try_clone_to_owned().unwrap()).unwrap();
+        let mut expect = std::collections::VecDeque::new();
+        // Sizes that do not divide the ring: entries wrap past its end many times.
+        for round in 0..400usize {
+            let n = 1 + round * 37 % 3000;
+            if round % 7 == 3 {
+                assert!(bell.put_on_socket(Side::ToWorker));
+                expect.push_back(None);
+            } else {
+                assert!(bell.put_frame(Side::ToWorker, &run_of(n)), "room for round {}", round);
+                expect.push_back(Some(n as u64));
+            }
+            // The reader lags a few entries behind.
+            while expect.len() > 3 {
+                match expect.pop_front().unwrap() {
+                    None => {
+                        // Left in place for a reader that may not read the socket, taken by one that may.
+                        assert_eq!(peer.next(Side::ToWorker, false).unwrap(), Entry::OnSocket);
+                        assert_eq!(peer.next(Side::ToWorker, true).unwrap(), Entry::OnSocket);
+                    }
+                    Some(seq) => assert_eq!(seq_of(peer.next(Side::ToWorker, true).unwrap()), seq),
+                }
+            }
+        }
+        while let Some(e) = expect.pop_front() {
+            match e {
+                None => assert_eq!(peer.next(Side::ToWorker, true).unwrap(), Entry::OnSocket),
+                Some(seq) => assert_eq!(seq_of(peer.next(Side::ToWorker, true).unwrap()), seq),
+            }
+        }
+        assert_eq!(peer.next(Side::ToWorker, true).unwrap(), Entry::Empty);
+        // The other direction is a ring of its own.
+        assert_eq!(bell.next(Side::ToDriver, true).unwrap(), Entry::Empty);
+    }
+
+    #[test]
+    fn the_ring_refuses_what_it_cannot_hold_and_reports_garbage() {
+        let bell = Doorbell::create().unwrap();
+        // Too large for an entry: such a frame goes through the socket.
+        assert!(!bell.put_frame(Side::ToDriver, &run_of(RING_INLINE_MAX)));
+        // A full ring takes nothing more until the reader takes entries.
+        let mut put = 0;
+        while bell.put_frame(Side::ToDriver, &run_of(4000)) {
+            put += 1;
+        }
+        assert_eq!(put, RING_LEN / 4096, "entries of a 64 KiB ring");
+        while bell.put_on_socket(Side::ToDriver) {}
+        assert!(!bell.put_frame(Side::ToDriver, &run_of(1)));
+        assert_eq!(seq_of(bell.next(Side::ToDriver, true).unwrap()), 4000);
+        assert!(bell.put_on_socket(Side::ToDriver));
+        // A length word no writer puts: the peer wrote garbage.
+        let bad = Doorbell::create().unwrap();
+        let at = bad.ring_bytes(Side::ToWorker);
+        // SAFETY: the first word of the ring, inside the mapping.
+        unsafe { std::ptr::write_unaligned(at as *mut u32, (RING_INLINE_MAX as u32 + 1).to_le()) };
+        bad.ring_index(Side::ToWorker, false).store(8, std::sync::atomic::Ordering::Release);
+        let e = bad.next(Side::ToWorker, true).unwrap_err();
+        assert!(e.to_string().contains("ring entry"), "{}", e);
     }
 }

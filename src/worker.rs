@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use crate::data::DataLayer;
 use crate::engine::{execute, hostname};
 use crate::protocol::{
-    self, BellRead, Doorbell, FromWorker, Message, PROTOCOL_VERSION, ProtocolError, Side, ToWorker, WirePayload,
+    self, Doorbell, Entry, Frame, FromWorker, Message, PROTOCOL_VERSION, ProtocolError, Side, ToWorker, WirePayload,
 };
 use crate::record::ExecutionInfo;
 use crate::task::lookup;
@@ -92,13 +92,11 @@ pub fn serve<R: Read, W: Write + std::os::fd::AsFd>(input: R, output: W) -> Resu
     serve_ringing(input, output, None)
 }
 
-/// Replies longer than this are announced to a driver that may sleep on the doorbell page
-/// ([`Doorbell::writing_big`]): the socket's buffer (4 MiB asked for, capped by the kernel's
-/// `net.core.wmem_max`, 208 KiB by default) may not hold them whole.
-const BIG_FRAME: usize = 64 << 10;
-
-/// [`serve`], ringing `bell` (its [`Side::ToDriver`] counter) after each reply is written, so
-/// that a driver polling the doorbell reads it at once.
+/// [`serve`], with the replies in `bell`'s ring to the driver ([`Doorbell::put_frame`]) and its
+/// [`Side::ToDriver`] counter rung after each, so that a driver polling the doorbell takes it at
+/// once. A reply the ring cannot take (large, or with shared-memory segments) goes through the
+/// socket, announced in the ring first; the driver's reader is woken to read it while it is
+/// written (the socket's buffer may not hold it whole).
 pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
     input: R,
     output: W,
@@ -108,7 +106,11 @@ pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
     let mut output = BufWriter::with_capacity(1 << 16, output);
     let mut worker = Worker::new();
     loop {
-        let Some(msg) = protocol::recv::<ToWorker, _>(&mut input)? else {
+        let msg = match bell {
+            Some(b) => next_from_driver(b, &mut input, output.get_ref().as_fd())?,
+            None => protocol::recv::<ToWorker, _>(&mut input)?,
+        };
+        let Some(msg) = msg else {
             return Ok(0); // the driver closed the connection
         };
         let (reply, exit) = match worker.handle(msg) {
@@ -117,24 +119,67 @@ pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
         };
         if let Some(r) = reply {
             let frame = r.encode();
-            // A frame the socket may not hold whole: the driver reads while it is written.
-            let big = bell.is_some() && frame.len() > BIG_FRAME;
-            if big && let Some(b) = bell {
-                b.writing_big(true);
-            }
-            frame.write_to_socket(&mut output)?;
-            output.flush()?;
-            if let Some(b) = bell {
-                if big {
-                    b.writing_big(false);
+            match bell {
+                Some(b) if b.put_frame(Side::ToDriver, &frame) => b.ring_driver(),
+                Some(b) => {
+                    b.put_on_socket_waiting(Side::ToDriver);
+                    b.ring_driver();
+                    // Threads that wait for results leave socket frames to the reader thread.
+                    b.wake_reader();
+                    frame.write_to_socket(&mut output)?;
+                    output.flush()?;
                 }
-                b.ring_driver();
+                None => {
+                    frame.write_to_socket(&mut output)?;
+                    output.flush()?;
+                }
             }
         }
         if let Some(code) = exit {
             return Ok(code);
         }
     }
+}
+
+/// How long a worker sleeps on its doorbell page at most before it looks at its socket's end
+/// (the driver wakes it when it puts a frame in its ring, or shuts the socket down).
+const SOCKET_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The next message from the driver: from the ring of `bell` ([`Side::ToWorker`]), or from the
+/// socket (`input`, whose descriptor is `fd`) when the ring's entry says so; `None` at the
+/// socket's end. Polls the ring for the [polling budget](crate::spin::budget), then sleeps on
+/// the page.
+fn next_from_driver<R: Read>(
+    bell: &Doorbell,
+    input: &mut BufReader<R>,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<Option<ToWorker>, ProtocolError> {
+    loop {
+        // The socket before the ring: the driver puts a frame's entry in the ring before it writes
+        // the frame to the socket, so bytes seen here have their entry seen below.
+        let socket = readable_now(fd.as_raw_fd());
+        let seen = bell.rung(Side::ToWorker);
+        match bell.next(Side::ToWorker, true)? {
+            Entry::Inline(bytes) => return ToWorker::decode(Frame::from_bytes(bytes.into())?).map(Some),
+            Entry::OnSocket => return protocol::recv::<ToWorker, _>(input),
+            Entry::Empty if socket => {
+                // No entry: what the socket has is its end.
+                return protocol::recv::<ToWorker, _>(input);
+            }
+            Entry::Empty => {}
+        }
+        let rang = crate::spin::until(crate::spin::budget(), || (bell.rung(Side::ToWorker) != seen).then_some(()));
+        if rang.is_none() {
+            bell.sleep_worker(seen, SOCKET_CHECK);
+        }
+    }
+}
+
+/// Whether `fd` has bytes to read, or its end, now.
+fn readable_now(fd: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
 }
 
 /// Runs the one task of `input` (a `Hello` frame, then a `Run` frame) and writes its `Done`
@@ -356,8 +401,7 @@ fn serve_fd(fd: i32, bell: Option<i32>) -> Result<i32, String> {
         return serve(protocol::SpinRead(sock), stream).map_err(|e| e.to_string());
     };
     let bell = std::sync::Arc::new(inherited_doorbell(bell).map_err(|e| format!("--doorbell-fd {}: {}", bell, e))?);
-    let input = BellRead { sock, bell: bell.clone(), side: Side::ToWorker };
-    serve_ringing(input, stream, Some(&bell)).map_err(|e| e.to_string())
+    serve_ringing(protocol::SpinRead(sock), stream, Some(&bell)).map_err(|e| e.to_string())
 }
 
 /// Maps the inherited doorbell page `fd` (close-on-exec from now on).

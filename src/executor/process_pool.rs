@@ -1,5 +1,7 @@
 //! `process-pool`: N `taps-worker` child processes on this node, tasks and results as
-//! [`protocol`] frames over one Unix socket pair per worker. The queue, prefetch, in-flight
+//! [`protocol`] frames over one Unix socket pair per worker; results come back through a ring
+//! in memory shared with the worker (its [`Doorbell`] mapping), large ones through the socket.
+//! The queue, prefetch, in-flight
 //! tracking, lost workers and heartbeats are the [remote-worker core](super::remote)'s; this
 //! module is its transport (starting, feeding, watching and reaping the processes) and options.
 //!
@@ -47,7 +49,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::data::DataLayer;
 use crate::engine::{Completer, Executor, Job};
 use crate::options::Validate;
-use crate::protocol::{self, Doorbell, Frame, FromWorker, Message, ProtocolError, Side, ToWorker};
+use crate::protocol::{self, Doorbell, Entry, Frame, FromWorker, Message, ProtocolError, Side, ToWorker};
 
 use super::remote::{Link, RemoteExecutor, RemoteOptions, Transport, heartbeat_interval};
 use super::{ExecutorConfig, ExecutorContext, ExecutorPlugin, WorkerKind, Workers, available_cores};
@@ -432,18 +434,29 @@ enum Outgoing {
 const DIRECT_MAX: usize = 64 << 10;
 
 impl Proc {
-    /// Sends a frame in order: directly if small and nothing is queued, else via the writer thread.
-    /// Errors are ignored: a broken connection shows up in the reader as the worker's loss.
+    /// Sends a frame in order: in the worker's ring if it may travel inline
+    /// ([`Doorbell::put_frame`]), else through the socket, announced in the ring first: directly
+    /// if small and nothing is queued, else via the writer thread. Errors are ignored: a broken
+    /// connection shows up in the reader as the worker's loss.
     fn send(&mut self, frame: Frame) {
         let Some(tx) = &self.tx else { return };
+        if self.bell.put_frame(Side::ToWorker, &frame) {
+            self.bell.ring_worker();
+            return;
+        }
+        if !self.bell.put_on_socket(Side::ToWorker) {
+            // At most PREFETCH + 1 tasks are out to a worker: one that has not taken the ring's
+            // 64 KiB of entries is stuck. Its reader reports it lost; its tasks go elsewhere.
+            tracing::warn!("process-pool: worker pid {} takes no frames; killing it", self.pid);
+            self.kill();
+            return;
+        }
         if self.queued == 0 && frame.len() <= DIRECT_MAX {
             let buf = frame.to_vec();
             match send_nonblocking(&self.conn, &buf) {
-                Some(n) if n == buf.len() => self.bell.ring(Side::ToWorker),
+                Some(n) if n == buf.len() => self.bell.ring_worker(),
                 Some(n) => {
-                    if n > 0 {
-                        self.bell.ring(Side::ToWorker);
-                    }
+                    self.bell.ring_worker();
                     self.queued += 1;
                     let _ = tx.send(Outgoing::Raw(buf[n..].to_vec()));
                 }
@@ -451,6 +464,7 @@ impl Proc {
             }
             return;
         }
+        self.bell.ring_worker();
         self.queued += 1;
         let _ = tx.send(Outgoing::Frame(frame));
     }
@@ -654,10 +668,10 @@ fn install(pool: &Arc<Pool>, link: &Link, slot: usize, spawned: Spawned) {
     let (s, b) = (pool.clone(), bell.clone());
     let w =
         std::thread::Builder::new().name(format!("taps-pool-w{}", pid)).spawn(move || writer(s, id, wstream, rx, b));
-    let (s, l) = (pool.clone(), link.clone());
+    let (s, l, b) = (pool.clone(), link.clone(), bell.clone());
     let r = std::thread::Builder::new()
         .name(format!("taps-pool-r{}", pid))
-        .spawn(move || reader(s, l, slot, id, pid, rstream, bell));
+        .spawn(move || reader(s, l, slot, id, pid, rstream, b));
     for t in [w, r] {
         match t {
             Ok(h) => st.threads.push(h),
@@ -665,6 +679,7 @@ fn install(pool: &Arc<Pool>, link: &Link, slot: usize, spawned: Spawned) {
                 tracing::error!("process-pool: cannot start a thread: {}", e);
                 // Without its threads the worker is useless: stop it; the reader (if any) reports it.
                 let _ = conn.shutdown(std::net::Shutdown::Both);
+                bell.wake_worker();
             }
         }
     }
@@ -683,7 +698,6 @@ fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>, 
                 n += 1;
             }
             out.flush()?;
-            bell.ring(Side::ToWorker);
             // Everything handed over so far is in the socket: direct sends may resume.
             if let Some(p) = pool.lock().procs.get_mut(&id) {
                 p.queued -= n;
@@ -695,14 +709,17 @@ fn writer(pool: Arc<Pool>, id: u64, stream: UnixStream, rx: Receiver<Outgoing>, 
         // Make sure the worker sees the end of the stream (and exits) if it is still alive.
         drop(out);
         let _ = stream.shutdown(std::net::Shutdown::Both);
+        bell.wake_worker();
     }
 }
 
 /// One worker's incoming frames. Its reader thread sleeps on the worker's doorbell page and
 /// reads them when woken; a thread waiting for a result (a [`crate::spin::Helper`]: see
 /// [`Inboxes`]) takes the frames the worker rang for first, so in a busy run a completion goes
-/// to the waiting thread without waking another. The worker rings once per frame, after it is
-/// in the socket whole, so a rung frame is read without blocking.
+/// to the waiting thread without waking another. The worker rings once per frame, after its
+/// entry is in the ring ([`Doorbell::put_frame`]): a rung frame is taken without a system call.
+/// A frame that came through the socket (announced by its entry) is read by the reader thread
+/// only, as it may block until the worker has written it.
 struct Inbox {
     slot: usize,
     id: u64,
@@ -747,9 +764,9 @@ fn readable_now(fd: i32) -> bool {
 }
 
 impl Inbox {
-    /// Reads and hands over the frames the worker rang for; the reader thread (`reader`) also
-    /// what it did not ring for (the stream's end, a frame being written). A helper gives up at
-    /// once if another thread is reading. Whether it handed over anything.
+    /// Takes and hands over the frames the worker rang for; the reader thread (`reader`) also
+    /// those that come through the socket, and the socket's end. A helper gives up at once if
+    /// another thread is reading. Whether it handed over anything.
     fn take(&self, reader: bool) -> bool {
         let mut io = if reader {
             self.io.lock().unwrap_or_else(|e| e.into_inner())
@@ -766,14 +783,30 @@ impl Inbox {
         crate::shm::restore_received(&mut io.fds);
         let mut did = false;
         loop {
-            let whole = self.bell.rung(Side::ToDriver) > self.taken.load(SeqCst);
-            let more = reader && (!io.input.buffer().is_empty() || self.bell.is_writing_big() || readable_now(self.fd));
-            if !whole && !more {
+            // The socket is looked at before the ring: the worker puts a frame's entry in the
+            // ring (and rings) before it writes the frame to the socket, so bytes seen here have
+            // their entry seen below.
+            let socket = reader && readable_now(self.fd);
+            let entry = self.bell.rung(Side::ToDriver) > self.taken.load(SeqCst);
+            let got = if entry {
+                match self.bell.next(Side::ToDriver, reader) {
+                    Ok(Entry::Inline(bytes)) => Frame::from_bytes(bytes.into()).and_then(FromWorker::decode).map(Some),
+                    Ok(Entry::OnSocket) if reader => protocol::recv::<FromWorker, _>(&mut io.input),
+                    // A frame on the socket is left to the reader thread (it may block).
+                    Ok(Entry::OnSocket) | Ok(Entry::Empty) => break,
+                    Err(e) => Err(e),
+                }
+            } else if socket {
+                // No entry: what the socket has is its end (a worker that exited or died).
+                protocol::recv::<FromWorker, _>(&mut io.input)
+            } else {
                 break;
-            }
-            match protocol::recv::<FromWorker, _>(&mut io.input) {
+            };
+            match got {
                 Ok(Some(m)) => {
-                    self.taken.fetch_add(1, SeqCst);
+                    if entry {
+                        self.taken.fetch_add(1, SeqCst);
+                    }
                     let by = if reader { &self.taken_by.readers } else { &self.taken_by.waiting };
                     by.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     did = true;
