@@ -220,6 +220,13 @@ impl Frame {
         false
     }
 
+    /// Bytes that [`write_to_socket`](Self::write_to_socket) writes to the socket: all but the
+    /// shared-memory segments (they travel as descriptors).
+    pub fn socket_len(&self) -> usize {
+        let shared: usize = self.shared_segments().iter().map(|(i, _)| self.segments[*i].len()).sum();
+        self.len() - shared
+    }
+
     /// Bytes of payload segments.
     pub(crate) fn payload_len(&self) -> usize {
         self.segments.iter().map(Bytes::len).sum()
@@ -598,8 +605,10 @@ pub const RING_LEN: usize = 64 << 10;
 pub const RING_INLINE_MAX: usize = 4 << 10;
 /// Size of a doorbell mapping: the page, then the ring to the worker, then the ring to the driver.
 const BELL_LEN: usize = PAGE_LEN + 2 * RING_LEN;
-/// A ring entry's length word meaning "the next frame is on the socket".
+/// A ring entry's length word meaning "the next frame is on the socket" (perhaps still being written).
 const ON_SOCKET: u32 = u32::MAX;
+/// A ring entry's length word meaning "the next frame is on the socket, whole".
+const ON_SOCKET_WHOLE: u32 = u32::MAX - 2;
 /// A ring entry's length word meaning "the rest of the ring is padding: go on at its start".
 const WRAP: u32 = u32::MAX - 1;
 
@@ -610,8 +619,12 @@ pub enum Entry {
     Empty,
     /// A whole frame's bytes (as [`Frame::to_vec`] has them).
     Inline(Vec<u8>),
-    /// The next frame comes through the socket (it may still be being written).
-    OnSocket,
+    /// The next frame comes through the socket: `whole` if it is there whole (a read does not
+    /// block), else it may still be being written.
+    OnSocket {
+        /// The frame was written whole before its entry was put.
+        whole: bool,
+    },
 }
 
 impl Doorbell {
@@ -744,17 +757,19 @@ impl Doorbell {
     }
 
     /// Says in `side`'s ring that the next frame comes through the socket, if the ring has room
-    /// (whether it did). Call it before writing the frame to the socket, and ring after it.
-    pub fn put_on_socket(&self, side: Side) -> bool {
-        self.put(side, ON_SOCKET, &[], 0)
+    /// (whether it did); ring after it. `whole`: the frame is in the socket whole already (so any
+    /// thread may read it without blocking); else call it before writing the frame, and the
+    /// reader reads while it is written.
+    pub fn put_on_socket(&self, side: Side, whole: bool) -> bool {
+        self.put(side, if whole { ON_SOCKET_WHOLE } else { ON_SOCKET }, &[], 0)
     }
 
     /// [`put_on_socket`](Self::put_on_socket), waiting for room if the reader is behind (the
     /// worker's way: its driver takes entries as long as it lives, and takes its workers with
     /// it when it dies).
-    pub fn put_on_socket_waiting(&self, side: Side) {
+    pub fn put_on_socket_waiting(&self, side: Side, whole: bool) {
         let mut tries = 0u32;
-        while !self.put_on_socket(side) {
+        while !self.put_on_socket(side, whole) {
             tries = tries.wrapping_add(1);
             if tries < 1000 {
                 std::thread::yield_now();
@@ -765,10 +780,10 @@ impl Doorbell {
     }
 
     /// Takes the next entry of `side`'s ring (only the side's reader calls it, one thread at a
-    /// time). An [`Entry::OnSocket`] is taken only with `take_on_socket`: without, it stays for
-    /// the next call (a thread that must not block on the socket leaves it to one that may). An
-    /// entry that is not one the writer can put is an error (the peer wrote garbage).
-    pub fn next(&self, side: Side, take_on_socket: bool) -> Result<Entry, ProtocolError> {
+    /// time). An [`Entry::OnSocket`] not `whole` is taken only with `may_block`: without, it
+    /// stays for the next call (a thread that must not block on the socket leaves it to one that
+    /// may). An entry that is not one the writer can put is an error (the peer wrote garbage).
+    pub fn next(&self, side: Side, may_block: bool) -> Result<Entry, ProtocolError> {
         use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
         let mut taken = self.ring_index(side, true).load(Relaxed);
         let put = self.ring_index(side, false).load(Acquire);
@@ -785,8 +800,9 @@ impl Doorbell {
                     taken += (RING_LEN - at) as u64;
                     continue;
                 }
-                ON_SOCKET if !take_on_socket => return Ok(Entry::OnSocket),
-                ON_SOCKET => (Entry::OnSocket, 0),
+                ON_SOCKET if !may_block => return Ok(Entry::OnSocket { whole: false }),
+                ON_SOCKET => (Entry::OnSocket { whole: false }, 0),
+                ON_SOCKET_WHOLE => (Entry::OnSocket { whole: true }, 0),
                 n if (n as usize) <= RING_INLINE_MAX && at + 4 + n as usize <= RING_LEN => {
                     let mut v = vec![0u8; n as usize];
                     // SAFETY: the entry's bytes are inside the ring, published before `put`.
@@ -1049,14 +1065,21 @@ mod tests {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 let f = m.encode();
-                if !writer_bell.put_frame(Side::ToDriver, &f) {
-                    assert!(writer_bell.put_on_socket(Side::ToDriver));
+                if writer_bell.put_frame(Side::ToDriver, &f) {
+                    writer_bell.ring(Side::ToDriver);
+                } else if f.socket_len() <= 64 << 10 {
+                    // Small on the socket (the segment travels as a descriptor): written, then announced.
+                    f.write_to_socket(&mut out).unwrap();
+                    out.flush().unwrap();
+                    assert!(writer_bell.put_on_socket(Side::ToDriver, true));
+                    writer_bell.ring(Side::ToDriver);
+                } else {
+                    // Announced, then written (the reader reads while it is written).
+                    assert!(writer_bell.put_on_socket(Side::ToDriver, false));
                     writer_bell.ring(Side::ToDriver);
                     f.write_to_socket(&mut out).unwrap();
                     out.flush().unwrap();
-                    continue;
                 }
-                writer_bell.ring(Side::ToDriver);
             }
             writer_bell
         });
@@ -1065,7 +1088,7 @@ mod tests {
             let f = loop {
                 match reader_bell.next(Side::ToDriver, true).unwrap() {
                     Entry::Inline(v) => break Frame::from_bytes(v.into()).unwrap(),
-                    Entry::OnSocket => break Frame::read_from(&mut r).unwrap().unwrap(),
+                    Entry::OnSocket { .. } => break Frame::read_from(&mut r).unwrap().unwrap(),
                     Entry::Empty => std::thread::yield_now(),
                 }
             };
@@ -1162,7 +1185,7 @@ mod tests {
         for round in 0..400usize {
             let n = 1 + round * 37 % 3000;
             if round % 7 == 3 {
-                assert!(bell.put_on_socket(Side::ToWorker));
+                assert!(bell.put_on_socket(Side::ToWorker, false));
                 expect.push_back(None);
             } else {
                 assert!(bell.put_frame(Side::ToWorker, &run_of(n)), "room for round {}", round);
@@ -1173,8 +1196,9 @@ mod tests {
                 match expect.pop_front().unwrap() {
                     None => {
                         // Left in place for a reader that may not read the socket, taken by one that may.
-                        assert_eq!(peer.next(Side::ToWorker, false).unwrap(), Entry::OnSocket);
-                        assert_eq!(peer.next(Side::ToWorker, true).unwrap(), Entry::OnSocket);
+                        let being_written = Entry::OnSocket { whole: false };
+                        assert_eq!(peer.next(Side::ToWorker, false).unwrap(), being_written);
+                        assert_eq!(peer.next(Side::ToWorker, true).unwrap(), being_written);
                     }
                     Some(seq) => assert_eq!(seq_of(peer.next(Side::ToWorker, true).unwrap()), seq),
                 }
@@ -1182,7 +1206,7 @@ mod tests {
         }
         while let Some(e) = expect.pop_front() {
             match e {
-                None => assert_eq!(peer.next(Side::ToWorker, true).unwrap(), Entry::OnSocket),
+                None => assert_eq!(peer.next(Side::ToWorker, true).unwrap(), Entry::OnSocket { whole: false }),
                 Some(seq) => assert_eq!(seq_of(peer.next(Side::ToWorker, true).unwrap()), seq),
             }
         }
@@ -1202,10 +1226,20 @@ mod tests {
             put += 1;
         }
         assert_eq!(put, RING_LEN / 4096, "entries of a 64 KiB ring");
-        while bell.put_on_socket(Side::ToDriver) {}
+        while bell.put_on_socket(Side::ToDriver, true) {}
         assert!(!bell.put_frame(Side::ToDriver, &run_of(1)));
         assert_eq!(seq_of(bell.next(Side::ToDriver, true).unwrap()), 4000);
-        assert!(bell.put_on_socket(Side::ToDriver));
+        assert!(bell.put_on_socket(Side::ToDriver, false));
+        // A whole frame's entry is taken also by a reader that may not block; one being written
+        // stays for a reader that may.
+        let socket = Doorbell::create().unwrap();
+        assert!(socket.put_on_socket(Side::ToWorker, true) && socket.put_on_socket(Side::ToWorker, false));
+        assert_eq!(socket.next(Side::ToWorker, false).unwrap(), Entry::OnSocket { whole: true });
+        for _ in 0..2 {
+            assert_eq!(socket.next(Side::ToWorker, false).unwrap(), Entry::OnSocket { whole: false });
+        }
+        assert_eq!(socket.next(Side::ToWorker, true).unwrap(), Entry::OnSocket { whole: false });
+        assert_eq!(socket.next(Side::ToWorker, false).unwrap(), Entry::Empty);
         // A length word no writer puts: the peer wrote garbage.
         let bad = Doorbell::create().unwrap();
         let at = bad.ring_bytes(Side::ToWorker);

@@ -121,10 +121,19 @@ pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
             let frame = r.encode();
             match bell {
                 Some(b) if b.put_frame(Side::ToDriver, &frame) => b.ring_driver(),
-                Some(b) => {
-                    b.put_on_socket_waiting(Side::ToDriver);
+                Some(b) if frame.socket_len() <= WHOLE_MAX => {
+                    // The socket's buffer holds it: written whole, then announced, so that a thread
+                    // waiting for results may read it too.
+                    frame.write_to_socket(&mut output)?;
+                    output.flush()?;
+                    b.put_on_socket_waiting(Side::ToDriver, true);
                     b.ring_driver();
-                    // Threads that wait for results leave socket frames to the reader thread.
+                }
+                Some(b) => {
+                    // It may not fit in the socket's buffer: announced first, and the reader
+                    // thread woken to read while it is written (waiting threads leave it to it).
+                    b.put_on_socket_waiting(Side::ToDriver, false);
+                    b.ring_driver();
                     b.wake_reader();
                     frame.write_to_socket(&mut output)?;
                     output.flush()?;
@@ -140,6 +149,11 @@ pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
         }
     }
 }
+
+/// Replies of at most this many bytes on the socket are written whole before their ring entry
+/// is put: the socket's buffer (4 MiB asked for, capped by the kernel's `net.core.wmem_max`,
+/// 208 KiB by default) holds them.
+const WHOLE_MAX: usize = 64 << 10;
 
 /// How long a worker sleeps on its doorbell page at most before it looks at its socket's end
 /// (the driver wakes it when it puts a frame in its ring, or shuts the socket down).
@@ -161,7 +175,7 @@ fn next_from_driver<R: Read>(
         let seen = bell.rung(Side::ToWorker);
         match bell.next(Side::ToWorker, true)? {
             Entry::Inline(bytes) => return ToWorker::decode(Frame::from_bytes(bytes.into())?).map(Some),
-            Entry::OnSocket => return protocol::recv::<ToWorker, _>(input),
+            Entry::OnSocket { .. } => return protocol::recv::<ToWorker, _>(input),
             Entry::Empty if socket => {
                 // No entry: what the socket has is its end.
                 return protocol::recv::<ToWorker, _>(input);

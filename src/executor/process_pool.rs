@@ -444,7 +444,7 @@ impl Proc {
             self.bell.ring_worker();
             return;
         }
-        if !self.bell.put_on_socket(Side::ToWorker) {
+        if !self.bell.put_on_socket(Side::ToWorker, false) {
             // At most PREFETCH + 1 tasks are out to a worker: one that has not taken the ring's
             // 64 KiB of entries is stuck. Its reader reports it lost; its tasks go elsewhere.
             tracing::warn!("process-pool: worker pid {} takes no frames; killing it", self.pid);
@@ -756,11 +756,11 @@ impl io::Read for Plain {
     }
 }
 
-/// Whether `fd` has bytes to read, or its end, now.
-fn readable_now(fd: i32) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+/// Whether the peer of socket `fd` closed it (exited or died), now.
+fn hung_up(fd: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLRDHUP, revents: 0 };
     // SAFETY: one valid pollfd, no waiting.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 }
 }
 
 impl Inbox {
@@ -783,21 +783,19 @@ impl Inbox {
         crate::shm::restore_received(&mut io.fds);
         let mut did = false;
         loop {
-            // The socket is looked at before the ring: the worker puts a frame's entry in the
-            // ring (and rings) before it writes the frame to the socket, so bytes seen here have
-            // their entry seen below.
-            let socket = reader && readable_now(self.fd);
+            // The hang-up before the ring: entries put before the worker died are seen below.
+            let hung_up = reader && hung_up(self.fd);
             let entry = self.bell.rung(Side::ToDriver) > self.taken.load(SeqCst);
             let got = if entry {
                 match self.bell.next(Side::ToDriver, reader) {
                     Ok(Entry::Inline(bytes)) => Frame::from_bytes(bytes.into()).and_then(FromWorker::decode).map(Some),
-                    Ok(Entry::OnSocket) if reader => protocol::recv::<FromWorker, _>(&mut io.input),
-                    // A frame on the socket is left to the reader thread (it may block).
-                    Ok(Entry::OnSocket) | Ok(Entry::Empty) => break,
+                    Ok(Entry::OnSocket { whole }) if reader || whole => protocol::recv::<FromWorker, _>(&mut io.input),
+                    // A frame still being written is left to the reader thread (reading it may block).
+                    Ok(Entry::OnSocket { .. }) | Ok(Entry::Empty) => break,
                     Err(e) => Err(e),
                 }
-            } else if socket {
-                // No entry: what the socket has is its end (a worker that exited or died).
+            } else if hung_up {
+                // The worker exited or died: a frame it wrote without its entry, then the end.
                 protocol::recv::<FromWorker, _>(&mut io.input)
             } else {
                 break;
