@@ -92,11 +92,13 @@ pub fn serve<R: Read, W: Write + std::os::fd::AsFd>(input: R, output: W) -> Resu
     serve_ringing(input, output, None)
 }
 
-/// [`serve`], with the replies in `bell`'s ring to the driver ([`Doorbell::put_frame`]) and its
-/// [`Side::ToDriver`] counter rung after each, so that a driver polling the doorbell takes it at
-/// once. A reply the ring cannot take (large, or with shared-memory segments) goes through the
-/// socket, announced in the ring first; the driver's reader is woken to read it while it is
-/// written (the socket's buffer may not hold it whole).
+/// [`serve`] with the doorbell mapping `bell`: messages come from its ring to the worker (or
+/// the socket, where an entry says so), and replies go in its ring to the driver
+/// ([`Doorbell::put_frame`]) with its [`Side::ToDriver`] counter rung after each, so that a
+/// driver polling the doorbell takes it at once. A reply the ring cannot take (more than
+/// [`protocol::RING_INLINE_MAX`] bytes, or with shared-memory segments) goes through the socket:
+/// up to [`WHOLE_MAX`] bytes written whole and then announced in the ring; larger ones announced
+/// first, with the driver's reader woken to read while it is written.
 pub fn serve_ringing<R: Read, W: Write + std::os::fd::AsFd>(
     input: R,
     output: W,
@@ -310,8 +312,8 @@ pub(crate) struct WorkerArgs {
     /// Send heartbeats on this inherited socket file descriptor.
     #[arg(long, value_name = "FD", requires = "pipe_fd")]
     pub heartbeat_fd: Option<i32>,
-    /// A doorbell page (shared memory) on this inherited file descriptor: the worker polls it
-    /// instead of its socket while it waits, and rings it after each reply.
+    /// A doorbell mapping (shared memory) on this inherited file descriptor: frames travel in
+    /// its rings both ways (large ones through the socket, announced there).
     #[arg(long, value_name = "FD", requires = "pipe_fd")]
     pub doorbell_fd: Option<i32>,
     /// Seconds between heartbeats.

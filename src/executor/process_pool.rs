@@ -1,7 +1,7 @@
 //! `process-pool`: N `taps-worker` child processes on this node, tasks and results as
-//! [`protocol`] frames over one Unix socket pair per worker; results come back through a ring
-//! in memory shared with the worker (its [`Doorbell`] mapping), large ones through the socket.
-//! The queue, prefetch, in-flight
+//! [`protocol`] frames in two rings of memory shared with each worker (its [`Doorbell`]
+//! mapping), those of more than 4 KiB or carrying descriptors over one Unix socket pair per
+//! worker, announced in the ring. The queue, prefetch, in-flight
 //! tracking, lost workers and heartbeats are the [remote-worker core](super::remote)'s; this
 //! module is its transport (starting, feeding, watching and reaping the processes) and options.
 //!
