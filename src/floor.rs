@@ -120,17 +120,22 @@ pub fn measure(transport: Transport, workers: usize, in_flight: usize, tasks: u6
     }
 }
 
-/// Polls `ready` until it is true, yielding every [`YIELD_EVERY`] tries.
+/// An empty poll: counts it, and yields the CPU every [`YIELD_EVERY`] of them.
+fn empty_poll(tries: &mut u32) {
+    *tries = tries.wrapping_add(1);
+    if tries.is_multiple_of(YIELD_EVERY) {
+        // SAFETY: plain syscall.
+        unsafe { libc::sched_yield() };
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
+/// Polls `ready` until it is true ([`empty_poll`] between tries).
 fn poll_until(mut ready: impl FnMut() -> bool) {
     let mut tries = 0u32;
     while !ready() {
-        tries = tries.wrapping_add(1);
-        if tries.is_multiple_of(YIELD_EVERY) {
-            // SAFETY: plain syscall.
-            unsafe { libc::sched_yield() };
-        } else {
-            std::hint::spin_loop();
-        }
+        empty_poll(&mut tries);
     }
 }
 
@@ -207,11 +212,7 @@ fn shared_memory(workers: usize, in_flight: usize, tasks: u64) -> io::Result<Mea
             }
         }
         if !any {
-            tries = tries.wrapping_add(1);
-            if tries.is_multiple_of(YIELD_EVERY) {
-                // SAFETY: plain syscall.
-                unsafe { libc::sched_yield() };
-            }
+            empty_poll(&mut tries);
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -241,11 +242,7 @@ fn read_all(fd: i32, buf: &mut [u8], polling: bool) -> bool {
         } else {
             let e = io::Error::last_os_error().raw_os_error();
             if e == Some(libc::EAGAIN) && polling {
-                tries = tries.wrapping_add(1);
-                if tries.is_multiple_of(YIELD_EVERY) {
-                    // SAFETY: plain syscall.
-                    unsafe { libc::sched_yield() };
-                }
+                empty_poll(&mut tries);
             } else if e != Some(libc::EINTR) {
                 return false;
             }
@@ -368,11 +365,7 @@ fn sockets(workers: usize, in_flight: usize, tasks: u64, polling: bool) -> io::R
             }
         }
         if polling && !any {
-            tries = tries.wrapping_add(1);
-            if tries.is_multiple_of(YIELD_EVERY) {
-                // SAFETY: plain syscall.
-                unsafe { libc::sched_yield() };
-            }
+            empty_poll(&mut tries);
         }
     }
     let seconds = start.elapsed().as_secs_f64();
