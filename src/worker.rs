@@ -170,24 +170,29 @@ fn next_from_driver<R: Read>(
     input: &mut BufReader<R>,
     fd: std::os::fd::BorrowedFd<'_>,
 ) -> Result<Option<ToWorker>, ProtocolError> {
+    let take = |input: &mut BufReader<R>, entry: Entry| match entry {
+        Entry::Inline(bytes) => ToWorker::decode(Frame::from_bytes(bytes.into())?).map(Some),
+        // A frame announced, or (no entry) the socket's end.
+        Entry::OnSocket { .. } | Entry::Empty => protocol::recv::<ToWorker, _>(input),
+    };
     loop {
-        // The socket before the ring: the driver puts a frame's entry in the ring before it writes
-        // the frame to the socket, so bytes seen here have their entry seen below.
-        let socket = readable_now(fd.as_raw_fd());
         let seen = bell.rung(Side::ToWorker);
         match bell.next(Side::ToWorker, true)? {
-            Entry::Inline(bytes) => return ToWorker::decode(Frame::from_bytes(bytes.into())?).map(Some),
-            Entry::OnSocket { .. } => return protocol::recv::<ToWorker, _>(input),
-            Entry::Empty if socket => {
-                // No entry: what the socket has is its end.
-                return protocol::recv::<ToWorker, _>(input);
-            }
             Entry::Empty => {}
+            entry => return take(input, entry),
         }
-        let rang = crate::spin::until(crate::spin::budget(), || (bell.rung(Side::ToWorker) != seen).then_some(()));
-        if rang.is_none() {
-            bell.sleep_worker(seen, SOCKET_CHECK);
+        if crate::spin::until(crate::spin::budget(), || (bell.rung(Side::ToWorker) != seen).then_some(())).is_some() {
+            continue;
         }
+        // Nothing came while polling: has the driver gone? The socket before the ring: the
+        // driver puts a frame's entry in the ring before it writes the frame to the socket, so
+        // bytes seen here have their entry seen below (one system call per idle spell, not per
+        // message).
+        if readable_now(fd.as_raw_fd()) {
+            let entry = bell.next(Side::ToWorker, true)?;
+            return take(input, entry);
+        }
+        bell.sleep_worker(seen, SOCKET_CHECK);
     }
 }
 
