@@ -82,6 +82,22 @@ impl Drop for Children {
     }
 }
 
+impl Children {
+    /// An error if a child has ended (it was killed: they end only when told): waiting for its
+    /// answers would never end.
+    fn check(&mut self) -> io::Result<()> {
+        for i in 0..self.0.len() {
+            let pid = self.0[i];
+            // SAFETY: our own child; reaps it if it ended.
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == pid {
+                self.0.swap_remove(i);
+                return Err(io::Error::other(format!("worker process {} of the floor measurement ended", pid)));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Forks a child that runs `body` and exits; the child dies with this process.
 ///
 /// `body` must make only async-signal-safe calls and must not allocate.
@@ -213,6 +229,10 @@ fn shared_memory(workers: usize, in_flight: usize, tasks: u64) -> io::Result<Mea
         }
         if !any {
             empty_poll(&mut tries);
+            // A worker killed meanwhile would never answer: look now and then.
+            if tries.is_multiple_of(1 << 14) {
+                children.check()?;
+            }
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -392,5 +412,34 @@ mod tests {
                 assert!(m.per_second() > 0.0);
             }
         }
+    }
+
+    #[test]
+    fn a_killed_worker_ends_the_shared_memory_measurement_with_an_error() {
+        // The forked workers carry this thread's name (the test's, cut to 15 bytes).
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap().trim().to_string();
+        let me = std::process::id();
+        let killer = std::thread::spawn(move || {
+            for _ in 0..500 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", me)) else { continue };
+                let children: Vec<i32> = tasks
+                    .flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                    .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
+                    .filter(|p| std::fs::read_to_string(format!("/proc/{}/comm", p)).is_ok_and(|c| c.trim() == comm))
+                    .collect();
+                if let Some(&pid) = children.first() {
+                    // SAFETY: a child forked by this test's measurement.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return true;
+                }
+            }
+            false
+        });
+        // Enough requests to outlast the killer (a minute at most if it found nothing).
+        let e = measure(Transport::SharedMemory, 2, 2, 20_000_000).unwrap_err();
+        assert!(killer.join().unwrap(), "a worker was found and killed");
+        assert!(e.to_string().contains("of the floor measurement ended"), "{}", e);
     }
 }

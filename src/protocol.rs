@@ -830,51 +830,75 @@ impl Doorbell {
         if cfg!(target_endian = "little") { c } else { c.wrapping_add(1) }
     }
 
+    /// The flag by which the reader of `side`'s frames says it sleeps on the page.
+    fn waits(&self, side: Side) -> &std::sync::atomic::AtomicU32 {
+        self.flag(match side {
+            Side::ToDriver => Flag::DriverWaits,
+            Side::ToWorker => Flag::WorkerWaits,
+        })
+    }
+
+    /// Counts a frame for `side`'s reader, and wakes it if it announced its sleep.
+    fn ring_waking(&self, side: Side) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.counter(side).fetch_add(1, SeqCst);
+        if self.waits(side).load(SeqCst) != 0 {
+            self.wake(side);
+        }
+    }
+
+    /// Wakes `side`'s reader if it sleeps on the page.
+    fn wake(&self, side: Side) {
+        // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
+        unsafe { libc::syscall(libc::SYS_futex, self.word(side), libc::FUTEX_WAKE, 1) };
+    }
+
+    /// `side`'s reader sleeps until its counter passes `seen`, it is woken, or `timeout` passes
+    /// (or a signal comes); returns at once if the counter passed. With `announce`, a ring wakes
+    /// it; without, only [`wake`](Self::wake) does.
+    fn sleep(&self, side: Side, seen: u64, timeout: std::time::Duration, announce: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let waits = self.waits(side);
+        if announce {
+            waits.store(1, SeqCst);
+        }
+        // After announcing the wait, look again: a ring before it is seen here, one after it wakes us.
+        if self.counter(side).load(SeqCst) == seen {
+            futex_wait(self.word(side), seen as u32, timeout);
+        }
+        if announce {
+            waits.store(0, SeqCst);
+        }
+    }
+
     /// The worker's ring for a frame it wrote whole: counts it, and wakes the driver's reader
     /// if it announced its sleep on the page ([`sleep_reader`](Self::sleep_reader)).
     pub fn ring_driver(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.counter(Side::ToDriver).fetch_add(1, SeqCst);
-        if self.flag(Flag::DriverWaits).load(SeqCst) != 0 {
-            self.wake_reader();
-        }
+        self.ring_waking(Side::ToDriver);
     }
 
     /// The driver's ring for a frame it put in the worker's ring (or on the socket): counts it,
     /// and wakes the worker if it sleeps on the page ([`sleep_worker`](Self::sleep_worker)).
     pub fn ring_worker(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.counter(Side::ToWorker).fetch_add(1, SeqCst);
-        if self.flag(Flag::WorkerWaits).load(SeqCst) != 0 {
-            self.wake_worker();
-        }
+        self.ring_waking(Side::ToWorker);
     }
 
     /// Wakes the worker if it sleeps on the page, so that it looks again (at the socket's end,
     /// say: the driver calls it after it shut the socket down).
     pub fn wake_worker(&self) {
-        // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
-        unsafe { libc::syscall(libc::SYS_futex, self.word(Side::ToWorker), libc::FUTEX_WAKE, 1) };
+        self.wake(Side::ToWorker);
     }
 
     /// The worker sleeps until the driver rings past `seen` ([`ring_worker`](Self::ring_worker)),
     /// wakes it, or `timeout` passes (or a signal comes); returns at once if the driver rang.
     pub fn sleep_worker(&self, seen: u64, timeout: std::time::Duration) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let waits = self.flag(Flag::WorkerWaits);
-        waits.store(1, SeqCst);
-        // After announcing the wait, look again: a ring before it is seen here, one after it wakes us.
-        if self.counter(Side::ToWorker).load(SeqCst) == seen {
-            futex_wait(self.word(Side::ToWorker), seen as u32, timeout);
-        }
-        waits.store(0, SeqCst);
+        self.sleep(Side::ToWorker, seen, timeout, true);
     }
 
     /// Wakes the driver's reader if it sleeps ([`sleep_reader`](Self::sleep_reader)), so that it
     /// looks again (and sleeps announced, if it slept unannounced).
     pub fn wake_reader(&self) {
-        // SAFETY: FUTEX_WAKE on a word of our shared mapping (not FUTEX_PRIVATE: two processes).
-        unsafe { libc::syscall(libc::SYS_futex, self.word(Side::ToDriver), libc::FUTEX_WAKE, 1) };
+        self.wake(Side::ToDriver);
     }
 
     /// The driver's reader sleeps until the worker rings past `seen`, is
@@ -884,18 +908,7 @@ impl Doorbell {
     /// worker that writes a frame to the socket wakes the reader, which reads it while it is
     /// written).
     pub fn sleep_reader(&self, seen: u64, timeout: std::time::Duration, announce: bool) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let waits = self.flag(Flag::DriverWaits);
-        if announce {
-            waits.store(1, SeqCst);
-        }
-        // After announcing the wait, look again: a ring before it is seen here, one after it wakes us.
-        if self.counter(Side::ToDriver).load(SeqCst) == seen {
-            futex_wait(self.word(Side::ToDriver), seen as u32, timeout);
-        }
-        if announce {
-            waits.store(0, SeqCst);
-        }
+        self.sleep(Side::ToDriver, seen, timeout, announce);
     }
 }
 

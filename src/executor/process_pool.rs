@@ -783,9 +783,14 @@ impl Inbox {
         crate::shm::restore_received(&mut io.fds);
         let mut did = false;
         loop {
-            // The hang-up before the ring: entries put before the worker died are seen below.
-            let hung_up = reader && hung_up(self.fd);
-            let entry = self.bell.rung(Side::ToDriver) > self.taken.load(SeqCst);
+            let rung = || self.bell.rung(Side::ToDriver) > self.taken.load(SeqCst);
+            let mut entry = rung();
+            // The socket's end (a system call) only when the ring is empty, and the ring once
+            // more after it: entries put before the worker died are taken before its end.
+            let hung_up = reader && !entry && hung_up(self.fd);
+            if hung_up {
+                entry = rung();
+            }
             let got = if entry {
                 match self.bell.next(Side::ToDriver, reader) {
                     Ok(Entry::Inline(bytes)) => Frame::from_bytes(bytes.into()).and_then(FromWorker::decode).map(Some),
