@@ -127,6 +127,33 @@ fn every_synthetic_structure_runs_through_taps_run() {
     }
 }
 
+/// Rank 0's count of the ranks' frames taken by its communication thread and by threads
+/// waiting for results (its DEBUG line at the end of the run).
+fn frames_taken(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once("mpi: frames from the ranks taken by the communication thread: ").map(|x| x.1))
+        .unwrap_or_else(|| panic!("no count of frames in the log: {}", log));
+    let (comm, waiting) = line.split_once(", by threads waiting for results: ").unwrap();
+    (comm.trim().parse().unwrap(), waiting.trim().parse().unwrap())
+}
+
+/// With every rank on rank 0's node, the app's thread waiting for results takes the ranks'
+/// answers itself (no hand-off from the communication thread); every frame is counted once.
+#[test]
+fn rank_0_threads_waiting_for_results_take_the_answers_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("bag", 2_000)).args(["--logging.level", "DEBUG"]).env_remove("TAPS_SPIN_US");
+    ok(c);
+    let run = the_run_dir(dir.path());
+    check_run(&run, 2_000, 3);
+    let (comm, waiting) = frames_taken(&std::fs::read_to_string(run.join("log.txt")).unwrap());
+    assert!(waiting > 0, "the waiting thread took no frame ({} by the communication thread)", comm);
+    // Each rank's Ready and shared-memory answer, and one Done per task.
+    assert_eq!(comm + waiting, 2_000 + 2 * 2, "({}, {})", comm, waiting);
+}
+
 #[test]
 fn data_moves_inline_and_through_files_with_both_entry_points() {
     let bytes = 100_000u64;

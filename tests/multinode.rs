@@ -263,6 +263,8 @@ fn a_run_spreads_over_three_nodes_over_tcp_and_moves_data_through_the_shared_fil
             &bytes.to_string(),
             "--engine.transformer",
             "file",
+            "--logging.level",
+            "DEBUG",
         ],
     );
     let mut child = c.spawn().unwrap();
@@ -297,6 +299,14 @@ fn a_run_spreads_over_three_nodes_over_tcp_and_moves_data_through_the_shared_fil
     let expected: BTreeMap<String, String> =
         [("rank-1", "node1"), ("rank-2", "node2")].iter().map(|(r, h)| (r.to_string(), h.to_string())).collect();
     assert_eq!(hosts, expected, "{}", nodes.output());
+    // Ranks on other nodes: only rank 0's communication thread makes MPI calls (a peer lost
+    // over TCP blocks the call that sees it), none of the app's threads.
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    let taken = log
+        .lines()
+        .find_map(|l| l.split_once("mpi: frames from the ranks taken by the communication thread: ").map(|x| x.1))
+        .unwrap_or_else(|| panic!("{}", log));
+    assert!(taken.ends_with(", by threads waiting for results: 0"), "{}", taken);
     nodes.down();
 }
 

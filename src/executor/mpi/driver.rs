@@ -1,6 +1,12 @@
 //! Rank 0's executor: the [remote-worker core](crate::executor::remote) over MPI. Its transport
-//! is one communication thread that makes every MPI call, fed by a channel from the core (frames
-//! to send, ranks to forget, shutdown) and from the liveness watcher (a rank's process ended).
+//! is the communication state behind one lock (MPI runs `MPI_THREAD_SERIALIZED`: any thread may
+//! make MPI calls, one at a time): a communication thread that drives it, fed by a channel from
+//! the core (frames to send, ranks to forget, shutdown) and from the liveness watcher (a rank's
+//! process ended); a thread that submits a task sends its frame itself when the lock is free; and
+//! a thread waiting for results polls MPI itself (a [`crate::spin::Helper`]), taking the answers
+//! as they arrive: no hand-off between threads of rank 0 on a task's way out or back. While
+//! waiting threads do that, the communication thread sleeps in steps of [`HELPED_CHECK`]; the
+//! last one to stop waiting wakes it.
 //!
 //! The core sends up to `prefetch` tasks ahead to each worker rank, least loaded first, so a rank
 //! finds its next task waiting when it finishes one. The thread spins for `SPIN` (1 ms) after the
@@ -34,6 +40,7 @@ use crate::data::DataLayer;
 use crate::engine::{Completer, Executor, Job};
 use crate::executor::remote::{Link, RemoteExecutor, RemoteOptions, Transport, heartbeat_interval};
 use crate::protocol::{Frame, FromWorker, Message, ToWorker};
+use crate::spin;
 
 use super::liveness::{Beats, Event, Watcher};
 use super::transport::{Inbox, Sending, TAG_LOST, TAG_SHM, TAG_WATCH, send_frame, send_frame_shared, send_text};
@@ -58,6 +65,11 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// At the end of an interrupted run, how long to wait for the ranks to take their `Shutdown`
 /// (a rank in the middle of a task takes it only afterwards).
 const CANCEL_TIMEOUT: Duration = Duration::from_millis(300);
+/// How much longer than its own deadline stopping waits for the communication thread.
+const STOP_GRACE: Duration = Duration::from_millis(150);
+/// While threads waiting for results poll MPI (or did so since the last look), the
+/// communication thread looks this often.
+const HELPED_CHECK: Duration = Duration::from_millis(1);
 
 /// The running executor's core, for [`interrupt`].
 static ACTIVE: Mutex<Option<Link>> = Mutex::new(None);
@@ -107,6 +119,8 @@ impl MpiExecutor {
             who: Arc::new(Mutex::new(vec![None; (size - 1).max(0) as usize])),
             lost: lost.clone(),
             shm: Mutex::new(None),
+            comm: std::sync::OnceLock::new(),
+            helping: Mutex::new(None),
         });
         let opts = RemoteOptions {
             prefetch,
@@ -125,6 +139,11 @@ impl MpiExecutor {
 impl Executor for MpiExecutor {
     fn start(&mut self, done: Completer, data: Arc<DataLayer>) -> anyhow::Result<()> {
         super::DRIVER_STARTED.store(true, Ordering::SeqCst);
+        // Every process of an MPI job polls (MPI's own waits spin; the ranks and the
+        // communication thread poll SPIN after the last message): rank 0's waiting threads poll
+        // as long (unless TAPS_SPIN_US says otherwise), so that a rank that lost its core for a
+        // moment does not turn every wait into a sleep and a wake-up.
+        crate::spin::prefer_budget(SPIN);
         self.inner.start(done, data).map_err(|e| anyhow::anyhow!("mpi: {}", e))
     }
 
@@ -149,19 +168,24 @@ impl Executor for MpiExecutor {
     }
 }
 
-/// The MPI transport: worker rank `r` is slot `r - 1`; every MPI call is made on the
-/// communication thread.
+/// The MPI transport: worker rank `r` is slot `r - 1`; every MPI call is made under the
+/// communication state's lock.
 struct Ranks {
     size: i32,
     heartbeat_timeout: Duration,
     tx: Mutex<Option<Sender<Cmd>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The communication thread, and a channel that disconnects when it ends.
+    thread: Mutex<Option<(JoinHandle<()>, Receiver<()>)>>,
     beats: Mutex<Option<Arc<Beats>>>,
     /// Each rank's pid and host, once it is ready (noted by the communication thread).
     who: Who,
     lost: Arc<Mutex<Vec<String>>>,
     /// The run's named shared-memory segments (removed at stop).
     shm: Mutex<Option<crate::shm::Run>>,
+    /// The communication state, once started.
+    comm: std::sync::OnceLock<Arc<Shared>>,
+    /// Its registration as a [`spin::Helper`] while the executor runs.
+    helping: Mutex<Option<spin::Registered>>,
 }
 
 impl Ranks {
@@ -169,6 +193,73 @@ impl Ranks {
         if let Some(tx) = self.tx.lock().unwrap().as_ref() {
             let _ = tx.send(c);
         }
+    }
+}
+
+/// What the communication thread is doing, for threads that send a frame themselves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// Polling MPI (or sleeping while waiting threads do): it sees a direct send's answer.
+    Polling = 0,
+    /// Sleeping up to [`MAX_PAUSE`] between polls: a direct send wakes it unless threads poll.
+    Napping = 1,
+    /// Blocked on its channel (nothing outstanding): a direct send wakes it.
+    Asleep = 2,
+}
+
+/// The communication state and how to reach its thread.
+struct Shared {
+    comm: Mutex<Comm>,
+    rx: Receiver<Cmd>,
+    /// The thread's [`Mode`], set under the lock.
+    mode: std::sync::atomic::AtomicU8,
+    /// Polls by waiting threads that found something, so far.
+    helped: std::sync::atomic::AtomicU64,
+    /// No more direct sends (the executor is stopping).
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Comm> {
+        self.comm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Comm>> {
+        match self.comm.try_lock() {
+            Ok(c) => Some(c),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn set_mode(&self, m: Mode) {
+        self.mode.store(m as u8, Ordering::Release);
+    }
+}
+
+/// The communication state as a [`spin::Helper`]: a waiting thread takes what has arrived.
+struct Helping {
+    shared: Arc<Shared>,
+    wake: Sender<Cmd>,
+}
+
+impl spin::Helper for Helping {
+    fn help(&self) -> bool {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(mut c) = self.shared.try_lock().filter(|c| c.direct) else { return false };
+        let did = c.step(&self.shared.rx, true);
+        if did {
+            self.shared.helped.fetch_add(1, Ordering::Relaxed);
+        }
+        did
+    }
+
+    /// The last waiting thread stopped: the communication thread takes over at once.
+    fn idle(&self) {
+        let _ = self.wake.send(Cmd::Wake);
     }
 }
 
@@ -184,7 +275,7 @@ impl Transport for Ranks {
             let _ = watch_tx.send(Cmd::Watch(e));
         })?;
         *self.beats.lock().unwrap() = Some(watcher.beats.clone());
-        *self.tx.lock().unwrap() = Some(tx);
+        *self.tx.lock().unwrap() = Some(tx.clone());
         *ACTIVE.lock().unwrap() = Some(link.clone());
         let n = self.slots();
         let (lost, who) = (self.lost.clone(), self.who.clone());
@@ -199,25 +290,59 @@ impl Transport for Ranks {
         };
         let shm_text = shm.as_ref().map(|r| format!("{}\n{}", r.dir.display(), r.prefix));
         *self.shm.lock().unwrap() = shm;
-        // Built on the communication thread: MPI handles stay on it.
-        let comm = move || Comm {
+        let shared = Arc::new(Shared {
+            comm: Mutex::new(Comm {
+                link,
+                ranks: (1..=n as i32).map(Rank::new).collect(),
+                sends: Vec::new(),
+                graveyard: Vec::new(),
+                inbox: Inbox::default(),
+                lost,
+                who,
+                shm: shm_text,
+                watcher,
+                starting: true,
+                ending: None,
+                frames: 0,
+                taken: [0; 2],
+                direct: false,
+                hosts_checked: false,
+            }),
             rx,
-            link,
-            ranks: (1..=n as i32).map(Rank::new).collect(),
-            sends: Vec::new(),
-            graveyard: Vec::new(),
-            inbox: Inbox::default(),
-            lost,
-            who,
-            shm: shm_text,
-        };
-        let thread = std::thread::Builder::new().name("taps-mpi-comm".into()).spawn(move || comm().run(watcher))?;
-        *self.thread.lock().unwrap() = Some(thread);
+            mode: std::sync::atomic::AtomicU8::new(Mode::Polling as u8),
+            helped: std::sync::atomic::AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let _ = self.comm.set(shared.clone());
+        let s = shared.clone();
+        let (ended, ended_rx) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new().name("taps-mpi-comm".into()).spawn(move || {
+            let _ended = ended;
+            run(s)
+        })?;
+        *self.thread.lock().unwrap() = Some((thread, ended_rx));
+        *self.helping.lock().unwrap() = Some(spin::register(Arc::new(Helping { shared, wake: tx })));
         Ok(())
     }
 
+    /// Sends the frame on this thread if the communication state is free (after the commands
+    /// queued before it), else through the communication thread.
     fn send(&self, slot: usize, frame: Frame) {
-        self.cmd(Cmd::Send(slot as i32 + 1, frame));
+        let rank = slot as i32 + 1;
+        let Some(sh) = self.comm.get().filter(|s| !s.closed.load(Ordering::Acquire)) else {
+            return self.cmd(Cmd::Send(rank, frame));
+        };
+        let Some(mut c) = sh.try_lock().filter(|c| c.direct) else { return self.cmd(Cmd::Send(rank, frame)) };
+        c.drain(&sh.rx);
+        c.command(Cmd::Send(rank, frame));
+        // Its answer must be seen: by a waiting thread, or by the communication thread.
+        let mode = sh.mode.load(Ordering::Acquire);
+        let wake = mode == Mode::Asleep as u8 || (mode == Mode::Napping as u8 && !spin::helpers_polling());
+        if wake {
+            sh.set_mode(Mode::Polling);
+            drop(c);
+            self.cmd(Cmd::Wake);
+        }
     }
 
     fn describe(&self, slot: usize) -> String {
@@ -240,11 +365,33 @@ impl Transport for Ranks {
 
     fn stop(&self, cancel: bool, _alive: &[bool]) {
         ACTIVE.lock().unwrap().take();
+        // No waiting thread polls MPI from now on, and no sender sends itself.
+        if let Some(sh) = self.comm.get() {
+            sh.closed.store(true, Ordering::Release);
+        }
+        drop(self.helping.lock().unwrap().take());
         if let Some(tx) = self.tx.lock().unwrap().take() {
             let _ = tx.send(Cmd::Shutdown(cancel));
         }
-        if let Some(t) = self.thread.lock().unwrap().take() {
-            let _ = t.join();
+        if let Some((t, ended)) = self.thread.lock().unwrap().take() {
+            // The thread ends within its own deadlines, unless an MPI call blocks: OpenMPI's
+            // progress, seeing a peer lost over TCP, reports it through mpirun and waits, which
+            // may be stopping the job (SIGKILL follows SIGTERM by a second). The records must
+            // not wait for it: the job is then ended (MPI_Abort) once they are written.
+            let limit = if cancel { CANCEL_TIMEOUT } else { SHUTDOWN_TIMEOUT } + STOP_GRACE;
+            match ended.recv_timeout(limit) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    tracing::warn!(
+                        "mpi: rank 0's communication thread is stuck in an MPI call after {} ms; \
+                         ending without it",
+                        limit.as_millis()
+                    );
+                    LEFT_RUNNING.store(true, Ordering::SeqCst);
+                }
+                _ => {
+                    let _ = t.join();
+                }
+            }
         }
         // Whatever named segment of the run is left (results of lost ranks, an interrupted run).
         if let Some(run) = self.shm.lock().unwrap().take() {
@@ -262,6 +409,8 @@ enum Cmd {
     Forget(i32),
     Watch(Event),
     Shutdown(bool),
+    /// Look again (a waiting thread stopped polling, or a frame was sent directly).
+    Wake,
 }
 
 struct Rank {
@@ -314,7 +463,6 @@ impl Rank {
 }
 
 struct Comm {
-    rx: Receiver<Cmd>,
     link: Link,
     ranks: Vec<Rank>,
     sends: Vec<Sending>,
@@ -325,73 +473,155 @@ struct Comm {
     who: Who,
     /// The run's shared-memory directory and prefix, for the ranks (`DIR\nPREFIX`).
     shm: Option<String>,
+    watcher: Watcher,
+    /// Some rank is still starting.
+    starting: bool,
+    /// `Shutdown` came (cancelled or not): the communication thread ends the run.
+    ending: Option<bool>,
+    /// Frames received so far.
+    frames: u64,
+    /// Of those, taken by the communication thread and by waiting threads.
+    taken: [u64; 2],
+    /// Other threads may make MPI calls (send directly, poll as helpers): every rank is ready,
+    /// none was lost, and all run on this node. A lost peer over TCP makes OpenMPI's progress
+    /// block in the call that sees it (it reports the loss through mpirun, which may be
+    /// stopping the job): that call must not be one of the app's threads, which must record
+    /// every task.
+    direct: bool,
+    /// Whether `direct` was decided (once every rank was ready).
+    hosts_checked: bool,
+}
+
+// SAFETY: the MPI handles inside (requests) are used only under `Shared::comm`'s lock, one
+// thread at a time, which `MPI_THREAD_SERIALIZED` allows; the rest is plain owned data.
+unsafe impl Send for Comm {}
+
+/// The communication thread: starts the ranks, then polls MPI whenever no waiting thread does,
+/// until `Shutdown`.
+fn run(sh: Arc<Shared>) {
+    super::transport::precise_sleeps();
+    {
+        let mut c = sh.lock();
+        for r in 0..c.ranks.len() {
+            c.link.started(r, 0);
+        }
+        let address = c.watcher.address.clone();
+        if let Err(e) = c.hello(&address) {
+            c.link.broke(format!("MPI communication failed: {}", e));
+        }
+    }
+    let mut idle_since: Option<Instant> = None;
+    let mut spins = 0u32;
+    let mut helped = sh.helped.load(Ordering::Relaxed);
+    loop {
+        let (progress, active, transfer, direct) = {
+            let mut c = sh.lock();
+            let progress = c.step(&sh.rx, false);
+            if let Some(cancel) = c.ending {
+                return c.finish(cancel, &sh.rx);
+            }
+            (progress, c.active(), c.transfer(), c.direct)
+        };
+        if progress {
+            idle_since = None;
+            continue;
+        }
+        // Threads waiting for results poll MPI themselves: look now and then, and when the last
+        // of them stops (it wakes this thread).
+        let now_helped = sh.helped.load(Ordering::Relaxed);
+        if direct && (spin::helpers_polling() || now_helped != helped) {
+            helped = now_helped;
+            idle_since = None;
+            if let Ok(c) = sh.rx.recv_timeout(HELPED_CHECK) {
+                sh.lock().command(c);
+            }
+            continue;
+        }
+        let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
+        // A message under way moves only while both sides poll: spin through transfers
+        // (for a while: a rank busy with a long task takes its next input only afterwards).
+        if idle < SPIN || (transfer && idle < TRANSFER_SPIN) {
+            // Give the app and the engine's threads of this process a turn now and then.
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(YIELD_EVERY) {
+                std::thread::yield_now();
+            }
+            continue;
+        }
+        // A thread that sends directly looks at the mode under the lock: set it under the lock,
+        // after a last look at whether anything is outstanding.
+        let got = {
+            let c = sh.lock();
+            let asleep = !(active || c.active());
+            sh.set_mode(if asleep { Mode::Asleep } else { Mode::Napping });
+            drop(c);
+            if asleep {
+                sh.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                // Sleep an eighth of the time spent waiting so far, at most MAX_PAUSE.
+                sh.rx.recv_timeout((idle / 8).min(MAX_PAUSE))
+            }
+        };
+        let mut c = sh.lock();
+        sh.set_mode(Mode::Polling);
+        match got {
+            Ok(cmd) => {
+                idle_since = None;
+                c.command(cmd);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => c.ending = Some(true),
+        }
+        if let Some(cancel) = c.ending {
+            return c.finish(cancel, &sh.rx);
+        }
+    }
 }
 
 impl Comm {
-    fn run(mut self, mut watcher: Watcher) {
-        super::transport::precise_sleeps();
-        for r in 0..self.ranks.len() {
-            self.link.started(r, 0);
+    /// Takes the commands waiting, polls MPI (handling what arrived), reports ready ranks;
+    /// whether anything happened.
+    fn step(&mut self, rx: &Receiver<Cmd>, waiting: bool) -> bool {
+        let mut progress = self.drain(rx);
+        let before = self.frames;
+        match self.poll_mpi() {
+            Ok(p) => progress |= p,
+            Err(e) => self.link.broke(format!("MPI communication failed: {}", e)),
         }
-        if let Err(e) = self.hello(&watcher.address) {
-            self.link.broke(format!("MPI communication failed: {}", e));
+        self.taken[usize::from(waiting)] += self.frames - before;
+        if progress {
+            // What the answers made the core send while this thread held the lock.
+            self.drain(rx);
         }
-        let mut idle_since: Option<Instant> = None;
-        let mut spins = 0u32;
-        loop {
-            let mut progress = false;
-            loop {
-                match self.rx.try_recv() {
-                    Ok(Cmd::Shutdown(cancel)) => return self.finish(cancel, &mut watcher),
-                    Ok(c) => {
-                        progress = true;
-                        self.command(c, &watcher);
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return self.finish(true, &mut watcher),
-                }
-            }
-            match self.poll_mpi() {
-                Ok(p) => progress |= p,
-                Err(e) => self.link.broke(format!("MPI communication failed: {}", e)),
-            }
-            let starting = self.report_ready();
-            if progress {
-                idle_since = None;
-                continue;
-            }
-            let active = starting
-                || !self.sends.is_empty()
-                || self.inbox.busy()
-                || self.ranks.iter().any(|r| r.alive && r.outstanding > 0);
-            let idle = idle_since.get_or_insert_with(Instant::now).elapsed();
-            // A message under way moves only while both sides poll: spin through transfers
-            // (for a while: a rank busy with a long task takes its next input only afterwards).
-            let transfer = !self.sends.is_empty() || self.inbox.busy();
-            if idle < SPIN || (transfer && idle < TRANSFER_SPIN) {
-                // Give the app and the engine's threads of this process a turn now and then.
-                spins = spins.wrapping_add(1);
-                if spins.is_multiple_of(YIELD_EVERY) {
-                    std::thread::yield_now();
-                }
-                continue;
-            }
-            let got = if !active {
-                self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                // Sleep an eighth of the time spent waiting so far, at most MAX_PAUSE.
-                self.rx.recv_timeout((idle / 8).min(MAX_PAUSE))
-            };
-            match got {
-                Ok(Cmd::Shutdown(cancel)) => return self.finish(cancel, &mut watcher),
+        self.starting = self.report_ready();
+        progress
+    }
+
+    /// Handles the commands waiting in `rx` (up to a `Shutdown`, which is noted); whether there
+    /// were any.
+    fn drain(&mut self, rx: &Receiver<Cmd>) -> bool {
+        let mut any = false;
+        while self.ending.is_none() {
+            match rx.try_recv() {
                 Ok(c) => {
-                    idle_since = None;
-                    self.command(c, &watcher);
+                    any = true;
+                    self.command(c);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return self.finish(true, &mut watcher),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.ending = Some(true),
             }
         }
+        any
+    }
+
+    /// Whether something is due: a rank starting, a message under way, a task unanswered.
+    fn active(&self) -> bool {
+        self.starting || self.transfer() || self.ranks.iter().any(|r| r.alive && r.outstanding > 0)
+    }
+
+    /// Whether a message is under way (it moves only while both sides poll).
+    fn transfer(&self) -> bool {
+        !self.sends.is_empty() || self.inbox.busy()
     }
 
     /// Sends every worker the liveness address and `Hello`.
@@ -430,10 +660,16 @@ impl Comm {
                 _ => starting = true,
             }
         }
+        if !starting && !self.hosts_checked {
+            // Once, when every rank is ready (a rank lost before that keeps `direct` off).
+            self.hosts_checked = true;
+            let here = crate::engine::hostname();
+            self.direct = self.ranks.iter().all(|r| r.reported && r.alive && r.host == here);
+        }
         starting
     }
 
-    fn command(&mut self, c: Cmd, watcher: &Watcher) {
+    fn command(&mut self, c: Cmd) {
         match c {
             Cmd::Send(rank, frame) => {
                 let Some(r) = self.rank_mut(rank).filter(|r| r.alive) else { return };
@@ -443,7 +679,7 @@ impl Comm {
                     Ok(s) => {
                         self.sends.push(s);
                         if dozing {
-                            watcher.ring(rank);
+                            self.watcher.ring(rank);
                         }
                     }
                     Err(e) => self.lose(rank, format!("cannot be reached ({})", e)),
@@ -463,7 +699,8 @@ impl Comm {
                 }
                 self.lose(r, "died".into());
             }
-            Cmd::Shutdown(_) => {}
+            Cmd::Shutdown(cancel) => self.ending = Some(cancel),
+            Cmd::Wake => {}
         }
     }
 
@@ -476,6 +713,7 @@ impl Comm {
         let mut progress = self.inbox.poll(None)?;
         while let Some((src, tag, frame)) = self.inbox.take_frame()? {
             progress = true;
+            self.frames += 1;
             if tag == TAG_SHM {
                 if let Some(r) = self.rank_mut(src) {
                     r.shares = frame.header == b"1";
@@ -538,6 +776,8 @@ impl Comm {
 
     /// Stops talking to rank `r`: what it was sent or sending is abandoned.
     fn forget(&mut self, r: i32) {
+        // From now on only the communication thread makes MPI calls (see `direct`).
+        self.direct = false;
         let Some(rk) = self.rank_mut(r) else { return };
         rk.alive = false;
         rk.outstanding = 0;
@@ -549,7 +789,7 @@ impl Comm {
 
     /// Tells every live rank to exit and waits until each has taken it (closed its liveness
     /// connection): up to [`SHUTDOWN_TIMEOUT`], or [`CANCEL_TIMEOUT`] when cancelled.
-    fn shutdown(&mut self, cancel: bool) {
+    fn shutdown(&mut self, cancel: bool, rx: &Receiver<Cmd>) {
         let lost = !self.lost.lock().unwrap().is_empty();
         for r in &self.ranks {
             if !r.alive {
@@ -588,7 +828,7 @@ impl Comm {
                 return;
             }
             let _ = self.poll_mpi();
-            while let Ok(c) = self.rx.try_recv() {
+            while let Ok(c) = rx.try_recv() {
                 if let Cmd::Watch(Event::Closed(r)) = c
                     && let Some(rk) = self.rank_mut(r)
                 {
@@ -599,9 +839,14 @@ impl Comm {
         }
     }
 
-    fn finish(mut self, cancel: bool, watcher: &mut Watcher) {
-        self.shutdown(cancel);
-        watcher.stop();
+    fn finish(&mut self, cancel: bool, rx: &Receiver<Cmd>) {
+        tracing::debug!(
+            "mpi: frames from the ranks taken by the communication thread: {}, by threads waiting for results: {}",
+            self.taken[0],
+            self.taken[1]
+        );
+        self.shutdown(cancel, rx);
+        self.watcher.stop();
         // Requests still pending (cancelled runs, lost ranks) keep their buffers until exit.
         std::mem::forget(std::mem::take(&mut self.sends));
         std::mem::forget(std::mem::take(&mut self.graveyard));

@@ -10,7 +10,7 @@
 //! marked [`SHARED`]), not as bytes; the receiver maps it. Every receive is `MPI_Imrecv` and every send `MPI_Isend`: a
 //! peer that dies mid-transfer leaves a request that is abandoned, never a blocked thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::raw::{c_int, c_void};
 
 use bytes::Bytes;
@@ -205,7 +205,8 @@ struct Piece {
 /// Frames arriving from any number of sources, reassembled per source in send order.
 #[derive(Default)]
 pub(crate) struct Inbox {
-    by_source: HashMap<i32, VecDeque<Piece>>,
+    /// By source rank.
+    by_source: Vec<VecDeque<Piece>>,
     /// Sources whose messages are no longer wanted (a lost rank); their buffers are leaked.
     dropped: Vec<i32>,
 }
@@ -240,23 +241,23 @@ impl Inbox {
             check(unsafe {
                 ffi::MPI_Imrecv(buf.as_mut_ptr() as *mut c_void, count, ffi::RSMPI_UINT8_T, &mut msg, &mut req)
             })?;
-            self.by_source.entry(st.MPI_SOURCE).or_default().push_back(Piece {
-                tag: st.MPI_TAG,
-                buf,
-                len,
-                req,
-                done: false,
-            });
+            let src = usize::try_from(st.MPI_SOURCE).map_err(|_| format!("message from rank {}", st.MPI_SOURCE))?;
+            if self.by_source.len() <= src {
+                self.by_source.resize_with(src + 1, VecDeque::new);
+            }
+            self.by_source[src].push_back(Piece { tag: st.MPI_TAG, buf, len, req, done: false });
         }
     }
 
     /// The next complete frame, with its source and tag (the text of [`TAG_WATCH`],
     /// [`TAG_LOST`] and [`TAG_SHM`] messages comes as a header-only frame).
     pub(crate) fn take_frame(&mut self) -> Result<Option<(i32, c_int, Frame)>, String> {
-        let sources: Vec<i32> = self.by_source.keys().copied().collect();
-        for s in sources {
-            if let Some(f) = self.next_from(s)? {
-                return Ok(Some((s, f.0, f.1)));
+        // Called on every poll of a waiting loop: no allocation, nothing to do when nothing came.
+        for s in 0..self.by_source.len() {
+            if !self.by_source[s].is_empty()
+                && let Some(f) = self.next_from(s)?
+            {
+                return Ok(Some((s as i32, f.0, f.1)));
             }
         }
         Ok(None)
@@ -264,14 +265,14 @@ impl Inbox {
 
     /// Whether receives are under way.
     pub fn busy(&self) -> bool {
-        self.by_source.values().any(|q| !q.is_empty())
+        self.by_source.iter().any(|q| !q.is_empty())
     }
 
     /// Abandons everything from `source` (it died): its buffers are never freed, since MPI may
     /// still hold them.
     pub(crate) fn drop_source(&mut self, source: i32) {
-        if let Some(q) = self.by_source.remove(&source) {
-            for p in q {
+        if let Some(q) = usize::try_from(source).ok().and_then(|s| self.by_source.get_mut(s)) {
+            for p in q.drain(..) {
                 if !p.done {
                     std::mem::forget(p.buf);
                 }
@@ -280,8 +281,8 @@ impl Inbox {
         self.dropped.push(source);
     }
 
-    fn next_from(&mut self, source: i32) -> Result<Option<(c_int, Frame)>, String> {
-        let Some(q) = self.by_source.get_mut(&source) else { return Ok(None) };
+    fn next_from(&mut self, source: usize) -> Result<Option<(c_int, Frame)>, String> {
+        let Some(q) = self.by_source.get_mut(source) else { return Ok(None) };
         // Test the pieces in order up to the first incomplete one.
         for p in q.iter_mut() {
             if !p.done {
