@@ -676,8 +676,13 @@ impl Comm {
                 r.outstanding += 1;
                 let dozing = r.idle_since.take().is_some_and(|at| at.elapsed() >= RING_AFTER);
                 match send_frame_shared(rank, frame, r.shares) {
-                    Ok(s) => {
-                        self.sends.push(s);
+                    Ok(mut s) => {
+                        // A small frame usually leaves at once (eager): then nothing is kept.
+                        match s.test() {
+                            Ok(true) => {}
+                            Ok(false) => self.sends.push(s),
+                            Err(e) => return self.lose(rank, format!("cannot be reached ({})", e)),
+                        }
                         if dozing {
                             self.watcher.ring(rank);
                         }

@@ -11,7 +11,8 @@
 //!   0 writes the log and records there; taps streams the job's output and returns rank 0's
 //!   exit status, which rank 0 writes to a status file ([`launch`]).
 //!
-//! On rank 0 one communication thread makes every MPI call ([`driver`]); frames of the worker
+//! On rank 0 MPI calls are made under one lock, by a communication thread and, when every rank
+//! is on rank 0's node, by the threads that submit tasks and wait for results ([`driver`]); frames of the worker
 //! [`protocol`](crate::protocol) travel as non-blocking point-to-point messages ([`transport`]).
 //! A rank that dies is noticed at once through a TCP liveness connection ([`liveness`]): its
 //! running task fails with `WorkerLost` naming the rank, its queued tasks go to the other ranks,
@@ -201,8 +202,8 @@ impl Session {
             Some((u, t)) if t >= ::mpi::Threading::Serialized => u,
             Some((_, t)) => {
                 return Err(format!(
-                    "the MPI library gives thread level {:?}; taps needs at least Serialized (rank 0 calls MPI \
-                     from one communication thread)",
+                    "the MPI library gives thread level {:?}; taps needs at least Serialized (rank 0's threads \
+                     call MPI one at a time)",
                     t
                 ));
             }
