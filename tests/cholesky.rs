@@ -142,6 +142,45 @@ fn residual_on_thread_pool_through_the_file_transformer() {
     assert_factor_of_input(&read_l(&run.join("cholesky.h5")), 90, 3);
 }
 
+/// Without the barrier (`schedule = "dataflow"`) the same tasks give the same factor; each
+/// task gets the tiles it updates from the tasks that produced them (as futures), so every potrf
+/// after the first and every trsm and update after the first column has one parent more.
+#[test]
+fn the_dataflow_schedule_gives_the_factor_with_tiles_passed_as_futures() {
+    let executor = if taps::executor::find("process-pool").is_ok() { "process-pool" } else { "thread-pool" };
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_ok(
+        dir.path(),
+        &["run", "--config", &example_config(), "--engine.executor", executor, "--app.schedule", "dataflow"],
+    );
+    let (r, _) = logged_residual(&run);
+    assert!(r < 1e-14, "{}", r);
+    assert_factor_of_input(&read_l(&run.join("cholesky.h5")), 200, 0);
+    let records = read_records(&run.join("tasks.jsonl")).unwrap();
+    assert_eq!(records.len() as u64, task_count(4));
+    assert!(records.iter().all(|r| r.success == Some(true)), "a task failed");
+    let mut by_name: BTreeMap<(String, usize), u64> = BTreeMap::new();
+    for r in &records {
+        *by_name.entry((r.name.clone(), r.parent_task_ids.len())).or_default() += 1;
+    }
+    // T = 4: potrf 1 without parents + 3 with one; trsm 3 with one (column 0) + 3 with two;
+    // syrk 6 first halves (1 parent in column 0: 3, 2 after: 3) and 6 second halves (2 parents);
+    // gemm 4 first halves (2 parents in column 0: 3, 3 after: 1) and 4 second halves (3).
+    let want: BTreeMap<(String, usize), u64> = [
+        (("potrf".to_string(), 0), 1),
+        (("potrf".to_string(), 1), 3),
+        (("trsm".to_string(), 1), 3),
+        (("trsm".to_string(), 2), 3),
+        (("syrk".to_string(), 1), 3),
+        (("syrk".to_string(), 2), 9),
+        (("gemm".to_string(), 2), 3),
+        (("gemm".to_string(), 3), 5),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by_name, want);
+}
+
 /// The second real executor: worker processes receive and return tiles over the wire.
 #[test]
 fn residual_on_process_pool() {

@@ -47,6 +47,19 @@ opt_enum! {
     }
 }
 
+opt_enum! {
+    /// How the block columns follow each other.
+    pub enum Schedule {
+        /// The reference's: the client waits for every task of a block column (and takes its
+        /// tiles back) before it submits the next column's tasks.
+        Barrier = "barrier",
+        /// No barrier: every task is submitted at once and gets the tiles it updates as the
+        /// futures of the tasks that produce them, so a column's potrf starts as soon as its
+        /// tile is updated, while the previous column's other updates still run (lookahead).
+        Dataflow = "dataflow",
+    }
+}
+
 crate::options! {
     /// Options of the `cholesky` app.
     pub(crate) struct CholeskyOptions {
@@ -62,6 +75,8 @@ crate::options! {
         #[skip_default] save_input: bool = false,
         /// Residual check after the run: auto, full, sampled or none (fails above 1e-10).
         #[skip_default] verify: Verify = Verify::Auto,
+        /// barrier (the reference's: the client waits for each block column) or dataflow (tiles as futures).
+        #[skip_default] schedule: Schedule = Schedule::Barrier,
     }
 }
 
@@ -235,17 +250,38 @@ fn get(f: &TaskFuture<Tile>, what: impl FnOnce() -> String) -> anyhow::Result<Ti
     f.result().map_err(|e| anyhow::anyhow!("{} failed: {}", what(), e))
 }
 
+/// A tile of the working matrix: its value, or the task that produces it.
+enum Cell {
+    Ready(Tile),
+    Pending(TaskFuture<Tile>),
+}
+
+impl From<Cell> for crate::task::Arg<Tile> {
+    /// The argument of the one task that updates the tile next (a future is moved, not cloned:
+    /// nothing else holds the tile, which the task then updates in place).
+    fn from(c: Cell) -> Self {
+        match c {
+            Cell::Ready(t) => t.into(),
+            Cell::Pending(f) => crate::task::Arg::Future(f),
+        }
+    }
+}
+
 /// The lower tiles of the working matrix; each is moved into the one task that updates it in a
-/// block column and replaced by that task's result at the barrier.
-struct Grid(Vec<Vec<Option<Tile>>>);
+/// block column and replaced by that task's result (at the barrier) or future (dataflow).
+struct Grid(Vec<Vec<Option<Cell>>>);
 
 impl Grid {
-    fn take(&mut self, i: usize, j: usize) -> Tile {
+    fn take(&mut self, i: usize, j: usize) -> Cell {
         self.0[i][j].take().expect("each tile is used by one task per block column")
     }
 
     fn put(&mut self, i: usize, j: usize, t: Tile) {
-        self.0[i][j] = Some(t);
+        self.0[i][j] = Some(Cell::Ready(t));
+    }
+
+    fn put_future(&mut self, i: usize, j: usize, f: TaskFuture<Tile>) {
+        self.0[i][j] = Some(Cell::Pending(f));
     }
 }
 
@@ -255,12 +291,20 @@ impl Grid {
 /// diagonal, `gemm` off it), each applying half of the panel's columns. The client then waits for
 /// every task of the block column (the barrier) and stores the tiles before the next one.
 pub fn factor(engine: &Engine, a: &Array2<f64>, b: usize) -> anyhow::Result<Factorization> {
+    factor_with(engine, a, b, Schedule::Barrier)
+}
+
+/// [`factor`] with the given [`Schedule`]: with [`Schedule::Dataflow`] the same tasks, without
+/// the barrier (each task gets the tiles it updates as futures; the client waits once, at the
+/// end).
+pub fn factor_with(engine: &Engine, a: &Array2<f64>, b: usize, schedule: Schedule) -> anyhow::Result<Factorization> {
     let n = a.nrows();
     anyhow::ensure!(a.ncols() == n, "the matrix must be square, got {}x{}", n, a.ncols());
     anyhow::ensure!(b > 0 && n.is_multiple_of(b), "block size {} does not divide matrix size {}", b, n);
     let t = n / b;
     let (half, full) = ((b / 2) as u64, b as u64);
-    let mut grid = Grid((0..t).map(|i| (0..=i).map(|j| Some(tile_of(tile(a, i, j, b)))).collect()).collect());
+    let mut grid =
+        Grid((0..t).map(|i| (0..=i).map(|j| Some(Cell::Ready(tile_of(tile(a, i, j, b))))).collect()).collect());
     let start = Instant::now();
     let mut tasks = 0u64;
     for k in 0..t {
@@ -285,6 +329,17 @@ pub fn factor(engine: &Engine, a: &Array2<f64>, b: usize) -> anyhow::Result<Fact
         }
         let m = (t - k - 1) as u64;
         tasks += 1 + m + m * (m + 1);
+        if schedule == Schedule::Dataflow {
+            // The next tasks take these tiles as futures; the client waits at the end.
+            grid.put_future(k, k, potrf);
+            for (i, f) in (k + 1..t).zip(trsm) {
+                grid.put_future(i, k, f);
+            }
+            for ((i, j), f) in updates {
+                grid.put_future(i, j, f);
+            }
+            continue;
+        }
         // Barrier: every tile of this block column is back on the client before the next one.
         grid.put(k, k, get(&potrf, || format!("potrf of tile ({}, {})", k, k))?);
         for (i, f) in (k + 1..t).zip(&trsm) {
@@ -295,11 +350,19 @@ pub fn factor(engine: &Engine, a: &Array2<f64>, b: usize) -> anyhow::Result<Fact
         }
         tracing::debug!("block column {}/{} done ({:.3}s)", k + 1, t, start.elapsed().as_secs_f64());
     }
+    // Dataflow: every tile's last task, waited for once.
+    for (i, row) in grid.0.iter_mut().enumerate() {
+        for (j, cell) in row.iter_mut().enumerate() {
+            if let Some(Cell::Pending(f)) = cell {
+                *cell = Some(Cell::Ready(get(f, || format!("the last task of tile ({}, {})", i, j))?));
+            }
+        }
+    }
     let elapsed = start.elapsed();
     let mut l = Array2::<f64>::zeros((n, n));
     for (i, row) in grid.0.iter().enumerate() {
         for (j, t) in row.iter().enumerate() {
-            let t = t.as_ref().expect("every tile is back after its barrier");
+            let Some(Cell::Ready(t)) = t else { unreachable!("every tile is back after its barrier") };
             let mut block = l.slice_mut(s![i * b..(i + 1) * b, j * b..(j + 1) * b]);
             block.assign(&t.view());
             if i == j {
@@ -391,7 +454,7 @@ impl App for CholeskyApp {
         app_info!("Generated input matrix: ({}, {}){}", n, n, small(&a));
         tracing::debug!("input generated in {:.3}s (seed {})", t0.elapsed().as_secs_f64(), self.opts.seed);
         app_info!("Block size: {}", b);
-        let f = factor(engine, &a, b)?;
+        let f = factor_with(engine, &a, b, self.opts.schedule)?;
         app_info!(
             "Factored {}x{} tiles with {} tasks (makespan={:.3}s)",
             n / b,
@@ -532,20 +595,22 @@ mod tests {
 
     #[test]
     fn tiled_factor_is_the_cholesky_factor() {
-        let engine = Engine::builder(Box::new(ThreadPool::new(2))).build();
-        for (n, b) in [(12, 3), (10, 10), (8, 1), (40, 8)] {
-            let a = kernels::generate(n, 11);
-            let f = factor(&engine, &a, b).unwrap();
-            assert_eq!(f.tasks, task_count((n / b) as u64));
-            let mut want = a.clone();
-            kernels::cholesky_in_place(&mut want).unwrap();
-            let diff = (&f.l - &want).iter().fold(0.0f64, |m, x| m.max(x.abs()));
-            assert!(diff < 1e-9, "n={} b={}: max |L - L_ref| = {}", n, b, diff);
-            assert!(kernels::residual_full(&a, &f.l) < 1e-14);
+        for schedule in [Schedule::Barrier, Schedule::Dataflow] {
+            let engine = Engine::builder(Box::new(ThreadPool::new(2))).build();
+            for (n, b) in [(12, 3), (10, 10), (8, 1), (40, 8)] {
+                let a = kernels::generate(n, 11);
+                let f = factor_with(&engine, &a, b, schedule).unwrap();
+                assert_eq!(f.tasks, task_count((n / b) as u64));
+                let mut want = a.clone();
+                kernels::cholesky_in_place(&mut want).unwrap();
+                let diff = (&f.l - &want).iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                assert!(diff < 1e-9, "{:?} n={} b={}: max |L - L_ref| = {}", schedule, n, b, diff);
+                assert!(kernels::residual_full(&a, &f.l) < 1e-14);
+            }
+            let summary = engine.shutdown();
+            assert_eq!(summary.submitted, task_count(4) + task_count(1) + task_count(8) + task_count(5));
+            assert_eq!(summary.failed, 0);
         }
-        let summary = engine.shutdown();
-        assert_eq!(summary.submitted, task_count(4) + task_count(1) + task_count(8) + task_count(5));
-        assert_eq!(summary.failed, 0);
     }
 
     #[test]
@@ -555,5 +620,8 @@ mod tests {
         a[[5, 5]] = -1.0;
         let e = factor(&engine, &a, 4).unwrap_err().to_string();
         assert!(e.contains("potrf of tile (1, 1)") && e.contains("not positive definite"), "{}", e);
+        // Without the barrier the failure reaches the client through the tile's last task.
+        let e = factor_with(&engine, &a, 4, Schedule::Dataflow).unwrap_err().to_string();
+        assert!(e.contains("tile (1, 1)") && e.contains("not positive definite"), "{}", e);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ndarray::Array2;
 
 use ndarray::s;
-use taps::apps::cholesky::{factor, kernels, task_count};
+use taps::apps::cholesky::{Schedule, factor, factor_with, kernels, task_count};
 use taps::engine::Engine;
 use taps::executor::available_cores;
 
@@ -98,9 +98,9 @@ pub fn dgemm_limit(n: usize, reps: usize, threads: usize) -> Row {
     Row { n, what: format!("whole-matrix dgemm, n³/3 flops ({} threads)", threads), times, residual: f64::NAN }
 }
 
-/// `reps` tiled factorizations on `executor` (built with its default options), after one small
-/// untimed warm-up factorization that starts the workers.
-pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize) -> anyhow::Result<Row> {
+/// `reps` tiled factorizations on `executor` (built with its default options) with `schedule`,
+/// after one small untimed warm-up factorization that starts the workers.
+pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize, schedule: Schedule) -> anyhow::Result<Row> {
     let plugin = taps::executor::find(executor).map_err(anyhow::Error::msg)?;
     let options = (plugin.parse)(&toml::Table::new(), "engine.executor").map_err(anyhow::Error::msg)?;
     let engine = Engine::builder(options.get_executor(&Default::default())?).try_build()?;
@@ -109,13 +109,14 @@ pub fn tiled(executor: &str, a: &Array2<f64>, b: usize, reps: usize) -> anyhow::
     let mut times = Vec::new();
     let mut residual = f64::NAN;
     for _ in 0..reps {
-        let f = factor(&engine, a, b)?;
+        let f = factor_with(&engine, a, b, schedule)?;
         times.push(f.elapsed);
         residual = check(a, &f.l, b);
     }
     let summary = engine.shutdown();
     anyhow::ensure!(summary.failed == 0, "{} task(s) failed on {}", summary.failed, executor);
-    Ok(Row { n: a.nrows(), what: format!("{} ({})", executor, engine.executor_name()), times, residual })
+    let what = format!("{} ({}), {}", executor, engine.executor_name(), schedule.as_str());
+    Ok(Row { n: a.nrows(), what, times, residual })
 }
 
 /// Runs every case `(n, b)` on the baseline and every available executor of [`EXECUTORS`],
@@ -151,12 +152,14 @@ pub fn run(cases: &[(usize, usize)], reps: usize) -> anyhow::Result<Vec<Row>> {
                 println!("  {:<44} not compiled into this build, skipped", e);
                 continue;
             }
-            match tiled(e, &a, b, reps) {
-                Ok(r) => {
-                    print_row(&r, Some(limit), Some(gemm_limit));
-                    rows.push(r);
+            for schedule in [Schedule::Barrier, Schedule::Dataflow] {
+                match tiled(e, &a, b, reps, schedule) {
+                    Ok(r) => {
+                        print_row(&r, Some(limit), Some(gemm_limit));
+                        rows.push(r);
+                    }
+                    Err(err) => println!("  {:<44} failed: {:#}", e, err),
                 }
-                Err(err) => println!("  {:<44} failed: {:#}", e, err),
             }
         }
     }
