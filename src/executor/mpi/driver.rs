@@ -514,13 +514,13 @@ fn run(sh: Arc<Shared>) {
     let mut spins = 0u32;
     let mut helped = sh.helped.load(Ordering::Relaxed);
     loop {
-        let (progress, active, transfer, direct) = {
+        let (progress, transfer, direct) = {
             let mut c = sh.lock();
             let progress = c.step(&sh.rx, false);
             if let Some(cancel) = c.ending {
                 return c.finish(cancel, &sh.rx);
             }
-            (progress, c.active(), c.transfer(), c.direct)
+            (progress, c.transfer(), c.direct)
         };
         if progress {
             idle_since = None;
@@ -552,7 +552,7 @@ fn run(sh: Arc<Shared>) {
         // after a last look at whether anything is outstanding.
         let got = {
             let c = sh.lock();
-            let asleep = !(active || c.active());
+            let asleep = !c.active();
             sh.set_mode(if asleep { Mode::Asleep } else { Mode::Napping });
             drop(c);
             if asleep {

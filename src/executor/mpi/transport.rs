@@ -207,8 +207,6 @@ struct Piece {
 pub(crate) struct Inbox {
     /// By source rank.
     by_source: Vec<VecDeque<Piece>>,
-    /// Sources whose messages are no longer wanted (a lost rank); their buffers are leaked.
-    dropped: Vec<i32>,
 }
 
 impl Inbox {
@@ -278,7 +276,6 @@ impl Inbox {
                 }
             }
         }
-        self.dropped.push(source);
     }
 
     fn next_from(&mut self, source: usize) -> Result<Option<(c_int, Frame)>, String> {
