@@ -528,8 +528,10 @@ fn run_env_vars_reach_the_workers_through_their_spawn_not_the_driver() {
     let watch = p.watch();
     let e =
         Engine::builder(Box::new(p)).records(RecordWriter::create(&dir.path().join("tasks.jsonl")).unwrap()).build();
+    // posix_spawn returns once the kernel has swapped the child's memory, a moment before exec
+    // writes the new environment and points /proc/PID/environ at it: until then it reads empty.
     let environ = |pid: u32| -> Vec<String> {
-        let raw = std::fs::read(format!("/proc/{}/environ", pid)).unwrap();
+        let raw = wait_for(|| Some(std::fs::read(format!("/proc/{}/environ", pid)).unwrap()).filter(|r| !r.is_empty()));
         raw.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
     };
     let check = |pid: u32| {
