@@ -667,6 +667,30 @@ impl Doorbell {
         Ok(Doorbell { ptr, fd })
     }
 
+    /// A new page in the file `path`, created here (it must not exist): for a peer that cannot
+    /// inherit a descriptor (an MPI rank on the same node), which maps it by name
+    /// ([`open_file`](Self::open_file)); the creator removes the name once the peer has it.
+    pub fn create_file(path: &std::path::Path) -> io::Result<Doorbell> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path)?;
+        if let Err(e) = f.set_len(BELL_LEN as u64) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        Doorbell::from_fd(f.into())
+    }
+
+    /// Maps the page in the file `path` ([`create_file`](Self::create_file)).
+    pub fn open_file(path: &std::path::Path) -> io::Result<Doorbell> {
+        Doorbell::from_fd(std::fs::OpenOptions::new().read(true).write(true).open(path)?.into())
+    }
+
+    /// Whether `frame` may travel inline in a ring ([`put_frame`](Self::put_frame) puts it
+    /// when the ring has room).
+    pub fn fits(frame: &Frame) -> bool {
+        frame.len() <= RING_INLINE_MAX && !frame.segments.iter().any(|s| crate::shm::segment_of(s).is_some())
+    }
+
     /// The page's descriptor (to hand to the peer).
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         std::os::fd::AsFd::as_fd(&self.fd)
@@ -745,10 +769,10 @@ impl Doorbell {
     /// did. The reader learns of it from the side's counter: [`ring`](Self::ring) (or
     /// [`ring_driver`](Self::ring_driver)) after it.
     pub fn put_frame(&self, side: Side, frame: &Frame) -> bool {
-        let len = frame.len();
-        if len > RING_INLINE_MAX || frame.segments.iter().any(|s| crate::shm::segment_of(s).is_some()) {
+        if !Doorbell::fits(frame) {
             return false;
         }
+        let len = frame.len();
         let prefix = frame.prefix();
         let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + frame.segments.len());
         parts.push(&prefix);

@@ -138,6 +138,18 @@ fn frames_taken(log: &str) -> (u64, u64) {
     (comm.trim().parse().unwrap(), waiting.trim().parse().unwrap())
 }
 
+/// From rank 0's DEBUG line: frames from ranks on same-node lanes taken from the rings, taken as
+/// announced MPI messages, and the number of ranks on lanes.
+fn lane_counts(log: &str) -> (u64, u64, u64) {
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once("mpi: frames from ranks on lanes: ").map(|x| x.1))
+        .unwrap_or_else(|| panic!("no count of lane frames in the log: {}", log));
+    let n: Vec<u64> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|t| !t.is_empty()).map(|t| t.parse().unwrap()).collect();
+    (n[0], n[1], n[2])
+}
+
 /// With every rank on rank 0's node, the app's thread waiting for results takes the ranks'
 /// answers itself (no hand-off from the communication thread); every frame is counted once.
 #[test]
@@ -152,6 +164,9 @@ fn rank_0_threads_waiting_for_results_take_the_answers_themselves() {
     assert!(waiting > 0, "the waiting thread took no frame ({} by the communication thread)", comm);
     // Each rank's Ready and shared-memory answer, and one Done per task.
     assert_eq!(comm + waiting, 2_000 + 2 * 2, "({}, {})", comm, waiting);
+    // Both ranks are on this node: after the handshake, every frame came through their lanes'
+    // rings (each rank's Ready, one Done per task), none as an MPI message.
+    assert_eq!(lane_counts(&std::fs::read_to_string(run.join("log.txt")).unwrap()), (2_000 + 2, 0, 2));
 }
 
 #[test]
@@ -797,6 +812,9 @@ fn large_payloads_go_through_shared_memory_and_leave_nothing_behind() {
     for r in [1, 2] {
         assert!(log.contains(&format!("rank {} takes large payloads through shared memory", r)), "{}", log);
     }
+    // The frames that carry a segment's name went as MPI messages announced in the ranks' lanes
+    // (one per result), the rest (each rank's Ready) through the rings.
+    assert_eq!(lane_counts(&log), (2, expected("bag", 8) as u64, 2));
     assert!(files(shm.path()).is_empty(), "segments left: {:?}", files(shm.path()));
 }
 

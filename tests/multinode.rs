@@ -307,6 +307,14 @@ fn a_run_spreads_over_three_nodes_over_tcp_and_moves_data_through_the_shared_fil
         .find_map(|l| l.split_once("mpi: frames from the ranks taken by the communication thread: ").map(|x| x.1))
         .unwrap_or_else(|| panic!("{}", log));
     assert!(taken.ends_with(", by threads waiting for results: 0"), "{}", taken);
+    // Nor shared-memory lanes, which only a rank on rank 0's host gets.
+    assert!(
+        log.contains(
+            "mpi: frames from ranks on lanes: 0 through the rings, 0 as announced MPI messages; ranks on lanes: 0"
+        ),
+        "{}",
+        log
+    );
     nodes.down();
 }
 

@@ -6,7 +6,9 @@
 //! a thread waiting for results polls MPI itself (a [`crate::spin::Helper`]), taking the answers
 //! as they arrive: no hand-off between threads of rank 0 on a task's way out or back. While
 //! waiting threads do that, the communication thread sleeps in steps of [`HELPED_CHECK`]; the
-//! last one to stop waiting wakes it.
+//! last one to stop waiting wakes it. A rank on rank 0's node gets its frames through a
+//! shared-memory [lane](super::lane), and rank 0 polls MPI only while some rank is not on a lane
+//! or an MPI message is under way (or announced in a lane).
 //!
 //! The core sends up to `prefetch` tasks ahead to each worker rank, least loaded first, so a rank
 //! finds its next task waiting when it finishes one. The thread spins for `SPIN` (1 ms) after the
@@ -42,8 +44,11 @@ use crate::executor::remote::{Link, RemoteExecutor, RemoteOptions, Transport, he
 use crate::protocol::{Frame, FromWorker, Message, ToWorker};
 use crate::spin;
 
+use super::lane::{Lane, page_name};
 use super::liveness::{Beats, Event, Watcher};
-use super::transport::{Inbox, Sending, TAG_LOST, TAG_SHM, TAG_WATCH, send_frame, send_frame_shared, send_text};
+use super::transport::{
+    Inbox, Sending, TAG_FRAME, TAG_LOST, TAG_SHM, TAG_WATCH, send_frame, send_frame_shared, send_text,
+};
 
 /// How long start-up waits for every rank's `Ready`.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -288,12 +293,24 @@ impl Transport for Ranks {
                 None
             }
         };
-        let shm_text = shm.as_ref().map(|r| format!("{}\n{}", r.dir.display(), r.prefix));
+        // With the host: a rank on this node also gets a lane (see `lane`), a page made here.
+        let here = crate::engine::hostname();
+        let shm_text = shm.as_ref().map(|r| format!("{}\n{}\n{}", r.dir.display(), r.prefix, here));
+        let mut ranks: Vec<Rank> = (1..=n as i32).map(Rank::new).collect();
+        if let Some(run) = &shm {
+            for r in &mut ranks {
+                let path = run.dir.join(page_name(&run.prefix, r.rank));
+                match crate::protocol::Doorbell::create_file(&path) {
+                    Ok(bell) => r.page = Some((bell, path)),
+                    Err(e) => tracing::debug!("mpi: no lane page {} ({}): frames go in messages", path.display(), e),
+                }
+            }
+        }
         *self.shm.lock().unwrap() = shm;
         let shared = Arc::new(Shared {
             comm: Mutex::new(Comm {
                 link,
-                ranks: (1..=n as i32).map(Rank::new).collect(),
+                ranks,
                 sends: Vec::new(),
                 graveyard: Vec::new(),
                 inbox: Inbox::default(),
@@ -430,6 +447,10 @@ struct Rank {
     idle_since: Option<Instant>,
     /// It sees the run's shared-memory directory (large payloads go by name).
     shares: bool,
+    /// Its lane page, until it answers whether it mapped it (the file's name is then removed).
+    page: Option<(crate::protocol::Doorbell, std::path::PathBuf)>,
+    /// It runs on this node and mapped its page: every frame goes through the lane.
+    lane: Option<Lane>,
 }
 
 impl Rank {
@@ -446,6 +467,8 @@ impl Rank {
             outstanding: 0,
             idle_since: None,
             shares: false,
+            page: None,
+            lane: None,
         }
     }
 
@@ -471,7 +494,8 @@ struct Comm {
     inbox: Inbox,
     lost: Arc<Mutex<Vec<String>>>,
     who: Who,
-    /// The run's shared-memory directory and prefix, for the ranks (`DIR\nPREFIX`).
+    /// The run's shared-memory directory, prefix and rank 0's host, for the ranks
+    /// (`DIR\nPREFIX\nHOST`).
     shm: Option<String>,
     watcher: Watcher,
     /// Some rank is still starting.
@@ -621,7 +645,18 @@ impl Comm {
 
     /// Whether a message is under way (it moves only while both sides poll).
     fn transfer(&self) -> bool {
-        !self.sends.is_empty() || self.inbox.busy()
+        !self.sends.is_empty()
+            || self.inbox.busy()
+            || self.ranks.iter().any(|r| r.lane.as_ref().is_some_and(|l| l.expecting() || l.backlogged()))
+    }
+
+    /// Whether MPI must be polled: a rank starting or not on a lane, a message under way (or
+    /// announced in a lane). Else every frame comes through the lanes.
+    fn mpi_due(&self) -> bool {
+        self.starting
+            || !self.sends.is_empty()
+            || self.inbox.busy()
+            || self.ranks.iter().any(|r| r.alive && r.lane.as_ref().is_none_or(|l| l.expecting()))
     }
 
     /// Sends every worker the liveness address and `Hello`.
@@ -675,6 +710,10 @@ impl Comm {
                 let Some(r) = self.rank_mut(rank).filter(|r| r.alive) else { return };
                 r.outstanding += 1;
                 let dozing = r.idle_since.take().is_some_and(|at| at.elapsed() >= RING_AFTER);
+                if r.lane.is_some() {
+                    // The lane's ring wakes the rank if it sleeps on the page.
+                    return self.send_on_lane(rank, TAG_FRAME, frame);
+                }
                 match send_frame_shared(rank, frame, r.shares) {
                     Ok(mut s) => {
                         // A small frame usually leaves at once (eager): then nothing is kept.
@@ -715,22 +754,38 @@ impl Comm {
 
     /// Receives what has arrived, handles complete frames, retires finished sends.
     fn poll_mpi(&mut self) -> Result<bool, String> {
-        let mut progress = self.inbox.poll(None)?;
+        let mut progress = false;
+        if self.mpi_due() {
+            progress |= self.inbox.poll(None)?;
+        }
         while let Some((src, tag, frame)) = self.inbox.take_frame()? {
             progress = true;
-            self.frames += 1;
-            if tag == TAG_SHM {
-                if let Some(r) = self.rank_mut(src) {
-                    r.shares = frame.header == b"1";
-                    if r.shares {
-                        tracing::debug!("mpi: rank {} takes large payloads through shared memory", src);
+            self.received(src, tag, frame);
+        }
+        for i in 0..self.ranks.len() {
+            let rank = self.ranks[i].rank;
+            let shares = self.ranks[i].shares;
+            // Until the rank is lost (a message that loses it drops its lane).
+            while let Some(lane) = self.ranks[i].lane.as_mut() {
+                let started = match lane.flush(rank, shares) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.lose(rank, format!("cannot be reached ({})", e));
+                        break;
+                    }
+                };
+                self.sends.extend(started);
+                match lane.next(rank, &mut self.inbox) {
+                    Ok(Some((tag, frame))) => {
+                        progress = true;
+                        self.received(rank, tag, frame);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.lose(rank, format!("sent a malformed message ({})", e));
+                        break;
                     }
                 }
-                continue;
-            }
-            match FromWorker::decode(frame) {
-                Ok(m) => self.message(src, m),
-                Err(e) => self.lose(src, format!("sent a malformed message ({})", e)),
             }
         }
         let mut failed = Vec::new();
@@ -745,6 +800,51 @@ impl Comm {
             self.lose(dest, format!("cannot be reached ({})", e));
         }
         Ok(progress)
+    }
+
+    /// Handles a frame (or text message) from rank `src`.
+    fn received(&mut self, src: i32, tag: std::os::raw::c_int, frame: Frame) {
+        self.frames += 1;
+        if tag == TAG_SHM {
+            return self.shm_answer(src, &frame.header);
+        }
+        match FromWorker::decode(frame) {
+            Ok(m) => self.message(src, m),
+            Err(e) => self.lose(src, format!("sent a malformed message ({})", e)),
+        }
+    }
+
+    /// A rank's answer to the shared-memory handshake: `0` (it does not see the directory),
+    /// `1` (it does: large payloads go by name), `2` (it also mapped its lane page).
+    fn shm_answer(&mut self, src: i32, answer: &[u8]) {
+        let Some(r) = self.rank_mut(src) else { return };
+        r.shares = answer == b"1" || answer == b"2";
+        let page = r.page.take();
+        if let Some((_, path)) = &page {
+            let _ = std::fs::remove_file(path);
+        }
+        if r.shares {
+            tracing::debug!("mpi: rank {} takes large payloads through shared memory", src);
+        }
+        if answer == b"2"
+            && let Some((bell, _)) = page
+        {
+            r.lane = Some(Lane::driver(bell));
+            self.inbox.announced_only(src);
+            tracing::debug!("mpi: rank {} is on this node: frames go through a shared-memory lane", src);
+        }
+    }
+
+    /// Sends a message to a rank on a lane ([`Lane::send`]); a failed send loses the rank.
+    fn send_on_lane(&mut self, rank: i32, tag: std::os::raw::c_int, frame: Frame) {
+        let Some(r) = self.rank_mut(rank) else { return };
+        let shares = r.shares;
+        let Some(lane) = r.lane.as_mut() else { return };
+        match lane.send(rank, tag, frame, shares) {
+            Ok(Some(s)) => self.sends.push(s),
+            Ok(None) => {}
+            Err(e) => self.lose(rank, format!("cannot be reached ({})", e)),
+        }
     }
 
     fn message(&mut self, src: i32, m: FromWorker) {
@@ -786,6 +886,7 @@ impl Comm {
         let Some(rk) = self.rank_mut(r) else { return };
         rk.alive = false;
         rk.outstanding = 0;
+        rk.lane = None;
         self.inbox.drop_source(r);
         let (dead, live): (Vec<Sending>, Vec<Sending>) = self.sends.drain(..).partition(|s| s.dest == r);
         self.sends = live;
@@ -796,14 +897,23 @@ impl Comm {
     /// connection): up to [`SHUTDOWN_TIMEOUT`], or [`CANCEL_TIMEOUT`] when cancelled.
     fn shutdown(&mut self, cancel: bool, rx: &Receiver<Cmd>) {
         let lost = !self.lost.lock().unwrap().is_empty();
-        for r in &self.ranks {
+        for i in 0..self.ranks.len() {
+            let r = &self.ranks[i];
             if !r.alive {
                 continue;
             }
-            if lost && let Ok(s) = send_text(r.rank, TAG_LOST, "") {
+            let rank = r.rank;
+            if r.lane.is_some() {
+                if lost {
+                    self.send_on_lane(rank, TAG_LOST, Frame { header: Vec::new(), segments: Vec::new() });
+                }
+                self.send_on_lane(rank, TAG_FRAME, ToWorker::Shutdown.encode());
+                continue;
+            }
+            if lost && let Ok(s) = send_text(rank, TAG_LOST, "") {
                 self.sends.push(s);
             }
-            if let Ok(s) = send_frame(r.rank, ToWorker::Shutdown.encode()) {
+            if let Ok(s) = send_frame(rank, ToWorker::Shutdown.encode()) {
                 self.sends.push(s);
             }
         }
@@ -812,7 +922,9 @@ impl Comm {
         let deadline = Instant::now() + if cancel { CANCEL_TIMEOUT } else { SHUTDOWN_TIMEOUT };
         loop {
             let told = self.ranks.iter().all(|r| !r.alive || !r.watched || r.closed);
-            if (cancel || self.sends.is_empty()) && told {
+            let sent =
+                self.sends.is_empty() && !self.ranks.iter().any(|r| r.lane.as_ref().is_some_and(|l| l.backlogged()));
+            if (cancel || sent) && told {
                 if self.ranks.iter().any(|r| r.alive && !r.watched) {
                     LEFT_RUNNING.store(true, Ordering::SeqCst);
                 }
@@ -849,6 +961,14 @@ impl Comm {
             "mpi: frames from the ranks taken by the communication thread: {}, by threads waiting for results: {}",
             self.taken[0],
             self.taken[1]
+        );
+        let lanes = self.ranks.iter().filter_map(|r| r.lane.as_ref());
+        let (ring, mpi) = lanes.fold((0, 0), |(a, b), l| (a + l.taken[0], b + l.taken[1]));
+        tracing::debug!(
+            "mpi: frames from ranks on lanes: {} through the rings, {} as announced MPI messages; ranks on lanes: {}",
+            ring,
+            mpi,
+            self.ranks.iter().filter(|r| r.lane.is_some()).count()
         );
         self.shutdown(cancel, rx);
         self.watcher.stop();

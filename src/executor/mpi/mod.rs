@@ -13,7 +13,8 @@
 //!
 //! On rank 0 MPI calls are made under one lock, by a communication thread and, when every rank
 //! is on rank 0's node, by the threads that submit tasks and wait for results ([`driver`]); frames of the worker
-//! [`protocol`](crate::protocol) travel as non-blocking point-to-point messages ([`transport`]).
+//! [`protocol`](crate::protocol) travel as non-blocking point-to-point messages ([`transport`]),
+//! or, between rank 0 and a rank on its node, through a pair of shared-memory rings (`lane`).
 //! A rank that dies is noticed at once through a TCP liveness connection ([`liveness`]): its
 //! running task fails with `WorkerLost` naming the rank, its queued tasks go to the other ranks,
 //! and the run ends with an error naming it. For that, OpenMPI must not kill the job when a
@@ -35,6 +36,7 @@
 //! which mpirun (and srun) forward to every rank: rank 0 stops at once.
 
 pub mod driver;
+mod lane;
 pub mod launch;
 pub mod liveness;
 pub mod rank;

@@ -4,7 +4,9 @@
 //! at once if this process dies) and sends heartbeats on it, then serves protocol frames one at
 //! a time. While it waits it spins briefly, then dozes with a growing pause on the liveness
 //! connection (rank 0 rings it when it sends work to a rank that has waited a while: see
-//! [`liveness`]), and checks that rank 0 is still alive. After a task that ran longer than
+//! [`liveness`]), and checks that rank 0 is still alive. A rank on rank 0's node takes its frames
+//! from its [lane](super::lane) instead (polling it, yielding between polls after the first
+//! microseconds, then sleeping on the lane's page, which rank 0's next frame wakes). After a task that ran longer than
 //! rank 0 spins, it rings rank 0 once its answer is sent. On `Shutdown` it closes the liveness connection before anything else:
 //! that is how rank 0 knows the rank has been told.
 //!
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::{Frame, Message, ToWorker};
 use crate::worker::{Step, Worker};
 
+use super::lane::{Lane, page_name};
 use super::liveness;
 use super::transport::{Inbox, TAG_LOST, TAG_SHM, TAG_WATCH, send_frame_shared, send_text};
 
@@ -29,6 +32,8 @@ const SPIN: Duration = Duration::from_millis(1);
 /// started when it sent the task).
 const RING_AFTER: Duration = Duration::from_micros(800);
 const MAX_PAUSE: Duration = Duration::from_millis(1);
+/// Polls of a lane are separated by spin-loop hints only this long, then by yields.
+const LANE_PURE_SPIN: Duration = Duration::from_micros(2);
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// After rank 0's liveness connection closes, how long to keep taking messages already on
 /// their way (a `Shutdown`) before concluding that rank 0 died.
@@ -85,9 +90,14 @@ fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
     let mut watch: Option<(TcpStream, liveness::Heartbeat)> = None;
     // Whether this rank sees rank 0's shared-memory directory (results then go by name).
     let mut shares = false;
+    // Its lane to rank 0, if it runs on rank 0's node (see `lane`): answers go through it from
+    // the handshake on; rank 0's frames come through it once `Hello` is taken (those of the
+    // start were sent as MPI messages before rank 0 knew of the lane).
+    let mut lane: Option<Lane> = None;
+    let mut lane_in = false;
     loop {
         let conn = watch.as_ref().map(|(c, _)| c);
-        let (tag, frame) = match wait(&mut inbox, conn) {
+        let (tag, frame) = match wait(&mut inbox, conn, lane.as_mut().filter(|_| lane_in)) {
             Ok(Some(x)) => x,
             Ok(None) => {
                 eprintln!("taps-worker rank {}: rank 0 (the driver) is gone; exiting", rank);
@@ -107,10 +117,26 @@ fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
         }
         if tag == TAG_SHM {
             let text = String::from_utf8_lossy(&frame.header).into_owned();
-            shares = text
-                .split_once('\n')
-                .is_some_and(|(dir, prefix)| crate::shm::Run::join(std::path::Path::new(dir), prefix, rank));
-            let answer = send_text(0, TAG_SHM, if shares { "1" } else { "0" });
+            let mut parts = text.splitn(3, '\n');
+            let (dir, prefix, host) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next());
+            shares = crate::shm::Run::join(std::path::Path::new(dir), prefix, rank);
+            // Same directory and same host: the same memory (a directory shared over a network
+            // file system is not).
+            if shares && host == Some(crate::engine::hostname()) {
+                let page = std::path::Path::new(dir).join(page_name(prefix, rank));
+                lane = crate::protocol::Doorbell::open_file(&page).ok().map(Lane::worker);
+            }
+            let answer = send_text(
+                0,
+                TAG_SHM,
+                if lane.is_some() {
+                    "2"
+                } else if shares {
+                    "1"
+                } else {
+                    "0"
+                },
+            );
             if let Err(e) = answer.and_then(|s| wait_sent(s, conn)) {
                 eprintln!("taps-worker rank {}: {}", rank, e);
                 *lost = true;
@@ -139,6 +165,7 @@ fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
                 return 2;
             }
         };
+        lane_in |= matches!(msg, ToWorker::Hello { .. });
         let took = Instant::now();
         let (reply, exit) = match worker.handle(msg) {
             Step::Continue(r) => (r, None),
@@ -146,7 +173,7 @@ fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
         };
         let ring = took.elapsed() >= RING_AFTER;
         if let Some(r) = reply
-            && let Err(e) = send(r.encode(), conn, shares, ring)
+            && let Err(e) = send(r.encode(), conn, shares, ring, lane.as_mut())
         {
             eprintln!("taps-worker rank {}: {}", rank, e);
             *lost = true;
@@ -160,20 +187,40 @@ fn serve_loop(rank: i32, lost: &mut bool, gone: &mut bool) -> i32 {
 
 /// Waits for the next frame from rank 0; `None` if rank 0 is gone (its liveness connection
 /// closed and nothing more came within [`DRAIN`]).
-fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Frame)>, String> {
+fn wait(
+    inbox: &mut Inbox,
+    watch: Option<&TcpStream>,
+    mut lane: Option<&mut Lane>,
+) -> Result<Option<(i32, Frame)>, String> {
     let start = Instant::now();
     let mut checked = start;
     let mut gone: Option<Instant> = None;
     let mut polls = 0u32;
+    let mut yielding = false;
     loop {
-        inbox.poll(Some(0))?;
-        if let Some((_, tag, f)) = inbox.take_frame()? {
-            return Ok(Some((tag, f)));
+        // Read before looking: a frame put after the look rings past it, so the sleep ends.
+        let seen = lane.as_ref().map(|l| l.rung());
+        match lane.as_deref_mut() {
+            Some(l) => {
+                // MPI only while an announced message is due.
+                if l.expecting() || inbox.busy() {
+                    inbox.poll(Some(0))?;
+                }
+                if let Some(m) = l.next(0, inbox)? {
+                    return Ok(Some(m));
+                }
+            }
+            None => {
+                inbox.poll(Some(0))?;
+                if let Some((_, tag, f)) = inbox.take_frame()? {
+                    return Ok(Some((tag, f)));
+                }
+            }
         }
         // The clock is read every eighth poll (on a VM a read costs more than the poll).
         polls = polls.wrapping_add(1);
         if !polls.is_multiple_of(8) {
-            std::hint::spin_loop();
+            pause_poll(yielding);
             continue;
         }
         if let Some(at) = gone {
@@ -188,13 +235,22 @@ fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Fra
         }
         let idle = start.elapsed();
         // A message under way moves only while both sides poll: never sleep through it.
-        if idle < SPIN || inbox.busy() {
-            // No sched_yield of our own: MPI's progress engine yields when the ranks
-            // oversubscribe the cores (mpi_yield_when_idle), and otherwise this rank has a core.
-            std::hint::spin_loop();
+        if idle < SPIN || inbox.busy() || lane.as_ref().is_some_and(|l| l.expecting()) {
+            // Polling MPI needs no sched_yield of ours: MPI's progress engine yields when the
+            // ranks oversubscribe the cores (mpi_yield_when_idle). Polling a lane, which has no
+            // such thing, yields between polls after the first microseconds, as the
+            // process-pool's workers do (`spin::until`): on a busy node rank 0 gets the core.
+            yielding = lane.is_some() && idle >= LANE_PURE_SPIN;
+            pause_poll(yielding);
             continue;
         }
+        yielding = false;
         let pause = (idle / 8).min(MAX_PAUSE);
+        if let (Some(l), Some(seen)) = (lane.as_ref(), seen) {
+            // Rank 0's ring wakes it as soon as it puts a frame.
+            l.sleep(seen, pause);
+            continue;
+        }
         match watch {
             // Rank 0 rings after sending work: the doze ends as soon as it does.
             Some(c) if gone.is_none() => {
@@ -207,14 +263,35 @@ fn wait(inbox: &mut Inbox, watch: Option<&TcpStream>) -> Result<Option<(i32, Fra
     }
 }
 
+/// Between two polls of a wait: a spin-loop hint, or the CPU given up.
+fn pause_poll(yielding: bool) {
+    if yielding {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
 /// Sends a frame to rank 0 (with `shares`, its shared-memory segments by name) and waits until
 /// it has left (rank 0 always receives); with `ring`, rings rank 0 once the send is under way.
-fn send(frame: Frame, watch: Option<&TcpStream>, shares: bool, ring: bool) -> Result<(), String> {
-    let sending = send_frame_shared(0, frame, shares)?;
+fn send(
+    frame: Frame,
+    watch: Option<&TcpStream>,
+    shares: bool,
+    ring: bool,
+    lane: Option<&mut Lane>,
+) -> Result<(), String> {
+    let sending = match lane {
+        Some(l) => l.send_waiting(0, frame, shares, || watch.is_some_and(liveness::driver_gone))?,
+        None => Some(send_frame_shared(0, frame, shares)?),
+    };
     if ring && let Some(c) = watch {
         liveness::ring(c);
     }
-    wait_sent(sending, watch)
+    match sending {
+        Some(s) => wait_sent(s, watch),
+        None => Ok(()),
+    }
 }
 
 /// Waits until a send to rank 0 has left.

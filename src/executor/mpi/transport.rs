@@ -207,6 +207,9 @@ struct Piece {
 pub(crate) struct Inbox {
     /// By source rank.
     by_source: Vec<VecDeque<Piece>>,
+    /// Sources whose frames are taken only by [`take_from`](Self::take_from) (each announced in
+    /// a same-node lane: see [`super::lane`]).
+    announced: Vec<bool>,
 }
 
 impl Inbox {
@@ -253,12 +256,31 @@ impl Inbox {
         // Called on every poll of a waiting loop: no allocation, nothing to do when nothing came.
         for s in 0..self.by_source.len() {
             if !self.by_source[s].is_empty()
+                && !self.announced.get(s).is_some_and(|&a| a)
                 && let Some(f) = self.next_from(s)?
             {
                 return Ok(Some((s as i32, f.0, f.1)));
             }
         }
         Ok(None)
+    }
+
+    /// From now on, frames from `source` are taken only by [`take_from`](Self::take_from).
+    pub(crate) fn announced_only(&mut self, source: i32) {
+        if let Ok(s) = usize::try_from(source) {
+            if self.announced.len() <= s {
+                self.announced.resize(s + 1, false);
+            }
+            self.announced[s] = true;
+        }
+    }
+
+    /// The next complete frame from `source`, with its tag.
+    pub(crate) fn take_from(&mut self, source: i32) -> Result<Option<(c_int, Frame)>, String> {
+        match usize::try_from(source) {
+            Ok(s) => self.next_from(s),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Whether receives are under way.
