@@ -41,7 +41,17 @@ struct Nodes {
 }
 
 fn sim(args: &[&str]) -> Output {
-    Command::new(SCRIPT).args(args).stdin(Stdio::null()).output().expect("sim-nodes.sh runs")
+    sim_with(args, 1)
+}
+
+/// [`sim`] with `slots` MPI slots per node in the hostfile.
+fn sim_with(args: &[&str], slots: usize) -> Output {
+    Command::new(SCRIPT)
+        .args(args)
+        .env("SIM_NODES_SLOTS", slots.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("sim-nodes.sh runs")
 }
 
 /// Whether this process may make network and UTS namespaces (root, and not in a container that
@@ -80,6 +90,11 @@ fn ns(pid: u32, kind: &str) -> Option<String> {
 impl Nodes {
     /// Makes nodes `names` (the first is the head node), or None when not root.
     fn up(names: &[&str]) -> Option<Nodes> {
+        Nodes::up_with_slots(names, 1)
+    }
+
+    /// [`up`](Self::up) with `slots` MPI slots per node in the hostfile.
+    fn up_with_slots(names: &[&str], slots: usize) -> Option<Nodes> {
         if !can_simulate_nodes() {
             return None;
         }
@@ -88,7 +103,7 @@ impl Nodes {
         let (links_before, netns_before) = (host_links(), netns_list());
         let dir = tmp.path().join("cluster");
         let mut nodes = Nodes { tmp, nodes: Vec::new(), links_before, netns_before };
-        let out = sim(&[&["up", dir.to_str().unwrap()], names].concat());
+        let out = sim_with(&[&["up", dir.to_str().unwrap()], names].concat(), slots);
         assert!(out.status.success(), "sim-nodes.sh up failed: {}", show(&out));
         let list = std::fs::read_to_string(dir.join("nodes")).unwrap();
         nodes.nodes = list
@@ -315,6 +330,51 @@ fn a_run_spreads_over_three_nodes_over_tcp_and_moves_data_through_the_shared_fil
         "{}",
         log
     );
+    nodes.down();
+}
+
+/// Two slots per node: rank 1 shares rank 0's node and gets a shared-memory lane, ranks 2 and 3
+/// on node1 talk MPI over TCP, in the same run; every task comes back whole.
+#[test]
+fn a_rank_on_rank_0s_node_takes_a_lane_beside_ranks_on_another_node() {
+    let Some(nodes) = Nodes::up_with_slots(&["head", "node1"], 2) else { return };
+    let args = [
+        "--app",
+        "synthetic",
+        "--app.structure",
+        "bag",
+        "--app.task-count",
+        "300",
+        "--app.bag-max-running",
+        "6",
+        "--app.task-data-bytes",
+        "1000",
+        "--logging.level",
+        "DEBUG",
+    ];
+    let mut child = nodes.taps_run("head", 4, &args).spawn().unwrap();
+    let status = common::wait_or_kill(&mut child, 120, "taps run with a lane and remote ranks");
+    assert!(status.success(), "{:?}: {}", status, nodes.output());
+    let run = the_run_dir(&nodes.work());
+    let recs = common::records(&run);
+    assert_eq!(recs.len(), 300, "one record per task");
+    assert!(recs.iter().all(|r| r.success == Some(true)), "{:?}", recs.iter().find(|r| r.success != Some(true)));
+    let expected: BTreeMap<String, String> = [("rank-1", "head"), ("rank-2", "node1"), ("rank-3", "node1")]
+        .iter()
+        .map(|(r, h)| (r.to_string(), h.to_string()))
+        .collect();
+    assert_eq!(hosts_of_ranks(&recs), expected, "{}", nodes.output());
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("mpi: rank 1 is on this node: frames go through a shared-memory lane"), "{}", log);
+    assert!(!log.contains("mpi: rank 2 is on this node") && !log.contains("mpi: rank 3 is on this node"), "{}", log);
+    // Rank 1's Ready and one answer per task it ran came through its lane's ring.
+    let on_lane = recs.iter().filter(|r| r.worker.as_deref() == Some("rank-1")).count();
+    assert!(on_lane > 0, "rank 1 ran nothing");
+    let want = format!(
+        "mpi: frames from ranks on lanes: {} through the rings, 0 as announced MPI messages; ranks on lanes: 1",
+        on_lane + 1
+    );
+    assert!(log.contains(&want), "{}\n{}", want, log);
     nodes.down();
 }
 
