@@ -141,13 +141,17 @@ fn frames_taken(log: &str) -> (u64, u64) {
 /// From rank 0's DEBUG line: frames from ranks on same-node lanes taken from the rings, taken as
 /// announced MPI messages, and the number of ranks on lanes.
 fn lane_counts(log: &str) -> (u64, u64, u64) {
+    let n = lane_line(log);
+    (n[0], n[1], n[2])
+}
+
+/// The numbers of rank 0's DEBUG line on lanes (the last: frames to the ranks that waited for room).
+fn lane_line(log: &str) -> Vec<u64> {
     let line = log
         .lines()
         .find_map(|l| l.split_once("mpi: frames from ranks on lanes: ").map(|x| x.1))
         .unwrap_or_else(|| panic!("no count of lane frames in the log: {}", log));
-    let n: Vec<u64> =
-        line.split(|c: char| !c.is_ascii_digit()).filter(|t| !t.is_empty()).map(|t| t.parse().unwrap()).collect();
-    (n[0], n[1], n[2])
+    line.split(|c: char| !c.is_ascii_digit()).filter(|t| !t.is_empty()).map(|t| t.parse().unwrap()).collect()
 }
 
 /// With every rank on rank 0's node, the app's thread waiting for results takes the ranks'
@@ -167,6 +171,32 @@ fn rank_0_threads_waiting_for_results_take_the_answers_themselves() {
     // Both ranks are on this node: after the handshake, every frame came through their lanes'
     // rings (each rank's Ready, one Done per task), none as an MPI message.
     assert_eq!(lane_counts(&std::fs::read_to_string(run.join("log.txt")).unwrap()), (2_000 + 2, 0, 2));
+}
+
+/// With 60 tasks of 3 KB sent ahead to each rank, rank 0's frames fill a lane's 64 KiB ring: the
+/// rest wait in order in the lane's backlog and go as the rank takes the ring's; every payload
+/// arrives whole (the app checks each one's checksum) and every answer comes through the rings.
+#[test]
+fn frames_that_fill_a_lane_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = taps_run(dir.path(), 3);
+    c.args(synthetic("bag", 600)).args([
+        "--app.bag-max-running",
+        "120",
+        "--app.task-data-bytes",
+        "3000",
+        "--engine.executor.prefetch",
+        "60",
+        "--logging.level",
+        "DEBUG",
+    ]);
+    ok(c);
+    let run = the_run_dir(dir.path());
+    let recs = check_run(&run, 600, 3);
+    assert!(recs.iter().all(|r| r.success == Some(true)));
+    let n = lane_line(&std::fs::read_to_string(run.join("log.txt")).unwrap());
+    assert_eq!(n[..3], [600 + 2, 0, 2]);
+    assert!(n[3] > 0, "no frame waited for room: the rings never filled");
 }
 
 #[test]

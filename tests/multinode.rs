@@ -325,7 +325,7 @@ fn a_run_spreads_over_three_nodes_over_tcp_and_moves_data_through_the_shared_fil
     // Nor shared-memory lanes, which only a rank on rank 0's host gets.
     assert!(
         log.contains(
-            "mpi: frames from ranks on lanes: 0 through the rings, 0 as announced MPI messages; ranks on lanes: 0"
+            "mpi: frames from ranks on lanes: 0 through the rings, 0 as announced MPI messages; ranks on lanes: 0;"
         ),
         "{}",
         log
@@ -371,7 +371,7 @@ fn a_rank_on_rank_0s_node_takes_a_lane_beside_ranks_on_another_node() {
     let on_lane = recs.iter().filter(|r| r.worker.as_deref() == Some("rank-1")).count();
     assert!(on_lane > 0, "rank 1 ran nothing");
     let want = format!(
-        "mpi: frames from ranks on lanes: {} through the rings, 0 as announced MPI messages; ranks on lanes: 1",
+        "mpi: frames from ranks on lanes: {} through the rings, 0 as announced MPI messages; ranks on lanes: 1;",
         on_lane + 1
     );
     assert!(log.contains(&want), "{}\n{}", want, log);

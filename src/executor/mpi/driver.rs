@@ -963,12 +963,14 @@ impl Comm {
             self.taken[1]
         );
         let lanes = self.ranks.iter().filter_map(|r| r.lane.as_ref());
-        let (ring, mpi) = lanes.fold((0, 0), |(a, b), l| (a + l.taken[0], b + l.taken[1]));
+        let (ring, mpi, waited) = lanes.fold((0, 0, 0), |(a, b, c), l| (a + l.taken[0], b + l.taken[1], c + l.waited));
         tracing::debug!(
-            "mpi: frames from ranks on lanes: {} through the rings, {} as announced MPI messages; ranks on lanes: {}",
+            "mpi: frames from ranks on lanes: {} through the rings, {} as announced MPI messages; ranks on lanes: {}; \
+             frames to them that waited for room in a ring: {}",
             ring,
             mpi,
-            self.ranks.iter().filter(|r| r.lane.is_some()).count()
+            self.ranks.iter().filter(|r| r.lane.is_some()).count(),
+            waited
         );
         self.shutdown(cancel, rx);
         self.watcher.stop();

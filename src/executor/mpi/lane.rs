@@ -45,6 +45,8 @@ pub(crate) struct Lane {
     backlog: VecDeque<(c_int, Frame)>,
     /// Frames taken from the ring / as announced MPI messages, so far.
     pub taken: [u64; 2],
+    /// Messages to the peer that waited in the backlog, so far.
+    pub waited: u64,
 }
 
 /// What [`Lane::put`] did with a message.
@@ -57,12 +59,12 @@ enum Put {
 impl Lane {
     /// Rank 0's side of the lane to a rank.
     pub(crate) fn driver(bell: Doorbell) -> Lane {
-        Lane { bell, out: Side::ToWorker, due: 0, backlog: VecDeque::new(), taken: [0; 2] }
+        Lane { bell, out: Side::ToWorker, due: 0, backlog: VecDeque::new(), taken: [0; 2], waited: 0 }
     }
 
     /// A worker rank's side of its lane to rank 0.
     pub(crate) fn worker(bell: Doorbell) -> Lane {
-        Lane { bell, out: Side::ToDriver, due: 0, backlog: VecDeque::new(), taken: [0; 2] }
+        Lane { bell, out: Side::ToDriver, due: 0, backlog: VecDeque::new(), taken: [0; 2], waited: 0 }
     }
 
     fn inward(&self) -> Side {
@@ -112,18 +114,17 @@ impl Lane {
         frame: Frame,
         shares: bool,
     ) -> Result<Option<Sending>, String> {
-        if !self.backlog.is_empty() {
-            self.backlog.push_back((tag, frame));
-            return Ok(None);
-        }
-        match self.put(dest, tag, frame, shares)? {
-            Put::Ring => Ok(None),
-            Put::Mpi(s) => Ok(Some(s)),
-            Put::Full(tag, frame) => {
-                self.backlog.push_front((tag, frame));
-                Ok(None)
+        if self.backlog.is_empty() {
+            match self.put(dest, tag, frame, shares)? {
+                Put::Ring => return Ok(None),
+                Put::Mpi(s) => return Ok(Some(s)),
+                Put::Full(tag, frame) => self.backlog.push_back((tag, frame)),
             }
+        } else {
+            self.backlog.push_back((tag, frame));
         }
+        self.waited += 1;
+        Ok(None)
     }
 
     /// Sends what waits in the backlog while the ring has room; the MPI sends it started.
@@ -239,6 +240,7 @@ mod tests {
             assert!(driver.send(1, TAG_FRAME, run_frame(seq, 3000), false).unwrap().is_none());
         }
         assert!(driver.backlogged(), "the ring filled up");
+        assert!(driver.waited > 0 && driver.waited < 40, "{}", driver.waited);
         let mut inbox = Inbox::default();
         let mut got = Vec::new();
         while got.len() < 40 {
