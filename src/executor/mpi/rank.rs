@@ -6,9 +6,10 @@
 //! connection (rank 0 rings it when it sends work to a rank that has waited a while: see
 //! [`liveness`]), and checks that rank 0 is still alive. A rank on rank 0's node takes its frames
 //! from its [lane](super::lane) instead (polling it, yielding between polls after the first
-//! microseconds, then sleeping on the lane's page, which rank 0's next frame wakes). After a task that ran longer than
-//! rank 0 spins, it rings rank 0 once its answer is sent. On `Shutdown` it closes the liveness connection before anything else:
-//! that is how rank 0 knows the rank has been told.
+//! microseconds, then sleeping on the lane's page, which rank 0's next frame wakes). After a
+//! task that ran longer than rank 0 spins, it rings rank 0 once its answer is sent. On
+//! `Shutdown` it closes the liveness connection before anything else: that is how rank 0 knows
+//! the rank has been told.
 //!
 //! Signals: SIGINT, SIGTERM and SIGHUP reach a worker rank when the whole job is being stopped
 //! (mpirun's SIGTERM after a Ctrl-C, srun forwarding one); rank 0 then records every task and
