@@ -14,6 +14,7 @@
 //! job still run [`ESCALATE_AFTER`] later, the launcher gets SIGTERM (mpirun then stops the job).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -106,6 +107,15 @@ pub(crate) fn slots(launcher_args: &[String]) -> u64 {
     hosts.unwrap_or(cores)
 }
 
+/// Whether OpenMPI `launcher_args` name hosts to run on (a host list or a hostfile).
+fn names_hosts(launcher_args: &[String]) -> bool {
+    launcher_args.iter().any(|a| {
+        let flag = a.split_once('=').map_or(a.as_str(), |(f, _)| f);
+        a.starts_with('-')
+            && matches!(flag.trim_start_matches('-'), "hostfile" | "machinefile" | "default-hostfile" | "host" | "H")
+    })
+}
+
 /// The slots of an OpenMPI hostfile's `text`; a line without `slots=N` has `cores`.
 fn hostfile_slots(text: &str, cores: u64) -> u64 {
     text.lines()
@@ -158,12 +168,14 @@ fn in_profile(name: &str, e: LaunchError) -> LaunchError {
 
 /// Runs the launch and waits for the job, passing signals on; removes the status file.
 pub fn run(l: &Launch) -> Result<Ended, LaunchError> {
+    let session = SessionBase::for_launch(&l.program, &l.command.env, &l.command.args)?;
     create_blank(&l.status_file)?;
     // Rank 0 names its shared-memory files with this prefix; whatever is left of them when the
     // job has ended (every rank killed) is removed here.
     let shm_prefix = crate::shm::new_prefix();
     let mut c = Command::new(&l.program);
     c.args(&l.command.args).envs(&l.command.env).env(crate::shm::PREFIX_ENV, &shm_prefix).stdin(Stdio::null());
+    session.apply(&mut c);
     // SAFETY: only an async-signal-safe call between fork and exec.
     unsafe {
         c.pre_exec(|| {
@@ -261,6 +273,55 @@ fn wait_passing_signals(
     Ok((status, got.load(Ordering::SeqCst) != 0))
 }
 
+/// The MCA variables that choose where OpenMPI keeps its session directories.
+const TMPDIR_BASE_VARS: [&str; 3] =
+    ["OMPI_MCA_orte_tmpdir_base", "OMPI_MCA_orte_local_tmpdir_base", "OMPI_MCA_orte_remote_tmpdir_base"];
+
+/// A directory of one launch for mpirun's session files. mpirun keeps them in
+/// `$TMPDIR/ompi.HOST.UID`, which it creates when it starts and removes when it ends, so two
+/// jobs of one user that start and end at the same moment on one node can race there, and the
+/// one starting fails ("A call to mkdir was unable to create the desired directory … File
+/// exists", open-mpi/ompi#8510). A job that taps starts on this node alone therefore gets a
+/// directory of its own in the temporary directory (`orte_tmpdir_base`), removed when the launch
+/// has ended. Not made when the launcher is not OpenMPI's, when the user chose the place
+/// (`OMPI_MCA_orte_*tmpdir_base` set here or by the profile), or when the job may reach other
+/// nodes (a host list or hostfile in the launcher arguments, or inside a batch allocation): their
+/// daemons would create the directory there too and leave it behind. (Only the global base
+/// works: ranks that see both it and a local base, which mpirun passes on, refuse to start.)
+struct SessionBase(Option<PathBuf>);
+
+impl SessionBase {
+    fn for_launch(
+        program: &Path,
+        env: &BTreeMap<String, String>,
+        launcher_args: &[String],
+    ) -> std::io::Result<SessionBase> {
+        let chosen = TMPDIR_BASE_VARS.iter().any(|v| env.contains_key(*v) || std::env::var_os(v).is_some());
+        let allocation =
+            ["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID"].iter().any(|v| std::env::var_os(v).is_some());
+        if !is_mpirun(program) || chosen || allocation || names_hosts(launcher_args) {
+            return Ok(SessionBase(None));
+        }
+        let dir = std::env::temp_dir().join(format!("{}-ompi", crate::shm::new_prefix()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(SessionBase(Some(dir)))
+    }
+
+    fn apply(&self, c: &mut Command) {
+        if let Some(dir) = &self.0 {
+            c.env(TMPDIR_BASE_VARS[0], dir);
+        }
+    }
+}
+
+impl Drop for SessionBase {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Whether `program` is OpenMPI's launcher (which a probe can run cheaply on this node).
 fn is_mpirun(program: &Path) -> bool {
     program.file_name().is_some_and(|n| matches!(n.to_str(), Some("mpirun" | "mpiexec" | "orterun")))
@@ -295,14 +356,12 @@ pub fn probe(o: &MpiJob) -> Result<(), LaunchError> {
         ..Default::default()
     };
     let cmd = profile.probe_command(&spec).map_err(|e| in_profile(&o.launcher, e))?;
-    let mut child = Command::new(&program)
-        .args(&cmd.args)
-        .envs(&cmd.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| LaunchError::Start { program: program.display().to_string(), source })?;
+    let session = SessionBase::for_launch(&program, &cmd.env, &cmd.args)?;
+    let mut c = Command::new(&program);
+    c.args(&cmd.args).envs(&cmd.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    session.apply(&mut c);
+    let mut child =
+        c.spawn().map_err(|source| LaunchError::Start { program: program.display().to_string(), source })?;
     let deadline = Instant::now() + PROBE_TIMEOUT;
     while child.try_wait()?.is_none() {
         if Instant::now() >= deadline {
@@ -360,5 +419,15 @@ mod tests {
         assert_eq!(slots(&words("-H a,b,c")), 3);
         // An unreadable hostfile counts as this node (the launcher's probe names the problem).
         assert_eq!(slots(&words("--hostfile /nonexistent/hosts")), cores);
+    }
+
+    #[test]
+    fn a_job_names_other_hosts_through_a_host_list_or_a_hostfile() {
+        for args in ["--hostfile h", "-hostfile h", "--hostfile=h", "--machinefile h", "-H a,b", "--host a:2"] {
+            assert!(names_hosts(&words(args)), "{}", args);
+        }
+        for args in ["", "--bind-to none", "-np 3 ./host", "--map-by node"] {
+            assert!(!names_hosts(&words(args)), "{}", args);
+        }
     }
 }

@@ -22,10 +22,15 @@ use common::{descendants, show, the_run_dir, wait_for};
 const TAPS: &str = env!("CARGO_BIN_EXE_taps");
 const WORKER: &str = env!("CARGO_BIN_EXE_taps-worker");
 
-/// `mpirun --oversubscribe -np N PROGRAM`, as root if need be, with yield-when-idle.
-fn mpirun(n: usize, program: &str) -> Command {
+/// `mpirun --oversubscribe -np N PROGRAM` in `dir`, as root if need be, with yield-when-idle,
+/// keeping its session files in `dir` (as `taps run` gives mpirun a directory of its own: the
+/// tests' mpiruns run side by side, and OpenMPI's shared `/tmp/ompi.HOST.UID` is racy, see
+/// `SessionBase` in launchers/mpi.rs).
+fn mpirun(dir: &Path, n: usize, program: &str) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "-np", &n.to_string(), program])
+    c.current_dir(dir)
+        .args(["--oversubscribe", "-np", &n.to_string(), program])
+        .env("OMPI_MCA_orte_tmpdir_base", dir.join(".ompi-session"))
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_mpi_yield_when_idle", "1")
@@ -98,8 +103,8 @@ fn expected(structure: &str, n: usize) -> usize {
 fn every_synthetic_structure_runs_under_mpirun_taps_worker() {
     for structure in ["bag", "diamond", "reduce", "sequential"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = mpirun(3, WORKER);
-        c.current_dir(dir.path()).args(synthetic(structure, 8));
+        let mut c = mpirun(dir.path(), 3, WORKER);
+        c.args(synthetic(structure, 8));
         ok(c);
         let recs = check_run(&the_run_dir(dir.path()), expected(structure, 8), 3);
         if structure == "bag" {
@@ -211,13 +216,7 @@ fn data_moves_inline_and_through_files_with_both_entry_points() {
                     .iter()
                     .map(|s| s.to_string()),
             );
-            let mut c = if entry == "mpirun" {
-                let mut c = mpirun(3, WORKER);
-                c.current_dir(dir.path());
-                c
-            } else {
-                taps_run(dir.path(), 3)
-            };
+            let mut c = if entry == "mpirun" { mpirun(dir.path(), 3, WORKER) } else { taps_run(dir.path(), 3) };
             c.args(&args);
             ok(c);
             // The synthetic app checks every payload's checksum; the data/ directory is gone.
@@ -239,8 +238,8 @@ fn a_hundred_megabyte_payload_crosses_ranks_inline_and_by_file() {
     const B: u64 = 100_000_000;
     for transformer in ["none", "file"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = mpirun(2, WORKER);
-        c.current_dir(dir.path()).args(synthetic("sequential", 1)).args([
+        let mut c = mpirun(dir.path(), 2, WORKER);
+        c.args(synthetic("sequential", 1)).args([
             "--app.task-data-bytes",
             &B.to_string(),
             "--engine.transformer",
@@ -257,14 +256,14 @@ fn taps_worker_runs_in_a_prepared_run_directory() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("prepared");
     std::fs::create_dir(&run).unwrap();
-    let mut c = mpirun(3, WORKER);
-    c.current_dir(dir.path()).args(synthetic("diamond", 3)).args(["--run-dir", run.to_str().unwrap()]);
+    let mut c = mpirun(dir.path(), 3, WORKER);
+    c.args(synthetic("diamond", 3)).args(["--run-dir", run.to_str().unwrap()]);
     ok(c);
     assert!(!dir.path().join("runs").exists());
     check_run(&run, 5, 3);
     // The same directory is not reused.
-    let mut c = mpirun(3, WORKER);
-    c.current_dir(dir.path()).args(synthetic("diamond", 3)).args(["--run-dir", run.to_str().unwrap()]);
+    let mut c = mpirun(dir.path(), 3, WORKER);
+    c.args(synthetic("diamond", 3)).args(["--run-dir", run.to_str().unwrap()]);
     let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds tasks.jsonl"), "{}", show(&out));
@@ -284,7 +283,7 @@ fn example(name: &str) -> PathBuf {
 fn mpi_engine(abort: bool) -> (Output, Vec<TaskRecord>) {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
-    let mut c = mpirun(3, example("mpi_engine").to_str().unwrap());
+    let mut c = mpirun(dir.path(), 3, example("mpi_engine").to_str().unwrap());
     c.arg(&out_dir).env("OMPI_MCA_orte_enable_recovery", "1");
     if abort {
         c.arg("abort");
@@ -398,9 +397,8 @@ fn a_rank_killed_mid_run_ends_the_run_with_an_error_naming_it_and_every_record()
 fn without_recovery_a_killed_rank_fails_every_unfinished_task_at_once() {
     // mpirun without --enable-recovery kills every rank about a second after one dies.
     let dir = tempfile::tempdir().unwrap();
-    let mut c = mpirun(3, WORKER);
-    c.current_dir(dir.path())
-        .args(synthetic("reduce", 12))
+    let mut c = mpirun(dir.path(), 3, WORKER);
+    c.args(synthetic("reduce", 12))
         .args(["--app.task-sleep", "0.4"])
         .env_remove("OMPI_MCA_orte_enable_recovery")
         .stdout(Stdio::piped())
@@ -528,15 +526,15 @@ fn taps_worker_alone_is_a_world_of_one_and_says_so() {
     );
     assert!(!dir.path().join("runs").exists());
     // Bad input on rank 0 of a real job: one error, every rank exits, no run directory.
-    let mut c = mpirun(3, WORKER);
-    c.current_dir(dir.path()).args(synthetic("bag", 2)).args(["--app.task-cont", "3"]);
+    let mut c = mpirun(dir.path(), 3, WORKER);
+    c.args(synthetic("bag", 2)).args(["--app.task-cont", "3"]);
     let out = c.output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean --app.task-count"), "{}", show(&out));
     assert!(!dir.path().join("runs").exists());
     // Another executor cannot be chosen under MPI.
-    let mut c = mpirun(2, WORKER);
-    c.current_dir(dir.path()).args(synthetic("bag", 2)).args(["--engine.executor", "thread-pool"]);
+    let mut c = mpirun(dir.path(), 2, WORKER);
+    c.args(synthetic("bag", 2)).args(["--engine.executor", "thread-pool"]);
     let out = c.output().unwrap();
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("taps-worker under MPI runs the mpi executor"),
@@ -569,13 +567,7 @@ enum Target {
 fn interrupt(entry: &str, target: Target, signal: i32) {
     let dir = tempfile::tempdir().unwrap();
     let n = 400;
-    let mut c = if entry == "taps run" {
-        taps_run(dir.path(), 3)
-    } else {
-        let mut c = mpirun(3, WORKER);
-        c.current_dir(dir.path());
-        c
-    };
+    let mut c = if entry == "taps run" { taps_run(dir.path(), 3) } else { mpirun(dir.path(), 3, WORKER) };
     c.args(synthetic("reduce", n))
         .args(["--app.task-sleep", "0.02"])
         .stdout(Stdio::piped())
@@ -685,9 +677,8 @@ fn a_task_longer_than_the_heartbeat_timeout_on_a_live_rank_is_not_lost() {
 fn a_rank_whose_driver_really_died_still_exits() {
     // With recovery, mpirun waits for every rank: the workers must end by themselves.
     let (dir, shm) = (tempfile::tempdir().unwrap(), shm_dir());
-    let mut c = mpirun(3, WORKER);
-    c.current_dir(dir.path())
-        .args(synthetic("reduce", 12))
+    let mut c = mpirun(dir.path(), 3, WORKER);
+    c.args(synthetic("reduce", 12))
         .args(["--app.task-sleep", "0.4", "--app.task-data-bytes", "1000000"])
         .env("OMPI_MCA_orte_enable_recovery", "1")
         .env("TAPS_SHM_DIR", shm.path())
@@ -726,8 +717,8 @@ fn fifty_short_jobs_under_two_cpu_burners_all_exit_0() {
     let mut failures = Vec::new();
     for i in 0..50 {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = mpirun(3, WORKER);
-        c.current_dir(dir.path()).args(synthetic("bag", 2)).args(["--app.task-data-bytes", "1000000"]);
+        let mut c = mpirun(dir.path(), 3, WORKER);
+        c.args(synthetic("bag", 2)).args(["--app.task-data-bytes", "1000000"]);
         let out = c.output().unwrap();
         if !out.status.success() || common::run_dirs(dir.path()).len() != 1 {
             failures.push(format!("job {}: {}", i, show(&out)));
@@ -911,4 +902,47 @@ fn shared_memory_is_removed_when_every_rank_is_killed() {
     let out = wait_guarded(child);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
     assert!(files(shm.path()).is_empty(), "files left after every rank was killed: {:?}", files(shm.path()));
+}
+
+/// The entries of `dir` whose names match `f`.
+fn entries_where(dir: &Path, f: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.flatten().filter(|e| f(&e.file_name().to_string_lossy())).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn taps_run_gives_mpirun_a_session_directory_of_its_own_and_removes_it() {
+    // OpenMPI's shared /tmp/ompi.HOST.UID is racy between jobs that start and end together
+    // (open-mpi/ompi#8510); a job taps starts keeps its session files in a directory of its own
+    // in the temporary directory, unless the user chose the place.
+    let (dir, tmp, chosen) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |user_base: bool| {
+        let mut c = taps_run(dir.path(), 3);
+        c.args(synthetic("bag", 4))
+            .args(["--app.task-sleep", "0.5"])
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if user_base {
+            c.env("OMPI_MCA_orte_tmpdir_base", chosen.path());
+        }
+        c.spawn().unwrap()
+    };
+    let ours = |n: &str| n.starts_with("taps-") && n.ends_with("-ompi");
+    let child = start(false);
+    let session = wait_for(|| entries_where(tmp.path(), ours).pop());
+    wait_for(|| entries_where(&session, |n| n.starts_with("ompi.")).pop());
+    let out = wait_guarded(child);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(entries_where(tmp.path(), |_| true), Vec::<PathBuf>::new(), "the session directory is removed");
+
+    let child = start(true);
+    wait_for(|| entries_where(chosen.path(), |n| n.starts_with("ompi.")).pop());
+    assert_eq!(entries_where(tmp.path(), ours), Vec::<PathBuf>::new(), "the user's choice is kept");
+    let out = wait_guarded(child);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(common::run_dirs(dir.path()).len(), 2);
 }
