@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -85,9 +85,10 @@ pub trait Executor: Send {
     }
     /// Whether the engine may bypass its dispatcher thread: call [`submit`](Executor::submit)
     /// from the thread that submits a task whose arguments are all ready (under a lock, never two
-    /// at once), and finish a task on the thread that reports its [`Completion`]. An executor
-    /// that says so must not give [`pending_ref`](Executor::pending_ref)s. Default: no (every job
-    /// and completion passes through the dispatcher thread).
+    /// at once), and finish a task on the thread that reports its [`Completion`]. A task with an
+    /// unfinished parent still goes through the dispatcher (and may get
+    /// [`pending_ref`](Executor::pending_ref)s); its completion too, when it comes before a
+    /// parent's. Default: no (every job and completion passes through the dispatcher thread).
     fn direct(&self) -> bool {
         false
     }
@@ -544,6 +545,9 @@ pub enum Msg {
     /// A task the dispatcher watches finished on another thread (its record is queued): feed
     /// its outcome to the children waiting for it.
     Released(Arc<TaskCell>, Result<Payload, TaskError>),
+    /// A task finished on another thread while the dispatcher held completions that came
+    /// before a parent's ([`Book::early`]): those waiting for this one go on.
+    Settled(u64),
     /// Records were queued while none were: write them within 2 ms. ([`Msg::Released`]
     /// says so too.)
     Records,
@@ -679,6 +683,7 @@ impl Engine {
             records: Mutex::new(Vec::new()),
             interrupted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            early: AtomicUsize::new(0),
         });
         let done = Completer { tx: tx.clone(), book: book.direct.then(|| book.clone()) };
         executor.start(done, data.clone())?;
@@ -991,6 +996,10 @@ struct Book {
     interrupted: AtomicBool,
     /// Mirrors [`Table::closed`], read without the lock.
     closed: AtomicBool,
+    /// Completions the dispatcher holds (or is about to hold) until a parent finished
+    /// ([`Dispatcher::early`]): a task finished on another thread meanwhile says so
+    /// ([`Msg::Settled`]).
+    early: AtomicUsize,
 }
 
 /// The tasks at the executor.
@@ -1114,11 +1123,20 @@ impl Book {
 
     /// A completion reported on an executor's thread ([`Executor::direct`]).
     fn complete(&self, c: Completion) {
+        let seq = c.seq;
         let r = {
             let mut t = self.table();
-            let Some(r) = t.running.remove(&c.seq) else {
+            let Some(r) = t.running.get(&seq) else {
                 return; // abandoned after an interrupt
             };
+            // A child that went to the executor before its parents finished is recorded after
+            // them: the dispatcher holds it until they have.
+            if r.pending.iter().any(|p| !p.is_finished()) {
+                drop(t);
+                let _ = self.tx.send(Msg::Done(c));
+                return;
+            }
+            let r = t.running.remove(&seq).expect("running");
             t.settling += 1;
             r
         };
@@ -1131,6 +1149,9 @@ impl Book {
                 let _ = self.tx.send(Msg::Records);
             }
             (None, false) => {}
+        }
+        if self.early.load(Ordering::SeqCst) > 0 {
+            let _ = self.tx.send(Msg::Settled(seq));
         }
         let mut t = self.table();
         t.settling -= 1;
@@ -1418,6 +1439,14 @@ impl Dispatcher {
                 self.unflushed_since.get_or_insert_with(Instant::now);
                 self.release_children(cell, outcome);
             }
+            Msg::Settled(seq) => {
+                if let Some(waited) = self.early.remove(&seq) {
+                    self.book.early.fetch_sub(waited.len(), Ordering::SeqCst);
+                    for c in waited {
+                        self.done(c);
+                    }
+                }
+            }
             Msg::Cancel(seq) => {
                 if let Some(w) = self.waiting.remove(&seq) {
                     let err = TaskError::new(ErrorKind::Cancelled, "the task was cancelled before it started");
@@ -1535,11 +1564,14 @@ impl Dispatcher {
                 return; // abandoned after an interrupt, or finished on another thread
             };
             // A child that went to the executor before its parents finished is recorded after
-            // them, so that a parent's failure is known.
+            // them, so that a parent's failure is known. Counted before the look: a parent
+            // finishing on another thread meanwhile then says so (`Msg::Settled`).
+            self.book.early.fetch_add(1, Ordering::SeqCst);
             if let Some(p) = r.pending.iter().find(|p| !p.is_finished()) {
                 self.early.entry(p.seq).or_default().push(c);
                 return;
             }
+            self.book.early.fetch_sub(1, Ordering::SeqCst);
             t.running.remove(&c.seq).expect("running")
         };
         let seq = r.cell.seq;
@@ -1549,6 +1581,7 @@ impl Dispatcher {
             self.release_children(cell, outcome);
         }
         if let Some(waited) = self.early.remove(&seq) {
+            self.book.early.fetch_sub(waited.len(), Ordering::SeqCst);
             next.extend(waited);
         }
     }
@@ -1946,6 +1979,11 @@ mod tests {
         done: Option<Completer>,
         jobs: Vec<u64>,
         child_ok: bool,
+        /// A [direct](Executor::direct) executor (as the engines' bridge is).
+        direct: bool,
+        /// The reports come from another thread, the parent's 50 ms after the child's (so that
+        /// the dispatcher holds the child's when the parent's comes).
+        later: bool,
     }
 
     impl Executor for Reversed {
@@ -1962,9 +2000,22 @@ mod tests {
                 let done = self.done.as_ref().unwrap();
                 let outcome = |ok| if ok { Ok(Payload::local(())) } else { Err(TaskError::new("EngineError", "x")) };
                 let c = |seq, outcome| Completion { seq, outcome, execution: None, worker: None };
-                done.complete(c(child, outcome(self.child_ok)));
-                done.complete(c(parent, outcome(self.child_ok)));
+                let (first, second) = (c(child, outcome(self.child_ok)), c(parent, outcome(self.child_ok)));
+                if self.later {
+                    let done = done.clone();
+                    std::thread::spawn(move || {
+                        done.complete(first);
+                        std::thread::sleep(Duration::from_millis(50));
+                        done.complete(second);
+                    });
+                } else {
+                    done.complete(first);
+                    done.complete(second);
+                }
             }
+        }
+        fn direct(&self) -> bool {
+            self.direct
         }
         fn shutdown(&mut self, _: bool) {}
         fn describe(&self) -> String {
@@ -1977,14 +2028,26 @@ mod tests {
 
     #[test]
     fn a_child_sent_before_its_parent_finished_is_recorded_after_it_and_fails_as_its_child() {
-        for ok in [true, false] {
+        let cases = [false, true].into_iter().flat_map(|d| [false, true].map(|l| (d, l)));
+        for ((direct, later), ok) in cases.flat_map(|c| [true, false].map(|ok| (c, ok))) {
             let tmp = tempfile::tempdir().unwrap();
             let path = tmp.path().join("tasks.jsonl");
-            let executor = Reversed { done: None, jobs: Vec::new(), child_ok: ok };
+            let executor = Reversed { done: None, jobs: Vec::new(), child_ok: ok, direct, later };
             let e = Engine::builder(Box::new(executor)).records(RecordWriter::create(&path).unwrap()).build();
             let parent = e.submit::<builtin::Warmup>(());
             let child = e.submit::<After>(((&parent).into(),));
-            assert_eq!(child.result().is_ok(), ok);
+            // A child held for a parent that finished on another thread must not wait for ever.
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let c = child.clone();
+            std::thread::spawn(move || tx.send(c.result().is_ok()));
+            let got = rx.recv_timeout(Duration::from_secs(60));
+            assert_eq!(
+                got,
+                Ok(ok),
+                "direct {}, later {}: the child's outcome (a timeout: it never came)",
+                direct,
+                later
+            );
             let summary = e.shutdown();
             assert_eq!((summary.records, summary.failed), (2, if ok { 0 } else { 2 }));
             let recs = crate::record::read_records(&path).unwrap();

@@ -519,6 +519,12 @@ impl Executor for Bridge {
         true
     }
 
+    /// A ready task goes to the bridge from the thread that submits it, and a completion is
+    /// finished on the reader thread: no wake-up of the dispatcher thread on either way.
+    fn direct(&self) -> bool {
+        true
+    }
+
     fn submit(&mut self, job: Job) {
         let Some(inner) = &self.inner else { return };
         let held = *inner.held.lock().unwrap();
