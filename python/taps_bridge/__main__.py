@@ -5,6 +5,7 @@ import os
 import signal
 import struct
 import sys
+import tempfile
 import threading
 import traceback
 
@@ -61,100 +62,129 @@ def error_of(e):
     return {"type": "EngineError", "message": "%s: %s" % (type(e).__name__, e), "traceback": traceback.format_exc()}
 
 
+class Server:
+    """One run's engine, driven by the driver's messages (:meth:`handle`); answers go through
+    ``ch.send(msg, blobs)``. :meth:`handle` returns False once the driver said ``shutdown``;
+    :meth:`close` ends the engine and says ``bye``."""
+
+    def __init__(self, ch):
+        self.ch = ch
+        self.engine = None
+        # taps key -> engine future, kept until the driver releases it: the engine keeps a
+        # task's value while its future lives (and while a task that takes it has not run).
+        self.futures = {}
+        self.peak = self.early = 0
+        self.counts = {"in_process": 0}
+        self.inline = 0
+        self.pending = False
+        self.ctx = None
+
+    def handle(self, msg, blobs):
+        ch, engine, futures = self.ch, self.engine, self.futures
+        op = msg["op"]
+        if op == "start":
+            try:
+                if msg.get("tmp"):
+                    # The engine's temporary files (Ray's session, Dask's scratch space) go there.
+                    os.environ["TMPDIR"] = msg["tmp"]
+                    tempfile.tempdir = None
+                self.engine = engines.build(msg["engine"], msg["options"])
+                self.inline = msg.get("inline", 0)
+                # Tasks run inside the engine's workers (taps_native) when the module is of
+                # the driver's build, unless the driver said not to.
+                build = msg.get("build")
+                native, where = native_status(build) if build else (False, "turned off (TAPS_IN_PROCESS=0)")
+                self.ctx = (msg["worker"], blobs[0], build if native else None)
+                # An engine that resolves futures as arguments itself takes a child before its
+                # parents finished (the driver then sends it at once).
+                self.pending = getattr(self.engine, "pending_parents", False)
+                ch.send(
+                    {
+                        "op": "ready",
+                        "describe": self.engine.describe(),
+                        "pending_parents": self.pending,
+                        "in_process": native,
+                        "runner": where,
+                    }
+                )
+            except Exception as e:
+                ch.send({"op": "error", "message": "%s: %s" % (type(e).__name__, e)})
+                return False
+        elif op == "submit":
+            seq, key = msg["seq"], msg["key"]
+            spec, deps = [], []
+            try:
+                for a in msg["args"]:
+                    if "blob" in a:
+                        spec.append(("seg", blobs[a["blob"]]))
+                    elif "slot" in a:
+                        spec.append(("slot", blobs[a["slot"]]))
+                    else:
+                        spec.append(("dep", len(deps)))
+                        deps.append(futures[a["dep"]])
+                # A parent not finished yet: the engine runs the child once it has.
+                self.early += self.pending and any(not engine.done(d) for d in deps)
+                fut = engine.submit_task(key, self.ctx, blobs[0], spec, [engine.arg(d) for d in deps])
+            except Exception as e:
+                ch.send({"op": "done", "seq": seq, "error": error_of(e)})
+            else:
+                futures[key] = fut
+                self.peak = max(self.peak, len(futures))
+                inline, counts = self.inline, self.counts
+                engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline, counts))
+            release(engine, futures, msg.get("release", ()))
+        elif op == "release":
+            release(engine, futures, msg["keys"])
+        elif op == "fetch":
+            try:
+                header, segments = engine.result(futures[msg["key"]])[:2]
+                ch.send({"op": "value", "id": msg["id"]}, [header] + list(segments))
+            except Exception as e:
+                ch.send({"op": "value", "id": msg["id"], "error": "%s: %s" % (type(e).__name__, e)})
+        elif op == "stats":
+            ch.send({"op": "stats", "id": msg["id"], "sent": ch.sent})
+        elif op == "shutdown":
+            return False
+        return True
+
+    def close(self):
+        """Ends the engine (if it started) and says ``bye`` with the run's counts."""
+        bye = {
+            "op": "bye",
+            "held": len(self.futures),
+            "peak": self.peak,
+            "early": self.early,
+            "in_process": self.counts["in_process"],
+        }
+        if self.engine is not None:
+            try:
+                # What the engine itself still holds (Dask: its scheduler's tasks), if it says.
+                if hasattr(self.engine, "tasks"):
+                    bye["engine_tasks"] = self.engine.tasks()
+            except Exception:
+                traceback.print_exc()
+            try:
+                self.engine.close()
+            except Exception:
+                traceback.print_exc()
+        try:
+            self.ch.send(dict(bye, sent=self.ch.sent))
+        except Exception:
+            pass
+
+
 def main():
     # The driver died (its death signal): end every process of the engine, which all run in
     # this process's group.
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
-    ch = Channel()
-    engine = None
-    # taps key -> engine future, kept until the driver releases it: the engine keeps a task's
-    # value while its future lives (and while a task that takes it has not run).
-    futures = {}
-    peak = early = 0
-    counts = {"in_process": 0}
-    inline = 0
-    pending = False
+    server = Server(Channel())
     try:
         while True:
-            msg, blobs = ch.recv()
-            if msg is None:
-                break
-            op = msg["op"]
-            if op == "start":
-                try:
-                    engine = engines.build(msg["engine"], msg["options"])
-                    inline = msg.get("inline", 0)
-                    # Tasks run inside the engine's workers (taps_native) when the module is of
-                    # the driver's build, unless the driver said not to.
-                    build = msg.get("build")
-                    native, where = native_status(build) if build else (False, "turned off (TAPS_IN_PROCESS=0)")
-                    ctx = (msg["worker"], blobs[0], build if native else None)
-                    # An engine that resolves futures as arguments itself takes a child before its
-                    # parents finished (the driver then sends it at once).
-                    pending = getattr(engine, "pending_parents", False)
-                    ch.send(
-                        {
-                            "op": "ready",
-                            "describe": engine.describe(),
-                            "pending_parents": pending,
-                            "in_process": native,
-                            "runner": where,
-                        }
-                    )
-                except Exception as e:
-                    ch.send({"op": "error", "message": "%s: %s" % (type(e).__name__, e)})
-                    break
-            elif op == "submit":
-                seq, key = msg["seq"], msg["key"]
-                spec, deps = [], []
-                try:
-                    for a in msg["args"]:
-                        if "blob" in a:
-                            spec.append(("seg", blobs[a["blob"]]))
-                        elif "slot" in a:
-                            spec.append(("slot", blobs[a["slot"]]))
-                        else:
-                            spec.append(("dep", len(deps)))
-                            deps.append(futures[a["dep"]])
-                    # A parent not finished yet: the engine runs the child once it has.
-                    early += pending and any(not engine.done(d) for d in deps)
-                    fut = engine.submit_task(key, ctx, blobs[0], spec, [engine.arg(d) for d in deps])
-                except Exception as e:
-                    ch.send({"op": "done", "seq": seq, "error": error_of(e)})
-                else:
-                    futures[key] = fut
-                    peak = max(peak, len(futures))
-                    engine.on_done(fut, lambda f, seq=seq: report(ch, engine, f, seq, inline, counts))
-                release(engine, futures, msg.get("release", ()))
-            elif op == "release":
-                release(engine, futures, msg["keys"])
-            elif op == "fetch":
-                try:
-                    header, segments = engine.result(futures[msg["key"]])[:2]
-                    ch.send({"op": "value", "id": msg["id"]}, [header] + list(segments))
-                except Exception as e:
-                    ch.send({"op": "value", "id": msg["id"], "error": "%s: %s" % (type(e).__name__, e)})
-            elif op == "stats":
-                ch.send({"op": "stats", "id": msg["id"], "sent": ch.sent})
-            elif op == "shutdown":
+            msg, blobs = server.ch.recv()
+            if msg is None or not server.handle(msg, blobs):
                 break
     finally:
-        bye = {"op": "bye", "held": len(futures), "peak": peak, "early": early, "in_process": counts["in_process"]}
-        if engine is not None:
-            try:
-                # What the engine itself still holds (Dask: its scheduler's tasks), if it says.
-                if hasattr(engine, "tasks"):
-                    bye["engine_tasks"] = engine.tasks()
-            except Exception:
-                traceback.print_exc()
-            try:
-                engine.close()
-            except Exception:
-                traceback.print_exc()
-        try:
-            ch.send(dict(bye, sent=ch.sent))
-        except Exception:
-            pass
+        server.close()
         # Whatever the engine left running (its workers are in this process group) ends here.
         os.killpg(0, signal.SIGKILL)
 
