@@ -1126,17 +1126,17 @@ impl Book {
         let seq = c.seq;
         let r = {
             let mut t = self.table();
-            let Some(r) = t.running.get(&seq) else {
+            let Some(r) = t.running.remove(&seq) else {
                 return; // abandoned after an interrupt
             };
             // A child that went to the executor before its parents finished is recorded after
             // them: the dispatcher holds it until they have.
             if r.pending.iter().any(|p| !p.is_finished()) {
+                t.running.insert(seq, r);
                 drop(t);
                 let _ = self.tx.send(Msg::Done(c));
                 return;
             }
-            let r = t.running.remove(&seq).expect("running");
             t.settling += 1;
             r
         };
