@@ -5,7 +5,6 @@ import os
 import signal
 import struct
 import sys
-import tempfile
 import threading
 import traceback
 
@@ -84,10 +83,6 @@ class Server:
         op = msg["op"]
         if op == "start":
             try:
-                if msg.get("tmp"):
-                    # The engine's temporary files (Ray's session, Dask's scratch space) go there.
-                    os.environ["TMPDIR"] = msg["tmp"]
-                    tempfile.tempdir = None
                 self.engine = engines.build(msg["engine"], msg["options"])
                 self.inline = msg.get("inline", 0)
                 # Tasks run inside the engine's workers (taps_native) when the module is of
