@@ -748,6 +748,51 @@ print("ok")
     );
 }
 
+/// The bridge's order around a submission: the keys it releases that the submission does not
+/// name go before it (Dask's client then sends both in one batch, the submission first: see
+/// `Server.handle`), the ones it names after it (HyperQueue deletes a released task's result
+/// file, which the child still needs). Driven through `Server.handle` with an engine that writes
+/// down what it is asked.
+#[test]
+fn the_bridge_releases_what_a_submission_does_not_name_before_it_and_its_parents_after() {
+    require_venv();
+    let script = r#"
+from taps_bridge.__main__ import Server
+calls = []
+class Engine:
+    pending_parents = True
+    def submit_task(self, key, ctx, head, spec, deps):
+        calls.append(("submit", key, tuple(deps)))
+        return key
+    def on_done(self, fut, cb): pass
+    def done(self, fut): return True
+    def arg(self, fut): return fut
+    def release(self, fut): calls.append(("release", fut))
+class Ch:
+    def send(self, msg, blobs=()): raise AssertionError(msg)
+s = Server(Ch())
+s.engine, s.ctx, s.pending = Engine(), None, True
+for k in ("a", "b", "c"):
+    assert s.handle({"op": "submit", "seq": 0, "key": k, "args": []}, [b"H"])
+calls.clear()
+assert s.handle({"op": "submit", "seq": 1, "key": "d", "args": [{"dep": "b"}], "release": ["a", "b", "c"]}, [b"H"])
+assert calls == [("release", "a"), ("release", "c"), ("submit", "d", ("b",)), ("release", "b")], calls
+assert sorted(s.futures) == ["d"], s.futures
+print("ok")
+"#;
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-c", script])
+        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A chain on Ray whose values go every way an argument can: inline (10 kB), as an argument of
 /// their own (100 kB, over the inline limit), and as a reference to a file (the `file`
 /// transformer's slot): every task succeeds with its parent's value, one record each.
