@@ -79,41 +79,49 @@ pub(crate) fn slots(launcher_args: &[String]) -> u64 {
     let mut hosts: Option<u64> = None;
     let mut args = launcher_args.iter();
     while let Some(a) = args.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with('-') => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let flag = flag.trim_start_matches('-');
-        let file = matches!(flag, "hostfile" | "machinefile" | "default-hostfile");
-        let list = matches!(flag, "host" | "H");
-        if !file && !list {
-            continue;
-        }
-        let Some(value) = inline.or_else(|| args.next().cloned()) else { break };
-        let n = if file {
-            match std::fs::read_to_string(&value) {
+        let Some((kind, inline)) = host_flag(a) else { continue };
+        let Some(value) = inline.map(str::to_string).or_else(|| args.next().cloned()) else { break };
+        let n = match kind {
+            Hosts::File => match std::fs::read_to_string(&value) {
                 Ok(text) => hostfile_slots(&text, cores),
                 Err(_) => return cores,
-            }
-        } else {
-            value
+            },
+            Hosts::List => value
                 .split(',')
                 .filter(|h| !h.is_empty())
                 .map(|h| h.rsplit_once(':').map_or(1, |(_, n)| n.parse().unwrap_or(1)))
-                .sum()
+                .sum(),
         };
         *hosts.get_or_insert(0) += n;
     }
     hosts.unwrap_or(cores)
 }
 
+/// How an OpenMPI flag names hosts.
+enum Hosts {
+    /// `--hostfile`, `--machinefile`, `--default-hostfile`: a file of hosts.
+    File,
+    /// `--host`, `-H`: a comma-separated list.
+    List,
+}
+
+/// Whether the launcher argument `a` is an OpenMPI flag naming hosts: its kind and its value
+/// when given inline (`--hostfile=h`).
+fn host_flag(a: &str) -> Option<(Hosts, Option<&str>)> {
+    if !a.starts_with('-') {
+        return None;
+    }
+    let (flag, inline) = a.split_once('=').map_or((a, None), |(f, v)| (f, Some(v)));
+    match flag.trim_start_matches('-') {
+        "hostfile" | "machinefile" | "default-hostfile" => Some((Hosts::File, inline)),
+        "host" | "H" => Some((Hosts::List, inline)),
+        _ => None,
+    }
+}
+
 /// Whether OpenMPI `launcher_args` name hosts to run on (a host list or a hostfile).
 fn names_hosts(launcher_args: &[String]) -> bool {
-    launcher_args.iter().any(|a| {
-        let flag = a.split_once('=').map_or(a.as_str(), |(f, _)| f);
-        a.starts_with('-')
-            && matches!(flag.trim_start_matches('-'), "hostfile" | "machinefile" | "default-hostfile" | "host" | "H")
-    })
+    launcher_args.iter().any(|a| host_flag(a).is_some())
 }
 
 /// The slots of an OpenMPI hostfile's `text`; a line without `slots=N` has `cores`.

@@ -165,6 +165,9 @@ impl Nodes {
             .args(args)
             .current_dir(self.work())
             .env("OMPI_MCA_plm_rsh_agent", cluster.join("rsh"))
+            // OpenMPI's session directories (mpirun's and each node's daemon's) go with the
+            // test: a node's daemon killed by a test cannot remove its own from /tmp.
+            .env("OMPI_MCA_orte_tmpdir_base", self.tmp.path().join("ompi"))
             .env_remove("TAPS_WORKER")
             .stdin(Stdio::null())
             .stdout(File::create(self.tmp.path().join("stdout")).unwrap())
@@ -451,6 +454,10 @@ fn a_whole_node_lost_mid_run_still_ends_the_run_with_one_record_per_task() {
     assert_eq!(recs.len(), 13, "one record per task: {}", nodes.output());
     common::check_record_invariants(&recs);
     assert!(recs.iter().any(|r| r.success == Some(false)), "{:?}", recs);
+    // The killed daemon's session directory, which it could not remove, is the test's to remove
+    // (it used to stay in /tmp as `ompi.node2.<uid>`).
+    let ompi = std::fs::read_dir(nodes.tmp.path().join("ompi")).map(|d| d.flatten().count()).unwrap_or(0);
+    assert!(ompi > 0, "no OpenMPI session directory under the test's own directory");
     nodes.down();
 }
 
