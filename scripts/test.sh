@@ -58,6 +58,8 @@ run() { step "$*"; "$@"; }
 
 run cargo fmt --all -- --check
 run cargo clippy --release --all-targets "${features[@]}" -- -D warnings
+# The developers' API documentation builds without a broken link.
+RUSTDOCFLAGS="-D warnings" run cargo doc --no-deps --workspace --document-private-items "${features[@]}"
 run cargo build --release "${features[@]}" --bins
 run cargo test --release "${features[@]}" "$@"
 

@@ -83,7 +83,7 @@ impl Validate for ObjectSizeOptions {}
 crate::options! {
     /// `object-type`: transform values whose Rust type name matches a pattern.
     pub(crate) struct ObjectTypeOptions {
-        /// Regular expressions searched in the value's Rust type name (e.g. "Data$", "Vec<u8>").
+        /// Regular expressions searched in the value's Rust type name (e.g. `"Data$"`, `"Vec<u8>"`).
         patterns: Vec<String> = Vec::new(),
     }
 }

@@ -7,6 +7,9 @@
 
 // Without MPI, helpers that only the MPI executor and its launcher use are unused.
 #![cfg_attr(not(feature = "mpi"), allow(dead_code))]
+// The API documentation is the developers' (`cargo doc --document-private-items`, checked by
+// scripts/test.sh): public items may link to private ones.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
 pub mod bench;

@@ -1,6 +1,6 @@
 //! Typed option sets for apps, executors, filters, transformers and the harness sections.
 //!
-//! [`options!`](crate::options) declares a struct whose fields are read from a TOML table, from
+//! [`options!`](macro@crate::options) declares a struct whose fields are read from a TOML table, from
 //! `--section.field VALUE` flags, and written back to `config.toml`, with help text from the doc
 //! comments. Every field type implements [`OptValue`], which knows how to read it from TOML and
 //! from a CLI string and how to name its type in an error.
@@ -35,7 +35,7 @@ pub trait Options: Sized + Clone + std::fmt::Debug + Send + Sync + 'static {
 }
 
 /// Cross-field checks of an option set, run after every field is read (e.g. the block size
-/// divides the matrix size). An [`options!`](crate::options) struct needs no impl when it has no
+/// divides the matrix size). An [`options!`](macro@crate::options) struct needs no impl when it has no
 /// such check; with one, `from_table` calls it.
 pub trait Validate {
     /// An error message naming the keys and what is allowed.
@@ -478,7 +478,7 @@ macro_rules! options {
     };
 }
 
-/// Used by [`options!`](crate::options): calls [`Validate::validate`] on a struct that implements it.
+/// Used by [`options!`](macro@crate::options): calls [`Validate::validate`] on a struct that implements it.
 #[doc(hidden)]
 pub trait __WithValidate {
     fn __validate(&self) -> Result<(), String>;
@@ -490,7 +490,7 @@ impl<T: Validate> __WithValidate for T {
     }
 }
 
-/// Used by [`options!`](crate::options): no check for a struct without [`Validate`].
+/// Used by [`options!`](macro@crate::options): no check for a struct without [`Validate`].
 #[doc(hidden)]
 pub trait __NoValidate {
     fn __validate(&self) -> Result<(), String>;

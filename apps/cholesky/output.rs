@@ -72,7 +72,7 @@ fn write_file(
     Ok(())
 }
 
-/// Reads back the attributes of a file written by [`write`].
+/// Reads back the attributes of a file written by [`write`](fn@write).
 pub fn read_attributes(path: &Path) -> anyhow::Result<Attributes> {
     let f = hdf5::File::open(path)?;
     Ok(Attributes {

@@ -220,7 +220,7 @@ impl Task for TestModel {
     }
 }
 
-/// Client popularity drawn from Dirichlet([alpha] × n): Gamma(alpha) variates, normalised. Each is
+/// Client popularity drawn from Dirichlet(\[alpha\] × n): Gamma(alpha) variates, normalised. Each is
 /// drawn in log space (Gamma(α+1)·U^(1/α) ~ Gamma(α)), so that tiny alphas do not underflow to 0.
 pub fn dirichlet(alpha: f64, n: usize, rng: &mut impl Rng) -> Vec<f64> {
     let gamma = rand_distr::Gamma::new(alpha + 1.0, 1.0).expect("alpha > 0");
@@ -233,7 +233,7 @@ pub fn dirichlet(alpha: f64, n: usize, rng: &mut impl Rng) -> Vec<f64> {
 }
 
 /// The indices of `samples` training samples of each of `clients` clients: popularity from
-/// Dirichlet([alpha] × clients), then one weighted draw per sample, as the reference; each
+/// Dirichlet(\[alpha\] × clients), then one weighted draw per sample, as the reference; each
 /// client keeps at most `cap` of its samples (the first, in dataset order).
 pub fn split(samples: usize, clients: usize, alpha: f64, cap: Option<usize>, rng: &mut impl Rng) -> Vec<Vec<usize>> {
     let popularity = dirichlet(alpha, clients, rng);

@@ -266,7 +266,7 @@ crate::options! {
         strategy: Option<String> = None,
         /// Seconds a block may idle before the strategy scales it in (none = Parsl's default)
         max_idletime: Option<f64> = None,
-        /// MonitoringHub arguments (hub_address: string or {kind = "address_by_…"}, hub_port_range, …); needs parsl[monitoring]
+        /// MonitoringHub arguments (hub_address: string or {kind = "address_by_…"}, hub_port_range, …); needs `parsl[monitoring]`
         monitoring: Option<toml::Table> = None,
         /// Parsl's run directory (relative: inside the run directory).
         run_dir: String = "parsl-runinfo".into(),

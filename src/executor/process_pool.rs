@@ -6,7 +6,7 @@
 //! module is its transport (starting, feeding, watching and reaping the processes) and options.
 //!
 //! Per worker the driver keeps a writer thread (a 100 MB argument never blocks the engine's
-//! dispatcher) and a reader thread (turns `Done` frames into [`Completion`]s). A thread that
+//! dispatcher) and a reader thread (turns `Done` frames into [`Completion`](crate::engine::Completion)s). A thread that
 //! waits for a result (the app's) takes the frames a worker rang for itself while it polls (the
 //! pool registers its workers' inboxes as a [`crate::spin::Helper`]), so in a busy run a result goes
 //! from the worker to the thread that waits for it; the reader threads sleep on the workers'

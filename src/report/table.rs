@@ -215,7 +215,7 @@ pub fn markdown(r: &Report) -> String {
     out
 }
 
-/// The column names of [`csv`], `run_dir` first.
+/// The column names of [`csv`](fn@csv), `run_dir` first.
 pub const CSV_COLUMNS: &[&str] = &[
     "run_dir",
     "suite",

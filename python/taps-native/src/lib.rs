@@ -9,6 +9,9 @@
 //! runner) is a Python `RuntimeError`, which the engine reports as the task's failure — it never
 //! takes the engine's worker down.
 
+// Developers' documentation (`cargo doc --document-private-items`): links to private items.
+#![allow(rustdoc::private_intra_doc_links)]
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 

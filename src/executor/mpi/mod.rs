@@ -4,7 +4,7 @@
 //! Two ways in, one run directory:
 //!
 //! * inside a job: `mpirun -np N taps-worker -c run.toml` (or `srun --mpi=pmix … taps-worker …`).
-//!   Every rank initialises MPI; rank 0 then behaves like `taps run` ([`worker_main`]);
+//!   Every rank initialises MPI; rank 0 then behaves like `taps run` ([`crate::mpi_job::worker_main`]);
 //! * from an interactive node: `taps run --engine.executor mpi --engine.executor.ranks N`. taps
 //!   creates the run directory and its `config.toml`, then starts the job itself through a launch
 //!   profile (`launchers/profiles.rs`) with `--run-dir` pointing at that directory, so rank
