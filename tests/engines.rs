@@ -735,6 +735,12 @@ assert (header, [bytes(s) for s in segments], worker, in_process) == (b"HDR", [b
 assert frames.unpack_done(frames.pack_done(b"H", [], 7, False))[2:] == ("pid-7", False)
 print("ok")
 "#;
+    python_says_ok(script);
+}
+
+/// Runs the Python `script` with the venv's Python and the checkout's `python/` package; it
+/// must end by printing `ok`.
+fn python_says_ok(script: &str) {
     let out = Command::new(venv().join("bin/python"))
         .args(["-c", script])
         .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
@@ -780,17 +786,7 @@ assert calls == [("release", "a"), ("release", "c"), ("submit", "d", ("b",)), ("
 assert sorted(s.futures) == ["d"], s.futures
 print("ok")
 "#;
-    let out = Command::new(venv().join("bin/python"))
-        .args(["-c", script])
-        .env("PYTHONPATH", Path::new(env!("CARGO_MANIFEST_DIR")).join("python"))
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_says_ok(script);
 }
 
 /// A chain on Ray whose values go every way an argument can: inline (10 kB), as an argument of
