@@ -123,7 +123,7 @@ class Server:
                 # both in one batch then, the submission first (released after it, the release
                 # went out alone and held the next submission for the client's 10 ms batch
                 # interval, and reached the scheduler before it, whose free-keys then held the
-                # task back for the worker stream's 5 ms: 1 in flight 73 -> 91 tasks/s, as Dask
+                # task back for the worker stream's 5 ms: 1 in flight 76-82 -> 92-94 tasks/s, as Dask
                 # alone). The ones it names go after it (HyperQueue would delete their results).
                 release(engine, futures, [k for k in rel if k not in named])
                 rel = [k for k in rel if k in named]
