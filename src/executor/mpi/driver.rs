@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded, unbounded};
 
 use crate::data::DataLayer;
 use crate::engine::{Completer, Executor, Job};
@@ -213,10 +213,50 @@ enum Mode {
     Asleep = 2,
 }
 
+/// Wake-ups of the communication thread, which only that thread takes. Any thread that holds
+/// the lock takes the commands waiting (a direct send, a waiting thread's poll): a wake-up sent
+/// as a command could be taken by one of them, right after another thread sent it, and leave the
+/// communication thread asleep with answers due — a run that never ends.
+struct Alarm {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Alarm {
+    fn new() -> Alarm {
+        // One pending wake-up is enough, however many threads ring before the thread looks.
+        let (tx, rx) = bounded(1);
+        Alarm { tx, rx }
+    }
+
+    /// Wakes the communication thread (now, or as soon as it next waits).
+    fn ring(&self) {
+        let _ = self.tx.try_send(());
+    }
+
+    /// The communication thread's wait: the next command from `cmds`, or `None` once rung;
+    /// at most `timeout` (`None`: until one of them comes).
+    fn wait<T>(&self, cmds: &Receiver<T>, timeout: Option<Duration>) -> Result<Option<T>, RecvTimeoutError> {
+        let cmd = |m: Result<T, _>| m.map(Some).map_err(|_| RecvTimeoutError::Disconnected);
+        match timeout {
+            Some(t) => crossbeam_channel::select! {
+                recv(cmds) -> m => cmd(m),
+                recv(self.rx) -> _ => Ok(None),
+                default(t) => Err(RecvTimeoutError::Timeout),
+            },
+            None => crossbeam_channel::select! {
+                recv(cmds) -> m => cmd(m),
+                recv(self.rx) -> _ => Ok(None),
+            },
+        }
+    }
+}
+
 /// The communication state and how to reach its thread.
 struct Shared {
     comm: Mutex<Comm>,
     rx: Receiver<Cmd>,
+    alarm: Alarm,
     /// The thread's [`Mode`], set under the lock.
     mode: std::sync::atomic::AtomicU8,
     /// Polls by waiting threads that found something, so far.
@@ -246,7 +286,6 @@ impl Shared {
 /// The communication state as a [`spin::Helper`]: a waiting thread takes what has arrived.
 struct Helping {
     shared: Arc<Shared>,
-    wake: Sender<Cmd>,
 }
 
 impl spin::Helper for Helping {
@@ -264,7 +303,7 @@ impl spin::Helper for Helping {
 
     /// The last waiting thread stopped: the communication thread takes over at once.
     fn idle(&self) {
-        let _ = self.wake.send(Cmd::Wake);
+        self.shared.alarm.ring();
     }
 }
 
@@ -326,6 +365,7 @@ impl Transport for Ranks {
                 hosts_checked: false,
             }),
             rx,
+            alarm: Alarm::new(),
             mode: std::sync::atomic::AtomicU8::new(Mode::Polling as u8),
             helped: std::sync::atomic::AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -338,7 +378,7 @@ impl Transport for Ranks {
             run(s)
         })?;
         *self.thread.lock().unwrap() = Some((thread, ended_rx));
-        *self.helping.lock().unwrap() = Some(spin::register(Arc::new(Helping { shared, wake: tx })));
+        *self.helping.lock().unwrap() = Some(spin::register(Arc::new(Helping { shared })));
         Ok(())
     }
 
@@ -358,7 +398,7 @@ impl Transport for Ranks {
         if wake {
             sh.set_mode(Mode::Polling);
             drop(c);
-            self.cmd(Cmd::Wake);
+            sh.alarm.ring();
         }
     }
 
@@ -426,8 +466,6 @@ enum Cmd {
     Forget(i32),
     Watch(Event),
     Shutdown(bool),
-    /// Look again (a waiting thread stopped polling, or a frame was sent directly).
-    Wake,
 }
 
 struct Rank {
@@ -556,7 +594,7 @@ fn run(sh: Arc<Shared>) {
         if direct && (spin::helpers_polling() || now_helped != helped) {
             helped = now_helped;
             idle_since = None;
-            if let Ok(c) = sh.rx.recv_timeout(HELPED_CHECK) {
+            if let Ok(Some(c)) = sh.alarm.wait(&sh.rx, Some(HELPED_CHECK)) {
                 sh.lock().command(c);
             }
             continue;
@@ -579,19 +617,17 @@ fn run(sh: Arc<Shared>) {
             let asleep = !c.active();
             sh.set_mode(if asleep { Mode::Asleep } else { Mode::Napping });
             drop(c);
-            if asleep {
-                sh.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                // Sleep an eighth of the time spent waiting so far, at most MAX_PAUSE.
-                sh.rx.recv_timeout((idle / 8).min(MAX_PAUSE))
-            }
+            // Sleep an eighth of the time spent waiting so far, at most MAX_PAUSE.
+            sh.alarm.wait(&sh.rx, (!asleep).then(|| (idle / 8).min(MAX_PAUSE)))
         };
         let mut c = sh.lock();
         sh.set_mode(Mode::Polling);
         match got {
             Ok(cmd) => {
                 idle_since = None;
-                c.command(cmd);
+                if let Some(cmd) = cmd {
+                    c.command(cmd);
+                }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => c.ending = Some(true),
@@ -744,7 +780,6 @@ impl Comm {
                 self.lose(r, "died".into());
             }
             Cmd::Shutdown(cancel) => self.ending = Some(cancel),
-            Cmd::Wake => {}
         }
     }
 
@@ -978,5 +1013,57 @@ impl Comm {
         std::mem::forget(std::mem::take(&mut self.sends));
         std::mem::forget(std::mem::take(&mut self.graveyard));
         std::mem::forget(std::mem::take(&mut self.inbox));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run that never ended: a thread rang the sleeping communication thread, and the next
+    /// direct send, draining the commands under the lock, took the wake-up before it did.
+    #[test]
+    fn a_wake_up_reaches_the_waiting_thread_even_when_another_thread_drains_the_commands() {
+        let (tx, rx) = unbounded::<u32>();
+        let alarm = Arc::new(Alarm::new());
+        for round in 0..200 {
+            let (a, r) = (alarm.clone(), rx.clone());
+            let (got_tx, got) = bounded(1);
+            let waiter = std::thread::spawn(move || {
+                let _ = got_tx.send(a.wait(&r, None));
+            });
+            // Sometimes before the waiter waits, sometimes after.
+            if round % 2 == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            alarm.ring();
+            // What a direct send does under the lock right after: takes every command waiting.
+            tx.send(round).unwrap();
+            let drained: Vec<u32> = rx.try_iter().collect();
+            match got.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(None)) => assert_eq!(drained, vec![round]),
+                // The waiter may take the command first; then the wake-up is still there.
+                Ok(Ok(Some(c))) => {
+                    assert_eq!((c, drained.len()), (round, 0));
+                    assert!(matches!(alarm.wait(&rx, Some(Duration::ZERO)), Ok(None)), "the wake-up stays");
+                }
+                other => panic!("round {}: the waiting thread did not wake: {:?}", round, other.map(|r| r.is_ok())),
+            }
+            waiter.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn wake_ups_before_a_wait_count_once_and_a_wait_ends_on_a_command_a_timeout_or_the_end() {
+        let (tx, rx) = unbounded::<u32>();
+        let alarm = Alarm::new();
+        alarm.ring();
+        alarm.ring();
+        assert!(matches!(alarm.wait(&rx, Some(Duration::from_millis(1))), Ok(None)));
+        assert!(matches!(alarm.wait(&rx, Some(Duration::from_millis(1))), Err(RecvTimeoutError::Timeout)));
+        tx.send(7).unwrap();
+        assert!(matches!(alarm.wait(&rx, None), Ok(Some(7))));
+        drop(tx);
+        assert!(matches!(alarm.wait(&rx, None), Err(RecvTimeoutError::Disconnected)));
     }
 }
