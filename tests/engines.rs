@@ -896,3 +896,81 @@ kill $S; wait $S
         assert!(left.is_empty(), "run {} left {:?}", i, left);
     }
 }
+
+/// `taps_native.Runner.task`, which runs a task from Ray's and Parsl's arguments in Rust, gives
+/// what the Python path gives (`ray_spec`, `run_header`, `Runner.run`, `pack_done`): for every
+/// kind of argument (a segment inline and as an argument of its own, a reference slot, a
+/// parent's result as bytes and as a reference), and `ParentFailed` for a failed parent.
+#[test]
+fn the_native_task_function_builds_the_frames_the_python_one_builds() {
+    use taps::protocol::{Message, ToWorker};
+    require_venv();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{:02x}", x)).collect::<String>();
+    let hello =
+        ToWorker::Hello { version: taps::protocol::PROTOCOL_VERSION, data: Default::default(), name: "t".into() };
+    let run = |task: &str| {
+        let mut h =
+            ToWorker::Run { seq: 3, id: Default::default(), task: task.into(), args: Vec::new() }.encode().header;
+        h.pop();
+        hex(&h)
+    };
+    let script = format!(
+        r#"
+import os, taps_native
+from taps_bridge import frames
+hello = frames.encode(bytes.fromhex("{hello}"), [])
+r = taps_native.Runner(*frames.split(b"".join(hello)))
+echo, fail = bytes.fromhex("{echo}"), bytes.fromhex("{fail}")
+n = frames.RAY_INLINE
+pc = lambda b: frames.varint(len(b)) + b  # a value as postcard encodes bytes and strings
+
+def python(head, spec, deps):
+    args = frames.ray_args(head, spec, deps)
+    h, s, parents = frames.ray_spec(args[0], args[1:])
+    header, segments = frames.run_header(h, s, lambda i: frames.unpack_done(parents[i]))
+    header, segments = r.run(bytes(header), [bytes(x) for x in segments])
+    return frames.pack_done(header, segments, os.getpid(), True)
+
+def native(head, spec, deps):
+    args = frames.ray_args(head, spec, deps)
+    return r.task(args[0], list(args[1:]))
+
+def result(done):
+    header, segments, worker, in_process = frames.unpack_done(done)
+    try:
+        slot, segs = frames.result_slot((header, segments))
+    except frames.ParentFailed:
+        return "failed", worker, in_process
+    return bytes(slot), [bytes(x) for x in segs], worker, in_process
+
+ok = python(echo, [("seg", pc(b"v" * 10))], [])
+ref = frames.pack_done(b"\x02\x01\x00\x01\x05key-1\x07", [], 1, True)
+failed = python(fail, [("seg", pc(b"oops"))], [])
+cases = [
+    (echo, [("seg", b"")], []),
+    (echo, [("seg", pc(b""))], []),
+    (echo, [("seg", pc(b"a" * (n + 1)))], []),
+    (echo, [("slot", b"\x01\x05key-1\x07")], []),
+    (echo, [("dep", 0)], [ok]),
+    (echo, [("dep", 0)], [ref]),
+]
+for head, spec, deps in cases:
+    a, b = result(python(head, spec, deps)), result(native(head, spec, deps))
+    assert a == b, (spec, a, b)
+assert result(native(echo, [("dep", 0)], [ok]))[1] == [pc(b"v" * 10)], "the parent's value reaches the child"
+assert result(native(echo, [("seg", pc(b"a" * (n + 1)))], []))[1] == [pc(b"a" * (n + 1))]
+assert result(failed)[0] == "failed", "fail's Done is a failure"
+for f in (python, native):
+    try:
+        f(echo, [("dep", 0)], [failed])
+        raise SystemExit("no ParentFailed from " + f.__name__)
+    except frames.ParentFailed:
+        pass
+print("ok")
+"#,
+        hello = hex(&hello.encode().header),
+        echo = run("echo"),
+        fail = run("fail"),
+    );
+    python_says_ok(&script);
+}

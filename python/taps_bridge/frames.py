@@ -239,9 +239,7 @@ def ray_task(ctx):
     returns a :func:`pack_done` value."""
 
     def taps_task(packed, *rest):
-        head, spec, parents = ray_spec(packed, rest)
-        header, segments, pid, in_process = execute(ctx, head, spec, lambda i: unpack_done(parents[i]))
-        return pack_done(header, segments, pid, in_process)
+        return packed_task(ctx, packed, rest)
 
     return taps_task
 
@@ -281,9 +279,25 @@ def bytes_task(ctx, packed, *rest):
     (:func:`pack_ctx`, then :func:`ray_args`' arguments, a parent's :func:`pack_done` value in
     place of its future), which dill serializes as one object each; returns a :func:`pack_done`
     value."""
+    return packed_task(ctx_of(ctx), packed, rest)
+
+
+def packed_task(ctx, packed, rest):
+    """Runs the task of :func:`ray_args`' arguments (``rest``: a parent's :func:`pack_done`
+    value in place of its future) for the run of ``ctx``; returns its :func:`pack_done` value.
+    In this process, ``taps_native.Runner.task`` does it all in Rust (a ``bytes`` argument is
+    passed as it is); else the frame goes to this thread's taps-worker."""
+    r = native_runner(ctx)
+    if r is not None:
+        return r.task(_as_bytes(packed), [_as_bytes(v) for v in rest])
     head, spec, parents = ray_spec(packed, rest)
-    header, segments, pid, in_process = execute(ctx_of(ctx), head, spec, lambda i: unpack_done(parents[i]))
+    header, segments, pid, in_process = execute(ctx, head, spec, lambda i: unpack_done(parents[i]))
     return pack_done(header, segments, pid, in_process)
+
+
+def _as_bytes(v):
+    """``v`` as ``bytes`` (itself when it is)."""
+    return v if type(v) is bytes else bytes(v)
 
 
 class ParentFailed(Exception):
