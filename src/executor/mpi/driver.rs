@@ -298,6 +298,14 @@ impl spin::Helper for Helping {
         if did {
             self.shared.helped.fetch_add(1, Ordering::Relaxed);
         }
+        // The commands it took may be other threads' sends (made while this thread held the
+        // lock): with the communication thread asleep on its channel, their answers would wait
+        // for a thread that may not come. Wake it, as a direct send does.
+        if self.shared.mode.load(Ordering::Acquire) == Mode::Asleep as u8 && c.active() {
+            self.shared.set_mode(Mode::Polling);
+            drop(c);
+            self.shared.alarm.ring();
+        }
         did
     }
 
