@@ -323,21 +323,32 @@ pub(crate) fn floor_ms(address: &str, bytes: usize, reps: u64) -> Result<Vec<f64
     let key = format!("taps-bench-floor:{}", uuid::Uuid::new_v4().simple());
     let value: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     let mut times = Vec::new();
-    for rep in 0..=reps {
-        let mut took = 0.0;
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            raw.set(&key, &value).map_err(|e| format!("Redis at {}: SET: {}", addr.shown, e))?;
-            let got = raw.get("GETDEL", &key).map_err(|e| format!("Redis at {}: GETDEL: {}", addr.shown, e))?;
-            took += t.elapsed().as_secs_f64() * 1e3;
-            // Checked off the clock: the value came back whole.
-            if got.as_deref() != Some(value.as_slice()) {
-                return Err(format!("Redis at {}: GETDEL did not return the value just stored", addr.shown));
+    let mut measure = || -> Result<(), String> {
+        for rep in 0..=reps {
+            let mut took = 0.0;
+            for _ in 0..2 {
+                let t = std::time::Instant::now();
+                raw.set(&key, &value).map_err(|e| format!("Redis at {}: SET: {}", addr.shown, e))?;
+                let got = raw.get("GETDEL", &key).map_err(|e| format!("Redis at {}: GETDEL: {}", addr.shown, e))?;
+                took += t.elapsed().as_secs_f64() * 1e3;
+                // Checked off the clock: the value came back whole.
+                if got.as_deref() != Some(value.as_slice()) {
+                    return Err(format!("Redis at {}: GETDEL did not return the value just stored", addr.shown));
+                }
+            }
+            if rep > 0 {
+                times.push(took);
             }
         }
-        if rep > 0 {
-            times.push(took);
+        Ok(())
+    };
+    if let Err(e) = measure() {
+        // The key of a SET whose GETDEL failed stays in the user's Redis: removed on a fresh
+        // connection, as far as the server still answers.
+        if let Ok(mut c) = addr.client.get_connection_with_timeout(secs(5.0)) {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&key).query(&mut c);
         }
+        return Err(e);
     }
     Ok(times)
 }
@@ -759,6 +770,38 @@ mod tests {
             let e = Address::parse(bad).err().unwrap();
             assert!(e.contains("expected host:port"), "{}", e);
         }
+    }
+
+    /// A measurement that fails between `SET` and `GETDEL` (a real Redis without `GETDEL`)
+    /// leaves no key behind.
+    #[test]
+    fn a_failed_floor_measurement_leaves_no_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("r.sock");
+        let mut server = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&sock)
+            .args(["--save", "", "--appendonly", "no", "--rename-command", "GETDEL", "", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-deps.sh installs it)");
+        let url = format!("unix://{}", sock.display());
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let t = std::time::Instant::now();
+        let mut c = loop {
+            match client.get_connection() {
+                Ok(c) => break c,
+                Err(e) if t.elapsed() > Duration::from_secs(30) => panic!("redis-server did not start: {}", e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let e = floor_ms(&url, 1000, 2).unwrap_err();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(e.contains("GETDEL"), "{}", e);
+        assert_eq!(keys, Vec::<String>::new());
     }
 
     #[test]
