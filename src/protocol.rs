@@ -240,6 +240,12 @@ impl Frame {
     /// descriptors).
     fn prefix_with(&self, shared: &[usize]) -> Vec<u8> {
         let mut p = Vec::with_capacity(8 + 8 * self.segments.len() + self.header.len());
+        self.write_prefix(shared, &mut p);
+        p
+    }
+
+    /// Appends the prefix (see [`prefix_with`](Self::prefix_with)) to `p`.
+    fn write_prefix(&self, shared: &[usize], p: &mut Vec<u8>) {
         p.extend_from_slice(&(self.header.len() as u32).to_le_bytes());
         p.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
         for (i, s) in self.segments.iter().enumerate() {
@@ -247,7 +253,6 @@ impl Frame {
             p.extend_from_slice(&(s.len() as u64 | flag).to_le_bytes());
         }
         p.extend_from_slice(&self.header);
-        p
     }
 
     /// The segments that are [shared-memory segments](crate::shm::segment_of) (at most
@@ -343,12 +348,19 @@ impl Frame {
 
     /// The frame as one buffer (for transports that send whole messages).
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = self.prefix();
-        v.reserve(self.payload_len());
-        for s in &self.segments {
-            v.extend_from_slice(s);
-        }
+        let mut v = Vec::with_capacity(self.len());
+        self.append_to(&mut v);
         v
+    }
+
+    /// Appends the frame as [`to_vec`](Self::to_vec) gives it to `out` (after what a transport
+    /// puts before it, with no second copy).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len());
+        self.write_prefix(&[], out);
+        for s in &self.segments {
+            out.extend_from_slice(s);
+        }
     }
 
     /// Parses a frame from one buffer; the segments share `buf` (no copy).

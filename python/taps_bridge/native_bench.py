@@ -8,6 +8,13 @@ prints ``tasks/s`` after 8 warm-up tasks, and the median time between two comple
 to the bursts of other load on a shared machine), ``N tasks/s median M us``. HyperQueue runs programs, not Python functions: its
 plain task is ``cp`` of an empty frame into the task's result file (:func:`hq_bag`), or, with
 ``"native": "wait"`` in the options, ``true`` waited for through ``Client.wait_for_jobs``.
+
+    python -m taps_bridge.native_bench glue CALLS
+
+times the frame glue of one in-process task on Ray and Parsl, side by side in one process: an
+``echo`` task with a 10-byte argument through the Python functions (``frames.ray_spec``,
+``run_header``, ``Runner.run``, ``pack_done``) and through ``taps_native.Runner.task``; prints the
+median µs per call of each over rounds of CALLS calls, and their ratio.
 """
 
 import json
@@ -85,7 +92,49 @@ def run_bag(submit, done, n, inflight):
     return n / (ends[-1] - start), gaps[len(gaps) // 2] * 1e6
 
 
+def glue(calls, rounds=7):
+    """Median µs per call of the Python frame glue and of ``Runner.task`` (see the module's doc)."""
+    import statistics
+
+    import taps_native
+
+    from . import frames
+
+    hello, echo = taps_native.frames_for("echo")
+    r = taps_native.Runner(hello, [])
+    spec = [("seg", frames.varint(10) + b"v" * 10)]
+
+    def python():
+        args = frames.ray_args(echo, spec, [])
+        h, s, parents = frames.ray_spec(args[0], args[1:])
+        header, segments = frames.run_header(h, s, lambda i: frames.unpack_done(parents[i]))
+        header, segments = r.run(bytes(header), [bytes(x) for x in segments])
+        return frames.pack_done(header, segments, os.getpid(), True)
+
+    def native():
+        args = frames.ray_args(echo, spec, [])
+        return r.task(args[0], list(args[1:]))
+
+    def value(done):
+        slot, segments = frames.result_slot(frames.unpack_done(done)[:2])
+        return bytes(slot), [bytes(s) for s in segments]
+
+    assert value(python()) == value(native()) == (b"\x00", [spec[0][1]]), "both ways give the echoed value"
+    times = {python: [], native: []}
+    for _ in range(rounds):
+        for f in (python, native):
+            start = time.perf_counter()
+            for _ in range(calls):
+                f()
+            times[f].append((time.perf_counter() - start) / calls * 1e6)
+    p, n = statistics.median(times[python]), statistics.median(times[native])
+    print("python %.1f us  native %.1f us  ratio %.2f" % (p, n, p / n))
+
+
 def main():
+    if sys.argv[1] == "glue":
+        glue(int(sys.argv[2]))
+        return
     name, n, inflight, opts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
     engine = engines.build(name, opts)
     if name == "hyperqueue":

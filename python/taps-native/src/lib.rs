@@ -99,7 +99,7 @@ impl Runner {
         let mut out = Vec::with_capacity(DONE_PREFIX + done.len());
         out.push(1); // it ran in this process
         out.extend_from_slice(&std::process::id().to_le_bytes());
-        out.extend_from_slice(&done.to_vec());
+        done.append_to(&mut out);
         Ok(PyBytes::new(py, &out))
     }
 }
@@ -127,7 +127,7 @@ impl Runner {
 const DONE_PREFIX: usize = 5;
 
 /// Why `frames.ray_args`' arguments give no `Run` frame.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Unpacked {
     /// A parent's `Done` frame is a failure.
     ParentFailed,
@@ -246,6 +246,18 @@ fn build_id() -> String {
     taps::executor::bridge::build_id()
 }
 
+/// What a driver sends for task `task` (benchmarks and tests): the header of a `Hello` with the
+/// default data layer, and the header of the task's `Run` frame without its argument list (as
+/// the bridge's `submit` carries it).
+#[pyfunction]
+fn frames_for<'py>(py: Python<'py>, task: &str) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+    let hello =
+        ToWorker::Hello { version: taps::protocol::PROTOCOL_VERSION, data: Default::default(), name: "bench".into() };
+    let mut run = ToWorker::Run { seq: 1, id: Default::default(), task: task.into(), args: Vec::new() }.encode().header;
+    run.pop(); // the empty argument list's length
+    (PyBytes::new(py, &hello.encode().header), PyBytes::new(py, &run))
+}
+
 #[pymodule]
 fn taps_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Every task of every app, as in taps-worker; panics inside tasks are recorded, not printed.
@@ -253,5 +265,6 @@ fn taps_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     taps::engine::install_panic_hook();
     m.add_class::<Runner>()?;
     m.add_function(wrap_pyfunction!(build_id, m)?)?;
+    m.add_function(wrap_pyfunction!(frames_for, m)?)?;
     Ok(())
 }
