@@ -4,7 +4,9 @@
 # the same venv (python -m taps_bridge.native_bench), interleaved, ROUNDS times, in a private
 # network namespace. Prints one line per measurement:
 #   round engine inflight taps|native|VARIANT tasks/s median-µs-between-completions
-# (the median is robust to bursts of other load on a shared machine; the rate is not).
+# (the median is robust to bursts of other load on a shared machine; the rate is not), then a
+# summary per engine, in-flight count and variant: the median gap over the rounds and the median
+# of the rounds' ratios to "native" (the per-task overhead target: taps / native <= 1.10).
 #
 # HyperQueue runs programs, not Python functions: its "native" is a plain program task (cp of an
 # empty frame into the result file, seen to end as taps' tasks are), and "hq-wait" is `true`
@@ -70,4 +72,19 @@ for r in $(seq "$ROUNDS"); do
     done
   done
 done
-'
+' | tee "$work/lines"
+# Summary: per engine, in-flight count and variant, the median over the rounds of the median gap,
+# and the median of the rounds' ratios to "native" (the engine alone in the same round).
+"$VENV/bin/python" - "$work/lines" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+gap = {(r[0], r[1], r[2], r[3]): float(r[5]) for r in rows if len(r) == 6 and r[5] != "-"}
+keys = sorted({k[1:] for k in gap}, key=lambda k: (k[0], k[1], k[2] != "native", k[2]))
+if keys:
+    print("summary: engine inflight variant median-gap-µs (median over rounds) ratio-to-native (median of the rounds')")
+for e, k, v in keys:
+    rounds = [r for (r, e2, k2, v2) in gap if (e2, k2, v2) == (e, k, v)]
+    ratios = [gap[(r, e, k, v)] / gap[(r, e, k, "native")] for r in rounds if (r, e, k, "native") in gap]
+    med = statistics.median(gap[(r, e, k, v)] for r in rounds)
+    print("summary: %s %s %s %.0f %s" % (e, k, v, med, "%.2f" % statistics.median(ratios) if ratios and v != "native" else "-"))
+PY
