@@ -778,14 +778,24 @@ mod tests {
     fn a_failed_floor_measurement_leaves_no_key() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("r.sock");
-        let mut server = std::process::Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&sock)
-            .args(["--save", "", "--appendonly", "no", "--rename-command", "GETDEL", "", "--dir"])
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/install-deps.sh installs it)");
+        /// Stops the server also when an assertion fails.
+        struct Server(std::process::Child);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _server = Server(
+            std::process::Command::new("redis-server")
+                .args(["--port", "0", "--unixsocket"])
+                .arg(&sock)
+                .args(["--save", "", "--appendonly", "no", "--rename-command", "GETDEL", "", "--dir"])
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (scripts/install-deps.sh installs it)"),
+        );
         let url = format!("unix://{}", sock.display());
         let client = redis::Client::open(url.as_str()).unwrap();
         let t = std::time::Instant::now();
@@ -798,8 +808,6 @@ mod tests {
         };
         let e = floor_ms(&url, 1000, 2).unwrap_err();
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-        let _ = server.kill();
-        let _ = server.wait();
         assert!(e.contains("GETDEL"), "{}", e);
         assert_eq!(keys, Vec::<String>::new());
     }
