@@ -51,13 +51,18 @@ print(\"%.0f\" % (g[len(g) // 2] * 1e6) if g else \"-\")" "$(ls -td "$work"/runs
 taps() {
   local label=$1 prog=$2 py=$3 rate
   shift 3
-  rate=$(cd "$work" && env "$@" TAPS_PYTHON_DIR="$py" "$prog" run --app synthetic --app.structure bag --app.task-count "$TASKS" \
-    --app.bag-max-running "$k" --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 --engine.executor "$e" $(opts $e) \
-    2>/dev/null | sed -n "s/.*Completed $TASKS\/$TASKS (rate: \([0-9.]*\) tasks\/s).*/\1/p")
+  rate=$(cd "$work" && env "$@" TAPS_PYTHON_DIR="$py" TAPS_ENGINES_VENV="$VENV" "$prog" run --app synthetic --app.structure bag \
+    --app.task-count "$TASKS" --app.bag-max-running "$k" --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 \
+    --engine.executor "$e" $(opts $e) >"$work/out" 2>&1; sed -n "s/.*Completed $TASKS\/$TASKS (rate: \([0-9.]*\) tasks\/s).*/\1/p" "$work/out")
+  if [ -z "$rate" ]; then
+    echo "bench-engines: $label on $e did not complete; its last words:" >&2
+    tail -3 "$work/out" >&2
+    exit 1
+  fi
   # Tasks meant to run inside the engine workers that did not (a taps_native of another
   # build, say after a commit: scripts/install-engines.sh rebuilds it) would measure another design.
   if [ "$e" != hyperqueue ] && ! printf "%s\n" "$@" | grep -qx TAPS_IN_PROCESS=0; then
-    local n; n=$(sed -n "s/.* \([0-9]*\) task(s) ran inside the engine.s workers.*/\1/p" "$(ls -td "$work"/runs/*/ | head -1)log.txt")
+    local n; n=$(sed -n "s/.* \([0-9]*\) task(s) ran inside the engine.s workers.*/\1/p" "$work/out")
     if [ "${n:-0}" != $((TASKS + 8)) ]; then
       echo "bench-engines: $label on $e: ${n:-0} of $((TASKS + 8)) tasks ran inside the engine workers (taps_native missing or of another build: run scripts/install-engines.sh)" >&2
       exit 1
