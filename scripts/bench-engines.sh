@@ -8,6 +8,11 @@
 # summary per engine, in-flight count and variant: the median gap over the rounds and the median
 # of the rounds' ratios to "native" (the per-task overhead target: taps / native <= 1.10).
 #
+# Each round also measures "taps-null": the same taps run with TAPS_BRIDGE_ENGINE=null, where the
+# bridge runs every task itself at once (no engine): its gap is what taps and the bridge add per
+# task by themselves (the driver, the pipe both ways, the bridge's Python), without the engine's
+# processes competing for the cores; its ratio to "native" is that addition's share.
+#
 # HyperQueue runs programs, not Python functions: its "native" is a plain program task (cp of an
 # empty frame into the result file, seen to end as taps' tasks are), and "hq-wait" is `true`
 # waited for through HQ's own Client.wait_for_jobs (which polls once a second; 10 tasks).
@@ -75,6 +80,7 @@ for r in $(seq "$ROUNDS"); do
     for k in 1 2; do
       [ -n "$BEFORE" ] && taps before "$BEFORE/taps" "$BEFORE_PY" TAPS_BENCH=1
       taps taps "$TAPS" "$root/python" TAPS_BENCH=1
+      taps taps-null "$TAPS" "$root/python" TAPS_BRIDGE_ENGINE=null
       [ "$PROCESS" = 1 ] && [ "$e" != hyperqueue ] && taps taps-process "$TAPS" "$root/python" TAPS_IN_PROCESS=0
       [ "$SPIN" = 1 ] && taps spin "$TAPS" "$root/python" TAPS_BENCH=1 TAPS_SPIN_US=100
       rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" 2>/dev/null | sed -n "s/ tasks\/s median \([0-9]*\) us/ \1/p")

@@ -672,6 +672,54 @@ fn tasks_run_inside_the_workers(engine: &str, opts: &str) {
     assert_eq!(in_process_tasks(&log), 0, "{}", log);
 }
 
+/// `TAPS_BRIDGE_ENGINE=null` (scripts/bench-engines.sh's measure of what taps and the bridge add
+/// per task): the bridge runs every task itself, at once, whatever engine the driver names (and
+/// starts nothing that listens: no namespace needed); a parent's result goes to its child inside
+/// the bridge, and the apps' results are right (cholesky checks its factor) with one successful
+/// record per task.
+#[test]
+fn the_null_engine_runs_the_apps_in_the_bridge_alone() {
+    require_venv();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cholesky = format!("{}/apps/cholesky/config.toml", root);
+    let e = ["--engine.executor", "dask", "--engine.executor.workers", "1"];
+    let runs: [Vec<&str>; 2] = [
+        vec!["run", "--app", "synthetic", "--app.structure", "sequential", "--app.task-count", "6"],
+        vec!["run", "-c", &cholesky, "--app.matrix-size", "60", "--app.block-size", "20"],
+    ];
+    for (i, args) in runs.iter().enumerate() {
+        let d = tempfile::tempdir().unwrap();
+        let mut args = args.clone();
+        if i == 0 {
+            args.extend(["--app.task-data-bytes", "1000000", "--app.warmup-tasks", "2"]);
+        }
+        args.extend(e);
+        let mut child = Command::new(taps_bin())
+            .args(&args)
+            .current_dir(d.path())
+            .env("TAPS_BRIDGE_ENGINE", "null")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = output_or_kill(&mut child, 120, "taps on the null engine");
+        assert!(out.status.success(), "{:?}: {}", args, show(&out));
+        let run = the_run_dir(d.path());
+        let recs = records(&run);
+        check_record_invariants(&recs);
+        assert!(recs.len() >= 8, "{:?}", recs);
+        assert!(recs.iter().all(|r| r.success == Some(true)), "{:?}", recs);
+        let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+        assert!(log.contains("bridge started") && log.contains("null (no engine"), "{}", log);
+        assert_eq!(in_process_tasks(&log), recs.len() as u64, "{}", log);
+        if i == 0 {
+            // The chain's values stayed in the bridge: only the last 1 MB came to the driver.
+            let got = bytes_from_bridge(&log);
+            assert!((1_000_000..1_500_000).contains(&got), "{} bytes came to the driver\n{}", got, log);
+        }
+    }
+}
+
 #[test]
 fn ray_runs_tasks_inside_its_workers() {
     tasks_run_inside_the_workers("ray", "--engine.executor.num-cpus 2");

@@ -7,8 +7,15 @@ import time
 from . import frames
 
 
+# Set to ``null``, the bridge runs :class:`Null` whatever engine the driver names (for
+# ``scripts/bench-engines.sh``: what taps and the bridge add per task, with no engine at all).
+ENGINE_ENV = "TAPS_BRIDGE_ENGINE"
+
+
 def build(name, o):
-    """Starts (or joins) the engine ``name`` with options ``o``."""
+    """Starts (or joins) the engine ``name`` with options ``o`` (:data:`ENGINE_ENV` may say ``null``)."""
+    if os.environ.get(ENGINE_ENV) == "null":
+        return Null(o)
     return {"dask": Dask, "ray": Ray, "parsl-local": ParslLocal, "parsl-htex": ParslHtex, "hyperqueue": HyperQueue}[name](o)
 
 
@@ -48,6 +55,40 @@ class FutureEngine:
     def result(self, fut):
         """A taps task's outcome: (``Done`` header, segments, worker, in process)."""
         return fut.result()
+
+
+class Null:
+    """No engine: the bridge runs each task itself, at once, in the thread that submits it
+    (``taps_native`` in this process, as an engine's worker would), and reports it from there.
+    What a run through it costs per task is what taps and the bridge add to any engine: the
+    driver, the pipe both ways and the bridge's Python. Futures are the tasks' results."""
+
+    pending_parents = False
+
+    def __init__(self, o):
+        pass
+
+    def describe(self):
+        return "null (no engine: tasks run in the bridge)"
+
+    def submit_task(self, key, ctx, head, spec, deps):
+        packed, *rest = frames.ray_args(head, spec, deps)
+        return frames.packed_task(ctx, packed, rest)
+
+    def on_done(self, fut, cb):
+        cb(fut)
+
+    def done(self, fut):
+        return True
+
+    def arg(self, fut):
+        return fut
+
+    def result(self, fut):
+        return frames.unpack_done(fut)
+
+    def close(self):
+        pass
 
 
 class Dask(FutureEngine):
