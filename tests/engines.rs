@@ -683,17 +683,12 @@ fn the_null_engine_runs_the_apps_in_the_bridge_alone() {
     let root = env!("CARGO_MANIFEST_DIR");
     let cholesky = format!("{}/apps/cholesky/config.toml", root);
     let e = ["--engine.executor", "dask", "--engine.executor.workers", "1"];
-    let runs: [Vec<&str>; 2] = [
-        vec!["run", "--app", "synthetic", "--app.structure", "sequential", "--app.task-count", "6"],
-        vec!["run", "-c", &cholesky, "--app.matrix-size", "60", "--app.block-size", "20"],
-    ];
-    for (i, args) in runs.iter().enumerate() {
+    let synthetic = "run --app synthetic --app.structure sequential --app.task-count 6 --app.task-data-bytes 1000000 \
+                     --app.warmup-tasks 2";
+    let cholesky = format!("run -c {} --app.matrix-size 60 --app.block-size 20", cholesky);
+    for (i, line) in [synthetic, &cholesky].into_iter().enumerate() {
         let d = tempfile::tempdir().unwrap();
-        let mut args = args.clone();
-        if i == 0 {
-            args.extend(["--app.task-data-bytes", "1000000", "--app.warmup-tasks", "2"]);
-        }
-        args.extend(e);
+        let args: Vec<&str> = line.split_whitespace().chain(e).collect();
         let mut child = Command::new(taps_bin())
             .args(&args)
             .current_dir(d.path())
@@ -718,6 +713,16 @@ fn the_null_engine_runs_the_apps_in_the_bridge_alone() {
             assert!((1_000_000..1_500_000).contains(&got), "{} bytes came to the driver\n{}", got, log);
         }
     }
+    // Any other value is one line naming the one it takes, before the run directory exists.
+    let d = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = synthetic.split_whitespace().chain(e).collect();
+    let out =
+        Command::new(taps_bin()).args(&args).current_dir(d.path()).env("TAPS_BRIDGE_ENGINE", "nul").output().unwrap();
+    assert!(!out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TAPS_BRIDGE_ENGINE=nul: the only value it takes is null"), "{}", show(&out));
+    assert_eq!(err.lines().count(), 1, "{}", show(&out));
+    assert!(run_dirs(d.path()).is_empty(), "{}", show(&out));
 }
 
 #[test]

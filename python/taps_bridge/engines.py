@@ -14,8 +14,11 @@ ENGINE_ENV = "TAPS_BRIDGE_ENGINE"
 
 def build(name, o):
     """Starts (or joins) the engine ``name`` with options ``o`` (:data:`ENGINE_ENV` may say ``null``)."""
-    if os.environ.get(ENGINE_ENV) == "null":
+    override = os.environ.get(ENGINE_ENV)
+    if override == "null":
         return Null(o)
+    if override:
+        raise ValueError("%s=%s: the only value it takes is null (unset it to run %s)" % (ENGINE_ENV, override, name))
     return {"dask": Dask, "ray": Ray, "parsl-local": ParslLocal, "parsl-htex": ParslHtex, "hyperqueue": HyperQueue}[name](o)
 
 

@@ -84,9 +84,22 @@ pub fn build_id() -> String {
     format!("{}-src{}-p{}", env!("CARGO_PKG_VERSION"), env!("TAPS_SOURCE_ID"), PROTOCOL_VERSION)
 }
 
+/// Environment variable that, set to `null`, has the bridge run every task itself with no engine
+/// (`taps_bridge.engines.Null`: what taps and the bridge add per task, for
+/// `scripts/bench-engines.sh`); no other value is taken.
+pub const ENGINE_OVERRIDE_ENV: &str = "TAPS_BRIDGE_ENGINE";
+
 /// Checks that the virtual environment has Python package `package` (for executor `engine`);
-/// the error names the install script.
+/// the error names the install script. A [`ENGINE_OVERRIDE_ENV`] other than `null` is refused.
 pub fn check_installed(engine: &str, package: &str) -> Result<(), String> {
+    if let Some(v) = std::env::var_os(ENGINE_OVERRIDE_ENV).filter(|v| !v.is_empty() && v.as_os_str() != "null") {
+        return Err(format!(
+            "{}={}: the only value it takes is null (unset it to run {})",
+            ENGINE_OVERRIDE_ENV,
+            v.to_string_lossy(),
+            engine
+        ));
+    }
     let venv = venv();
     let python = venv.join("bin/python");
     let hint = format!(
