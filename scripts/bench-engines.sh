@@ -6,7 +6,9 @@
 #   round engine inflight taps|native|VARIANT tasks/s median-µs-between-completions
 # (the median is robust to bursts of other load on a shared machine; the rate is not), then a
 # summary per engine, in-flight count and variant: the median gap over the rounds and the median
-# of the rounds' ratios to "native" (the per-task overhead target: taps / native <= 1.10).
+# of the rounds' ratios to "native" (the per-task overhead target: taps / native <= 1.10), with a
+# distribution-free 95 % confidence interval of that median (order statistics; 6 rounds or more:
+# rounds scatter by 10-40 %, so a verdict takes 16 or more).
 #
 # Each round also measures "taps-null": the same taps run with TAPS_BRIDGE_ENGINE=null, where the
 # bridge runs every task itself at once (no engine): its gap is what taps and the bridge add per
@@ -96,15 +98,29 @@ done
 # Summary: per engine, in-flight count and variant, the median over the rounds of the median gap,
 # and the median of the rounds' ratios to "native" (the engine alone in the same round).
 "$VENV/bin/python" - "$work/lines" <<'PY'
-import statistics, sys
+import math, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 gap = {(r[0], r[1], r[2], r[3]): float(r[5]) for r in rows if len(r) == 6 and r[5] != "-"}
 keys = sorted({k[1:] for k in gap}, key=lambda k: (k[0], k[1], k[2] != "native", k[2]))
+
+
+def interval(xs):
+    """A distribution-free 95 % confidence interval of the median of xs: the k-th smallest and
+    k-th largest, k the largest with P(Binomial(n, 1/2) < k) <= 2.5 % (none below 6 rounds)."""
+    n, xs = len(xs), sorted(xs)
+    k, tail = 0, 0.0
+    while k < n and tail + math.comb(n, k) / 2**n <= 0.025:
+        tail += math.comb(n, k) / 2**n
+        k += 1
+    return "[%.2f-%.2f]" % (xs[k - 1], xs[n - k]) if k else "[-]"
+
+
 if keys:
-    print("summary: engine inflight variant median-gap-µs (median over rounds) ratio-to-native (median of the rounds')")
+    print("summary: engine inflight variant median-gap-µs (median over rounds) ratio-to-native (median of the rounds', its 95 % interval)")
 for e, k, v in keys:
     rounds = [r for (r, e2, k2, v2) in gap if (e2, k2, v2) == (e, k, v)]
     ratios = [gap[(r, e, k, v)] / gap[(r, e, k, "native")] for r in rounds if (r, e, k, "native") in gap]
     med = statistics.median(gap[(r, e, k, v)] for r in rounds)
-    print("summary: %s %s %s %.0f %s" % (e, k, v, med, "%.2f" % statistics.median(ratios) if ratios and v != "native" else "-"))
+    ratio = "%.2f %s" % (statistics.median(ratios), interval(ratios)) if ratios and v != "native" else "-"
+    print("summary: %s %s %s %.0f %s" % (e, k, v, med, ratio))
 PY
