@@ -75,19 +75,23 @@ fn run_ok_env(dir: &Path, args: &[String]) -> std::path::PathBuf {
 #[test]
 fn synthetic_moves_values_through_redis_on_every_executor_and_leaves_no_key() {
     let redis = RedisServer::start();
-    for executor in ["thread-pool", "process-pool", "mpi"] {
+    // 100 kB values in one key each; 5 MB values in three pieces (2 MiB, 2 MiB, the rest) across
+    // processes.
+    for (executor, bytes) in
+        [("thread-pool", 100_000), ("process-pool", 100_000), ("mpi", 100_000), ("process-pool", 5_000_000)]
+    {
         let dir = tempfile::tempdir().unwrap();
         // 4 + 2 tasks: the first's result goes to 4 children, whose results go to the last.
-        let args = synthetic(&redis.unix_url(), executor, "diamond", 4, 100_000);
+        let args = synthetic(&redis.unix_url(), executor, "diamond", 4, bytes);
         let run = run_ok_env(dir.path(), &args);
         let recs = records(&run);
         assert_eq!(recs.len(), 6, "{}", executor);
         check_record_invariants(&recs);
         assert!(recs.iter().all(|r| r.success == Some(true)), "{}: {:?}", executor, recs);
-        // Every task returns 100 kB by reference; the 5 children also received theirs so.
-        assert!(recs.iter().all(|r| r.bytes_by_reference >= 100_000), "{}: {:?}", executor, recs);
+        // Every task returns its value by reference; the 5 children also received theirs so.
+        assert!(recs.iter().all(|r| r.bytes_by_reference >= bytes), "{}: {:?}", executor, recs);
         let by_ref: u64 = recs.iter().map(|r| r.bytes_by_reference).sum();
-        assert!(by_ref >= (6 + 8) * 100_000, "{}: {} bytes by reference", executor, by_ref);
+        assert!(by_ref >= (6 + 8) * bytes, "{}: {} bytes by reference", executor, by_ref);
         assert_eq!(redis.dbsize(), 0, "{}: keys left in Redis: {:?}", executor, redis.keys("*"));
     }
 }
@@ -129,6 +133,7 @@ fn values_go_to_the_database_the_address_names() {
     assert_eq!(redis.dbsize(), 0, "database 0 holds {:?}", redis.keys("*"));
 }
 
+/// 600 × 600 tiles (2.9 MB): each travels in two pieces, and the factor still reproduces A.
 #[test]
 fn cholesky_through_redis_on_process_pool_gives_the_true_factor() {
     let redis = RedisServer::start();
@@ -141,9 +146,9 @@ fn cholesky_through_redis_on_process_pool_gives_the_true_factor() {
             "--config",
             &config,
             "--app.matrix-size",
-            "90",
+            "1200",
             "--app.block-size",
-            "30",
+            "600",
             "--app.output",
             "none",
             "--engine.executor",
@@ -163,7 +168,8 @@ fn cholesky_through_redis_on_process_pool_gives_the_true_factor() {
     let recs = records(&run);
     check_record_invariants(&recs);
     assert!(recs.iter().all(|r| r.success == Some(true)));
-    assert!(recs.iter().all(|r| r.bytes_by_reference > 0), "a tile did not go through Redis");
+    // A tile is 600 × 600 × 8 bytes, more than one 2 MiB piece.
+    assert!(recs.iter().all(|r| r.bytes_by_reference >= 2_880_000), "a tile did not go through Redis: {:?}", recs);
     assert_eq!(redis.dbsize(), 0, "{:?}", redis.keys("*"));
 }
 
