@@ -58,6 +58,15 @@ cell() { # cell NAME EXECUTOR ARGS...: one taps run into $out/cells/NAME
   if (cd "$out" && "${cmd[@]}" > "$out/cells/$name.log" 2>&1); then :; else
     echo "bench-executors: $name failed (see $out/cells/$name.log)" >&2
   fi
+  # A Python engine's tasks that did not run inside its workers (a taps_native of another build,
+  # say after an edit: scripts/install-engines.sh rebuilds it) would measure another design.
+  case $e in
+    dask|ray|parsl-local)
+      if grep -q "tasks run in a taps-worker process per engine worker thread" "$out/cells/$name.log"; then
+        echo "bench-executors: $name: tasks ran in taps-worker processes, not inside $e's workers (python/taps_native is of another build: run scripts/install-engines.sh)" >&2
+        exit 1
+      fi ;;
+  esac
 }
 for r in $(seq "$rounds"); do
   for e in "${EXECS[@]}"; do
