@@ -103,6 +103,11 @@ fn pieces(key: &str, size: usize) -> Vec<(String, std::ops::Range<usize>)> {
     (0..size.div_ceil(PIECE)).map(|i| (format!("{}:{}", key, i), i * PIECE..((i + 1) * PIECE).min(size))).collect()
 }
 
+/// The keys alone of [`pieces`].
+fn piece_keys(key: &str, size: usize) -> Vec<String> {
+    pieces(key, size).into_iter().map(|(k, _)| k).collect()
+}
+
 /// What reading a value found instead of the value.
 enum Missing {
     /// This key is gone.
@@ -219,6 +224,17 @@ impl std::io::Write for Stream {
     }
 }
 
+/// Appends the command `args` in Redis's protocol to `out`; with `more`, the count announces one
+/// more argument, which the caller writes after.
+fn command(out: &mut Vec<u8>, args: &[&[u8]], more: bool) {
+    out.extend_from_slice(format!("*{}\r\n", args.len() + usize::from(more)).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// A Redis error reply or a broken protocol, as an I/O error.
 fn protocol(what: String) -> std::io::Error {
     std::io::Error::other(what)
@@ -266,13 +282,8 @@ impl Raw {
     /// Writes a command whose last argument is `value` (not copied).
     fn send(&mut self, args: &[&[u8]], value: Option<&[u8]>) -> std::io::Result<()> {
         use std::io::Write;
-        let n = args.len() + usize::from(value.is_some());
-        let mut head = format!("*{}\r\n", n).into_bytes();
-        for a in args {
-            head.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            head.extend_from_slice(a);
-            head.extend_from_slice(b"\r\n");
-        }
+        let mut head = Vec::new();
+        command(&mut head, args, value.is_some());
         let s = self.stream.get_mut();
         match value {
             None => s.write_all(&head),
@@ -345,9 +356,7 @@ impl Raw {
         let parts = pieces(key, size);
         let mut asks = Vec::new();
         for (k, _) in &parts {
-            asks.extend_from_slice(format!("*2\r\n${}\r\n{}\r\n${}\r\n", op.len(), op, k.len()).as_bytes());
-            asks.extend_from_slice(k.as_bytes());
-            asks.extend_from_slice(b"\r\n");
+            command(&mut asks, &[op.as_bytes(), k.as_bytes()], false);
         }
         self.stream.get_mut().write_all(&asks)?;
         let mut value = vec![0u8; size];
@@ -444,8 +453,7 @@ pub(crate) fn floor_ms(address: &str, bytes: usize, reps: u64) -> Result<Vec<f64
         // The key of a SET whose GETDEL failed stays in the user's Redis: removed on a fresh
         // connection, as far as the server still answers.
         if let Ok(mut c) = addr.client.get_connection_with_timeout(secs(5.0)) {
-            let keys: Vec<String> = pieces(&key, bytes).into_iter().map(|(k, _)| k).collect();
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut c);
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(piece_keys(&key, bytes)).query(&mut c);
         }
         return Err(e);
     }
@@ -577,7 +585,7 @@ impl Transformer for RedisTransformer {
         if *closed || self.is_argument(&r.key) || !r.key.starts_with(self.namespace.as_str()) {
             return;
         }
-        let keys: Vec<String> = pieces(&r.key, r.size as usize).into_iter().map(|(k, _)| k).collect();
+        let keys = piece_keys(&r.key, r.size as usize);
         if let Err(e) = self.with(|c| redis::cmd("UNLINK").arg(keys).query::<usize>(c)) {
             tracing::debug!(target: "taps.engine.transform", "Redis at {}: cannot delete {}: {}", self.addr.shown, r.key, e);
         }
