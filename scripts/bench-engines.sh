@@ -29,6 +29,13 @@
 #   TAPS_BENCH_SPIN=1       also "spin": TAPS_SPIN_US=100 (the driver's threads poll 100 µs before
 #                           they block, as with taps' own executors; with an engine they block at
 #                           once by default; see src/spin.rs)
+#
+#   TAPS_BENCH_CPU=1        also the CPU time per task of every measurement, by process, over its
+#                           steady part (scripts/cpu-per-task.py: µs of the driver, the bridge or
+#                           the engine's own client, the engine's processes, the kernel's threads;
+#                           busy cores): where the bridge's share goes when the run keeps the cores
+#                           busy (2 in flight). Needs runs of a few seconds: TASKS 4000 or more for
+#                           ray and parsl-local, 600 for dask.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TASKS=${1:-300}
@@ -40,10 +47,11 @@ BEFORE=${TAPS_BENCH_BEFORE:-}
 BEFORE_PY=${TAPS_BENCH_BEFORE_PYTHON:-${BEFORE:+$BEFORE/python}}
 PROCESS=${TAPS_BENCH_PROCESS:-0}
 SPIN=${TAPS_BENCH_SPIN:-0}
+CPU=${TAPS_BENCH_CPU:-0}
 work=$(mktemp -d)
 mkdir -p "$work/tmp"; export TMPDIR=$work/tmp  # Ray's, Dask's and Python's temporary files of the "engine alone" runs go with $work
 trap 'rm -rf "$work"' EXIT
-export TASKS ROUNDS ENGINES VENV TAPS root work BEFORE BEFORE_PY PROCESS SPIN
+export TASKS ROUNDS ENGINES VENV TAPS root work BEFORE BEFORE_PY PROCESS SPIN CPU
 unshare -n bash -c '
 set -euo pipefail
 ip link set lo up
@@ -54,11 +62,16 @@ median() { "$VENV/bin/python" -c "import json, sys
 t = sorted(r[\"received_time\"] for r in map(json.loads, open(sys.argv[1])) if r[\"name\"] != \"warmup\")
 g = sorted(b - a for a, b in zip(t, t[1:]))
 print(\"%.0f\" % (g[len(g) // 2] * 1e6) if g else \"-\")" "$(ls -td "$work"/runs/*/ | head -1)tasks.jsonl"; }
+# With CPU=1 every measured command runs under scripts/cpu-per-task.py (taps: its records say
+# when tasks completed; the engine alone: the times native_bench writes).
+sampler() { [ "$CPU" = 1 ] && echo "$VENV/bin/python $root/scripts/cpu-per-task.py $* --" || true; }
+# Its line, as fields for the measurement line (nothing without CPU=1).
+cpu_fields() { [ "$CPU" = 1 ] && sed -n "s/^cpu: tasks [0-9]* window [0-9.]* s \(busy .*\)/\1/p" "$1" | tail -1 || true; }
 # taps LABEL PROGRAM PYTHON-DIR [ENV=VALUE...]
 taps() {
   local label=$1 prog=$2 py=$3 rate
   shift 3
-  rate=$(cd "$work" && env "$@" TAPS_PYTHON_DIR="$py" TAPS_ENGINES_VENV="$VENV" "$prog" run --app synthetic --app.structure bag \
+  rate=$(cd "$work" && env "$@" TAPS_PYTHON_DIR="$py" TAPS_ENGINES_VENV="$VENV" $(sampler --records "$work") "$prog" run --app synthetic --app.structure bag \
     --app.task-count "$TASKS" --app.bag-max-running "$k" --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 \
     --engine.executor "$e" $(opts $e) >"$work/out" 2>&1; sed -n "s/.*Completed $TASKS\/$TASKS (rate: \([0-9.]*\) tasks\/s).*/\1/p" "$work/out")
   if [ -z "$rate" ]; then
@@ -75,7 +88,7 @@ taps() {
       exit 1
     fi
   fi
-  echo "$r $e $k $label $rate $(median)"
+  echo "$r $e $k $label $rate $(median) $(cpu_fields "$work/out")"
 }
 for r in $(seq "$ROUNDS"); do
   for e in $ENGINES; do
@@ -85,8 +98,9 @@ for r in $(seq "$ROUNDS"); do
       taps taps-null "$TAPS" "$root/python" TAPS_BRIDGE_ENGINE=null
       [ "$PROCESS" = 1 ] && [ "$e" != hyperqueue ] && taps taps-process "$TAPS" "$root/python" TAPS_IN_PROCESS=0
       [ "$SPIN" = 1 ] && taps spin "$TAPS" "$root/python" TAPS_BENCH=1 TAPS_SPIN_US=100
-      rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" 2>/dev/null | sed -n "s/ tasks\/s median \([0-9]*\) us/ \1/p")
-      echo "$r $e $k native $rate"
+      PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" TAPS_BENCH_TIMES="$work/times" $(sampler --times "$work/times") "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" >"$work/nout" 2>/dev/null
+      rate=$(sed -n "s/ tasks\/s median \([0-9]*\) us/ \1/p" "$work/nout")
+      echo "$r $e $k native $rate $(cpu_fields "$work/nout")"
       if [ "$e" = hyperqueue ]; then
         rate=$(PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" "$VENV/bin/python" -m taps_bridge.native_bench "$e" 10 "$k" "{\"workers\": 1, \"cpus\": 2, \"native\": \"wait\"}" 2>/dev/null | sed -n "s/ tasks\/s//p")
         echo "$r $e $k hq-wait $rate"
@@ -100,7 +114,9 @@ done
 "$VENV/bin/python" - "$work/lines" <<'PY'
 import math, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-gap = {(r[0], r[1], r[2], r[3]): float(r[5]) for r in rows if len(r) == 6 and r[5] != "-"}
+gap = {(r[0], r[1], r[2], r[3]): float(r[5]) for r in rows if len(r) >= 6 and r[5] != "-"}
+# TAPS_BENCH_CPU=1: "busy C cores us/task total T driver D ..." after the gap.
+cpu = {(r[0], r[1], r[2], r[3]): dict(zip(r[10::2], map(float, r[11::2])), busy=float(r[7])) for r in rows if len(r) > 7 and r[6] == "busy"}
 keys = sorted({k[1:] for k in gap}, key=lambda k: (k[0], k[1], k[2] != "native", k[2]))
 
 
@@ -123,4 +139,14 @@ for e, k, v in keys:
     med = statistics.median(gap[(r, e, k, v)] for r in rounds)
     ratio = "%.2f %s" % (statistics.median(ratios), interval(ratios)) if ratios and v != "native" else "-"
     print("summary: %s %s %s %.0f %s" % (e, k, v, med, ratio))
+if cpu:
+    print("cpu: engine inflight variant, medians over the rounds: busy cores, us of CPU per task (total, driver, bridge or the engine's own client, engine, kernel), total / native's (median of the rounds')")
+for e, k, v in keys:
+    got = {r: c for (r, e2, k2, v2), c in cpu.items() if (e2, k2, v2) == (e, k, v)}
+    if not got:
+        continue
+    med = lambda f: statistics.median(c.get(f, 0.0) for c in got.values())
+    ratios = [c["total"] / cpu[(r, e, k, "native")]["total"] for r, c in got.items() if (r, e, k, "native") in cpu]
+    ratio = "%.2f %s" % (statistics.median(ratios), interval(ratios)) if ratios and v != "native" else "-"
+    print("cpu: %s %s %s busy %.2f total %.0f driver %.0f bridge %.0f engine %.0f kernel %.0f %s" % (e, k, v, med("busy"), med("total"), med("driver"), med("bridge"), med("engine"), med("kernel"), ratio))
 PY

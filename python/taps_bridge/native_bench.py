@@ -5,7 +5,8 @@ no-op submitted through the engine's API (the bridge's engine set-up, same optio
     python -m taps_bridge.native_bench ENGINE TASKS INFLIGHT '{"workers": 2, ...}'
 
 prints ``tasks/s`` after 8 warm-up tasks, and the median time between two completions (robust
-to the bursts of other load on a shared machine), ``N tasks/s median M us``. HyperQueue runs programs, not Python functions: its
+to the bursts of other load on a shared machine), ``N tasks/s median M us``; with
+``TAPS_BENCH_TIMES=FILE``, the completion times too (for scripts/cpu-per-task.py). HyperQueue runs programs, not Python functions: its
 plain task is ``cp`` of an empty frame into the task's result file (:func:`hq_bag`), or, with
 ``"native": "wait"`` in the options, ``true`` waited for through ``Client.wait_for_jobs``.
 
@@ -26,6 +27,10 @@ import time
 import uuid
 
 from . import engines
+
+
+# Names a file: each bag writes its completion times there, one epoch time per line.
+TIMES_ENV = "TAPS_BENCH_TIMES"
 
 
 def noop(x):
@@ -89,6 +94,11 @@ def run_bag(submit, done, n, inflight):
             submit()
             sent += 1
     gaps = sorted(b - a for a, b in zip(ends, ends[1:]))
+    if os.environ.get(TIMES_ENV):
+        # Completion times as epoch seconds, for scripts/cpu-per-task.py (the last bag's).
+        offset = time.time() - time.perf_counter()
+        with open(os.environ[TIMES_ENV], "w") as f:
+            f.writelines("%.6f\n" % (t + offset) for t in ends[1:])
     return n / (ends[-1] - start), gaps[len(gaps) // 2] * 1e6
 
 
