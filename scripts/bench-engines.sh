@@ -64,14 +64,18 @@ g = sorted(b - a for a, b in zip(t, t[1:]))
 print(\"%.0f\" % (g[len(g) // 2] * 1e6) if g else \"-\")" "$(ls -td "$work"/runs/*/ | head -1)tasks.jsonl"; }
 # With CPU=1 every measured command runs under scripts/cpu-per-task.py (taps: its records say
 # when tasks completed; the engine alone: the times native_bench writes).
-sampler() { [ "$CPU" = 1 ] && echo "$VENV/bin/python $root/scripts/cpu-per-task.py $* --" || true; }
+cpu_taps=(); cpu_native=()
+if [ "$CPU" = 1 ]; then
+  cpu_taps=("$VENV/bin/python" "$root/scripts/cpu-per-task.py" --records "$work" --)
+  cpu_native=("$VENV/bin/python" "$root/scripts/cpu-per-task.py" --times "$work/times" --)
+fi
 # Its line, as fields for the measurement line (nothing without CPU=1).
 cpu_fields() { [ "$CPU" = 1 ] && sed -n "s/^cpu: tasks [0-9]* window [0-9.]* s \(busy .*\)/\1/p" "$1" | tail -1 || true; }
 # taps LABEL PROGRAM PYTHON-DIR [ENV=VALUE...]
 taps() {
   local label=$1 prog=$2 py=$3 rate
   shift 3
-  rate=$(cd "$work" && env "$@" TAPS_PYTHON_DIR="$py" TAPS_ENGINES_VENV="$VENV" $(sampler --records "$work") "$prog" run --app synthetic --app.structure bag \
+  rate=$(cd "$work" && env "$@" TAPS_PYTHON_DIR="$py" TAPS_ENGINES_VENV="$VENV" "${cpu_taps[@]}" "$prog" run --app synthetic --app.structure bag \
     --app.task-count "$TASKS" --app.bag-max-running "$k" --app.task-sleep 0 --app.task-data-bytes 0 --app.warmup-tasks 8 \
     --engine.executor "$e" $(opts $e) >"$work/out" 2>&1; sed -n "s/.*Completed $TASKS\/$TASKS (rate: \([0-9.]*\) tasks\/s).*/\1/p" "$work/out")
   if [ -z "$rate" ]; then
@@ -98,7 +102,7 @@ for r in $(seq "$ROUNDS"); do
       taps taps-null "$TAPS" "$root/python" TAPS_BRIDGE_ENGINE=null
       [ "$PROCESS" = 1 ] && [ "$e" != hyperqueue ] && taps taps-process "$TAPS" "$root/python" TAPS_IN_PROCESS=0
       [ "$SPIN" = 1 ] && taps spin "$TAPS" "$root/python" TAPS_BENCH=1 TAPS_SPIN_US=100
-      PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" TAPS_BENCH_TIMES="$work/times" $(sampler --times "$work/times") "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" >"$work/nout" 2>/dev/null
+      PATH="$VENV/bin:$PATH" PYTHONPATH="$root/python" TAPS_BENCH_TIMES="$work/times" "${cpu_native[@]}" "$VENV/bin/python" -m taps_bridge.native_bench "$e" "$TASKS" "$k" "$(native $e)" >"$work/nout" 2>/dev/null
       rate=$(sed -n "s/ tasks\/s median \([0-9]*\) us/ \1/p" "$work/nout")
       echo "$r $e $k native $rate $(cpu_fields "$work/nout")"
       if [ "$e" = hyperqueue ]; then
