@@ -7,8 +7,9 @@
 # (the median is robust to bursts of other load on a shared machine; the rate is not), then a
 # summary per engine, in-flight count and variant: the median gap over the rounds and the median
 # of the rounds' ratios to "native" (the per-task overhead target: taps / native <= 1.10), with a
-# distribution-free 95 % confidence interval of that median (order statistics; 6 rounds or more:
-# rounds scatter by 10-40 %, so a verdict takes 16 or more).
+# distribution-free 95 % confidence interval of that median (order statistics; 6 rounds or more).
+# 300-task rounds scatter by 10-40 % and weigh the engine's first tasks: a verdict takes 16 of
+# them, or 8 of 4,000 tasks (steady state, 3-15 % scatter: `scripts/bench-engines.sh 4000 8`).
 #
 # Each round also measures "taps-null": the same taps run with TAPS_BRIDGE_ENGINE=null, where the
 # bridge runs every task itself at once (no engine): its gap is what taps and the bridge add per
