@@ -120,6 +120,9 @@ struct Sink {
 
 struct TapsLayer {
     sinks: Mutex<Vec<Sink>>,
+    /// The last line's time to the second, as printed, and that second: every line of a second
+    /// shares it (an app that logs per task formats the date once a second, not per line).
+    stamp: Mutex<(i64, String)>,
     /// The lowest level any sink takes: events below it are never built (their arguments are
     /// not even formatted), so TRACE lines cost nothing unless TRACE is on.
     min_level: AtomicU32,
@@ -136,15 +139,25 @@ impl TapsLayer {
 #[derive(Default)]
 struct Fields {
     message: String,
-    taps_level: Option<String>,
+    /// The level a `taps_level` field names (RUN, APP).
+    taps_level: Option<u32>,
     extra: String,
+}
+
+/// The level of a `taps_level` marker.
+fn marker_level(marker: &str) -> Option<u32> {
+    match marker {
+        "RUN" => Some(22),
+        "APP" => Some(21),
+        _ => None,
+    }
 }
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "message" => self.message.push_str(value),
-            "taps_level" => self.taps_level = Some(value.to_string()),
+            "taps_level" => self.taps_level = marker_level(value),
             name => {
                 let _ = write!(self.extra, " {}={}", name, value);
             }
@@ -155,7 +168,7 @@ impl Visit for Fields {
             "message" => {
                 let _ = write!(self.message, "{:?}", value);
             }
-            "taps_level" => self.taps_level = Some(format!("{:?}", value).trim_matches('"').to_string()),
+            "taps_level" => self.taps_level = marker_level(format!("{:?}", value).trim_matches('"')),
             name => {
                 let _ = write!(self.extra, " {}={:?}", name, value);
             }
@@ -163,18 +176,14 @@ impl Visit for Fields {
     }
 }
 
-fn event_level(level: &Level, marker: Option<&str>) -> u32 {
-    match marker {
-        Some("RUN") => 22,
-        Some("APP") => 21,
-        _ => match *level {
-            Level::TRACE => 5,
-            Level::DEBUG => 10,
-            Level::INFO => 20,
-            Level::WARN => 30,
-            Level::ERROR => 40,
-        },
-    }
+fn event_level(level: &Level, marker: Option<u32>) -> u32 {
+    marker.unwrap_or(match *level {
+        Level::TRACE => 5,
+        Level::DEBUG => 10,
+        Level::INFO => 20,
+        Level::WARN => 30,
+        Level::ERROR => 40,
+    })
 }
 
 impl<S: Subscriber> Layer<S> for TapsLayer {
@@ -182,20 +191,28 @@ impl<S: Subscriber> Layer<S> for TapsLayer {
         let meta = event.metadata();
         let mut f = Fields::default();
         event.record(&mut f);
-        let lvl = event_level(meta.level(), f.taps_level.as_deref());
+        let lvl = event_level(meta.level(), f.taps_level);
         let mut sinks = self.sinks.lock().unwrap();
         if !sinks.iter().any(|s| lvl >= s.level) {
             return;
         }
-        let logger = meta.target().replace("::", ".");
-        let line = format!(
-            "[{}] {:<5} ({}) > {}{}\n",
-            chrono::Local::now().format("%Y-%m-%d %H:%M:%S%.3f"),
-            level_name(lvl),
-            logger,
-            f.message,
-            f.extra
-        );
+        let mut line = String::with_capacity(64 + f.message.len() + f.extra.len());
+        let now = chrono::Local::now();
+        {
+            let mut stamp = self.stamp.lock().unwrap();
+            if stamp.0 != now.timestamp() || stamp.1.is_empty() {
+                *stamp = (now.timestamp(), now.format("%Y-%m-%d %H:%M:%S").to_string());
+            }
+            let _ =
+                write!(line, "[{}.{:03}] {:<5} (", stamp.1, now.timestamp_subsec_millis().min(999), level_name(lvl));
+        }
+        for (i, part) in meta.target().split("::").enumerate() {
+            if i > 0 {
+                line.push('.');
+            }
+            line.push_str(part);
+        }
+        let _ = writeln!(line, ") > {}{}", f.message, f.extra);
         for s in sinks.iter_mut() {
             if lvl >= s.level {
                 let _ = s.out.write_all(line.as_bytes());
@@ -208,8 +225,11 @@ static LAYER: OnceLock<&'static TapsLayer> = OnceLock::new();
 
 fn layer() -> &'static TapsLayer {
     LAYER.get_or_init(|| {
-        let l: &'static TapsLayer =
-            Box::leak(Box::new(TapsLayer { sinks: Mutex::new(Vec::new()), min_level: AtomicU32::new(u32::MAX) }));
+        let l: &'static TapsLayer = Box::leak(Box::new(TapsLayer {
+            sinks: Mutex::new(Vec::new()),
+            stamp: Mutex::new((0, String::new())),
+            min_level: AtomicU32::new(u32::MAX),
+        }));
         let _ = tracing_subscriber::registry().with(Forward(l)).try_init();
         l
     })
