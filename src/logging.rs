@@ -197,15 +197,9 @@ impl<S: Subscriber> Layer<S> for TapsLayer {
             return;
         }
         let mut line = String::with_capacity(64 + f.message.len() + f.extra.len());
-        let now = chrono::Local::now();
-        {
-            let mut stamp = self.stamp.lock().unwrap();
-            if stamp.0 != now.timestamp() || stamp.1.is_empty() {
-                *stamp = (now.timestamp(), now.format("%Y-%m-%d %H:%M:%S").to_string());
-            }
-            let _ =
-                write!(line, "[{}.{:03}] {:<5} (", stamp.1, now.timestamp_subsec_millis().min(999), level_name(lvl));
-        }
+        line.push('[');
+        write_stamp(&mut self.stamp.lock().unwrap(), chrono::Local::now(), &mut line);
+        let _ = write!(line, "] {:<5} (", level_name(lvl));
         for (i, part) in meta.target().split("::").enumerate() {
             if i > 0 {
                 line.push('.');
@@ -219,6 +213,15 @@ impl<S: Subscriber> Layer<S> for TapsLayer {
             }
         }
     }
+}
+
+/// Appends `now` as `YYYY-mm-dd HH:MM:SS.mmm`, the part up to the second from `cache` (the last
+/// second written and its text) when it is the same second.
+fn write_stamp(cache: &mut (i64, String), now: chrono::DateTime<chrono::Local>, line: &mut String) {
+    if cache.0 != now.timestamp() || cache.1.is_empty() {
+        *cache = (now.timestamp(), now.format("%Y-%m-%d %H:%M:%S").to_string());
+    }
+    let _ = write!(line, "{}.{:03}", cache.1, now.timestamp_subsec_millis().min(999));
 }
 
 static LAYER: OnceLock<&'static TapsLayer> = OnceLock::new();
@@ -282,4 +285,22 @@ pub fn close() {
     sinks.truncate(1);
     let min = sinks.iter().map(|s| s.level).min().unwrap_or(u32::MAX);
     l.min_level.store(min, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_stamp_reads_as_the_full_format_would() {
+        let mut cache = (0, String::new());
+        let start = chrono::Local::now();
+        // The same second, the next millisecond, seconds and a day later: each as chrono writes it.
+        for ms in [0, 1, 999, 1_000, 1_001, 61_500, 86_400_000] {
+            let t = start + chrono::Duration::milliseconds(ms);
+            let mut line = String::new();
+            write_stamp(&mut cache, t, &mut line);
+            assert_eq!(line, t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(), "{} ms on", ms);
+        }
+    }
 }
