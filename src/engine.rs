@@ -33,7 +33,6 @@ use uuid::Uuid;
 
 use crate::data::{DataLayer, Moved};
 use crate::record::{ExecutionInfo, RecordWriter, TaskRecord, now};
-use crate::spin::Inbox;
 use crate::task::{
     Data, ErrorKind, FailedParent, Payload, Registry, Slot, Task, TaskArgs, TaskContext, TaskDef, TaskError,
 };
@@ -132,7 +131,7 @@ struct CellState {
     outcome: Option<Result<Payload, TaskError>>,
     /// Threads blocked on `cv` (no wake-up call when there are none).
     sleepers: usize,
-    listeners: Vec<(Arc<Inbox<usize>>, usize)>,
+    listeners: Vec<(Sender<usize>, usize)>,
     /// For a task that failed because a parent failed: the failure that started the chain
     /// (`task NAME (ID) failed: TYPE: MESSAGE`).
     origin: Option<Arc<str>>,
@@ -153,8 +152,8 @@ impl TaskCell {
         if sleepers > 0 {
             self.cv.notify_all();
         }
-        for (inbox, i) in listeners {
-            inbox.push(i);
+        for (tx, i) in listeners {
+            let _ = tx.send(i);
         }
         watched
     }
@@ -181,12 +180,12 @@ impl TaskCell {
         matches!(self.state.lock().unwrap().outcome, Some(Ok(Payload::Ref(_))))
     }
 
-    fn subscribe(&self, inbox: &Arc<Inbox<usize>>, i: usize) {
+    fn subscribe(&self, tx: &Sender<usize>, i: usize) {
         let mut st = self.state.lock().unwrap();
         if st.outcome.is_some() {
-            inbox.push(i);
+            let _ = tx.send(i);
         } else {
-            st.listeners.push((inbox.clone(), i));
+            st.listeners.push((tx.clone(), i));
         }
     }
 
@@ -401,14 +400,18 @@ pub struct Waited<T> {
 /// Waits for futures, as Python's `concurrent.futures.wait`.
 pub fn wait<T>(futures: &[TaskFuture<T>], timeout: Option<Duration>, when: ReturnWhen) -> Waited<T> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let inbox = Arc::new(Inbox::new());
+    let (tx, rx) = unbounded();
     for (i, f) in futures.iter().enumerate() {
-        f.cell.subscribe(&inbox, i);
+        f.cell.subscribe(&tx, i);
     }
     let mut finished = vec![false; futures.len()];
     let mut n = 0;
     while n < futures.len() {
-        let Some(i) = inbox.recv(deadline) else { break };
+        let got = match deadline {
+            None => crate::spin::recv(&rx).ok(),
+            Some(d) => crate::spin::recv_deadline(&rx, d).ok(),
+        };
+        let Some(i) = got else { break };
         if !finished[i] {
             finished[i] = true;
             n += 1;
@@ -430,17 +433,17 @@ pub fn wait<T>(futures: &[TaskFuture<T>], timeout: Option<Duration>, when: Retur
 
 /// Yields futures as they finish (successfully or not); stops with `Err(Timeout)` at the deadline.
 pub fn as_completed<T>(futures: Vec<TaskFuture<T>>, timeout: Option<Duration>) -> AsCompleted<T> {
-    let inbox = Arc::new(Inbox::new());
+    let (tx, rx) = unbounded();
     for (i, f) in futures.iter().enumerate() {
-        f.cell.subscribe(&inbox, i);
+        f.cell.subscribe(&tx, i);
     }
-    AsCompleted { left: futures.len(), futures, inbox, deadline: timeout.map(|t| Instant::now() + t) }
+    AsCompleted { left: futures.len(), futures, rx, deadline: timeout.map(|t| Instant::now() + t) }
 }
 
 /// Iterator returned by [`as_completed`].
 pub struct AsCompleted<T> {
     futures: Vec<TaskFuture<T>>,
-    inbox: Arc<Inbox<usize>>,
+    rx: Receiver<usize>,
     left: usize,
     deadline: Option<Instant>,
 }
@@ -451,7 +454,11 @@ impl<T> Iterator for AsCompleted<T> {
         if self.left == 0 {
             return None;
         }
-        match self.inbox.recv(self.deadline) {
+        let got = match self.deadline {
+            None => crate::spin::recv(&self.rx).ok(),
+            Some(d) => crate::spin::recv_deadline(&self.rx, d).ok(),
+        };
+        match got {
             Some(i) => {
                 self.left -= 1;
                 Some(Ok(self.futures[i].clone()))
@@ -467,7 +474,8 @@ impl<T> Iterator for AsCompleted<T> {
 /// Futures that come back in completion order: push as you submit, take as they finish.
 /// Cheaper than repeated [`wait`] calls for long-running loops (each future is watched once).
 pub struct Completions<T> {
-    inbox: Arc<Inbox<usize>>,
+    tx: Sender<usize>,
+    rx: Receiver<usize>,
     slots: Vec<Option<TaskFuture<T>>>,
     free: Vec<usize>,
     pending: usize,
@@ -475,7 +483,8 @@ pub struct Completions<T> {
 
 impl<T> Default for Completions<T> {
     fn default() -> Self {
-        Completions { inbox: Arc::new(Inbox::new()), slots: Vec::new(), free: Vec::new(), pending: 0 }
+        let (tx, rx) = unbounded();
+        Completions { tx, rx, slots: Vec::new(), free: Vec::new(), pending: 0 }
     }
 }
 
@@ -491,7 +500,7 @@ impl<T> Completions<T> {
             self.slots.push(None);
             self.slots.len() - 1
         });
-        f.cell.subscribe(&self.inbox, i);
+        f.cell.subscribe(&self.tx, i);
         self.slots[i] = Some(f);
         self.pending += 1;
     }
@@ -516,7 +525,7 @@ impl<T> Iterator for Completions<T> {
         if self.pending == 0 {
             return None;
         }
-        let i = self.inbox.recv(None)?;
+        let i = crate::spin::recv(&self.rx).ok()?;
         self.take(i)
     }
 }

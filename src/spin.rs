@@ -13,14 +13,14 @@
 //! ```
 //! let (tx, rx) = crossbeam_channel::unbounded();
 //! std::thread::spawn(move || tx.send(7).unwrap());
-//! let got = taps::spin::until(std::time::Duration::from_secs(60), || rx.try_recv().ok());
-//! assert_eq!(got.or_else(|| rx.recv().ok()), Some(7));
+//! assert_eq!(taps::spin::recv(&rx), Ok(7));
 //! ```
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvError, RecvTimeoutError};
 
 /// How long a waiting thread polls before it blocks, unless [`SPIN_ENV`] says otherwise.
 pub const SPIN: Duration = Duration::from_micros(100);
@@ -95,106 +95,22 @@ pub fn until<T>(budget: Duration, mut poll: impl FnMut() -> Option<T>) -> Option
     }
 }
 
-/// A queue that threads push to and a thread waiting for results waits on: polling (and
-/// [helping](help)) for [`budget`], then sleeping on a condition variable until something comes.
-/// Past the budget it sleeps at once: a crossbeam channel's blocking receive yields up to eight
-/// more times before it sleeps, and on a machine whose cores are busy with other processes (a
-/// Python engine beside the driver, whose budget is zero) each yield hands the core to one of
-/// them and back, more than one switch per task measured while an app waited for its next result. How an app waits for finished
-/// futures ([`crate::engine::Completions`], [`crate::engine::wait`],
-/// [`crate::engine::as_completed`]).
-///
-/// ```
-/// let inbox = std::sync::Arc::new(taps::spin::Inbox::new());
-/// let i = inbox.clone();
-/// std::thread::spawn(move || i.push(7));
-/// assert_eq!(inbox.recv(None), Some(7));
-/// assert_eq!(inbox.recv(Some(std::time::Instant::now())), None, "nothing more came by the deadline");
-/// ```
-pub struct Inbox<T> {
-    state: Mutex<InboxState<T>>,
-    /// Items queued (read without the lock while polling).
-    queued: AtomicUsize,
-    cv: Condvar,
-}
-
-struct InboxState<T> {
-    items: VecDeque<T>,
-    /// Threads asleep on `cv` (no wake-up call when there are none).
-    sleepers: usize,
-}
-
-impl<T> Default for Inbox<T> {
-    fn default() -> Self {
-        Inbox {
-            state: Mutex::new(InboxState { items: VecDeque::new(), sleepers: 0 }),
-            queued: AtomicUsize::new(0),
-            cv: Condvar::new(),
-        }
+/// Receives from `rx`, polling (and [helping](help)) for [`budget`] before blocking: how a
+/// thread waiting for results waits.
+pub fn recv<T>(rx: &Receiver<T>) -> Result<T, RecvError> {
+    match until_helping(budget(), || rx.try_recv().ok()) {
+        Some(t) => Ok(t),
+        None => rx.recv(),
     }
 }
 
-impl<T> Inbox<T> {
-    /// An empty inbox.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, InboxState<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn pop(&self, st: &mut InboxState<T>) -> Option<T> {
-        let t = st.items.pop_front()?;
-        self.queued.fetch_sub(1, Ordering::Release);
-        Some(t)
-    }
-
-    /// Queues `t` and wakes a sleeping receiver.
-    pub fn push(&self, t: T) {
-        let mut st = self.lock();
-        st.items.push_back(t);
-        self.queued.fetch_add(1, Ordering::Release);
-        let wake = st.sleepers > 0;
-        drop(st);
-        if wake {
-            self.cv.notify_one();
-        }
-    }
-
-    /// The oldest item, if there is one now.
-    pub fn try_recv(&self) -> Option<T> {
-        if self.queued.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.pop(&mut self.lock())
-    }
-
-    /// The oldest item, waiting for one until `deadline` (`None`: for as long as it takes).
-    pub fn recv(&self, deadline: Option<Instant>) -> Option<T> {
-        let budget = deadline.map_or(budget(), |d| budget().min(d.saturating_duration_since(Instant::now())));
-        if let Some(t) = until_helping(budget, || self.try_recv()) {
-            return Some(t);
-        }
-        let mut st = self.lock();
-        loop {
-            if let Some(t) = self.pop(&mut st) {
-                return Some(t);
-            }
-            let wait = match deadline {
-                None => None,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return None,
-                },
-            };
-            st.sleepers += 1;
-            st = match wait {
-                None => self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(left) => self.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
-            };
-            st.sleepers -= 1;
-        }
+/// Receives from `rx` until `deadline`, polling (and [helping](help)) for [`budget`] (at most
+/// until the deadline) before blocking.
+pub fn recv_deadline<T>(rx: &Receiver<T>, deadline: Instant) -> Result<T, RecvTimeoutError> {
+    let budget = budget().min(deadline.saturating_duration_since(Instant::now()));
+    match until_helping(budget, || rx.try_recv().ok()) {
+        Some(t) => Ok(t),
+        None => rx.recv_deadline(deadline),
     }
 }
 
@@ -254,7 +170,7 @@ impl Drop for Registered {
     }
 }
 
-/// Registers `h`: every thread that waits for a result through [`Inbox::recv`] or
+/// Registers `h`: every thread that waits for a result through [`recv`], [`recv_deadline`] or
 /// [`until_helping`] runs it between polls (one thread at a time).
 pub fn register(h: Arc<dyn Helper>) -> Registered {
     let n = NEXT_HELPER.fetch_add(1, Ordering::Relaxed);
@@ -294,33 +210,9 @@ mod tests {
             }),
             Some(100)
         );
-    }
-
-    #[test]
-    fn an_inbox_hands_over_in_order_and_wakes_a_sleeping_receiver() {
-        let inbox = Arc::new(Inbox::new());
-        inbox.push(1);
-        inbox.push(2);
-        assert_eq!(inbox.try_recv(), Some(1));
-        assert_eq!(inbox.recv(None), Some(2));
-        assert_eq!(inbox.try_recv(), None);
-        let start = Instant::now();
-        assert_eq!(inbox.recv(Some(start + Duration::from_millis(20))), None);
-        assert!(start.elapsed() >= Duration::from_millis(20), "a deadline is kept");
-        // A receiver asleep (past any polling budget) is woken by each push.
-        let (i, n) = (inbox.clone(), 200);
-        let pusher = std::thread::spawn(move || {
-            for k in 0..n {
-                if k % 50 == 0 {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                i.push(k);
-            }
-        });
-        let got: Vec<u32> =
-            (0..n).map(|_| inbox.recv(Some(Instant::now() + Duration::from_secs(60))).unwrap()).collect();
-        assert_eq!(got, (0..n).collect::<Vec<_>>());
-        pusher.join().unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded::<u8>();
+        drop(tx);
+        assert!(recv(&rx).is_err(), "a disconnected channel ends the wait");
     }
 
     #[test]
